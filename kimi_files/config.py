@@ -1,0 +1,154 @@
+"""Configuration: platform constants, limits and retry settings, and key/base-URL resolution.
+
+Everything here is a documented constant or a frozen, keyword-only dataclass.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "CHINA_BASE_URL",
+    "DEFAULT_BASE_URL",
+    "KNOWN_PURPOSES",
+    "MAX_FILES",
+    "MAX_FILE_BYTES",
+    "MAX_TOTAL_BYTES",
+    "Limits",
+    "RetryPolicy",
+    "resolve_api_key",
+    "resolve_base_url",
+]
+
+#: The international platform (platform.kimi.ai).
+DEFAULT_BASE_URL = "https://api.moonshot.ai/v1"
+#: The China platform (platform.kimi.com).
+CHINA_BASE_URL = "https://api.moonshot.cn/v1"
+PLATFORMS = {
+    "international": DEFAULT_BASE_URL,
+    "global": DEFAULT_BASE_URL,
+    "ai": DEFAULT_BASE_URL,
+    "china": CHINA_BASE_URL,
+    "cn": CHINA_BASE_URL,
+}
+
+API_KEY_ENV = "MOONSHOT_API_KEY"
+BASE_URL_ENV = "MOONSHOT_BASE_URL"
+
+#: The platform's "100MB" per-file cap, enforced as 100 MiB = 104,857,600 bytes.
+MAX_FILE_BYTES = 100 * 1024 * 1024
+#: Files per account.
+MAX_FILES = 1000
+#: Bytes per account: "10 GB", enforced as 10 GiB = 10,737,418,240 bytes.
+MAX_TOTAL_BYTES = 10 * 1024**3
+
+DEFAULT_PURPOSE = "file-extract"
+KNOWN_PURPOSES = frozenset({"file-extract", "image", "video", "batch"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Limits:
+    """Account limits the preflight enforces (the platform's by default)."""
+
+    max_file_bytes: int = MAX_FILE_BYTES
+    max_files: int = MAX_FILES
+    max_total_bytes: int = MAX_TOTAL_BYTES
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryPolicy:
+    """How retries are made.
+
+    Attempt ``n`` (1-based) that fails with a retryable error waits, before attempt ``n+1``:
+
+    * the seconds the server named ("please try again after N seconds", or ``Retry-After``),
+      capped at ``max_server_wait``; otherwise
+    * ``min(max_wait, initial_wait * 2 ** (n - 1)) + uniform(0, jitter)``.
+
+    At most ``max_attempts`` attempts are made, and none starts once ``timeout`` seconds
+    have passed since the first, or when its wait would cross that line.
+    """
+
+    max_attempts: int = 6
+    initial_wait: float = 1.0
+    max_wait: float = 30.0
+    jitter: float = 1.0
+    max_server_wait: float = 120.0
+    timeout: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+        if min(self.initial_wait, self.max_wait, self.jitter, self.max_server_wait) < 0:
+            raise ConfigurationError("retry waits cannot be negative")
+
+
+def resolve_api_key(api_key: str | None) -> str:
+    """The key from the argument or MOONSHOT_API_KEY; a clear error when neither is set."""
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    if key is None or not key.strip():
+        raise ConfigurationError(
+            f"No API key: pass api_key=... or set the {API_KEY_ENV} environment variable "
+            "(create a key at platform.kimi.ai, or platform.kimi.com for the China platform)."
+        )
+    key = key.strip()
+    if any(ord(c) < 33 or ord(c) > 126 for c in key):
+        raise ConfigurationError(
+            f"The API key (from the argument or {API_KEY_ENV}) is malformed: it contains "
+            "spaces, control or non-ASCII characters. Copy it again from the console."
+        )
+    return key
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_base_url(
+    base_url: str | None = None, *, platform: str | None = None, allow_http: bool = False
+) -> str:
+    """The base URL from the argument, the platform name, MOONSHOT_BASE_URL or the default.
+
+    Plain ``http://`` is accepted only for loopback hosts (the emulator) unless
+    ``allow_http`` is true.
+    """
+    if base_url is None and platform is not None:
+        try:
+            base_url = PLATFORMS[platform.lower()]
+        except KeyError:
+            names = ", ".join(sorted(PLATFORMS))
+            raise ConfigurationError(
+                f"Unknown platform {platform!r}: use one of {names}"
+            ) from None
+    if base_url is None:
+        base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    url = base_url.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        _ = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"Malformed base URL {base_url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigurationError(
+            f"Malformed base URL {base_url!r}: expected http(s)://host[:port]/v1, "
+            f"for example {DEFAULT_BASE_URL}"
+        )
+    if parts.username or parts.password:
+        raise ConfigurationError("The base URL must not contain credentials; use the API key.")
+    if parts.scheme == "http" and not allow_http and not _is_loopback(host):
+        raise ConfigurationError(
+            f"Refusing plain http to {host}: the API key would travel unencrypted. Use "
+            "https, or allow it explicitly (allow_http=True, --allow-http)."
+        )
+    return url

@@ -1,0 +1,77 @@
+"""``python -m kimi_files.emulator``: serve the emulator until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._state import FAULT_KINDS
+
+
+def _fault(text: str) -> tuple[str, int, str]:
+    kind, _, rest = text.partition(":")
+    times_text, _, endpoint = rest.partition(":")
+    if kind not in FAULT_KINDS:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault {kind!r}; known: {', '.join(sorted(FAULT_KINDS))}")
+    try:
+        times = int(times_text or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad count in {text!r}") from None
+    return kind, times, endpoint or "upload"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kimi_files.emulator",
+        description="A local emulator of the Kimi Files API (base URL: http://HOST:PORT/v1).",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", help="accept only this key (default: any non-empty key)")
+    parser.add_argument("--max-files", type=int, default=1000)
+    parser.add_argument("--max-total-bytes", type=int, default=10 * 1024**3)
+    parser.add_argument("--max-file-bytes", type=int, default=100 * 1024 * 1024)
+    parser.add_argument("--extract-delay", type=float, default=0.0,
+                        help="seconds of server time per upload (emulated extraction)")
+    parser.add_argument("--max-concurrency", type=int, help="emulate a tier's concurrency limit")
+    parser.add_argument("--rpm", type=int, help="emulate a tier's requests-per-minute limit")
+    parser.add_argument("--rate-window", type=float, default=60.0,
+                        help="the window of --rpm, in seconds (default 60)")
+    parser.add_argument("--fail", type=_fault, action="append", default=[],
+                        metavar="KIND[:TIMES[:ENDPOINT]]",
+                        help="inject a fault, e.g. extraction_failed:2 or html_502:1:list "
+                             "(repeatable)")
+    parser.add_argument("--storage-dir", help="where uploads are kept (default: a temp dir)")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+
+    try:
+        import uvicorn
+
+        from ._app import create_app
+        from ._state import EmulatorState
+    except ImportError as exc:
+        print(f"the emulator needs the 'emulator' extra: pip install 'kimi-files[emulator]' "
+              f"({exc})", file=sys.stderr)
+        return 1
+    state = EmulatorState(
+        api_key=args.api_key, storage_dir=args.storage_dir, max_files=args.max_files,
+        max_total_bytes=args.max_total_bytes, max_file_bytes=args.max_file_bytes,
+        extract_delay=args.extract_delay, max_concurrency=args.max_concurrency, rpm=args.rpm,
+        rate_window=args.rate_window,
+    )
+    for kind, times, endpoint in args.fail:
+        state.add_fault(kind, times=times, endpoint=endpoint)
+    print(f"kimi-files emulator: base URL http://{args.host}:{args.port}/v1", file=sys.stderr,
+          flush=True)
+    try:
+        uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
+                    access_log=False, lifespan="off")
+    finally:
+        state.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

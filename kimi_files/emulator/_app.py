@@ -1,0 +1,324 @@
+"""The emulator's HTTP face: a Starlette app over :class:`EmulatorState`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ._state import ERROR_ROWS, EmulatorState, Fault, LoggedRequest, StoredFile
+
+_HTML = ("<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}"
+         "</h1></center><hr><center>nginx</center></body></html>")
+_REASONS = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+
+
+class _Dropped(Response):
+    """Sends nothing: the connection was already closed."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+
+def _drop(request: Request) -> Response:
+    """Close the client's connection without an answer (uvicorn); else fail the request."""
+    raw_send = request.scope.get("kimi.send")
+    cycle = getattr(raw_send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if cycle is None or transport is None:  # pragma: no cover - not served by uvicorn
+        raise RuntimeError("emulated connection drop")
+    transport.close()
+    cycle.disconnected = True
+    return _Dropped()
+
+
+def _error(status: int, etype: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"type": etype, "message": message}}, status_code=status)
+
+
+def _row(name: str, **fmt: Any) -> JSONResponse:
+    status, etype, template = ERROR_ROWS[name]
+    return _error(status, etype, template.format(**fmt))
+
+
+def _fault_response(request: Request, fault: Fault) -> Response | None:
+    """The answer a fault gives instead of the normal one (None: answer normally)."""
+    kind = fault.kind
+    if kind in ERROR_ROWS:
+        status, body = fault.error()
+        return JSONResponse(body, status_code=status)
+    if kind.startswith("html_"):
+        code = int(kind[5:])
+        return Response(_HTML.format(code=code, reason=_REASONS[code]), status_code=code,
+                        media_type="text/html")
+    if kind == "empty_500":
+        return Response(b"", status_code=500)
+    if kind == "garbage":
+        return Response(b"\x00\xffnot json at all<<", status_code=200,
+                        media_type="application/json")
+    if kind == "truncated_json":
+        return Response(b'{"id": "cl-trunc", "object": "fi', status_code=200,
+                        media_type="application/json")
+    if kind == "drop":
+        return _drop(request)
+    return None
+
+
+class Emulated:
+    """The route handlers; one instance per app."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    # --- common -------------------------------------------------------------------------------
+
+    def _auth(self, request: Request) -> JSONResponse | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            return _row("incorrect_api_key")
+        if self.state.api_key is not None and key != self.state.api_key:
+            return _row("invalid_authentication")
+        return None
+
+    async def _handle(self, request: Request, endpoint: str, entry: LoggedRequest,
+                      handler: Any) -> Response:
+        denied = self._auth(request)
+        if denied is not None:
+            return denied
+        limited = self.state.admit()
+        if limited is not None:
+            status, body = limited
+            return JSONResponse(body, status_code=status)
+        try:
+            fault = self.state.take_fault(endpoint)
+            if fault is not None and fault.kind in ("delay", "hang"):
+                await asyncio.sleep(fault.delay)
+                if fault.kind == "hang":
+                    return _drop(request)
+                fault = None
+            response: Response = await handler(request, fault, entry)
+            return response
+        finally:
+            self.state.release()
+
+    async def dispatch(self, request: Request, endpoint: str, handler: Any) -> Response:
+        entry = self.state.log(request.method, request.url.path)
+        response = await self._handle(request, endpoint, entry, handler)
+        entry.status = 0 if isinstance(response, _Dropped) else response.status_code
+        if not entry.outcome:
+            entry.outcome = "dropped" if isinstance(response, _Dropped) else str(entry.status)
+        return response
+
+    def _file(self, file_id: str) -> StoredFile | JSONResponse:
+        with self.state.lock:
+            stored = self.state.files.get(file_id)
+        if stored is None:
+            return _error(404, "resource_not_found_error",
+                          f"Not found the file {file_id} or Permission denied")
+        return stored
+
+    # --- endpoints ----------------------------------------------------------------------------
+
+    async def upload(self, request: Request, fault: Fault | None,
+                     entry: LoggedRequest) -> Response:
+        state = self.state
+        try:
+            form = await request.form(max_files=1, max_fields=20)
+        except Exception as exc:  # malformed multipart of any kind
+            return _row("invalid_request", detail=f"malformed multipart body ({exc})")
+        try:
+            upload = form.get("file")
+            purpose = form.get("purpose")
+            if not isinstance(upload, UploadFile):
+                return _row("invalid_request", detail="the 'file' field is required")
+            size = upload.size if upload.size is not None else 0
+            entry.body_bytes = size
+            if fault is not None and (early := _fault_response(request, fault)) is not None:
+                return early
+            if not isinstance(purpose, str) or purpose not in state.purposes:
+                return _row("invalid_purpose")
+            if size == 0:
+                return _row("file_empty")
+            if size > state.max_file_bytes:
+                return _row("file_too_large")
+            with state.lock:
+                count = len(state.files)
+                total = sum(f.bytes for f in state.files.values())
+            if count >= state.max_files:
+                return _row("too_many_files", limit=state.max_files)
+            if total + size > state.max_total_bytes:
+                return _row("invalid_request",
+                            detail="the total size of your files would exceed the account "
+                                   "limit, please delete previous uploaded files")
+            if state.extract_delay:
+                await asyncio.sleep(state.extract_delay)
+            filename = _form_decode(upload.filename or "upload")
+            content_type = upload.content_type or "application/octet-stream"
+            tmp = await run_in_threadpool(_spill, upload, state.storage)
+            status = "failed" if fault is not None and fault.kind == "status_failed" else "ok"
+            stored = state.store(filename, tmp, size, purpose, content_type, status)
+            if status == "failed":
+                stored.status_details = "Failed to extract file: emulated extraction failure"
+            entry.outcome = f"stored {stored.id}"
+            if fault is not None and fault.kind == "store_then_drop":
+                return _drop(request)
+            return JSONResponse(stored.to_dict())
+        finally:
+            await form.close()
+
+    async def list(self, request: Request, fault: Fault | None, entry: LoggedRequest) -> Response:
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        return JSONResponse({"object": "list",
+                             "data": [f.to_dict() for f in self.state.listing()]})
+
+    async def retrieve(self, request: Request, fault: Fault | None,
+                       entry: LoggedRequest) -> Response:
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        stored = self._file(request.path_params["file_id"])
+        return stored if isinstance(stored, JSONResponse) else JSONResponse(stored.to_dict())
+
+    async def delete(self, request: Request, fault: Fault | None,
+                     entry: LoggedRequest) -> Response:
+        file_id = request.path_params["file_id"]
+        stored = self._file(file_id)
+        if isinstance(stored, JSONResponse):
+            return stored
+        if fault is not None and fault.kind in ("store_then_drop",):
+            self.state.delete(file_id)
+            return _drop(request)
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        self.state.delete(file_id)
+        entry.outcome = f"deleted {file_id}"
+        return JSONResponse({"deleted": True, "id": file_id, "object": "file"})
+
+    async def content(self, request: Request, fault: Fault | None,
+                      entry: LoggedRequest) -> Response:
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        stored = self._file(request.path_params["file_id"])
+        if isinstance(stored, JSONResponse):
+            return stored
+        text, file_type = await run_in_threadpool(extract_text, stored)
+        doc = {"content": text, "file_type": file_type, "filename": stored.filename,
+               "title": "", "type": "file"}
+        return Response(json.dumps(doc, ensure_ascii=False), media_type="application/json")
+
+
+def _form_decode(name: str) -> str:
+    """Undo the HTML5 form encoding clients (browsers, httpx) apply to `"` and line breaks."""
+    return name.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
+
+
+def _spill(upload: UploadFile, storage: Path) -> Path:
+    """Copy the spooled upload into the storage folder (in chunks)."""
+    fd, name = tempfile.mkstemp(dir=storage, prefix=".incoming-")
+    src = upload.file
+    src.seek(0)
+    with os.fdopen(fd, "wb") as out:
+        while chunk := src.read(1024 * 1024):
+            out.write(chunk)
+    return Path(name)
+
+
+# --- extraction -------------------------------------------------------------------------------
+
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
+               "image/svg+xml", "application/x-ndjson", "application/csv")
+
+
+def extract_text(stored: StoredFile) -> tuple[str, str]:
+    """(text, file type) as the emulator's extractor sees it; honest about what it cannot do."""
+    if stored.path is None:
+        return (f"[kimi-files emulator: {stored.filename} was seeded without content]",
+                "application/octet-stream")
+    import magic
+
+    mime = str(magic.from_file(os.fspath(stored.path), mime=True))
+    if mime.startswith(_TEXT_TYPES):
+        return stored.path.read_bytes().decode("utf-8", "replace"), mime
+    if mime == "application/pdf":
+        return _pdf_text(stored.path), mime
+    if mime.endswith("wordprocessingml.document") or stored.filename.lower().endswith(".docx"):
+        text = _docx_text(stored.path)
+        if text is not None:
+            return text, mime
+    return (f"[kimi-files emulator: no text extraction for {mime} ({stored.bytes} bytes); "
+            "the real platform runs OCR or a document parser here]", mime)
+
+
+def _pdf_text(path: Path) -> str:
+    try:
+        from pypdf import PdfReader
+    except ImportError:  # pragma: no cover - pypdf is part of the emulator extra
+        return "[kimi-files emulator: install pypdf to extract PDF text]"
+    try:
+        reader = PdfReader(os.fspath(path))
+        return "\n".join((page.extract_text() or "") for page in reader.pages).strip()
+    except Exception as exc:  # a broken PDF: say so, as an extractor would
+        return f"[kimi-files emulator: could not read this PDF: {type(exc).__name__}]"
+
+
+def _docx_text(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            xml = zf.read("word/document.xml").decode("utf-8", "replace")
+    except (zipfile.BadZipFile, KeyError, OSError):
+        return None
+    xml = re.sub(r"</w:p>", "\n", xml)
+    return re.sub(r"<[^>]+>", "", xml).strip()
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+class _KeepSend:
+    """Outermost ASGI layer: remembers the server's own ``send`` so a fault can drop the line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["kimi.send"] = send
+        await self.app(scope, receive, send)
+
+
+def create_app(state: EmulatorState) -> ASGIApp:
+    """The emulator as an ASGI app (mount it or serve it with any ASGI server)."""
+    h = Emulated(state)
+
+    def route(path: str, endpoint: str, handler: Any, method: str) -> Route:
+        async def view(request: Request) -> Response:
+            return await h.dispatch(request, endpoint, handler)
+
+        return Route(path, view, methods=[method])
+
+    app = Starlette(routes=[
+        route("/v1/files", "upload", h.upload, "POST"),
+        route("/v1/files", "list", h.list, "GET"),
+        route("/v1/files/{file_id}", "retrieve", h.retrieve, "GET"),
+        route("/v1/files/{file_id}", "delete", h.delete, "DELETE"),
+        route("/v1/files/{file_id}/content", "content", h.content, "GET"),
+    ])
+    return _KeepSend(app)

@@ -1,0 +1,317 @@
+"""The emulator's account: stored files, limits, injected faults and a request log.
+
+Plain Python, no web framework: the ASGI app in ``_app.py`` is a thin layer over this.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Default limits: the platform's.
+MAX_FILE_BYTES = 100 * 1024 * 1024
+MAX_FILES = 1000
+MAX_TOTAL_BYTES = 10 * 1024**3
+
+ORG = "org-emulator"
+AK = "ak-emulator"
+
+#: Every row of the platform's error table, by the name faults use: (status, type, message).
+#: ``{limit}``, ``{after}``, ``{current}`` and ``{detail}`` are filled from the fault.
+ERROR_ROWS: dict[str, tuple[int, str, str]] = {
+    "content_filter": (400, "content_filter",
+                       "The request was rejected because it was considered high risk"),
+    "invalid_request": (400, "invalid_request_error", "Invalid request: {detail}"),
+    "input_too_long": (400, "invalid_request_error", "Input token length too long"),
+    "model_token_limit": (400, "invalid_request_error",
+                          "Your request exceeded model token limit : {limit}"),
+    "invalid_purpose": (400, "invalid_request_error",
+                        "Invalid purpose: only 'file-extract' accepted"),
+    "file_too_large": (400, "invalid_request_error",
+                       "File size is too large, max file size is 100MB, please confirm and "
+                       "re-upload the file"),
+    "file_empty": (400, "invalid_request_error",
+                   "File size is zero, please confirm and re-upload the file"),
+    "too_many_files": (400, "invalid_request_error",
+                       "The number of files you have uploaded exceeded the max file count "
+                       "{limit}, please delete previous uploaded files"),
+    "invalid_authentication": (401, "invalid_authentication_error", "Invalid Authentication"),
+    "incorrect_api_key": (401, "incorrect_api_key_error", "Incorrect API key provided"),
+    "api_not_open": (403, "permission_denied_error", "The API you are accessing is not open"),
+    "other_user_info": (403, "permission_denied_error",
+                        "You are not allowed to get other user info"),
+    "model_not_found": (404, "resource_not_found_error",
+                        "Not found the model {detail} or Permission denied"),
+    "engine_overloaded": (429, "engine_overloaded_error",
+                          "The engine is currently overloaded, please try again later"),
+    "account_suspended": (429, "exceeded_current_quota_error",
+                          f"Your account {ORG}<{AK}> is suspended, please check your plan and "
+                          "billing details"),
+    "token_quota": (429, "exceeded_current_quota_error",
+                    f"You exceeded your current token quota: <{ORG}> {{current}}, please check "
+                    "your account balance"),
+    "max_concurrency": (429, "rate_limit_reached_error",
+                        f"Your account {ORG}<{AK}> request reached organization max concurrency: "
+                        "{limit}, please try again after {after} seconds"),
+    "max_rpm": (429, "rate_limit_reached_error",
+                f"Your account {ORG}<{AK}> request reached organization max RPM: {{limit}}, "
+                "please try again after {after} seconds"),
+    "tpm": (429, "rate_limit_reached_error",
+            f"Your account {ORG}<{AK}> request reached organization TPM rate limit, "
+            "current:{current}, limit:{limit}"),
+    "tpd": (429, "rate_limit_reached_error",
+            f"Your account {ORG}<{AK}> request reached organization TPD rate limit,"
+            "current:{current}, limit:{limit}"),
+    "extraction_failed": (500, "server_error", "Failed to extract file: {detail}"),
+    "invalid_state": (500, "unexpected_output", "invalid state transition"),
+}
+
+#: Faults that are not rows of the table.
+TRANSPORT_FAULTS = frozenset({
+    "html_502",         # an HTML 502 page from a gateway
+    "html_503",
+    "html_504",
+    "empty_500",        # a 500 with an empty body
+    "garbage",          # 200 with a body that is not JSON
+    "truncated_json",   # 200 with JSON cut in the middle
+    "drop",             # close the connection without answering; nothing stored
+    "store_then_drop",  # store the file, then close the connection without answering
+    "status_failed",    # store the file with status "failed" (extraction failed)
+    "hang",             # answer nothing for `delay` seconds (client time-outs), then drop
+    "delay",            # wait `delay` seconds, then answer normally
+})
+FAULT_KINDS = frozenset(ERROR_ROWS) | TRANSPORT_FAULTS
+ENDPOINTS = frozenset({"upload", "list", "retrieve", "delete", "content", "*"})
+
+
+@dataclass
+class Fault:
+    """Answer the next ``times`` requests to ``endpoint`` with ``kind``."""
+
+    kind: str
+    times: int = 1
+    endpoint: str = "upload"
+    limit: int = 1
+    after: float = 1
+    current: int = 1000
+    detail: str = "emulated failure"
+    delay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {self.kind!r}; known: {', '.join(sorted(FAULT_KINDS))}")
+        if self.endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {self.endpoint!r}; known: {sorted(ENDPOINTS)}")
+
+    def error(self) -> tuple[int, dict[str, Any]]:
+        status, etype, template = ERROR_ROWS[self.kind]
+        after = int(self.after) if float(self.after).is_integer() else self.after
+        message = template.format(limit=self.limit, after=after, current=self.current,
+                                  detail=self.detail)
+        return status, {"error": {"type": etype, "message": message}}
+
+
+@dataclass
+class StoredFile:
+    id: str
+    filename: str
+    bytes: int
+    created_at: int
+    purpose: str
+    status: str = "ok"
+    status_details: str = ""
+    path: Path | None = None  # None: a seeded file with no content
+    content_type: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.bytes,
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": self.status,
+            "status_details": self.status_details,
+        }
+
+
+@dataclass
+class LoggedRequest:
+    method: str
+    path: str
+    status: int = 0
+    body_bytes: int = 0
+    outcome: str = ""
+    at: float = field(default_factory=time.time)
+
+
+class EmulatorState:
+    """Everything the emulated account holds. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        storage_dir: str | os.PathLike[str] | None = None,
+        max_files: int = MAX_FILES,
+        max_total_bytes: int = MAX_TOTAL_BYTES,
+        max_file_bytes: int = MAX_FILE_BYTES,
+        extract_delay: float = 0.0,
+        max_concurrency: int | None = None,
+        rpm: int | None = None,
+        rate_window: float = 60.0,
+        purposes: frozenset[str] = frozenset({"file-extract", "image", "video", "batch"}),
+    ) -> None:
+        self.api_key = api_key
+        self.max_files = max_files
+        self.max_total_bytes = max_total_bytes
+        self.max_file_bytes = max_file_bytes
+        self.extract_delay = extract_delay
+        self.max_concurrency = max_concurrency
+        self.rpm = rpm
+        self.rate_window = rate_window
+        self.purposes = purposes
+        self._own_dir = storage_dir is None
+        self.storage = Path(storage_dir or tempfile.mkdtemp(prefix="kimi-emulator-"))
+        self.storage.mkdir(parents=True, exist_ok=True)
+        self.files: dict[str, StoredFile] = {}
+        self.faults: list[Fault] = []
+        self.requests: list[LoggedRequest] = []
+        self._in_flight = 0
+        #: the most requests ever served at once (shows concurrent clients are served together)
+        self.peak_in_flight = 0
+        self._starts: deque[float] = deque()
+        self._seq = itertools.count(1)
+        self.lock = threading.RLock()
+
+    # --- ids and files ----------------------------------------------------------------------
+
+    def new_id(self, created_at: int) -> str:
+        # time-ordered like the platform's ids: "cl" + time + sequence + randomness
+        alphabet = "0123456789abcdefghijklmnopqrstuv"
+        rand = "".join(secrets.choice(alphabet) for _ in range(4))
+        return f"cl{created_at:08x}{next(self._seq):06x}{rand}"
+
+    def seed_file(self, filename: str, size: int, *, created_at: int | None = None,
+                  purpose: str = "file-extract", status: str = "ok") -> StoredFile:
+        """Add a file without content (for quota tests): it counts toward the limits."""
+        with self.lock:
+            ts = int(time.time()) if created_at is None else created_at
+            f = StoredFile(self.new_id(ts), filename, size, ts, purpose, status)
+            self.files[f.id] = f
+            return f
+
+    def store(self, filename: str, src: Path, size: int, purpose: str, content_type: str,
+              status: str = "ok") -> StoredFile:
+        with self.lock:
+            ts = int(time.time())
+            f = StoredFile(self.new_id(ts), filename, size, ts, purpose, status,
+                           content_type=content_type)
+            dest = self.storage / f.id
+            self.files[f.id] = f
+        shutil.move(os.fspath(src), dest)
+        f.path = dest
+        return f
+
+    def delete(self, file_id: str) -> StoredFile | None:
+        with self.lock:
+            f = self.files.pop(file_id, None)
+        if f is not None and f.path is not None:
+            f.path.unlink(missing_ok=True)
+        return f
+
+    def total_bytes(self) -> int:
+        with self.lock:
+            return sum(f.bytes for f in self.files.values())
+
+    def listing(self) -> list[StoredFile]:
+        with self.lock:
+            return sorted(self.files.values(), key=lambda f: (f.created_at, f.id))
+
+    # --- faults -----------------------------------------------------------------------------
+
+    def add_fault(self, kind: str, *, times: int = 1, endpoint: str = "upload",
+                  **params: Any) -> Fault:
+        fault = Fault(kind, times=times, endpoint=endpoint, **params)
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.faults.clear()
+
+    def take_fault(self, endpoint: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.endpoint in (endpoint, "*") and fault.times > 0:
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+    # --- rate limits ------------------------------------------------------------------------
+
+    def admit(self) -> tuple[int, dict[str, Any]] | None:
+        """Count a request in; a 429 body when it breaks the emulated tier's limits."""
+        with self.lock:
+            now = time.monotonic()
+            while self._starts and self._starts[0] <= now - self.rate_window:
+                self._starts.popleft()
+            if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:
+                return Fault("max_concurrency", limit=self.max_concurrency, after=1).error()
+            if self.rpm is not None and len(self._starts) >= self.rpm:
+                wait = max(1, math.ceil(self._starts[0] + self.rate_window - now))
+                return Fault("max_rpm", limit=self.rpm, after=wait).error()
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+            self._starts.append(now)
+            return None
+
+    def release(self) -> None:
+        with self.lock:
+            self._in_flight -= 1
+
+    # --- log ----------------------------------------------------------------------------------
+
+    def log(self, method: str, path: str) -> LoggedRequest:
+        entry = LoggedRequest(method, path)
+        with self.lock:
+            self.requests.append(entry)
+        return entry
+
+    def reset(self, **limits: Any) -> None:
+        """Forget every file, fault, logged request and rate window; set limits afresh
+        (the platform's unless given)."""
+        for fid in list(self.files):
+            self.delete(fid)
+        with self.lock:
+            self.faults.clear()
+            self.requests.clear()
+            self._starts.clear()
+            self.peak_in_flight = 0
+            self.max_files = limits.pop("max_files", MAX_FILES)
+            self.max_total_bytes = limits.pop("max_total_bytes", MAX_TOTAL_BYTES)
+            self.max_file_bytes = limits.pop("max_file_bytes", MAX_FILE_BYTES)
+            self.extract_delay = limits.pop("extract_delay", 0.0)
+            self.max_concurrency = limits.pop("max_concurrency", None)
+            self.rpm = limits.pop("rpm", None)
+            self.rate_window = limits.pop("rate_window", 60.0)
+            if limits:
+                raise TypeError(f"unknown options: {sorted(limits)}")
+
+    def close(self) -> None:
+        if self._own_dir:
+            shutil.rmtree(self.storage, ignore_errors=True)

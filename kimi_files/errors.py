@@ -1,0 +1,648 @@
+"""Every failure kimi-files can raise, under one root.
+
+::
+
+    KimiError
+    ├── ConfigurationError               missing/malformed key or base URL, bad option
+    ├── UploadCancelledError             stopped (Ctrl-C) before the upload could finish
+    ├── PreflightError                   refused locally, before any byte is sent (.path)
+    │   ├── LocalFileError               missing, unreadable, not a regular file, changed mid-upload
+    │   ├── LocalInvalidPurposeError     (+ InvalidPurposeError)
+    │   ├── LocalEmptyFileError          (+ EmptyFileError)
+    │   ├── LocalFileTooLargeError       (+ FileTooLargeError)
+    │   ├── UnsupportedFileTypeError
+    │   └── NoRoomError                  the account has no room (.files_to_free, .bytes_to_free)
+    │       ├── NotEnoughFileSlotsError  (+ TooManyFilesError)
+    │       └── NotEnoughStorageError
+    ├── APIConnectionError               no HTTP answer at all
+    │   ├── APITimeoutError
+    │   └── ConnectionLostError          the connection dropped mid-request or mid-response
+    └── APIStatusError                   the server answered with an error (.status_code, .type)
+        ├── BadRequestError                          400
+        │   ├── ContentFilterError
+        │   └── InvalidRequestError
+        │       ├── InputTooLongError
+        │       ├── ModelTokenLimitError             .max_model_length
+        │       ├── ServerInvalidPurposeError        (+ InvalidPurposeError)
+        │       ├── ServerFileTooLargeError          (+ FileTooLargeError)
+        │       ├── ServerEmptyFileError             (+ EmptyFileError)
+        │       └── ServerTooManyFilesError          (+ TooManyFilesError) .max_file_count
+        ├── AuthenticationError                      401, names the base URL, never the key
+        │   ├── InvalidAuthenticationError
+        │   └── IncorrectAPIKeyError
+        ├── PermissionDeniedError                    403
+        │   ├── APINotOpenError
+        │   └── OtherUserInfoError
+        ├── NotFoundError                            404
+        │   └── ModelNotFoundError
+        ├── RateLimitError                           429
+        │   ├── EngineOverloadedError                retryable
+        │   ├── RateLimitReachedError                retryable, .retry_after
+        │   │   ├── ConcurrencyLimitError            .limit
+        │   │   ├── RPMLimitError                    .limit
+        │   │   ├── TPMLimitError                    .current, .limit
+        │   │   └── TPDLimitError                    .current, .limit
+        │   └── ExceededQuotaError                   never retried
+        │       ├── AccountSuspendedError
+        │       └── TokenQuotaExceededError
+        └── InternalServerError                      5xx
+            ├── ExtractionFailedError                retryable
+            ├── InvalidStateTransitionError          retryable
+            └── GatewayError                         502/503/504 or a non-JSON 5xx, retryable
+        MalformedResponseError (under APIStatusError)  a success status with a body that is not
+                                                       the expected JSON, retryable
+
+The condition classes ``FileTooLargeError``, ``EmptyFileError``, ``InvalidPurposeError`` and
+``TooManyFilesError`` are shared by the local and the server variant, so one ``except`` clause
+catches a file refused by preflight and the same file refused by the server.
+
+This module is pure: :func:`error_from_response` turns a status code, headers and body bytes
+into the right exception and never raises anything itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "APIConnectionError",
+    "APINotOpenError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AccountSuspendedError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConcurrencyLimitError",
+    "ConfigurationError",
+    "ConnectionLostError",
+    "ContentFilterError",
+    "EmptyFileError",
+    "EngineOverloadedError",
+    "ExceededQuotaError",
+    "ExtractionFailedError",
+    "FileTooLargeError",
+    "GatewayError",
+    "IncorrectAPIKeyError",
+    "InputTooLongError",
+    "InternalServerError",
+    "InvalidAuthenticationError",
+    "InvalidPurposeError",
+    "InvalidRequestError",
+    "InvalidStateTransitionError",
+    "KimiError",
+    "LocalEmptyFileError",
+    "LocalFileError",
+    "LocalFileTooLargeError",
+    "LocalInvalidPurposeError",
+    "MalformedResponseError",
+    "ModelNotFoundError",
+    "ModelTokenLimitError",
+    "NoRoomError",
+    "NotEnoughFileSlotsError",
+    "NotEnoughStorageError",
+    "NotFoundError",
+    "OtherUserInfoError",
+    "PermissionDeniedError",
+    "PreflightError",
+    "RPMLimitError",
+    "RateLimitError",
+    "RateLimitReachedError",
+    "ServerEmptyFileError",
+    "ServerFileTooLargeError",
+    "ServerInvalidPurposeError",
+    "ServerTooManyFilesError",
+    "TPDLimitError",
+    "TPMLimitError",
+    "TokenQuotaExceededError",
+    "TooManyFilesError",
+    "UnsupportedFileTypeError",
+    "UploadCancelledError",
+    "error_from_response",
+    "parse_retry_after",
+]
+
+
+class KimiError(Exception):
+    """The root of every error kimi-files raises."""
+
+    #: Whether sending the same request again can succeed. See also ``kimi_files.retry``.
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+# --- conditions shared by a local and a server variant ---------------------------------------
+
+
+class FileTooLargeError(KimiError):
+    """The file is over the per-file size cap (locally or as the server says)."""
+
+
+class EmptyFileError(KimiError):
+    """The file has zero bytes."""
+
+
+class InvalidPurposeError(KimiError):
+    """The purpose is not one the platform accepts."""
+
+
+class TooManyFilesError(KimiError):
+    """The account has no free file slot."""
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+class ConfigurationError(KimiError):
+    """A missing or malformed API key, base URL or option; raised before any request."""
+
+
+class UploadCancelledError(KimiError):
+    """The upload was stopped (Ctrl-C) before it could finish."""
+
+
+# --- local refusals -----------------------------------------------------------------------------
+
+
+class PreflightError(KimiError):
+    """A file refused locally, before any byte of it is sent."""
+
+    def __init__(self, message: str, *, path: str | None = None, rule: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.rule = rule
+
+
+class LocalFileError(PreflightError):
+    """The path is missing, unreadable, not a regular file, or changed during the upload."""
+
+
+class LocalInvalidPurposeError(PreflightError, InvalidPurposeError):
+    """The purpose is not in the known set."""
+
+
+class LocalEmptyFileError(PreflightError, EmptyFileError):
+    """The file is empty."""
+
+
+class LocalFileTooLargeError(PreflightError, FileTooLargeError):
+    """The file is over the per-file cap."""
+
+
+class UnsupportedFileTypeError(PreflightError):
+    """The detected content type is one the extractor cannot handle."""
+
+
+class NoRoomError(PreflightError):
+    """The account has no room for the upload and freeing quota is off or cannot help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        rule: str = "quota",
+        files_to_free: int = 0,
+        bytes_to_free: int = 0,
+    ) -> None:
+        super().__init__(message, path=path, rule=rule)
+        self.files_to_free = files_to_free
+        self.bytes_to_free = bytes_to_free
+
+
+class NotEnoughFileSlotsError(NoRoomError, TooManyFilesError):
+    """Not enough free file slots (1,000 files per account)."""
+
+
+class NotEnoughStorageError(NoRoomError):
+    """Not enough free storage (10 GB per account)."""
+
+
+# --- transport ----------------------------------------------------------------------------------
+
+
+class APIConnectionError(KimiError):
+    """No HTTP answer: the connection could not be made or was lost."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, request_sent: bool = False) -> None:
+        super().__init__(message)
+        #: True when (part of) the request may have reached the server.
+        self.request_sent = request_sent
+
+
+class APITimeoutError(APIConnectionError):
+    """The request timed out."""
+
+
+class ConnectionLostError(APIConnectionError):
+    """The connection dropped before a complete answer arrived."""
+
+
+# --- server answers -----------------------------------------------------------------------------
+
+
+class APIStatusError(KimiError):
+    """The server answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        type: str | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        base_url: str | None = None,
+        numbers: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.type = type
+        self.body = body
+        self.base_url = base_url
+        self.request_id: str | None = None
+        self.headers = dict(headers or {})
+        #: Wait the server asked for, in seconds (message text or Retry-After header).
+        self.retry_after: float | None = None
+        self.limit: float | None = None
+        self.current: float | None = None
+        self.max_file_count: int | None = None
+        self.max_model_length: int | None = None
+        for name, value in (numbers or {}).items():
+            setattr(self, name, int(value) if name.startswith("max_") else value)
+        if headers:
+            self.request_id = _header(headers, "x-request-id") or _header(headers, "msh-request-id")
+            if self.retry_after is None:
+                self.retry_after = parse_retry_after(_header(headers, "retry-after"))
+
+    def __str__(self) -> str:
+        kind = f" {self.type}" if self.type else ""
+        return f"{self.message} (HTTP {self.status_code}{kind})"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status_code={self.status_code}, type={self.type!r}, "
+            f"message={self.message!r})"
+        )
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400."""
+
+
+class ContentFilterError(BadRequestError):
+    """The request was rejected by content moderation."""
+
+
+class InvalidRequestError(BadRequestError):
+    """`invalid_request_error`: malformed request or missing parameter."""
+
+
+class InputTooLongError(InvalidRequestError):
+    """The input is longer than the model's context."""
+
+
+class ModelTokenLimitError(InvalidRequestError):
+    """Input plus max_tokens exceed the model's length (`.max_model_length`)."""
+
+
+class ServerInvalidPurposeError(InvalidRequestError, InvalidPurposeError):
+    """The server refused the purpose."""
+
+
+class ServerFileTooLargeError(InvalidRequestError, FileTooLargeError):
+    """The server refused the file as too large."""
+
+
+class ServerEmptyFileError(InvalidRequestError, EmptyFileError):
+    """The server refused the file as empty."""
+
+
+class ServerTooManyFilesError(InvalidRequestError, TooManyFilesError):
+    """The account is at its file count limit (`.max_file_count`)."""
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401: the key is wrong, missing, or belongs to the other platform."""
+
+    def __str__(self) -> str:
+        where = self.base_url or "the configured base URL"
+        return (
+            f"{self.message} (HTTP 401 {self.type or ''}).".replace(" )", ")")
+            + f" The key was refused by {where}. Keys of platform.kimi.ai (api.moonshot.ai) and"
+            " platform.kimi.com (api.moonshot.cn) are not interchangeable: check that"
+            " MOONSHOT_API_KEY belongs to the platform of this base URL."
+        )
+
+
+class InvalidAuthenticationError(AuthenticationError):
+    """`invalid_authentication_error`: the key is not valid here."""
+
+
+class IncorrectAPIKeyError(AuthenticationError):
+    """`incorrect_api_key_error`: the key is missing or incorrect."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403."""
+
+
+class APINotOpenError(PermissionDeniedError):
+    """The API is not yet available to this account."""
+
+
+class OtherUserInfoError(PermissionDeniedError):
+    """Accessing another user's information is not allowed."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404: no such file (or model) for this account."""
+
+
+class ModelNotFoundError(NotFoundError):
+    """The model does not exist or this account has no access to it."""
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429."""
+
+    retryable = True
+
+
+class EngineOverloadedError(RateLimitError):
+    """The engine is overloaded; try again later."""
+
+
+class RateLimitReachedError(RateLimitError):
+    """A rate limit of the account was reached; wait `.retry_after` seconds."""
+
+
+class ConcurrencyLimitError(RateLimitReachedError):
+    """Too many requests at once (`.limit` is the account's max concurrency)."""
+
+
+class RPMLimitError(RateLimitReachedError):
+    """Too many requests this minute (`.limit` is the account's max RPM)."""
+
+
+class TPMLimitError(RateLimitReachedError):
+    """Token per minute limit (`.current`, `.limit`)."""
+
+
+class TPDLimitError(RateLimitReachedError):
+    """Token per day limit (`.current`, `.limit`)."""
+
+
+class ExceededQuotaError(RateLimitError):
+    """`exceeded_current_quota_error`: retrying cannot help."""
+
+    retryable = False
+
+
+class AccountSuspendedError(ExceededQuotaError):
+    """The account is suspended; check plan and billing."""
+
+
+class TokenQuotaExceededError(ExceededQuotaError):
+    """The token quota is spent; check the account balance."""
+
+
+class InternalServerError(APIStatusError):
+    """HTTP 5xx."""
+
+    retryable = True
+
+
+class ExtractionFailedError(InternalServerError):
+    """`Failed to extract file`: extraction failed server-side; retry."""
+
+
+class InvalidStateTransitionError(InternalServerError):
+    """`unexpected_output`: invalid state transition."""
+
+
+class GatewayError(InternalServerError):
+    """A gateway in front of the API answered 502/503/504 or a non-JSON error page."""
+
+
+class MalformedResponseError(APIStatusError):
+    """A success status whose body is not the JSON object expected (garbage or truncated)."""
+
+    retryable = True
+
+
+# --- mapping responses to classes ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rule:
+    status: int
+    etype: str | None  # None: any type
+    pattern: re.Pattern[str] | None  # None: any message
+    cls: type[APIStatusError]
+
+
+def _rx(text: str) -> re.Pattern[str]:
+    return re.compile(text, re.IGNORECASE | re.DOTALL)
+
+
+# Rows of the platform's error table, most specific first. Named groups become attributes.
+_RULES: tuple[_Rule, ...] = (
+    _Rule(400, "content_filter", None, ContentFilterError),
+    _Rule(400, "invalid_request_error", _rx(r"input token length too long"), InputTooLongError),
+    _Rule(
+        400,
+        "invalid_request_error",
+        _rx(r"exceeded model token limit\s*:?\s*(?P<max_model_length>\d+)"),
+        ModelTokenLimitError,
+    ),
+    _Rule(400, "invalid_request_error", _rx(r"invalid purpose"), ServerInvalidPurposeError),
+    _Rule(400, "invalid_request_error", _rx(r"file size is too large"), ServerFileTooLargeError),
+    _Rule(400, "invalid_request_error", _rx(r"file size is zero"), ServerEmptyFileError),
+    _Rule(
+        400,
+        "invalid_request_error",
+        _rx(r"exceeded the max file count\s*(?P<max_file_count>\d+)?"),
+        ServerTooManyFilesError,
+    ),
+    _Rule(400, "invalid_request_error", None, InvalidRequestError),
+    _Rule(401, "invalid_authentication_error", None, InvalidAuthenticationError),
+    _Rule(401, "incorrect_api_key_error", None, IncorrectAPIKeyError),
+    _Rule(403, None, _rx(r"is not open"), APINotOpenError),
+    _Rule(403, None, _rx(r"other user info"), OtherUserInfoError),
+    _Rule(404, None, _rx(r"not found the model"), ModelNotFoundError),
+    _Rule(429, "engine_overloaded_error", None, EngineOverloadedError),
+    _Rule(429, "exceeded_current_quota_error", _rx(r"suspended"), AccountSuspendedError),
+    _Rule(429, "exceeded_current_quota_error", _rx(r"token quota"), TokenQuotaExceededError),
+    _Rule(429, "exceeded_current_quota_error", None, ExceededQuotaError),
+    _Rule(429, None, _rx(r"max concurrency\s*:?\s*(?P<limit>\d+)"), ConcurrencyLimitError),
+    _Rule(429, None, _rx(r"max rpm\s*:?\s*(?P<limit>\d+)"), RPMLimitError),
+    _Rule(
+        429,
+        None,
+        _rx(r"tpm rate limit.*?current\s*:?\s*(?P<current>\d+).*?limit\s*:?\s*(?P<limit>\d+)"),
+        TPMLimitError,
+    ),
+    _Rule(
+        429,
+        None,
+        _rx(r"tpd rate limit.*?current\s*:?\s*(?P<current>\d+).*?limit\s*:?\s*(?P<limit>\d+)"),
+        TPDLimitError,
+    ),
+    _Rule(429, "rate_limit_reached_error", None, RateLimitReachedError),
+    _Rule(500, None, _rx(r"failed to extract file"), ExtractionFailedError),
+    _Rule(500, "unexpected_output", None, InvalidStateTransitionError),
+    _Rule(500, None, _rx(r"invalid state transition"), InvalidStateTransitionError),
+)
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    413: ServerFileTooLargeError,
+    429: RateLimitError,
+    502: GatewayError,
+    503: GatewayError,
+    504: GatewayError,
+}
+
+_AFTER = re.compile(r"(?:try again )?after\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta seconds or an HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        import time
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN or inf
+        return None
+    return max(0.0, seconds)
+
+
+def _decode_error_body(body: bytes) -> tuple[Any, str | None, str | None]:
+    """(parsed body or text, error.type, error.message); never raises."""
+    text = body.decode("utf-8", "replace")
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        return text, None, None
+    if isinstance(parsed, dict):
+        err = parsed.get("error")
+        if isinstance(err, dict):
+            etype = err.get("type")
+            msg = err.get("message")
+            return (
+                parsed,
+                etype if isinstance(etype, str) else None,
+                msg if isinstance(msg, str) else None,
+            )
+        if isinstance(err, str):
+            return parsed, None, err
+        msg = parsed.get("message") or parsed.get("detail")
+        if isinstance(msg, str):
+            return parsed, None, msg
+    return parsed, None, None
+
+
+def _summarise_text(text: str, limit: int = 200) -> str:
+    """A short one-line summary of a non-JSON body (the <title> of an HTML page if any)."""
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    if title:
+        text = title.group(1)
+    text = re.sub(r"<[^>]+>", " ", text)
+    text = " ".join(text.split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def error_from_response(
+    status_code: int,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    *,
+    base_url: str | None = None,
+) -> APIStatusError:
+    """Build the exception for an error response. Pure; never raises."""
+    try:
+        parsed, etype, message = _decode_error_body(body)
+        json_error = etype is not None or message is not None
+        cls: type[APIStatusError] | None = None
+        numbers: dict[str, float] = {}
+        if json_error:
+            for rule in _RULES:
+                if rule.status != status_code or (rule.etype and rule.etype != etype):
+                    continue
+                if rule.pattern is None:
+                    cls = rule.cls
+                    break
+                match = rule.pattern.search(message or "")
+                if match:
+                    cls = rule.cls
+                    numbers = {k: float(v) for k, v in match.groupdict().items() if v is not None}
+                    break
+        if cls is None:
+            cls = _BY_STATUS.get(status_code)
+        if cls is None:
+            if status_code >= 500:
+                cls = InternalServerError if json_error else GatewayError
+            else:
+                cls = APIStatusError
+        if message is None:
+            summary = _summarise_text(parsed) if isinstance(parsed, str) else ""
+            message = (
+                f"unexpected {'empty ' if not body.strip() else ''}response from the server"
+                + (f": {summary}" if summary else "")
+            )
+        if "retry_after" not in numbers and cls is not None and issubclass(cls, RateLimitError):
+            after = _AFTER.search(message)
+            if after:
+                numbers["retry_after"] = float(after.group(1))
+        return cls(
+            message,
+            status_code=status_code,
+            type=etype,
+            body=parsed,
+            headers=headers,
+            base_url=base_url,
+            numbers=numbers,
+        )
+    except Exception as exc:  # pragma: no cover - last resort: parsing must never raise
+        return APIStatusError(
+            f"unreadable error response ({type(exc).__name__})",
+            status_code=status_code,
+            base_url=base_url,
+        )

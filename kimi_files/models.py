@@ -1,0 +1,182 @@
+"""Data that crosses module lines: frozen, slotted dataclasses.
+
+Field names follow the openai SDK's ``FileObject`` so code can move between the two.
+Parsing is tolerant: unknown fields are kept in ``extra``, missing ones get defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FileContent", "FileDeleted", "FileList", "FileObject", "UploadedFile"]
+
+#: Status values that mean the server could not process the file.
+FAILED_STATUSES = frozenset({"error", "failed", "fail"})
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class FileObject:
+    """A file stored on the platform."""
+
+    id: str
+    bytes: int = 0
+    created_at: int = 0
+    filename: str = ""
+    object: str = "file"
+    purpose: str = ""
+    status: str = ""
+    status_details: str = ""
+    expires_at: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    _KNOWN = (
+        "id", "bytes", "created_at", "filename", "object", "purpose", "status",
+        "status_details", "expires_at",
+    )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FileObject:
+        expires = data.get("expires_at")
+        return cls(
+            id=_str(data.get("id")),
+            bytes=_int(data.get("bytes")),
+            created_at=_int(data.get("created_at")),
+            filename=_str(data.get("filename")),
+            object=_str(data.get("object")) or "file",
+            purpose=_str(data.get("purpose")),
+            status=_str(data.get("status")),
+            status_details=_str(data.get("status_details")),
+            expires_at=_int(expires) if expires is not None else None,
+            extra={k: v for k, v in data.items() if k not in cls._KNOWN},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in self._KNOWN}
+        if out["expires_at"] is None:
+            del out["expires_at"]
+        out.update(self.extra)
+        return out
+
+    @property
+    def failed(self) -> bool:
+        """True when the server says processing (extraction) of this file failed."""
+        return self.status.lower() in FAILED_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedFile(FileObject):
+    """The result of :func:`kimi_files.upload`: the stored file plus what it took."""
+
+    path: str = ""
+    attempts: int = 1
+    #: True when a lost response was recovered by adopting the copy the server had stored.
+    adopted: bool = False
+    #: Files deleted to make room for this one, oldest first.
+    deleted: tuple[FileObject, ...] = ()
+    mime_type: str = ""
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, obj: FileObject, **kw: Any) -> UploadedFile:
+        base = {k: getattr(obj, k) for k in FileObject._KNOWN}
+        return cls(**base, extra=obj.extra, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class FileList:
+    """All files of the account (the API has no paging)."""
+
+    data: tuple[FileObject, ...] = ()
+    object: str = "list"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FileList:
+        items = data.get("data")
+        rows = items if isinstance(items, list) else []
+        return cls(
+            data=tuple(FileObject.from_dict(x) for x in rows if isinstance(x, Mapping)),
+            object=_str(data.get("object")) or "list",
+        )
+
+    def __iter__(self) -> Iterator[FileObject]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.bytes for f in self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class FileDeleted:
+    id: str
+    deleted: bool = True
+    object: str = "file"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FileDeleted:
+        return cls(
+            id=_str(data.get("id")),
+            deleted=bool(data.get("deleted", True)),
+            object=_str(data.get("object")) or "file",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileContent:
+    """The extracted text of a file.
+
+    ``text`` is the extracted text. When the platform answers with its JSON document
+    (``{"content", "file_type", "filename", "title", "type"}``) the document is kept whole
+    in ``document`` and its fields are exposed; otherwise ``text`` is the raw body.
+    """
+
+    text: str
+    document: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_body(cls, body: str) -> FileContent:
+        import json
+
+        stripped = body.lstrip()
+        if stripped.startswith("{"):
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            if isinstance(doc, dict) and isinstance(doc.get("content"), str):
+                return cls(text=doc["content"], document=doc)
+        return cls(text=body)
+
+    def _field(self, name: str) -> str:
+        return _str(self.document.get(name)) if self.document else ""
+
+    @property
+    def file_type(self) -> str:
+        return self._field("file_type")
+
+    @property
+    def filename(self) -> str:
+        return self._field("filename")
+
+    @property
+    def title(self) -> str:
+        return self._field("title")
+
+    def __str__(self) -> str:
+        return self.text

@@ -1,0 +1,176 @@
+"""Quota planning: does an upload (or a batch) fit, and which files must go to make room.
+
+Pure: :func:`plan_room` takes the account's files, what is about to be uploaded and the
+limits, and returns a :class:`RoomPlan` or raises :class:`~kimi_files.NoRoomError`. Nothing
+is deleted here; the caller deletes ``plan.deletions`` only after every local check passed.
+
+The deletion rule: candidates are the account's files the policy selects (``"oldest"``: all,
+oldest first; a callable: those it accepts, oldest first; a sequence of ids: those, in that
+order), minus protected ids (files of the batch itself). The plan deletes the shortest prefix
+of the candidates after which both the file count and the bytes fit; if even all candidates
+cannot make room, nothing is deleted and the error says how much must go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, NoReturn
+
+from .config import Limits
+from .errors import ConfigurationError, NotEnoughFileSlotsError, NotEnoughStorageError
+from .models import FileObject
+
+__all__ = ["FreeQuota", "RoomPlan", "Usage", "deficit", "plan_room", "select_candidates"]
+
+#: "never", "oldest", a predicate over the account's files, or file ids in deletion order.
+FreeQuota = Literal["never", "oldest"] | Callable[[FileObject], bool] | Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What the account holds and may hold."""
+
+    files: int
+    bytes: int
+    max_files: int
+    max_bytes: int
+
+    @classmethod
+    def of(cls, files: Iterable[FileObject], limits: Limits) -> Usage:
+        items = list(files)
+        return cls(
+            files=len(items),
+            bytes=sum(f.bytes for f in items),
+            max_files=limits.max_files,
+            max_bytes=limits.max_total_bytes,
+        )
+
+    @property
+    def free_files(self) -> int:
+        return max(0, self.max_files - self.files)
+
+    @property
+    def free_bytes(self) -> int:
+        return max(0, self.max_bytes - self.bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPlan:
+    """The outcome of planning: what to delete (possibly nothing) so the upload fits."""
+
+    usage: Usage
+    need_files: int
+    need_bytes: int
+    deletions: tuple[FileObject, ...] = ()
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(f.bytes for f in self.deletions)
+
+
+def deficit(usage: Usage, need_files: int, need_bytes: int) -> tuple[int, int]:
+    """(files, bytes) that must be freed for ``need_files`` files of ``need_bytes`` to fit."""
+    return (
+        max(0, usage.files + need_files - usage.max_files),
+        max(0, usage.bytes + need_bytes - usage.max_bytes),
+    )
+
+
+def _age_key(f: FileObject) -> tuple[int, str]:
+    return (f.created_at, f.id)
+
+
+def select_candidates(
+    files: Sequence[FileObject], policy: FreeQuota, protected: Collection[str] = ()
+) -> list[FileObject]:
+    """The files ``policy`` allows to delete, in deletion order, never a protected one."""
+    if isinstance(policy, str):
+        if policy == "never":
+            return []
+        if policy != "oldest":
+            raise ConfigurationError(
+                f"free_quota must be 'never', 'oldest', a predicate or a list of ids, not {policy!r}"
+            )
+        chosen = sorted(files, key=_age_key)
+    elif callable(policy):
+        chosen = sorted((f for f in files if policy(f)), key=_age_key)
+    else:
+        by_id = {f.id: f for f in files}
+        seen: set[str] = set()
+        chosen = []
+        for fid in policy:
+            if fid in by_id and fid not in seen:
+                seen.add(fid)
+                chosen.append(by_id[fid])
+    return [f for f in chosen if f.id not in protected]
+
+
+def _fmt_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n:,} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({n:,} bytes)"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def plan_room(
+    files: Sequence[FileObject],
+    need_files: int,
+    need_bytes: int,
+    limits: Limits,
+    policy: FreeQuota = "never",
+    *,
+    protected: Collection[str] = (),
+    what: str = "the upload",
+) -> RoomPlan:
+    """Plan room for ``need_files`` new files of ``need_bytes`` in total. Pure.
+
+    Raises :class:`NotEnoughFileSlotsError` or :class:`NotEnoughStorageError` (both
+    :class:`NoRoomError`) when the upload cannot fit, naming how much must go.
+    """
+    usage = Usage.of(files, limits)
+    short_files, short_bytes = deficit(usage, need_files, need_bytes)
+    if short_files == 0 and short_bytes == 0:
+        return RoomPlan(usage, need_files, need_bytes)
+    if need_files > usage.max_files or need_bytes > usage.max_bytes:
+        _no_room(usage, need_files, need_bytes, short_files, short_bytes, what,
+                 "it is larger than the whole account allows")
+    deletions: list[FileObject] = []
+    freed_files = freed_bytes = 0
+    for candidate in select_candidates(files, policy, protected):
+        if freed_files >= short_files and freed_bytes >= short_bytes:
+            break
+        deletions.append(candidate)
+        freed_files += 1
+        freed_bytes += candidate.bytes
+    if freed_files >= short_files and freed_bytes >= short_bytes:
+        return RoomPlan(usage, need_files, need_bytes, tuple(deletions))
+    if isinstance(policy, str) and policy == "never":
+        hint = "delete files first, or let kimi-files free room (free_quota='oldest', --free-quota oldest)"
+    else:
+        hint = "the files the policy may delete are not enough; delete others or upload less"
+    _no_room(usage, need_files, need_bytes, short_files, short_bytes, what, hint)
+
+
+def _no_room(
+    usage: Usage,
+    need_files: int,
+    need_bytes: int,
+    short_files: int,
+    short_bytes: int,
+    what: str,
+    hint: str,
+) -> NoReturn:
+    parts = []
+    if short_files:
+        parts.append(f"{short_files:,} file(s) must go (the account holds {usage.files:,} of "
+                     f"{usage.max_files:,} files)")
+    if short_bytes:
+        parts.append(f"{_fmt_bytes(short_bytes)} must go (the account holds "
+                     f"{_fmt_bytes(usage.bytes)} of {_fmt_bytes(usage.max_bytes)})")
+    message = (f"No room for {what} ({need_files:,} file(s), {_fmt_bytes(need_bytes)}): "
+               + "; ".join(parts) + f". To make room: {hint}.")
+    cls = NotEnoughFileSlotsError if short_files else NotEnoughStorageError
+    raise cls(message, files_to_free=short_files, bytes_to_free=short_bytes)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kimi_files import KimiFiles
+from kimi_files.emulator import Emulator
+from kimi_files.progress import disable_progress_bars
+from kimi_files.retry import waiting_disabled
+
+API_KEY = "sk-test-0123456789abcdefSECRET"
+
+disable_progress_bars()
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("MOONSHOT_API_KEY", "MOONSHOT_BASE_URL", "KIMI_FILES_STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
+@pytest.fixture(scope="session")
+def session_emulator() -> Iterator[Emulator]:
+    with Emulator(api_key=API_KEY) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator(session_emulator: Emulator) -> Iterator[Emulator]:
+    """The shared emulator, emptied and reset for each test."""
+    session_emulator.state.reset()
+    yield session_emulator
+
+
+@pytest.fixture
+def client(emulator: Emulator) -> Iterator[KimiFiles]:
+    with KimiFiles(api_key=API_KEY, base_url=emulator.base_url) as c:
+        yield c
+
+
+@pytest.fixture
+def no_wait() -> Iterator[list[float]]:
+    with waiting_disabled() as waits:
+        yield waits
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    path.write_bytes(data)
+    return path
+
+
+def env_without_key() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "MOONSHOT_API_KEY"}
