@@ -45,8 +45,8 @@ from .models import FileContent, FileDeleted, FileList, FileObject
 if TYPE_CHECKING:
     from .models import UploadedFile
     from .pacing import Pacer
-    from .upload import FileBody
     from .quota import FreeQuota
+    from .upload import FileBody
 
 __all__ = ["DEFAULT_TIMEOUT", "KimiFiles"]
 

@@ -36,6 +36,11 @@ def progress_enabled(requested: bool | None) -> bool:
     return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
 
 
+def short_label(name: str, width: int = 30) -> str:
+    """A bar's label: the name, cut to ``width`` characters."""
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 class ProgressBar(tqdm):  # type: ignore[type-arg]
     """A byte-counting bar on stderr that never passes its total and can rewind."""
 

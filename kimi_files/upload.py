@@ -35,7 +35,7 @@ from .errors import (
 )
 from .models import FileObject, UploadedFile
 from .preflight import LocalFile, inspect_file
-from .progress import ProgressBar
+from .progress import ProgressBar, short_label
 from .quota import FreeQuota, RoomPlan, plan_room
 
 if TYPE_CHECKING:
@@ -329,7 +329,7 @@ def upload_path(
 
         policy = replace(policy, max_attempts=max_retries + 1)
     claims = Claims(f.id for f in check.listing)
-    with ProgressBar(total=local.size, desc=_short(local.filename), enabled=progress) as bar:
+    with ProgressBar(total=local.size, desc=short_label(local.filename), enabled=progress) as bar:
         sent = send_file(
             client, local, purpose=purpose, claims=claims, policy=policy,
             on_read=bar.advance, on_rewind=lambda n: bar.rewind(f"retry {n}"),
@@ -338,10 +338,6 @@ def upload_path(
         sent.file, path=os.fsdecode(local.path), attempts=sent.attempts, adopted=sent.adopted,
         deleted=tuple(deleted), mime_type=local.mime_type, warnings=local.warnings,
     )
-
-
-def _short(name: str, width: int = 30) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
 
 
 def extract_text(client: KimiFiles, target: str | os.PathLike[str], **upload_options: Any) -> str:

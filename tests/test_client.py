@@ -179,7 +179,7 @@ def test_redirects_are_not_followed(emulator: Emulator) -> None:
 
     with kf.KimiFiles(api_key=API_KEY, base_url=emulator.base_url,
                       http_client=httpx.Client(transport=httpx.MockTransport(handler))) as c, \
-            pytest.raises(kf.APIStatusError, match="redirected to https://evil.example"):
+            pytest.raises(kf.APIStatusError, match=r"redirected to https://evil\.example"):
         c.list()
 
 

@@ -25,7 +25,7 @@ def _post(emu: Emulator, name: str, data: bytes, purpose: str = "file-extract",
 
 
 def _body(row: str, **fmt: object) -> dict[str, object]:
-    status, etype, template = ERROR_ROWS[row]
+    _, etype, template = ERROR_ROWS[row]
     return {"error": {"type": etype, "message": template.format(**fmt)}}
 
 

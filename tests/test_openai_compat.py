@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -13,8 +14,9 @@ from .conftest import API_KEY, write
 
 
 @pytest.fixture
-def sdk(emulator: Emulator) -> openai.OpenAI:
-    return openai.OpenAI(api_key=API_KEY, base_url=emulator.base_url, max_retries=0)
+def sdk(emulator: Emulator) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(api_key=API_KEY, base_url=emulator.base_url, max_retries=0) as client:
+        yield client
 
 
 def test_openai_round_trip(sdk: openai.OpenAI, tmp_path: Path) -> None:

@@ -1,0 +1,548 @@
+"""Batch ingestion of files and folders: plan the whole batch, then upload it paced and resumable.
+
+:func:`ingest` works in two phases:
+
+1. **Plan** (no mutation): walk the paths (recursively; hidden files, the state store and
+   anything ``exclude`` matches are skipped), preflight every file locally, hash it, list the
+   account once, resolve what the local state says (already uploaded and unchanged: skipped;
+   pending after a crash: adopted if the server has it), fold identical content into one
+   upload, and check the whole batch against the free slots and bytes
+   (:func:`kimi_files.quota.plan_room`). If it cannot fit, nothing is uploaded or deleted.
+2. **Run**: delete what the plan says (only with ``free_quota``), then upload with bounded
+   concurrency, paced to the account's limits as 429s reveal them, each upload through
+   :func:`kimi_files.upload.send_file` (retries, lost-response adoption), each recorded in the
+   state store before and after.
+
+``dry_run=True`` stops after the plan. A stop event (Ctrl-C in the CLI) starts nothing new
+and lets uploads in flight finish.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import fnmatch
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import DEFAULT_PURPOSE
+from .errors import (
+    KimiError,
+    LocalFileError,
+    NoRoomError,
+    UploadCancelledError,
+)
+from .models import FileObject
+from .pacing import Pacer
+from .preflight import LocalFile, inspect_file
+from .progress import ProgressBar, short_label
+from .quota import FreeQuota, RoomPlan, plan_room
+from .state import StateStore, default_state_path, sha256_of
+from .upload import Claims, find_adoptable, send_file
+
+if TYPE_CHECKING:
+    from .client import KimiFiles
+
+__all__ = ["BatchReport", "FileResult", "collect", "ingest", "matches_filters"]
+
+log = logging.getLogger("kimi_files")
+
+STATUSES = ("uploaded", "skipped", "rejected", "failed", "planned")
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """What happened to one input file."""
+
+    path: str
+    status: str  # one of STATUSES
+    file_id: str | None = None
+    bytes: int = 0
+    error: KimiError | None = None
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "file_id": self.file_id,
+            "bytes": self.bytes,
+            "error": None if self.error is None else {
+                "type": type(self.error).__name__,
+                "message": str(self.error),
+            },
+        }
+
+
+@dataclass
+class BatchReport:
+    """The outcome of :func:`ingest`."""
+
+    results: list[FileResult] = field(default_factory=list)
+    deleted: list[FileObject] = field(default_factory=list)
+    plan: RoomPlan | None = None
+    dry_run: bool = False
+    interrupted: bool = False
+    elapsed: float = 0.0
+    list_calls: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def ok(self) -> bool:
+        """True when every file ended uploaded, skipped (or planned, in a dry run)."""
+        return not self.interrupted and all(
+            r.status in ("uploaded", "skipped", "planned") for r in self.results)
+
+    @property
+    def uploaded_bytes(self) -> int:
+        return sum(r.bytes for r in self.results if r.status == "uploaded")
+
+    def summary(self) -> str:
+        parts = [f"{self.count(s)} {s}" for s in STATUSES if self.count(s)]
+        lines = [
+            ("dry run: " if self.dry_run else "")
+            + (", ".join(parts) or "no files")
+            + f"; {self.uploaded_bytes:,} bytes uploaded in {self.elapsed:.1f}s"
+            + (" (interrupted)" if self.interrupted else "")
+        ]
+        for victim in self.deleted:
+            lines.append(f"  deleted {victim.id} {victim.filename} ({victim.bytes:,} bytes) "
+                         "to make room")
+        if self.dry_run and self.plan is not None:
+            for victim in self.plan.deletions:
+                lines.append(f"  would delete {victim.id} {victim.filename} "
+                             f"({victim.bytes:,} bytes, created_at {victim.created_at})")
+        for r in self.results:
+            if r.status in ("rejected", "failed") and r.error is not None:
+                lines.append(f"  {r.status}: {r.error}")
+        return "\n".join(lines)
+
+
+# --- walking (pure but for the file system) ---------------------------------------------------
+
+
+def matches_filters(rel: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    """Is a file (path relative to its root, '/'-separated) selected by the glob filters?
+
+    A pattern matches the relative path or the file's name. With includes, one must match;
+    no exclude may.
+    """
+    name = rel.rsplit("/", 1)[-1]
+
+    def hit(pattern: str) -> bool:
+        return fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(name, pattern)
+
+    if include and not any(hit(p) for p in include):
+        return False
+    return not any(hit(p) for p in exclude)
+
+
+def collect(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    skip: Iterable[Path] = (),
+) -> tuple[list[Path], list[FileResult]]:
+    """The files named or found under the folders named, in order, without repeats.
+
+    Folders are walked recursively without following directory links (no loops); hidden
+    files and folders inside them and the paths in ``skip`` are left out. A missing path is a
+    rejected result.
+    """
+    skipped = {os.path.abspath(p) for p in skip}
+    seen: set[str] = set()
+    files: list[Path] = []
+    rejected: list[FileResult] = []
+
+    def add(p: Path) -> None:
+        key = os.path.abspath(p)
+        if key not in seen and key not in skipped:
+            seen.add(key)
+            files.append(p)
+
+    for raw in paths:
+        root = Path(raw)
+        shown = os.fsdecode(root)
+        if root.is_dir():
+            found = 0
+            for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if name.startswith("."):
+                        continue
+                    full = Path(dirpath) / name
+                    rel = full.relative_to(root).as_posix()
+                    if matches_filters(rel, include, exclude):
+                        add(full)
+                        found += 1
+            if found == 0:
+                rejected.append(FileResult(shown, "rejected", error=LocalFileError(
+                    f"{shown}: no eligible files in this folder (hidden files are skipped"
+                    + (", and the --include/--exclude filters applied" if include or exclude
+                       else "") + ")", path=shown, rule="eligible")))
+        elif os.path.lexists(root):
+            add(root)  # named explicitly: checked by the preflight (FIFO, loop, ...)
+        else:
+            rejected.append(FileResult(shown, "rejected", error=LocalFileError(
+                f"{shown}: no such file or folder", path=shown, rule="exists")))
+    return files, rejected
+
+
+# --- the batch ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    local: LocalFile
+    sha256: str
+    shown: str
+    result: FileResult | None = None
+    twin_of: _Item | None = None  # same content as an earlier item of this batch
+
+
+def _open_state(state: StateStore | str | os.PathLike[str] | bool | None,
+                client: KimiFiles) -> StateStore | None:
+    if state is False:
+        return None
+    if isinstance(state, StateStore):
+        return state
+    if state is None or state is True:
+        return StateStore(default_state_path(client.base_url, client._key.get()))
+    return StateStore(state)
+
+
+def ingest(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    client: KimiFiles | None = None,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    purpose: str = DEFAULT_PURPOSE,
+    free_quota: FreeQuota = "never",
+    dry_run: bool = False,
+    concurrency: int = 4,
+    rpm: int | None = None,
+    rate_period: float = 60.0,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    state: StateStore | str | os.PathLike[str] | bool | None = None,
+    progress: bool | None = None,
+    allow_any_type: bool = False,
+    on_result: Callable[[FileResult], None] | None = None,
+    stop: threading.Event | None = None,
+) -> BatchReport:
+    """Upload files and folders as one planned, paced, resumable batch (see module docs).
+
+    ``state``: a path, a :class:`StateStore`, ``None`` for the default location, or ``False``
+    for none. ``on_result`` is called (from worker threads, one at a time) as each file ends.
+    """
+    if concurrency < 1:
+        from .errors import ConfigurationError
+
+        raise ConfigurationError("concurrency must be at least 1")
+    owned = client is None
+    if client is None:
+        from .client import KimiFiles
+
+        client = KimiFiles(api_key=api_key, base_url=base_url)
+    store = _open_state(state, client)
+    try:
+        return _Batch(client, store, purpose=purpose, free_quota=free_quota, dry_run=dry_run,
+                      concurrency=concurrency, rpm=rpm, rate_period=rate_period,
+                      progress=progress, allow_any_type=allow_any_type, on_result=on_result,
+                      stop=stop or threading.Event()).run(paths, include, exclude)
+    finally:
+        if store is not None and not isinstance(state, StateStore):
+            store.close()
+        if owned:
+            client.close()
+
+
+class _Batch:
+    def __init__(self, client: KimiFiles, store: StateStore | None, *, purpose: str,
+                 free_quota: FreeQuota, dry_run: bool, concurrency: int, rpm: int | None,
+                 rate_period: float, progress: bool | None, allow_any_type: bool,
+                 on_result: Callable[[FileResult], None] | None,
+                 stop: threading.Event) -> None:
+        self.client = client
+        self.store = store
+        self.purpose = purpose
+        self.free_quota = free_quota
+        self.dry_run = dry_run
+        self.concurrency = concurrency
+        self.rpm = rpm
+        self.rate_period = rate_period
+        self.progress = progress
+        self.allow_any_type = allow_any_type
+        self.on_result = on_result
+        self.stop = stop
+        self.report = BatchReport(dry_run=dry_run)
+        self._emit_lock = threading.Lock()
+        self._name_locks: dict[tuple[str, int], threading.Lock] = {}
+
+    # --- results -----------------------------------------------------------------------------
+
+    def emit(self, result: FileResult) -> None:
+        with self._emit_lock:
+            self.report.results.append(result)
+            if self.on_result is not None:
+                self.on_result(result)
+
+    def _list(self) -> tuple[FileObject, ...]:
+        self.report.list_calls += 1
+        return self.client.list().data
+
+    # --- phase 1: plan -----------------------------------------------------------------------
+
+    def run(self, paths: Iterable[str | os.PathLike[str]], include: Sequence[str],
+            exclude: Sequence[str]) -> BatchReport:
+        started = time.monotonic()
+        try:
+            skip = []
+            if self.store is not None:
+                skip = [self.store.path, Path(f"{self.store.path}-wal"),
+                        Path(f"{self.store.path}-shm")]
+            files, rejected = collect(paths, include=include, exclude=exclude, skip=skip)
+            for r in rejected:
+                self.emit(r)
+            items = self._check(files)
+            if not items:
+                return self.report
+            listing = self._list()
+            todo = self._resolve(items, listing)
+            plan = self._plan(todo, items, listing)
+            if plan is None:
+                return self.report
+            if self.dry_run:
+                for item in todo:
+                    self._finish(item, FileResult(item.shown, "planned", bytes=item.local.size,
+                                                  note="would upload"))
+                self._emit_twins(items)
+                return self.report
+            self._delete(plan)
+            self._upload(todo, listing)
+            self._emit_twins(items)
+            return self.report
+        finally:
+            self.report.elapsed = time.monotonic() - started
+
+    def _check(self, files: list[Path]) -> list[_Item]:
+        items = []
+        for path in files:
+            shown = os.fsdecode(path)
+            if self.stop.is_set():
+                self.report.interrupted = True
+                break
+            try:
+                local = inspect_file(path, purpose=self.purpose, limits=self.client.limits,
+                                     allow_any_type=self.allow_any_type)
+                digest = sha256_of(path)
+            except KimiError as exc:
+                self.emit(FileResult(shown, "rejected", error=exc))
+                continue
+            except OSError as exc:
+                self.emit(FileResult(shown, "rejected", error=LocalFileError(
+                    f"{shown}: cannot read: {exc.strerror or exc}", path=shown)))
+                continue
+            for warning in local.warnings:
+                log.warning("%s", warning)
+            items.append(_Item(local, digest, shown))
+        return items
+
+    def _resolve(self, items: list[_Item], listing: Sequence[FileObject]) -> list[_Item]:
+        """Settle what the state and the batch itself already cover; return what to upload."""
+        on_server = {f.id: f for f in listing}
+        known_by_sha: dict[str, str] = {}
+        if self.store is not None:
+            records = self.store.records()
+            referenced = {r.file_id for r in records if r.file_id}
+            for rec in records:
+                if rec.status == "uploaded" and rec.file_id in on_server:
+                    known_by_sha.setdefault(rec.sha256, rec.file_id)
+            # a crash left intents: the server may hold those files already
+            for rec in records:
+                if rec.status != "pending":
+                    continue
+                matches = find_adoptable(listing, rec.filename, rec.size, referenced)
+                if matches and not self.dry_run:
+                    adopted = matches[0]
+                    referenced.add(adopted.id)
+                    self.store.done(rec.path, size=rec.size, mtime_ns=rec.mtime_ns,
+                                    sha256=rec.sha256, filename=rec.filename, file_id=adopted.id)
+                    known_by_sha.setdefault(rec.sha256, adopted.id)
+                    log.info("%s: found on the server as %s after an interrupted run; adopted",
+                             rec.path, adopted.id)
+        todo: list[_Item] = []
+        first_by_sha: dict[str, _Item] = {}
+        for item in items:
+            known = known_by_sha.get(item.sha256)
+            if known is not None:
+                if self.store is not None and not self.dry_run:
+                    self.store.done(item.local.path, size=item.local.size,
+                                    mtime_ns=item.local.mtime_ns, sha256=item.sha256,
+                                    filename=item.local.filename, file_id=known)
+                self._finish(item, FileResult(item.shown, "skipped", file_id=known,
+                                              bytes=item.local.size,
+                                              note="already uploaded, unchanged"))
+            elif item.sha256 in first_by_sha:
+                item.twin_of = first_by_sha[item.sha256]
+            else:
+                first_by_sha[item.sha256] = item
+                todo.append(item)
+        self._protected = set(known_by_sha.values())
+        return todo
+
+    def _plan(self, todo: list[_Item], items: list[_Item],
+              listing: Sequence[FileObject]) -> RoomPlan | None:
+        need = sum(i.local.size for i in todo)
+        try:
+            plan = plan_room(listing, len(todo), need, self.client.limits, self.free_quota,
+                             protected=self._protected, what=f"this batch of {len(todo)} file(s)")
+        except NoRoomError as exc:
+            for item in todo:
+                self._finish(item, FileResult(item.shown, "rejected", bytes=item.local.size,
+                                              error=exc))
+            self._emit_twins(items)
+            return None
+        self.report.plan = plan
+        return plan
+
+    def _finish(self, item: _Item, result: FileResult) -> None:
+        item.result = result
+        self.emit(result)
+
+    def _emit_twins(self, items: list[_Item]) -> None:
+        for item in items:
+            twin = item.twin_of
+            if twin is None or item.result is not None:
+                continue
+            first = twin.result
+            if first is None:
+                continue  # the first was never run (interrupted)
+            if first.status in ("uploaded", "skipped") and first.file_id:
+                if self.store is not None and not self.dry_run:
+                    self.store.done(item.local.path, size=item.local.size,
+                                    mtime_ns=item.local.mtime_ns, sha256=item.sha256,
+                                    filename=item.local.filename, file_id=first.file_id)
+                result = FileResult(item.shown, "skipped", file_id=first.file_id,
+                                    bytes=item.local.size, note=f"same content as {twin.shown}")
+            else:
+                result = FileResult(item.shown, first.status, file_id=first.file_id,
+                                    bytes=item.local.size, error=first.error,
+                                    note=f"same content as {twin.shown}")
+            self._finish(item, result)
+
+    # --- phase 2: run ------------------------------------------------------------------------
+
+    def _delete(self, plan: RoomPlan) -> None:
+        from .errors import NotFoundError
+
+        for victim in plan.deletions:
+            if self.stop.is_set():
+                raise UploadCancelledError("cancelled while freeing room")
+            with contextlib.suppress(NotFoundError):
+                self.client.delete(victim.id)
+            self.report.deleted.append(victim)
+            log.warning("deleted %s (%s, %d bytes, created_at %d) to make room",
+                        victim.id, victim.filename, victim.bytes, victim.created_at)
+
+    def _upload(self, todo: list[_Item], listing: Sequence[FileObject]) -> None:
+        if not todo:
+            return
+        claims = Claims(f.id for f in listing)
+        pacer = Pacer(self.concurrency, self.rpm, period=self.rate_period)
+        previous_pacer, self.client.pacer = self.client.pacer, pacer
+        total = sum(i.local.size for i in todo)
+        overall = ProgressBar(total=total, desc=f"{len(todo)} file(s)", enabled=self.progress,
+                              position=0)
+        slots = list(range(self.concurrency, 0, -1))
+        slot_lock = threading.Lock()
+        try:
+            with cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="kimi-upload") as pool:
+                futures = {pool.submit(self._one, item, claims, overall, slots, slot_lock): item
+                           for item in todo}
+                pending = set(futures)
+                try:
+                    while pending:
+                        _, pending = cf.wait(pending, timeout=0.2)
+                except KeyboardInterrupt:
+                    self.stop.set()
+                    self.report.interrupted = True
+                    log.warning("interrupted: no new upload starts; waiting for those in flight")
+                    for fut in pending:
+                        fut.cancel()
+                    cf.wait(pending)
+                for fut, item in futures.items():
+                    if fut.cancelled() and item.result is None:
+                        self._finish(item, FileResult(
+                            item.shown, "failed", bytes=item.local.size,
+                            error=UploadCancelledError(f"{item.shown}: not started (interrupted)")))
+        finally:
+            overall.close()
+            self.client.pacer = previous_pacer
+        if self.stop.is_set():
+            self.report.interrupted = True
+
+    def _name_lock(self, local: LocalFile) -> threading.Lock:
+        with self._emit_lock:
+            return self._name_locks.setdefault((local.filename, local.size), threading.Lock())
+
+    def _one(self, item: _Item, claims: Claims, overall: ProgressBar, slots: list[int],
+             slot_lock: threading.Lock) -> None:
+        local = item.local
+        if self.stop.is_set():
+            self._finish(item, FileResult(item.shown, "failed", bytes=local.size,
+                                          error=UploadCancelledError(f"{item.shown}: not started "
+                                                                     "(interrupted)")))
+            return
+        with slot_lock:
+            position = slots.pop() if slots else 0
+        bar = ProgressBar(total=local.size, desc=short_label(local.filename), enabled=self.progress,
+                          position=position, leave=False)
+        sent_bytes = [0]
+
+        def on_read(n: int) -> None:
+            sent_bytes[0] += n
+            bar.advance(n)
+            overall.advance(n)
+
+        def on_rewind(attempt: int) -> None:
+            bar.rewind(f"retry {attempt}")
+            overall.n = max(0, overall.n - sent_bytes[0])
+            sent_bytes[0] = 0
+
+        try:
+            if self.store is not None:
+                self.store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
+                                 sha256=item.sha256, filename=local.filename)
+            # uploads of the same name and size go one at a time, so a lost-response
+            # reconciliation can never adopt a sibling's copy
+            with self._name_lock(local):
+                sent = send_file(self.client, local, purpose=self.purpose, claims=claims,
+                                 on_read=on_read, on_rewind=on_rewind, stop=self.stop)
+            if self.store is not None:
+                self.store.done(local.path, size=local.size, mtime_ns=local.mtime_ns,
+                                sha256=item.sha256, filename=local.filename,
+                                file_id=sent.file.id)
+            note = "adopted after a lost response" if sent.adopted else ""
+            self._finish(item, FileResult(item.shown, "uploaded", file_id=sent.file.id,
+                                          bytes=local.size, note=note))
+        except KimiError as exc:
+            self._finish(item, FileResult(item.shown, "failed", bytes=local.size, error=exc))
+        except OSError as exc:
+            self._finish(item, FileResult(item.shown, "failed", bytes=local.size,
+                                          error=LocalFileError(f"{item.shown}: {exc}")))
+        finally:
+            bar.close()
+            with slot_lock:
+                if position:
+                    slots.append(position)
