@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .client import KimiFiles
     from .progress import disable_progress_bars, enable_progress_bars
     from .quota import FreeQuota, RoomPlan
-    from .upload import Preflight
+    from .uploader import Preflight
 
 __version__ = "0.1.0"
 
@@ -50,7 +50,7 @@ _LAZY = {
     "ingest": ("batch", "ingest"),
     "BatchReport": ("batch", "BatchReport"),
     "FileResult": ("batch", "FileResult"),
-    "Preflight": ("upload", "Preflight"),
+    "Preflight": ("uploader", "Preflight"),
     "RoomPlan": ("quota", "RoomPlan"),
     "FreeQuota": ("quota", "FreeQuota"),
     "disable_progress_bars": ("progress", "disable_progress_bars"),

@@ -44,7 +44,7 @@ from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
 from .quota import FreeQuota, RoomPlan, plan_room
 from .state import StateStore, default_state_path, sha256_of
-from .upload import Claims, find_adoptable, send_file
+from .uploader import Claims, find_adoptable, send_file
 
 if TYPE_CHECKING:
     from .client import KimiFiles

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import ConfigurationError, KimiError
+from .quota import fmt_bytes
 
 if TYPE_CHECKING:
     from .batch import FileResult
@@ -246,15 +247,6 @@ def _when(ts: int) -> str:
     return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _fmt_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 def _do_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         files = client.list()
@@ -265,7 +257,7 @@ def _do_list(args: argparse.Namespace) -> int:
     if not files.data:
         print("no files", file=sys.stderr)
         return EXIT_OK
-    rows = [(f.id, _fmt_bytes(f.bytes), _when(f.created_at), f.status, f.filename)
+    rows = [(f.id, fmt_bytes(f.bytes), _when(f.created_at), f.status, f.filename)
             for f in files]
     head = ("ID", "SIZE", "CREATED", "STATUS", "FILENAME")
     widths = [max(len(r[i]) for r in [*rows, head]) for i in range(4)]
@@ -285,8 +277,8 @@ def _do_quota(args: argparse.Namespace) -> int:
             "bytes": usage.bytes, "max_bytes": usage.max_bytes, "free_bytes": usage.free_bytes}))
         return EXIT_OK
     _emit(sys.stdout, f"files: {usage.files:,} of {usage.max_files:,} ({usage.free_files:,} free)")
-    _emit(sys.stdout, f"bytes: {_fmt_bytes(usage.bytes)} of {_fmt_bytes(usage.max_bytes)} "
-                      f"({_fmt_bytes(usage.free_bytes)} free)")
+    _emit(sys.stdout, f"bytes: {fmt_bytes(usage.bytes)} of {fmt_bytes(usage.max_bytes)} "
+                      f"({fmt_bytes(usage.free_bytes)} free)")
     return EXIT_OK
 
 

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .models import UploadedFile
     from .pacing import Pacer
     from .quota import FreeQuota
-    from .upload import FileBody
+    from .uploader import FileBody
 
 __all__ = ["DEFAULT_TIMEOUT", "KimiFiles"]
 
@@ -284,7 +284,7 @@ class KimiFiles:
     ) -> UploadedFile:
         """Preflight, free quota if asked, stream with progress, retry safely: see
         :func:`kimi_files.upload`."""
-        from .upload import upload_path
+        from .uploader import upload_path
 
         return upload_path(
             self,
@@ -298,7 +298,7 @@ class KimiFiles:
 
     def extract(self, path_or_file_id: str | os.PathLike[str], **upload_options: Any) -> str:
         """The extracted text of a local file (uploading it first) or of an uploaded file id."""
-        from .upload import extract_text
+        from .uploader import extract_text
 
         return extract_text(self, path_or_file_id, **upload_options)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import KNOWN_PURPOSES, Limits
+from .quota import fmt_bytes
 from .errors import (
     LocalEmptyFileError,
     LocalFileError,
@@ -118,8 +119,8 @@ def check_size(path: str, size: int, limits: Limits) -> None:
         )
     if size > limits.max_file_bytes:
         raise LocalFileTooLargeError(
-            f"{path}: {size:,} bytes is over the per-file limit of {limits.max_file_bytes:,} "
-            f"bytes ({limits.max_file_bytes / 1024**2:.0f} MiB); split or compress it first",
+            f"{path}: {size:,} bytes is over the per-file limit of {fmt_bytes(limits.max_file_bytes)}"
+            "; split or compress it first",
             path=path,
             rule="max_file_bytes",
         )
@@ -186,12 +187,30 @@ def upload_filename(path: Path) -> tuple[str, tuple[str, ...]]:
 # --- I/O --------------------------------------------------------------------------------------
 
 
+def looks_like_text(sample: bytes) -> bool:
+    """Is this sample UTF-8 text (libmagic calls very short text "octet-stream")? Pure."""
+    if not sample or b"\0" in sample:
+        return False
+    try:
+        text = sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(sample) - 3:  # not just a character cut at the sample's end
+            return False
+        text = sample[: exc.start].decode("utf-8")
+    return all(c.isprintable() or c in "\t\n\r\f\v" for c in text)
+
+
 def detect_mime(path: Path) -> str:
     """The MIME type of the file's content, by libmagic (python-magic)."""
     import magic
 
     try:
-        return str(magic.from_file(os.fspath(path), mime=True))
+        mime = str(magic.from_file(os.fspath(path), mime=True))
+        if mime == "application/octet-stream":
+            with open(path, "rb") as fh:
+                if looks_like_text(fh.read(8192)):
+                    mime = "text/plain"
+        return mime
     except (OSError, magic.MagicException) as exc:
         raise LocalFileError(f"{path}: cannot read the file to detect its type: {exc}",
                              path=str(path), rule="readable") from None

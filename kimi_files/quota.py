@@ -21,7 +21,7 @@ from .config import Limits
 from .errors import ConfigurationError, NotEnoughFileSlotsError, NotEnoughStorageError
 from .models import FileObject
 
-__all__ = ["FreeQuota", "RoomPlan", "Usage", "deficit", "plan_room", "select_candidates"]
+__all__ = ["FreeQuota", "RoomPlan", "Usage", "deficit", "fmt_bytes", "plan_room", "select_candidates"]
 
 #: "never", "oldest", a predicate over the account's files, or file ids in deletion order.
 FreeQuota = Literal["never", "oldest"] | Callable[[FileObject], bool] | Sequence[str]
@@ -106,7 +106,8 @@ def select_candidates(
     return [f for f in chosen if f.id not in protected]
 
 
-def _fmt_bytes(n: int) -> str:
+def fmt_bytes(n: int) -> str:
+    """A byte count for people: '512 bytes', '1.5 MiB (1,572,864 bytes)'."""
     value = float(n)
     for unit in ("bytes", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
@@ -168,9 +169,9 @@ def _no_room(
         parts.append(f"{short_files:,} file(s) must go (the account holds {usage.files:,} of "
                      f"{usage.max_files:,} files)")
     if short_bytes:
-        parts.append(f"{_fmt_bytes(short_bytes)} must go (the account holds "
-                     f"{_fmt_bytes(usage.bytes)} of {_fmt_bytes(usage.max_bytes)})")
-    message = (f"No room for {what} ({need_files:,} file(s), {_fmt_bytes(need_bytes)}): "
+        parts.append(f"{fmt_bytes(short_bytes)} must go (the account holds "
+                     f"{fmt_bytes(usage.bytes)} of {fmt_bytes(usage.max_bytes)})")
+    message = (f"No room for {what} ({need_files:,} file(s), {fmt_bytes(need_bytes)}): "
                + "; ".join(parts) + f". To make room: {hint}.")
     cls = NotEnoughFileSlotsError if short_files else NotEnoughStorageError
     raise cls(message, files_to_free=short_files, bytes_to_free=short_bytes)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +59,26 @@ def write(path: Path, data: bytes | str) -> Path:
 
 def env_without_key() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "MOONSHOT_API_KEY"}
+
+
+
+@pytest.fixture
+def limited(emulator: Emulator) -> Iterator[Any]:
+    """A factory of clients that agree with the emulator on smaller account limits."""
+    from kimi_files.config import Limits
+
+    made: list[KimiFiles] = []
+
+    def make(*, max_files: int = 1000, max_total_bytes: int = 10 * 1024**3,
+             **options: Any) -> KimiFiles:
+        emulator.state.max_files = max_files
+        emulator.state.max_total_bytes = max_total_bytes
+        c = KimiFiles(api_key=API_KEY, base_url=emulator.base_url,
+                      limits=Limits(max_files=max_files, max_total_bytes=max_total_bytes),
+                      **options)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()

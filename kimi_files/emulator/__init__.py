@@ -109,6 +109,7 @@ class Emulator:
         return self
 
     def stop(self) -> None:
+        self.state.closing = True
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

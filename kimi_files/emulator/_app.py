@@ -110,7 +110,9 @@ class Emulated:
         try:
             fault = self.state.take_fault(endpoint)
             if fault is not None and fault.kind in ("delay", "hang"):
-                await asyncio.sleep(fault.delay)
+                deadline = asyncio.get_running_loop().time() + fault.delay
+                while not self.state.closing and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(min(0.05, fault.delay))
                 if fault.kind == "hang":
                     return _drop(request)
                 fault = None

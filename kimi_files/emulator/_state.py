@@ -191,6 +191,8 @@ class EmulatorState:
         self._in_flight = 0
         #: the most requests ever served at once (shows concurrent clients are served together)
         self.peak_in_flight = 0
+        #: set when the server stops, so emulated hangs end at once
+        self.closing = False
         self._starts: deque[float] = deque()
         self._seq = itertools.count(1)
         self.lock = threading.RLock()

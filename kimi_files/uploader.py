@@ -274,31 +274,33 @@ def send_file(
                     return Sent(adopted, attempt - 1, True)
                 suspect = False
             _check_unchanged(local)
+            error: KimiError
             try:
                 obj = client.create(body, filename=local.filename, purpose=purpose,
                                     content_type=local.mime_type)
-                if obj.failed:
-                    claims.add(obj.id)
-                    _delete_quietly(client, obj.id)
-                    raise ExtractionFailedError(
-                        f"{shown}: the server stored the file as {obj.id} but extraction "
-                        f"failed ({obj.status_details or obj.status}); deleted it",
-                        status_code=200, type="file_status_failed")
             except KimiError as exc:
-                if not _retry.should_retry(exc):
-                    raise
+                error = exc
                 suspect = suspect or _retry.may_have_stored(exc)
-                wait = _retry.retry_wait(exc, attempt, policy)
-                if not _retry.attempts_left(attempt, started, wait, policy, time.monotonic()):
-                    if suspect and (adopted := _reconcile(client, local, claims)) is not None:
-                        return Sent(adopted, attempt, True)
-                    raise
-                log.info("%s: attempt %d failed (%s); retrying in %.1fs", shown, attempt, exc, wait)
-                if not _retry.sleep(wait, stop):
-                    raise UploadCancelledError(f"{shown}: cancelled while waiting to retry") from exc
-                continue
-            claims.add(obj.id)
-            return Sent(obj, attempt, False)
+            else:
+                claims.add(obj.id)
+                if not obj.failed:
+                    return Sent(obj, attempt, False)
+                # stored, but extraction failed: remove it, then try again
+                _delete_quietly(client, obj.id)
+                error = ExtractionFailedError(
+                    f"{shown}: the server stored the file as {obj.id} but extraction failed "
+                    f"({obj.status_details or obj.status}); deleted it",
+                    status_code=200, type="file_status_failed")
+            if not _retry.should_retry(error):
+                raise error
+            wait = _retry.retry_wait(error, attempt, policy)
+            if not _retry.attempts_left(attempt, started, wait, policy, time.monotonic()):
+                if suspect and (adopted := _reconcile(client, local, claims)) is not None:
+                    return Sent(adopted, attempt, True)
+                raise error
+            log.info("%s: attempt %d failed (%s); retrying in %.1fs", shown, attempt, error, wait)
+            if not _retry.sleep(wait, stop):
+                raise UploadCancelledError(f"{shown}: cancelled while waiting to retry") from error
 
 
 def upload_path(
