@@ -13,34 +13,52 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 
-from .errors import ConcurrencyLimitError, KimiError, RPMLimitError
+from .errors import ConcurrencyLimitError, KimiError, RateLimitError, RPMLimitError
 from .retry import sleep
 
 __all__ = ["Pacer", "next_start"]
+
+
+#: Extra room on the rate window, for the time between our start and the server's count.
+WINDOW_MARGIN = 0.02
 
 
 def next_start(starts: Sequence[float], rpm: int | None, period: float, now: float) -> float:
     """When the next request may start, given the start times of earlier ones (oldest first).
 
     With at most ``rpm`` starts in any ``period`` seconds, the next one waits until the
-    ``rpm``-th most recent start has left the window. Pure.
+    ``rpm``-th most recent start has left the window (plus a 2% margin). Pure.
     """
     if not rpm or len(starts) < rpm:
         return now
-    return max(now, starts[-rpm] + period)
+    return max(now, starts[-rpm] + period * (1 + WINDOW_MARGIN))
+
+
+def next_window(window: int, ceiling: int | None, succeeded: bool) -> int:
+    """Slow start: the concurrency window grows by one per success up to the ceiling, and
+    never drops below one. Pure."""
+    grown = window + 1 if succeeded else window
+    return max(1, min(grown, ceiling) if ceiling is not None else grown)
 
 
 class Pacer:
-    """Bounds concurrency and request rate for every request of a client (thread-safe)."""
+    """Bounds concurrency and request rate for every request of a client (thread-safe).
+
+    Concurrency starts at one request and grows by one per success up to ``concurrency``
+    (slow start), so an account whose tier allows one request at a time sees at most one
+    429 before the pacer knows; a 429 that names a limit lowers the ceiling for good.
+    """
 
     def __init__(
-        self, concurrency: int | None = None, rpm: int | None = None, *, period: float = 60.0
+        self, concurrency: int | None = None, rpm: int | None = None, *, period: float = 60.0,
+        slow_start: bool = True,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if rpm is not None and rpm < 1:
             raise ValueError("rpm must be at least 1")
         self.concurrency = concurrency
+        self.window = 1 if slow_start else (concurrency or 1)
         self.rpm = rpm
         self.period = period
         self._active = 0
@@ -51,9 +69,10 @@ class Pacer:
     def slot(self) -> Iterator[None]:
         """Hold one request slot: waits for concurrency, then for the rate window."""
         with self._cond:
-            while self.concurrency is not None and self._active >= self.concurrency:
+            while self._active >= self._allowed():
                 self._cond.wait(0.5)
             self._active += 1
+        ok = False
         try:
             with self._cond:
                 now = time.monotonic()
@@ -62,20 +81,29 @@ class Pacer:
             if start > now:
                 sleep(start - now)
             yield
+            ok = True
         finally:
             with self._cond:
                 self._active -= 1
+                self.window = next_window(self.window, self.concurrency, ok)
                 self._cond.notify_all()
 
+    def _allowed(self) -> int:
+        return self.window if self.concurrency is None else min(self.window, self.concurrency)
+
     def learn(self, error: KimiError) -> None:
-        """Tighten the limits from a 429 that names the account's limit."""
-        limit = getattr(error, "limit", None)
-        if limit is None or limit < 1:
+        """Back off on a 429 (halve the window) and keep any limit it names as a ceiling."""
+        if not isinstance(error, RateLimitError):
             return
+        limit = getattr(error, "limit", None)
         with self._cond:
+            self.window = max(1, self.window // 2)
+            if limit is None or limit < 1:
+                return
             if isinstance(error, ConcurrencyLimitError):
                 if self.concurrency is None or limit < self.concurrency:
                     self.concurrency = int(limit)
+                self.window = min(self.window, self.concurrency)
             elif isinstance(error, RPMLimitError) and (self.rpm is None or limit < self.rpm):
                 self.rpm = int(limit)
             self._cond.notify_all()

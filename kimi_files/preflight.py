@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import KNOWN_PURPOSES, Limits
-from .quota import fmt_bytes
 from .errors import (
     LocalEmptyFileError,
     LocalFileError,
@@ -24,6 +23,7 @@ from .errors import (
     LocalInvalidPurposeError,
     UnsupportedFileTypeError,
 )
+from .quota import fmt_bytes
 
 __all__ = [
     "LocalFile",

@@ -184,9 +184,30 @@ def test_planner_properties(specs: list[tuple[int, int]], need_files: int, need_
 def test_next_start_rule() -> None:
     assert next_start([], 3, 60, now=5) == 5
     assert next_start([1, 2], 3, 60, now=5) == 5
-    assert next_start([1, 2, 3], 3, 60, now=5) == 61
+    assert next_start([1, 2, 3], 3, 60, now=5) == pytest.approx(1 + 60 * 1.02)
     assert next_start([1, 2, 3], None, 60, now=5) == 5
-    assert next_start([0, 100, 120, 130], 2, 60, now=131) == 180
+    assert next_start([0, 100, 120, 130], 2, 60, now=131) == pytest.approx(120 + 60 * 1.02)
+    assert next_start([0, 100, 120, 130], 2, 60, now=500) == 500
+
+
+def test_slow_start_window() -> None:
+    from kimi_files.pacing import next_window
+
+    assert next_window(1, 8, True) == 2
+    assert next_window(8, 8, True) == 8
+    assert next_window(3, None, True) == 4
+    assert next_window(3, 8, False) == 3
+    assert next_window(5, 2, False) == 2
+
+
+def test_pacer_halves_its_window_on_429s() -> None:
+    pacer = Pacer(8, None)
+    for _ in range(10):
+        with pacer.slot():
+            pass
+    assert pacer.window == 8
+    pacer.learn(_err(429, "engine_overloaded_error", "overloaded"))
+    assert pacer.window == 4 and pacer.concurrency == 8
 
 
 def test_pacer_learns_the_tier_from_429s() -> None:
@@ -217,7 +238,8 @@ def test_purpose_and_size_rules() -> None:
         check_purpose("fine-tune", "a.txt")
     with pytest.raises(kf.EmptyFileError, match="a.txt: the file is empty"):
         check_size("a.txt", 0, Limits())
-    with pytest.raises(kf.FileTooLargeError, match=r"104,857,601 bytes is over the per-file limit of 100\.0 MiB \(104,857,600 bytes\)"):
+    too_large = r"104,857,601 bytes is over the per-file limit of 100\.0 MiB \(104,857,600 bytes\)"
+    with pytest.raises(kf.FileTooLargeError, match=too_large):
         check_size("a.txt", 100 * 1024 * 1024 + 1, Limits())
     check_size("a.txt", 100 * 1024 * 1024, Limits())
 

@@ -27,9 +27,18 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from ._state import ERROR_ROWS, FAULT_KINDS, TRANSPORT_FAULTS, EmulatorState, Fault, LoggedRequest
+from ._state import (
+    CHAOS_KINDS,
+    ERROR_ROWS,
+    FAULT_KINDS,
+    TRANSPORT_FAULTS,
+    EmulatorState,
+    Fault,
+    LoggedRequest,
+)
 
 __all__ = [
+    "CHAOS_KINDS",
     "ERROR_ROWS",
     "FAULT_KINDS",
     "TRANSPORT_FAULTS",

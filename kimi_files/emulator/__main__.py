@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="KIND[:TIMES[:ENDPOINT]]",
                         help="inject a fault, e.g. extraction_failed:2 or html_502:1:list "
                              "(repeatable)")
+    parser.add_argument("--chaos", type=float, default=0.0, metavar="RATE",
+                        help="fail a random RATE (0..1) of uploads with random retryable faults")
     parser.add_argument("--storage-dir", help="where uploads are kept (default: a temp dir)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -61,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         extract_delay=args.extract_delay, max_concurrency=args.max_concurrency, rpm=args.rpm,
         rate_window=args.rate_window,
     )
+    if args.chaos:
+        state.set_chaos(args.chaos)
     for kind, times, endpoint in args.fail:
         state.add_fault(kind, times=times, endpoint=endpoint)
     print(f"kimi-files emulator: base URL http://{args.host}:{args.port}/v1", file=sys.stderr,

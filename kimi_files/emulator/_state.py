@@ -91,6 +91,10 @@ TRANSPORT_FAULTS = frozenset({
     "delay",            # wait `delay` seconds, then answer normally
 })
 FAULT_KINDS = frozenset(ERROR_ROWS) | TRANSPORT_FAULTS
+#: The faults a client should survive by retrying: the default mix of :meth:`set_chaos`.
+CHAOS_KINDS = ("extraction_failed", "invalid_state", "engine_overloaded", "max_concurrency",
+               "max_rpm", "html_502", "html_503", "html_504", "empty_500", "garbage", "drop",
+               "store_then_drop", "status_failed")
 ENDPOINTS = frozenset({"upload", "list", "retrieve", "delete", "content", "*"})
 
 
@@ -195,6 +199,7 @@ class EmulatorState:
         self.closing = False
         self._starts: deque[float] = deque()
         self._seq = itertools.count(1)
+        self._chaos: tuple[float, tuple[str, ...], str, Any] = (0.0, (), "upload", None)
         self.lock = threading.RLock()
 
     # --- ids and files ----------------------------------------------------------------------
@@ -254,8 +259,22 @@ class EmulatorState:
         with self.lock:
             self.faults.clear()
 
+    def set_chaos(self, rate: float, kinds: tuple[str, ...] = (), *, seed: int | None = None,
+                  endpoint: str = "upload") -> None:
+        """Fail a random ``rate`` of requests to ``endpoint`` with a random one of ``kinds``
+        (default: every retryable fault, store-then-drop included). ``rate=0`` turns it off."""
+        import random
+
+        for kind in kinds:
+            Fault(kind)  # validates
+        self._chaos = (rate, kinds or CHAOS_KINDS, endpoint, random.Random(seed))
+
     def take_fault(self, endpoint: str) -> Fault | None:
         with self.lock:
+            rate, kinds, chaos_endpoint, rng = self._chaos
+            if rate and chaos_endpoint in (endpoint, "*") and rng.random() < rate:
+                return Fault(rng.choice(kinds), endpoint=endpoint, after=1, limit=50,
+                             delay=0.05)
             for fault in self.faults:
                 if fault.endpoint in (endpoint, "*") and fault.times > 0:
                     fault.times -= 1
@@ -304,6 +323,7 @@ class EmulatorState:
             self.requests.clear()
             self._starts.clear()
             self.peak_in_flight = 0
+            self._chaos = (0.0, (), "upload", None)
             self.max_files = limits.pop("max_files", MAX_FILES)
             self.max_total_bytes = limits.pop("max_total_bytes", MAX_TOTAL_BYTES)
             self.max_file_bytes = limits.pop("max_file_bytes", MAX_FILE_BYTES)

@@ -1,0 +1,233 @@
+"""Batch ingestion against the emulator: planning, dedupe, resume, room, pacing, faults."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kimi_files as kf
+from kimi_files.batch import FileResult, ingest
+from kimi_files.emulator import CHAOS_KINDS, Emulator
+from kimi_files.state import StateStore
+
+from .conftest import write
+
+
+def _tree(root: Path, n: int = 4, prefix: str = "doc") -> list[Path]:
+    return [write(root / ("sub" if i % 2 else "") / f"{prefix}{i}.txt", f"content {prefix} {i}\n")
+            for i in range(n)]
+
+
+def _posts(emu: Emulator) -> int:
+    return sum(1 for r in emu.requests if r.method == "POST")
+
+
+def _statuses(report: kf.BatchReport) -> Counter[str]:
+    return Counter(r.status for r in report.results)
+
+
+def test_folder_is_uploaded_with_one_list_call(emulator: Emulator, client: kf.KimiFiles,
+                                               tmp_path: Path) -> None:
+    files = _tree(tmp_path / "in", 6)
+    write(tmp_path / "in" / ".hidden.txt", "secret")
+    write(tmp_path / "in" / ".git" / "config", "x")
+    report = ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    assert _statuses(report) == {"uploaded": 6}
+    assert report.ok and report.list_calls == 1
+    assert sorted(emulator.filenames()) == sorted(p.name for p in files)
+    assert sum(1 for r in emulator.requests if r.method == "GET") == 1
+
+
+def test_rerun_skips_everything_unchanged(emulator: Emulator, client: kf.KimiFiles,
+                                          tmp_path: Path) -> None:
+    files = _tree(tmp_path / "in", 4)
+    state = tmp_path / "s.db"
+    first = ingest([tmp_path / "in"], client=client, state=state)
+    before = _posts(emulator)
+    again = ingest([tmp_path / "in"], client=client, state=state)
+    assert _statuses(again) == {"skipped": 4} and _posts(emulator) == before
+    assert {r.file_id for r in again.results} == {r.file_id for r in first.results}
+    # a changed file is uploaded again; a file deleted on the server too
+    files[0].write_text("changed\n")
+    victim = next(r for r in first.results if r.path == str(files[1]))
+    assert victim.file_id is not None
+    client.delete(victim.file_id)
+    third = ingest([tmp_path / "in"], client=client, state=state)
+    assert _statuses(third) == {"uploaded": 2, "skipped": 2}
+    assert _posts(emulator) == before + 2
+
+
+def test_identical_content_is_uploaded_once(emulator: Emulator, client: kf.KimiFiles,
+                                            tmp_path: Path) -> None:
+    a = write(tmp_path / "in" / "a.txt", "same\n")
+    b = write(tmp_path / "in" / "copy" / "b.txt", "same\n")
+    report = ingest([tmp_path / "in"], client=client, state=False)
+    by_path = {r.path: r for r in report.results}
+    assert by_path[str(a)].status == "uploaded" and by_path[str(b)].status == "skipped"
+    assert by_path[str(a)].file_id == by_path[str(b)].file_id
+    assert _posts(emulator) == 1
+
+
+def test_filters_and_missing_paths(emulator: Emulator, client: kf.KimiFiles,
+                                   tmp_path: Path) -> None:
+    write(tmp_path / "in" / "a.pdf.txt", "a")
+    write(tmp_path / "in" / "drafts" / "b.txt", "b")
+    write(tmp_path / "in" / "c.md", "c")
+    report = ingest([tmp_path / "in", tmp_path / "nope"], client=client, state=False,
+                    include=["*.txt"], exclude=["drafts/*"])
+    assert sorted(emulator.filenames()) == ["a.pdf.txt"]
+    rejected = [r for r in report.results if r.status == "rejected"]
+    assert len(rejected) == 1 and "nope: no such file or folder" in str(rejected[0].error)
+    assert not report.ok
+
+
+def test_folder_without_eligible_files(client: kf.KimiFiles, tmp_path: Path) -> None:
+    write(tmp_path / "in" / ".only-hidden", "x")
+    report = ingest([tmp_path / "in"], client=client, state=False)
+    assert [r.status for r in report.results] == ["rejected"]
+    assert "no eligible files in this folder" in str(report.results[0].error)
+
+
+def test_batch_that_cannot_fit_uploads_nothing(emulator: Emulator, tmp_path: Path,
+                                               limited: Any) -> None:
+    client = limited(max_files=5)
+    for i in range(3):
+        emulator.seed(f"old{i}", 1, created_at=i)
+    _tree(tmp_path / "in", 4)
+    report = ingest([tmp_path / "in"], client=client, state=False)
+    assert _statuses(report) == {"rejected": 4}
+    err = report.results[0].error
+    assert isinstance(err, kf.NotEnoughFileSlotsError) and err.files_to_free == 2
+    assert "2 file(s) must go" in str(err)
+    assert [r.method for r in emulator.requests] == ["GET"]
+
+
+def test_free_quota_deletes_only_what_the_batch_needs(emulator: Emulator, tmp_path: Path,
+                                                      limited: Any) -> None:
+    client = limited(max_files=6)
+    state = tmp_path / "s.db"
+    mine = write(tmp_path / "in" / "mine.txt", "already here\n")
+    ingest([tmp_path / "in"], client=client, state=state)
+    old = [emulator.seed(f"old{i}", 1, created_at=i) for i in range(4)]
+    # the batch's own file is older than nothing but must never be deleted
+    with emulator.state.lock:
+        for f in emulator.state.files.values():
+            if f.filename == "mine.txt":
+                f.created_at = 0
+    _tree(tmp_path / "in", 3)
+    report = ingest([tmp_path / "in"], client=client, state=state, free_quota="oldest")
+    assert [f.id for f in report.deleted] == [old[0].id, old[1].id]
+    assert "mine.txt" in emulator.filenames()
+    assert _statuses(report) == {"uploaded": 3, "skipped": 1}
+    assert mine.exists()
+
+
+def test_dry_run_mutates_nothing(emulator: Emulator, tmp_path: Path, limited: Any) -> None:
+    client = limited(max_files=3)
+    old = emulator.seed("old", 1, created_at=1)
+    _tree(tmp_path / "in", 3)
+    report = ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db", dry_run=True,
+                    free_quota="oldest")
+    assert _statuses(report) == {"planned": 3}
+    assert report.plan is not None and [f.id for f in report.plan.deletions] == [old.id]
+    assert "would delete" in report.summary()
+    assert {r.method for r in emulator.requests} == {"GET"}
+    assert emulator.filenames() == ["old"]
+
+
+def test_pending_intent_after_a_crash_is_adopted(emulator: Emulator, client: kf.KimiFiles,
+                                                 tmp_path: Path) -> None:
+    p = write(tmp_path / "in" / "a.txt", "hello\n")
+    state = tmp_path / "s.db"
+    with StateStore(state) as store, p.open("rb") as fh:
+        # what a killed run leaves: the intent recorded, the file stored, no answer recorded
+        from kimi_files.state import sha256_of
+
+        store.begin(p, size=6, mtime_ns=p.stat().st_mtime_ns, sha256=sha256_of(p),
+                    filename="a.txt")
+        stored = client.create(fh, filename="a.txt", content_type="text/plain")
+    before = _posts(emulator)
+    report = ingest([tmp_path / "in"], client=client, state=state)
+    assert [(r.status, r.file_id) for r in report.results] == [("skipped", stored.id)]
+    assert _posts(emulator) == before and emulator.filenames() == ["a.txt"]
+
+
+def test_stop_event_starts_nothing_new_and_rerun_completes(emulator: Emulator,
+                                                           client: kf.KimiFiles,
+                                                           tmp_path: Path) -> None:
+    _tree(tmp_path / "in", 6)
+    stop = threading.Event()
+
+    def on_result(r: FileResult) -> None:
+        stop.set()
+
+    report = ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db", concurrency=1,
+                    stop=stop, on_result=on_result)
+    assert report.interrupted and not report.ok
+    counts = _statuses(report)
+    assert counts["uploaded"] >= 1 and counts["uploaded"] + counts["failed"] == 6
+    assert "interrupted" in report.summary()
+    rest = ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    assert rest.ok and len(emulator.filenames()) == 6
+    assert len(set(emulator.filenames())) == 6
+
+
+def test_tier0_pacing_avoids_a_storm_of_429s(emulator: Emulator, client: kf.KimiFiles,
+                                             tmp_path: Path) -> None:
+    # Tier0 emulated on a 1-second window: 1 request at a time, 3 per window
+    emulator.state.max_concurrency = 1
+    emulator.state.rpm = 3
+    emulator.state.rate_window = 1.0
+    _tree(tmp_path / "in", 5)
+    report = ingest([tmp_path / "in"], client=client, state=False, concurrency=8,
+                    rate_period=1.0)
+    assert report.ok and len(emulator.filenames()) == 5
+    limited = [r for r in emulator.requests if r.status == 429]
+    # at most one 429 teaches each limit; the rest of the run stays inside them
+    assert len(limited) <= 3, [(r.method, r.path) for r in limited]
+
+
+@pytest.mark.parametrize("fault", sorted(CHAOS_KINDS))
+def test_fault_matrix_every_file_exactly_once(emulator: Emulator, client: kf.KimiFiles,
+                                              tmp_path: Path, no_wait: list[float],
+                                              fault: str) -> None:
+    files = _tree(tmp_path / "in", 5)
+    emulator.fail_next(fault, times=3, limit=50, after=1)
+    state = tmp_path / "s.db"
+    report = ingest([tmp_path / "in"], client=client, state=state, concurrency=3)
+    assert report.ok, report.summary()
+    assert Counter(emulator.filenames()) == Counter(p.name for p in files)
+    with StateStore(state) as store:
+        records = store.records()
+        assert store.integrity_ok()
+    on_server = {f.id for f in emulator.state.listing()}
+    assert {r.status for r in records} == {"uploaded"}
+    assert {r.file_id for r in records} == on_server
+
+
+def _soak(emulator: Emulator, client: kf.KimiFiles, root: Path, n: int, seed: int) -> None:
+    files = _tree(root / "in", n)
+    emulator.state.set_chaos(0.2, seed=seed)
+    report = ingest([root / "in"], client=client, state=root / "s.db", concurrency=6)
+    emulator.state.set_chaos(0)
+    if not report.ok:  # retries ran out for some: a second run finishes the job
+        report = ingest([root / "in"], client=client, state=root / "s.db", concurrency=6)
+    assert report.ok, report.summary()
+    assert Counter(emulator.filenames()) == Counter(p.name for p in files)
+
+
+def test_chaos_soak_short(emulator: Emulator, client: kf.KimiFiles, tmp_path: Path,
+                          no_wait: list[float]) -> None:
+    _soak(emulator, client, tmp_path, 60, seed=1)
+
+
+@pytest.mark.slow
+def test_chaos_soak_long(emulator: Emulator, client: kf.KimiFiles, tmp_path: Path,
+                         no_wait: list[float]) -> None:
+    for seed in range(3):
+        emulator.state.reset()
+        _soak(emulator, client, tmp_path / str(seed), 300, seed=seed)

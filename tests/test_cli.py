@@ -1,0 +1,198 @@
+"""kimi-upload and kimi-files: output contracts, exit codes, no tracebacks, management."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kimi_files.cli import main, upload_main
+from kimi_files.emulator import Emulator
+
+from .conftest import API_KEY, write
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> Emulator:
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    monkeypatch.setenv("MOONSHOT_BASE_URL", emulator.base_url)
+    return emulator
+
+
+def _json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_json_output_is_one_object_per_input_file(env: Emulator, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "in" / "a.txt", "a")
+    write(tmp_path / "in" / "b.md", "b")
+    write(tmp_path / "in" / "empty.txt", "")
+    code = upload_main(["--json", str(tmp_path / "in"), str(tmp_path / "missing"),
+                        "--state", str(tmp_path / "s.db")])
+    out, err = capsys.readouterr()
+    rows = _json_lines(out)
+    assert code == 1
+    assert {r["status"] for r in rows} == {"uploaded", "rejected"}
+    assert len(rows) == 4
+    for r in rows:
+        assert set(r) == {"path", "status", "file_id", "bytes", "error"}
+    rejected = {r["path"]: r for r in rows if r["status"] == "rejected"}
+    empty = rejected[str(tmp_path / "in" / "empty.txt")]["error"]
+    assert isinstance(empty, dict) and empty["type"] == "LocalEmptyFileError"
+    assert "the file is empty" in str(empty["message"])
+    assert "2 uploaded, 2 rejected" in err and "Traceback" not in err
+    # a re-run: skipped, exit 0 when nothing is rejected
+    code = upload_main(["--json", str(tmp_path / "in" / "a.txt"), "--state",
+                        str(tmp_path / "s.db")])
+    rows = _json_lines(capsys.readouterr().out)
+    assert code == 0 and [r["status"] for r in rows] == ["skipped"]
+
+
+def test_dry_run_json_says_planned(env: Emulator, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a.txt", "a")
+    code = upload_main(["--json", "--dry-run", "--no-state", str(tmp_path / "a.txt")])
+    rows = _json_lines(capsys.readouterr().out)
+    assert code == 0 and [r["status"] for r in rows] == ["planned"]
+    assert {r.method for r in env.requests} == {"GET"}
+
+
+def test_no_room_exit_1_with_numbers(env: Emulator, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import kimi_files.config as config
+
+    monkeypatch.setattr(config, "MAX_FILES", 2)
+    monkeypatch.setattr(config.Limits.__init__, "__kwdefaults__",
+                        {**config.Limits.__init__.__kwdefaults__, "max_files": 2})
+    env.state.max_files = 2
+    env.seed("old", 1)
+    write(tmp_path / "in" / "a.txt", "a")
+    write(tmp_path / "in" / "b.txt", "b")
+    code = upload_main(["--no-state", str(tmp_path / "in")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "1 file(s) must go" in err and "--free-quota oldest" in err
+    assert [r.method for r in env.requests] == ["GET"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [(["--concurrency", "0", "x"], "at least 1"), (["--free-quota", "newest", "x"], "invalid choice"),
+     ([], "required"), (["--retries", "many", "x"], "whole number")],
+)
+def test_usage_errors_exit_2(argv: list[str], pattern: str,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        upload_main(argv)
+    assert info.value.code == 2
+    assert pattern in capsys.readouterr().err
+
+
+def test_missing_key_and_bad_base_url_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a.txt", "a")
+    assert upload_main([str(tmp_path / "a.txt")]) == 2
+    assert "MOONSHOT_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    assert upload_main(["--base-url", "htp:/nowhere", str(tmp_path / "a.txt")]) == 2
+    assert "Malformed base URL" in capsys.readouterr().err
+    assert upload_main(["--base-url", "http://example.com/v1", str(tmp_path / "a.txt")]) == 2
+    assert "Refusing plain http" in capsys.readouterr().err
+
+
+def test_server_answering_html_or_nothing(env: Emulator, tmp_path: Path, no_wait: list[float],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a.txt", "a")
+    env.fail_next("html_502", endpoint="list", times=20)
+    assert upload_main(["--no-state", str(tmp_path / "a.txt")]) == 1
+    err = capsys.readouterr().err
+    assert "502 Bad Gateway" in err and "Traceback" not in err and "<html" not in err
+
+
+def test_management_commands(env: Emulator, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "in" / "报告.txt", "季度收入\n")
+    write(tmp_path / "in" / "b.md", "# B\n")
+    assert upload_main(["--no-state", "--json", str(tmp_path / "in")]) == 0
+    ids = {r["path"]: r["file_id"] for r in _json_lines(capsys.readouterr().out)}
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "报告.txt" in out and "FILENAME" in out
+    assert main(["list", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["data"]) == 2
+    assert main(["quota", "--json"]) == 0
+    quota = json.loads(capsys.readouterr().out)
+    assert quota["files"] == 2 and quota["max_files"] == 1000 and quota["free_files"] == 998
+    assert main(["quota"]) == 0
+    assert "files: 2 of 1,000 (998 free)" in capsys.readouterr().out
+    fid = ids[str(tmp_path / "in" / "报告.txt")]
+    assert main(["content", str(fid)]) == 0
+    assert capsys.readouterr().out == "季度收入\n\n"
+    assert main(["content", "--all", "-o", str(tmp_path / "out")]) == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(written) == 2 and any(n.endswith("报告.txt.txt") for n in written)
+    # delete by filter needs --yes; --dry-run shows
+    assert main(["delete", "--match", "*.md"]) == 1
+    assert "pass --yes" in capsys.readouterr().err
+    assert main(["delete", "--match", "*.md", "--dry-run"]) == 0
+    assert "would delete" in capsys.readouterr().out
+    assert len(env.filenames()) == 2
+    assert main(["delete", "--match", "*.md", "--yes"]) == 0
+    assert env.filenames() == ["报告.txt"]
+    assert main(["delete", str(fid), "nope"]) == 1
+    assert "no file nope" in capsys.readouterr().err
+    assert env.filenames() == []
+    assert main(["delete"]) == 2
+
+
+def test_console_scripts_without_key_no_traceback(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "MOONSHOT_API_KEY"}
+    write(tmp_path / "a.txt", "a")
+    exe = Path(sys.executable).parent / "kimi-upload"
+    r = subprocess.run([str(exe), str(tmp_path / "a.txt")], capture_output=True, text=True,
+                       env=environment)
+    assert r.returncode == 2 and "MOONSHOT_API_KEY" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_emulator_demo_command(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "kimi-upload"
+    environment = {k: v for k, v in os.environ.items() if k != "MOONSHOT_API_KEY"}
+    r = subprocess.run([str(exe), "--emulator", "--json", str(ROOT / "examples" / "corpus")],
+                       capture_output=True, text=True, env=environment, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = _json_lines(r.stdout)
+    assert len(rows) == 8 and {row["status"] for row in rows} == {"uploaded"}
+    assert any(str(row["path"]).endswith("季度报告.txt") for row in rows)
+
+
+def test_key_never_appears_at_full_verbosity(env: Emulator, tmp_path: Path, no_wait: list[float],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "in" / "a.txt", "a")
+    write(tmp_path / "in" / "b.txt", "b")
+    write(tmp_path / "in" / "e.txt", "")
+    env.fail_next("store_then_drop")
+    env.fail_next("html_502", times=2)
+    env.fail_next("account_suspended", endpoint="content")
+    state = tmp_path / "s.db"
+    codes = [
+        upload_main(["-vv", "--state", str(state), str(tmp_path / "in")]),
+        main(["list", "-vv"]),
+        main(["content", "-vv", "whatever"]),
+        main(["content", "-vv", env.state.listing()[0].id]),
+    ]
+    out, err = capsys.readouterr()
+    assert codes == [1, 0, 1, 0]
+    assert "DEBUG" in err and "Traceback" not in err
+    written = out + err + state.read_bytes().decode("latin-1")
+    for extra in tmp_path.glob("s.db*"):
+        written += extra.read_bytes().decode("latin-1")
+    assert API_KEY not in written
+    assert API_KEY.encode().hex() not in written
