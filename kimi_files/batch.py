@@ -54,6 +54,8 @@ __all__ = ["BatchReport", "FileResult", "collect", "ingest", "matches_filters"]
 log = logging.getLogger("kimi_files")
 
 STATUSES = ("uploaded", "skipped", "rejected", "failed", "planned")
+#: Folders never walked into (besides hidden ones): build caches, not documents.
+SKIPPED_DIRS = frozenset({"__pycache__"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +157,8 @@ def collect(
     """The files named or found under the folders named, in order, without repeats.
 
     Folders are walked recursively without following directory links (no loops); hidden
-    files and folders inside them and the paths in ``skip`` are left out. A missing path is a
+    files and folders inside them, ``__pycache__`` folders and the paths in ``skip`` are
+    left out. A missing path is a
     rejected result.
     """
     skipped = {os.path.abspath(p) for p in skip}
@@ -175,7 +178,8 @@ def collect(
         if root.is_dir():
             found = 0
             for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                dirnames[:] = sorted(d for d in dirnames
+                                     if not d.startswith(".") and d not in SKIPPED_DIRS)
                 for name in sorted(filenames):
                     if name.startswith("."):
                         continue

@@ -165,6 +165,11 @@ def test_console_scripts_without_key_no_traceback(tmp_path: Path) -> None:
 def test_emulator_demo_command(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "kimi-upload"
     environment = {k: v for k, v in os.environ.items() if k != "MOONSHOT_API_KEY"}
+    # the README's demo, as written there
+    r = subprocess.run([str(exe), "--emulator", "examples/"], capture_output=True, text=True,
+                       env=environment, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "using the bundled emulator" in r.stderr and "uploaded" in r.stdout
     r = subprocess.run([str(exe), "--emulator", "--json", str(ROOT / "examples" / "corpus")],
                        capture_output=True, text=True, env=environment, timeout=120)
     assert r.returncode == 0, r.stderr

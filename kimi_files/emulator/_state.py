@@ -301,6 +301,12 @@ class EmulatorState:
             self._starts.append(now)
             return None
 
+    @property
+    def in_flight(self) -> int:
+        """Requests being served right now."""
+        with self.lock:
+            return self._in_flight
+
     def release(self) -> None:
         with self.lock:
             self._in_flight -= 1

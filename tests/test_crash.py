@@ -1,0 +1,67 @@
+"""kill -9 at random moments during a batch, then a re-run: no duplicates, nothing missing."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from kimi_files.emulator import Emulator
+from kimi_files.state import StateStore
+
+from .conftest import API_KEY, write
+
+KIMI_UPLOAD = str(Path(sys.executable).parent / "kimi-upload")
+
+
+def _run(emu: Emulator, folder: Path, state: Path, kill_after: float | None) -> int | None:
+    env = {**os.environ, "MOONSHOT_API_KEY": API_KEY, "MOONSHOT_BASE_URL": emu.base_url}
+    proc = subprocess.Popen([KIMI_UPLOAD, "--state", str(state), "--no-progress", "--json",
+                             "--concurrency", "4", str(folder)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if kill_after is None:
+        return proc.wait(120)
+    time.sleep(kill_after)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    # a killed client's last request may still be finishing on the server: let it land
+    deadline = time.monotonic() + 10
+    while emu.state.in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return None
+
+
+def _crash_then_finish(emu: Emulator, tmp_path: Path, files: int, kills: int, seed: int) -> None:
+    rng = random.Random(seed)
+    folder = tmp_path / "in"
+    paths = [write(folder / f"d{i % 5}" / f"file{i:03d}.txt", f"document {i}\n" * (i + 1))
+             for i in range(files)]
+    state = tmp_path / "state.sqlite3"
+    emu.state.extract_delay = 0.03
+    for _ in range(kills):
+        _run(emu, folder, state, kill_after=rng.uniform(0.3, 1.2))
+    assert _run(emu, folder, state, kill_after=None) == 0
+    assert Counter(emu.filenames()) == Counter(p.name for p in paths)
+    with StateStore(state) as store:
+        assert store.integrity_ok()
+        records = store.records()
+    assert len(records) == files and {r.status for r in records} == {"uploaded"}
+    assert {r.file_id for r in records} == {f.id for f in emu.state.listing()}
+
+
+def test_kill_9_then_rerun(emulator: Emulator, tmp_path: Path) -> None:
+    _crash_then_finish(emulator, tmp_path, files=40, kills=3, seed=7)
+
+
+@pytest.mark.slow
+def test_kill_9_many_times(emulator: Emulator, tmp_path: Path) -> None:
+    for seed in range(5):
+        emulator.state.reset()
+        _crash_then_finish(emulator, tmp_path / str(seed), files=120, kills=6, seed=seed)
