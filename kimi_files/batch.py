@@ -340,27 +340,36 @@ class _Batch:
             self.report.elapsed = time.monotonic() - started
 
     def _check(self, files: list[Path]) -> list[_Item]:
+        """Preflight and hash every file, on several threads (libmagic and hashing release
+        the GIL); results keep the input order."""
+        workers = max(1, min(len(files), os.cpu_count() or 1))
+        with cf.ThreadPoolExecutor(workers, thread_name_prefix="kimi-check") as pool:
+            checked = list(pool.map(self._check_one, files))
         items = []
-        for path in files:
-            shown = os.fsdecode(path)
-            if self.stop.is_set():
-                self.report.interrupted = True
-                break
-            try:
-                local = inspect_file(path, purpose=self.purpose, limits=self.client.limits,
-                                     allow_any_type=self.allow_any_type)
-                digest = sha256_of(path)
-            except KimiError as exc:
-                self.emit(FileResult(shown, "rejected", error=exc))
-                continue
-            except OSError as exc:
-                self.emit(FileResult(shown, "rejected", error=LocalFileError(
-                    f"{shown}: cannot read: {exc.strerror or exc}", path=shown)))
-                continue
-            for warning in local.warnings:
-                log.warning("%s", warning)
-            items.append(_Item(local, digest, shown))
+        for outcome in checked:
+            if isinstance(outcome, _Item):
+                items.append(outcome)
+            elif outcome is not None:
+                self.emit(outcome)
         return items
+
+    def _check_one(self, path: Path) -> _Item | FileResult | None:
+        shown = os.fsdecode(path)
+        if self.stop.is_set():
+            self.report.interrupted = True
+            return None
+        try:
+            local = inspect_file(path, purpose=self.purpose, limits=self.client.limits,
+                                 allow_any_type=self.allow_any_type)
+            digest = sha256_of(path)
+        except KimiError as exc:
+            return FileResult(shown, "rejected", error=exc)
+        except OSError as exc:
+            return FileResult(shown, "rejected", error=LocalFileError(
+                f"{shown}: cannot read: {exc.strerror or exc}", path=shown))
+        for warning in local.warnings:
+            log.warning("%s", warning)
+        return _Item(local, digest, shown)
 
     def _resolve(self, items: list[_Item], listing: Sequence[FileObject]) -> list[_Item]:
         """Settle what the state and the batch itself already cover; return what to upload."""
@@ -521,7 +530,7 @@ class _Batch:
 
         def on_rewind(attempt: int) -> None:
             bar.rewind(f"retry {attempt}")
-            overall.n = max(0, overall.n - sent_bytes[0])
+            overall.back(sent_bytes[0])
             sent_bytes[0] = 0
 
         try:

@@ -115,6 +115,10 @@ class KimiFiles:
             timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
             follow_redirects=False,
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            # TLS is verified for every https base URL. A plain-http base URL (the emulator on
+            # loopback, or --allow-http) never reaches a TLS host, since no redirect is followed,
+            # so it skips building a certificate store it cannot use (~70 ms of start-up).
+            verify=not self.base_url.startswith("http://"),
         )
         self._user_agent = f"kimi-files/{__version__} httpx/{httpx.__version__}"
 

@@ -35,16 +35,16 @@ def next_start(starts: Sequence[float], rpm: int | None, period: float, now: flo
 
 
 def next_window(window: int, ceiling: int | None, succeeded: bool) -> int:
-    """Slow start: the concurrency window grows by one per success up to the ceiling, and
+    """Slow start: the concurrency window doubles with each success up to the ceiling, and
     never drops below one. Pure."""
-    grown = window + 1 if succeeded else window
+    grown = window * 2 if succeeded else window
     return max(1, min(grown, ceiling) if ceiling is not None else grown)
 
 
 class Pacer:
     """Bounds concurrency and request rate for every request of a client (thread-safe).
 
-    Concurrency starts at one request and grows by one per success up to ``concurrency``
+    Concurrency starts at one request and doubles with each success up to ``concurrency``
     (slow start), so an account whose tier allows one request at a time sees at most one
     429 before the pacer knows; a 429 that names a limit lowers the ceiling for good.
     """

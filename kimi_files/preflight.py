@@ -12,8 +12,10 @@ import errno
 import mimetypes
 import os
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import KNOWN_PURPOSES, Limits
 from .errors import (
@@ -200,12 +202,26 @@ def looks_like_text(sample: bytes) -> bool:
     return all(c.isprintable() or c in "\t\n\r\f\v" for c in text)
 
 
+_local = threading.local()
+
+
+def _magic() -> Any:
+    """This thread's libmagic handle (python-magic's shared one serialises every call; with
+    one per thread, batch preflight runs on every core, ctypes releasing the GIL)."""
+    handle = getattr(_local, "magic", None)
+    if handle is None:
+        import magic
+
+        handle = _local.magic = magic.Magic(mime=True)
+    return handle
+
+
 def detect_mime(path: Path) -> str:
     """The MIME type of the file's content, by libmagic (python-magic)."""
     import magic
 
     try:
-        mime = str(magic.from_file(os.fspath(path), mime=True))
+        mime = str(_magic().from_file(os.fspath(path)))
         if mime == "application/octet-stream":
             with open(path, "rb") as fh:
                 if looks_like_text(fh.read(8192)):

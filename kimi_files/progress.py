@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import Any
-
-from tqdm.auto import tqdm
 
 __all__ = ["ProgressBar", "disable_progress_bars", "enable_progress_bars", "progress_enabled"]
 
@@ -41,32 +40,70 @@ def short_label(name: str, width: int = 30) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-class ProgressBar(tqdm):  # type: ignore[type-arg]
-    """A byte-counting bar on stderr that never passes its total and can rewind."""
+class ProgressBar:
+    """A byte-counting bar on stderr that never passes its total and can rewind.
+
+    tqdm is imported only when a bar is actually drawn, so runs without a terminal (CI,
+    pipes, ``--json``) do not pay for it.
+    """
 
     def __init__(self, *, total: int | None, desc: str = "", enabled: bool | None = None,
                  **kwargs: Any) -> None:
+        self.total = total
+        self.n = 0
+        self._bar: Any = None
+        self._lock = threading.Lock()  # one bar may count for several upload threads
+        if not progress_enabled(enabled):
+            return
+        from tqdm import tqdm
+
         kwargs.setdefault("unit", "B")
         kwargs.setdefault("unit_scale", True)
         kwargs.setdefault("unit_divisor", 1024)
         kwargs.setdefault("file", sys.stderr)
         kwargs.setdefault("dynamic_ncols", True)
         kwargs.setdefault("leave", True)
-        super().__init__(total=total, desc=desc, disable=not progress_enabled(enabled), **kwargs)
+        self._bar = tqdm(total=total, desc=desc, **kwargs)
+
+    @property
+    def disable(self) -> bool:
+        return self._bar is None
 
     def advance(self, n: int) -> None:
         """Move forward by ``n``, clamped to the total."""
-        if self.total is not None:
-            n = max(0, min(n, int(self.total) - int(self.n)))
-        if n:
-            self.update(n)
+        with self._lock:
+            if self.total is not None:
+                n = max(0, min(n, self.total - self.n))
+            if n:
+                self.n += n
+                if self._bar is not None:
+                    self._bar.update(n)
+
+    def back(self, n: int) -> None:
+        """Move back by ``n`` (bytes of an attempt that will be sent again)."""
+        with self._lock:
+            self.n = max(0, self.n - n)
+            if self._bar is not None:
+                self._bar.n = self.n
+                self._bar.refresh()
 
     def rewind(self, note: str = "") -> None:
         """Go back to 0 (a retry starts the bytes again), visibly."""
-        if self.disable:
-            return
         self.n = 0
-        self.last_print_n = 0
+        if self._bar is None:
+            return
+        self._bar.n = 0
+        self._bar.last_print_n = 0
         if note:
-            self.set_postfix_str(note, refresh=False)
-        self.refresh()
+            self._bar.set_postfix_str(note, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -194,8 +194,10 @@ def test_slow_start_window() -> None:
     from kimi_files.pacing import next_window
 
     assert next_window(1, 8, True) == 2
+    assert next_window(2, 8, True) == 4
+    assert next_window(5, 8, True) == 8
     assert next_window(8, 8, True) == 8
-    assert next_window(3, None, True) == 4
+    assert next_window(3, None, True) == 6
     assert next_window(3, 8, False) == 3
     assert next_window(5, 2, False) == 2
 
