@@ -344,7 +344,12 @@ class _Batch:
         the GIL); results keep the input order."""
         workers = max(1, min(len(files), os.cpu_count() or 1))
         with cf.ThreadPoolExecutor(workers, thread_name_prefix="kimi-check") as pool:
-            checked = list(pool.map(self._check_one, files))
+            try:
+                checked = list(pool.map(self._check_one, files))
+            except KeyboardInterrupt:
+                self.stop.set()  # the checks still queued return at once
+                self.report.interrupted = True
+                raise
         items = []
         for outcome in checked:
             if isinstance(outcome, _Item):

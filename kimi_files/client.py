@@ -100,14 +100,7 @@ class KimiFiles:
     ) -> None:
         self.base_url = resolve_base_url(base_url, platform=platform, allow_http=allow_http)
         self._key = _Secret(resolve_api_key(api_key))
-        policy = retry or RetryPolicy()
-        if max_retries is not None:
-            if max_retries < 0:
-                raise ConfigurationError("max_retries cannot be negative")
-            from dataclasses import replace
-
-            policy = replace(policy, max_attempts=max_retries + 1)
-        self.retry_policy = policy
+        self.retry_policy = (retry or RetryPolicy()).with_retries(max_retries)
         self.limits = limits or Limits()
         self.pacer = pacer
         self._owns_http = http_client is None

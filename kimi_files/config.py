@@ -81,6 +81,16 @@ class RetryPolicy:
     max_server_wait: float = 120.0
     timeout: float = 900.0
 
+    def with_retries(self, max_retries: int | None) -> RetryPolicy:
+        """This policy with ``max_retries`` retries after the first attempt (None: as is)."""
+        if max_retries is None:
+            return self
+        if max_retries < 0:
+            raise ConfigurationError("max_retries cannot be negative")
+        from dataclasses import replace
+
+        return replace(self, max_attempts=max_retries + 1)
+
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")

@@ -203,6 +203,8 @@ def looks_like_text(sample: bytes) -> bool:
 
 
 _local = threading.local()
+#: How much of a file libmagic reads to decide its type.
+MAGIC_BYTES = 256 * 1024
 
 
 def _magic() -> Any:
@@ -213,6 +215,9 @@ def _magic() -> Any:
         import magic
 
         handle = _local.magic = magic.Magic(mime=True)
+        # libmagic reads up to 7 MiB of each file by default; its verdict needs far less, and
+        # reading (and scanning) 7 MiB of a large text file costs memory and time
+        handle.setparam(magic.MAGIC_PARAM_BYTES_MAX, MAGIC_BYTES)
     return handle
 
 

@@ -325,11 +325,7 @@ def upload_path(
         deleted.append(victim)
         log.warning("deleted %s (%s, %d bytes, created_at %d) to make room for %s",
                     victim.id, victim.filename, victim.bytes, victim.created_at, local.filename)
-    policy = client.retry_policy
-    if max_retries is not None:
-        from dataclasses import replace
-
-        policy = replace(policy, max_attempts=max_retries + 1)
+    policy = client.retry_policy.with_retries(max_retries)
     claims = Claims(f.id for f in check.listing)
     with ProgressBar(total=local.size, desc=short_label(local.filename), enabled=progress) as bar:
         sent = send_file(

@@ -65,3 +65,28 @@ def test_kill_9_many_times(emulator: Emulator, tmp_path: Path) -> None:
     for seed in range(5):
         emulator.state.reset()
         _crash_then_finish(emulator, tmp_path / str(seed), files=120, kills=6, seed=seed)
+
+
+def test_ctrl_c_stops_cleanly_then_rerun_completes(emulator: Emulator, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    paths = [write(folder / f"f{i:02d}.txt", f"doc {i}\n") for i in range(30)]
+    state = tmp_path / "state.sqlite3"
+    emulator.state.extract_delay = 0.1
+    env = {**os.environ, "MOONSHOT_API_KEY": API_KEY, "MOONSHOT_BASE_URL": emulator.base_url}
+    proc = subprocess.Popen([KIMI_UPLOAD, "--state", str(state), "--no-progress",
+                             "--concurrency", "2", str(folder)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(emulator.filenames()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    done = len(emulator.filenames())
+    assert 3 <= done < 30
+    assert out.count("uploaded ") == done  # every upload that finished was reported
+    with StateStore(state) as store:
+        assert sum(r.status == "uploaded" for r in store.records()) == done
+    assert _run(emulator, folder, state, kill_after=None) == 0
+    assert Counter(emulator.filenames()) == Counter(p.name for p in paths)
