@@ -22,10 +22,12 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import fnmatch
+import hashlib
 import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,7 @@ from .pacing import Pacer
 from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
 from .quota import FreeQuota, RoomPlan, plan_room
-from .state import StateStore, default_state_path, sha256_of
+from .state import Record, StateStore, default_state_path, sha256_of
 from .uploader import Claims, find_adoptable, send_file
 
 if TYPE_CHECKING:
@@ -207,7 +209,7 @@ def collect(
 @dataclass
 class _Item:
     local: LocalFile
-    sha256: str
+    sha256: str | None  # None until needed: see _Batch._hash_where_needed
     shown: str
     result: FileResult | None = None
     twin_of: _Item | None = None  # same content as an earlier item of this batch
@@ -366,42 +368,77 @@ class _Batch:
         try:
             local = inspect_file(path, purpose=self.purpose, limits=self.client.limits,
                                  allow_any_type=self.allow_any_type)
-            digest = sha256_of(path)
         except KimiError as exc:
             return FileResult(shown, "rejected", error=exc)
-        except OSError as exc:
-            return FileResult(shown, "rejected", error=LocalFileError(
-                f"{shown}: cannot read: {exc.strerror or exc}", path=shown))
         for warning in local.warnings:
             log.warning("%s", warning)
-        return _Item(local, digest, shown)
+        return _Item(local, None, shown)
+
+    def _hash_where_needed(self, items: list[_Item], records: Sequence[Record]) -> list[_Item]:
+        """Hash, before uploading, only the files whose content could match something: those
+        whose size another file of the batch or a file uploaded before shares (identical
+        content has identical size). The others are hashed as they are sent. Returns the
+        items still to consider (an unreadable file becomes a rejected result)."""
+        sizes = Counter(i.local.size for i in items)
+        known_sizes = {r.size for r in records if r.status == "uploaded" and r.sha256}
+        wanted = [i for i in items if sizes[i.local.size] > 1 or i.local.size in known_sizes]
+
+        def digest(item: _Item) -> OSError | None:
+            try:
+                item.sha256 = sha256_of(item.local.path)
+            except OSError as exc:
+                return exc
+            return None
+
+        workers = max(1, min(len(wanted), os.cpu_count() or 1))
+        with cf.ThreadPoolExecutor(workers, thread_name_prefix="kimi-hash") as pool:
+            failures = dict(zip(map(id, wanted), pool.map(digest, wanted), strict=True))
+        kept = []
+        for item in items:
+            exc = failures.get(id(item))
+            if exc is None:
+                kept.append(item)
+            else:
+                self._finish(item, FileResult(item.shown, "rejected", error=LocalFileError(
+                    f"{item.shown}: cannot read: {exc.strerror or exc}", path=item.shown)))
+        return kept
 
     def _resolve(self, items: list[_Item], listing: Sequence[FileObject]) -> list[_Item]:
         """Settle what the state and the batch itself already cover; return what to upload."""
         on_server = {f.id: f for f in listing}
         known_by_sha: dict[str, str] = {}
+        adopted_by_path: dict[str, tuple[Record, str]] = {}
+        records = self.store.records() if self.store is not None else []
+        items = self._hash_where_needed(items, records)
         if self.store is not None:
-            records = self.store.records()
             referenced = {r.file_id for r in records if r.file_id}
             for rec in records:
-                if rec.status == "uploaded" and rec.file_id in on_server:
+                if rec.status == "uploaded" and rec.sha256 and rec.file_id in on_server:
                     known_by_sha.setdefault(rec.sha256, rec.file_id)
             # a crash left intents: the server may hold those files already
             for rec in records:
-                if rec.status != "pending":
+                if rec.status != "pending" or self.dry_run:
                     continue
                 matches = find_adoptable(listing, rec.filename, rec.size, referenced)
-                if matches and not self.dry_run:
+                if matches:
                     adopted = matches[0]
                     referenced.add(adopted.id)
-                    self.store.done(rec.path, size=rec.size, mtime_ns=rec.mtime_ns,
-                                    sha256=rec.sha256, filename=rec.filename, file_id=adopted.id)
-                    known_by_sha.setdefault(rec.sha256, adopted.id)
+                    adopted_by_path[rec.path] = (rec, adopted.id)
                     log.info("%s: found on the server as %s after an interrupted run; adopted",
                              rec.path, adopted.id)
         todo: list[_Item] = []
         first_by_sha: dict[str, _Item] = {}
         for item in items:
+            rec_and_id = adopted_by_path.get(os.path.abspath(item.local.path))
+            if rec_and_id is not None and (rec_and_id[0].size, rec_and_id[0].mtime_ns) == (
+                    item.local.size, item.local.mtime_ns):
+                # the interrupted run had sent this very file: record it, skip it
+                if item.sha256 is None:
+                    item.sha256 = sha256_of(item.local.path)
+                known_by_sha.setdefault(item.sha256, rec_and_id[1])
+            if item.sha256 is None:  # no other file has its size: it cannot be a duplicate
+                todo.append(item)
+                continue
             known = known_by_sha.get(item.sha256)
             if known is not None:
                 if self.store is not None and not self.dry_run:
@@ -449,7 +486,7 @@ class _Batch:
             if first.status in ("uploaded", "skipped") and first.file_id:
                 if self.store is not None and not self.dry_run:
                     self.store.done(item.local.path, size=item.local.size,
-                                    mtime_ns=item.local.mtime_ns, sha256=item.sha256,
+                                    mtime_ns=item.local.mtime_ns, sha256=item.sha256 or "",
                                     filename=item.local.filename, file_id=first.file_id)
                 result = FileResult(item.shown, "skipped", file_id=first.file_id,
                                     bytes=item.local.size, note=f"same content as {twin.shown}")
@@ -527,26 +564,34 @@ class _Batch:
         bar = ProgressBar(total=local.size, desc=short_label(local.filename), enabled=self.progress,
                           position=position, leave=False)
         sent_bytes = [0]
+        digest = [hashlib.sha256()]
 
-        def on_read(n: int) -> None:
-            sent_bytes[0] += n
-            bar.advance(n)
-            overall.advance(n)
+        def on_read(chunk: bytes) -> None:
+            sent_bytes[0] += len(chunk)
+            if item.sha256 is None:
+                digest[0].update(chunk)
+            bar.advance(len(chunk))
+            overall.advance(len(chunk))
 
         def on_rewind(attempt: int) -> None:
             bar.rewind(f"retry {attempt}")
             overall.back(sent_bytes[0])
             sent_bytes[0] = 0
+            digest[0] = hashlib.sha256()
 
         try:
             if self.store is not None:
                 self.store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
-                                 sha256=item.sha256, filename=local.filename)
+                                 sha256=item.sha256 or "", filename=local.filename)
             # uploads of the same name and size go one at a time, so a lost-response
             # reconciliation can never adopt a sibling's copy
             with self._name_lock(local):
                 sent = send_file(self.client, local, purpose=self.purpose, claims=claims,
                                  on_read=on_read, on_rewind=on_rewind, stop=self.stop)
+            if item.sha256 is None:
+                # hashed as it was sent; if the last attempt was cut short, read it again
+                item.sha256 = (digest[0].hexdigest() if sent_bytes[0] == local.size
+                               else sha256_of(local.path))
             if self.store is not None:
                 self.store.done(local.path, size=local.size, mtime_ns=local.mtime_ns,
                                 sha256=item.sha256, filename=local.filename,

@@ -75,6 +75,11 @@ def default_state_path(base_url: str, api_key: str) -> Path:
     return default_state_dir() / f"{where}-{account}.sqlite3"
 
 
+def _key(path: str | os.PathLike[str]) -> bytes:
+    """Rows are keyed by the absolute path, as bytes (any file name survives)."""
+    return os.fsencode(os.path.abspath(path))
+
+
 class StateStore:
     """The SQLite store (thread-safe; one connection guarded by a lock)."""
 
@@ -106,7 +111,7 @@ class StateStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT path, size, mtime_ns, sha256, filename, file_id, status FROM uploads "
-                "WHERE path = ?", (os.fsencode(path),)).fetchone()
+                "WHERE path = ?", (_key(path),)).fetchone()
         return self._row(row) if row else None
 
     def records(self) -> list[Record]:
@@ -126,7 +131,7 @@ class StateStore:
                 "SET size=excluded.size, mtime_ns=excluded.mtime_ns, sha256=excluded.sha256, "
                 "filename=excluded.filename, file_id=NULL, status='pending', "
                 "updated=excluded.updated",
-                (os.fsencode(path), size, mtime_ns, sha256, filename, time.time()))
+                (_key(path), size, mtime_ns, sha256, filename, time.time()))
 
     def done(self, path: str | os.PathLike[str], *, size: int, mtime_ns: int, sha256: str,
              filename: str, file_id: str) -> None:
@@ -138,11 +143,11 @@ class StateStore:
                 "SET size=excluded.size, mtime_ns=excluded.mtime_ns, sha256=excluded.sha256, "
                 "filename=excluded.filename, file_id=excluded.file_id, status='uploaded', "
                 "updated=excluded.updated",
-                (os.fsencode(path), size, mtime_ns, sha256, filename, file_id, time.time()))
+                (_key(path), size, mtime_ns, sha256, filename, file_id, time.time()))
 
     def forget(self, path: str | os.PathLike[str]) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM uploads WHERE path = ?", (os.fsencode(path),))
+            self._db.execute("DELETE FROM uploads WHERE path = ?", (_key(path),))
 
     def integrity_ok(self) -> bool:
         with self._lock:

@@ -105,7 +105,8 @@ class FileBody:
     """A read-only view of an open file of a known size, for httpx to stream.
 
     httpx reads it in 64 KiB chunks and seeks to 0 before each send (the rewind before every
-    attempt). Reads stop at ``size``: a file that shrinks or grows during the upload raises
+    attempt). ``on_read`` sees every chunk sent (progress, hashing), ``on_rewind`` each
+    rewind. Reads stop at ``size``: a file that shrinks or grows during the upload raises
     :class:`LocalFileError` instead of sending something else than was checked.
     """
 
@@ -114,7 +115,7 @@ class FileBody:
         fh: IO[bytes],
         size: int,
         path: str,
-        on_read: Callable[[int], None] | None = None,
+        on_read: Callable[[bytes], None] | None = None,
         on_rewind: Callable[[], None] | None = None,
     ) -> None:
         self._fh = fh
@@ -140,7 +141,7 @@ class FileBody:
                 path=self._path, rule="unchanged")
         self._pos += len(chunk)
         if self._on_read:
-            self._on_read(len(chunk))
+            self._on_read(chunk)
         return chunk
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
@@ -247,7 +248,7 @@ def send_file(
     purpose: str,
     claims: Claims,
     policy: RetryPolicy | None = None,
-    on_read: Callable[[int], None] | None = None,
+    on_read: Callable[[bytes], None] | None = None,
     on_rewind: Callable[[int], None] | None = None,
     stop: threading.Event | None = None,
 ) -> Sent:
@@ -330,7 +331,8 @@ def upload_path(
     with ProgressBar(total=local.size, desc=short_label(local.filename), enabled=progress) as bar:
         sent = send_file(
             client, local, purpose=purpose, claims=claims, policy=policy,
-            on_read=bar.advance, on_rewind=lambda n: bar.rewind(f"retry {n}"),
+            on_read=lambda chunk: bar.advance(len(chunk)),
+            on_rewind=lambda n: bar.rewind(f"retry {n}"),
         )
     return UploadedFile.of(
         sent.file, path=os.fsdecode(local.path), attempts=sent.attempts, adopted=sent.adopted,

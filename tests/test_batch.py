@@ -231,3 +231,28 @@ def test_chaos_soak_long(emulator: Emulator, client: kf.KimiFiles, tmp_path: Pat
     for seed in range(3):
         emulator.state.reset()
         _soak(emulator, client, tmp_path / str(seed), 300, seed=seed)
+
+
+def test_hash_is_taken_while_sending_and_recorded(emulator: Emulator, client: kf.KimiFiles,
+                                                  tmp_path: Path, no_wait: list[float],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import kimi_files.batch as batch_mod
+    from kimi_files.state import sha256_of
+
+    a = write(tmp_path / "in" / "a.txt", "a file of a size no other file has\n")
+    b = write(tmp_path / "in" / "b.txt", "same-12-byte")
+    c = write(tmp_path / "in" / "c.txt", "other-12-byt")  # same size as b, other content
+    hashed_up_front: list[Path] = []
+    monkeypatch.setattr(batch_mod, "sha256_of",
+                        lambda p: hashed_up_front.append(Path(p)) or sha256_of(p))
+    emulator.fail_next("extraction_failed")  # one retry: the hash restarts with the body
+    state = tmp_path / "s.db"
+    report = ingest([tmp_path / "in"], client=client, state=state, concurrency=1)
+    assert _statuses(report) == {"uploaded": 3}
+    assert sorted(hashed_up_front) == [b, c]  # a's size is unique: hashed as it was sent
+    with StateStore(state) as store:
+        recorded = {r.path: r.sha256 for r in store.records()}
+    assert recorded == {str(p): sha256_of(p) for p in (a, b, c)}
+    # the re-run knows the sizes: it hashes to verify, then skips
+    again = ingest([tmp_path / "in"], client=client, state=state)
+    assert _statuses(again) == {"skipped": 3}
