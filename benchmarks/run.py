@@ -254,20 +254,24 @@ def bench_startup(tmp: Path, repeat: int) -> list[tuple[str, Run]]:
     return out
 
 
-def bench_folder(tmp: Path, n: int, delay: float, concurrency: int) -> list[tuple[str, Run]]:
+def bench_folder(tmp: Path, n: int, delay: float, concurrency: int,
+                 repeat: int) -> list[tuple[str, Run]]:
     folder = make_folder(tmp / f"folder-{n}", n)
     loop = write_script(tmp, "openai_loop.py", OPENAI_LOOP)
     env = {"MOONSHOT_API_KEY": KEY}
-    out = []
+    tools = {
+        "openai loop (docs)": [PY, loop, str(folder)],
+        f"kimi-upload --concurrency {concurrency}": [
+            str(BIN / "kimi-upload"), "--no-state", "--no-progress", "--concurrency",
+            str(concurrency), str(folder), "--base-url"],
+    }
+    runs: dict[str, list[Run]] = {}
     with emulator("--extract-delay", str(delay)) as base:
-        out.append(("openai loop (docs)", measure([PY, loop, str(folder), base], env)))
-        clear(base)
-        out.append((f"kimi-upload --concurrency {concurrency}",
-                    measure([str(BIN / "kimi-upload"), "--no-state", "--no-progress",
-                             "--concurrency", str(concurrency), "--base-url", base,
-                             str(folder)], env)))
-        clear(base)
-    return out
+        for _ in range(repeat):
+            for name, cmd in tools.items():
+                runs.setdefault(name, []).append(measure([*cmd, base], env))
+                clear(base)
+    return [(name, median_run(r)) for name, r in runs.items()]
 
 
 def bench_list_calls(tmp: Path, sizes: Sequence[int]) -> list[tuple[int, int, int]]:
@@ -295,7 +299,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 MB, 2 repeats, 200 tiny files")
     parser.add_argument("--size-mb", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     size = 20 if args.quick else args.size_mb
     repeat = 2 if args.quick else args.repeat
@@ -360,7 +364,7 @@ def main() -> int:
         say("|---|---|---|---|---|")
         for label, n, delay in (("60 files, 0.1 s server time each", 60, 0.1),
                                 (f"{tiny} tiny files, no delay", tiny, 0.0)):
-            rows = bench_folder(tmp, n, delay, 8)
+            rows = bench_folder(tmp, n, delay, 8, max(1, repeat // 2 + 1))
             base_s = rows[0][1].seconds
             for name, r in rows:
                 say(f"| {label} | {name} | {r.seconds:.2f} | {n / r.seconds:.1f} | "

@@ -44,9 +44,9 @@ def next_window(window: int, ceiling: int | None, succeeded: bool) -> int:
 class Pacer:
     """Bounds concurrency and request rate for every request of a client (thread-safe).
 
-    Concurrency starts at one request and doubles with each success up to ``concurrency``
-    (slow start), so an account whose tier allows one request at a time sees at most one
-    429 before the pacer knows; a 429 that names a limit lowers the ceiling for good.
+    Concurrency starts at two requests and doubles with each success up to ``concurrency``
+    (slow start), so an account whose tier allows one request at a time sees one 429 before
+    the pacer knows; a 429 that names a limit lowers the ceiling for good.
     """
 
     def __init__(
@@ -58,7 +58,9 @@ class Pacer:
         if rpm is not None and rpm < 1:
             raise ValueError("rpm must be at least 1")
         self.concurrency = concurrency
-        self.window = 1 if slow_start else (concurrency or 1)
+        # two at first: a one-at-a-time account still sees a single 429 before the pacer knows
+        # (as it would after the first success anyway), and every other account gains a round
+        self.window = min(2, concurrency or 2) if slow_start else (concurrency or 1)
         self.rpm = rpm
         self.period = period
         self._active = 0
