@@ -301,7 +301,10 @@ class _Batch:
         with self._emit_lock:
             self.report.results.append(result)
             if self.on_result is not None:
-                self.on_result(result)
+                try:
+                    self.on_result(result)
+                except Exception as exc:  # the caller's callback must not lose the result
+                    log.error("on_result failed for %s: %r", result.path, exc)
 
     def _list(self) -> tuple[FileObject, ...]:
         self.report.list_calls += 1
@@ -604,6 +607,11 @@ class _Batch:
         except OSError as exc:
             self._finish(item, FileResult(item.shown, "failed", bytes=local.size,
                                           error=LocalFileError(f"{item.shown}: {exc}")))
+        except Exception as exc:  # a bug: say so, never lose the file silently
+            log.error("%s: unexpected %s", item.shown, type(exc).__name__, exc_info=True)
+            self._finish(item, FileResult(item.shown, "failed", bytes=local.size,
+                                          error=KimiError(f"{item.shown}: unexpected error "
+                                                          f"{type(exc).__name__}: {exc}")))
         finally:
             bar.close()
             with slot_lock:

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -131,15 +130,36 @@ def _add_upload_options(p: argparse.ArgumentParser) -> None:
 # --- running --------------------------------------------------------------------------------------
 
 
-def _setup_logging(verbosity: int) -> None:
+def printable(text: str) -> str:
+    """Text safe to print: the surrogates of a non-UTF-8 file name become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+class _PrintableFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(verbosity: int) -> Iterator[None]:
+    """Log to stderr for the length of a command, then put the loggers back as they were."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("kimi-files: %(levelname)s: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("kimi-files: %(levelname)s: %(message)s"))
+    saved = []
     for name in ("kimi_files", "httpx", "httpcore"):
         logger = logging.getLogger(name)
+        saved.append((logger, logger.handlers[:], logger.level, logger.propagate))
         logger.handlers[:] = [handler]
         logger.setLevel(level if name == "kimi_files" or verbosity >= 2 else logging.WARNING)
         logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, handlers, old_level, propagate in saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(old_level)
+            logger.propagate = propagate
 
 
 @contextlib.contextmanager
@@ -165,9 +185,9 @@ def _client(args: argparse.Namespace, retries: int | None = None) -> Iterator[Ki
 
 
 def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
-    _setup_logging(args.verbose)
     try:
-        return func(args)
+        with _logging_to_stderr(args.verbose):
+            return func(args)
     except ConfigurationError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -175,7 +195,7 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, pr
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KimiError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(printable(f"{prog}: error: {exc}"), file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -188,7 +208,7 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, pr
 
 
 def _emit(stream: TextIO, text: str) -> None:
-    stream.write(text + "\n")
+    stream.write(printable(text) + "\n")
     stream.flush()
 
 
@@ -227,6 +247,8 @@ def _do_upload(args: argparse.Namespace) -> int:
             state = args.state
         elif args.emulator:
             # the emulator is new each run: keep its state with it, not in the user's store
+            import tempfile
+
             state = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "state.sqlite3"
         report = ingest(
             args.paths, client=client, purpose=args.purpose, free_quota=args.free_quota,
@@ -234,7 +256,7 @@ def _do_upload(args: argparse.Namespace) -> int:
             include=args.include, exclude=args.exclude, state=state,
             progress=None if not args.no_progress else False,
             allow_any_type=args.allow_any_type, on_result=on_result, stop=stop)
-    print(f"kimi-upload: {report.summary()}", file=sys.stderr)
+    print(printable(f"kimi-upload: {report.summary()}"), file=sys.stderr)
     if report.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.ok and report.results else EXIT_FAILED

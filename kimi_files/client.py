@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .models import UploadedFile
     from .pacing import Pacer
     from .quota import FreeQuota
-    from .uploader import FileBody
+    from .uploader import FileBody, Preflight
 
 __all__ = ["DEFAULT_TIMEOUT", "KimiFiles"]
 
@@ -292,6 +292,21 @@ class KimiFiles:
             max_retries=max_retries,
             allow_any_type=allow_any_type,
         )
+
+    def preflight(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        purpose: str = DEFAULT_PURPOSE,
+        free_quota: FreeQuota = "never",
+        allow_any_type: bool = False,
+    ) -> Preflight:
+        """Every check :meth:`upload` makes, and its room plan, without sending the file or
+        deleting anything (one list call). Raises the error the upload would raise."""
+        from .uploader import preflight
+
+        return preflight(self, path, purpose=purpose, free_quota=free_quota,
+                         allow_any_type=allow_any_type)
 
     def extract(self, path_or_file_id: str | os.PathLike[str], **upload_options: Any) -> str:
         """The extracted text of a local file (uploading it first) or of an uploaded file id."""

@@ -19,19 +19,21 @@ from .retry import sleep
 __all__ = ["Pacer", "next_start"]
 
 
-#: Extra room on the rate window, for the time between our start and the server's count.
+#: Extra room on the rate window (2% and 0.2 s), for the time between our start of a request
+#: and the server's count of it.
 WINDOW_MARGIN = 0.02
+WINDOW_SLACK = 0.2
 
 
 def next_start(starts: Sequence[float], rpm: int | None, period: float, now: float) -> float:
     """When the next request may start, given the start times of earlier ones (oldest first).
 
     With at most ``rpm`` starts in any ``period`` seconds, the next one waits until the
-    ``rpm``-th most recent start has left the window (plus a 2% margin). Pure.
+    ``rpm``-th most recent start has left the window (plus the margin). Pure.
     """
     if not rpm or len(starts) < rpm:
         return now
-    return max(now, starts[-rpm] + period * (1 + WINDOW_MARGIN))
+    return max(now, starts[-rpm] + period * (1 + WINDOW_MARGIN) + WINDOW_SLACK)
 
 
 def next_window(window: int, ceiling: int | None, succeeded: bool) -> int:

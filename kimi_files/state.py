@@ -16,12 +16,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["Record", "StateStore", "default_state_path", "sha256_of"]
 
@@ -84,10 +87,12 @@ class StateStore:
     """The SQLite store (thread-safe; one connection guarded by a lock)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        import sqlite3  # here, not at the top: a run without state does not pay for it
+
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(os.fspath(self.path), check_same_thread=False,
+        self._db: sqlite3.Connection = sqlite3.connect(os.fspath(self.path), check_same_thread=False,
                                    isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -188,7 +188,7 @@ def test_tier0_pacing_avoids_a_storm_of_429s(emulator: Emulator, client: kf.Kimi
     assert report.ok and len(emulator.filenames()) == 5
     limited = [r for r in emulator.requests if r.status == 429]
     # at most one 429 teaches each limit; the rest of the run stays inside them
-    assert len(limited) <= 3, [(r.method, r.path) for r in limited]
+    assert len(limited) <= 3, [(r.method, r.path, r.at) for r in limited]
 
 
 @pytest.mark.parametrize("fault", sorted(CHAOS_KINDS))

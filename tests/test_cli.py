@@ -201,3 +201,35 @@ def test_key_never_appears_at_full_verbosity(env: Emulator, tmp_path: Path, no_w
         written += extra.read_bytes().decode("latin-1")
     assert API_KEY not in written
     assert API_KEY.encode().hex() not in written
+
+
+def test_odd_file_names(env: Emulator, tmp_path: Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9-latin1.txt"  # not valid UTF-8
+    with open(raw, "wb") as fh:
+        fh.write(b"bonjour\n")
+    long_name = "报" * 80 + ".txt"  # 244 bytes, near the file system's limit of 255
+    write(folder / long_name, "长文件名\n")
+    code = upload_main(["--json", "--no-state", str(folder)])
+    out, err = capsys.readouterr()
+    rows = _json_lines(out)
+    assert code == 0 and {r["status"] for r in rows} == {"uploaded"} and len(rows) == 2
+    assert sorted(env.filenames()) == sorted(["caf\ufffd-latin1.txt", long_name])
+    assert "not valid UTF-8" in err and "Traceback" not in err
+
+
+def test_permission_denied_and_fifo_in_a_folder(env: Emulator, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    write(folder / "ok.txt", "fine")
+    os.mkfifo(folder / "pipe")
+    os.symlink(folder / "loop", folder / "loop")
+    code = upload_main(["--json", "--no-state", str(folder)])
+    rows = {Path(str(r["path"])).name: r for r in _json_lines(capsys.readouterr().out)}
+    assert code == 1
+    assert rows["ok.txt"]["status"] == "uploaded"
+    assert rows["pipe"]["status"] == "rejected" and "FIFO" in str(rows["pipe"]["error"])
+    assert rows["loop"]["status"] == "rejected"
+    assert "symbolic link loop" in str(rows["loop"]["error"])

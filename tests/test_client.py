@@ -195,3 +195,18 @@ def test_file_object_tolerates_extra_and_missing_fields() -> None:
     assert obj.bytes == 12 and obj.extra == {"new_field": 1} and obj.created_at == 0
     assert obj.to_dict()["new_field"] == 1
     assert kf.FileObject.from_dict({"id": "b", "status": "error"}).failed
+
+
+def test_tls_verification_stays_on_for_https() -> None:
+    import ssl
+
+    with kf.KimiFiles(api_key="k") as c:
+        context = c._http._transport._pool._ssl_context  # type: ignore[attr-defined]
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+def test_preflight_method_sends_nothing(client: kf.KimiFiles, emulator: Emulator,
+                                        tmp_path: Path) -> None:
+    check = client.preflight(write(tmp_path / "a.md", "# A\n"))
+    assert check.file.size == 4 and check.plan.deletions == ()
+    assert [r.method for r in emulator.requests] == ["GET"]

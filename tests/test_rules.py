@@ -184,9 +184,9 @@ def test_planner_properties(specs: list[tuple[int, int]], need_files: int, need_
 def test_next_start_rule() -> None:
     assert next_start([], 3, 60, now=5) == 5
     assert next_start([1, 2], 3, 60, now=5) == 5
-    assert next_start([1, 2, 3], 3, 60, now=5) == pytest.approx(1 + 60 * 1.02)
+    assert next_start([1, 2, 3], 3, 60, now=5) == pytest.approx(1 + 60 * 1.02 + 0.2)
     assert next_start([1, 2, 3], None, 60, now=5) == 5
-    assert next_start([0, 100, 120, 130], 2, 60, now=131) == pytest.approx(120 + 60 * 1.02)
+    assert next_start([0, 100, 120, 130], 2, 60, now=131) == pytest.approx(120 + 60 * 1.02 + 0.2)
     assert next_start([0, 100, 120, 130], 2, 60, now=500) == 500
 
 
