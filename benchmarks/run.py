@@ -74,9 +74,9 @@ def emulator(*args: str) -> Iterator[str]:
 
 
 def clear(base: str) -> None:
-    h = {"Authorization": f"Bearer {KEY}"}
-    for f in httpx.get(f"{base}/files", headers=h, timeout=60).json()["data"]:
-        httpx.delete(f"{base}/files/{f['id']}", headers=h)
+    with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as http:
+        for f in http.get(f"{base}/files").json()["data"]:
+            http.delete(f"{base}/files/{f['id']}")
 
 
 def _hwm_kb(pid: int) -> int:
@@ -103,7 +103,7 @@ def measure(cmd: Sequence[str], env: dict[str, str] | None = None) -> Run:
         peak = 0
         while proc.poll() is None:
             peak = max(peak, _hwm_kb(proc.pid))
-            time.sleep(0.002)
+            time.sleep(0.005)
         elapsed = time.perf_counter() - started
         status = proc.returncode
         out_f.seek(0)

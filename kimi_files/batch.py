@@ -20,7 +20,6 @@ and lets uploads in flight finish.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import fnmatch
 import hashlib
 import logging
@@ -46,7 +45,7 @@ from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
 from .quota import FreeQuota, RoomPlan, plan_room
 from .state import Record, StateStore, default_state_path, sha256_of
-from .uploader import Claims, find_adoptable, send_file
+from .uploader import Claims, find_adoptable, free_room, send_file
 
 if TYPE_CHECKING:
     from .client import KimiFiles
@@ -502,16 +501,8 @@ class _Batch:
     # --- phase 2: run ------------------------------------------------------------------------
 
     def _delete(self, plan: RoomPlan) -> None:
-        from .errors import NotFoundError
-
-        for victim in plan.deletions:
-            if self.stop.is_set():
-                raise UploadCancelledError("cancelled while freeing room")
-            with contextlib.suppress(NotFoundError):
-                self.client.delete(victim.id)
-            self.report.deleted.append(victim)
-            log.warning("deleted %s (%s, %d bytes, created_at %d) to make room",
-                        victim.id, victim.filename, victim.bytes, victim.created_at)
+        self.report.deleted.extend(free_room(self.client, plan, what="this batch",
+                                             stop=self.stop))
 
     def _upload(self, todo: list[_Item], listing: Sequence[FileObject]) -> None:
         if not todo:

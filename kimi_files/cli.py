@@ -29,6 +29,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+# httpx imports its own command line (click, pygments) whenever they are installed, as they
+# are beside uvicorn. This process is kimi-files' command line and never uses httpx's: keep
+# it out of start-up (about 20 ms). A None entry makes that one import fail, and httpx then
+# defines a stub in its place.
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)
+
 from .errors import ConfigurationError, KimiError
 from .quota import fmt_bytes
 

@@ -41,8 +41,8 @@ from .quota import FreeQuota, RoomPlan, plan_room
 if TYPE_CHECKING:
     from .client import KimiFiles
 
-__all__ = ["Claims", "Preflight", "extract_text", "find_adoptable", "preflight", "send_file",
-           "upload_path"]
+__all__ = ["Claims", "Preflight", "extract_text", "find_adoptable", "free_room", "preflight",
+           "send_file", "upload_path"]
 
 log = logging.getLogger("kimi_files")
 
@@ -215,6 +215,23 @@ def _delete_quietly(client: KimiFiles, file_id: str) -> None:
         client.delete(file_id)
 
 
+def free_room(client: KimiFiles, plan: RoomPlan, *, what: str,
+              stop: threading.Event | None = None) -> list[FileObject]:
+    """Delete the files of a room plan, in its order; each deletion is logged. Returns them.
+
+    Call it only once every local check passed: it is the one place kimi-files deletes to
+    make room."""
+    deleted = []
+    for victim in plan.deletions:
+        if stop is not None and stop.is_set():
+            raise UploadCancelledError(f"cancelled while freeing room for {what}")
+        _delete_quietly(client, victim.id)
+        deleted.append(victim)
+        log.warning("deleted %s (%s, %d bytes, created_at %d) to make room for %s",
+                    victim.id, victim.filename, victim.bytes, victim.created_at, what)
+    return deleted
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
     file: FileObject
@@ -320,12 +337,7 @@ def upload_path(
     local = check.file
     for warning in local.warnings:
         log.warning("%s", warning)
-    deleted = []
-    for victim in check.plan.deletions:
-        _delete_quietly(client, victim.id)
-        deleted.append(victim)
-        log.warning("deleted %s (%s, %d bytes, created_at %d) to make room for %s",
-                    victim.id, victim.filename, victim.bytes, victim.created_at, local.filename)
+    deleted = free_room(client, check.plan, what=local.filename)
     policy = client.retry_policy.with_retries(max_retries)
     claims = Claims(f.id for f in check.listing)
     with ProgressBar(total=local.size, desc=short_label(local.filename), enabled=progress) as bar:

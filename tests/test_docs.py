@@ -1,0 +1,25 @@
+"""The README's commands are the ones CI runs; the package imports light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = next(line for line in ci.splitlines() if line.startswith("python3 -m venv"))
+    assert f"\n{command}\n" in readme
+    assert "kimi-upload --emulator examples/" in readme
+
+
+def test_import_is_light() -> None:
+    code = ("import sys, kimi_files; "
+            "print(sorted(m for m in ('httpx', 'tqdm', 'magic', 'sqlite3', 'starlette', "
+            "'uvicorn', 'kimi_files.emulator', 'kimi_files.cli') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
