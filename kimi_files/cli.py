@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 # it out of start-up (about 20 ms). A None entry makes that one import fail, and httpx then
 # defines a stub in its place.
 if "httpx" not in sys.modules:
-    sys.modules.setdefault("httpx._main", None)
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from .errors import ConfigurationError, KimiError
 from .quota import fmt_bytes
