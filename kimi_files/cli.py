@@ -215,8 +215,9 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, pr
 
 
 def _emit(stream: TextIO, text: str) -> None:
-    stream.write(printable(text) + "\n")
-    stream.flush()
+    from .progress import write_line
+
+    write_line(printable(text), stream)
 
 
 def _human(r: FileResult) -> str:

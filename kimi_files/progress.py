@@ -11,7 +11,8 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["ProgressBar", "disable_progress_bars", "enable_progress_bars", "progress_enabled"]
+__all__ = ["ProgressBar", "disable_progress_bars", "enable_progress_bars", "progress_enabled",
+           "write_line"]
 
 ENV_VAR = "KIMI_FILES_NO_PROGRESS"
 _switch: dict[str, bool] = {"off": False}
@@ -33,6 +34,16 @@ def progress_enabled(requested: bool | None) -> bool:
         return requested
     stream = sys.stderr
     return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+
+
+def write_line(text: str, stream: Any) -> None:
+    """Print a line without tearing the bars: above them while bars are drawn."""
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is not None and getattr(tqdm_module.tqdm, "_instances", None):
+        tqdm_module.tqdm.write(text, file=stream)
+    else:
+        stream.write(text + "\n")
+    stream.flush()
 
 
 def short_label(name: str, width: int = 30) -> str:
