@@ -86,6 +86,9 @@ def _connection_options() -> argparse.ArgumentParser:
                    help="shortcut for the base URL of platform.kimi.ai or platform.kimi.com")
     g.add_argument("--allow-http", action="store_true",
                    help="allow plain http to a non-loopback host (the key travels unencrypted)")
+    g.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="give up on a request with no progress for this long (default: 15 s to "
+                        "connect, 120 s per write, 300 s for an answer)")
     g.add_argument("--emulator", action="store_true",
                    help="start the bundled emulator in-process and use it (no key, no network)")
     g.add_argument("-v", "--verbose", action="count", default=0,
@@ -173,6 +176,9 @@ def _logging_to_stderr(verbosity: int) -> Iterator[None]:
 def _client(args: argparse.Namespace, retries: int | None = None) -> Iterator[KimiFiles]:
     from .client import KimiFiles
 
+    if args.timeout is not None and not args.timeout > 0:
+        raise _Usage("--timeout must be a positive number of seconds")
+
     if args.emulator:
         try:
             from .emulator import Emulator
@@ -183,11 +189,12 @@ def _client(args: argparse.Namespace, retries: int | None = None) -> Iterator[Ki
         with Emulator() as emu:
             key = os.environ.get("MOONSHOT_API_KEY") or "emulator"
             print(f"kimi-files: using the bundled emulator at {emu.base_url}", file=sys.stderr)
-            with KimiFiles(api_key=key, base_url=emu.base_url, max_retries=retries) as c:
+            with KimiFiles(api_key=key, base_url=emu.base_url, max_retries=retries,
+                           timeout=args.timeout) as c:
                 yield c
         return
     with KimiFiles(base_url=args.base_url, platform=args.platform, allow_http=args.allow_http,
-                   max_retries=retries) as c:
+                   max_retries=retries, timeout=args.timeout) as c:
         yield c
 
 

@@ -233,3 +233,24 @@ def test_permission_denied_and_fifo_in_a_folder(env: Emulator, tmp_path: Path,
     assert rows["pipe"]["status"] == "rejected" and "FIFO" in str(rows["pipe"]["error"])
     assert rows["loop"]["status"] == "rejected"
     assert "symbolic link loop" in str(rows["loop"]["error"])
+
+
+def test_server_that_never_answers_does_not_hang(env: Emulator, tmp_path: Path,
+                                                  no_wait: list[float],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a.txt", "a")
+    env.fail_next("hang", endpoint="list", delay=5, times=3)
+    code = upload_main(["--no-state", "--timeout", "0.3", "--retries", "2",
+                        str(tmp_path / "a.txt")])
+    err = capsys.readouterr().err
+    assert code == 1 and "timed out waiting for the server" in err and "Traceback" not in err
+    assert upload_main(["--timeout", "0", str(tmp_path / "a.txt")]) == 2
+    assert "--timeout must be a positive" in capsys.readouterr().err
+
+
+def test_malformed_key_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MOONSHOT_API_KEY", "sk-with a space")
+    assert upload_main([str(write(tmp_path / "a.txt", "a"))]) == 2
+    err = capsys.readouterr().err
+    assert "malformed" in err and "sk-with a space" not in err
