@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 
@@ -218,7 +218,8 @@ class KimiFiles:
             except NotFoundError:
                 if delete and lost:
                     # an earlier attempt's answer was lost, and the file is gone now: it worked
-                    gone = httpx.Response(200, json={"id": path.rsplit("/", 1)[-1], "deleted": True})
+                    file_id = unquote(path.rsplit("/", 1)[-1])
+                    gone = httpx.Response(200, json={"id": file_id, "deleted": True})
                     return parse(gone)
                 raise
             except KimiError as exc:

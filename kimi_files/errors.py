@@ -342,8 +342,8 @@ class AuthenticationError(APIStatusError):
     def __str__(self) -> str:
         where = self.base_url or "the configured base URL"
         return (
-            f"{self.message} (HTTP 401 {self.type or ''}).".replace(" )", ")")
-            + f" The key was refused by {where}. Keys of platform.kimi.ai (api.moonshot.ai) and"
+            f"{super().__str__()}. The key was refused by {where}. Keys of platform.kimi.ai"
+            " (api.moonshot.ai) and"
             " platform.kimi.com (api.moonshot.cn) are not interchangeable: check that"
             " MOONSHOT_API_KEY belongs to the platform of this base URL."
         )
