@@ -226,7 +226,7 @@ def _open_state(state: StateStore | str | os.PathLike[str] | bool | None,
 
 
 def ingest(
-    paths: Iterable[str | os.PathLike[str]],
+    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
     client: KimiFiles | None = None,
     api_key: str | None = None,
@@ -254,6 +254,8 @@ def ingest(
         from .errors import ConfigurationError
 
         raise ConfigurationError("concurrency must be at least 1")
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]  # one path, not its characters
     owned = client is None
     if client is None:
         from .client import KimiFiles

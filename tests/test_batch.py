@@ -256,3 +256,10 @@ def test_hash_is_taken_while_sending_and_recorded(emulator: Emulator, client: kf
     # the re-run knows the sizes: it hashes to verify, then skips
     again = ingest([tmp_path / "in"], client=client, state=state)
     assert _statuses(again) == {"skipped": 3}
+
+
+def test_a_single_path_is_not_split_into_characters(emulator: Emulator, client: kf.KimiFiles,
+                                                    tmp_path: Path) -> None:
+    write(tmp_path / "in" / "a.txt", "a")
+    report = kf.ingest(str(tmp_path / "in"), client=client, state=False)
+    assert _statuses(report) == {"uploaded": 1}
