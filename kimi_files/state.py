@@ -150,10 +150,6 @@ class StateStore:
                 "updated=excluded.updated",
                 (_key(path), size, mtime_ns, sha256, filename, file_id, time.time()))
 
-    def forget(self, path: str | os.PathLike[str]) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM uploads WHERE path = ?", (_key(path),))
-
     def integrity_ok(self) -> bool:
         with self._lock:
             return bool(self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")

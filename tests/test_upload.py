@@ -23,7 +23,7 @@ CORPUS = Path(__file__).resolve().parent.parent / "examples" / "corpus"
 
 
 def _posts(emu: Emulator) -> list[object]:
-    return [r for r in emu.requests if r.method == "POST"]
+    return list(emu.uploads())
 
 
 def test_upload_returns_the_stored_file(emulator: Emulator, tmp_path: Path) -> None:

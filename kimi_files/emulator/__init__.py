@@ -148,6 +148,7 @@ class Emulator:
         return self.state.requests
 
     def uploads(self) -> list[LoggedRequest]:
+        """The upload requests received, in order."""
         return [r for r in self.state.requests if r.method == "POST"]
 
     def filenames(self) -> list[str]:
