@@ -422,6 +422,11 @@ def upload_main(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``kimi-files``."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["emulator"]:  # its options are the emulator's own
+        from .emulator.__main__ import main as emulator_main
+
+        return emulator_main(args_list[1:])
     conn = _connection_options()
     parser = argparse.ArgumentParser(
         prog="kimi-files", description="Manage files of the Kimi Files API.",
@@ -449,12 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     co.add_argument("--all", action="store_true", help="every file (needs --output)")
     co.add_argument("-o", "--output", metavar="DIR", help="write ID-NAME.txt files into DIR")
     co.set_defaults(func=_do_content)
-    em = sub.add_parser("emulator", help="serve the local emulator (see --help)", add_help=False)
-    em.add_argument("rest", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    if args.command == "emulator":
-        from .emulator.__main__ import main as emulator_main
-
-        return emulator_main(args.rest)
+    sub.add_parser("emulator", help="serve the local emulator (kimi-files emulator --help)")
+    args = parser.parse_args(args_list)
     prog = f"kimi-files {args.command}"
     return _run(args.func, args, prog)

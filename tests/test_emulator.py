@@ -167,3 +167,30 @@ def test_emulator_command_line_rejects_unknown_fault() -> None:
     r = subprocess.run([sys.executable, "-m", "kimi_files.emulator", "--fail", "meteor"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown fault 'meteor'" in r.stderr
+
+
+def test_docx_text_and_delay_fault(emulator: Emulator, tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("word/document.xml",
+                    "<w:document><w:body><w:p><w:r><w:t>第一段</w:t></w:r></w:p>"
+                    "<w:p><w:r><w:t>Second paragraph</w:t></w:r></w:p></w:body></w:document>")
+    emulator.fail_next("delay", delay=0.2)
+    r = _post(emulator, "report.docx", buf.getvalue())
+    assert r.status_code == 200
+    doc = httpx.get(f"{emulator.base_url}/files/{r.json()['id']}/content",
+                    headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    assert doc["content"] == "第一段\nSecond paragraph"
+    assert doc["filename"] == "report.docx" and doc["type"] == "file"
+
+
+def test_kimi_files_emulator_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    from kimi_files.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["emulator", "--fail", "meteor"])
+    assert info.value.code == 2 and "unknown fault 'meteor'" in capsys.readouterr().err
