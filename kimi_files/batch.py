@@ -386,6 +386,8 @@ class _Batch:
         sizes = Counter(i.local.size for i in items)
         known_sizes = {r.size for r in records if r.status == "uploaded" and r.sha256}
         wanted = [i for i in items if sizes[i.local.size] > 1 or i.local.size in known_sizes]
+        if not wanted:
+            return items
 
         def digest(item: _Item) -> OSError | None:
             try:

@@ -76,10 +76,6 @@ class ProgressBar:
         kwargs.setdefault("leave", True)
         self._bar = tqdm(total=total, desc=desc, **kwargs)
 
-    @property
-    def disable(self) -> bool:
-        return self._bar is None
-
     def advance(self, n: int) -> None:
         """Move forward by ``n``, clamped to the total."""
         with self._lock:

@@ -360,3 +360,35 @@ def test_large_file_streams_intact(emulator: Emulator, client: kf.KimiFiles,
     assert stored is not None and stored.stat().st_size == p.stat().st_size
     with stored.open("rb") as a, p.open("rb") as b:
         assert shutil.copyfileobj is not None and a.read() == b.read()
+
+
+def test_cancellation_paths_say_what_stopped(emulator: Emulator, client: kf.KimiFiles,
+                                             tmp_path: Path, no_wait: list[float]) -> None:
+    import threading
+
+    from kimi_files.preflight import inspect_file
+    from kimi_files.quota import plan_room
+    from kimi_files.uploader import Claims, free_room, send_file
+
+    local = inspect_file(write(tmp_path / "a.txt", "x"), purpose="file-extract",
+                         limits=client.limits)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(kf.UploadCancelledError, match="a.txt: cancelled before it was uploaded"):
+        send_file(client, local, purpose="file-extract", claims=Claims(), stop=stop)
+    emulator.fail_next("engine_overloaded")
+    stop.clear()
+
+    def stop_on_read(chunk: bytes) -> None:
+        stop.set()  # Ctrl-C arrives while the first attempt is under way
+
+    with pytest.raises(kf.UploadCancelledError, match="a.txt: cancelled while waiting to retry"):
+        send_file(client, local, purpose="file-extract", claims=Claims(), stop=stop,
+                  on_read=stop_on_read)
+    old = emulator.seed("old.txt", 1)
+    plan = plan_room(client.list().data, 1, 1, kf.Limits(max_files=1), "oldest")
+    with pytest.raises(kf.UploadCancelledError, match="cancelled while freeing room for x"):
+        free_room(client, plan, what="x", stop=stop)
+    assert old.id in {f.id for f in emulator.state.listing()}
+    assert [f.id for f in free_room(client, plan, what="x")] == [old.id]
+    assert emulator.filenames() == []  # the cancelled upload left nothing behind
