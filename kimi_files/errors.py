@@ -4,6 +4,8 @@
 
     KimiError
     ├── ConfigurationError               missing/malformed key or base URL, bad option
+    │   └── StateError                   the state store failed (.path); names the way out
+    │       └── StateLockedError         another run holds the state (.pid, .path)
     ├── UploadCancelledError             stopped (Ctrl-C) before the upload could finish
     ├── PreflightError                   refused locally, before any byte is sent (.path)
     │   ├── LocalFileError               missing, unreadable, not a regular file, changed mid-upload
@@ -115,6 +117,8 @@ __all__ = [
     "ServerFileTooLargeError",
     "ServerInvalidPurposeError",
     "ServerTooManyFilesError",
+    "StateError",
+    "StateLockedError",
     "TPDLimitError",
     "TPMLimitError",
     "TokenQuotaExceededError",
@@ -167,6 +171,25 @@ class TooManyFilesError(KimiError):
 
 class ConfigurationError(KimiError):
     """A missing or malformed API key, base URL or option; raised before any request."""
+
+
+class StateError(ConfigurationError):
+    """The state store cannot be used (damaged, read-only, not ours, removed mid-run...).
+
+    The message names the file (``.path``) and the way out: another state file or none.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StateLockedError(StateError):
+    """Another run (``.pid``, None if unknown) is using the state file ``.path``."""
+
+    def __init__(self, message: str, *, path: str | None = None, pid: int | None = None) -> None:
+        super().__init__(message, path=path)
+        self.pid = pid
 
 
 class UploadCancelledError(KimiError):

@@ -4,43 +4,87 @@ One SQLite file per account and base URL (the account is named by a short hash o
 never the key), by default ``$KIMI_FILES_STATE_DIR`` or ``$XDG_STATE_HOME/kimi-files`` or
 ``~/.local/state/kimi-files``, file ``<host>_<port>-<keyhash>.sqlite3``.
 
-Each file gets a row *before* its upload starts (``pending``: the intent) and is marked
-``uploaded`` with its file id once the server answered. After a crash (even SIGKILL) a
-``pending`` row says "this may be on the server": the next run looks for it there before
-sending again. Every change is its own committed transaction in WAL mode, so the store
-survives a kill at any moment.
+Each file gets a row *before* its upload starts (``pending``: the intent, with the server's
+clock when the attempt began) and is marked ``uploaded`` with its file id once the server
+answered. After a crash (even SIGKILL) a ``pending`` row says "this may be on the server": the
+next run looks for it there before sending again. Every change is its own committed
+transaction in WAL mode, so the store survives a kill at any moment.
+
+One run per state: a :class:`StateStore` holds an exclusive ``flock`` on ``<state>.lock`` (which
+records the holder's pid) for its whole life; a second store on the same file, in this process
+or another, gets :class:`~kimi_files.errors.StateLockedError` at once (or waits, ``wait=``). The
+kernel drops the lock when the process dies, however it dies. The lock lives in its own file
+rather than on the database because SQLite locks the database with POSIX record locks, which
+a second descriptor on the same file can silently drop and which NFS merges with ``flock``;
+and a separate lock is taken before the database is opened, so it also serialises creating,
+checking and migrating it, and works when the database is damaged. The lock file is never
+deleted (deleting it would let a newcomer lock a fresh file while the old one is still held).
+
+Every failure of the store is a :class:`~kimi_files.errors.StateError` naming the file and the
+way out, never a bare ``sqlite3`` or ``OSError``. A store removed or replaced during the run is
+noticed before the next operation: nothing more is recorded in a file nobody will read.
+
+Schema versions (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file as ours):
+0 is the first release (no marks); 1 adds ``purpose`` and ``server_time``. Older stores are
+migrated in place when opened; a newer one is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from .errors import ConfigurationError, StateError, StateLockedError
 
 if TYPE_CHECKING:
     import sqlite3
 
-__all__ = ["Record", "StateStore", "default_state_path", "sha256_of"]
+__all__ = ["SCHEMA_VERSION", "Record", "StateStore", "default_state_path", "sha256_of"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS uploads (
-    path      BLOB PRIMARY KEY,
-    size      INTEGER NOT NULL,
-    mtime_ns  INTEGER NOT NULL,
-    sha256    TEXT NOT NULL,
-    filename  TEXT NOT NULL,
-    file_id   TEXT,
-    status    TEXT NOT NULL CHECK (status IN ('pending', 'uploaded')),
-    updated   REAL NOT NULL
+#: The schema this code writes; stores with a lower ``user_version`` are migrated to it.
+SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` of a kimi-files store (ASCII "KiFi"), set from version 1 on.
+APPLICATION_ID = 0x4B694669
+DEFAULT_PURPOSE = "file-extract"
+
+_SCHEMA_V1 = """
+CREATE TABLE uploads (
+    path        BLOB PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    filename    TEXT NOT NULL,
+    file_id     TEXT,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'uploaded')),
+    updated     REAL NOT NULL,
+    purpose     TEXT NOT NULL DEFAULT 'file-extract',
+    server_time INTEGER
 );
-CREATE INDEX IF NOT EXISTS uploads_sha ON uploads (sha256);
+CREATE INDEX uploads_sha ON uploads (sha256);
 """
+_COLUMNS_V0 = ("path", "size", "mtime_ns", "sha256", "filename", "file_id", "status", "updated")
+_COLUMNS_V1 = (*_COLUMNS_V0, "purpose", "server_time")
+_MIGRATE_V0_TO_V1 = (
+    "ALTER TABLE uploads ADD COLUMN purpose TEXT NOT NULL DEFAULT 'file-extract'",
+    "ALTER TABLE uploads ADD COLUMN server_time INTEGER",
+)
+_SELECT = ("SELECT path, size, mtime_ns, sha256, filename, file_id, status, purpose, server_time "
+           "FROM uploads")
+
+WAY_OUT = ("Use another state file (--state NEW; in Python state='NEW') "
+           "or none (--no-state; state=False).")
+#: How often a waiting store tries the lock again, in seconds.
+POLL_INTERVAL = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +96,9 @@ class Record:
     filename: str
     file_id: str | None
     status: str
+    purpose: str = DEFAULT_PURPOSE
+    #: The server's clock (Unix seconds) when the attempt began; None if unknown.
+    server_time: int | None = None
 
 
 def sha256_of(path: Path, chunk: int = 1024 * 1024) -> str:
@@ -83,24 +130,284 @@ def _key(path: str | os.PathLike[str]) -> bytes:
     return os.fsencode(os.path.abspath(path))
 
 
+# --- failures in words (pure) -------------------------------------------------------------------
+
+# SQLite primary result codes (the low byte of an extended code)
+_SQLITE_WORDS = {
+    3: "cannot be written: permission denied",  # SQLITE_PERM
+    5: "is locked by another program",  # SQLITE_BUSY
+    6: "is locked by another program",  # SQLITE_LOCKED
+    8: "cannot be written: the file or its folder is read-only",  # SQLITE_READONLY
+    10: "cannot be read or written: input/output error",  # SQLITE_IOERR
+    11: "is damaged (or not an SQLite database); move it aside to start afresh",  # CORRUPT
+    13: "cannot be written: the disk is full",  # SQLITE_FULL
+    14: "cannot be opened: check that it and its folder exist and are writable",  # CANTOPEN
+    26: "is damaged (or not an SQLite database); move it aside to start afresh",  # NOTADB
+}
+# the same by message, for Pythons whose sqlite3 errors carry no code (3.10)
+_SQLITE_TEXTS = (
+    ("not a database", 26), ("malformed", 11), ("readonly", 8), ("disk is full", 13),
+    ("disk full", 13), ("unable to open", 14), ("locked", 5), ("disk i/o", 10),
+)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What went wrong with the state file, in words, for an ``sqlite3`` or ``OSError``."""
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError):
+        import errno
+
+        words = {
+            errno.ENOSPC: "cannot be written: the disk is full",
+            errno.EROFS: "cannot be written: the file system is read-only",
+            errno.EACCES: "cannot be used: permission denied",
+            errno.EPERM: "cannot be used: operation not permitted (read-only or immutable?)",
+            errno.EISDIR: "is a folder, not a file",
+            errno.ENOTDIR: "cannot be reached: part of its folder path is a file, not a folder",
+        }.get(exc.errno or 0, "cannot be used")
+        return f"{words} ({exc.strerror or detail})"
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary not in _SQLITE_WORDS:
+        lowered = detail.lower()
+        primary = next((c for text, c in _SQLITE_TEXTS if text in lowered), None)
+    words = _SQLITE_WORDS.get(primary, "failed") if primary is not None else "failed"
+    return f"{words} ({detail})"
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _read_pid(fh: IO[bytes]) -> int | None:
+    try:
+        text = os.pread(fh.fileno(), 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _wait_deadline(wait: bool | float) -> float | None:
+    """Seconds to wait for the lock: 0 (do not), a number, or None (forever)."""
+    if wait is True:
+        return None
+    if wait is False:
+        return 0.0
+    if isinstance(wait, (int, float)) and math.isfinite(wait) and wait >= 0:
+        return float(wait)
+    raise ConfigurationError(f"wait must be True, False or a number of seconds >= 0, not {wait!r}")
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
 class StateStore:
-    """The SQLite store (thread-safe; one connection guarded by a lock)."""
+    """The SQLite store (thread-safe; one connection guarded by a lock; one run per file).
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        import sqlite3  # here, not at the top: a run without state does not pay for it
+    ``wait``: when another run holds the file, False (default) raises
+    :class:`~kimi_files.errors.StateLockedError` at once, True waits for it however long,
+    a number waits that many seconds and then raises.
+    """
 
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str | os.PathLike[str], *, wait: bool | float = False) -> None:
+        patience = _wait_deadline(wait)
+        self.path = Path(os.path.abspath(path))
+        #: The lock file next to the store (kept after close: see the module docs).
+        self.lock_path = _lock_path(self.path)
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection = sqlite3.connect(os.fspath(self.path), check_same_thread=False,
-                                   isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._closed = False
+        self._lock_file = self._take_lock(patience)
+        try:
+            self._db = self._open_db()
+            try:
+                self._db_id = self._identity(self.path)
+                self._lock_id = self._fd_identity()
+            except OSError as exc:
+                self._db.close()
+                raise self._failed(exc) from exc
+        except BaseException:
+            self._lock_file.close()
+            raise
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file the store keeps (to leave out when walking folders)."""
+        return (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"), self.lock_path)
+
+    # --- errors -----------------------------------------------------------------------------
+
+    def _error(self, problem: str) -> StateError:
+        return StateError(f"state file {self.path} {problem}. {WAY_OUT}", path=str(self.path))
+
+    def _failed(self, exc: BaseException) -> StateError:
+        return self._error(describe_failure(exc))
+
+    # --- opening ----------------------------------------------------------------------------
+
+    def _take_lock(self, patience: float | None) -> IO[bytes]:
+        import fcntl
+
+        if self.path.is_dir():
+            raise self._error("is a folder, not a file")
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as exc:  # something that is not a folder has its name
+            raise self._error(f"cannot be created: {parent} is a file, not a folder") from exc
+        except OSError as exc:
+            raise self._error(f"cannot be created: its folder {parent} "
+                              f"{describe_failure(exc)}") from exc
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                         0o644)
+        except OSError as exc:
+            raise self._error(f"cannot be locked: its lock file {self.lock_path} "
+                              f"{describe_failure(exc)}") from exc
+        fh = os.fdopen(fd, "r+b", buffering=0)
+        try:
+            deadline = None if patience is None else time.monotonic() + patience
+            while True:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise self._locked(_read_pid(fh), patience or 0.0) from None
+                    _poll_sleep(POLL_INTERVAL if left is None else min(POLL_INTERVAL, left))
+            fh.truncate(0)
+            fh.write(f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            fh.close()
+            raise self._error(f"cannot be locked: its lock file {self.lock_path} "
+                              f"{describe_failure(exc)}") from exc
+        except BaseException:
+            fh.close()
+            raise
+        return fh
+
+    def _locked(self, pid: int | None, waited: float) -> StateLockedError:
+        who = ("another run" if pid is None
+               else f"this process (pid {pid}), through another StateStore" if pid == os.getpid()
+               else f"another run (pid {pid})")
+        after = f" after waiting {waited:g} s" if waited else ""
+        return StateLockedError(
+            f"state file {self.path} is in use by {who}{after}: one run per state file. "
+            f"Wait for it to finish, or pass --wait (wait=True in Python) to wait for it. "
+            f"{WAY_OUT}", path=str(self.path), pid=pid)
+
+    def _open_db(self) -> sqlite3.Connection:
+        import sqlite3
+
+        try:
+            db = sqlite3.connect(os.fspath(self.path), check_same_thread=False,
+                                 isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if not check or check[0] != "ok":
+                raise self._error("is damaged (integrity check: "
+                                  f"{check[0] if check else 'no answer'}); "
+                                  "move it aside to start afresh")
+            db.execute("BEGIN IMMEDIATE")
+            self._settle_schema(db)
+            # always written, even when nothing changed: a read-only store fails here, at
+            # once, rather than at the first upload's record
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute("COMMIT")
+        except BaseException as exc:
+            db.close()  # an open transaction is rolled back
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise self._failed(exc) from exc
+            raise
+        return db
+
+    def _settle_schema(self, db: sqlite3.Connection) -> None:
+        """Create, check or migrate the schema (inside the opening transaction)."""
+        app = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        columns = tuple(r[1] for r in db.execute("PRAGMA table_info(uploads)"))
+        not_ours = self._error("is not a kimi-files state file (another program's database?); "
+                               "leave it alone")
+        if app == APPLICATION_ID:
+            if version > SCHEMA_VERSION:
+                raise self._error(
+                    f"was made by a newer kimi-files (schema {version}; this one knows up to "
+                    f"{SCHEMA_VERSION}): upgrade kimi-files, or use another state file "
+                    f"(--state NEW; in Python state='NEW')")
+            if version < 1 or not set(_COLUMNS_V1) <= set(columns):
+                raise self._error("is damaged: its table of uploads is missing or incomplete; "
+                                  "move it aside to start afresh")
+        elif app == 0 and not tables:  # new (or empty)
+            for statement in filter(str.strip, _SCHEMA_V1.split(";")):
+                db.execute(statement)
+        elif app == 0 and version == 0 and columns == _COLUMNS_V0:  # the first release
+            for statement in _MIGRATE_V0_TO_V1:
+                db.execute(statement)
+        else:
+            raise not_ours
+
+    # --- a store removed or replaced under the run ------------------------------------------
+
+    @staticmethod
+    def _identity(path: Path) -> tuple[int, int]:
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+
+    def _fd_identity(self) -> tuple[int, int]:
+        st = os.fstat(self._lock_file.fileno())
+        return st.st_dev, st.st_ino
+
+    def _check_still_ours(self) -> None:
+        for what, path, expected in (("the state file", self.path, self._db_id),
+                                     ("the lock file", self.lock_path, self._lock_id)):
+            try:
+                now: tuple[int, int] | None = self._identity(path)
+            except FileNotFoundError:
+                now = None
+            if now != expected:
+                how = "removed" if now is None else "replaced by another file"
+                other = "" if path == self.path else f" (of the state file {self.path})"
+                raise StateError(
+                    f"{what} {path}{other} was {how} while this run was using it; nothing more "
+                    "is recorded; re-run to resume", path=str(self.path))
+
+    # --- use --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, with every failure a StateError."""
+        import sqlite3
+
+        with self._lock:
+            if self._closed:
+                raise self._error("is closed (this StateStore was closed)")
+            try:
+                self._check_still_ours()
+                yield self._db
+            except (sqlite3.Error, OSError) as exc:
+                raise self._failed(exc) from exc
 
     def close(self) -> None:
+        """Close the database and release the run's lock (again: no-op)."""
+        import sqlite3
+
         with self._lock:
-            self._db.close()
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._db.close()
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
+            finally:
+                self._lock_file.close()  # releases the flock
 
     def __enter__(self) -> StateStore:
         return self
@@ -109,47 +416,58 @@ class StateStore:
         self.close()
 
     @staticmethod
-    def _row(row: tuple[bytes, int, int, str, str, str | None, str]) -> Record:
-        return Record(os.fsdecode(row[0]), row[1], row[2], row[3], row[4], row[5], row[6])
+    def _row(row: tuple[bytes, int, int, str, str, str | None, str, str, int | None]) -> Record:
+        return Record(os.fsdecode(row[0]), *row[1:])
 
     def get(self, path: str | os.PathLike[str]) -> Record | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT path, size, mtime_ns, sha256, filename, file_id, status FROM uploads "
-                "WHERE path = ?", (_key(path),)).fetchone()
+        with self._using() as db:
+            row = db.execute(f"{_SELECT} WHERE path = ?", (_key(path),)).fetchone()
         return self._row(row) if row else None
 
     def records(self) -> list[Record]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT path, size, mtime_ns, sha256, filename, file_id, status FROM uploads "
-                "ORDER BY path").fetchall()
+        with self._using() as db:
+            rows = db.execute(f"{_SELECT} ORDER BY path").fetchall()
         return [self._row(r) for r in rows]
 
     def begin(self, path: str | os.PathLike[str], *, size: int, mtime_ns: int, sha256: str,
-              filename: str) -> None:
-        """Record the intent to upload, before the first byte is sent."""
-        with self._lock:
-            self._db.execute(
+              filename: str, purpose: str = DEFAULT_PURPOSE, server_time: int | None = None
+              ) -> None:
+        """Record the intent to upload, right before the first byte is sent.
+
+        ``server_time``: the server's clock (Unix seconds) when this attempt began.
+        """
+        with self._using() as db:
+            db.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, sha256, filename, file_id, status, "
-                "updated) VALUES (?, ?, ?, ?, ?, NULL, 'pending', ?) ON CONFLICT(path) DO UPDATE "
-                "SET size=excluded.size, mtime_ns=excluded.mtime_ns, sha256=excluded.sha256, "
-                "filename=excluded.filename, file_id=NULL, status='pending', "
-                "updated=excluded.updated",
-                (_key(path), size, mtime_ns, sha256, filename, time.time()))
+                "updated, purpose, server_time) VALUES (?, ?, ?, ?, ?, NULL, 'pending', ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                "sha256=excluded.sha256, filename=excluded.filename, file_id=NULL, "
+                "status='pending', updated=excluded.updated, purpose=excluded.purpose, "
+                "server_time=excluded.server_time",
+                (_key(path), size, mtime_ns, sha256, filename, time.time(), purpose, server_time))
 
     def done(self, path: str | os.PathLike[str], *, size: int, mtime_ns: int, sha256: str,
-             filename: str, file_id: str) -> None:
-        """Record a file stored on the server."""
-        with self._lock:
-            self._db.execute(
+             filename: str, file_id: str, purpose: str = DEFAULT_PURPOSE) -> None:
+        """Record a file stored on the server (``server_time`` of its intent is kept)."""
+        with self._using() as db:
+            db.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, sha256, filename, file_id, status, "
-                "updated) VALUES (?, ?, ?, ?, ?, ?, 'uploaded', ?) ON CONFLICT(path) DO UPDATE "
-                "SET size=excluded.size, mtime_ns=excluded.mtime_ns, sha256=excluded.sha256, "
-                "filename=excluded.filename, file_id=excluded.file_id, status='uploaded', "
-                "updated=excluded.updated",
-                (_key(path), size, mtime_ns, sha256, filename, file_id, time.time()))
+                "updated, purpose) VALUES (?, ?, ?, ?, ?, ?, 'uploaded', ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                "sha256=excluded.sha256, filename=excluded.filename, file_id=excluded.file_id, "
+                "status='uploaded', updated=excluded.updated, purpose=excluded.purpose",
+                (_key(path), size, mtime_ns, sha256, filename, file_id, time.time(), purpose))
+
+    def forget(self, path: str | os.PathLike[str]) -> bool:
+        """Delete the row of ``path``; True if there was one."""
+        with self._using() as db:
+            return db.execute("DELETE FROM uploads WHERE path = ?", (_key(path),)).rowcount > 0
 
     def integrity_ok(self) -> bool:
-        with self._lock:
-            return bool(self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+        with self._using() as db:
+            return bool(db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+
+def _poll_sleep(seconds: float) -> None:
+    """Pause between two tries of a held lock (a seam for tests)."""
+    time.sleep(seconds)
