@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .adoption import Attempt, resolve, wire_name
 from .config import DEFAULT_PURPOSE
 from .errors import (
     KimiError,
@@ -40,12 +41,12 @@ from .errors import (
     UploadCancelledError,
 )
 from .models import FileObject
-from .pacing import Pacer
+from .pacing import Pacer, check_limits
 from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
-from .quota import FreeQuota, RoomPlan, plan_room
-from .state import Record, StateStore, default_state_path, sha256_of
-from .uploader import Claims, find_adoptable, free_room, send_file
+from .quota import FreeQuota, RoomPlan, check_free_quota, plan_room
+from .state import Record, StateStore, sha256_of
+from .uploader import Claims, free_room, send_file
 
 if TYPE_CHECKING:
     from .client import KimiFiles
@@ -69,6 +70,8 @@ class FileResult:
     bytes: int = 0
     error: KimiError | None = None
     note: str = ""
+    #: ids of files that may be extra copies of this one (never adopted or deleted)
+    suspects: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +79,7 @@ class FileResult:
             "status": self.status,
             "file_id": self.file_id,
             "bytes": self.bytes,
+            "suspects": list(self.suspects),
             "error": None if self.error is None else {
                 "type": type(self.error).__name__,
                 "message": str(self.error),
@@ -94,6 +98,9 @@ class BatchReport:
     interrupted: bool = False
     elapsed: float = 0.0
     list_calls: int = 0
+    #: Files that may be extra copies stored by lost or interrupted attempts of this batch
+    #: (or a look-alike someone else uploaded): kept, never adopted or deleted.
+    suspects: list[FileObject] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -126,6 +133,15 @@ class BatchReport:
         for r in self.results:
             if r.status in ("rejected", "failed") and r.error is not None:
                 lines.append(f"  {r.status}: {r.error}")
+        if self.suspects:
+            lines.append(f"  {len(self.suspects)} possible extra cop"
+                         f"{'y' if len(self.suspects) == 1 else 'ies'} on the server, kept because "
+                         "they cannot be proven this run's own:")
+            for f in self.suspects:
+                lines.append(f"    {f.id} {f.filename} ({f.bytes:,} bytes, created_at "
+                             f"{f.created_at})")
+            lines.append("    remove what is yours with: kimi-files delete "
+                         + " ".join(f.id for f in self.suspects))
         return "\n".join(lines)
 
 
@@ -221,7 +237,7 @@ def _open_state(state: StateStore | str | os.PathLike[str] | bool | None,
     if isinstance(state, StateStore):
         return state
     if state is None or state is True:
-        return StateStore(default_state_path(client.base_url, client._key.get()))
+        return StateStore(client.state_path())
     return StateStore(state)
 
 
@@ -249,23 +265,29 @@ def ingest(
 
     ``state``: a path, a :class:`StateStore`, ``None`` for the default location, or ``False``
     for none. ``on_result`` is called (from worker threads, one at a time) as each file ends.
-    """
-    if concurrency < 1:
-        from .errors import ConfigurationError
+    ``concurrency`` and ``rpm`` bound this batch; a client passed in keeps its pacer, whose
+    ceilings are lowered to them (never raised).
 
-        raise ConfigurationError("concurrency must be at least 1")
+    Raises:
+        ConfigurationError: an option is invalid (checked before any request or deletion).
+    """
+    check_limits(concurrency, rpm, rate_period)
+    check_free_quota(free_quota)
     if isinstance(paths, (str, bytes, os.PathLike)):
         paths = [paths]  # one path, not its characters
     owned = client is None
     if client is None:
         from .client import KimiFiles
 
-        client = KimiFiles(api_key=api_key, base_url=base_url)
+        client = KimiFiles(api_key=api_key, base_url=base_url,
+                           pacer=Pacer(concurrency, rpm, period=rate_period))
+    else:
+        client.pacer.restrict(concurrency, rpm)
     store = _open_state(state, client)
     try:
         return _Batch(client, store, purpose=purpose, free_quota=free_quota, dry_run=dry_run,
-                      concurrency=concurrency, rpm=rpm, rate_period=rate_period,
-                      progress=progress, allow_any_type=allow_any_type, on_result=on_result,
+                      concurrency=concurrency, progress=progress, allow_any_type=allow_any_type,
+                      on_result=on_result,
                       stop=stop or threading.Event()).run(paths, include, exclude)
     finally:
         if store is not None and not isinstance(state, StateStore):
@@ -276,8 +298,8 @@ def ingest(
 
 class _Batch:
     def __init__(self, client: KimiFiles, store: StateStore | None, *, purpose: str,
-                 free_quota: FreeQuota, dry_run: bool, concurrency: int, rpm: int | None,
-                 rate_period: float, progress: bool | None, allow_any_type: bool,
+                 free_quota: FreeQuota, dry_run: bool, concurrency: int,
+                 progress: bool | None, allow_any_type: bool,
                  on_result: Callable[[FileResult], None] | None,
                  stop: threading.Event) -> None:
         self.client = client
@@ -286,15 +308,16 @@ class _Batch:
         self.free_quota = free_quota
         self.dry_run = dry_run
         self.concurrency = concurrency
-        self.rpm = rpm
-        self.rate_period = rate_period
         self.progress = progress
         self.allow_any_type = allow_any_type
         self.on_result = on_result
         self.stop = stop
         self.report = BatchReport(dry_run=dry_run)
         self._emit_lock = threading.Lock()
-        self._name_locks: dict[tuple[str, int], threading.Lock] = {}
+        self._name_locks: dict[tuple[str, int, str], threading.Lock] = {}
+        #: attempts of interrupted runs that found no stored copy: a copy may still arrive
+        self._open_attempts: dict[str, Attempt] = {}
+        self._claims = Claims()
 
     # --- results -----------------------------------------------------------------------------
 
@@ -341,6 +364,8 @@ class _Batch:
             self._delete(plan)
             self._upload(todo, listing)
             self._emit_twins(items)
+            if not self.stop.is_set():
+                self._late_copies()
             return self.report
         finally:
             self.report.elapsed = time.monotonic() - started
@@ -412,36 +437,25 @@ class _Batch:
     def _resolve(self, items: list[_Item], listing: Sequence[FileObject]) -> list[_Item]:
         """Settle what the state and the batch itself already cover; return what to upload."""
         on_server = {f.id: f for f in listing}
-        known_by_sha: dict[str, str] = {}
-        adopted_by_path: dict[str, tuple[Record, str]] = {}
         records = self.store.records() if self.store is not None else []
         items = self._hash_where_needed(items, records)
-        if self.store is not None:
-            referenced = {r.file_id for r in records if r.file_id}
-            for rec in records:
-                if rec.status == "uploaded" and rec.sha256 and rec.file_id in on_server:
-                    known_by_sha.setdefault(rec.sha256, rec.file_id)
-            # a crash left intents: the server may hold those files already
-            for rec in records:
-                if rec.status != "pending" or self.dry_run:
-                    continue
-                matches = find_adoptable(listing, rec.filename, rec.size, referenced)
-                if matches:
-                    adopted = matches[0]
-                    referenced.add(adopted.id)
-                    adopted_by_path[rec.path] = (rec, adopted.id)
-                    log.info("%s: found on the server as %s after an interrupted run; adopted",
-                             rec.path, adopted.id)
+        referenced = {r.file_id for r in records if r.file_id}
+        # no reconciliation of this run may adopt a file listed now or owned by a record
+        self._claims = Claims(set(on_server) | referenced)
+        known_by_sha: dict[str, str] = {}
+        for rec in records:
+            if rec.status == "uploaded" and rec.sha256 and rec.file_id in on_server:
+                known_by_sha.setdefault(rec.sha256, rec.file_id)
+        adopted_by_path = {} if self.dry_run else self._resume(records, listing, referenced)
         todo: list[_Item] = []
         first_by_sha: dict[str, _Item] = {}
         for item in items:
-            rec_and_id = adopted_by_path.get(os.path.abspath(item.local.path))
-            if rec_and_id is not None and (rec_and_id[0].size, rec_and_id[0].mtime_ns) == (
-                    item.local.size, item.local.mtime_ns):
+            adopted = adopted_by_path.get(os.path.abspath(item.local.path))
+            if adopted is not None:
                 # the interrupted run had sent this very file: record it, skip it
                 if item.sha256 is None:
                     item.sha256 = sha256_of(item.local.path)
-                known_by_sha.setdefault(item.sha256, rec_and_id[1])
+                known_by_sha.setdefault(item.sha256, adopted)
             if item.sha256 is None:  # no other file has its size: it cannot be a duplicate
                 todo.append(item)
                 continue
@@ -450,10 +464,12 @@ class _Batch:
                 if self.store is not None and not self.dry_run:
                     self.store.done(item.local.path, size=item.local.size,
                                     mtime_ns=item.local.mtime_ns, sha256=item.sha256,
-                                    filename=item.local.filename, file_id=known)
+                                    filename=item.local.filename, file_id=known,
+                                    purpose=self.purpose)
+                note = ("stored by an interrupted run; adopted" if known == adopted
+                        else "already uploaded, unchanged")
                 self._finish(item, FileResult(item.shown, "skipped", file_id=known,
-                                              bytes=item.local.size,
-                                              note="already uploaded, unchanged"))
+                                              bytes=item.local.size, note=note))
             elif item.sha256 in first_by_sha:
                 item.twin_of = first_by_sha[item.sha256]
             else:
@@ -461,6 +477,64 @@ class _Batch:
                 todo.append(item)
         self._protected = set(known_by_sha.values())
         return todo
+
+    def _resume(self, records: Sequence[Record], listing: Sequence[FileObject],
+                referenced: set[str]) -> dict[str, str]:
+        """The intents an interrupted run left: which stored file provably belongs to each
+        (see :func:`kimi_files.adoption.resolve`). Returns {path: file id} for the files whose
+        content is unchanged since; every other candidate is reported, never adopted."""
+        pending = {rec.path: rec for rec in records if rec.status == "pending"}
+        if not pending:
+            return {}
+        attempts = {path: Attempt(rec.filename, rec.size, rec.purpose, rec.server_time)
+                    for path, rec in pending.items()}
+        adopted: dict[str, str] = {}
+        for path, verdict in resolve(attempts, listing, referenced).items():
+            rec = pending[path]
+            found = verdict.adopted
+            if found is not None and self._unchanged(rec):
+                log.info("%s: found on the server as %s after an interrupted run; adopted",
+                         path, found.id)
+                adopted[path] = found.id
+                continue
+            if found is not None:
+                log.warning("%s: changed since an interrupted run stored it as %s; that copy "
+                            "is kept and reported, the file is uploaded again", path, found.id)
+            self._suspect([found] if found is not None else verdict.suspects, path)
+            if found is None and not verdict.suspects:
+                self._open_attempts[path] = attempts[path]
+        return adopted
+
+    @staticmethod
+    def _unchanged(rec: Record) -> bool:
+        try:
+            st = os.stat(rec.path)
+        except OSError:
+            return False
+        return (st.st_size, st.st_mtime_ns) == (rec.size, rec.mtime_ns)
+
+    def _suspect(self, files: Iterable[FileObject], path: str) -> None:
+        """Report files that may be extra copies of ``path``; they are never adopted."""
+        with self._emit_lock:
+            known = {f.id for f in self.report.suspects}
+            for f in files:
+                if f.id not in known:
+                    known.add(f.id)
+                    self.report.suspects.append(f)
+                    self._claims.add(f.id)
+                    log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted or lost "
+                                "attempt stored, or someone else's; kept, not adopted",
+                                path, f.id, f.filename, f.bytes)
+
+    def _late_copies(self) -> None:
+        """Interrupted runs whose copy was not on the server: a request of a killed run can
+        still finish after this run listed the account. Look once more, and report."""
+        if not self._open_attempts:
+            return
+        found = resolve(self._open_attempts, self._list(), self._claims.snapshot())
+        for path, verdict in found.items():
+            late = [f for f in (verdict.adopted, *verdict.suspects) if f is not None]
+            self._suspect(late, path)
 
     def _plan(self, todo: list[_Item], items: list[_Item],
               listing: Sequence[FileObject]) -> RoomPlan | None:
@@ -493,7 +567,8 @@ class _Batch:
                 if self.store is not None and not self.dry_run:
                     self.store.done(item.local.path, size=item.local.size,
                                     mtime_ns=item.local.mtime_ns, sha256=item.sha256 or "",
-                                    filename=item.local.filename, file_id=first.file_id)
+                                    filename=item.local.filename, file_id=first.file_id,
+                                    purpose=self.purpose)
                 result = FileResult(item.shown, "skipped", file_id=first.file_id,
                                     bytes=item.local.size, note=f"same content as {twin.shown}")
             else:
@@ -505,15 +580,14 @@ class _Batch:
     # --- phase 2: run ------------------------------------------------------------------------
 
     def _delete(self, plan: RoomPlan) -> None:
-        self.report.deleted.extend(free_room(self.client, plan, what="this batch",
-                                             stop=self.stop))
+        # each deletion lands in the report as it happens: an interrupt still reports it
+        free_room(self.client, plan, what="this batch", stop=self.stop,
+                  deleted=self.report.deleted)
 
     def _upload(self, todo: list[_Item], listing: Sequence[FileObject]) -> None:
         if not todo:
             return
-        claims = Claims(f.id for f in listing)
-        pacer = Pacer(self.concurrency, self.rpm, period=self.rate_period)
-        previous_pacer, self.client.pacer = self.client.pacer, pacer
+        claims = self._claims
         total = sum(i.local.size for i in todo)
         overall = ProgressBar(total=total, desc=f"{len(todo)} file(s)", enabled=self.progress,
                               position=0)
@@ -541,13 +615,15 @@ class _Batch:
                             error=UploadCancelledError(f"{item.shown}: not started (interrupted)")))
         finally:
             overall.close()
-            self.client.pacer = previous_pacer
         if self.stop.is_set():
             self.report.interrupted = True
 
     def _name_lock(self, local: LocalFile) -> threading.Lock:
+        """Uploads that could be taken for one another (the same name as sent, size and
+        purpose) go one at a time, so a reconciliation can never meet a sibling's copy."""
+        key = (wire_name(local.filename), local.size, self.purpose)
         with self._emit_lock:
-            return self._name_locks.setdefault((local.filename, local.size), threading.Lock())
+            return self._name_locks.setdefault(key, threading.Lock())
 
     def _one(self, item: _Item, claims: Claims, overall: ProgressBar, slots: list[int],
              slot_lock: threading.Lock) -> None:
@@ -577,15 +653,18 @@ class _Batch:
             sent_bytes[0] = 0
             digest[0] = hashlib.sha256()
 
-        try:
+        def on_begin(since: int | None) -> None:
+            # the intent, durable before the first byte goes out, with the server's time
             if self.store is not None:
                 self.store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
-                                 sha256=item.sha256 or "", filename=local.filename)
-            # uploads of the same name and size go one at a time, so a lost-response
-            # reconciliation can never adopt a sibling's copy
+                                 sha256=item.sha256 or "", filename=local.filename,
+                                 purpose=self.purpose, server_time=since)
+
+        try:
             with self._name_lock(local):
                 sent = send_file(self.client, local, purpose=self.purpose, claims=claims,
-                                 on_read=on_read, on_rewind=on_rewind, stop=self.stop)
+                                 on_read=on_read, on_rewind=on_rewind, on_begin=on_begin,
+                                 stop=self.stop)
             if item.sha256 is None:
                 # hashed as it was sent; if the last attempt was cut short, read it again
                 item.sha256 = (digest[0].hexdigest() if sent_bytes[0] == local.size
@@ -593,10 +672,16 @@ class _Batch:
             if self.store is not None:
                 self.store.done(local.path, size=local.size, mtime_ns=local.mtime_ns,
                                 sha256=item.sha256, filename=local.filename,
-                                file_id=sent.file.id)
+                                file_id=sent.file.id, purpose=self.purpose)
             note = "adopted after a lost response" if sent.adopted else ""
+            if sent.suspects:
+                self._suspect(sent.suspects, item.shown)
+                note = ", ".join(filter(None, [note, f"{len(sent.suspects)} possible extra "
+                                                     "cop" + ("y" if len(sent.suspects) == 1
+                                                              else "ies") + " kept"]))
             self._finish(item, FileResult(item.shown, "uploaded", file_id=sent.file.id,
-                                          bytes=local.size, note=note))
+                                          bytes=local.size, note=note,
+                                          suspects=tuple(f.id for f in sent.suspects)))
         except KimiError as exc:
             self._finish(item, FileResult(item.shown, "failed", bytes=local.size, error=exc))
         except OSError as exc:

@@ -22,10 +22,12 @@ from urllib.parse import quote, unquote
 import httpx
 
 from . import retry as _retry
+from .adoption import ServerClock
 from .config import (
     DEFAULT_PURPOSE,
     Limits,
     RetryPolicy,
+    is_loopback_url,
     resolve_api_key,
     resolve_base_url,
 )
@@ -102,8 +104,16 @@ class KimiFiles:
         self._key = _Secret(resolve_api_key(api_key))
         self.retry_policy = (retry or RetryPolicy()).with_retries(max_retries)
         self.limits = limits or Limits()
+        if pacer is None:
+            from .pacing import Pacer
+
+            pacer = Pacer()
+        #: Paces every request of this client, for its lifetime (learns the account's limits).
         self.pacer = pacer
+        #: The server's time, from the Date headers of its answers (see kimi_files.adoption).
+        self.clock = ServerClock()
         self._owns_http = http_client is None
+        loopback = is_loopback_url(self.base_url)
         self._http = http_client or httpx.Client(
             timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
             follow_redirects=False,
@@ -112,6 +122,9 @@ class KimiFiles:
             # loopback, or --allow-http) never reaches a TLS host, since no redirect is followed,
             # so it skips building a certificate store it cannot use (~70 ms of start-up).
             verify=not self.base_url.startswith("http://"),
+            # Proxy settings from the environment (HTTP_PROXY, ...) never apply to a loopback
+            # base URL: the key would travel in clear to the proxy.
+            trust_env=not loopback,
         )
         self._user_agent = f"kimi-files/{__version__} httpx/{httpx.__version__}"
 
@@ -134,6 +147,12 @@ class KimiFiles:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def state_path(self) -> Path:
+        """Where batch state for this account (a hash of the key) and base URL lives."""
+        from .state import default_state_path
+
+        return default_state_path(self.base_url, self._key.get())
 
     # --- the one place errors are translated ----------------------------------------------
 
@@ -175,26 +194,26 @@ class KimiFiles:
         url = self._url(path)
         # built per request so the key lives only in its _Secret holder
         headers = {"Authorization": f"Bearer {self._key.get()}", "User-Agent": self._user_agent}
-        pacing = self.pacer.slot() if self.pacer else contextlib.nullcontext()
-        with pacing, self._translate(method, url):
-            response = self._http.request(method, url, headers=headers, **kwargs)
-            log.debug("%s %s -> %s", method, url, response.status_code)
-        if response.is_success:
-            return response
-        if response.is_redirect:
-            location = response.headers.get("location", "?")
-            raise APIStatusError(
-                f"{method} {url} was redirected to {location}; kimi-files follows no redirect so "
-                "the API key never goes to another host: use the final base URL directly",
-                status_code=response.status_code,
-                base_url=self.base_url,
+        # the pacer learns from what happens inside its slot: a 429 raised here halves the
+        # window before the slot is counted, and never counts as a success
+        with self.pacer.slot():
+            with self._translate(method, url):
+                response = self._http.request(method, url, headers=headers, **kwargs)
+                log.debug("%s %s -> %s", method, url, response.status_code)
+            self.clock.observe_date(response.headers.get("date"))
+            if response.is_success:
+                return response
+            if response.is_redirect:
+                location = response.headers.get("location", "?")
+                raise APIStatusError(
+                    f"{method} {url} was redirected to {location}; kimi-files follows no redirect "
+                    "so the API key never goes to another host: use the final base URL directly",
+                    status_code=response.status_code,
+                    base_url=self.base_url,
+                )
+            raise error_from_response(
+                response.status_code, response.content, response.headers, base_url=self.base_url
             )
-        error = error_from_response(
-            response.status_code, response.content, response.headers, base_url=self.base_url
-        )
-        if self.pacer is not None:
-            self.pacer.learn(error)
-        raise error
 
     def _call(
         self,

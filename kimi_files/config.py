@@ -124,6 +124,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def is_loopback_url(url: str) -> bool:
+    """Does ``url`` point at this machine (localhost, 127.0.0.0/8, ::1)?"""
+    try:
+        return _is_loopback(urlsplit(url).hostname or "")
+    except ValueError:
+        return False
+
+
 def resolve_base_url(
     base_url: str | None = None, *, platform: str | None = None, allow_http: bool = False
 ) -> str:

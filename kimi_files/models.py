@@ -88,6 +88,9 @@ class UploadedFile(FileObject):
     deleted: tuple[FileObject, ...] = ()
     mime_type: str = ""
     warnings: tuple[str, ...] = ()
+    #: Files that may be extra copies an earlier attempt of this upload stored but that
+    #: cannot be proven ours: kept, never adopted or deleted; ``kimi-files delete ID``.
+    suspects: tuple[FileObject, ...] = ()
 
     @classmethod
     def of(cls, obj: FileObject, **kw: Any) -> UploadedFile:

@@ -11,9 +11,15 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from .errors import ConcurrencyLimitError, KimiError, RateLimitError, RPMLimitError
+from .errors import (
+    APIStatusError,
+    ConcurrencyLimitError,
+    KimiError,
+    RateLimitError,
+    RPMLimitError,
+)
 from .retry import sleep
 
 __all__ = ["Pacer", "next_start"]
@@ -53,12 +59,12 @@ class Pacer:
 
     def __init__(
         self, concurrency: int | None = None, rpm: int | None = None, *, period: float = 60.0,
-        slow_start: bool = True,
+        slow_start: bool = True, clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], object] = sleep,
     ) -> None:
-        if concurrency is not None and concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if rpm is not None and rpm < 1:
-            raise ValueError("rpm must be at least 1")
+        check_limits(concurrency, rpm, period)
+        self._clock = clock
+        self._wait = wait
         self.concurrency = concurrency
         # two at first: a one-at-a-time account still sees a single 429 before the pacer knows
         # (as it would after the first success anyway), and every other account gains a round
@@ -76,39 +82,83 @@ class Pacer:
             while self._active >= self._allowed():
                 self._cond.wait(0.5)
             self._active += 1
-        ok = False
+        failure: BaseException | None = None
         try:
             with self._cond:
-                now = time.monotonic()
+                now = self._clock()
                 start = next_start(self._starts, self.rpm, self.period, now)
                 self._starts.append(start)  # reserved: later callers queue behind it
             if start > now:
-                sleep(start - now)
+                self._wait(start - now)
             yield
-            ok = True
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             with self._cond:
                 self._active -= 1
-                self.window = next_window(self.window, self.concurrency, ok)
+                if isinstance(failure, KimiError) and slows_down(failure):
+                    self._learn_locked(failure)
+                elif failure is None:
+                    self.window = next_window(self.window, self.concurrency, True)
                 self._cond.notify_all()
 
     def _allowed(self) -> int:
         return self.window if self.concurrency is None else min(self.window, self.concurrency)
 
     def learn(self, error: KimiError) -> None:
-        """Back off on a 429 (halve the window) and keep any limit it names as a ceiling."""
-        if not isinstance(error, RateLimitError):
+        """Back off on a 429 (halve the window) and keep any limit it names as a ceiling.
+
+        :meth:`slot` does this itself for an error raised inside it."""
+        if not slows_down(error):
             return
-        limit = getattr(error, "limit", None)
         with self._cond:
-            self.window = max(1, self.window // 2)
-            if limit is None or limit < 1:
-                return
-            if isinstance(error, ConcurrencyLimitError):
-                if self.concurrency is None or limit < self.concurrency:
-                    self.concurrency = int(limit)
-                self.window = min(self.window, self.concurrency)
-            elif isinstance(error, RPMLimitError) and (self.rpm is None or limit < self.rpm):
-                self.rpm = int(limit)
+            self._learn_locked(error)
             self._cond.notify_all()
+
+    def _learn_locked(self, error: KimiError) -> None:
+        self.window = max(1, self.window // 2)
+        limit = getattr(error, "limit", None)
+        if limit is None or limit < 1:
+            return
+        if isinstance(error, ConcurrencyLimitError):
+            if self.concurrency is None or limit < self.concurrency:
+                self.concurrency = int(limit)
+            self.window = min(self.window, self.concurrency)
+        elif isinstance(error, RPMLimitError) and (self.rpm is None or limit < self.rpm):
+            self.rpm = int(limit)
+
+    def restrict(self, concurrency: int | None = None, rpm: int | None = None) -> None:
+        """Lower the ceilings (never raise them): for a caller that wants fewer requests at
+        once or a minute than the pacer allows."""
+        check_limits(concurrency, rpm, self.period)
+        with self._cond:
+            if concurrency is not None and (self.concurrency is None
+                                            or concurrency < self.concurrency):
+                self.concurrency = concurrency
+                self.window = min(self.window, concurrency)
+            if rpm is not None and (self.rpm is None or rpm < self.rpm):
+                self.rpm = rpm
+            self._cond.notify_all()
+
+
+def check_limits(concurrency: int | None, rpm: int | None, period: float) -> None:
+    """Refuse pacing limits that make no sense, before anything is sent."""
+    from .errors import ConfigurationError
+
+    if concurrency is not None and (isinstance(concurrency, bool) or concurrency < 1):
+        raise ConfigurationError(f"concurrency must be a whole number of at least 1, "
+                                 f"not {concurrency!r}")
+    if rpm is not None and (isinstance(rpm, bool) or rpm < 1):
+        raise ConfigurationError(f"rpm (requests a minute) must be at least 1, not {rpm!r}")
+    if not period > 0 or period == float("inf"):
+        raise ConfigurationError(f"the rate period must be a positive number of seconds, "
+                                 f"not {period!r}")
+
+
+def slows_down(error: KimiError) -> bool:
+    """Does this error ask the client to send less? A 429, or a gateway 503 under load."""
+    if isinstance(error, RateLimitError):
+        return True
+    return isinstance(error, APIStatusError) and error.status_code == 503
 

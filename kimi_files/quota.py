@@ -21,10 +21,34 @@ from .config import Limits
 from .errors import ConfigurationError, NotEnoughFileSlotsError, NotEnoughStorageError
 from .models import FileObject
 
-__all__ = ["FreeQuota", "RoomPlan", "Usage", "deficit", "fmt_bytes", "plan_room", "select_candidates"]
+__all__ = ["FreeQuota", "RoomPlan", "Usage", "check_free_quota", "deficit", "fmt_bytes", "plan_room",
+           "select_candidates"]
 
-#: "never", "oldest", a predicate over the account's files, or file ids in deletion order.
-FreeQuota = Literal["never", "oldest"] | Callable[[FileObject], bool] | Sequence[str]
+#: "never", "oldest", a predicate over the account's files, or file ids in deletion order
+#: (a list or tuple: a bare string is never taken for a list of ids).
+FreeQuota = Literal["never", "oldest"] | Callable[[FileObject], bool] | list[str] | tuple[str, ...]
+
+
+def check_free_quota(policy: object) -> None:
+    """Refuse a ``free_quota`` that is none of the accepted forms, before anything is sent.
+
+    Raises:
+        ConfigurationError: a typo such as ``"oldset"``, a bare string, or ids that are not
+            strings.
+    """
+    if isinstance(policy, str):
+        if policy in ("never", "oldest"):
+            return
+        raise ConfigurationError(
+            f"free_quota must be 'never', 'oldest', a predicate or a list of file ids, not "
+            f"{policy!r}")
+    if callable(policy):
+        return
+    if isinstance(policy, (list, tuple)) and all(isinstance(i, str) for i in policy):
+        return
+    raise ConfigurationError(
+        f"free_quota must be 'never', 'oldest', a predicate or a list of file ids, not "
+        f"{type(policy).__name__} {policy!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +109,10 @@ def select_candidates(
     files: Sequence[FileObject], policy: FreeQuota, protected: Collection[str] = ()
 ) -> list[FileObject]:
     """The files ``policy`` allows to delete, in deletion order, never a protected one."""
+    check_free_quota(policy)
     if isinstance(policy, str):
         if policy == "never":
             return []
-        if policy != "oldest":
-            raise ConfigurationError(
-                f"free_quota must be 'never', 'oldest', a predicate or a list of ids, not {policy!r}"
-            )
         chosen = sorted(files, key=_age_key)
     elif callable(policy):
         chosen = sorted((f for f in files if policy(f)), key=_age_key)

@@ -1,15 +1,19 @@
-"""Uploading one file: preflight, room, a streamed request, safe retries, never a duplicate.
+"""Uploading one file: preflight, room, a streamed request, safe retries, never the wrong file.
 
 :func:`send_file` is the retry loop every upload goes through (the batch too). Its rules:
 
 * the file is streamed from disk in chunks (constant memory) and rewound before every attempt;
+  a file that changes while it is sent (size, or a same-size rewrite seen in its mtime or
+  ctime) fails, and the copy the server stored of it is deleted (its id came in our answer);
 * an error is retried only when :func:`kimi_files.retry.should_retry` says so, after the wait
   :func:`kimi_files.retry.retry_wait` gives; attempts and total time are bounded;
 * after an attempt that may have been stored although its answer was lost (a reset, a
-  timeout, a 5xx), the account is listed and a file with the same name and size that was not
-  there before the upload is adopted instead of sending again: a lost response never leaves
-  two copies;
-* a stored file whose status says extraction failed is deleted, then the upload is retried.
+  timeout, a 5xx, a malformed 200), the account is listed (again, after short pauses, when the
+  server may still be working on it) and the copy is adopted only when
+  :func:`kimi_files.adoption.resolve` proves it ours; otherwise the file is sent again, and
+  whatever may be an extra copy of ours is reported in ``suspects``, never deleted;
+* a stored file whose status says extraction failed (in our own answer) is deleted, then the
+  upload is retried.
 """
 
 from __future__ import annotations
@@ -19,17 +23,21 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import retry as _retry
+from .adoption import Attempt, resolve
 from .config import DEFAULT_PURPOSE, RetryPolicy
 from .errors import (
+    APIConnectionError,
     ExtractionFailedError,
+    GatewayError,
     KimiError,
     LocalFileError,
+    MalformedResponseError,
     NotFoundError,
     UploadCancelledError,
 )
@@ -41,33 +49,15 @@ from .quota import FreeQuota, RoomPlan, plan_room
 if TYPE_CHECKING:
     from .client import KimiFiles
 
-__all__ = ["Claims", "Preflight", "extract_text", "find_adoptable", "free_room", "preflight",
-           "send_file", "upload_path"]
+__all__ = ["Claims", "Preflight", "Sent", "extract_text", "free_room", "preflight", "send_file",
+           "upload_path"]
+
+#: Pauses between the listings that look for the copy of an attempt whose answer was lost in
+#: transit (a time-out, a dropped connection, a gateway error): the server may still be
+#: extracting it, and stores it only then.
+RELIST_WAITS = (1.0, 2.0, 4.0)
 
 log = logging.getLogger("kimi_files")
-
-
-# --- pure rules -------------------------------------------------------------------------------
-
-
-def find_adoptable(
-    files: Iterable[FileObject], filename: str, size: int, known_ids: Collection[str]
-) -> list[FileObject]:
-    """Files that may be the copy a lost upload stored: same name and size, not known before.
-
-    Oldest first. Pure.
-    """
-    names = {filename, form_encoded(filename)}
-    return sorted(
-        (f for f in files if f.filename in names and f.bytes == size and f.id not in known_ids),
-        key=lambda f: (f.created_at, f.id),
-    )
-
-
-def form_encoded(filename: str) -> str:
-    """The name as multipart clients send it (`"` and line breaks percent-encoded); a server
-    that does not decode them stores this form."""
-    return filename.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
 class Claims:
@@ -88,14 +78,13 @@ class Claims:
         with self._lock:
             self._ids.add(file_id)
 
-    def claim_first(self, candidates: Iterable[FileObject]) -> FileObject | None:
-        """Atomically claim the first candidate not yet claimed."""
+    def claim(self, file_id: str) -> bool:
+        """Atomically claim ``file_id``; False when it was claimed already."""
         with self._lock:
-            for f in candidates:
-                if f.id not in self._ids:
-                    self._ids.add(f.id)
-                    return f
-        return None
+            if file_id in self._ids:
+                return False
+            self._ids.add(file_id)
+            return True
 
 
 # --- the streamed body ------------------------------------------------------------------------
@@ -216,12 +205,14 @@ def _delete_quietly(client: KimiFiles, file_id: str) -> None:
 
 
 def free_room(client: KimiFiles, plan: RoomPlan, *, what: str,
-              stop: threading.Event | None = None) -> list[FileObject]:
+              stop: threading.Event | None = None,
+              deleted: list[FileObject] | None = None) -> list[FileObject]:
     """Delete the files of a room plan, in its order; each deletion is logged. Returns them.
 
-    Call it only once every local check passed: it is the one place kimi-files deletes to
-    make room."""
-    deleted = []
+    Each file is appended to ``deleted`` (when given) as soon as it is gone, so a caller
+    still knows what was deleted when this stops half-way (Ctrl-C, an error). Call it only
+    once every local check passed: it is the one place kimi-files deletes to make room."""
+    deleted = [] if deleted is None else deleted
     for victim in plan.deletions:
         if stop is not None and stop.is_set():
             raise UploadCancelledError(f"cancelled while freeing room for {what}")
@@ -234,28 +225,83 @@ def free_room(client: KimiFiles, plan: RoomPlan, *, what: str,
 
 @dataclass(frozen=True, slots=True)
 class Sent:
+    """What :func:`send_file` achieved: the stored file, and what may be extra copies of it."""
+
     file: FileObject
     attempts: int
     adopted: bool
+    #: Files that may be copies an earlier attempt stored, which cannot be proven ours:
+    #: reported, never adopted or deleted (``kimi-files delete ID`` removes one).
+    suspects: tuple[FileObject, ...] = ()
 
 
-def _reconcile(client: KimiFiles, local: LocalFile, claims: Claims) -> FileObject | None:
-    """After a lost answer: adopt the copy the server stored, if it did; leave no extra."""
-    listing = client.list().data
-    matches = find_adoptable(listing, local.filename, local.size, claims.snapshot())
-    good = [f for f in matches if not f.failed]
-    for bad in (f for f in matches if f.failed):
-        if claims.claim_first([bad]):
-            _delete_quietly(client, bad.id)
-    adopted = claims.claim_first(good)
-    if adopted is not None:
-        # more than one lost answer may have stored more than one copy: keep one
-        for extra in good:
-            if extra.id != adopted.id and claims.claim_first([extra]):
-                _delete_quietly(client, extra.id)
-        log.info("%s: the answer was lost but the server stored it as %s; adopted",
-                 local.path, adopted.id)
-    return adopted
+def _answer_fits(obj: FileObject, local: LocalFile) -> None:
+    """A 200 answer must name the stored file and agree on its size; else it is malformed."""
+    if not obj.id.strip():
+        what = "no id"
+    elif obj.bytes != local.size:
+        what = f"{obj.bytes:,} bytes where {local.size:,} were sent"
+    else:
+        return
+    raise MalformedResponseError(
+        f"{os.fsdecode(local.path)}: the server answered the upload with a file object that "
+        f"has {what}; looking for the stored copy", status_code=200, body=obj.to_dict())
+
+
+def _may_store_later(error: KimiError) -> bool:
+    """An answer lost in transit, or a gateway's: the server may still be working on it."""
+    return isinstance(error, (APIConnectionError, GatewayError))
+
+
+def _file_stat(fh: IO[bytes]) -> tuple[int, int, int]:
+    st = os.fstat(fh.fileno())
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+class _Reconciler:
+    """Looks for the copy a lost attempt stored and adopts it only when it is provably ours."""
+
+    def __init__(self, client: KimiFiles, attempt: Attempt, claims: Claims, shown: str,
+                 stop: threading.Event | None) -> None:
+        self.client = client
+        self.attempt = attempt
+        self.claims = claims
+        self.shown = shown
+        self.stop = stop
+        self.suspects: dict[str, FileObject] = {}
+
+    def look(self, *, relist: bool) -> FileObject | None:
+        """List the account (again after short pauses when ``relist``); the adopted file."""
+        for pause in (0.0, *(RELIST_WAITS if relist else ())):
+            if pause and not _retry.sleep(pause, self.stop):
+                raise UploadCancelledError(f"{self.shown}: cancelled while looking for the "
+                                           "copy a lost answer may have stored")
+            verdict = resolve({0: self.attempt}, self.client.list().data,
+                              self.claims.snapshot())[0]
+            if verdict.adopted is not None and self.claims.claim(verdict.adopted.id):
+                log.info("%s: the answer was lost but the server stored it as %s; adopted",
+                         self.shown, verdict.adopted.id)
+                return verdict.adopted
+            if verdict.suspects:
+                self.suspect(verdict.suspects)
+                return None  # ambiguous: upload again; waiting longer proves nothing more
+        return None
+
+    def suspect(self, files: Iterable[FileObject]) -> None:
+        for f in files:
+            if f.id not in self.suspects and self.claims.claim(f.id):
+                self.suspects[f.id] = f
+                log.warning(
+                    "%s: %s (%s, %d bytes, created_at %d) may be a copy an earlier attempt "
+                    "stored, or someone else's file; it cannot be proven ours, so it is kept "
+                    "and the file is uploaded again (remove it with: kimi-files delete %s)",
+                    self.shown, f.id, f.filename, f.bytes, f.created_at, f.id)
+
+    def late_twins(self, stored: FileObject) -> None:
+        """After the upload succeeded: report copies an earlier lost attempt stored late."""
+        self.claims.add(stored.id)
+        verdict = resolve({0: self.attempt}, self.client.list().data, self.claims.snapshot())[0]
+        self.suspect(c for c in (verdict.adopted, *verdict.suspects) if c is not None)
 
 
 def send_file(
@@ -267,58 +313,101 @@ def send_file(
     policy: RetryPolicy | None = None,
     on_read: Callable[[bytes], None] | None = None,
     on_rewind: Callable[[int], None] | None = None,
+    on_begin: Callable[[int | None], None] | None = None,
     stop: threading.Event | None = None,
 ) -> Sent:
-    """Upload ``local`` with the platform's retry rules; see the module docstring."""
+    """Upload ``local`` with the platform's retry rules; see the module docstring.
+
+    ``on_begin(since)`` is called once, right before the first byte is sent, with the
+    server's time then (a lower bound, Unix seconds; None if never seen): the batch records
+    its intent there. Raises the last error when the upload cannot be completed.
+    """
     policy = policy or client.retry_policy
     started = time.monotonic()
     attempt = 0
-    suspect = False  # an earlier attempt may have been stored
+    suspect: KimiError | None = None  # an attempt whose answer was lost may have been stored
+    unresolved = False  # some such attempt was never matched to a stored copy
     shown = os.fsdecode(local.path)
     with open(local.path, "rb") as fh:
+        before = _file_stat(fh)
+        if before[:2] != (local.size, local.mtime_ns):
+            raise LocalFileError(
+                f"{shown}: changed since the preflight (now {before[0]:,} bytes, was "
+                f"{local.size:,}); upload it again once it is complete",
+                path=shown, rule="unchanged")
 
         def rewound() -> None:
             if on_rewind:
                 on_rewind(attempt)
 
         body = FileBody(fh, local.size, shown, on_read, rewound)
+        since = client.clock.now()
+        lost = _Reconciler(client, Attempt(local.filename, local.size, purpose, since), claims,
+                           shown, stop)
+        if on_begin is not None:
+            on_begin(since)
         while True:
             if stop is not None and stop.is_set():
                 raise UploadCancelledError(f"{shown}: cancelled before it was uploaded")
             attempt += 1
-            if suspect:
-                adopted = _reconcile(client, local, claims)
+            if suspect is not None:
+                adopted = lost.look(relist=_may_store_later(suspect))
                 if adopted is not None:
-                    return Sent(adopted, attempt - 1, True)
-                suspect = False
+                    return Sent(adopted, attempt - 1, True, tuple(lost.suspects.values()))
+                unresolved, suspect = True, None
             _check_unchanged(local)
             error: KimiError
             try:
                 obj = client.create(body, filename=local.filename, purpose=purpose,
                                     content_type=local.mime_type)
+                _answer_fits(obj, local)
             except KimiError as exc:
                 error = exc
-                suspect = suspect or _retry.may_have_stored(exc)
+                if _retry.may_have_stored(exc):
+                    suspect = exc
             else:
                 claims.add(obj.id)
+                if _file_stat(fh) != before or _path_changed(local, before):
+                    _delete_quietly(client, obj.id)
+                    raise LocalFileError(
+                        f"{shown}: the file changed while it was sent; the copy the server "
+                        f"stored ({obj.id}) was deleted. Upload it again once it is complete",
+                        path=shown, rule="unchanged")
                 if not obj.failed:
-                    return Sent(obj, attempt, False)
-                # stored, but extraction failed: remove it, then try again
+                    if unresolved:
+                        lost.late_twins(obj)
+                    return Sent(obj, attempt, False, tuple(lost.suspects.values()))
+                # stored, but extraction failed: ours (its id came in our answer), so remove it
                 _delete_quietly(client, obj.id)
                 error = ExtractionFailedError(
                     f"{shown}: the server stored the file as {obj.id} but extraction failed "
                     f"({obj.status_details or obj.status}); deleted it",
                     status_code=200, type="file_status_failed")
             if not _retry.should_retry(error):
+                if suspect is not None:
+                    adopted = lost.look(relist=_may_store_later(suspect))
+                    if adopted is not None:
+                        return Sent(adopted, attempt, True, tuple(lost.suspects.values()))
                 raise error
             wait = _retry.retry_wait(error, attempt, policy)
             if not _retry.attempts_left(attempt, started, wait, policy, time.monotonic()):
-                if suspect and (adopted := _reconcile(client, local, claims)) is not None:
-                    return Sent(adopted, attempt, True)
+                if suspect is not None:
+                    adopted = lost.look(relist=_may_store_later(suspect))
+                    if adopted is not None:
+                        return Sent(adopted, attempt, True, tuple(lost.suspects.values()))
                 raise error
             log.info("%s: attempt %d failed (%s); retrying in %.1fs", shown, attempt, error, wait)
             if not _retry.sleep(wait, stop):
                 raise UploadCancelledError(f"{shown}: cancelled while waiting to retry") from error
+
+
+def _path_changed(local: LocalFile, before: tuple[int, int, int]) -> bool:
+    """Was the path replaced (or rewritten in place) while it was sent?"""
+    try:
+        st = os.stat(local.path)
+    except OSError:
+        return True
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != before
 
 
 def upload_path(
@@ -349,6 +438,7 @@ def upload_path(
     return UploadedFile.of(
         sent.file, path=os.fsdecode(local.path), attempts=sent.attempts, adopted=sent.adopted,
         deleted=tuple(deleted), mime_type=local.mime_type, warnings=local.warnings,
+        suspects=sent.suspects,
     )
 
 

@@ -12,9 +12,10 @@ import pytest
 import kimi_files as kf
 from kimi_files.batch import FileResult, ingest
 from kimi_files.emulator import CHAOS_KINDS, Emulator
+from kimi_files.pacing import Pacer
 from kimi_files.state import StateStore
 
-from .conftest import write
+from .conftest import API_KEY, write
 
 
 def _tree(root: Path, n: int = 4, prefix: str = "doc") -> list[Path]:
@@ -144,11 +145,13 @@ def test_pending_intent_after_a_crash_is_adopted(emulator: Emulator, client: kf.
     p = write(tmp_path / "in" / "a.txt", "hello\n")
     state = tmp_path / "s.db"
     with StateStore(state) as store, p.open("rb") as fh:
-        # what a killed run leaves: the intent recorded, the file stored, no answer recorded
+        # what a killed run leaves: the intent recorded (with the server's time, learned from
+        # an answer's Date header), the file stored, no answer recorded
         from kimi_files.state import sha256_of
 
+        client.list()
         store.begin(p, size=6, mtime_ns=p.stat().st_mtime_ns, sha256=sha256_of(p),
-                    filename="a.txt")
+                    filename="a.txt", server_time=client.clock.now())
         stored = client.create(fh, filename="a.txt", content_type="text/plain")
     before = _posts(emulator)
     report = ingest([tmp_path / "in"], client=client, state=state)
@@ -176,15 +179,15 @@ def test_stop_event_starts_nothing_new_and_rerun_completes(emulator: Emulator,
     assert len(set(emulator.filenames())) == 6
 
 
-def test_tier0_pacing_avoids_a_storm_of_429s(emulator: Emulator, client: kf.KimiFiles,
-                                             tmp_path: Path) -> None:
+def test_tier0_pacing_avoids_a_storm_of_429s(emulator: Emulator, tmp_path: Path) -> None:
     # Tier0 emulated on a 1-second window: 1 request at a time, 3 per window
     emulator.state.max_concurrency = 1
     emulator.state.rpm = 3
     emulator.state.rate_window = 1.0
     _tree(tmp_path / "in", 5)
-    report = ingest([tmp_path / "in"], client=client, state=False, concurrency=8,
-                    rate_period=1.0)
+    with kf.KimiFiles(api_key=API_KEY, base_url=emulator.base_url,
+                      pacer=Pacer(period=1.0)) as client:
+        report = ingest([tmp_path / "in"], client=client, state=False, concurrency=8)
     assert report.ok and len(emulator.filenames()) == 5
     limited = [r for r in emulator.requests if r.status == 429]
     # at most one 429 teaches each limit; the rest of the run stays inside them

@@ -15,7 +15,6 @@ from kimi_files.pacing import Pacer, next_start
 from kimi_files.preflight import check_purpose, check_size, classify_type
 from kimi_files.quota import Usage, deficit, plan_room, select_candidates
 from kimi_files.retry import attempts_left, may_have_stored, retry_wait, should_retry
-from kimi_files.uploader import find_adoptable
 
 POLICY = RetryPolicy(initial_wait=1.0, max_wait=30.0, jitter=1.0, max_server_wait=120.0)
 
@@ -297,15 +296,6 @@ def test_delete_selection() -> None:
     assert select_for_deletion(files, **kw) == []
     assert select_for_deletion(files, **{**kw, "everything": True}) == files
     assert select_for_deletion(files, **{**kw, "ids": ["b"]}) == files[1:]
-
-
-def test_adoptable_matches_name_size_and_novelty() -> None:
-    files = [kf.FileObject(id="old", filename="a.txt", bytes=3, created_at=1),
-             kf.FileObject(id="new", filename="a.txt", bytes=3, created_at=2),
-             kf.FileObject(id="other", filename="a.txt", bytes=4, created_at=2),
-             kf.FileObject(id="quoted", filename='b%22.txt', bytes=3, created_at=3)]
-    assert [f.id for f in find_adoptable(files, "a.txt", 3, {"old"})] == ["new"]
-    assert [f.id for f in find_adoptable(files, 'b".txt', 3, set())] == ["quoted"]
 
 
 def test_short_text_is_text() -> None:

@@ -1,0 +1,395 @@
+"""Trust under hostile conditions: adopt only a provably own copy, delete nothing not ours.
+
+Pure rules (kimi_files.adoption) are tested directly; the loops that use them against the
+emulator, with look-alike files already in the account or arriving at the worst moment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import kimi_files as kf
+from kimi_files.adoption import (
+    Attempt,
+    ServerClock,
+    Verdict,
+    could_be,
+    resolve,
+    stored_forms,
+    wire_name,
+)
+from kimi_files.emulator import Emulator
+from kimi_files.models import FileObject
+from kimi_files.uploader import RELIST_WAITS
+
+from .conftest import write
+
+# --- the name as sent ---------------------------------------------------------------------------
+
+HOSTILE_NAMES = [f"a{chr(c)}b.txt" for c in range(1, 0x20)] + [
+    'quote".txt', "back\\slash.txt", "semi;colon.txt", "报告.txt", "é\u00a0x.txt",
+    'all"\\;\t\r\n.txt', "del\x7f.txt", "esc\x1b.txt", "pct%22.txt",
+]
+
+
+def _httpx_filename(name: str) -> str:
+    """What httpx really writes into the multipart header for ``name``."""
+    request = httpx.Request("POST", "http://x/", files={"file": (name, b"x", "text/plain")})
+    head = b"".join(request.stream).split(b"\r\n\r\n", 1)[0].decode("utf-8")
+    match = re.search(r'filename="(.*)"', head)
+    assert match is not None, head
+    return match.group(1)
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_wire_name_is_what_httpx_writes(name: str) -> None:
+    assert wire_name(name) == _httpx_filename(name)
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_stored_forms_hold_the_name_sent_decoded_and_raw(name: str) -> None:
+    forms = stored_forms(name)
+    assert name in forms and _httpx_filename(name) in forms
+
+
+def test_stored_forms_cover_a_partial_decoder() -> None:
+    # a server that decodes only %22 and CR/LF (HTML5) keeps the tab encoded
+    assert 'a"%09b' in stored_forms('a"\tb')
+    assert "a%09b" in stored_forms("a\tb") and "a\\\\b" in stored_forms("a\\b")
+    assert "other.txt" not in stored_forms("a\tb")
+
+
+# --- which file is ours -------------------------------------------------------------------------
+
+
+def _f(fid: str, name: str = "r.txt", size: int = 10, at: int = 1000, purpose: str = "file-extract",
+       status: str = "ok") -> FileObject:
+    return FileObject(id=fid, filename=name, bytes=size, created_at=at, purpose=purpose,
+                      status=status)
+
+
+ATTEMPT = Attempt("r.txt", 10, "file-extract", 1000)
+
+
+def test_could_be_needs_every_piece_of_evidence() -> None:
+    assert could_be(_f("a"), ATTEMPT)
+    assert not could_be(_f("a", at=999), ATTEMPT)  # there before the attempt began
+    assert not could_be(_f("a", size=11), ATTEMPT)
+    assert not could_be(_f("a", name="R.txt"), ATTEMPT)
+    assert not could_be(_f("a", purpose="image"), ATTEMPT)
+    unknown = Attempt("r.txt", 10, "file-extract", None)  # the start was never known
+    assert could_be(_f("a", at=1), unknown)
+    assert resolve({0: unknown}, [_f("a")])[0] == Verdict(suspects=(_f("a"),))  # never adopted
+    assert could_be(_f("a", name="a%09b"), Attempt("a\tb", 10, "file-extract", 1000))
+
+
+def test_resolve_adopts_a_unique_candidate_only() -> None:
+    old = _f("old", at=500)
+    ours = _f("ours", at=1001)
+    assert resolve({0: ATTEMPT}, [old, ours])[0].adopted == ours
+    assert resolve({0: ATTEMPT}, [old, ours], claimed={"ours"})[0].adopted is None
+
+
+def test_resolve_with_two_candidates_adopts_neither() -> None:
+    ours, colleague = _f("ours", at=1001), _f("colleague", at=1001)
+    verdict = resolve({0: ATTEMPT}, [ours, colleague])[0]
+    assert verdict.adopted is None
+    assert {f.id for f in verdict.suspects} == {"ours", "colleague"}
+
+
+def test_resolve_when_two_attempts_could_own_one_file_adopts_for_neither() -> None:
+    copy = _f("copy", at=1005)
+    verdicts = resolve({"a/r.txt": ATTEMPT, "b/r.txt": Attempt("r.txt", 10, "file-extract", 1002)},
+                       [copy])
+    assert verdicts["a/r.txt"].adopted is None and verdicts["b/r.txt"].adopted is None
+    assert verdicts["a/r.txt"].suspects == (copy,) == verdicts["b/r.txt"].suspects
+
+
+def test_resolve_never_adopts_a_failed_copy() -> None:
+    failed = _f("bad", at=1001, status="error")
+    verdict = resolve({0: ATTEMPT}, [failed])[0]
+    assert verdict.adopted is None and verdict.suspects == (failed,)
+
+
+files_st = st.lists(
+    st.builds(_f, fid=st.text("abcdef", min_size=1, max_size=3), name=st.sampled_from(["r.txt", "s.txt"]),
+              size=st.integers(9, 11), at=st.integers(995, 1005),
+              status=st.sampled_from(["ok", "error"])),
+    max_size=8, unique_by=lambda f: f.id)
+attempts_st = st.dictionaries(
+    st.integers(0, 5),
+    st.builds(Attempt, filename=st.sampled_from(["r.txt", "s.txt"]), size=st.integers(9, 11),
+              purpose=st.just("file-extract"), since=st.one_of(st.none(), st.integers(995, 1005))),
+    max_size=4)
+
+
+@given(attempts_st, files_st, st.sets(st.text("abcdef", min_size=1, max_size=3), max_size=3))
+def test_resolve_properties(attempts: dict[int, Attempt], files: list[FileObject],
+                            claimed: set[str]) -> None:
+    verdicts = resolve(attempts, files, claimed)
+    assert set(verdicts) == set(attempts)
+    adopted = [v.adopted.id for v in verdicts.values() if v.adopted is not None]
+    assert len(adopted) == len(set(adopted))  # no file adopted twice
+    for key, verdict in verdicts.items():
+        if verdict.adopted is not None:
+            f = verdict.adopted
+            assert f.id not in claimed and could_be(f, attempts[key]) and not f.failed
+            assert attempts[key].since is not None
+            # no other attempt could own it, and it was the attempt's only candidate
+            assert not any(could_be(f, a) for k, a in attempts.items() if k != key)
+            assert not verdict.suspects
+        for s in verdict.suspects:
+            assert s.id not in claimed and could_be(s, attempts[key])
+
+
+def test_server_clock_is_a_lower_bound_from_date_headers() -> None:
+    now = [100.0]
+    clock = ServerClock(monotonic=lambda: now[0])
+    assert clock.now() is None
+    clock.observe_date("garbage")
+    assert clock.now() is None
+    clock.observe_date("Sun, 29 Nov 2026 12:00:00 GMT")
+    base = 1795953600
+    assert clock.now() == base
+    now[0] += 2.7
+    assert clock.now() == base + 2
+    clock.observe(base)  # an older figure never lowers the bound
+    assert clock.now() == base + 2
+    clock.observe(base + 10)
+    assert clock.now() == base + 10
+
+
+# --- against the emulator -------------------------------------------------------------------------
+
+
+def _drop_then(emulator: Emulator, client: kf.KimiFiles, monkeypatch: pytest.MonkeyPatch,
+               after_drop: Any) -> None:
+    """The next upload is stored and its answer dropped; then ``after_drop()`` runs (once)."""
+    emulator.fail_next("store_then_drop")
+    original = client.create
+    done = []
+
+    def create(*args: Any, **kwargs: Any) -> FileObject:
+        try:
+            return original(*args, **kwargs)
+        finally:
+            if not done:
+                done.append(True)
+                after_drop()
+
+    monkeypatch.setattr(client, "create", create)
+
+
+def test_lost_answer_adopts_ours_not_an_older_look_alike(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    p = write(tmp_path / "report.txt", "0123456789")
+    old = emulator.state.seed_file("report.txt", 10, created_at=int(time.time()) - 3600)
+    _drop_then(emulator, client, monkeypatch, lambda: None)
+    up = client.upload(p)
+    assert up.adopted and up.id != old.id and up.suspects == ()
+    assert sorted(f.id for f in emulator.state.listing()) == sorted([old.id, up.id])
+
+
+def test_a_look_alike_arriving_after_a_lost_answer_is_neither_adopted_nor_deleted(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    p = write(tmp_path / "report.txt", "0123456789")
+    colleague: list[str] = []
+    _drop_then(emulator, client, monkeypatch,
+               lambda: colleague.append(emulator.state.seed_file("report.txt", 10).id))
+    up = client.upload(p)
+    ids = {f.id for f in emulator.state.listing()}
+    assert colleague[0] in ids  # the colleague's file survives
+    assert not up.adopted and up.id != colleague[0]
+    assert len(ids) == 3  # ours (lost), the colleague's, and ours again
+    assert {f.id for f in up.suspects} == ids - {up.id}
+
+
+def test_a_failed_copy_found_after_a_lost_answer_is_reported_not_deleted(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    p = write(tmp_path / "report.txt", "0123456789")
+    failed: list[str] = []
+    _drop_then(emulator, client, monkeypatch, lambda: failed.append(
+        emulator.state.seed_file("report.txt", 10, status="error").id))
+    up = client.upload(p)
+    assert failed[0] in {f.id for f in emulator.state.listing()}
+    assert failed[0] in {f.id for f in up.suspects}
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_lost_answer_for_a_hostile_name_leaves_one_copy(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float],
+        name: str) -> None:
+    p = write(tmp_path / "f.txt", "0123456789")
+    emulator.fail_next("store_then_drop")
+    sent = _upload_as(client, p, name)
+    assert sent.adopted, emulator.filenames()
+    assert len(emulator.state.listing()) == 1
+
+
+def _upload_as(client: kf.KimiFiles, path: Path, name: str) -> Any:
+    """Upload ``path`` under the file name ``name`` (any name, even one no file system allows)."""
+    from kimi_files.preflight import inspect_file
+    from kimi_files.uploader import Claims, send_file
+
+    local = inspect_file(path, purpose="file-extract", limits=client.limits)
+    local = dataclasses.replace(local, filename=name)
+    return send_file(client, local, purpose="file-extract",
+                     claims=Claims(f.id for f in client.list()))
+
+
+def test_a_same_size_rewrite_during_the_upload_fails_and_removes_our_copy(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    from kimi_files.preflight import inspect_file
+    from kimi_files.uploader import Claims, send_file
+
+    p = write(tmp_path / "live.txt", b"A" * 200_000)
+    local = inspect_file(p, purpose="file-extract", limits=client.limits)
+    rewritten = []
+
+    def on_read(chunk: bytes) -> None:
+        if not rewritten:
+            rewritten.append(True)
+            with open(p, "r+b") as fh:
+                fh.write(b"B" * 200_000)
+
+    with pytest.raises(kf.LocalFileError, match=r"changed while it was sent.*was deleted"):
+        send_file(client, local, purpose="file-extract", claims=Claims(), on_read=on_read)
+    assert emulator.state.listing() == []
+
+
+def test_a_malformed_success_is_reconciled_not_reported_with_an_empty_id() -> None:
+    from kimi_files.preflight import LocalFile
+    from kimi_files.uploader import _answer_fits
+
+    local = LocalFile(Path("x.txt"), "x.txt", 10, 0, "text/plain")
+    with pytest.raises(kf.MalformedResponseError, match="no id"):
+        _answer_fits(FileObject(id="", bytes=10), local)
+    with pytest.raises(kf.MalformedResponseError, match="9 bytes where 10 were sent"):
+        _answer_fits(FileObject(id="cl-1", bytes=9), local)
+    _answer_fits(FileObject(id="cl-1", bytes=10), local)
+
+
+def test_relisting_is_bounded() -> None:
+    assert 0 < sum(RELIST_WAITS) <= 10
+
+
+# --- resuming after a crash ---------------------------------------------------------------------
+
+
+def _pending(store: Any, path: Path, server_time: int | None, name: str | None = None) -> None:
+    from kimi_files.state import sha256_of
+
+    store.begin(path, size=path.stat().st_size, mtime_ns=path.stat().st_mtime_ns,
+                sha256=sha256_of(path), filename=name or path.name, server_time=server_time)
+
+
+def test_resume_never_adopts_a_look_alike_that_was_there_before(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    from kimi_files.state import StateStore
+
+    p = write(tmp_path / "in" / "report.txt", "0123456789")
+    client.list()
+    now = client.clock.now()
+    assert now is not None
+    old = emulator.state.seed_file("report.txt", 10, created_at=now - 3600)
+    with StateStore(tmp_path / "s.db") as store:
+        _pending(store, p, now)  # a run was killed after its intent, before anything was stored
+    report = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    (result,) = report.results
+    assert result.status == "uploaded" and result.file_id != old.id
+    assert old.id in {f.id for f in emulator.state.listing()} and report.suspects == []
+
+
+def test_two_intents_that_could_own_one_copy_adopt_nothing_and_delete_nothing(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    from kimi_files.state import StateStore
+
+    a = write(tmp_path / "in" / "a" / "report.txt", "0123456789")
+    b = write(tmp_path / "in" / "b" / "report.txt", "9876543210")
+    client.list()
+    now = client.clock.now()
+    with StateStore(tmp_path / "s.db") as store:
+        _pending(store, a, now)
+        _pending(store, b, now)
+    with a.open("rb") as fh:  # one of them reached the server; nobody can tell which
+        copy = client.create(fh, filename="report.txt", content_type="text/plain")
+    report = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    assert [r.status for r in report.results] == ["uploaded", "uploaded"]
+    assert copy.id not in {r.file_id for r in report.results}
+    assert [f.id for f in report.suspects] == [copy.id]
+    assert copy.id in {f.id for f in emulator.state.listing()}
+    assert "kimi-files delete " + copy.id in report.summary()
+    # every content reached the server: each result's file is a separate stored file
+    assert len({r.file_id for r in report.results}) == 2
+
+
+def test_an_intent_of_an_old_version_reports_no_time_and_is_never_adopted(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    from kimi_files.state import StateStore
+
+    p = write(tmp_path / "in" / "report.txt", "0123456789")
+    with StateStore(tmp_path / "s.db") as store:
+        _pending(store, p, None)
+    with p.open("rb") as fh:
+        copy = client.create(fh, filename="report.txt", content_type="text/plain")
+    report = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    (result,) = report.results
+    assert result.status == "uploaded" and result.file_id != copy.id
+    assert [f.id for f in report.suspects] == [copy.id]
+
+
+def test_a_copy_a_killed_run_stores_late_is_reported(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    from kimi_files.state import StateStore
+
+    p = write(tmp_path / "in" / "report.txt", "0123456789")
+    client.list()
+    now = client.clock.now()
+    with StateStore(tmp_path / "s.db") as store:
+        _pending(store, p, now)
+    late: list[str] = []
+
+    def on_result(result: Any) -> None:  # the killed run's request lands during this run
+        late.append(emulator.state.seed_file("report.txt", 10).id)
+
+    report = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db",
+                       on_result=on_result)
+    (result,) = report.results
+    assert result.status == "uploaded" and result.file_id != late[0]
+    assert [f.id for f in report.suspects] == late
+
+
+def test_same_name_uploads_write_their_intent_only_once_it_is_their_turn(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    from kimi_files.state import StateStore
+
+    for d in "abcd":
+        write(tmp_path / "in" / d / "report.txt", f"content {d}")
+    calls: list[tuple[str, str]] = []
+
+    class Recording(StateStore):
+        def begin(self, path: Any, **kw: Any) -> None:
+            calls.append(("begin", str(path)))
+            super().begin(path, **kw)
+
+        def done(self, path: Any, **kw: Any) -> None:
+            calls.append(("done", str(path)))
+            super().done(path, **kw)
+
+    with Recording(tmp_path / "s.db") as store:
+        report = kf.ingest([tmp_path / "in"], client=client, state=store, concurrency=4)
+    assert report.ok
+    # never two intents of look-alike uploads open at once
+    assert [c[0] for c in calls] == ["begin", "done"] * 4
