@@ -44,7 +44,7 @@ from .errors import (
 from .models import FileObject, UploadedFile
 from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
-from .quota import FreeQuota, RoomPlan, plan_room
+from .quota import FreeQuota, RoomPlan, check_free_quota, plan_room
 
 if TYPE_CHECKING:
     from .client import KimiFiles
@@ -175,6 +175,7 @@ def preflight(
     Raises a :class:`~kimi_files.PreflightError` subclass when the file would be refused or
     cannot fit; otherwise says what would be deleted to make room (``plan.deletions``).
     """
+    check_free_quota(free_quota)
     local = inspect_file(path, purpose=purpose, limits=client.limits,
                          allow_any_type=allow_any_type)
     listing = client.list().data

@@ -22,13 +22,21 @@ KIMI_UPLOAD = str(Path(sys.executable).parent / "kimi-upload")
 
 
 def _run(emu: Emulator, folder: Path, state: Path, kill_after: float | None) -> int | None:
+    """One kimi-upload run; with ``kill_after``, SIGKILL it once that many seconds have passed
+    *and* it has sent an upload (so every kill interrupts a run in the middle)."""
     env = {**os.environ, "MOONSHOT_API_KEY": API_KEY, "MOONSHOT_BASE_URL": emu.base_url}
+    posts_before = sum(r.method == "POST" for r in emu.requests)
     proc = subprocess.Popen([KIMI_UPLOAD, "--state", str(state), "--no-progress", "--json",
                              "--concurrency", "4", str(folder)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if kill_after is None:
         return proc.wait(120)
+    deadline = time.monotonic() + 60
+    while (sum(r.method == "POST" for r in emu.requests) == posts_before
+           and time.monotonic() < deadline):
+        time.sleep(0.01)
     time.sleep(kill_after)
+    assert proc.poll() is None, "the run finished before the kill: it interrupted nothing"
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     # a killed client's last request may still be finishing on the server: let it land
@@ -46,7 +54,7 @@ def _crash_then_finish(emu: Emulator, tmp_path: Path, files: int, kills: int, se
     state = tmp_path / "state.sqlite3"
     emu.state.extract_delay = 0.03
     for _ in range(kills):
-        _run(emu, folder, state, kill_after=rng.uniform(0.3, 1.2))
+        _run(emu, folder, state, kill_after=rng.uniform(0.0, 0.3))
     assert _run(emu, folder, state, kill_after=None) == 0
     assert Counter(emu.filenames()) == Counter(p.name for p in paths)
     with StateStore(state) as store:
@@ -54,6 +62,35 @@ def _crash_then_finish(emu: Emulator, tmp_path: Path, files: int, kills: int, se
         records = store.records()
     assert len(records) == files and {r.status for r in records} == {"uploaded"}
     assert {r.file_id for r in records} == {f.id for f in emu.state.listing()}
+
+
+def test_kill_9_next_to_look_alikes_never_records_the_wrong_file(emulator: Emulator,
+                                                                 tmp_path: Path) -> None:
+    """Folders that each hold an equal-size report.txt (and one already in the account):
+    after kills at random moments and a final run, every file's record names a stored file
+    with *its* content, and every content reached the server."""
+    rng = random.Random(11)
+    folder = tmp_path / "in"
+    paths = [write(folder / f"dept{i:02d}" / "report.txt", f"report of dept {i:02d}\n")
+             for i in range(24)]
+    size = paths[0].stat().st_size
+    outsider = emulator.state.seed_file("report.txt", size, created_at=int(time.time()) - 60)
+    emulator.state.extract_delay = 0.05
+    state = tmp_path / "state.sqlite3"
+    for _ in range(3):
+        _run(emulator, folder, state, kill_after=rng.uniform(0.0, 0.2))
+    assert _run(emulator, folder, state, kill_after=None) == 0
+    stored = {f.id: f for f in emulator.state.listing()}
+    assert outsider.id in stored  # someone else's look-alike is never touched
+    with StateStore(state) as store:
+        records = store.records()
+    assert len(records) == len(paths) and {r.status for r in records} == {"uploaded"}
+    for rec in records:
+        copy = stored[rec.file_id]
+        assert copy.path is not None and copy.path.read_bytes() == Path(rec.path).read_bytes(), (
+            f"{rec.path} is recorded as {rec.file_id}, which holds another file's content")
+    assert len({r.file_id for r in records}) == len(paths)
+    assert outsider.id not in {r.file_id for r in records}
 
 
 def test_kill_9_then_rerun(emulator: Emulator, tmp_path: Path) -> None:

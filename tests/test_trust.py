@@ -393,3 +393,41 @@ def test_same_name_uploads_write_their_intent_only_once_it_is_their_turn(
     assert report.ok
     # never two intents of look-alike uploads open at once
     assert [c[0] for c in calls] == ["begin", "done"] * 4
+
+
+# --- options, pacing, proxies -------------------------------------------------------------------
+
+
+def test_bad_options_are_refused_before_any_request_or_deletion(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    write(tmp_path / "in" / "a.txt", "hello")
+    emulator.state.seed_file("old.txt", 5)
+    with pytest.raises(kf.ConfigurationError, match=r"rpm .* at least 1, not 0"):
+        kf.ingest([tmp_path / "in"], client=client, rpm=0, free_quota="oldest", state=False)
+    with pytest.raises(kf.ConfigurationError, match=r"free_quota must be .*'oldset'"):
+        kf.ingest([tmp_path / "in"], client=client, free_quota="oldset", state=False)  # type: ignore[arg-type]
+    with pytest.raises(kf.ConfigurationError, match=r"free_quota must be .*'oldset'"):
+        client.upload(tmp_path / "in" / "a.txt", free_quota="oldset")  # type: ignore[arg-type]
+    with pytest.raises(kf.ConfigurationError, match="concurrency must be"):
+        kf.ingest([tmp_path / "in"], client=client, concurrency=0, state=False)
+    assert emulator.requests == [] and len(emulator.state.listing()) == 1
+
+
+def test_a_429_teaches_the_pacer_inside_its_slot(emulator: Emulator, client: kf.KimiFiles,
+                                                 no_wait: list[float]) -> None:
+    emulator.fail_next("max_concurrency", times=3, endpoint="list", limit=1, after=1)
+    client.list()
+    # three 429s: the window halves each time and is never counted as a success first
+    assert client.pacer.concurrency == 1 and client.pacer.window == 1
+
+
+def test_a_loopback_base_url_never_goes_through_a_proxy(
+        emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from .conftest import API_KEY
+
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with kf.KimiFiles(api_key=API_KEY, base_url=emulator.base_url, max_retries=0) as c:
+        assert c.list().data == ()
