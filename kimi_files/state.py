@@ -39,7 +39,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -394,9 +394,16 @@ class StateStore:
         """Remove this store's ``-wal`` and ``-shm`` once its database is gone from its path.
 
         SQLite keeps them by name, not by file: left there, the next opener of whatever file
-        takes the name would replay this store's pages into it. Only files that are still the
-        very ones this store opened are removed.
+        takes the name would replay this store's pages into it. What they hold is first
+        written into this store's own database (wherever it went: a store moved away keeps
+        every row). Only files that are still the very ones this store opened are removed.
         """
+        import sqlite3
+
+        if not self._journal_ids:
+            return
+        with suppress(sqlite3.Error):  # if it fails, the rows are lost with the file anyway
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         for side, ident in self._journal_ids.items():
             try:
                 if self._identity(side) == ident:
@@ -430,13 +437,13 @@ class StateStore:
                 return
             self._closed = True
             try:
-                self._db.close()
                 try:
                     moved = self._identity(self.path) != self._db_id
                 except OSError:
                     moved = True
                 if moved:  # removed or replaced, and not yet noticed
                     self._drop_stale_journal()
+                self._db.close()
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
             finally:

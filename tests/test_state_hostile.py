@@ -359,6 +359,21 @@ def test_a_store_removed_or_replaced_mid_run(tmp_path: Path, how: str) -> None:
         assert fresh.records() == [] and fresh.integrity_ok()
 
 
+def test_a_store_moved_away_mid_run_keeps_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with StateStore(path) as store:
+        for name in ("a", "b", "c"):
+            store.done(tmp_path / name, size=1, mtime_ns=1, sha256="h", filename=name,
+                       file_id=f"file-{name}")
+        os.rename(path, tmp_path / "kept.db")  # its newest rows are still in s.db-wal
+        with pytest.raises(StateError, match="was removed while this run was using it"):
+            store.begin(tmp_path / "d", size=1, mtime_ns=1, sha256="", filename="d")
+    with StateStore(tmp_path / "kept.db") as kept:
+        assert [r.file_id for r in kept.records()] == ["file-a", "file-b", "file-c"]
+    with StateStore(path) as fresh:  # and none of them replayed into a new store of that name
+        assert fresh.records() == []
+
+
 def test_its_lock_removed_mid_run(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     expected = (f"the lock file {path}.lock (of the state file {path}) was %s while this run "
