@@ -229,6 +229,17 @@ def test_a_half_written_store(tmp_path: Path, keep: float) -> None:
     assert path.read_bytes() == cut and lock_is_free(path)
 
 
+def test_a_store_damaged_inside(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    data = bytearray(a_store_with_rows(path))
+    start = 4 * 4096 + 2000  # inside the rows of a leaf page: the header and schema are intact
+    data[start:start + 40] = b"\xff" * 40
+    path.write_bytes(bytes(data))
+    err = failure(path)
+    assert "is damaged or not an SQLite database (integrity check: " in str(err)
+    assert path.read_bytes() == data and lock_is_free(path)
+
+
 @pytest.mark.parametrize("other_schema", [
     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
     "CREATE TABLE uploads (id INTEGER PRIMARY KEY, url TEXT)",  # same table name, not ours
