@@ -35,10 +35,11 @@ import hashlib
 import math
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -132,17 +133,18 @@ def _key(path: str | os.PathLike[str]) -> bytes:
 
 # --- failures in words (pure) -------------------------------------------------------------------
 
-# SQLite primary result codes (the low byte of an extended code)
+# SQLite primary result codes (the low byte of an extended code): what, and what to do
+_DAMAGED = ("is damaged or not an SQLite database", "move it aside to start afresh")
 _SQLITE_WORDS = {
-    3: "cannot be written: permission denied",  # SQLITE_PERM
-    5: "is locked by another program",  # SQLITE_BUSY
-    6: "is locked by another program",  # SQLITE_LOCKED
-    8: "cannot be written: the file or its folder is read-only",  # SQLITE_READONLY
-    10: "cannot be read or written: input/output error",  # SQLITE_IOERR
-    11: "is damaged (or not an SQLite database); move it aside to start afresh",  # CORRUPT
-    13: "cannot be written: the disk is full",  # SQLITE_FULL
-    14: "cannot be opened: check that it and its folder exist and are writable",  # CANTOPEN
-    26: "is damaged (or not an SQLite database); move it aside to start afresh",  # NOTADB
+    3: ("cannot be written: permission denied", ""),  # SQLITE_PERM
+    5: ("is locked by another program", "close that program"),  # SQLITE_BUSY
+    6: ("is locked by another program", "close that program"),  # SQLITE_LOCKED
+    8: ("cannot be written: the file or its folder is read-only", ""),  # SQLITE_READONLY
+    10: ("cannot be read or written: input/output error", ""),  # SQLITE_IOERR
+    11: _DAMAGED,  # SQLITE_CORRUPT
+    13: ("cannot be written: the disk is full", "free some space"),  # SQLITE_FULL
+    14: ("cannot be opened", "check that it and its folder are writable"),  # SQLITE_CANTOPEN
+    26: _DAMAGED,  # SQLITE_NOTADB
 }
 # the same by message, for Pythons whose sqlite3 errors carry no code (3.10)
 _SQLITE_TEXTS = (
@@ -153,7 +155,6 @@ _SQLITE_TEXTS = (
 
 def describe_failure(exc: BaseException) -> str:
     """What went wrong with the state file, in words, for an ``sqlite3`` or ``OSError``."""
-    detail = str(exc) or type(exc).__name__
     if isinstance(exc, OSError):
         import errno
 
@@ -164,15 +165,16 @@ def describe_failure(exc: BaseException) -> str:
             errno.EPERM: "cannot be used: operation not permitted (read-only or immutable?)",
             errno.EISDIR: "is a folder, not a file",
             errno.ENOTDIR: "cannot be reached: part of its folder path is a file, not a folder",
-        }.get(exc.errno or 0, "cannot be used")
-        return f"{words} ({exc.strerror or detail})"
+        }.get(exc.errno or 0)
+        return words or f"cannot be used ({exc.strerror or exc})"
+    detail = str(exc) or type(exc).__name__
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     if primary not in _SQLITE_WORDS:
         lowered = detail.lower()
         primary = next((c for text, c in _SQLITE_TEXTS if text in lowered), None)
-    words = _SQLITE_WORDS.get(primary, "failed") if primary is not None else "failed"
-    return f"{words} ({detail})"
+    words, advice = _SQLITE_WORDS.get(primary or 0, ("failed", ""))
+    return f"{words} ({detail})" + (f"; {advice}" if advice else "")
 
 
 def _lock_path(path: Path) -> Path:
@@ -222,6 +224,8 @@ class StateStore:
             try:
                 self._db_id = self._identity(self.path)
                 self._lock_id = self._fd_identity()
+                self._journal_ids = {side: self._identity(side) for side in self.files[1:3]
+                                     if side.exists()}
             except OSError as exc:
                 self._db.close()
                 raise self._failed(exc) from exc
@@ -247,8 +251,15 @@ class StateStore:
     def _take_lock(self, patience: float | None) -> IO[bytes]:
         import fcntl
 
-        if self.path.is_dir():
-            raise self._error("is a folder, not a file")
+        try:
+            mode = os.stat(self.path).st_mode
+        except OSError:
+            pass  # not there yet (or unreachable: said below)
+        else:
+            if stat.S_ISDIR(mode):
+                raise self._error("is a folder, not a file")
+            if not stat.S_ISREG(mode):
+                raise self._error("is not a regular file")
         parent = self.path.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -265,13 +276,13 @@ class StateStore:
                               f"{describe_failure(exc)}") from exc
         fh = os.fdopen(fd, "r+b", buffering=0)
         try:
-            deadline = None if patience is None else time.monotonic() + patience
+            deadline = None if patience is None else _clock() + patience
             while True:
                 try:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    left = None if deadline is None else deadline - time.monotonic()
+                    left = None if deadline is None else deadline - _clock()
                     if left is not None and left <= 0:
                         raise self._locked(_read_pid(fh), patience or 0.0) from None
                     _poll_sleep(POLL_INTERVAL if left is None else min(POLL_INTERVAL, left))
@@ -305,20 +316,20 @@ class StateStore:
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
             check = db.execute("PRAGMA quick_check").fetchone()
             if not check or check[0] != "ok":
-                raise self._error("is damaged (integrity check: "
-                                  f"{check[0] if check else 'no answer'}); "
-                                  "move it aside to start afresh")
+                raise self._error(f"{_DAMAGED[0]} (integrity check: "
+                                  f"{check[0] if check else 'no answer'}); {_DAMAGED[1]}")
             db.execute("BEGIN IMMEDIATE")
-            self._settle_schema(db)
+            self._settle_schema(db)  # before anything is changed: it may be another's file
             # always written, even when nothing changed: a read-only store fails here, at
             # once, rather than at the first upload's record
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute("COMMIT")
+            db.execute("PRAGMA journal_mode=WAL")  # kept in the file; not inside a transaction
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("SELECT count(*) FROM uploads").fetchone()  # opens the -wal and -shm
         except BaseException as exc:
             db.close()  # an open transaction is rolled back
             if isinstance(exc, (sqlite3.Error, OSError)):
@@ -339,11 +350,10 @@ class StateStore:
             if version > SCHEMA_VERSION:
                 raise self._error(
                     f"was made by a newer kimi-files (schema {version}; this one knows up to "
-                    f"{SCHEMA_VERSION}): upgrade kimi-files, or use another state file "
-                    f"(--state NEW; in Python state='NEW')")
+                    f"{SCHEMA_VERSION}): upgrade kimi-files")
             if version < 1 or not set(_COLUMNS_V1) <= set(columns):
-                raise self._error("is damaged: its table of uploads is missing or incomplete; "
-                                  "move it aside to start afresh")
+                raise self._error(f"{_DAMAGED[0]} (its table of uploads is missing or "
+                                  f"incomplete); {_DAMAGED[1]}")
         elif app == 0 and not tables:  # new (or empty)
             for statement in filter(str.strip, _SCHEMA_V1.split(";")):
                 db.execute(statement)
@@ -372,11 +382,35 @@ class StateStore:
             except FileNotFoundError:
                 now = None
             if now != expected:
+                if path == self.path:
+                    self._drop_stale_journal()
                 how = "removed" if now is None else "replaced by another file"
                 other = "" if path == self.path else f" (of the state file {self.path})"
                 raise StateError(
                     f"{what} {path}{other} was {how} while this run was using it; nothing more "
                     "is recorded; re-run to resume", path=str(self.path))
+
+    def _drop_stale_journal(self) -> None:
+        """Remove this store's ``-wal`` and ``-shm`` once its database is gone from its path.
+
+        SQLite keeps them by name, not by file: left there, the next opener of whatever file
+        takes the name would replay this store's pages into it. What they hold is first
+        written into this store's own database (wherever it went: a store moved away keeps
+        every row). Only files that are still the very ones this store opened are removed.
+        """
+        import sqlite3
+
+        if not self._journal_ids:
+            return
+        with suppress(sqlite3.Error):  # if it fails, the rows are lost with the file anyway
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for side, ident in self._journal_ids.items():
+            try:
+                if self._identity(side) == ident:
+                    side.unlink()
+            except OSError:
+                pass  # already gone, or not ours to remove
+        self._journal_ids = {}
 
     # --- use --------------------------------------------------------------------------------
 
@@ -403,6 +437,12 @@ class StateStore:
                 return
             self._closed = True
             try:
+                try:
+                    moved = self._identity(self.path) != self._db_id
+                except OSError:
+                    moved = True
+                if moved:  # removed or replaced, and not yet noticed
+                    self._drop_stale_journal()
                 self._db.close()
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
@@ -468,6 +508,6 @@ class StateStore:
             return bool(db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
 
 
-def _poll_sleep(seconds: float) -> None:
-    """Pause between two tries of a held lock (a seam for tests)."""
-    time.sleep(seconds)
+# seams for tests: the clock and the pause of a store waiting for the lock
+_clock = time.monotonic
+_poll_sleep = time.sleep
