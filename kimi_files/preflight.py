@@ -11,13 +11,15 @@ A symbolic link is checked as what it points to: its type, size and content are 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import logging
 import mimetypes
 import os
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -411,6 +413,31 @@ def stat_file(path: Path) -> os.stat_result:
     return st
 
 
+_pypdf_quiet = threading.Lock()
+_pypdf_checks = 0
+_pypdf_level = logging.NOTSET
+
+
+@contextlib.contextmanager
+def _quiet_pypdf() -> Iterator[None]:
+    """pypdf logs what it repairs in a broken file ("EOF marker not found"), unnamed: while
+    any check runs (batch checks run on several threads), only its errors pass."""
+    global _pypdf_checks, _pypdf_level
+    logger = logging.getLogger("pypdf")
+    with _pypdf_quiet:
+        if _pypdf_checks == 0:
+            _pypdf_level = logger.level
+            logger.setLevel(max(logging.ERROR, _pypdf_level))
+        _pypdf_checks += 1
+    try:
+        yield
+    finally:
+        with _pypdf_quiet:
+            _pypdf_checks -= 1
+            if _pypdf_checks == 0:
+                logger.setLevel(_pypdf_level)
+
+
 def pdf_text_warning(path: Path, shown: str | None = None) -> str | None:
     """A warning when the PDF at ``path`` has no text layer (a scanned, image-only PDF): the
     service refuses such a file with ``text extract error``. No network call.
@@ -425,7 +452,7 @@ def pdf_text_warning(path: Path, shown: str | None = None) -> str | None:
     shown = os.fsdecode(path) if shown is None else shown
     try:
         # an open file, not a path: given a path, pypdf reads the whole file into memory
-        with open(path, "rb") as fh:
+        with _quiet_pypdf(), open(path, "rb") as fh:
             reader = pypdf.PdfReader(fh)
             if reader.is_encrypted:
                 reader.decrypt("")

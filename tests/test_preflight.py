@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import struct
 import subprocess
@@ -501,6 +502,17 @@ def test_a_broken_pdf_warns_and_never_raises(tmp_path: Path) -> None:
     assert len(local.warnings) == 1
     assert local.warnings[0].startswith(f"{broken}: could not check the PDF for a text layer (")
     assert local.warnings[0].endswith("); the service may refuse it")
+
+
+def test_pypdfs_own_complaints_stay_quiet(tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    broken = write(tmp_path / "broken.pdf", b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog" + b"x" * 100)
+    level = logging.getLogger("pypdf").level
+    with caplog.at_level(logging.DEBUG):
+        warning = pdf_text_warning(broken)
+    assert warning is not None and "could not check the PDF" in warning
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("pypdf")] == []
+    assert logging.getLogger("pypdf").level == level  # put back once no check runs
 
 
 def test_without_pypdf_the_warning_is_skipped(tmp_path: Path,
