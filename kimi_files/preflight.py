@@ -397,10 +397,10 @@ def stat_file(path: Path) -> os.stat_result:
                              rule="readable") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise LocalFileError(
-                f"{shown}: symbolic link loop (it points to {target}, which leads back to a "
-                "link on its own path); fix or remove the link", path=shown,
-                rule="exists") from None
+            where = "on its path" if target is None else (
+                f"(it points to {target}, which leads back to itself or through too many links)")
+            raise LocalFileError(f"{shown}: symbolic link loop {where}; fix or remove the link",
+                                 path=shown, rule="exists") from None
         raise LocalFileError(f"{shown}{via}: {exc.strerror or exc}", path=shown,
                              rule="exists") from None
     if not stat.S_ISREG(st.st_mode):

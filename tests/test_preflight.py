@@ -158,8 +158,12 @@ def test_broken_link_and_link_loop_name_the_link(tmp_path: Path) -> None:
     a.symlink_to(b)
     b.symlink_to(a)
     with pytest.raises(kf.LocalFileError, match=r"a\.txt: symbolic link loop \(it points to "
-                       r".*b\.txt, which leads back"):
+                       r".*b\.txt, which leads back to itself or through too many links\); fix "
+                       r"or remove the link"):
         _inspect(a)
+    (tmp_path / "d").symlink_to("d")
+    with pytest.raises(kf.LocalFileError, match=r"inside\.txt: symbolic link loop on its path"):
+        _inspect(tmp_path / "d" / "inside.txt")
 
 
 def test_a_link_to_a_directory_says_so(tmp_path: Path) -> None:
