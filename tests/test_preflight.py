@@ -449,7 +449,7 @@ def test_batch_file_is_checked_in_the_preflight(emulator: Emulator, client: kf.K
     assert up.purpose == "batch" and up.bytes == good.stat().st_size
     # the same bad content is fine for other purposes: the rule is batch's
     assert inspect_file(bad, purpose="file-extract", limits=Limits()).mime_type.startswith(
-        ("text/", "application/json"))
+        ("text/", "application/json", "application/x-ndjson"))
 
 
 def test_batch_check_streams_in_constant_memory(tmp_path: Path) -> None:
