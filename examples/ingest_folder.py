@@ -20,13 +20,15 @@ def main() -> int:
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "corpus"
     with connect() as client, tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state.sqlite3"
+        # images are for vision (purpose="image"): file-extract no longer reads them
+        skip = ["*.py", "*.png", "*.jpg", "*.jpeg", "*.gif", "*.webp"]
         report = kimi_files.ingest([folder], client=client, state=state, concurrency=4,
-                                   exclude=["*.py"])
+                                   exclude=skip)
         for r in report.results:
             print(f"{r.status:9} {r.file_id or '-':24} {r.path}")
         print(report.summary())
         # a second run finds everything already there: nothing is sent twice
-        again = kimi_files.ingest([folder], client=client, state=state, exclude=["*.py"])
+        again = kimi_files.ingest([folder], client=client, state=state, exclude=skip)
         print(f"re-run: {again.count('skipped')} skipped, {again.count('uploaded')} uploaded")
     return 0 if report.ok else 1
 

@@ -164,47 +164,113 @@ def matches_filters(rel: str, include: Sequence[str], exclude: Sequence[str]) ->
     return not any(hit(p) for p in exclude)
 
 
+def _inside(real: str, root_real: str) -> bool:
+    """Is the resolved path ``real`` the folder ``root_real`` or under it? Pure."""
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def _left_out(rel_parts: Sequence[str]) -> bool:
+    """Would the walk leave out a path with these parts (relative to its root)? Pure."""
+    return any(part.startswith(".") or part in SKIPPED_DIRS for part in rel_parts)
+
+
 def collect(
     paths: Iterable[str | os.PathLike[str]],
     *,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     skip: Iterable[Path] = (),
+    follow_links: bool = False,
 ) -> tuple[list[Path], list[FileResult]]:
     """The files named or found under the folders named, in order, without repeats.
 
-    Folders are walked recursively without following directory links (no loops); hidden
-    files and folders inside them, ``__pycache__`` folders and the paths in ``skip`` are
-    left out. A missing path is a
-    rejected result.
+    Folders are walked recursively; hidden files and folders inside them, ``__pycache__``
+    folders and the paths in ``skip`` are left out. A missing path is a rejected result.
+
+    Symbolic links met in a folder: a link to a file the walk would take from the same folder
+    is collected (and checked as its target by the preflight); a link to a directory is not
+    descended. A link that leads anywhere else (outside the folder, or to something the walk
+    leaves out, such as a hidden file) is a rejected result that says where it points, unless
+    ``follow_links`` is true: then file links are collected wherever they lead and directory
+    links are descended, each real directory at most once (no loops). A broken link is
+    collected so that the preflight reports it. Paths named explicitly are always taken.
     """
     skipped = {os.path.abspath(p) for p in skip}
+    skipped_real = {os.path.realpath(p) for p in skip}
     seen: set[str] = set()
     files: list[Path] = []
     rejected: list[FileResult] = []
 
     def add(p: Path) -> None:
         key = os.path.abspath(p)
-        if key not in seen and key not in skipped:
-            seen.add(key)
-            files.append(p)
+        if key in seen or key in skipped or (
+                skipped_real and os.path.islink(p) and os.path.realpath(p) in skipped_real):
+            return
+        seen.add(key)
+        files.append(p)
+
+    def refuse_link(link: Path, why: str) -> None:
+        shown = os.fsdecode(link)
+        rejected.append(FileResult(shown, "rejected", error=LocalFileError(
+            f"{shown}: not followed: a symbolic link to {os.path.realpath(link)}, {why}; pass "
+            "--follow-links (follow_links=True) to include it", path=shown, rule="link")))
+
+    def link_verdict(link: Path, root_real: str) -> str | None:
+        """None when the walk may take a link without follow_links, else why not."""
+        real = os.path.realpath(link)
+        if not _inside(real, root_real):
+            return "outside the folder given"
+        if real != root_real and _left_out(os.path.relpath(real, root_real).split(os.sep)):
+            return "a hidden or skipped path inside the folder, which the walk leaves out"
+        return None
 
     for raw in paths:
         root = Path(raw)
         shown = os.fsdecode(root)
         if root.is_dir():
             found = 0
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-                dirnames[:] = sorted(d for d in dirnames
-                                     if not d.startswith(".") and d not in SKIPPED_DIRS)
+            root_real = os.path.realpath(root)
+            walked = {root_real}
+            for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
+                here = Path(dirpath)
+                kept = []
+                for d in sorted(dirnames):
+                    if d.startswith(".") or d in SKIPPED_DIRS:
+                        continue
+                    sub = here / d
+                    real = os.path.realpath(sub) if follow_links else ""
+                    if sub.is_symlink():
+                        if not matches_filters(sub.relative_to(root).as_posix(), (), exclude):
+                            continue
+                        why = link_verdict(sub, root_real)
+                        if why is None:
+                            continue  # its target is walked under its own name
+                        if not follow_links:
+                            refuse_link(sub, why)
+                            found += 1
+                            continue
+                        if real in walked or _inside(root_real, real):
+                            continue  # walked already, or an ancestor of the folder: a loop
+                    elif follow_links and real in walked:
+                        continue  # reached through a followed link before
+                    walked.add(real)
+                    kept.append(d)
+                dirnames[:] = kept
                 for name in sorted(filenames):
                     if name.startswith("."):
                         continue
-                    full = Path(dirpath) / name
+                    full = here / name
                     rel = full.relative_to(root).as_posix()
-                    if matches_filters(rel, include, exclude):
-                        add(full)
-                        found += 1
+                    if not matches_filters(rel, include, exclude):
+                        continue
+                    if not follow_links and full.is_symlink() and os.path.exists(full):
+                        why = link_verdict(full, root_real)
+                        if why is not None:
+                            refuse_link(full, why)
+                            found += 1
+                            continue
+                    add(full)
+                    found += 1
             if found == 0:
                 rejected.append(FileResult(shown, "rejected", error=LocalFileError(
                     f"{shown}: no eligible files in this folder (hidden files are skipped"

@@ -1,21 +1,28 @@
 """Local checks of a file before any byte of it is sent.
 
 The rules are pure functions (:func:`check_purpose`, :func:`check_size`,
-:func:`classify_type`, :func:`upload_filename`); :func:`inspect_file` does the I/O (stat,
-open, python-magic) and applies them. Every refusal is a :class:`~kimi_files.PreflightError`
+:func:`type_refusal` and :func:`classify_type`, :func:`check_jsonl_lines`,
+:func:`upload_filename`); :func:`inspect_file` does the I/O (stat, open, python-magic, pypdf
+when installed) and applies them. Every refusal is a :class:`~kimi_files.PreflightError`
 whose message names the file, the rule and what to do.
+
+A symbolic link is checked as what it points to: its type, size and content are the target's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
+import logging
 import mimetypes
 import os
 import stat
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .config import KNOWN_PURPOSES, Limits
 from .errors import (
@@ -28,12 +35,18 @@ from .errors import (
 from .quota import fmt_bytes
 
 __all__ = [
+    "IMAGE_TYPES",
+    "VIDEO_TYPES",
     "LocalFile",
+    "TypeRefusal",
+    "check_jsonl_lines",
     "check_purpose",
     "check_size",
     "classify_type",
     "detect_mime",
     "inspect_file",
+    "pdf_text_warning",
+    "type_refusal",
     "upload_filename",
 ]
 
@@ -81,6 +94,24 @@ CONTAINER_EXTENSIONS = {
     ".epub": "application/epub+zip",
     ".svgz": "image/svg+xml",
 }
+
+#: What ``purpose="image"`` (vision) accepts: png, jpeg, webp, gif. SVG, BMP, TIFF, HEIC are refused.
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
+#: What ``purpose="video"`` accepts: mp4, mpeg, mov, avi, x-flv, mpg, webm, wmv, 3gpp, under
+#: the names libmagic gives them (mov is video/quicktime, avi video/x-msvideo, wmv an ASF file).
+VIDEO_TYPES = frozenset({
+    "video/mp4", "video/mpeg", "video/mpg", "video/quicktime", "video/x-msvideo", "video/avi",
+    "video/msvideo", "video/x-flv", "video/webm", "video/x-ms-wmv", "video/x-ms-asf",
+    "video/3gpp",
+})
+_IMAGE_NAMES = "PNG, JPEG, WebP, GIF"
+_VIDEO_NAMES = "mp4, mpeg, mov, avi, flv, mpg, webm, wmv, 3gpp"
+#: Pages of a PDF looked at for a text layer before it is called textless.
+PDF_TEXT_PAGES = 5
+
+#: Two names of one type (mimetypes' name -> libmagic's): no mismatch warning between them.
+_ALIASES = {"video/x-ms-wmv": "video/x-ms-asf", "audio/3gpp": "video/3gpp",
+            "image/x-ms-bmp": "image/bmp"}
 
 _TEXTISH = ("text/", "application/json", "application/xml", "application/javascript",
             "image/svg+xml", "application/x-ndjson", "application/csv")
@@ -132,10 +163,57 @@ def _is_textish(mime: str) -> bool:
     return mime.startswith(_TEXTISH)
 
 
+class TypeRefusal(NamedTuple):
+    """Why a purpose cannot take a content type: the rule, the reason (continuing "the
+    content is X"), and the way out besides ``allow_any_type``."""
+
+    rule: str
+    reason: str
+    remedy: str = ""
+
+
+def type_refusal(send: str, ext: str, purpose: str) -> TypeRefusal | None:
+    """Why ``purpose`` cannot take content of type ``send``; None when it can. ``ext`` is the
+    file's lower-case extension. Pure."""
+    if purpose == "image":
+        if send in IMAGE_TYPES:
+            return None
+        return TypeRefusal("image_type", f", but purpose 'image' accepts only {_IMAGE_NAMES} "
+                           f"({', '.join(sorted(IMAGE_TYPES))})", "convert it to one of those")
+    if purpose == "video":
+        if send in VIDEO_TYPES:
+            return None
+        return TypeRefusal("video_type", f", but purpose 'video' accepts only {_VIDEO_NAMES}",
+                           "convert it to one of those")
+    if purpose == "batch":
+        if ext == ".jsonl" and _is_textish(send):
+            return None
+        return TypeRefusal(
+            "batch_type", f"{' named ' + ext if ext else ' with no extension'}, but purpose "
+            "'batch' takes a .jsonl file (one JSON request object per line)",
+            "write the requests as JSON lines in a file named *.jsonl")
+    if send.startswith("image/"):
+        if send in IMAGE_TYPES:
+            remedy = 'upload it with purpose="image" (--purpose image) for vision'
+        else:
+            remedy = (f"convert it to {_IMAGE_NAMES} and upload that with purpose=\"image\" "
+                      "(--purpose image) for vision")
+        return TypeRefusal("image_not_extracted", ", an image: the platform no longer extracts "
+                           f"text from images under purpose {purpose!r}", remedy)
+    if send in VIDEO_TYPES:
+        return TypeRefusal("type", f", a video, which purpose {purpose!r} cannot use",
+                           'upload it with purpose="video" (--purpose video)')
+    if send in REFUSED_TYPES or send.startswith(REFUSED_FAMILIES):
+        return TypeRefusal("type", f", which purpose {purpose!r} cannot use (executables, "
+                           "archives, media and unknown binary data are refused)")
+    return None
+
+
 def classify_type(
     path: str, filename: str, detected: str, purpose: str, *, allow_any_type: bool = False
 ) -> tuple[str, tuple[str, ...]]:
-    """(content type to send, warnings) for a detected MIME type; refuses what cannot be read.
+    """(content type to send, warnings) for a detected MIME type; refuses what ``purpose``
+    cannot use (see :func:`type_refusal`).
 
     ``allow_any_type`` skips the refusal (the server decides), but not the warnings.
     """
@@ -148,31 +226,67 @@ def classify_type(
         send = CONTAINER_EXTENSIONS[ext]
     elif (
         expected
-        and expected != detected
+        and _ALIASES.get(expected, expected) != _ALIASES.get(detected, detected)
         and not (_is_textish(expected) and _is_textish(detected))
     ):
         warnings.append(
             f"{path}: the extension {ext} suggests {expected}, but the content is {detected}"
         )
-    refused = send in REFUSED_TYPES or send.startswith(REFUSED_FAMILIES)
-    if purpose == "image" and not send.startswith("image/"):
-        refused = True
-    if purpose == "video" and not send.startswith("video/"):
-        refused = True
-    if purpose == "video" and send.startswith("video/"):
-        refused = False
-    if purpose == "batch" and not (_is_textish(send) and ext == ".jsonl"):
-        refused = True
-    if refused and not allow_any_type:
+    refusal = type_refusal(send, ext, purpose)
+    if refusal is not None and not allow_any_type:
         what = "unknown binary data" if send == "application/octet-stream" else send
+        anyway = "pass allow_any_type=True (--allow-any-type) to send it anyway"
         raise UnsupportedFileTypeError(
-            f"{path}: the content is {what}, which purpose {purpose!r} cannot use "
-            "(executables, archives, media and unknown binary data are refused); "
-            "pass allow_any_type=True (--allow-any-type) to send it anyway",
+            f"{path}: the content is {what}{refusal.reason}; "
+            + (f"{refusal.remedy}, or {anyway}" if refusal.remedy else anyway),
             path=path,
-            rule="type",
+            rule=refusal.rule,
         )
     return send, tuple(warnings)
+
+
+def check_jsonl_lines(path: str, lines: Iterable[bytes]) -> None:
+    """Every non-blank line is a JSON object (a ``batch`` file). Pure over ``lines``, which
+    it consumes one at a time: memory is bounded by the longest line, not the file."""
+    requests = 0
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        why = ""
+        try:
+            value = json.loads(raw.rstrip(b"\r\n"))
+        except UnicodeDecodeError:
+            why = "it is not UTF-8 text"
+        except json.JSONDecodeError as exc:
+            why = f"{exc.msg} at column {exc.colno}"
+        else:
+            if not isinstance(value, dict):
+                why = f"it is a JSON {_json_kind(value)}, not an object"
+        if why:
+            raise UnsupportedFileTypeError(
+                f"{path}: line {number} is not a JSON object: {why}; purpose 'batch' needs one "
+                "JSON request object per line: fix that line",
+                path=path,
+                rule="jsonl",
+            )
+        requests += 1
+    if requests == 0:
+        raise UnsupportedFileTypeError(
+            f"{path}: no JSON lines in the file (only blank lines); purpose 'batch' needs one "
+            "JSON request object per line",
+            path=path,
+            rule="jsonl",
+        )
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool) or value is None:
+        return "literal"
+    return "number"
 
 
 def upload_filename(path: Path) -> tuple[str, tuple[str, ...]]:
@@ -222,13 +336,19 @@ def _magic() -> Any:
 
 
 def detect_mime(path: Path) -> str:
-    """The MIME type of the file's content, by libmagic (python-magic)."""
+    """The MIME type of the file's content, by libmagic (python-magic).
+
+    The file is opened and its descriptor given to libmagic, so a symbolic link is typed as
+    its target (libmagic, given a link's name, answers ``inode/symlink``)."""
     import magic
 
     try:
-        mime = str(_magic().from_file(os.fspath(path)))
-        if mime == "application/octet-stream":
-            with open(path, "rb") as fh:
+        # O_NONBLOCK: opening a FIFO must not hang (a regular file ignores the flag)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as fh:
+            mime = str(_magic().from_descriptor(fh.fileno()))
+            if mime == "application/octet-stream":
+                fh.seek(0)
                 if looks_like_text(fh.read(8192)):
                     mime = "text/plain"
         return mime
@@ -250,29 +370,104 @@ def _describe_mode(mode: int) -> str:
     return "not a regular file"
 
 
+def _link_target(path: Path) -> str | None:
+    """Where a symbolic link points, as written in the link; None when it is not a link."""
+    try:
+        return os.fsdecode(os.readlink(path))
+    except OSError:
+        return None
+
+
 def stat_file(path: Path) -> os.stat_result:
-    """stat() with errors that name the path and the cause."""
+    """stat() of what ``path`` leads to (a link is followed), with errors that name the path,
+    where a link points, and the cause."""
     shown = os.fsdecode(path)
+    target = _link_target(path)
+    via = "" if target is None else f" (a symbolic link to {target})"
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        if os.path.islink(path):
-            raise LocalFileError(f"{shown}: broken symbolic link", path=shown,
-                                 rule="exists") from None
+        if target is not None:
+            raise LocalFileError(
+                f"{shown}: broken symbolic link: it points to {target}, which does not exist; "
+                "fix or remove the link", path=shown, rule="exists") from None
         raise LocalFileError(f"{shown}: no such file", path=shown, rule="exists") from None
     except PermissionError:
-        raise LocalFileError(f"{shown}: permission denied", path=shown,
+        raise LocalFileError(f"{shown}{via}: permission denied", path=shown,
                              rule="readable") from None
     except OSError as exc:
-        reason = "symbolic link loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
-        raise LocalFileError(f"{shown}: {reason}", path=shown, rule="exists") from None
+        if exc.errno == errno.ELOOP:
+            where = "on its path" if target is None else (
+                f"(it points to {target}, which leads back to itself or through too many links)")
+            raise LocalFileError(f"{shown}: symbolic link loop {where}; fix or remove the link",
+                                 path=shown, rule="exists") from None
+        raise LocalFileError(f"{shown}{via}: {exc.strerror or exc}", path=shown,
+                             rule="exists") from None
     if not stat.S_ISREG(st.st_mode):
         raise LocalFileError(
-            f"{shown}: {_describe_mode(st.st_mode)}, not a regular file; only files can be uploaded",
+            f"{shown}{via}: {_describe_mode(st.st_mode)}, not a regular file; only files can be "
+            "uploaded",
             path=shown,
             rule="regular",
         )
     return st
+
+
+_pypdf_quiet = threading.Lock()
+_pypdf_checks = 0
+_pypdf_level = logging.NOTSET
+
+
+@contextlib.contextmanager
+def _quiet_pypdf() -> Iterator[None]:
+    """pypdf logs what it repairs in a broken file ("EOF marker not found"), unnamed: while
+    any check runs (batch checks run on several threads), only its errors pass."""
+    global _pypdf_checks, _pypdf_level
+    logger = logging.getLogger("pypdf")
+    with _pypdf_quiet:
+        if _pypdf_checks == 0:
+            _pypdf_level = logger.level
+            logger.setLevel(max(logging.ERROR, _pypdf_level))
+        _pypdf_checks += 1
+    try:
+        yield
+    finally:
+        with _pypdf_quiet:
+            _pypdf_checks -= 1
+            if _pypdf_checks == 0:
+                logger.setLevel(_pypdf_level)
+
+
+def pdf_text_warning(path: Path, shown: str | None = None) -> str | None:
+    """A warning when the PDF at ``path`` has no text layer (a scanned, image-only PDF): the
+    service refuses such a file with ``text extract error``. No network call.
+
+    Needs pypdf (the ``pdf`` extra); without it, None. Looks at most at the first
+    :data:`PDF_TEXT_PAGES` pages and stops at the first text found. Never raises: a PDF pypdf
+    cannot read gets a warning that says so."""
+    try:
+        import pypdf
+    except ImportError:
+        return None
+    shown = os.fsdecode(path) if shown is None else shown
+    try:
+        # an open file, not a path: given a path, pypdf reads the whole file into memory
+        with _quiet_pypdf(), open(path, "rb") as fh:
+            reader = pypdf.PdfReader(fh)
+            if reader.is_encrypted:
+                reader.decrypt("")
+            pages = reader.pages
+            count = len(pages)
+            for i in range(min(count, PDF_TEXT_PAGES)):
+                if pages[i].extract_text().strip():
+                    return None
+    except Exception as exc:  # a broken PDF is the server's to refuse; the check only warns
+        return (f"{shown}: could not check the PDF for a text layer ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); the service may refuse it")
+    where = "" if count <= PDF_TEXT_PAGES else f" in its first {PDF_TEXT_PAGES} pages"
+    return (f"{shown}: no extractable text{where} (no text layer: a scanned or image-only "
+            "PDF): the service answers `text extract error`; OCR it first or upload the pages "
+            'as images with purpose="image"')
 
 
 def inspect_file(
@@ -282,7 +477,11 @@ def inspect_file(
     limits: Limits,
     allow_any_type: bool = False,
 ) -> LocalFile:
-    """Run every local check on ``path``; returns what the upload needs."""
+    """Run every local check on ``path``; returns what the upload needs.
+
+    A symbolic link is checked as its target (type, size, content); the type detected (and
+    sent as the part's Content-Type) is the target's. ``allow_any_type`` skips the type rules,
+    never the purpose, size or JSON-lines (``batch``) rules."""
     p = Path(path)
     shown = os.fsdecode(p)
     check_purpose(purpose, shown)
@@ -301,11 +500,22 @@ def inspect_file(
     mime, type_warnings = classify_type(
         shown, filename, detect_mime(p), purpose, allow_any_type=allow_any_type
     )
+    content_warnings: tuple[str, ...] = ()
+    if purpose == "batch":
+        try:
+            with open(p, "rb") as fh:
+                check_jsonl_lines(shown, fh)
+        except OSError as exc:
+            raise LocalFileError(f"{shown}: cannot read: {exc.strerror or exc}", path=shown,
+                                 rule="readable") from None
+    elif mime == "application/pdf" and purpose == "file-extract":
+        warning = pdf_text_warning(p, shown)
+        content_warnings = () if warning is None else (warning,)
     return LocalFile(
         path=p,
         filename=filename,
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
         mime_type=mime,
-        warnings=name_warnings + type_warnings,
+        warnings=name_warnings + type_warnings + content_warnings,
     )
