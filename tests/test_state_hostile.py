@@ -297,8 +297,10 @@ def test_a_read_only_folder(tmp_path: Path) -> None:
     a_store_with_rows(folder / "s.db", rows=3)
     with read_only(folder):  # an existing store: its journal cannot be made
         err = failure(folder / "s.db")
-    assert "cannot be opened (unable to open database file); check that it and its folder are " \
-           "writable" in str(err)
+    # (as root, with the folder immutable, SQLite says it cannot open; as a user, it may
+    # instead find the folder read-only: both name the cause)
+    assert ("cannot be opened (unable to open database file); check that it and its folder are "
+            "writable" in str(err)) or "read-only" in str(err)
 
 
 # --- failures mid-run ---------------------------------------------------------------------------
