@@ -20,8 +20,7 @@ def main() -> int:
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "corpus"
     with connect() as client, tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state.sqlite3"
-        # images are for vision (purpose="image"): file-extract no longer reads them
-        skip = ["*.py", "*.png", "*.jpg", "*.jpeg", "*.gif", "*.webp"]
+        skip = ["*.py"]
         report = kimi_files.ingest([folder], client=client, state=state, concurrency=4,
                                    exclude=skip)
         for r in report.results:

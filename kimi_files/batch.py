@@ -38,6 +38,7 @@ from .errors import (
     KimiError,
     LocalFileError,
     NoRoomError,
+    StateError,
     UploadCancelledError,
 )
 from .models import FileObject
@@ -297,14 +298,14 @@ class _Item:
 
 
 def _open_state(state: StateStore | str | os.PathLike[str] | bool | None,
-                client: KimiFiles) -> StateStore | None:
+                client: KimiFiles, wait: bool | float) -> StateStore | None:
     if state is False:
         return None
     if isinstance(state, StateStore):
         return state
     if state is None or state is True:
-        return StateStore(client.state_path())
-    return StateStore(state)
+        return StateStore(client.state_path(), wait=wait)
+    return StateStore(state, wait=wait)
 
 
 def ingest(
@@ -324,6 +325,8 @@ def ingest(
     state: StateStore | str | os.PathLike[str] | bool | None = None,
     progress: bool | None = None,
     allow_any_type: bool = False,
+    follow_links: bool = False,
+    wait: bool | float = False,
     on_result: Callable[[FileResult], None] | None = None,
     stop: threading.Event | None = None,
 ) -> BatchReport:
@@ -332,10 +335,14 @@ def ingest(
     ``state``: a path, a :class:`StateStore`, ``None`` for the default location, or ``False``
     for none. ``on_result`` is called (from worker threads, one at a time) as each file ends.
     ``concurrency`` and ``rpm`` bound this batch; a client passed in keeps its pacer, whose
-    ceilings are lowered to them (never raised).
+    ceilings are lowered to them (never raised). ``follow_links``: take links that lead
+    outside the folders given (default: reported, not followed). ``wait``: when another run
+    uses the same state, wait for it (True, or that many seconds) instead of failing.
 
     Raises:
         ConfigurationError: an option is invalid (checked before any request or deletion).
+        StateError: the state store cannot be used (:class:`StateLockedError`: another run
+            holds it), or broke during the run; the run stops.
     """
     check_limits(concurrency, rpm, rate_period)
     check_free_quota(free_quota)
@@ -349,10 +356,11 @@ def ingest(
                            pacer=Pacer(concurrency, rpm, period=rate_period))
     else:
         client.pacer.restrict(concurrency, rpm)
-    store = _open_state(state, client)
+    store = _open_state(state, client, wait)
     try:
         return _Batch(client, store, purpose=purpose, free_quota=free_quota, dry_run=dry_run,
                       concurrency=concurrency, progress=progress, allow_any_type=allow_any_type,
+                      follow_links=follow_links,
                       on_result=on_result,
                       stop=stop or threading.Event()).run(paths, include, exclude)
     finally:
@@ -365,7 +373,7 @@ def ingest(
 class _Batch:
     def __init__(self, client: KimiFiles, store: StateStore | None, *, purpose: str,
                  free_quota: FreeQuota, dry_run: bool, concurrency: int,
-                 progress: bool | None, allow_any_type: bool,
+                 progress: bool | None, allow_any_type: bool, follow_links: bool,
                  on_result: Callable[[FileResult], None] | None,
                  stop: threading.Event) -> None:
         self.client = client
@@ -383,6 +391,9 @@ class _Batch:
         self._name_locks: dict[tuple[str, int, str], threading.Lock] = {}
         #: attempts of interrupted runs that found no stored copy: a copy may still arrive
         self._open_attempts: dict[str, Attempt] = {}
+        self.follow_links = follow_links
+        #: a failure that ends the whole run (the state store broke)
+        self.fatal: StateError | None = None
         self._claims = Claims()
 
     # --- results -----------------------------------------------------------------------------
@@ -406,11 +417,9 @@ class _Batch:
             exclude: Sequence[str]) -> BatchReport:
         started = time.monotonic()
         try:
-            skip = []
-            if self.store is not None:
-                skip = [self.store.path, Path(f"{self.store.path}-wal"),
-                        Path(f"{self.store.path}-shm")]
-            files, rejected = collect(paths, include=include, exclude=exclude, skip=skip)
+            skip = list(self.store.files) if self.store is not None else []
+            files, rejected = collect(paths, include=include, exclude=exclude, skip=skip,
+                                      follow_links=self.follow_links)
             for r in rejected:
                 self.emit(r)
             items = self._check(files)
@@ -429,6 +438,8 @@ class _Batch:
                 return self.report
             self._delete(plan)
             self._upload(todo, listing)
+            if self.fatal is not None:
+                raise self.fatal  # the state store failed: nothing more can be recorded
             self._emit_twins(items)
             if not self.stop.is_set():
                 self._late_copies()
@@ -748,6 +759,11 @@ class _Batch:
             self._finish(item, FileResult(item.shown, "uploaded", file_id=sent.file.id,
                                           bytes=local.size, note=note,
                                           suspects=tuple(f.id for f in sent.suspects)))
+        except StateError as exc:
+            # the record of what was sent is gone or broken: stop the whole run, loudly
+            self.fatal = exc
+            self.stop.set()
+            self._finish(item, FileResult(item.shown, "failed", bytes=local.size, error=exc))
         except KimiError as exc:
             self._finish(item, FileResult(item.shown, "failed", bytes=local.size, error=exc))
         except OSError as exc:

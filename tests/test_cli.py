@@ -166,20 +166,22 @@ def test_emulator_demo_command(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "kimi-upload"
     environment = {k: v for k, v in os.environ.items() if k != "MOONSHOT_API_KEY"}
     # the README's demo, as written there
-    r = subprocess.run([str(exe), "--emulator", "examples/"], capture_output=True, text=True,
-                       env=environment, timeout=120, cwd=ROOT)
-    # the sample image is refused: the platform no longer extracts images (purpose "image")
-    assert r.returncode == 1, r.stderr
+    r = subprocess.run([str(exe), "--emulator", "examples/corpus"], capture_output=True,
+                       text=True, env=environment, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
     assert "using the bundled emulator" in r.stderr and "uploaded" in r.stdout
-    assert "examples/corpus/chart.png: the content is image/png, an image" in r.stdout
-    assert "--purpose image" in r.stdout and "Traceback" not in r.stderr
+    # an image goes to vision (purpose "image"); under file-extract it is refused
+    r = subprocess.run([str(exe), "--emulator", "--purpose", "image", "examples/images"],
+                       capture_output=True, text=True, env=environment, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(exe), "--emulator", "examples/images"], capture_output=True,
+                       text=True, env=environment, timeout=120, cwd=ROOT)
+    assert r.returncode == 1 and "--purpose image" in r.stdout, r.stdout
     r = subprocess.run([str(exe), "--emulator", "--json", str(ROOT / "examples" / "corpus")],
                        capture_output=True, text=True, env=environment, timeout=120)
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 0, r.stderr
     rows = _json_lines(r.stdout)
-    assert len(rows) == 8
-    assert {str(row["path"]).rsplit("/", 1)[-1]: row["status"] for row in rows
-            if row["status"] != "uploaded"} == {"chart.png": "rejected"}
+    assert len(rows) == 7 and {row["status"] for row in rows} == {"uploaded"}
     assert any(str(row["path"]).endswith("季度报告.txt") for row in rows)
 
 

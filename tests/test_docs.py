@@ -14,7 +14,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     command = next(line for line in ci.splitlines() if line.startswith("python3 -m venv"))
     assert f"\n{command}\n" in readme
-    assert "kimi-upload --emulator examples/" in readme
+    assert "kimi-upload --emulator examples/corpus\n" in readme
 
 
 def test_import_is_light() -> None:

@@ -129,7 +129,7 @@ def test_extraction_of_pdf_docx_and_images(emulator: Emulator, client: object) -
         obj = client.create(fh, filename=pdf.name, content_type="application/pdf")
     doc = client.content(obj.id)
     assert "Kimi" in doc.text and doc.file_type == "application/pdf"
-    png = examples / "chart.png"
+    png = examples.parent / "images" / "chart.png"
     with png.open("rb") as fh:
         obj = client.create(fh, filename=png.name, content_type="image/png")
     text = client.content(obj.id).text

@@ -353,7 +353,7 @@ def test_video_purpose_refuses_the_rest(tmp_path: Path, name: str) -> None:
 
 def test_vision_purposes_through_the_client(emulator: Emulator, client: kf.KimiFiles,
                                             tmp_path: Path) -> None:
-    png = CORPUS / "chart.png"
+    png = ROOT / "examples" / "images" / "chart.png"
     with pytest.raises(kf.UnsupportedFileTypeError, match="chart.png: the content is image/png"):
         client.upload(png)
     with pytest.raises(kf.UnsupportedFileTypeError, match="--purpose image"):

@@ -431,3 +431,43 @@ def test_a_loopback_base_url_never_goes_through_a_proxy(
     monkeypatch.delenv("no_proxy", raising=False)
     with kf.KimiFiles(api_key=API_KEY, base_url=emulator.base_url, max_retries=0) as c:
         assert c.list().data == ()
+
+
+# --- one run per state ------------------------------------------------------------------------
+
+
+def test_a_second_run_on_the_same_state_stops_at_once(emulator: Emulator, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from kimi_files.state import StateStore
+
+    from .conftest import API_KEY
+
+    write(tmp_path / "in" / "a.txt", "hello")
+    state = tmp_path / "s.db"
+    env = {**os.environ, "MOONSHOT_API_KEY": API_KEY, "MOONSHOT_BASE_URL": emulator.base_url}
+    with StateStore(state):  # another run holds it
+        r = subprocess.run([str(Path(sys.executable).parent / "kimi-upload"), "--state", str(state),
+                            str(tmp_path / "in")], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"pid {os.getpid()}" in r.stderr and str(state) in r.stderr and "--wait" in r.stderr
+    assert "Traceback" not in r.stderr and emulator.requests == []
+
+
+def test_a_state_removed_mid_run_stops_the_run(emulator: Emulator, client: kf.KimiFiles,
+                                               tmp_path: Path) -> None:
+    for i in range(6):
+        write(tmp_path / "in" / f"f{i}.txt", f"file {i}")
+    state = tmp_path / "s.db"
+
+    def on_result(result: Any) -> None:
+        if state.exists():
+            state.unlink()
+
+    with pytest.raises(kf.StateError, match="was removed while this run was using it"):
+        kf.ingest([tmp_path / "in"], client=client, state=state, concurrency=1,
+                  on_result=on_result)
+    assert len(emulator.state.listing()) < 6  # it stopped instead of uploading unrecorded
