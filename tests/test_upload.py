@@ -6,6 +6,7 @@ import gzip
 import io
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -320,18 +321,52 @@ def test_progress_never_passes_total_and_rewinds() -> None:
     assert "retry 2" in out.getvalue()
 
 
-def test_progress_is_quiet_when_not_a_terminal(tmp_path: Path) -> None:
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+def test_progress_is_quiet_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     from kimi_files.progress import enable_progress_bars, progress_enabled
 
+    monkeypatch.delenv("KIMI_FILES_NO_PROGRESS", raising=False)
     enable_progress_bars()
     try:
-        assert progress_enabled(True) is True
-        assert progress_enabled(None) is False  # stderr is captured: not a terminal
-        os.environ["KIMI_FILES_NO_PROGRESS"] = "1"
-        assert progress_enabled(True) is False
+        monkeypatch.setattr(sys, "stderr", _Stream(tty=False))
+        assert progress_enabled(None) is False  # a pipe or a file: no bar
+        assert progress_enabled(True) is True  # asked for explicitly
+        monkeypatch.setattr(sys, "stderr", _Stream(tty=True))
+        assert progress_enabled(None) is True  # a terminal: bars by default
+        monkeypatch.setenv("KIMI_FILES_NO_PROGRESS", "1")
+        assert progress_enabled(True) is False and progress_enabled(None) is False
     finally:
-        del os.environ["KIMI_FILES_NO_PROGRESS"]
         kf.disable_progress_bars()
+
+
+def test_a_large_upload_streams_in_constant_memory(emulator: Emulator, client: kf.KimiFiles,
+                                                  tmp_path: Path) -> None:
+    import tracemalloc
+
+    line = b"constant memory: the file is read in chunks, never whole.\n"
+    big = tmp_path / "big.txt"
+    with big.open("wb") as fh:
+        block = line * (1024 * 1024 // len(line))
+        for _ in range(48):
+            fh.write(block)
+    size = big.stat().st_size
+    tracemalloc.start()
+    try:
+        up = client.upload(big, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert up.bytes == size
+    # the client (and the emulator in this process) never hold the file: well under its size
+    assert peak < 8 * 1024 * 1024 < size / 5, f"peak {peak:,} bytes for a {size:,}-byte upload"
 
 
 def test_extract_path_and_id(emulator: Emulator, client: kf.KimiFiles, tmp_path: Path,
