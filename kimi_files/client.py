@@ -23,6 +23,7 @@ import httpx
 
 from . import retry as _retry
 from .config import (
+    DEFAULT_BASE_URL,
     DEFAULT_PURPOSE,
     Limits,
     RetryPolicy,
@@ -56,8 +57,9 @@ T = TypeVar("T")
 __version__ = "0.1.0"
 
 #: Suits a 100 MB upload on a slow link: each write may take 2 minutes, and the answer
-#: (after server-side extraction) may take 5.
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0, read=300.0, write=120.0, pool=600.0)
+#: (after server-side extraction) may take 5. The read time-out is longer than the server's
+#: own 5-minute limit, so its 504 is seen and handled rather than raced.
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0, read=330.0, write=120.0, pool=600.0)
 
 
 class _Secret:
@@ -192,6 +194,11 @@ class KimiFiles:
         error = error_from_response(
             response.status_code, response.content, response.headers, base_url=self.base_url
         )
+        if response.status_code == 404 and path.strip("/") == "files":
+            error.message = (
+                f"{method} {url} answered 404 ({error.message}): is the base URL right? It "
+                f"should end in /v1, for example {DEFAULT_BASE_URL}"
+            )
         if self.pacer is not None:
             self.pacer.learn(error)
         raise error
@@ -227,10 +234,12 @@ class KimiFiles:
                     raise
                 lost = lost or _retry.may_have_stored(exc)
                 wait = _retry.retry_wait(exc, attempt, policy)
-                if not _retry.attempts_left(attempt, started, wait, policy, time.monotonic()):
+                now = time.monotonic()
+                if not _retry.attempts_left(attempt, started, wait, policy, now, error=exc):
                     raise
                 log.info("%s %s failed (%s); retry %d in %.1fs", method, path, exc, attempt, wait)
-                _retry.sleep(wait)
+                _retry.sleep(wait, error=exc, attempt=attempt, what=f"{method} {path}",
+                             left=_retry.remaining(started, policy, now))
 
     # --- endpoints -------------------------------------------------------------------------
 

@@ -96,7 +96,7 @@ def test_401_names_base_url_and_platforms_never_the_key(emulator: Emulator) -> N
 
 @pytest.mark.parametrize(
     ("fault", "cls", "status"),
-    [("html_502", kf.GatewayError, 502), ("html_503", kf.GatewayError, 503),
+    [("html_502", kf.GatewayError, 502), ("html_503", kf.GatewayOverloadedError, 503),
      ("html_504", kf.GatewayError, 504), ("empty_500", kf.GatewayError, 500)],
 )
 def test_non_json_bodies_become_gateway_errors(emulator: Emulator, client: kf.KimiFiles,
@@ -130,7 +130,8 @@ def test_garbage_and_truncated_success_bodies(emulator: Emulator, client: kf.Kim
         (418, b"teapot", kf.APIStatusError),
         (500, b'{"error":{"type":"x","message":"boom"}}', kf.InternalServerError),
         (500, b'{"error": "plain string"}', kf.InternalServerError),
-        (503, b"", kf.GatewayError),
+        (503, b"", kf.GatewayOverloadedError),
+        (503, b'{"error":{"type":"server_error","message":"busy"}}', kf.GatewayOverloadedError),
         (413, b"<html>Request Entity Too Large</html>", kf.ServerFileTooLargeError),
         (429, b'{"error":{"type":"rate_limit_reached_error","message":"??"}}',
          kf.RateLimitReachedError),

@@ -162,7 +162,8 @@ def test_rate_limit_wait_is_the_servers(emulator: Emulator, client: kf.KimiFiles
     emulator.fail_next("max_concurrency", limit=1, after=2)
     up = client.upload(write(tmp_path / "a.txt", "x"))
     assert up.attempts == 3
-    assert no_wait == [7, 2]
+    # the server's figures, each plus up to `jitter` (1 s) so that workers do not wake together
+    assert len(no_wait) == 2 and 7 <= no_wait[0] <= 8 and 2 <= no_wait[1] <= 3
 
 
 @pytest.mark.parametrize("fault", ["engine_overloaded", "invalid_state", "html_502", "html_503",
