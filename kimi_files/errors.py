@@ -391,8 +391,9 @@ class AuthenticationError(APIStatusError):
             " MOONSHOT_API_KEY (or KIMI_API_KEY) belongs to the platform of this base URL."
         )
         if self.kimi_code_key or is_kimi_code_url(self.base_url):
-            what = ("The key looks like a Kimi Code subscription key (sk-kimi-...)"
-                    if self.kimi_code_key else "This base URL is Kimi Code's (api.kimi.com/coding)")
+            what = ("This base URL is Kimi Code's (api.kimi.com/coding)"
+                    if is_kimi_code_url(self.base_url)
+                    else "The key looks like a Kimi Code subscription key (sk-kimi-...)")
             text += (
                 f" {what}: Kimi Code keys work only with Kimi Code (https://api.kimi.com/coding/v1),"
                 " not with the platform's Files API. Create a platform key at platform.kimi.ai"

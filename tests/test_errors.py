@@ -43,6 +43,16 @@ ROWS = [
      {"limit": 8192, "current": 9001}, True),
     ("extraction_failed", kf.ExtractionFailedError, 500, "server_error", {}, True),
     ("invalid_state", kf.InvalidStateTransitionError, 500, "unexpected_output", {}, True),
+    # captured from real accounts (the emulator's CAPTURED_ROWS)
+    ("max_concurrency_short", kf.ConcurrencyLimitError, 429, "rate_limit_reached_error",
+     {"limit": 8192, "retry_after": 7}, True),
+    ("max_request", kf.RPMLimitError, 429, "rate_limit_reached_error",
+     {"limit": 8192, "retry_after": 7}, True),
+    ("org_rate_limit", kf.RateLimitReachedError, 429, "rate_limit_reached_error",
+     {"limit": None, "retry_after": 7}, True),
+    ("project_tpm", kf.TPMLimitError, 429, "rate_limit_reached_error",
+     {"limit": 8192, "current": 9001}, True),
+    ("no_text", kf.NoExtractableTextError, 400, "invalid_request_error", {}, False),
 ]
 
 

@@ -146,7 +146,8 @@ def test_free_quota_never_deletes_when_the_upload_would_fail_anyway(emulator: Em
 
 def test_retries_extraction_failures_and_rewinds(emulator: Emulator, client: kf.KimiFiles,
                                                  tmp_path: Path, no_wait: list[float]) -> None:
-    p = write(tmp_path / "a.txt", "z" * 200_000)
+    # not one repeated character: the service (and the emulator) finds no text in that
+    p = write(tmp_path / "a.txt", "0123456789" * 20_000)
     emulator.fail_next("extraction_failed", times=2)
     up = client.upload(p)
     assert up.attempts == 3 and len(no_wait) == 2
