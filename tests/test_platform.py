@@ -345,3 +345,14 @@ def test_content_as_a_system_message_like_the_docs(emulator: Emulator, client: k
                                                               "content": "plain"}
     built = kf.FileContent(text="x", document={"content": "x", "filename": "a"})
     assert json.loads(built.as_message()["content"]) == {"content": "x", "filename": "a"}
+
+
+def test_an_upload_answered_without_an_id_is_reconciled(emulator: Emulator, client: kf.KimiFiles,
+                                                        tmp_path: Path,
+                                                        no_wait: list[float]) -> None:
+    emulator.fail_next("no_id")
+    p = tmp_path / "a.txt"
+    p.write_text("hello")
+    up = client.upload(p)
+    assert up.id and up.id == next(iter(emulator.state.files))
+    assert up.adopted and emulator.filenames() == ["a.txt"]
