@@ -144,7 +144,8 @@ def test_emulator_command_line(tmp_path: Path) -> None:
     s.close()
     proc = subprocess.Popen(
         [sys.executable, "-m", "kimi_files.emulator", "--port", str(port), "--api-key", "k",
-         "--fail", "html_502:1:list", "--log-level", "warning"],
+         "--fail", "html_502:1:list", "--fail", "no_text:1", "--extract-images",
+         "--log-level", "warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/v1/files"
@@ -159,6 +160,11 @@ def test_emulator_command_line(tmp_path: Path) -> None:
         assert r.status_code == 502
         assert httpx.get(url, headers={"Authorization": "Bearer k"}).json()["data"] == []
         assert httpx.get(url, headers={"Authorization": "Bearer x"}).status_code == 401
+        post = {"headers": {"Authorization": "Bearer k"}, "data": {"purpose": "file-extract"},
+                "files": {"file": ("chart.png", PNG, "image/png")}}
+        r = httpx.post(url, **post)  # type: ignore[arg-type]
+        assert (r.status_code, r.json()) == (400, _body("no_text"))
+        assert httpx.post(url, **post).status_code == 200  # type: ignore[arg-type]
     finally:
         proc.terminate()
         proc.wait(10)
