@@ -24,6 +24,7 @@ import httpx
 from . import retry as _retry
 from .adoption import ServerClock
 from .config import (
+    DEFAULT_BASE_URL,
     DEFAULT_PURPOSE,
     Limits,
     RetryPolicy,
@@ -58,8 +59,9 @@ T = TypeVar("T")
 __version__ = "0.1.0"
 
 #: Suits a 100 MB upload on a slow link: each write may take 2 minutes, and the answer
-#: (after server-side extraction) may take 5.
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0, read=300.0, write=120.0, pool=600.0)
+#: (after server-side extraction) may take 5. The read time-out is longer than the server's
+#: own 5-minute limit, so its 504 is seen and handled rather than raced.
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0, read=330.0, write=120.0, pool=600.0)
 
 
 class _Secret:
@@ -211,9 +213,16 @@ class KimiFiles:
                     status_code=response.status_code,
                     base_url=self.base_url,
                 )
-            raise error_from_response(
-                response.status_code, response.content, response.headers, base_url=self.base_url
+            error = error_from_response(
+                response.status_code, response.content, response.headers,
+                base_url=self.base_url, secret=self._key.get(),
             )
+            if response.status_code == 404 and path.strip("/") == "files":
+                error.message = (
+                    f"{method} {url} answered 404 ({error.message}): is the base URL right? It "
+                    f"should end in /v1, for example {DEFAULT_BASE_URL}"
+                )
+            raise error
 
     def _call(
         self,
@@ -246,19 +255,21 @@ class KimiFiles:
                     raise
                 lost = lost or _retry.may_have_stored(exc)
                 wait = _retry.retry_wait(exc, attempt, policy)
-                if not _retry.attempts_left(attempt, started, wait, policy, time.monotonic()):
+                now = time.monotonic()
+                if not _retry.attempts_left(attempt, started, wait, policy, now, error=exc):
                     raise
                 log.info("%s %s failed (%s); retry %d in %.1fs", method, path, exc, attempt, wait)
-                _retry.sleep(wait)
+                _retry.sleep(wait, error=exc, attempt=attempt, what=f"{method} {path}",
+                             left=_retry.remaining(started, policy, now))
 
     # --- endpoints -------------------------------------------------------------------------
 
     def list(self) -> FileList:
         """All files of the account."""
-        return FileList.from_dict(self._call("GET", "files", _json))
+        return self._call("GET", "files", lambda r: FileList.from_dict(_json(r)))
 
     def retrieve(self, file_id: str) -> FileObject:
-        return FileObject.from_dict(self._call("GET", f"files/{_id(file_id)}", _json))
+        return self._call("GET", f"files/{_id(file_id)}", lambda r: FileObject.from_dict(_json(r)))
 
     def delete(self, file_id: str) -> FileDeleted:
         return FileDeleted.from_dict(

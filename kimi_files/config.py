@@ -39,6 +39,9 @@ PLATFORMS = {
 
 API_KEY_ENV = "MOONSHOT_API_KEY"
 BASE_URL_ENV = "MOONSHOT_BASE_URL"
+#: Read when the MOONSHOT_* variables are absent (Moonshot's own CLI uses these names).
+FALLBACK_API_KEY_ENV = "KIMI_API_KEY"
+FALLBACK_BASE_URL_ENV = "KIMI_BASE_URL"
 
 #: The platform's "100MB" per-file cap, enforced as 100 MiB = 104,857,600 bytes.
 MAX_FILE_BYTES = 100 * 1024 * 1024
@@ -66,19 +69,32 @@ class RetryPolicy:
 
     Attempt ``n`` (1-based) that fails with a retryable error waits, before attempt ``n+1``:
 
-    * the seconds the server named ("please try again after N seconds", or ``Retry-After``),
-      capped at ``max_server_wait``; otherwise
+    * the seconds the server named ("please try again after N seconds", or ``Retry-After``)
+      plus ``uniform(0, jitter)``, so workers told "after 1 seconds" do not wake together; a
+      server-named wait longer than ``max_server_wait``, or than what is left of ``timeout``,
+      is not waited: the error is raised at once, with its ``retry_after``; otherwise
     * ``min(max_wait, initial_wait * 2 ** (n - 1)) + uniform(0, jitter)``.
 
-    At most ``max_attempts`` attempts are made, and none starts once ``timeout`` seconds
-    have passed since the first, or when its wait would cross that line.
+    ``timeout`` (15 minutes) is the total budget: no attempt starts once it has passed since
+    the first, or when its wait would cross that line. Within it:
+
+    * errors that say the account or the service is overloaded (``engine_overloaded_error``
+      and the other retryable 429s, a gateway's 503: :func:`kimi_files.retry.is_slow_down`)
+      are bounded by the budget alone, since overload episodes last minutes, unless
+      ``max_overload_attempts`` is set;
+    * every other retryable error (5xx, time-outs, lost connections, malformed answers) is
+      bounded by ``max_attempts`` as well: attempt ``max_attempts`` is the last.
+
+    :meth:`with_retries` (``max_retries=``, ``--retries``) sets both counts: an explicit
+    number of retries is honoured whatever the error.
     """
 
     max_attempts: int = 6
+    max_overload_attempts: int | None = None
     initial_wait: float = 1.0
     max_wait: float = 30.0
     jitter: float = 1.0
-    max_server_wait: float = 120.0
+    max_server_wait: float = 900.0
     timeout: float = 900.0
 
     def with_retries(self, max_retries: int | None) -> RetryPolicy:
@@ -89,27 +105,46 @@ class RetryPolicy:
             raise ConfigurationError("max_retries cannot be negative")
         from dataclasses import replace
 
-        return replace(self, max_attempts=max_retries + 1)
+        return replace(self, max_attempts=max_retries + 1, max_overload_attempts=max_retries + 1)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
-        if min(self.initial_wait, self.max_wait, self.jitter, self.max_server_wait) < 0:
+        if self.max_overload_attempts is not None and self.max_overload_attempts < 1:
+            raise ConfigurationError("max_overload_attempts must be at least 1 (or None)")
+        if min(self.initial_wait, self.max_wait, self.jitter, self.max_server_wait,
+               self.timeout) < 0:
             raise ConfigurationError("retry waits cannot be negative")
 
 
+def _env(primary: str, fallback: str) -> tuple[str | None, str]:
+    """The value of ``primary``, else of ``fallback`` (when ``primary`` is unset or empty),
+    and the name it came from."""
+    value = os.environ.get(primary)
+    if value is None or not value.strip():
+        other = os.environ.get(fallback)
+        if other is not None and other.strip():
+            return other, fallback
+    return value, primary
+
+
 def resolve_api_key(api_key: str | None) -> str:
-    """The key from the argument or MOONSHOT_API_KEY; a clear error when neither is set."""
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    """The key from the argument, MOONSHOT_API_KEY or KIMI_API_KEY; a clear error when none
+    is set."""
+    source = "the argument"
+    key = api_key
+    if key is None:
+        key, source = _env(API_KEY_ENV, FALLBACK_API_KEY_ENV)
     if key is None or not key.strip():
         raise ConfigurationError(
             f"No API key: pass api_key=... or set the {API_KEY_ENV} environment variable "
-            "(create a key at platform.kimi.ai, or platform.kimi.com for the China platform)."
+            f"(or {FALLBACK_API_KEY_ENV}; create a key at platform.kimi.ai, or "
+            "platform.kimi.com for the China platform)."
         )
     key = key.strip()
     if any(ord(c) < 33 or ord(c) > 126 for c in key):
         raise ConfigurationError(
-            f"The API key (from the argument or {API_KEY_ENV}) is malformed: it contains "
+            f"The API key (from {source}) is malformed: it contains "
             "spaces, control or non-ASCII characters. Copy it again from the console."
         )
     return key
@@ -135,7 +170,8 @@ def is_loopback_url(url: str) -> bool:
 def resolve_base_url(
     base_url: str | None = None, *, platform: str | None = None, allow_http: bool = False
 ) -> str:
-    """The base URL from the argument, the platform name, MOONSHOT_BASE_URL or the default.
+    """The base URL from the argument, the platform name, MOONSHOT_BASE_URL, KIMI_BASE_URL or
+    the default.
 
     Plain ``http://`` is accepted only for loopback hosts (the emulator) unless
     ``allow_http`` is true.
@@ -149,7 +185,7 @@ def resolve_base_url(
                 f"Unknown platform {platform!r}: use one of {names}"
             ) from None
     if base_url is None:
-        base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        base_url = _env(BASE_URL_ENV, FALLBACK_BASE_URL_ENV)[0] or DEFAULT_BASE_URL
     url = base_url.strip().rstrip("/")
     try:
         parts = urlsplit(url)

@@ -22,6 +22,7 @@
     └── APIStatusError                   the server answered with an error (.status_code, .type)
         ├── BadRequestError                          400
         │   ├── ContentFilterError
+        │   ├── NoExtractableTextError               "text extract error": scanned PDF, no text
         │   └── InvalidRequestError
         │       ├── InputTooLongError
         │       ├── ModelTokenLimitError             .max_model_length
@@ -29,7 +30,8 @@
         │       ├── ServerFileTooLargeError          (+ FileTooLargeError)
         │       ├── ServerEmptyFileError             (+ EmptyFileError)
         │       └── ServerTooManyFilesError          (+ TooManyFilesError) .max_file_count
-        ├── AuthenticationError                      401, names the base URL, never the key
+        ├── AuthenticationError                      401, names the base URL, never the key;
+        │   │                                        explains Kimi Code keys (.kimi_code_key)
         │   ├── InvalidAuthenticationError
         │   └── IncorrectAPIKeyError
         ├── PermissionDeniedError                    403
@@ -51,6 +53,7 @@
             ├── ExtractionFailedError                retryable
             ├── InvalidStateTransitionError          retryable
             └── GatewayError                         502/503/504 or a non-JSON 5xx, retryable
+                └── GatewayOverloadedError           503: retryable and a signal to slow down
         MalformedResponseError (under APIStatusError)  a success status with a body that is not
                                                        the expected JSON, retryable
 
@@ -58,8 +61,18 @@ The condition classes ``FileTooLargeError``, ``EmptyFileError``, ``InvalidPurpos
 ``TooManyFilesError`` are shared by the local and the server variant, so one ``except`` clause
 catches a file refused by preflight and the same file refused by the server.
 
+Every :class:`APIStatusError` keeps the server's request id (``Msh-Request-Id``, else
+``X-Msh-Trace-Id``) as ``.request_id`` and shows it in ``str()``. The class attribute
+``slow_down`` is true for the errors that say the account or the service is overloaded (the
+retryable 429s and a 503): :func:`kimi_files.retry.is_slow_down` reads it for the pacer.
+Every error pickles (``pickle.loads(pickle.dumps(e))`` keeps its type and attributes), so it can
+cross a process pool.
+
 This module is pure: :func:`error_from_response` turns a status code, headers and body bytes
-into the right exception and never raises anything itself.
+into the right exception and never raises anything itself. Rate-limit messages are recognised
+in the documented wording and in the wordings real accounts get ("max organization
+concurrency: N", "max request: N", "Organization Rate limit exceeded", "project TPM rate
+limit"), with or without the leading ``Your account {org}<{ak}>``.
 """
 
 from __future__ import annotations
@@ -88,6 +101,7 @@ __all__ = [
     "ExtractionFailedError",
     "FileTooLargeError",
     "GatewayError",
+    "GatewayOverloadedError",
     "IncorrectAPIKeyError",
     "InputTooLongError",
     "InternalServerError",
@@ -103,6 +117,7 @@ __all__ = [
     "MalformedResponseError",
     "ModelNotFoundError",
     "ModelTokenLimitError",
+    "NoExtractableTextError",
     "NoRoomError",
     "NotEnoughFileSlotsError",
     "NotEnoughStorageError",
@@ -135,10 +150,18 @@ class KimiError(Exception):
 
     #: Whether sending the same request again can succeed. See also ``kimi_files.retry``.
     retryable: ClassVar[bool] = False
+    #: Whether the error says the account or the service is overloaded, so requests should
+    #: come slower (the pacer reads it through :func:`kimi_files.retry.is_slow_down`).
+    slow_down: ClassVar[bool] = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keyword-only constructor arguments defeat Exception's default pickling: rebuild from
+        # the instance's attributes instead of calling __init__ again
+        return (_rebuild, (type(self), self.args, self.__dict__.copy()))
 
     def __str__(self) -> str:
         return self.message
@@ -308,13 +331,16 @@ class APIStatusError(KimiError):
         for name, value in (numbers or {}).items():
             setattr(self, name, int(value) if name.startswith("max_") else value)
         if headers:
-            self.request_id = _header(headers, "x-request-id") or _header(headers, "msh-request-id")
+            self.request_id = (_header(headers, "msh-request-id")
+                               or _header(headers, "x-msh-trace-id")
+                               or _header(headers, "x-request-id"))
             if self.retry_after is None:
                 self.retry_after = parse_retry_after(_header(headers, "retry-after"))
 
     def __str__(self) -> str:
         kind = f" {self.type}" if self.type else ""
-        return f"{self.message} (HTTP {self.status_code}{kind})"
+        rid = f", request id {self.request_id}" if self.request_id else ""
+        return f"{self.message} (HTTP {self.status_code}{kind}{rid})"
 
     def __repr__(self) -> str:
         return (
@@ -329,6 +355,17 @@ class BadRequestError(APIStatusError):
 
 class ContentFilterError(BadRequestError):
     """The request was rejected by content moderation."""
+
+
+class NoExtractableTextError(BadRequestError):
+    """`text extract error`: the file has no text to extract (scanned PDF, repetitive text)."""
+
+    def __str__(self) -> str:
+        return (
+            f"{super().__str__()}. The file has no extractable text: a scanned, image-only PDF "
+            "(no text layer) or near-empty, repetitive text. Retrying cannot help: run OCR on "
+            'it first, or upload its pages as images with purpose="image".'
+        )
 
 
 class InvalidRequestError(BadRequestError):
@@ -360,16 +397,33 @@ class ServerTooManyFilesError(InvalidRequestError, TooManyFilesError):
 
 
 class AuthenticationError(APIStatusError):
-    """HTTP 401: the key is wrong, missing, or belongs to the other platform."""
+    """HTTP 401: the key is wrong, missing, or belongs to the other platform or to Kimi Code.
+
+    ``kimi_code_key`` is true when the refused key looks like a Kimi Code subscription key
+    (``sk-kimi-...``); the key itself is never kept.
+    """
+
+    kimi_code_key: bool = False
 
     def __str__(self) -> str:
         where = self.base_url or "the configured base URL"
-        return (
+        text = (
             f"{super().__str__()}. The key was refused by {where}. Keys of platform.kimi.ai"
             " (api.moonshot.ai) and"
             " platform.kimi.com (api.moonshot.cn) are not interchangeable: check that"
-            " MOONSHOT_API_KEY belongs to the platform of this base URL."
+            " MOONSHOT_API_KEY (or KIMI_API_KEY) belongs to the platform of this base URL."
         )
+        if self.kimi_code_key or is_kimi_code_url(self.base_url):
+            what = ("This base URL is Kimi Code's (api.kimi.com/coding)"
+                    if is_kimi_code_url(self.base_url)
+                    else "The key looks like a Kimi Code subscription key (sk-kimi-...)")
+            text += (
+                f" {what}: Kimi Code keys work only with Kimi Code (https://api.kimi.com/coding/v1),"
+                " not with the platform's Files API. Create a platform key at platform.kimi.ai"
+                " (or platform.kimi.com) and use https://api.moonshot.ai/v1 (or"
+                " https://api.moonshot.cn/v1)."
+            )
+        return text
 
 
 class InvalidAuthenticationError(AuthenticationError):
@@ -404,6 +458,7 @@ class RateLimitError(APIStatusError):
     """HTTP 429."""
 
     retryable = True
+    slow_down = True
 
 
 class EngineOverloadedError(RateLimitError):
@@ -434,6 +489,7 @@ class ExceededQuotaError(RateLimitError):
     """`exceeded_current_quota_error`: retrying cannot help."""
 
     retryable = False
+    slow_down = False
 
 
 class AccountSuspendedError(ExceededQuotaError):
@@ -462,6 +518,12 @@ class GatewayError(InternalServerError):
     """A gateway in front of the API answered 502/503/504 or a non-JSON error page."""
 
 
+class GatewayOverloadedError(GatewayError):
+    """HTTP 503 (an HTML page or JSON): the service is under load; retry, and slow down."""
+
+    slow_down = True
+
+
 class MalformedResponseError(APIStatusError):
     """A success status whose body is not the JSON object expected (garbage or truncated)."""
 
@@ -486,6 +548,8 @@ def _rx(text: str) -> re.Pattern[str]:
 # Rows of the platform's error table, most specific first. Named groups become attributes.
 _RULES: tuple[_Rule, ...] = (
     _Rule(400, "content_filter", None, ContentFilterError),
+    # captured from real accounts, answered to an upload: "text extract error: 没有解析出内容"
+    _Rule(400, None, _rx(r"text extract error"), NoExtractableTextError),
     _Rule(400, "invalid_request_error", _rx(r"input token length too long"), InputTooLongError),
     _Rule(
         400,
@@ -512,8 +576,20 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(429, "exceeded_current_quota_error", _rx(r"suspended"), AccountSuspendedError),
     _Rule(429, "exceeded_current_quota_error", _rx(r"token quota"), TokenQuotaExceededError),
     _Rule(429, "exceeded_current_quota_error", None, ExceededQuotaError),
-    _Rule(429, None, _rx(r"max concurrency\s*:?\s*(?P<limit>\d+)"), ConcurrencyLimitError),
-    _Rule(429, None, _rx(r"max rpm\s*:?\s*(?P<limit>\d+)"), RPMLimitError),
+    # "organization max concurrency: N" (the table), "max organization concurrency: N" (seen)
+    _Rule(
+        429,
+        None,
+        _rx(r"max\s+(?:organization\s+)?concurrency\s*:?\s*(?P<limit>\d+)"),
+        ConcurrencyLimitError,
+    ),
+    # "organization max RPM: N" (the table), "max request: N" (seen)
+    _Rule(
+        429,
+        None,
+        _rx(r"max\s+(?:organization\s+)?(?:rpm|requests?)\s*:?\s*(?P<limit>\d+)"),
+        RPMLimitError,
+    ),
     _Rule(
         429,
         None,
@@ -526,6 +602,8 @@ _RULES: tuple[_Rule, ...] = (
         _rx(r"tpd rate limit.*?current\s*:?\s*(?P<current>\d+).*?limit\s*:?\s*(?P<limit>\d+)"),
         TPDLimitError,
     ),
+    # "Organization Rate limit exceeded, please try again after 1 seconds" (seen): no number
+    _Rule(429, None, _rx(r"rate limit exceeded"), RateLimitReachedError),
     _Rule(429, "rate_limit_reached_error", None, RateLimitReachedError),
     _Rule(500, None, _rx(r"failed to extract file"), ExtractionFailedError),
     _Rule(500, "unexpected_output", None, InvalidStateTransitionError),
@@ -540,11 +618,53 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     413: ServerFileTooLargeError,
     429: RateLimitError,
     502: GatewayError,
-    503: GatewayError,
+    503: GatewayOverloadedError,
     504: GatewayError,
 }
 
 _AFTER = re.compile(r"(?:try again )?after\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
+
+
+_KIMI_CODE_KEY_PREFIX = "sk-kimi-"
+# anything shaped like an API key: "sk-" and at least six more key characters
+_KEY_LIKE = re.compile(r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9][A-Za-z0-9_-]{5,}")
+REDACTED = "sk-***"
+
+
+def is_kimi_code_key(key: str | None) -> bool:
+    """True for a key shaped like a Kimi Code subscription key (``sk-kimi-...``)."""
+    return bool(key) and str(key).startswith(_KIMI_CODE_KEY_PREFIX)
+
+
+def is_kimi_code_url(base_url: str | None) -> bool:
+    """True for Kimi Code's API (``https://api.kimi.com/coding/...``), not the platform's."""
+    return bool(base_url) and "://api.kimi.com/coding" in str(base_url).lower()
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """``text`` with ``secret`` (8 characters or more) and every ``sk-...`` token replaced by
+    ``sk-***``."""
+    if secret and len(secret) >= 8:
+        text = text.replace(secret, REDACTED)
+    return _KEY_LIKE.sub(REDACTED, text)
+
+
+def _redact_any(value: Any, secret: str | None) -> Any:
+    if isinstance(value, str):
+        return redact(value, secret)
+    if isinstance(value, dict):
+        return {k: _redact_any(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_any(v, secret) for v in value]
+    return value
+
+
+def _rebuild(cls: type[KimiError], args: tuple[Any, ...], state: dict[str, Any]) -> KimiError:
+    """Unpickle an error without calling its ``__init__`` (see :meth:`KimiError.__reduce__`)."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -618,10 +738,19 @@ def error_from_response(
     headers: Mapping[str, str] | None = None,
     *,
     base_url: str | None = None,
+    secret: str | None = None,
 ) -> APIStatusError:
-    """Build the exception for an error response. Pure; never raises."""
+    """Build the exception for an error response. Pure; never raises.
+
+    ``secret`` is the API key the request carried: a server that echoes it in its message
+    has it replaced by ``sk-***`` (as is any ``sk-...`` token) in ``message`` and ``body``. It
+    is not kept; a 401 only notes whether it looked like a Kimi Code key.
+    """
     try:
         parsed, etype, message = _decode_error_body(body)
+        parsed = _redact_any(parsed, secret)
+        if message is not None:
+            message = redact(message, secret)
         json_error = etype is not None or message is not None
         cls: type[APIStatusError] | None = None
         numbers: dict[str, float] = {}
@@ -654,7 +783,7 @@ def error_from_response(
             after = _AFTER.search(message)
             if after:
                 numbers["retry_after"] = float(after.group(1))
-        return cls(
+        error = cls(
             message,
             status_code=status_code,
             type=etype,
@@ -663,6 +792,9 @@ def error_from_response(
             base_url=base_url,
             numbers=numbers,
         )
+        if isinstance(error, AuthenticationError) and is_kimi_code_key(secret):
+            error.kimi_code_key = True
+        return error
     except Exception as exc:  # pragma: no cover - last resort: parsing must never raise
         return APIStatusError(
             f"unreadable error response ({type(exc).__name__})",

@@ -1,7 +1,9 @@
 """Data that crosses module lines: frozen, slotted dataclasses.
 
 Field names follow the openai SDK's ``FileObject`` so code can move between the two.
-Parsing is tolerant: unknown fields are kept in ``extra``, missing ones get defaults.
+Parsing is tolerant: unknown fields are kept in ``extra``, missing ones get defaults. What
+cannot be tolerated is a :class:`~kimi_files.errors.MalformedResponseError`: a file object
+without an ``id``, a list without a ``data`` array.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import MalformedResponseError
 
 __all__ = ["FileContent", "FileDeleted", "FileList", "FileObject", "UploadedFile"]
 
@@ -49,9 +53,17 @@ class FileObject:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FileObject:
+        """Parse a file object; one without a usable ``id`` is a MalformedResponseError."""
+        file_id = data.get("id")
+        if not isinstance(file_id, str) or not file_id.strip():
+            raise MalformedResponseError(
+                f"the server answered with a file object that has no usable id ({file_id!r})",
+                status_code=200,
+                body=dict(data),
+            )
         expires = data.get("expires_at")
         return cls(
-            id=_str(data.get("id")),
+            id=file_id,
             bytes=_int(data.get("bytes")),
             created_at=_int(data.get("created_at")),
             filename=_str(data.get("filename")),
@@ -72,7 +84,8 @@ class FileObject:
 
     @property
     def failed(self) -> bool:
-        """True when the server says processing (extraction) of this file failed."""
+        """True when the server says processing (extraction) of this file failed (``status``
+        ``error``, the documented value, or ``failed``)."""
         return self.status.lower() in FAILED_STATUSES
 
 
@@ -107,8 +120,15 @@ class FileList:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FileList:
-        items = data.get("data")
-        rows = items if isinstance(items, list) else []
+        """Parse a list answer; one without a ``data`` array is a MalformedResponseError (never
+        read as an empty account)."""
+        rows = data.get("data")
+        if not isinstance(rows, list):
+            raise MalformedResponseError(
+                "the server answered the file list without a 'data' array",
+                status_code=200,
+                body=dict(data),
+            )
         return cls(
             data=tuple(FileObject.from_dict(x) for x in rows if isinstance(x, Mapping)),
             object=_str(data.get("object")) or "list",
@@ -146,11 +166,13 @@ class FileContent:
 
     ``text`` is the extracted text. When the platform answers with its JSON document
     (``{"content", "file_type", "filename", "title", "type"}``) the document is kept whole
-    in ``document`` and its fields are exposed; otherwise ``text`` is the raw body.
+    in ``document`` and its fields are exposed; otherwise ``text`` is the raw body. ``raw`` is
+    the body exactly as the server sent it: :meth:`as_message` puts it in a chat message.
     """
 
     text: str
     document: Mapping[str, Any] | None = None
+    raw: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_body(cls, body: str) -> FileContent:
@@ -163,8 +185,21 @@ class FileContent:
             except ValueError:
                 doc = None
             if isinstance(doc, dict) and isinstance(doc.get("content"), str):
-                return cls(text=doc["content"], document=doc)
-        return cls(text=body)
+                return cls(text=doc["content"], document=doc, raw=body)
+        return cls(text=body, raw=body)
+
+    def as_message(self) -> dict[str, str]:
+        """``{"role": "system", "content": <the whole JSON text>}``: the system message the
+        Kimi docs build from ``files.content(id).text`` (the body as sent, not only ``text``)."""
+        if self.raw is not None:
+            content = self.raw
+        elif self.document is not None:
+            import json
+
+            content = json.dumps(dict(self.document), ensure_ascii=False)
+        else:
+            content = self.text
+        return {"role": "system", "content": content}
 
     def _field(self, name: str) -> str:
         return _str(self.document.get(name)) if self.document else ""

@@ -13,14 +13,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
-from .errors import (
-    APIStatusError,
-    ConcurrencyLimitError,
-    KimiError,
-    RateLimitError,
-    RPMLimitError,
-)
-from .retry import sleep
+from .errors import ConcurrencyLimitError, KimiError, RPMLimitError
+from .retry import is_slow_down, sleep
 
 __all__ = ["Pacer", "next_start"]
 
@@ -42,10 +36,13 @@ def next_start(starts: Sequence[float], rpm: int | None, period: float, now: flo
     return max(now, starts[-rpm] + period * (1 + WINDOW_MARGIN) + WINDOW_SLACK)
 
 
-def next_window(window: int, ceiling: int | None, succeeded: bool) -> int:
+def next_window(window: int, ceiling: int | None, succeeded: bool, used: int | None = None) -> int:
     """Slow start: the concurrency window doubles with each success up to the ceiling, and
-    never drops below one. Pure."""
-    grown = window * 2 if succeeded else window
+    never drops below one. A success proves the account takes ``used`` requests at once, so
+    the window grows only when the request ran with the window full (``used >= window``;
+    None: assume it was). Pure."""
+    full = used is None or used >= window
+    grown = window * 2 if succeeded and full else window
     return max(1, min(grown, ceiling) if ceiling is not None else grown)
 
 
@@ -82,6 +79,7 @@ class Pacer:
             while self._active >= self._allowed():
                 self._cond.wait(0.5)
             self._active += 1
+            used = self._active
         failure: BaseException | None = None
         try:
             with self._cond:
@@ -97,10 +95,10 @@ class Pacer:
         finally:
             with self._cond:
                 self._active -= 1
-                if isinstance(failure, KimiError) and slows_down(failure):
+                if isinstance(failure, KimiError) and is_slow_down(failure):
                     self._learn_locked(failure)
                 elif failure is None:
-                    self.window = next_window(self.window, self.concurrency, True)
+                    self.window = next_window(self.window, self.concurrency, True, used)
                 self._cond.notify_all()
 
     def _allowed(self) -> int:
@@ -110,7 +108,7 @@ class Pacer:
         """Back off on a 429 (halve the window) and keep any limit it names as a ceiling.
 
         :meth:`slot` does this itself for an error raised inside it."""
-        if not slows_down(error):
+        if not is_slow_down(error):
             return
         with self._cond:
             self._learn_locked(error)
@@ -154,11 +152,3 @@ def check_limits(concurrency: int | None, rpm: int | None, period: float) -> Non
     if not period > 0 or period == float("inf"):
         raise ConfigurationError(f"the rate period must be a positive number of seconds, "
                                  f"not {period!r}")
-
-
-def slows_down(error: KimiError) -> bool:
-    """Does this error ask the client to send less? A 429, or a gateway 503 under load."""
-    if isinstance(error, RateLimitError):
-        return True
-    return isinstance(error, APIStatusError) and error.status_code == 503
-

@@ -3,6 +3,12 @@
 * :func:`should_retry` - may this error be retried?
 * :func:`may_have_stored` - could the server have stored the upload despite this error?
 * :func:`retry_wait` - how long to wait before the next attempt?
+* :func:`attempts_left` - may another attempt start after that wait?
+* :func:`is_slow_down` - does this error ask for fewer requests (for the pacer)?
+* :func:`wait_notice` - the WARNING line a wait deserves, if any.
+
+:func:`sleep` is the one place that waits; given the error it waits for, it logs the line of
+:func:`wait_notice` at WARNING (a long wait, or the first connection that could not be made).
 
 Tests (and users' own test suites) switch waiting off with :func:`waiting_disabled`, which
 also records every wait that would have happened, so "the wait was honoured" can be asserted
@@ -12,6 +18,8 @@ without sleeping.
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import random
 import threading
 import time
@@ -21,13 +29,29 @@ from .config import RetryPolicy
 from .errors import (
     APIConnectionError,
     APIStatusError,
+    APITimeoutError,
     InternalServerError,
     KimiError,
     MalformedResponseError,
     RateLimitError,
 )
 
-__all__ = ["may_have_stored", "retry_wait", "should_retry", "sleep", "waiting_disabled"]
+__all__ = [
+    "attempts_left",
+    "is_slow_down",
+    "may_have_stored",
+    "remaining",
+    "retry_wait",
+    "should_retry",
+    "sleep",
+    "wait_notice",
+    "waiting_disabled",
+]
+
+log = logging.getLogger("kimi_files")
+
+#: Waits of at least this many seconds are announced at WARNING.
+LOUD_WAIT = 5.0
 
 
 def should_retry(error: BaseException) -> bool:
@@ -53,6 +77,13 @@ def may_have_stored(error: BaseException) -> bool:
     return isinstance(error, (InternalServerError, MalformedResponseError))
 
 
+def is_slow_down(error: BaseException | None) -> bool:
+    """True for errors that say the account or the service is overloaded: the retryable 429s
+    (``engine_overloaded_error``, every rate limit) and a gateway's 503. Such an error is
+    retried within the time budget alone, and tells a pacer to send fewer requests."""
+    return isinstance(error, KimiError) and type(error).slow_down
+
+
 def server_wait(error: BaseException) -> float | None:
     """The wait the server asked for, if it named one."""
     if isinstance(error, APIStatusError):
@@ -68,20 +99,73 @@ def retry_wait(
 ) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1-based). Pure but for ``rand``.
 
-    The server's own figure wins (capped at ``policy.max_server_wait``); otherwise capped
-    exponential backoff with additive jitter: ``min(max_wait, initial * 2**(attempt-1)) +
-    jitter * rand()``.
+    The server's own figure wins, plus ``jitter * rand()`` so that workers told the same
+    figure do not wake together; a figure over ``policy.max_server_wait`` gives ``inf`` (no
+    attempt can follow: :func:`attempts_left` says no at once). Otherwise capped exponential
+    backoff with additive jitter: ``min(max_wait, initial * 2**(attempt-1)) + jitter * rand()``.
     """
     asked = server_wait(error)
     if asked is not None:
-        return min(max(asked, 0.0), policy.max_server_wait)
+        asked = max(asked, 0.0)
+        if asked > policy.max_server_wait:
+            return math.inf
+        return asked + policy.jitter * rand()
     base = policy.initial_wait * (2.0 ** max(attempt - 1, 0))
     return min(policy.max_wait, base) + policy.jitter * rand()
 
 
-def attempts_left(attempt: int, started: float, wait: float, policy: RetryPolicy, now: float) -> bool:
-    """May attempt ``attempt + 1`` start after waiting ``wait`` seconds?"""
-    return attempt < policy.max_attempts and (now - started) + wait <= policy.timeout
+def attempts_left(
+    attempt: int,
+    started: float,
+    wait: float,
+    policy: RetryPolicy,
+    now: float,
+    *,
+    error: BaseException | None = None,
+) -> bool:
+    """May attempt ``attempt + 1`` start after waiting ``wait`` seconds?
+
+    Never past ``policy.timeout`` seconds after ``started``. When ``error`` (the failure being
+    retried) is an overload signal (:func:`is_slow_down`) only ``max_overload_attempts`` (None:
+    no count) bounds the attempts; any other error, or none given, ``max_attempts``.
+    """
+    if (now - started) + wait > policy.timeout:
+        return False
+    cap = policy.max_overload_attempts if is_slow_down(error) else policy.max_attempts
+    return cap is None or attempt < cap
+
+
+def remaining(started: float, policy: RetryPolicy, now: float) -> float:
+    """Seconds left of the policy's time budget."""
+    return max(0.0, policy.timeout - (now - started))
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, APIStatusError):
+        return f"HTTP {error.status_code} {error.type or type(error).__name__}"
+    if isinstance(error, APITimeoutError):
+        return "timed out"
+    if isinstance(error, APIConnectionError):
+        return "connection failed" if error.request_sent else "could not connect"
+    return type(error).__name__
+
+
+def wait_notice(
+    error: BaseException, attempt: int, wait: float, left: float, what: str = ""
+) -> str | None:
+    """The WARNING line for waiting ``wait`` s after attempt ``attempt`` failed with
+    ``error``, with ``left`` seconds of the budget remaining; None when it needs no line.
+
+    A connection that could not be made is said at once (attempt 1); a wait of
+    ``LOUD_WAIT`` seconds or more is always said. Pure."""
+    prefix = f"{what}: " if what else ""
+    if attempt == 1 and isinstance(error, APIConnectionError) and not error.request_sent:
+        # the error names the method and URL already
+        return f"{error}; will retry for up to {left:.0f}s more (next attempt in {wait:.0f}s)"
+    if wait >= LOUD_WAIT:
+        return (f"{prefix}waiting {wait:.0f}s before retrying ({_reason(error)}); "
+                f"giving up after {left:.0f}s more")
+    return None
 
 
 # --- the one place that waits ---------------------------------------------------------------------
@@ -89,8 +173,24 @@ def attempts_left(attempt: int, started: float, wait: float, policy: RetryPolicy
 _global: dict[str, list[float] | None] = {"waits": None}
 
 
-def sleep(seconds: float, stop: threading.Event | None = None) -> bool:
-    """Wait ``seconds`` unless waiting is disabled; return False if ``stop`` was set."""
+def sleep(
+    seconds: float,
+    stop: threading.Event | None = None,
+    *,
+    error: BaseException | None = None,
+    attempt: int = 0,
+    left: float | None = None,
+    what: str = "",
+) -> bool:
+    """Wait ``seconds`` unless waiting is disabled; return False if ``stop`` was set.
+
+    Given the ``error`` a retry waits for (and its ``attempt`` number and the ``left``
+    seconds of the budget), the line of :func:`wait_notice` is logged at WARNING first.
+    """
+    if error is not None:
+        notice = wait_notice(error, attempt, seconds, seconds if left is None else left, what)
+        if notice:
+            log.warning("%s", notice)
     recorder = _global["waits"]
     if recorder is not None:
         recorder.append(seconds)

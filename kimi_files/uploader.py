@@ -391,14 +391,16 @@ def send_file(
                         return Sent(adopted, attempt, True, tuple(lost.suspects.values()))
                 raise error
             wait = _retry.retry_wait(error, attempt, policy)
-            if not _retry.attempts_left(attempt, started, wait, policy, time.monotonic()):
+            now = time.monotonic()
+            if not _retry.attempts_left(attempt, started, wait, policy, now, error=error):
                 if suspect is not None:
                     adopted = lost.look(relist=_may_store_later(suspect))
                     if adopted is not None:
                         return Sent(adopted, attempt, True, tuple(lost.suspects.values()))
                 raise error
             log.info("%s: attempt %d failed (%s); retrying in %.1fs", shown, attempt, error, wait)
-            if not _retry.sleep(wait, stop):
+            if not _retry.sleep(wait, stop, error=error, attempt=attempt,
+                                left=_retry.remaining(started, policy, now), what=shown):
                 raise UploadCancelledError(f"{shown}: cancelled while waiting to retry") from error
 
 

@@ -19,7 +19,8 @@ disable_progress_bars()
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("MOONSHOT_API_KEY", "MOONSHOT_BASE_URL", "KIMI_FILES_STATE_DIR"):
+    for name in ("MOONSHOT_API_KEY", "MOONSHOT_BASE_URL", "KIMI_API_KEY", "KIMI_BASE_URL",
+                 "KIMI_FILES_STATE_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
@@ -58,7 +59,7 @@ def write(path: Path, data: bytes | str) -> Path:
 
 
 def env_without_key() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "MOONSHOT_API_KEY"}
+    return {k: v for k, v in os.environ.items() if k not in ("MOONSHOT_API_KEY", "KIMI_API_KEY")}
 
 
 

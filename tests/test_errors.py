@@ -43,6 +43,16 @@ ROWS = [
      {"limit": 8192, "current": 9001}, True),
     ("extraction_failed", kf.ExtractionFailedError, 500, "server_error", {}, True),
     ("invalid_state", kf.InvalidStateTransitionError, 500, "unexpected_output", {}, True),
+    # captured from real accounts (the emulator's CAPTURED_ROWS)
+    ("max_concurrency_short", kf.ConcurrencyLimitError, 429, "rate_limit_reached_error",
+     {"limit": 8192, "retry_after": 7}, True),
+    ("max_request", kf.RPMLimitError, 429, "rate_limit_reached_error",
+     {"limit": 8192, "retry_after": 7}, True),
+    ("org_rate_limit", kf.RateLimitReachedError, 429, "rate_limit_reached_error",
+     {"limit": None, "retry_after": 7}, True),
+    ("project_tpm", kf.TPMLimitError, 429, "rate_limit_reached_error",
+     {"limit": 8192, "current": 9001}, True),
+    ("no_text", kf.NoExtractableTextError, 400, "invalid_request_error", {}, False),
 ]
 
 
@@ -96,7 +106,7 @@ def test_401_names_base_url_and_platforms_never_the_key(emulator: Emulator) -> N
 
 @pytest.mark.parametrize(
     ("fault", "cls", "status"),
-    [("html_502", kf.GatewayError, 502), ("html_503", kf.GatewayError, 503),
+    [("html_502", kf.GatewayError, 502), ("html_503", kf.GatewayOverloadedError, 503),
      ("html_504", kf.GatewayError, 504), ("empty_500", kf.GatewayError, 500)],
 )
 def test_non_json_bodies_become_gateway_errors(emulator: Emulator, client: kf.KimiFiles,
@@ -130,7 +140,8 @@ def test_garbage_and_truncated_success_bodies(emulator: Emulator, client: kf.Kim
         (418, b"teapot", kf.APIStatusError),
         (500, b'{"error":{"type":"x","message":"boom"}}', kf.InternalServerError),
         (500, b'{"error": "plain string"}', kf.InternalServerError),
-        (503, b"", kf.GatewayError),
+        (503, b"", kf.GatewayOverloadedError),
+        (503, b'{"error":{"type":"server_error","message":"busy"}}', kf.GatewayOverloadedError),
         (413, b"<html>Request Entity Too Large</html>", kf.ServerFileTooLargeError),
         (429, b'{"error":{"type":"rate_limit_reached_error","message":"??"}}',
          kf.RateLimitReachedError),

@@ -69,3 +69,19 @@ def test_openai_sees_limits(sdk: openai.OpenAI, emulator: Emulator, tmp_path: Pa
         sdk.files.create(file=write(tmp_path / "a.txt", "x"), purpose="nonsense")  # type: ignore[arg-type]
     with pytest.raises(openai.NotFoundError):
         sdk.files.retrieve("missing")
+
+
+def test_openai_auto_pagination_ends(sdk: openai.OpenAI, tmp_path: Path) -> None:
+    created = [sdk.files.create(file=write(tmp_path / f"{i}.txt", str(i)),  # type: ignore[arg-type]
+                                purpose="file-extract").id for i in range(5)]
+
+    def collect(**params: object) -> list[str]:
+        seen: list[str] = []
+        for f in sdk.files.list(**params):  # type: ignore[arg-type]
+            seen.append(f.id)
+            # the SDK follows `has_more` and `after`: past this many it is looping
+            assert len(seen) <= 2 * len(created), "files.list() does not terminate"
+        return seen
+
+    assert collect() == created          # one page, has_more false
+    assert collect(limit=2) == created   # three pages, each after the last id of the one before

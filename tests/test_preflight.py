@@ -361,6 +361,10 @@ def test_vision_purposes_through_the_client(emulator: Emulator, client: kf.KimiF
     assert _posts(emulator) == 0
     up = client.upload(png, purpose="image")
     assert up.purpose == "image" and emulator.state.files[up.id].content_type == "image/png"
+    # sent anyway: the service (and the emulator) refuse it themselves
+    with pytest.raises(kf.InvalidRequestError, match="no longer extracted"):
+        client.upload(png, allow_any_type=True)
+    emulator.state.extract_images = True  # the older behaviour of the service
     anyway = client.upload(png, allow_any_type=True)
     assert anyway.purpose == "file-extract" and anyway.mime_type == "image/png"
     video = write(tmp_path / "clip.mp4", VIDEOS["a.mp4"][0])

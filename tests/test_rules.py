@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -14,7 +16,14 @@ from kimi_files.errors import error_from_response
 from kimi_files.pacing import Pacer, next_start
 from kimi_files.preflight import check_purpose, check_size, classify_type
 from kimi_files.quota import Usage, deficit, plan_room, select_candidates
-from kimi_files.retry import attempts_left, may_have_stored, retry_wait, should_retry
+from kimi_files.retry import (
+    attempts_left,
+    is_slow_down,
+    may_have_stored,
+    retry_wait,
+    should_retry,
+    wait_notice,
+)
 
 POLICY = RetryPolicy(initial_wait=1.0, max_wait=30.0, jitter=1.0, max_server_wait=120.0)
 
@@ -46,11 +55,14 @@ def test_may_have_stored() -> None:
     assert not may_have_stored(_err(429, "engine_overloaded_error", "x"))
 
 
-def test_server_wait_wins_and_is_capped() -> None:
+def test_server_wait_wins_with_jitter_and_too_long_ends_at_once() -> None:
     e = _err(429, "rate_limit_reached_error", "max RPM: 3, please try again after 17 seconds")
-    assert retry_wait(e, 1, POLICY, rand=lambda: 0.5) == 17
+    assert retry_wait(e, 1, POLICY, rand=lambda: 0.5) == 17.5
+    assert retry_wait(e, 1, POLICY, rand=lambda: 0.0) == 17
     e = _err(429, "rate_limit_reached_error", "max RPM: 3, please try again after 9999 seconds")
-    assert retry_wait(e, 1, POLICY) == 120
+    wait = retry_wait(e, 1, POLICY)
+    assert wait == math.inf and e.retry_after == 9999
+    assert not attempts_left(1, 0, wait, POLICY, now=0, error=e)
 
 
 def test_backoff_is_exponential_capped_with_jitter() -> None:
@@ -67,9 +79,12 @@ def test_retry_wait_is_bounded_and_honours_the_server(attempt: int, r: float,
     e = kf.RateLimitReachedError("x", status_code=429)
     e.retry_after = after
     wait = retry_wait(e, attempt, POLICY, rand=lambda: r)
-    assert 0 <= wait <= max(POLICY.max_server_wait, POLICY.max_wait + POLICY.jitter)
-    if after is not None:
-        assert wait == min(after, POLICY.max_server_wait)
+    if after is None:
+        assert 0 <= wait <= POLICY.max_wait + POLICY.jitter
+    elif after > POLICY.max_server_wait:
+        assert wait == math.inf
+    else:
+        assert wait == after + POLICY.jitter * r
 
 
 def test_attempts_and_time_are_bounded() -> None:
@@ -79,6 +94,54 @@ def test_attempts_and_time_are_bounded() -> None:
     assert not attempts_left(1, 0, 5, p, now=6)
     with pytest.raises(kf.ConfigurationError):
         RetryPolicy(max_attempts=0)
+    with pytest.raises(kf.ConfigurationError):
+        RetryPolicy(max_overload_attempts=0)
+
+
+def test_overload_is_bounded_by_the_budget_not_the_attempt_count() -> None:
+    p = RetryPolicy()  # the default: 6 attempts, 900 s
+    overloaded = _err(429, "engine_overloaded_error", "overloaded")
+    gateway_503 = error_from_response(503, b"<html>busy</html>")
+    extraction = _err(500, "server_error", "Failed to extract file: x")
+    # attempt 20 after ten minutes of overload: keep going while the budget lasts
+    for error in (overloaded, gateway_503):
+        assert attempts_left(20, 0, 30, p, now=600, error=error)
+        assert not attempts_left(20, 0, 30, p, now=880, error=error)
+    # other retryable errors keep their attempt cap; so does a caller that names no error
+    assert not attempts_left(6, 0, 1, p, now=10, error=extraction)
+    assert not attempts_left(6, 0, 1, p, now=10)
+    # an explicit retry count is honoured whatever the error
+    capped = p.with_retries(2)
+    assert attempts_left(2, 0, 1, capped, now=0, error=overloaded)
+    assert not attempts_left(3, 0, 1, capped, now=0, error=overloaded)
+
+
+def test_slow_down_signals() -> None:
+    assert is_slow_down(_err(429, "engine_overloaded_error", "overloaded"))
+    assert is_slow_down(_err(429, "rate_limit_reached_error",
+                             "Organization Rate limit exceeded, please try again after 1 seconds"))
+    assert is_slow_down(error_from_response(503, b"<html>503</html>"))
+    assert is_slow_down(error_from_response(503, b'{"error":{"type":"x","message":"busy"}}'))
+    assert not is_slow_down(error_from_response(502, b"<html>502</html>"))
+    assert not is_slow_down(_err(429, "exceeded_current_quota_error", "account x is suspended"))
+    assert not is_slow_down(_err(500, "server_error", "Failed to extract file: x"))
+    assert not is_slow_down(kf.APITimeoutError("t"))
+    assert not is_slow_down(None)
+
+
+def test_wait_notices() -> None:
+    overloaded = _err(429, "engine_overloaded_error", "overloaded")
+    assert wait_notice(overloaded, 3, 4.9, 800) is None
+    assert wait_notice(overloaded, 3, 16.4, 800.2, "a.pdf") == (
+        "a.pdf: waiting 16s before retrying (HTTP 429 engine_overloaded_error); "
+        "giving up after 800s more")
+    refused = kf.APIConnectionError("GET http://h/v1/files: could not connect (refused)")
+    assert wait_notice(refused, 1, 1.2, 899) == (
+        "GET http://h/v1/files: could not connect (refused); will retry for up to 899s more "
+        "(next attempt in 1s)")
+    assert wait_notice(refused, 2, 2, 890) is None
+    lost = kf.ConnectionLostError("reset", request_sent=True)
+    assert wait_notice(lost, 1, 1, 899) is None
 
 
 # --- quota -------------------------------------------------------------------------------------
@@ -199,13 +262,22 @@ def test_slow_start_window() -> None:
     assert next_window(3, None, True) == 6
     assert next_window(3, 8, False) == 3
     assert next_window(5, 2, False) == 2
+    # a success proves only as much concurrency as it ran with
+    assert next_window(2, 8, True, used=1) == 2 and next_window(2, 8, True, used=2) == 4
 
 
 def test_pacer_halves_its_window_on_429s() -> None:
+    import contextlib
+
     pacer = Pacer(8, None)
     for _ in range(10):
-        with pacer.slot():
+        with pacer.slot():  # one at a time proves nothing about running two at once
             pass
+    assert pacer.window == 2
+    for _ in range(3):  # the window full at once: each round doubles it, up to the ceiling
+        with contextlib.ExitStack() as stack:
+            for _ in range(pacer.window):
+                stack.enter_context(pacer.slot())
     assert pacer.window == 8
     pacer.learn(_err(429, "engine_overloaded_error", "overloaded"))
     assert pacer.window == 4 and pacer.concurrency == 8

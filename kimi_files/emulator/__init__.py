@@ -13,11 +13,18 @@ From the shell: ``python -m kimi_files.emulator --port 8000 [--api-key KEY]``.
 
 It serves the five endpoints with the documented shapes and enforces the limits with the
 platform's exact error bodies: the purpose, zero size, 100 MB per file, 1,000 files and
-10 GB per account (all configurable), 401 for a wrong key, 404 for an unknown id. Uploads
-are streamed to disk. Faults (``fail_next``) cover every row of the error table plus HTML
-gateway pages, garbage and truncated bodies, delays, hangs, dropped connections, and
-"store the file, then drop the connection". Tiers can be emulated with ``max_concurrency``
-and ``rpm``. Needs the ``emulator`` extra: ``pip install 'kimi-files[emulator]'``.
+10 GB per account (all configurable), 401 for a wrong key, 404 for an unknown id. Like the
+service it answers ``text extract error: 没有解析出内容`` to a PDF without a text layer or to
+5 KiB of one repeated character, checks each purpose's content types (images are refused
+under ``file-extract`` unless ``extract_images=True``), sends ``Msh-Request-Id`` on every
+answer and no ``Retry-After`` / ``X-RateLimit-*`` on 429s. The list honours ``after`` and
+``limit`` and answers ``has_more``. Uploads are streamed to disk. Faults (``fail_next``)
+cover every row of the error table and every wording captured from real accounts
+(:data:`CAPTURED_ROWS`), plus HTML gateway pages, garbage and truncated bodies, delays,
+hangs, dropped connections, "store the file, then drop the connection" and "store it late,
+after the client gave up". Tiers can be emulated with ``max_concurrency`` and ``rpm``; the
+clocks are injectable (``clock=``, ``wall=``). Needs the ``emulator`` extra:
+``pip install 'kimi-files[emulator]'``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from types import TracebackType
 from typing import Any
 
 from ._state import (
+    CAPTURED_ROWS,
     CHAOS_KINDS,
     ERROR_ROWS,
     FAULT_KINDS,
@@ -38,6 +46,7 @@ from ._state import (
 )
 
 __all__ = [
+    "CAPTURED_ROWS",
     "CHAOS_KINDS",
     "ERROR_ROWS",
     "FAULT_KINDS",
@@ -55,7 +64,7 @@ class Emulator:
     Keyword arguments other than ``host``, ``port`` and ``log_level`` configure the
     :class:`EmulatorState` (``api_key``, ``max_files``, ``max_total_bytes``,
     ``max_file_bytes``, ``extract_delay``, ``max_concurrency``, ``rpm``, ``rate_window``,
-    ``storage_dir``).
+    ``storage_dir``, ``extract_images``, ``clock``, ``wall``).
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",

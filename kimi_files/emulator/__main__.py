@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chaos", type=float, default=0.0, metavar="RATE",
                         help="fail a random RATE (0..1) of uploads with random retryable faults")
     parser.add_argument("--storage-dir", help="where uploads are kept (default: a temp dir)")
+    parser.add_argument("--extract-images", action="store_true",
+                        help="accept images under file-extract (older behaviour; the newest "
+                             "guide says they are no longer extracted)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         api_key=args.api_key, storage_dir=args.storage_dir, max_files=args.max_files,
         max_total_bytes=args.max_total_bytes, max_file_bytes=args.max_file_bytes,
         extract_delay=args.extract_delay, max_concurrency=args.max_concurrency, rpm=args.rpm,
-        rate_window=args.rate_window,
+        rate_window=args.rate_window, extract_images=args.extract_images,
     )
     if args.chaos:
         state.set_chaos(args.chaos)

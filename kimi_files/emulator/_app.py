@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import os
 import re
+import secrets
 import tempfile
 import zipfile
 from pathlib import Path
@@ -17,7 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._state import ERROR_ROWS, EmulatorState, Fault, LoggedRequest, StoredFile
 
@@ -75,6 +77,8 @@ def _fault_response(request: Request, fault: Fault) -> Response | None:
     if kind == "truncated_json":
         return Response(b'{"id": "cl-trunc", "object": "fi', status_code=200,
                         media_type="application/json")
+    if kind == "no_data":
+        return JSONResponse({"object": "list"})
     if kind == "drop":
         return _drop(request)
     return None
@@ -123,6 +127,7 @@ class Emulated:
 
     async def dispatch(self, request: Request, endpoint: str, handler: Any) -> Response:
         entry = self.state.log(request.method, request.url.path)
+        entry.request_id = str(request.scope.get("kimi.request_id", ""))
         response = await self._handle(request, endpoint, entry, handler)
         entry.status = 0 if isinstance(response, _Dropped) else response.status_code
         if not entry.outcome:
@@ -175,22 +180,66 @@ class Emulated:
             filename = _form_decode(upload.filename or "upload")
             content_type = upload.content_type or "application/octet-stream"
             tmp = await run_in_threadpool(_spill, upload, state.storage)
-            status = "failed" if fault is not None and fault.kind == "status_failed" else "ok"
+            refusal = await run_in_threadpool(_refuse, tmp, filename, purpose, size,
+                                              state.extract_images)
+            if refusal is not None:
+                tmp.unlink(missing_ok=True)
+                return refusal
+            if fault is not None and fault.kind == "store_late":
+                await self._until_client_left(request, fault.delay)
+            # "error" is the documented status of a failed extraction
+            status = "error" if fault is not None and fault.kind == "status_failed" else "ok"
             stored = state.store(filename, tmp, size, purpose, content_type, status)
-            if status == "failed":
+            if status == "error":
                 stored.status_details = "Failed to extract file: emulated extraction failure"
             entry.outcome = f"stored {stored.id}"
-            if fault is not None and fault.kind == "store_then_drop":
+            if fault is not None and fault.kind in ("store_then_drop", "store_late"):
+                if fault.kind == "store_late":
+                    entry.outcome += " late, after the client left"
+                fault.stored.set()
                 return _drop(request)
+            if fault is not None and fault.kind == "no_id":
+                fault.stored.set()
+                return JSONResponse({**stored.to_dict(), "id": ""})
             return JSONResponse(stored.to_dict())
         finally:
             await form.close()
 
+    async def _until_client_left(self, request: Request, delay: float) -> None:
+        """Wait ``delay`` seconds, then until the client has gone (at most a minute more)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        while not self.state.closing and loop.time() < deadline:
+            await asyncio.sleep(min(0.02, delay))
+        give_up = loop.time() + 60
+        while (not self.state.closing and loop.time() < give_up
+               and not await request.is_disconnected()):
+            await asyncio.sleep(0.02)
+
     async def list(self, request: Request, fault: Fault | None, entry: LoggedRequest) -> Response:
         if fault is not None and (early := _fault_response(request, fault)) is not None:
             return early
-        return JSONResponse({"object": "list",
-                             "data": [f.to_dict() for f in self.state.listing()]})
+        files = self.state.listing()
+        after = request.query_params.get("after")
+        if after:  # the files listed after that one (by id when it is gone)
+            known = next((f for f in files if f.id == after), None)
+            if known is not None:
+                files = files[files.index(known) + 1:]
+            else:
+                files = [f for f in files if f.id > after]
+        limit_text = request.query_params.get("limit")
+        has_more = False
+        if limit_text is not None:
+            try:
+                limit = int(limit_text)
+            except ValueError:
+                limit = 0
+            if not 1 <= limit <= 10_000:
+                return _row("invalid_request", detail=f"limit must be 1 to 10000, not {limit_text!r}")
+            has_more = len(files) > limit
+            files = files[:limit]
+        return JSONResponse({"object": "list", "data": [f.to_dict() for f in files],
+                             "has_more": has_more})
 
     async def retrieve(self, request: Request, fault: Fault | None,
                        entry: LoggedRequest) -> Response:
@@ -221,6 +270,10 @@ class Emulated:
         stored = self._file(request.path_params["file_id"])
         if isinstance(stored, JSONResponse):
             return stored
+        if stored.purpose == "batch" and stored.path is not None:
+            # a batch file is not extracted: its content is the JSONL as uploaded
+            raw = await run_in_threadpool(stored.path.read_bytes)
+            return Response(raw, media_type="application/jsonl")
         text, file_type = await run_in_threadpool(extract_text, stored)
         doc = {"content": text, "file_type": file_type, "filename": stored.filename,
                "title": "", "type": "file"}
@@ -241,6 +294,99 @@ def _spill(upload: UploadFile, storage: Path) -> Path:
         while chunk := src.read(1024 * 1024):
             out.write(chunk)
     return Path(name)
+
+
+# --- what each purpose accepts ---------------------------------------------------------------
+
+IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "image/gif": "gif"}
+VIDEO_TYPES = {
+    "video/mp4": "mp4", "video/mpeg": "mpeg", "video/quicktime": "mov", "video/x-msvideo": "avi",
+    "video/avi": "avi", "video/x-flv": "x-flv", "video/mpg": "mpg", "video/webm": "webm",
+    "video/x-ms-wmv": "wmv", "video/x-ms-asf": "wmv", "video/3gpp": "3gpp",
+}
+#: One character repeated over at least this many bytes has "no content" to the service.
+REPETITIVE_BYTES = 5 * 1024
+
+
+def _mime(path: Path) -> str:
+    import magic
+
+    return str(magic.from_file(os.fspath(path), mime=True))
+
+
+def _refuse(path: Path, filename: str, purpose: str, size: int,
+            extract_images: bool) -> JSONResponse | None:
+    """The 400 the service answers for this content under this purpose; None if accepted.
+
+    The wordings are the emulator's own except ``text extract error`` (the service's)."""
+    if purpose == "batch":
+        return _batch_refusal(path, filename)
+    mime = _mime(path)
+    if purpose == "image" and mime not in IMAGE_TYPES:
+        accepted = ", ".join(IMAGE_TYPES.values())
+        return _row("invalid_request",
+                    detail=f"purpose 'image' accepts {accepted} only, not {mime} ({filename})")
+    if purpose == "video" and mime not in VIDEO_TYPES:
+        accepted = ", ".join(dict.fromkeys(VIDEO_TYPES.values()))
+        return _row("invalid_request",
+                    detail=f"purpose 'video' accepts {accepted} only, not {mime} ({filename})")
+    if purpose == "file-extract":
+        if mime.startswith("image/") and not extract_images:
+            return _row("invalid_request",
+                        detail=f"images ({mime}, {filename}) are no longer extracted under "
+                               "purpose 'file-extract'; upload them with purpose 'image'")
+        if _no_text(path, mime, size):
+            return _row("no_text")
+    return None
+
+
+def _batch_refusal(path: Path, filename: str) -> JSONResponse | None:
+    if not filename.lower().endswith(".jsonl"):
+        return _row("invalid_request",
+                    detail=f"purpose 'batch' takes a .jsonl file, not {filename}")
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not isinstance(row, dict):
+                return _row("invalid_request",
+                            detail=f"purpose 'batch': line {number} of {filename} is not a "
+                                   "JSON object")
+    return None
+
+
+def _no_text(path: Path, mime: str, size: int) -> bool:
+    """True when the service's extractor would find nothing: a PDF without a text layer, or
+    text that is one character repeated (whitespace aside) over 5 KiB or more."""
+    if mime == "application/pdf":
+        try:
+            from pypdf import PdfReader
+        except ImportError:  # pragma: no cover - pypdf is part of the emulator extra
+            return False
+        try:
+            reader = PdfReader(os.fspath(path))
+            return not "".join((page.extract_text() or "") for page in reader.pages).strip()
+        except Exception:  # a broken PDF is another matter
+            return False
+    if size < REPETITIVE_BYTES or not mime.startswith(_TEXT_TYPES):
+        return False
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    seen: set[str] = set()
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1024 * 1024):
+                seen.update(decoder.decode(chunk))
+                seen -= {" ", "\t", "\r", "\n"}
+                if len(seen) > 1:
+                    return False
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # --- extraction -------------------------------------------------------------------------------
@@ -295,15 +441,28 @@ def _docx_text(path: Path) -> str | None:
 
 
 class _KeepSend:
-    """Outermost ASGI layer: remembers the server's own ``send`` so a fault can drop the line."""
+    """Outermost ASGI layer: remembers the server's own ``send`` so a fault can drop the line,
+    and gives every answer a ``Msh-Request-Id`` header, as the service does."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope["kimi.send"] = send
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope["kimi.send"] = send
+        request_id = secrets.token_hex(16)
+        scope["kimi.request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"msh-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 def create_app(state: EmulatorState) -> ASGIApp:

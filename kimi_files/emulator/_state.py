@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,25 @@ ERROR_ROWS: dict[str, tuple[int, str, str]] = {
             "current:{current}, limit:{limit}"),
     "extraction_failed": (500, "server_error", "Failed to extract file: {detail}"),
     "invalid_state": (500, "unexpected_output", "invalid state transition"),
+    # --- wordings real accounts get that the table does not have (see CAPTURED_ROWS) ------
+    "max_concurrency_short": (429, "rate_limit_reached_error",
+                              "request reached max organization concurrency: {limit}, please "
+                              "try again after {after} seconds"),
+    "max_request": (429, "rate_limit_reached_error",
+                    "request reached max request: {limit}, please try again after {after} "
+                    "seconds"),
+    "org_rate_limit": (429, "rate_limit_reached_error",
+                       "Organization Rate limit exceeded, please try again after {after} "
+                       "seconds"),
+    "project_tpm": (429, "rate_limit_reached_error",
+                    "request reached project TPM rate limit, current: {current}, limit: {limit}, "
+                    "see https://platform.moonshot.cn/docs/pricing/limits"),
+    "no_text": (400, "invalid_request_error", "text extract error: 没有解析出内容"),
 }
+#: The rows above captured from real accounts rather than read in the documented table. Their
+#: messages are the service's; their ``error.type`` was not captured and is assumed.
+CAPTURED_ROWS = frozenset({"max_concurrency_short", "max_request", "org_rate_limit",
+                           "project_tpm", "no_text"})
 
 #: Faults that are not rows of the table.
 TRANSPORT_FAULTS = frozenset({
@@ -86,9 +105,13 @@ TRANSPORT_FAULTS = frozenset({
     "truncated_json",   # 200 with JSON cut in the middle
     "drop",             # close the connection without answering; nothing stored
     "store_then_drop",  # store the file, then close the connection without answering
-    "status_failed",    # store the file with status "failed" (extraction failed)
+    "status_failed",    # store the file with status "error" (extraction failed)
     "hang",             # answer nothing for `delay` seconds (client time-outs), then drop
     "delay",            # wait `delay` seconds, then answer normally
+    "store_late",       # hold the answer; once `delay` s passed and the client left (timed
+                        # out), store the file, then drop: a slow extraction stored late
+    "no_id",            # upload: store the file, answer 200 with its object but an empty id
+    "no_data",          # 200 with {"object": "list"} and no data array
 })
 FAULT_KINDS = frozenset(ERROR_ROWS) | TRANSPORT_FAULTS
 #: The faults a client should survive by retrying: the default mix of :meth:`set_chaos`.
@@ -110,6 +133,8 @@ class Fault:
     current: int = 1000
     detail: str = "emulated failure"
     delay: float = 0.0
+    #: set once a fault that stores (store_then_drop, store_late) has stored its file
+    stored: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -158,10 +183,18 @@ class LoggedRequest:
     body_bytes: int = 0
     outcome: str = ""
     at: float = field(default_factory=time.time)
+    #: the Msh-Request-Id header of the answer
+    request_id: str = ""
 
 
 class EmulatorState:
-    """Everything the emulated account holds. Thread-safe."""
+    """Everything the emulated account holds. Thread-safe.
+
+    ``clock`` (monotonic seconds) drives the rate windows and ``wall`` (Unix seconds) the
+    ``created_at`` of files and the request log, so tests can inject both. ``extract_images``
+    restores the older behaviour of accepting images under ``file-extract`` (the newest guide
+    says they are no longer extracted, so they are refused by default).
+    """
 
     def __init__(
         self,
@@ -176,8 +209,14 @@ class EmulatorState:
         rpm: int | None = None,
         rate_window: float = 60.0,
         purposes: frozenset[str] = frozenset({"file-extract", "image", "video", "batch"}),
+        extract_images: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.api_key = api_key
+        self.extract_images = extract_images
+        self.clock = clock
+        self.wall = wall
         self.max_files = max_files
         self.max_total_bytes = max_total_bytes
         self.max_file_bytes = max_file_bytes
@@ -214,7 +253,7 @@ class EmulatorState:
                   purpose: str = "file-extract", status: str = "ok") -> StoredFile:
         """Add a file without content (for quota tests): it counts toward the limits."""
         with self.lock:
-            ts = int(time.time()) if created_at is None else created_at
+            ts = int(self.wall()) if created_at is None else created_at
             f = StoredFile(self.new_id(ts), filename, size, ts, purpose, status)
             self.files[f.id] = f
             return f
@@ -222,7 +261,7 @@ class EmulatorState:
     def store(self, filename: str, src: Path, size: int, purpose: str, content_type: str,
               status: str = "ok") -> StoredFile:
         with self.lock:
-            ts = int(time.time())
+            ts = int(self.wall())
             f = StoredFile(self.new_id(ts), filename, size, ts, purpose, status,
                            content_type=content_type)
             dest = self.storage / f.id
@@ -288,7 +327,7 @@ class EmulatorState:
     def admit(self) -> tuple[int, dict[str, Any]] | None:
         """Count a request in; a 429 body when it breaks the emulated tier's limits."""
         with self.lock:
-            now = time.monotonic()
+            now = self.clock()
             while self._starts and self._starts[0] <= now - self.rate_window:
                 self._starts.popleft()
             if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:
@@ -314,7 +353,7 @@ class EmulatorState:
     # --- log ----------------------------------------------------------------------------------
 
     def log(self, method: str, path: str) -> LoggedRequest:
-        entry = LoggedRequest(method, path)
+        entry = LoggedRequest(method, path, at=self.wall())
         with self.lock:
             self.requests.append(entry)
         return entry
@@ -337,6 +376,7 @@ class EmulatorState:
             self.max_concurrency = limits.pop("max_concurrency", None)
             self.rpm = limits.pop("rpm", None)
             self.rate_window = limits.pop("rate_window", 60.0)
+            self.extract_images = limits.pop("extract_images", False)
             if limits:
                 raise TypeError(f"unknown options: {sorted(limits)}")
 
