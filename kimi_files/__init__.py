@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .config import (
     CHINA_BASE_URL,
     DEFAULT_BASE_URL,
@@ -37,24 +38,40 @@ from .errors import __all__ as _error_names
 from .models import FileContent, FileDeleted, FileList, FileObject, UploadedFile
 
 if TYPE_CHECKING:
-    from .batch import BatchReport, FileResult, ingest
-    from .client import KimiFiles
+    from typing_extensions import Unpack
+
+    from .batch import BatchReport, FileResult, IngestKwargs, aingest, ingest
+    from .client import AsyncKimiFiles, KimiFiles
+    from .options import UploadKwargs, UploadOptions
+    from .pacing import Pacer
+    from .preflight import LocalFile
     from .progress import disable_progress_bars, enable_progress_bars
-    from .quota import FreeQuota, RoomPlan
+    from .quota import FreeQuota, RoomPlan, Usage
+    from .retry import waiting_disabled
+    from .state import StateStore
     from .uploader import Preflight
 
-__version__ = "0.1.0"
-
+#: Public names that load their module on first use, so ``import kimi_files`` stays light.
 _LAZY = {
-    "KimiFiles": ("client", "KimiFiles"),
-    "ingest": ("batch", "ingest"),
-    "BatchReport": ("batch", "BatchReport"),
-    "FileResult": ("batch", "FileResult"),
-    "Preflight": ("uploader", "Preflight"),
-    "RoomPlan": ("quota", "RoomPlan"),
-    "FreeQuota": ("quota", "FreeQuota"),
-    "disable_progress_bars": ("progress", "disable_progress_bars"),
-    "enable_progress_bars": ("progress", "enable_progress_bars"),
+    "KimiFiles": "client",
+    "AsyncKimiFiles": "client",
+    "ingest": "batch",
+    "aingest": "batch",
+    "BatchReport": "report",
+    "FileResult": "report",
+    "IngestKwargs": "batch",
+    "UploadKwargs": "options",
+    "UploadOptions": "options",
+    "Preflight": "uploader",
+    "LocalFile": "preflight",
+    "RoomPlan": "quota",
+    "FreeQuota": "quota",
+    "Usage": "quota",
+    "Pacer": "pacing",
+    "StateStore": "state",
+    "waiting_disabled": "retry",
+    "disable_progress_bars": "progress",
+    "enable_progress_bars": "progress",
 }
 
 
@@ -62,14 +79,18 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'kimi_files' has no attribute {name!r}")
 
 
-def _client(api_key: str | None, base_url: str | None, client: KimiFiles | None) -> tuple[KimiFiles, bool]:
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def _client(api_key: str | None, base_url: str | None,
+            client: KimiFiles | None) -> tuple[KimiFiles, bool]:
     if client is not None:
         return client, False
     from .client import KimiFiles
@@ -77,18 +98,18 @@ def _client(api_key: str | None, base_url: str | None, client: KimiFiles | None)
     return KimiFiles(api_key=api_key, base_url=base_url), True
 
 
-def upload(
-    path: str | os.PathLike[str],
-    *,
-    purpose: str = "file-extract",
-    api_key: str | None = None,
-    base_url: str | None = None,
-    free_quota: FreeQuota = "never",
-    progress: bool | None = None,
-    max_retries: int | None = None,
-    allow_any_type: bool = False,
-    client: KimiFiles | None = None,
-) -> UploadedFile:
+def _aclient(api_key: str | None, base_url: str | None,
+             client: AsyncKimiFiles | None) -> tuple[AsyncKimiFiles, bool]:
+    if client is not None:
+        return client, False
+    from .client import AsyncKimiFiles
+
+    return AsyncKimiFiles(api_key=api_key, base_url=base_url), True
+
+
+def upload(path: str | os.PathLike[str], *, api_key: str | None = None,
+           base_url: str | None = None, client: KimiFiles | None = None,
+           **options: Unpack[UploadKwargs]) -> UploadedFile:
     """Upload one file safely; returns the stored file (an :class:`UploadedFile`).
 
     * Preflight before any byte is sent: the path, the purpose, zero size, the per-file cap,
@@ -98,39 +119,83 @@ def upload(
       default) refuses with :class:`NoRoomError` instead. Deleted files are in ``.deleted``.
     * The file is streamed in constant memory with a progress bar (``progress=None``: when
       stderr is a terminal; ``KIMI_FILES_NO_PROGRESS=1`` turns bars off).
-    * Retries follow the platform's rules (see :mod:`kimi_files.retry`); a lost response is
-      resolved by adopting the stored copy, never by sending a second one.
+    * Retries follow the platform's rules (see :mod:`kimi_files.retry`); after a lost
+      response the stored copy is adopted only when it is provably this upload's; otherwise
+      the file is sent again and possible extra copies are listed in ``.suspects``.
+
+    The options are :class:`UploadKwargs`.
+
+    Raises:
+        ConfigurationError: a missing key, a malformed base URL or an invalid option.
+        PreflightError: the file is refused locally (:class:`LocalFileError`,
+            :class:`UnsupportedFileTypeError`, :class:`NoRoomError`, ...), before any byte.
+        APIStatusError: the service refused it, or kept failing until the retries ran out.
+        APIConnectionError: the service could not be reached.
     """
     c, owned = _client(api_key, base_url, client)
     try:
-        return c.upload(path, purpose=purpose, free_quota=free_quota, progress=progress,
-                        max_retries=max_retries, allow_any_type=allow_any_type)
+        return c.upload(path, **options)
     finally:
         if owned:
             c.close()
 
 
-def extract(
-    path_or_file_id: str | os.PathLike[str],
-    *,
-    api_key: str | None = None,
-    base_url: str | None = None,
-    client: KimiFiles | None = None,
-    **upload_options: Any,
-) -> str:
-    """The extracted text of a local file (uploading it first) or of an uploaded file id."""
+async def aupload(path: str | os.PathLike[str], *, api_key: str | None = None,
+                  base_url: str | None = None, client: AsyncKimiFiles | None = None,
+                  **options: Unpack[UploadKwargs]) -> UploadedFile:
+    """:func:`upload` for asyncio (the same checks, retries and result).
+
+    Raises:
+        KimiError: as :func:`upload`.
+    """
+    c, owned = _aclient(api_key, base_url, client)
+    try:
+        return await c.upload(path, **options)
+    finally:
+        if owned:
+            await c.aclose()
+
+
+def extract(path: str | os.PathLike[str] | None = None, *, file_id: str | None = None,
+            api_key: str | None = None, base_url: str | None = None,
+            client: KimiFiles | None = None, **options: Unpack[UploadKwargs]) -> str:
+    """The extracted text of a local file (uploaded first, with :func:`upload`'s options), or
+    of an uploaded file: ``extract(file_id="...")``. A file id is never taken for a path.
+
+    Raises:
+        ConfigurationError: not exactly one of ``path`` and ``file_id``; as :func:`upload`.
+        KimiError: as :func:`upload`, or the content call failed.
+    """
     c, owned = _client(api_key, base_url, client)
     try:
-        return c.extract(path_or_file_id, **upload_options)
+        return c.extract(path, file_id=file_id, **options)
     finally:
         if owned:
             c.close()
+
+
+async def aextract(path: str | os.PathLike[str] | None = None, *, file_id: str | None = None,
+                   api_key: str | None = None, base_url: str | None = None,
+                   client: AsyncKimiFiles | None = None, **options: Unpack[UploadKwargs]) -> str:
+    """:func:`extract` for asyncio.
+
+    Raises:
+        KimiError: as :func:`extract`.
+    """
+    c, owned = _aclient(api_key, base_url, client)
+    try:
+        return await c.extract(path, file_id=file_id, **options)
+    finally:
+        if owned:
+            await c.aclose()
 
 
 __all__ = [
     "CHINA_BASE_URL", "DEFAULT_BASE_URL", "KNOWN_PURPOSES", "MAX_FILES", "MAX_FILE_BYTES",
-    "MAX_TOTAL_BYTES", "BatchReport", "FileContent", "FileDeleted", "FileList", "FileObject",
-    "FileResult", "FreeQuota", "KimiFiles", "Limits", "Preflight", "RetryPolicy", "RoomPlan",
-    "UploadedFile", "disable_progress_bars", "enable_progress_bars", "extract", "ingest",
-    "upload", *_error_names,
+    "MAX_TOTAL_BYTES", "AsyncKimiFiles", "BatchReport", "FileContent", "FileDeleted", "FileList",
+    "FileObject", "FileResult", "FreeQuota", "IngestKwargs", "KimiFiles", "Limits", "LocalFile",
+    "Pacer", "Preflight", "RetryPolicy", "RoomPlan", "StateStore", "UploadKwargs",
+    "UploadOptions", "UploadedFile", "Usage", "__version__", "aextract", "aingest", "aupload",
+    "disable_progress_bars", "enable_progress_bars", "extract", "ingest", "upload",
+    "waiting_disabled", *_error_names,
 ]

@@ -1,10 +1,11 @@
-"""The HTTP client for the five Files endpoints.
+"""The HTTP clients for the five Files endpoints: :class:`KimiFiles` and :class:`AsyncKimiFiles`.
 
-One :class:`httpx.Client` (one connection pool) per :class:`KimiFiles`. Transport and
-status errors become kimi-files errors in exactly one place, :meth:`KimiFiles._send`.
-Read-only calls and deletes are retried by the platform's rules; the upload endpoint is a
-single attempt here (:meth:`KimiFiles.create`) and gets its careful retries in
-:mod:`kimi_files.upload`.
+One httpx client (one connection pool) per kimi-files client. Transport and status errors
+become kimi-files errors in exactly one place (:meth:`_ClientBase._translate` and
+:meth:`_ClientBase._check`). Read-only calls and deletes are retried by the platform's rules
+(:func:`call_steps`); the upload endpoint is a single attempt here (``create``) and gets its
+careful retries in :mod:`kimi_files.uploader`. Both clients run the same steps: only the
+transport (``request``) and the driver (``run``) differ.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -22,6 +24,8 @@ from urllib.parse import quote, unquote
 import httpx
 
 from . import retry as _retry
+from ._steps import Request, Steps, Wait, run_async, run_sync
+from ._version import __version__
 from .adoption import ServerClock
 from .config import (
     DEFAULT_BASE_URL,
@@ -44,19 +48,21 @@ from .errors import (
     error_from_response,
 )
 from .models import FileContent, FileDeleted, FileList, FileObject
+from .options import UploadKwargs, UploadOptions
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .batch import BatchReport, IngestKwargs
     from .models import UploadedFile
     from .pacing import Pacer
-    from .quota import FreeQuota
     from .uploader import FileBody, Preflight
 
-__all__ = ["DEFAULT_TIMEOUT", "KimiFiles"]
+__all__ = ["DEFAULT_TIMEOUT", "AsyncKimiFiles", "ClientLike", "KimiFiles"]
 
 log = logging.getLogger("kimi_files")
 T = TypeVar("T")
 
-__version__ = "0.1.0"
 
 #: Suits a 100 MB upload on a slow link: each write may take 2 minutes, and the answer
 #: (after server-side extraction) may take 5. The read time-out is longer than the server's
@@ -81,26 +87,21 @@ class _Secret:
     __str__ = __repr__
 
 
-class KimiFiles:
-    """A client of the Kimi Files API.
-
-    ``api_key`` defaults to ``MOONSHOT_API_KEY``; ``base_url`` to ``MOONSHOT_BASE_URL`` or the
-    international platform; ``platform="china"`` picks ``https://api.moonshot.cn/v1``.
-    """
+class _ClientBase:
+    """What the sync and the async client share: configuration, the key, the pacer, the
+    server's clock, URLs, and the one place answers become errors (:meth:`_check`)."""
 
     def __init__(
         self,
-        api_key: str | None = None,
+        api_key: str | None,
         *,
-        base_url: str | None = None,
-        platform: str | None = None,
-        timeout: httpx.Timeout | float | None = None,
-        retry: RetryPolicy | None = None,
-        max_retries: int | None = None,
-        limits: Limits | None = None,
-        allow_http: bool = False,
-        pacer: Pacer | None = None,
-        http_client: httpx.Client | None = None,
+        base_url: str | None,
+        platform: str | None,
+        retry: RetryPolicy | None,
+        max_retries: int | None,
+        limits: Limits | None,
+        allow_http: bool,
+        pacer: Pacer | None,
     ) -> None:
         self.base_url = resolve_base_url(base_url, platform=platform, allow_http=allow_http)
         self._key = _Secret(resolve_api_key(api_key))
@@ -114,41 +115,24 @@ class KimiFiles:
         self.pacer = pacer
         #: The server's time, from the Date headers of its answers (see kimi_files.adoption).
         self.clock = ServerClock()
-        self._owns_http = http_client is None
-        loopback = is_loopback_url(self.base_url)
-        self._http = http_client or httpx.Client(
-            timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            # TLS is verified for every https base URL. A plain-http base URL (the emulator on
-            # loopback, or --allow-http) never reaches a TLS host, since no redirect is followed,
-            # so it skips building a certificate store it cannot use (~70 ms of start-up).
-            verify=not self.base_url.startswith("http://"),
-            # Proxy settings from the environment (HTTP_PROXY, ...) never apply to a loopback
-            # base URL: the key would travel in clear to the proxy.
-            trust_env=not loopback,
-        )
         self._user_agent = f"kimi-files/{__version__} httpx/{httpx.__version__}"
 
-    # --- lifecycle ------------------------------------------------------------------------
+    def _http_options(self, timeout: httpx.Timeout | float | None) -> dict[str, Any]:
+        return {
+            "timeout": timeout if timeout is not None else DEFAULT_TIMEOUT,
+            "follow_redirects": False,
+            "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            # TLS is verified for every https base URL. A plain-http base URL (the emulator on
+            # loopback, or --allow-http) never reaches a TLS host, since no redirect is
+            # followed, so it skips building a certificate store it cannot use (~70 ms).
+            "verify": not self.base_url.startswith("http://"),
+            # Proxy settings from the environment (HTTP_PROXY, ...) never apply to a loopback
+            # base URL: the key would travel in clear to the proxy.
+            "trust_env": not is_loopback_url(self.base_url),
+        }
 
     def __repr__(self) -> str:
-        return f"KimiFiles(base_url={self.base_url!r})"
-
-    def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
-
-    def __enter__(self) -> KimiFiles:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     def state_path(self) -> Path:
         """Where batch state for this account (a hash of the key) and base URL lives."""
@@ -160,6 +144,10 @@ class KimiFiles:
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _headers(self) -> dict[str, str]:
+        # built per request so the key lives only in its _Secret holder
+        return {"Authorization": f"Bearer {self._key.get()}", "User-Agent": self._user_agent}
 
     @contextlib.contextmanager
     def _translate(self, method: str, url: str) -> Iterator[None]:
@@ -191,159 +179,328 @@ class KimiFiles:
         except OSError as exc:  # e.g. a socket error httpx did not map
             raise ConnectionLostError(f"{where}: {exc}", request_sent=True) from None
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request; raises a kimi-files error for any failure."""
+    def _check(self, method: str, url: str, path: str, response: httpx.Response) -> httpx.Response:
+        """The answer, or the kimi-files error it means (raised inside the pacer's slot, so
+        the pacer learns from it)."""
+        log.debug("%s %s -> %s", method, url, response.status_code)
+        self.clock.observe_date(response.headers.get("date"))
+        if response.is_success:
+            return response
+        if response.is_redirect:
+            location = response.headers.get("location", "?")
+            raise APIStatusError(
+                f"{method} {url} was redirected to {location}; kimi-files follows no redirect "
+                "so the API key never goes to another host: use the final base URL directly",
+                status_code=response.status_code,
+                base_url=self.base_url,
+            )
+        error = error_from_response(
+            response.status_code, response.content, response.headers,
+            base_url=self.base_url, secret=self._key.get(),
+        )
+        if response.status_code == 404 and path.strip("/") == "files":
+            error.message = (
+                f"{method} {url} answered 404 ({error.message}): is the base URL right? It "
+                f"should end in /v1, for example {DEFAULT_BASE_URL}"
+            )
+        raise error
+
+
+class KimiFiles(_ClientBase):
+    """A client of the Kimi Files API.
+
+    ``api_key`` defaults to ``MOONSHOT_API_KEY`` (then ``KIMI_API_KEY``); ``base_url`` to
+    ``MOONSHOT_BASE_URL`` (then ``KIMI_BASE_URL``) or the international platform;
+    ``platform="china"`` picks ``https://api.moonshot.cn/v1``. :class:`AsyncKimiFiles` is its
+    asyncio twin; both run the same steps (:mod:`kimi_files._steps`).
+
+    Raises:
+        ConfigurationError: a missing or malformed key or base URL.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        platform: str | None = None,
+        timeout: httpx.Timeout | float | None = None,
+        retry: RetryPolicy | None = None,
+        max_retries: int | None = None,
+        limits: Limits | None = None,
+        allow_http: bool = False,
+        pacer: Pacer | None = None,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(api_key, base_url=base_url, platform=platform, retry=retry,
+                         max_retries=max_retries, limits=limits, allow_http=allow_http,
+                         pacer=pacer)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(**self._http_options(timeout))
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> KimiFiles:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- transport ------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request (no retry), paced; any failure raises a :class:`KimiError`."""
         url = self._url(path)
-        # built per request so the key lives only in its _Secret holder
-        headers = {"Authorization": f"Bearer {self._key.get()}", "User-Agent": self._user_agent}
-        # the pacer learns from what happens inside its slot: a 429 raised here halves the
-        # window before the slot is counted, and never counts as a success
         with self.pacer.slot():
             with self._translate(method, url):
-                response = self._http.request(method, url, headers=headers, **kwargs)
-                log.debug("%s %s -> %s", method, url, response.status_code)
-            self.clock.observe_date(response.headers.get("date"))
-            if response.is_success:
-                return response
-            if response.is_redirect:
-                location = response.headers.get("location", "?")
-                raise APIStatusError(
-                    f"{method} {url} was redirected to {location}; kimi-files follows no redirect "
-                    "so the API key never goes to another host: use the final base URL directly",
-                    status_code=response.status_code,
-                    base_url=self.base_url,
-                )
-            error = error_from_response(
-                response.status_code, response.content, response.headers,
-                base_url=self.base_url, secret=self._key.get(),
-            )
-            if response.status_code == 404 and path.strip("/") == "files":
-                error.message = (
-                    f"{method} {url} answered 404 ({error.message}): is the base URL right? It "
-                    f"should end in /v1, for example {DEFAULT_BASE_URL}"
-                )
-            raise error
+                response = self._http.request(method, url, headers=self._headers(), **kwargs)
+            return self._check(method, url, path, response)
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        parse: Callable[[httpx.Response], T],
-        *,
-        delete: bool = False,
-        **kwargs: Any,
-    ) -> T:
-        """A request, its answer parsed by ``parse``, retried by the platform's rules (for
-        idempotent calls; a malformed answer is retried too)."""
-        policy = self.retry_policy
-        started = time.monotonic()
-        attempt = 0
-        lost = False
-        while True:
-            attempt += 1
-            try:
-                return parse(self._send(method, path, **kwargs))
-            except NotFoundError:
-                if delete and lost:
-                    # an earlier attempt's answer was lost, and the file is gone now: it worked
-                    file_id = unquote(path.rsplit("/", 1)[-1])
-                    gone = httpx.Response(200, json={"id": file_id, "deleted": True})
-                    return parse(gone)
-                raise
-            except KimiError as exc:
-                if not _retry.should_retry(exc):
-                    raise
-                lost = lost or _retry.may_have_stored(exc)
-                wait = _retry.retry_wait(exc, attempt, policy)
-                now = time.monotonic()
-                if not _retry.attempts_left(attempt, started, wait, policy, now, error=exc):
-                    raise
-                log.info("%s %s failed (%s); retry %d in %.1fs", method, path, exc, attempt, wait)
-                _retry.sleep(wait, error=exc, attempt=attempt, what=f"{method} {path}",
-                             left=_retry.remaining(started, policy, now))
+    def run(self, steps: Steps[T], stop: threading.Event | None = None) -> T:
+        """Perform ``steps`` (see :mod:`kimi_files._steps`) with this client."""
+        return run_sync(steps, self, stop)
 
     # --- endpoints -------------------------------------------------------------------------
 
     def list(self) -> FileList:
         """All files of the account."""
-        return self._call("GET", "files", lambda r: FileList.from_dict(_json(r)))
+        return self.run(list_steps(self.retry_policy))
 
     def retrieve(self, file_id: str) -> FileObject:
-        return self._call("GET", f"files/{_id(file_id)}", lambda r: FileObject.from_dict(_json(r)))
+        """One file's object."""
+        return self.run(retrieve_steps(self.retry_policy, file_id))
 
     def delete(self, file_id: str) -> FileDeleted:
-        return FileDeleted.from_dict(
-            self._call("DELETE", f"files/{_id(file_id)}", _json, delete=True)
-        )
+        """Delete a file (a lost answer to an earlier attempt that did delete it is fine)."""
+        return self.run(delete_file_steps(self.retry_policy, file_id))
 
     def content(self, file_id: str) -> FileContent:
         """The extracted text of an uploaded file (and the platform's JSON document)."""
-        return self._call("GET", f"files/{_id(file_id)}/content", _content)
+        return self.run(content_steps(self.retry_policy, file_id))
 
-    def create(
-        self,
-        file: IO[bytes] | FileBody,
-        *,
-        filename: str,
-        purpose: str = DEFAULT_PURPOSE,
-        content_type: str = "application/octet-stream",
-    ) -> FileObject:
+    def create(self, file: IO[bytes] | FileBody, *, filename: str, purpose: str = DEFAULT_PURPOSE,
+               content_type: str = "application/octet-stream") -> FileObject:
         """One upload request, streamed from ``file`` (a binary file object, read in chunks).
 
-        No preflight and no retry: see :meth:`upload` for those.
-        """
-        response = self._send(
-            "POST",
-            "files",
-            data={"purpose": purpose},
-            files={"file": (filename, file, content_type)},
-        )
-        return FileObject.from_dict(_json(response))
+        No preflight and no retry: see :meth:`upload` for those."""
+        return self.run(create_steps(file, filename, purpose, content_type))
 
-    def upload(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        purpose: str = DEFAULT_PURPOSE,
-        free_quota: FreeQuota = "never",
-        progress: bool | None = None,
-        max_retries: int | None = None,
-        allow_any_type: bool = False,
-    ) -> UploadedFile:
+    # --- the uploader ----------------------------------------------------------------------
+
+    def upload(self, path: str | os.PathLike[str], **options: Unpack[UploadKwargs]) -> UploadedFile:
         """Preflight, free quota if asked, stream with progress, retry safely: see
         :func:`kimi_files.upload`."""
-        from .uploader import upload_path
+        from .uploader import upload_steps
 
-        return upload_path(
-            self,
-            Path(path),
-            purpose=purpose,
-            free_quota=free_quota,
-            progress=progress,
-            max_retries=max_retries,
-            allow_any_type=allow_any_type,
-        )
+        return self.run(upload_steps(self, path, UploadOptions.of(options)))
 
-    def preflight(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        purpose: str = DEFAULT_PURPOSE,
-        free_quota: FreeQuota = "never",
-        allow_any_type: bool = False,
-    ) -> Preflight:
+    def preflight(self, path: str | os.PathLike[str], **options: Unpack[UploadKwargs]) -> Preflight:
         """Every check :meth:`upload` makes, and its room plan, without sending the file or
         deleting anything (one list call). Raises the error the upload would raise."""
-        from .uploader import preflight
+        from .uploader import preflight_steps
 
-        return preflight(self, path, purpose=purpose, free_quota=free_quota,
-                         allow_any_type=allow_any_type)
+        return self.run(preflight_steps(self, path, UploadOptions.of(options)))
 
-    def extract(self, path_or_file_id: str | os.PathLike[str], **upload_options: Any) -> str:
-        """The extracted text of a local file (uploading it first) or of an uploaded file id."""
-        from .uploader import extract_text
+    def extract(self, path: str | os.PathLike[str] | None = None, *, file_id: str | None = None,
+                **options: Unpack[UploadKwargs]) -> str:
+        """The extracted text of a local file (uploading it first) or of ``file_id``."""
+        from .uploader import extract_steps
 
-        return extract_text(self, path_or_file_id, **upload_options)
+        return self.run(extract_steps(self, path, file_id, UploadOptions.of(options)))
+
+    def ingest(self, paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+               **options: Unpack[IngestKwargs]) -> BatchReport:
+        """A planned, paced, resumable batch with this client: see :func:`kimi_files.ingest`."""
+        from .batch import ingest
+
+        return ingest(paths, client=self, **options)
+
+
+class AsyncKimiFiles(_ClientBase):
+    """The asyncio twin of :class:`KimiFiles`: the same arguments, methods and behaviour,
+    each method a coroutine. ``async with AsyncKimiFiles() as client: ...``
+
+    Uploads stream from disk in chunks (constant memory); local work that blocks (libmagic,
+    hashing, SQLite) runs in a thread, off the event loop. Cancelling a task that awaits a
+    method stops it cleanly.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        platform: str | None = None,
+        timeout: httpx.Timeout | float | None = None,
+        retry: RetryPolicy | None = None,
+        max_retries: int | None = None,
+        limits: Limits | None = None,
+        allow_http: bool = False,
+        pacer: Pacer | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(api_key, base_url=base_url, platform=platform, retry=retry,
+                         max_retries=max_retries, limits=limits, allow_http=allow_http,
+                         pacer=pacer)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(**self._http_options(timeout))
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncKimiFiles:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- transport ------------------------------------------------------------------------
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request (no retry), paced; any failure raises a :class:`KimiError`."""
+        url = self._url(path)
+        async with self.pacer.aslot():
+            with self._translate(method, url):
+                response = await self._http.request(method, url, headers=self._headers(),
+                                                    **kwargs)
+            return self._check(method, url, path, response)
+
+    async def run(self, steps: Steps[T], stop: threading.Event | None = None) -> T:
+        """Perform ``steps`` (see :mod:`kimi_files._steps`) with this client."""
+        return await run_async(steps, self, stop)
+
+    # --- endpoints -------------------------------------------------------------------------
+
+    async def list(self) -> FileList:
+        """All files of the account."""
+        return await self.run(list_steps(self.retry_policy))
+
+    async def retrieve(self, file_id: str) -> FileObject:
+        """One file's object."""
+        return await self.run(retrieve_steps(self.retry_policy, file_id))
+
+    async def delete(self, file_id: str) -> FileDeleted:
+        """Delete a file (a lost answer to an earlier attempt that did delete it is fine)."""
+        return await self.run(delete_file_steps(self.retry_policy, file_id))
+
+    async def content(self, file_id: str) -> FileContent:
+        """The extracted text of an uploaded file (and the platform's JSON document)."""
+        return await self.run(content_steps(self.retry_policy, file_id))
+
+    async def create(self, file: IO[bytes] | FileBody, *, filename: str,
+                     purpose: str = DEFAULT_PURPOSE,
+                     content_type: str = "application/octet-stream") -> FileObject:
+        """One upload request, streamed from ``file``; no preflight, no retry."""
+        return await self.run(create_steps(file, filename, purpose, content_type))
+
+    # --- the uploader ----------------------------------------------------------------------
+
+    async def upload(self, path: str | os.PathLike[str],
+                     **options: Unpack[UploadKwargs]) -> UploadedFile:
+        """:meth:`KimiFiles.upload`, awaited."""
+        from .uploader import upload_steps
+
+        return await self.run(upload_steps(self, path, UploadOptions.of(options)))
+
+    async def preflight(self, path: str | os.PathLike[str],
+                        **options: Unpack[UploadKwargs]) -> Preflight:
+        """:meth:`KimiFiles.preflight`, awaited."""
+        from .uploader import preflight_steps
+
+        return await self.run(preflight_steps(self, path, UploadOptions.of(options)))
+
+    async def extract(self, path: str | os.PathLike[str] | None = None, *,
+                      file_id: str | None = None, **options: Unpack[UploadKwargs]) -> str:
+        """:meth:`KimiFiles.extract`, awaited."""
+        from .uploader import extract_steps
+
+        return await self.run(extract_steps(self, path, file_id, UploadOptions.of(options)))
+
+    async def ingest(self, paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+                     **options: Unpack[IngestKwargs]) -> BatchReport:
+        """:meth:`KimiFiles.ingest`, awaited: uploads run as tasks, not threads."""
+        from .batch import aingest
+
+        return await aingest(paths, client=self, **options)
+
+
+ClientLike = KimiFiles | AsyncKimiFiles
+
+
+# --- the endpoints' steps, shared by both clients ---------------------------------------------------
+
+
+def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], policy: RetryPolicy,
+               *, delete: bool = False, **kwargs: Any) -> Steps[T]:
+    """A request, its answer parsed by ``parse``, retried by the platform's rules (for
+    idempotent calls; a malformed answer is retried too)."""
+    started = time.monotonic()
+    attempt = 0
+    lost = False
+    while True:
+        attempt += 1
+        try:
+            response = yield Request(method, path, kwargs)
+            return parse(response)
+        except NotFoundError:
+            if delete and lost:
+                # an earlier attempt's answer was lost, and the file is gone now: it worked
+                file_id = unquote(path.rsplit("/", 1)[-1])
+                return parse(httpx.Response(200, json={"id": file_id, "deleted": True}))
+            raise
+        except KimiError as exc:
+            if not _retry.should_retry(exc):
+                raise
+            lost = lost or _retry.may_have_stored(exc)
+            wait = _retry.retry_wait(exc, attempt, policy)
+            now = time.monotonic()
+            if not _retry.attempts_left(attempt, started, wait, policy, now, error=exc):
+                raise
+            log.info("%s %s failed (%s); retry %d in %.1fs", method, path, exc, attempt, wait)
+            yield Wait(wait, error=exc, attempt=attempt, what=f"{method} {path}",
+                       left=_retry.remaining(started, policy, now))
+
+
+def list_steps(policy: RetryPolicy) -> Steps[FileList]:
+    return call_steps("GET", "files", lambda r: FileList.from_dict(_json(r)), policy)
+
+
+def retrieve_steps(policy: RetryPolicy, file_id: str) -> Steps[FileObject]:
+    return call_steps("GET", f"files/{_id(file_id)}", lambda r: FileObject.from_dict(_json(r)),
+                      policy)
+
+
+def delete_file_steps(policy: RetryPolicy, file_id: str) -> Steps[FileDeleted]:
+    return call_steps("DELETE", f"files/{_id(file_id)}",
+                      lambda r: FileDeleted.from_dict(_json(r)), policy, delete=True)
+
+
+def content_steps(policy: RetryPolicy, file_id: str) -> Steps[FileContent]:
+    return call_steps("GET", f"files/{_id(file_id)}/content", _content, policy)
+
+
+def create_steps(file: IO[bytes] | FileBody, filename: str, purpose: str,
+                 content_type: str) -> Steps[FileObject]:
+    response = yield Request("POST", "files", {
+        "data": {"purpose": purpose}, "files": {"file": (filename, file, content_type)}})
+    return FileObject.from_dict(_json(response))
 
 
 def _id(file_id: str) -> str:

@@ -11,10 +11,14 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import ConcurrencyLimitError, KimiError, RPMLimitError
-from .retry import is_slow_down, sleep
+from .retry import asleep, is_slow_down, sleep
+
+if TYPE_CHECKING:  # asyncio loads only for async use: it costs 40 ms of start-up
+    import asyncio
 
 __all__ = ["Pacer", "next_start"]
 
@@ -71,10 +75,11 @@ class Pacer:
         self._active = 0
         self._starts: deque[float] = deque(maxlen=10_000)
         self._cond = threading.Condition()
+        self._waiters: list[asyncio.Future[None]] = []  # tasks waiting in aslot()
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
-        """Hold one request slot: waits for concurrency, then for the rate window."""
+        """Hold one request slot (threads): waits for concurrency, then for the rate window."""
         with self._cond:
             while self._active >= self._allowed():
                 self._cond.wait(0.5)
@@ -82,24 +87,68 @@ class Pacer:
             used = self._active
         failure: BaseException | None = None
         try:
-            with self._cond:
-                now = self._clock()
-                start = next_start(self._starts, self.rpm, self.period, now)
-                self._starts.append(start)  # reserved: later callers queue behind it
-            if start > now:
-                self._wait(start - now)
+            delay = self._reserve_start()
+            if delay > 0:
+                self._wait(delay)
             yield
         except BaseException as exc:
             failure = exc
             raise
         finally:
+            self._release(failure, used)
+
+    @contextlib.asynccontextmanager
+    async def aslot(self) -> AsyncIterator[None]:
+        """:meth:`slot` for asyncio tasks: the same rules, waiting without blocking the loop."""
+        import asyncio
+
+        while True:
             with self._cond:
-                self._active -= 1
-                if isinstance(failure, KimiError) and is_slow_down(failure):
-                    self._learn_locked(failure)
-                elif failure is None:
-                    self.window = next_window(self.window, self.concurrency, True, used)
-                self._cond.notify_all()
+                if self._active < self._allowed():
+                    self._active += 1
+                    used = self._active
+                    break
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+            await waiter  # a release (or a lesson) wakes every waiter to try again
+        failure: BaseException | None = None
+        try:
+            delay = self._reserve_start()
+            if delay > 0:
+                if self._wait is sleep:
+                    await asleep(delay)
+                else:
+                    self._wait(delay)  # an injected (test) clock
+            yield
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self._release(failure, used)
+
+    def _reserve_start(self) -> float:
+        """Reserve the next start in the rate window; the seconds to wait for it."""
+        with self._cond:
+            now = self._clock()
+            start = next_start(self._starts, self.rpm, self.period, now)
+            self._starts.append(start)  # reserved: later callers queue behind it
+        return start - now
+
+    def _release(self, failure: BaseException | None, used: int) -> None:
+        with self._cond:
+            self._active -= 1
+            if isinstance(failure, KimiError) and is_slow_down(failure):
+                self._learn_locked(failure)
+            elif failure is None:
+                self.window = next_window(self.window, self.concurrency, True, used)
+            self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        self._cond.notify_all()
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.get_loop().call_soon_threadsafe(_wake, w)
 
     def _allowed(self) -> int:
         return self.window if self.concurrency is None else min(self.window, self.concurrency)
@@ -112,7 +161,7 @@ class Pacer:
             return
         with self._cond:
             self._learn_locked(error)
-            self._cond.notify_all()
+            self._wake_locked()
 
     def _learn_locked(self, error: KimiError) -> None:
         self.window = max(1, self.window // 2)
@@ -137,7 +186,12 @@ class Pacer:
                 self.window = min(self.window, concurrency)
             if rpm is not None and (self.rpm is None or rpm < self.rpm):
                 self.rpm = rpm
-            self._cond.notify_all()
+            self._wake_locked()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def check_limits(concurrency: int | None, rpm: int | None, period: float) -> None:

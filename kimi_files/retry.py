@@ -37,6 +37,7 @@ from .errors import (
 )
 
 __all__ = [
+    "asleep",
     "attempts_left",
     "is_slow_down",
     "may_have_stored",
@@ -187,6 +188,47 @@ def sleep(
     Given the ``error`` a retry waits for (and its ``attempt`` number and the ``left``
     seconds of the budget), the line of :func:`wait_notice` is logged at WARNING first.
     """
+    done = _begin_wait(seconds, stop, error, attempt, left, what)
+    if done is not None:
+        return done
+    if stop is not None:
+        return not stop.wait(seconds)
+    time.sleep(seconds)
+    return True
+
+
+async def asleep(
+    seconds: float,
+    stop: threading.Event | None = None,
+    *,
+    error: BaseException | None = None,
+    attempt: int = 0,
+    left: float | None = None,
+    what: str = "",
+) -> bool:
+    """:func:`sleep` for asyncio: the same announcement and the same switch, without
+    blocking the event loop (a cancellation ends it, as usual)."""
+    import asyncio
+
+    done = _begin_wait(seconds, stop, error, attempt, left, what)
+    if done is not None:
+        return done
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not stop.is_set():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return True
+        await asyncio.sleep(min(remaining, 0.1))
+    return False
+
+
+def _begin_wait(seconds: float, stop: threading.Event | None, error: BaseException | None,
+                attempt: int, left: float | None, what: str) -> bool | None:
+    """Announce a wait; with waiting disabled, record it and say how it ended (else None)."""
     if error is not None:
         notice = wait_notice(error, attempt, seconds, seconds if left is None else left, what)
         if notice:
@@ -195,10 +237,7 @@ def sleep(
     if recorder is not None:
         recorder.append(seconds)
         return not (stop is not None and stop.is_set())
-    if stop is not None:
-        return not stop.wait(seconds)
-    time.sleep(seconds)
-    return True
+    return None
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Uploading one file: preflight, room, a streamed request, safe retries, never the wrong file.
 
-:func:`send_file` is the retry loop every upload goes through (the batch too). Its rules:
+:func:`send_steps` is the retry loop every upload goes through (the batch too, sync and async
+alike: see :mod:`kimi_files._steps`). Its rules:
 
 * the file is streamed from disk in chunks (constant memory) and rewound before every attempt;
   a file that changes while it is sent (size, or a same-size rewrite seen in its mtime or
@@ -19,20 +20,22 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from . import retry as _retry
+from ._steps import Blocking, Call, Steps, Wait
 from .adoption import Attempt, resolve
-from .config import DEFAULT_PURPOSE, RetryPolicy
+from .config import RetryPolicy
 from .errors import (
     APIConnectionError,
+    ConfigurationError,
     ExtractionFailedError,
     GatewayError,
     KimiError,
@@ -41,16 +44,17 @@ from .errors import (
     NotFoundError,
     UploadCancelledError,
 )
-from .models import FileObject, UploadedFile
+from .models import FileContent, FileList, FileObject, UploadedFile
+from .options import UploadOptions
 from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
-from .quota import FreeQuota, RoomPlan, check_free_quota, plan_room
+from .quota import RoomPlan, plan_room
 
 if TYPE_CHECKING:
-    from .client import KimiFiles
+    from .client import ClientLike
 
-__all__ = ["Claims", "Preflight", "Sent", "extract_text", "free_room", "preflight", "send_file",
-           "upload_path"]
+__all__ = ["Claims", "FileBody", "Preflight", "Sent", "delete_steps", "extract_steps",
+           "free_room_steps", "preflight_steps", "send_steps", "upload_steps"]
 
 #: Pauses between the listings that look for the copy of an attempt whose answer was lost in
 #: transit (a time-out, a dropped connection, a gateway error): the server may still be
@@ -162,26 +166,20 @@ class Preflight:
     listing: tuple[FileObject, ...]
 
 
-def preflight(
-    client: KimiFiles,
-    path: str | os.PathLike[str],
-    *,
-    purpose: str = DEFAULT_PURPOSE,
-    free_quota: FreeQuota = "never",
-    allow_any_type: bool = False,
-) -> Preflight:
+def preflight_steps(client: ClientLike, path: str | os.PathLike[str],
+                    options: UploadOptions) -> Steps[Preflight]:
     """Check ``path`` locally, then against the account (one list call). Sends no file.
 
     Raises a :class:`~kimi_files.PreflightError` subclass when the file would be refused or
     cannot fit; otherwise says what would be deleted to make room (``plan.deletions``).
     """
-    check_free_quota(free_quota)
-    local = inspect_file(path, purpose=purpose, limits=client.limits,
-                         allow_any_type=allow_any_type)
-    listing = client.list().data
-    plan = plan_room(listing, 1, local.size, client.limits, free_quota,
+    local = yield Blocking(functools.partial(
+        inspect_file, path, purpose=options.purpose, limits=client.limits,
+        allow_any_type=options.allow_any_type))
+    listing: FileList = yield Call("list")
+    plan = plan_room(listing.data, 1, local.size, client.limits, options.free_quota,
                      what=os.fsdecode(local.path))
-    return Preflight(local, plan, listing)
+    return Preflight(local, plan, listing.data)
 
 
 # --- the retry loop ---------------------------------------------------------------------------
@@ -200,14 +198,14 @@ def _check_unchanged(local: LocalFile) -> None:
             path=str(local.path), rule="unchanged")
 
 
-def _delete_quietly(client: KimiFiles, file_id: str) -> None:
+def delete_steps(file_id: str) -> Steps[None]:
+    """Delete a file; one already gone is fine."""
     with contextlib.suppress(NotFoundError):
-        client.delete(file_id)
+        yield Call("delete", (file_id,))
 
 
-def free_room(client: KimiFiles, plan: RoomPlan, *, what: str,
-              stop: threading.Event | None = None,
-              deleted: list[FileObject] | None = None) -> list[FileObject]:
+def free_room_steps(plan: RoomPlan, *, what: str, stop: threading.Event | None = None,
+                    deleted: list[FileObject] | None = None) -> Steps[list[FileObject]]:
     """Delete the files of a room plan, in its order; each deletion is logged. Returns them.
 
     Each file is appended to ``deleted`` (when given) as soon as it is gone, so a caller
@@ -217,7 +215,7 @@ def free_room(client: KimiFiles, plan: RoomPlan, *, what: str,
     for victim in plan.deletions:
         if stop is not None and stop.is_set():
             raise UploadCancelledError(f"cancelled while freeing room for {what}")
-        _delete_quietly(client, victim.id)
+        yield from delete_steps(victim.id)
         deleted.append(victim)
         log.warning("deleted %s (%s, %d bytes, created_at %d) to make room for %s",
                     victim.id, victim.filename, victim.bytes, victim.created_at, what)
@@ -226,7 +224,7 @@ def free_room(client: KimiFiles, plan: RoomPlan, *, what: str,
 
 @dataclass(frozen=True, slots=True)
 class Sent:
-    """What :func:`send_file` achieved: the stored file, and what may be extra copies of it."""
+    """What :func:`send_steps` achieved: the stored file, and what may be extra copies of it."""
 
     file: FileObject
     attempts: int
@@ -262,23 +260,22 @@ def _file_stat(fh: IO[bytes]) -> tuple[int, int, int]:
 class _Reconciler:
     """Looks for the copy a lost attempt stored and adopts it only when it is provably ours."""
 
-    def __init__(self, client: KimiFiles, attempt: Attempt, claims: Claims, shown: str,
+    def __init__(self, attempt: Attempt, claims: Claims, shown: str,
                  stop: threading.Event | None) -> None:
-        self.client = client
         self.attempt = attempt
         self.claims = claims
         self.shown = shown
         self.stop = stop
         self.suspects: dict[str, FileObject] = {}
 
-    def look(self, *, relist: bool) -> FileObject | None:
+    def look(self, *, relist: bool) -> Steps[FileObject | None]:
         """List the account (again after short pauses when ``relist``); the adopted file."""
         for pause in (0.0, *(RELIST_WAITS if relist else ())):
-            if pause and not _retry.sleep(pause, self.stop):
+            if pause and not (yield Wait(pause, stop=self.stop)):
                 raise UploadCancelledError(f"{self.shown}: cancelled while looking for the "
                                            "copy a lost answer may have stored")
-            verdict = resolve({0: self.attempt}, self.client.list().data,
-                              self.claims.snapshot())[0]
+            listing: FileList = yield Call("list")
+            verdict = resolve({0: self.attempt}, listing.data, self.claims.snapshot())[0]
             if verdict.adopted is not None and self.claims.claim(verdict.adopted.id):
                 log.info("%s: the answer was lost but the server stored it as %s; adopted",
                          self.shown, verdict.adopted.id)
@@ -298,15 +295,16 @@ class _Reconciler:
                     "and the file is uploaded again (remove it with: kimi-files delete %s)",
                     self.shown, f.id, f.filename, f.bytes, f.created_at, f.id)
 
-    def late_twins(self, stored: FileObject) -> None:
+    def late_twins(self, stored: FileObject) -> Steps[None]:
         """After the upload succeeded: report copies an earlier lost attempt stored late."""
         self.claims.add(stored.id)
-        verdict = resolve({0: self.attempt}, self.client.list().data, self.claims.snapshot())[0]
+        listing: FileList = yield Call("list")
+        verdict = resolve({0: self.attempt}, listing.data, self.claims.snapshot())[0]
         self.suspect(c for c in (verdict.adopted, *verdict.suspects) if c is not None)
 
 
-def send_file(
-    client: KimiFiles,
+def send_steps(
+    client: ClientLike,
     local: LocalFile,
     *,
     purpose: str,
@@ -316,12 +314,16 @@ def send_file(
     on_rewind: Callable[[int], None] | None = None,
     on_begin: Callable[[int | None], None] | None = None,
     stop: threading.Event | None = None,
-) -> Sent:
+) -> Steps[Sent]:
     """Upload ``local`` with the platform's retry rules; see the module docstring.
 
-    ``on_begin(since)`` is called once, right before the first byte is sent, with the
-    server's time then (a lower bound, Unix seconds; None if never seen): the batch records
-    its intent there. Raises the last error when the upload cannot be completed.
+    ``on_begin(since)`` is called once (as blocking work, off an event loop), right before the
+    first byte is sent, with the server's time then (a lower bound, Unix seconds; None if
+    never seen): the batch records its intent there.
+
+    Raises:
+        KimiError: the last error, when the upload cannot be completed;
+            :class:`UploadCancelledError` when ``stop`` was set.
     """
     policy = policy or client.retry_policy
     started = time.monotonic()
@@ -329,7 +331,8 @@ def send_file(
     suspect: KimiError | None = None  # an attempt whose answer was lost may have been stored
     unresolved = False  # some such attempt was never matched to a stored copy
     shown = os.fsdecode(local.path)
-    with open(local.path, "rb") as fh:
+    fh: IO[bytes] = yield Blocking(open, (local.path, "rb"))
+    with fh:
         before = _file_stat(fh)
         if before[:2] != (local.size, local.mtime_ns):
             raise LocalFileError(
@@ -343,24 +346,25 @@ def send_file(
 
         body = FileBody(fh, local.size, shown, on_read, rewound)
         since = client.clock.now()
-        lost = _Reconciler(client, Attempt(local.filename, local.size, purpose, since), claims,
-                           shown, stop)
+        lost = _Reconciler(Attempt(local.filename, local.size, purpose, since), claims, shown,
+                           stop)
         if on_begin is not None:
-            on_begin(since)
+            yield Blocking(on_begin, (since,))
         while True:
             if stop is not None and stop.is_set():
                 raise UploadCancelledError(f"{shown}: cancelled before it was uploaded")
             attempt += 1
             if suspect is not None:
-                adopted = lost.look(relist=_may_store_later(suspect))
+                adopted = yield from lost.look(relist=_may_store_later(suspect))
                 if adopted is not None:
                     return Sent(adopted, attempt - 1, True, tuple(lost.suspects.values()))
                 unresolved, suspect = True, None
             _check_unchanged(local)
             error: KimiError
             try:
-                obj = client.create(body, filename=local.filename, purpose=purpose,
-                                    content_type=local.mime_type)
+                obj: FileObject = yield Call("create", (body,), {
+                    "filename": local.filename, "purpose": purpose,
+                    "content_type": local.mime_type})
                 _answer_fits(obj, local)
             except KimiError as exc:
                 error = exc
@@ -369,38 +373,33 @@ def send_file(
             else:
                 claims.add(obj.id)
                 if _file_stat(fh) != before or _path_changed(local, before):
-                    _delete_quietly(client, obj.id)
+                    yield from delete_steps(obj.id)
                     raise LocalFileError(
                         f"{shown}: the file changed while it was sent; the copy the server "
                         f"stored ({obj.id}) was deleted. Upload it again once it is complete",
                         path=shown, rule="unchanged")
                 if not obj.failed:
                     if unresolved:
-                        lost.late_twins(obj)
+                        yield from lost.late_twins(obj)
                     return Sent(obj, attempt, False, tuple(lost.suspects.values()))
                 # stored, but extraction failed: ours (its id came in our answer), so remove it
-                _delete_quietly(client, obj.id)
+                yield from delete_steps(obj.id)
                 error = ExtractionFailedError(
                     f"{shown}: the server stored the file as {obj.id} but extraction failed "
                     f"({obj.status_details or obj.status}); deleted it",
                     status_code=200, type="file_status_failed")
-            if not _retry.should_retry(error):
-                if suspect is not None:
-                    adopted = lost.look(relist=_may_store_later(suspect))
-                    if adopted is not None:
-                        return Sent(adopted, attempt, True, tuple(lost.suspects.values()))
-                raise error
             wait = _retry.retry_wait(error, attempt, policy)
             now = time.monotonic()
-            if not _retry.attempts_left(attempt, started, wait, policy, now, error=error):
+            if not (_retry.should_retry(error)
+                    and _retry.attempts_left(attempt, started, wait, policy, now, error=error)):
                 if suspect is not None:
-                    adopted = lost.look(relist=_may_store_later(suspect))
+                    adopted = yield from lost.look(relist=_may_store_later(suspect))
                     if adopted is not None:
                         return Sent(adopted, attempt, True, tuple(lost.suspects.values()))
                 raise error
             log.info("%s: attempt %d failed (%s); retrying in %.1fs", shown, attempt, error, wait)
-            if not _retry.sleep(wait, stop, error=error, attempt=attempt,
-                                left=_retry.remaining(started, policy, now), what=shown):
+            if not (yield Wait(wait, error=error, attempt=attempt, stop=stop,
+                               left=_retry.remaining(started, policy, now), what=shown)):
                 raise UploadCancelledError(f"{shown}: cancelled while waiting to retry") from error
 
 
@@ -413,28 +412,21 @@ def _path_changed(local: LocalFile, before: tuple[int, int, int]) -> bool:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != before
 
 
-def upload_path(
-    client: KimiFiles,
-    path: Path,
-    *,
-    purpose: str = DEFAULT_PURPOSE,
-    free_quota: FreeQuota = "never",
-    progress: bool | None = None,
-    max_retries: int | None = None,
-    allow_any_type: bool = False,
-) -> UploadedFile:
-    """Preflight ``path``, free room if asked, then :func:`send_file` it with a progress bar."""
-    check = preflight(client, path, purpose=purpose, free_quota=free_quota,
-                      allow_any_type=allow_any_type)
+def upload_steps(client: ClientLike, path: str | os.PathLike[str],
+                 options: UploadOptions) -> Steps[UploadedFile]:
+    """Preflight ``path``, free room if asked, then send it (:func:`send_steps`) with a
+    progress bar."""
+    check = yield from preflight_steps(client, path, options)
     local = check.file
     for warning in local.warnings:
         log.warning("%s", warning)
-    deleted = free_room(client, check.plan, what=local.filename)
-    policy = client.retry_policy.with_retries(max_retries)
+    deleted = yield from free_room_steps(check.plan, what=local.filename)
+    policy = client.retry_policy.with_retries(options.max_retries)
     claims = Claims(f.id for f in check.listing)
-    with ProgressBar(total=local.size, desc=short_label(local.filename), enabled=progress) as bar:
-        sent = send_file(
-            client, local, purpose=purpose, claims=claims, policy=policy,
+    with ProgressBar(total=local.size, desc=short_label(local.filename),
+                     enabled=options.progress) as bar:
+        sent = yield from send_steps(
+            client, local, purpose=options.purpose, claims=claims, policy=policy,
             on_read=lambda chunk: bar.advance(len(chunk)),
             on_rewind=lambda n: bar.rewind(f"retry {n}"),
         )
@@ -445,15 +437,17 @@ def upload_path(
     )
 
 
-def extract_text(client: KimiFiles, target: str | os.PathLike[str], **upload_options: Any) -> str:
-    """The extracted text of a local path (uploaded first) or of an uploaded file's id."""
-    if isinstance(target, os.PathLike) or os.path.lexists(target) or _looks_like_path(target):
-        uploaded = upload_path(client, Path(target), **upload_options)
+def extract_steps(client: ClientLike, path: str | os.PathLike[str] | None, file_id: str | None,
+                  options: UploadOptions) -> Steps[str]:
+    """The extracted text of a local file (uploaded first) or of an uploaded file's id.
+
+    Raises:
+        ConfigurationError: not exactly one of ``path`` and ``file_id`` was given.
+    """
+    if (path is None) == (file_id is None):
+        raise ConfigurationError("extract() takes a path, or file_id=..., and not both")
+    if path is not None:
+        uploaded = yield from upload_steps(client, path, options)
         file_id = uploaded.id
-    else:
-        file_id = target
-    return client.content(file_id).text
-
-
-def _looks_like_path(value: str) -> bool:
-    return os.sep in value or "/" in value or os.path.splitext(value)[1] != ""
+    content: FileContent = yield Call("content", (file_id,))
+    return content.text

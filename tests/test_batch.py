@@ -245,14 +245,14 @@ def test_chaos_soak_long(emulator: Emulator, client: kf.KimiFiles, tmp_path: Pat
 def test_hash_is_taken_while_sending_and_recorded(emulator: Emulator, client: kf.KimiFiles,
                                                   tmp_path: Path, no_wait: list[float],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import kimi_files.batch as batch_mod
+    import kimi_files.scan as scan_mod
     from kimi_files.state import sha256_of
 
     a = write(tmp_path / "in" / "a.txt", "a file of a size no other file has\n")
     b = write(tmp_path / "in" / "b.txt", "same-12-byte")
     c = write(tmp_path / "in" / "c.txt", "other-12-byt")  # same size as b, other content
     hashed_up_front: list[Path] = []
-    monkeypatch.setattr(batch_mod, "sha256_of",
+    monkeypatch.setattr(scan_mod, "sha256_of",
                         lambda p: hashed_up_front.append(Path(p)) or sha256_of(p))
     emulator.fail_next("extraction_failed")  # one retry: the hash restarts with the body
     state = tmp_path / "s.db"

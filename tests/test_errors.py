@@ -67,7 +67,7 @@ def test_row_maps_to_typed_error(emulator: Emulator, client: kf.KimiFiles, fault
                                  attrs: dict[str, float], retryable: bool) -> None:
     emulator.fail_next(fault, endpoint="retrieve", limit=8192, after=7, current=9001)
     with pytest.raises(kf.APIStatusError) as info:
-        client._send("GET", "files/some-id")
+        client.request("GET", "files/some-id")
     err = info.value
     assert type(err) is cls
     assert err.status_code == status
@@ -114,7 +114,7 @@ def test_non_json_bodies_become_gateway_errors(emulator: Emulator, client: kf.Ki
                                                status: int) -> None:
     emulator.fail_next(fault, endpoint="retrieve")
     with pytest.raises(kf.APIStatusError) as info:
-        client._send("GET", "files/x")
+        client.request("GET", "files/x")
     assert type(info.value) is cls and info.value.status_code == status
     assert info.value.retryable
     if fault.startswith("html"):

@@ -241,18 +241,18 @@ def test_lost_answer_for_a_hostile_name_leaves_one_copy(
 def _upload_as(client: kf.KimiFiles, path: Path, name: str) -> Any:
     """Upload ``path`` under the file name ``name`` (any name, even one no file system allows)."""
     from kimi_files.preflight import inspect_file
-    from kimi_files.uploader import Claims, send_file
+    from kimi_files.uploader import Claims, send_steps
 
     local = inspect_file(path, purpose="file-extract", limits=client.limits)
     local = dataclasses.replace(local, filename=name)
-    return send_file(client, local, purpose="file-extract",
-                     claims=Claims(f.id for f in client.list()))
+    return client.run(send_steps(client, local, purpose="file-extract",
+                                 claims=Claims(f.id for f in client.list())))
 
 
 def test_a_same_size_rewrite_during_the_upload_fails_and_removes_our_copy(
         emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
     from kimi_files.preflight import inspect_file
-    from kimi_files.uploader import Claims, send_file
+    from kimi_files.uploader import Claims, send_steps
 
     p = write(tmp_path / "live.txt", b"A" * 200_000)
     local = inspect_file(p, purpose="file-extract", limits=client.limits)
@@ -265,7 +265,8 @@ def test_a_same_size_rewrite_during_the_upload_fails_and_removes_our_copy(
                 fh.write(b"B" * 200_000)
 
     with pytest.raises(kf.LocalFileError, match=r"changed while it was sent.*was deleted"):
-        send_file(client, local, purpose="file-extract", claims=Claims(), on_read=on_read)
+        client.run(send_steps(client, local, purpose="file-extract", claims=Claims(),
+                              on_read=on_read))
     assert emulator.state.listing() == []
 
 

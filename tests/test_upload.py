@@ -293,15 +293,15 @@ def test_file_changed_between_preflight_and_send(emulator: Emulator, client: kf.
     import kimi_files.uploader as up_mod
 
     p = write(tmp_path / "a.txt", "hello")
-    real = up_mod.preflight
+    real = up_mod.preflight_steps
 
-    def then_grow(*a: object, **kw: object) -> object:
-        result = real(*a, **kw)  # type: ignore[arg-type]
+    def then_grow(*a: Any, **kw: Any) -> Any:
+        result = yield from real(*a, **kw)
         with p.open("ab") as fh:
             fh.write(b" world")
         return result
 
-    monkeypatch.setattr(up_mod, "preflight", then_grow)
+    monkeypatch.setattr(up_mod, "preflight_steps", then_grow)
     with pytest.raises(kf.LocalFileError, match="changed since the preflight"):
         client.upload(p)
     assert _posts(emulator) == []
@@ -377,10 +377,17 @@ def test_extract_path_and_id(emulator: Emulator, client: kf.KimiFiles, tmp_path:
     assert kf.extract(p, client=client) == "收入增长\n"
     fid = emulator.state.listing()[0].id
     emulator.fail_next("extraction_failed", endpoint="content")
-    assert kf.extract(fid, api_key=API_KEY, base_url=emulator.base_url) == "收入增长\n"
+    assert kf.extract(file_id=fid, api_key=API_KEY, base_url=emulator.base_url) == "收入增长\n"
     assert len(no_wait) == 1
     with pytest.raises(kf.LocalFileError, match="no such file"):
         kf.extract(str(tmp_path / "nope.pdf"), client=client)
+    # a file id is never taken for a path, nor a path for a file id
+    with pytest.raises(kf.LocalFileError, match="no such file"):
+        kf.extract("cl-abc.def", client=client)
+    with pytest.raises(kf.ConfigurationError, match="a path, or file_id=..., and not both"):
+        kf.extract(p, file_id=fid, client=client)
+    with pytest.raises(kf.ConfigurationError, match="a path, or file_id=..., and not both"):
+        kf.extract(client=client)
 
 
 def test_upload_error_never_contains_the_key(emulator: Emulator, tmp_path: Path,
@@ -411,14 +418,14 @@ def test_cancellation_paths_say_what_stopped(emulator: Emulator, client: kf.Kimi
 
     from kimi_files.preflight import inspect_file
     from kimi_files.quota import plan_room
-    from kimi_files.uploader import Claims, free_room, send_file
+    from kimi_files.uploader import Claims, free_room_steps, send_steps
 
     local = inspect_file(write(tmp_path / "a.txt", "x"), purpose="file-extract",
                          limits=client.limits)
     stop = threading.Event()
     stop.set()
     with pytest.raises(kf.UploadCancelledError, match="a.txt: cancelled before it was uploaded"):
-        send_file(client, local, purpose="file-extract", claims=Claims(), stop=stop)
+        client.run(send_steps(client, local, purpose="file-extract", claims=Claims(), stop=stop))
     emulator.fail_next("engine_overloaded")
     stop.clear()
 
@@ -426,12 +433,12 @@ def test_cancellation_paths_say_what_stopped(emulator: Emulator, client: kf.Kimi
         stop.set()  # Ctrl-C arrives while the first attempt is under way
 
     with pytest.raises(kf.UploadCancelledError, match="a.txt: cancelled while waiting to retry"):
-        send_file(client, local, purpose="file-extract", claims=Claims(), stop=stop,
-                  on_read=stop_on_read)
+        client.run(send_steps(client, local, purpose="file-extract", claims=Claims(), stop=stop,
+                              on_read=stop_on_read))
     old = emulator.seed("old.txt", 1)
     plan = plan_room(client.list().data, 1, 1, kf.Limits(max_files=1), "oldest")
     with pytest.raises(kf.UploadCancelledError, match="cancelled while freeing room for x"):
-        free_room(client, plan, what="x", stop=stop)
+        client.run(free_room_steps(plan, what="x", stop=stop))
     assert old.id in {f.id for f in emulator.state.listing()}
-    assert [f.id for f in free_room(client, plan, what="x")] == [old.id]
+    assert [f.id for f in client.run(free_room_steps(plan, what="x"))] == [old.id]
     assert emulator.filenames() == []  # the cancelled upload left nothing behind

@@ -1,0 +1,108 @@
+"""What a batch did: one :class:`FileResult` per input file, and the :class:`BatchReport`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import KimiError
+from .models import FileObject
+from .quota import RoomPlan
+
+__all__ = ["STATUSES", "BatchReport", "FileResult", "Status"]
+
+#: What became of a file: uploaded (or adopted), skipped (already there), rejected (refused
+#: before sending), failed (sending did not succeed), planned (a dry run).
+Status = Literal["uploaded", "skipped", "rejected", "failed", "planned"]
+STATUSES: tuple[Status, ...] = ("uploaded", "skipped", "rejected", "failed", "planned")
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """What happened to one input file."""
+
+    path: str
+    status: Status
+    file_id: str | None = None
+    bytes: int = 0
+    error: KimiError | None = None
+    note: str = ""
+    #: ids of files that may be extra copies of this one (never adopted or deleted)
+    suspects: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "file_id": self.file_id,
+            "bytes": self.bytes,
+            "suspects": list(self.suspects),
+            "error": None if self.error is None else {
+                "type": type(self.error).__name__,
+                "message": str(self.error),
+            },
+        }
+
+
+@dataclass
+class BatchReport:
+    """The outcome of :func:`ingest`."""
+
+    results: list[FileResult] = field(default_factory=list)
+    deleted: list[FileObject] = field(default_factory=list)
+    plan: RoomPlan | None = None
+    dry_run: bool = False
+    interrupted: bool = False
+    elapsed: float = 0.0
+    list_calls: int = 0
+    #: Files that may be extra copies stored by lost or interrupted attempts of this batch
+    #: (or a look-alike someone else uploaded): kept, never adopted or deleted.
+    suspects: list[FileObject] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def ok(self) -> bool:
+        """True when every file ended uploaded, skipped (or planned, in a dry run)."""
+        return not self.interrupted and all(
+            r.status in ("uploaded", "skipped", "planned") for r in self.results)
+
+    @property
+    def uploaded_bytes(self) -> int:
+        return sum(r.bytes for r in self.results if r.status == "uploaded")
+
+    def summary(self) -> str:
+        parts = [f"{self.count(s)} {s}" for s in STATUSES if self.count(s)]
+        lines = [
+            ("dry run: " if self.dry_run else "")
+            + (", ".join(parts) or "no files")
+            + f"; {self.uploaded_bytes:,} bytes uploaded in {self.elapsed:.1f}s"
+            + (" (interrupted)" if self.interrupted else "")
+        ]
+        for victim in self.deleted:
+            lines.append(f"  deleted {victim.id} {victim.filename} ({victim.bytes:,} bytes) "
+                         "to make room")
+        if self.dry_run and self.plan is not None:
+            for victim in self.plan.deletions:
+                lines.append(f"  would delete {victim.id} {victim.filename} "
+                             f"({victim.bytes:,} bytes, created_at {victim.created_at})")
+        said: list[KimiError] = []  # a batch-wide refusal is one error shared by every file
+        for r in self.results:
+            if r.status in ("rejected", "failed") and r.error is not None:
+                if any(r.error is e for e in said):
+                    continue
+                said.append(r.error)
+                shared = sum(1 for x in self.results if x.error is r.error)
+                lines.append(f"  {r.status}: {r.error}"
+                             + (f" (all {shared} files of the batch)" if shared > 1 else ""))
+        if self.suspects:
+            lines.append(f"  {len(self.suspects)} possible extra cop"
+                         f"{'y' if len(self.suspects) == 1 else 'ies'} on the server, kept because "
+                         "they cannot be proven this run's own:")
+            for f in self.suspects:
+                lines.append(f"    {f.id} {f.filename} ({f.bytes:,} bytes, created_at "
+                             f"{f.created_at})")
+            lines.append("    remove what is yours with: kimi-files delete "
+                         + " ".join(f.id for f in self.suspects))
+        return "\n".join(lines)
