@@ -53,6 +53,7 @@ if "httpx" not in sys.modules:
 
 from .config import KNOWN_PURPOSES
 from .errors import ConfigurationError, KimiError, NoRoomError, UploadCancelledError
+from .progress import shown
 from .quota import fmt_bytes
 
 if TYPE_CHECKING:
@@ -79,31 +80,10 @@ class _Usage(Exception):
 
 # --- text that is safe to show ----------------------------------------------------------------
 
-#: Characters that move the cursor, end a line, start a terminal escape or reorder text:
-#: C0 controls, DEL, C1 controls, the bidirectional marks and overrides, the Unicode line and
-#: paragraph separators, and the lone surrogates of a file name that is not UTF-8.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
-                     "\ud800-\udfff]")
-#: The same, less what JSON escapes by itself (C0).
+#: What JSON leaves raw and a terminal may act on: DEL, C1 controls, bidirectional marks, the
+#: line and paragraph separators, lone surrogates (JSON escapes C0 controls by itself).
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
                           "\ud800-\udfff]")
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match.group()
-    if char in _NAMED_ESCAPES:
-        return _NAMED_ESCAPES[char]
-    code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte of a non-UTF-8 file name (surrogateescape)
-        return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def shown(text: str) -> str:
-    """One line of human output: control characters and the like escaped (``\\x1b``, ``\\n``,
-    ``\\u202e``; a byte of a non-UTF-8 name as ``\\xe9``). Everything else is kept."""
-    return _UNSAFE.sub(_escape, text)
 
 
 def json_line(obj: Any) -> str:

@@ -59,6 +59,23 @@ def test_shown_escapes_what_drives_a_terminal(raw: str, expected: str) -> None:
     assert shown(raw) == expected
 
 
+def test_progress_bar_labels_are_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from kimi_files.progress import ENV_VAR, ProgressBar, disable_progress_bars, enable_progress_bars
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    sink = io.StringIO()
+    enable_progress_bars()
+    try:
+        with ProgressBar(total=4, desc="a\x1b]0;title\x07\rb", enabled=True, file=sink) as bar:
+            bar.advance(4)
+    finally:
+        disable_progress_bars()
+    drawn = sink.getvalue()
+    assert "a\\x1b]0;title\\x07\\rb" in drawn and "\x1b]" not in drawn and "\x07" not in drawn
+
+
 EVIL = "evil\x1b[2J\x07\rOK\nuploaded  /forged.txt\x9b\u202e"
 
 
@@ -188,6 +205,78 @@ def test_content_all_never_writes_outside_the_folder(env: Emulator, tmp_path: Pa
     assert texts == sorted(f"[kimi-files emulator: {name} was seeded without content]"
                            for name in served.values())
     assert err.count("kimi-files: wrote ") == len(served)
+
+
+class _HostileServer:
+    """An independent server, real HTTP on loopback, that lists and serves any ids at all
+    (the emulator's router cannot serve an id holding '/'): ids and names aimed outside."""
+
+    def __init__(self, files: dict[str, str]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import unquote
+
+        listing = [{"id": fid, "object": "file", "bytes": 3, "created_at": 1, "filename": name,
+                    "purpose": "file-extract", "status": "ok", "status_details": ""}
+                   for fid, name in files.items()]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path == "/v1/files":
+                    self._answer(200, {"object": "list", "data": listing})
+                elif path.startswith("/v1/files/") and path.endswith("/content"):
+                    fid = unquote(path[len("/v1/files/"):-len("/content")])
+                    if fid in files:
+                        self._answer(200, {"content": f"text of {fid!r}", "file_type": "text/plain",
+                                           "filename": files[fid], "title": "", "type": "file"})
+                        return
+                    self._answer(404, {"error": {"type": "resource_not_found_error",
+                                                 "message": f"Not found the file {fid}"}})
+                else:
+                    self._answer(404, {"error": {"type": "resource_not_found_error",
+                                                 "message": "no route"}})
+
+            def _answer(self, status: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_content_all_with_ids_aimed_outside_the_folder(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    files = {"../../escape": "x", "/etc/passwd": "passwd", "..%2F..%2Fenc": "y",
+             "ok": "../../../../escaped", "dir/../../up": "z"}
+    server = _HostileServer(files)
+    try:
+        monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+        monkeypatch.setenv("MOONSHOT_BASE_URL", server.base_url)
+        out_dir = tmp_path / "a" / "b" / "out"
+        code = main(["content", "--all", "-o", str(out_dir)])
+    finally:
+        server.close()
+    err = capsys.readouterr().err
+    assert code == 0, err
+    written = {p.name: p.read_text() for p in out_dir.iterdir()}
+    assert sorted(written.values()) == sorted(f"text of {fid!r}" for fid in files)
+    # nothing anywhere else: the folders above hold only the way down to out
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")
+                  if out_dir not in p.parents) == ["a", "a/b", "a/b/out"]
 
 
 def test_content_output_folder_that_cannot_be_made(env: Emulator, tmp_path: Path,
