@@ -99,6 +99,19 @@ def test_control_characters_in_local_names_are_escaped_in_human_output(
     assert json.loads(out)["path"] == str(folder / f"{EVIL}.txt")
 
 
+def test_json_keeps_a_non_utf8_name_exact(env: Emulator, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    raw = os.fsencode(tmp_path) + b"/caf\xe9\x9b.txt"  # Latin-1 bytes; \x9b is C1 CSI
+    with open(raw, "wb") as fh:
+        fh.write(b"bonjour\n")
+    assert upload_main(["--no-state", "--json", os.fsdecode(raw)]) == 0
+    out = capsys.readouterr().out
+    assert not RAW_CONTROL.search(out)
+    assert os.fsencode(json.loads(out)["path"]) == raw  # not a U+FFFD in its place
+    assert upload_main(["--no-state", os.fsdecode(raw)]) == 0
+    assert "caf\\xe9\\x9b.txt -> " in capsys.readouterr().out
+
+
 def test_control_characters_in_server_names_are_escaped(env: Emulator, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     env.seed(f"old{EVIL}", 5, created_at=1)
@@ -125,6 +138,15 @@ def test_control_characters_in_server_names_are_escaped(env: Emulator, tmp_path:
     assert main(["delete", f"nope{EVIL}"]) == 1
     err = capsys.readouterr().err
     assert f"no file nope{shown(EVIL)} in this account" in err and not RAW_CONTROL.search(err)
+
+
+def test_list_survives_a_nonsense_creation_time(env: Emulator,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    env.seed("far-future.txt", 5, created_at=10**15)
+    env.seed("negative.txt", 5, created_at=-(10**15))
+    assert main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert str(10**15) in out and str(-(10**15)) in out and "Traceback" not in err
 
 
 # --- content --all -o DIR against a hostile listing ---------------------------------------------
