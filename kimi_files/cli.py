@@ -11,8 +11,19 @@
     kimi-files emulator [--port N] ...       serve the local emulator
 
 Exit codes: 0 success; 1 a file was rejected or failed, or an API call failed; 2 a usage or
-configuration error (bad option, missing key, malformed base URL); 130 interrupted.
+configuration error (bad option, missing key, malformed base URL); 130 interrupted (Ctrl-C,
+SIGINT), 143 terminated (SIGTERM), 129 hung up (SIGHUP); 141 the output was closed (a broken
+pipe, as in ``kimi-files list | head -1``: what a standard tool killed by SIGPIPE reports).
 No traceback for any failure a user can cause.
+
+An upload stops on the first Ctrl-C, SIGTERM or SIGHUP: no new upload starts, those in flight
+finish, every result is recorded in the state and the summary is printed. A second signal
+stops at once: uploads in flight are abandoned (their intents stay in the state, so the next
+run settles them), the summary of what ended is printed, and the process exits.
+
+Human output shows control characters of names (ESC, BEL, CR, LF, the other C0 and C1
+controls, DEL, bidirectional overrides) escaped, as ``\\x1b``, ``\\n``, ``\\u202e``, so no
+name can forge a line or drive the terminal; ``--json`` output is exact (JSON escapes them).
 """
 
 from __future__ import annotations
@@ -22,9 +33,13 @@ import contextlib
 import datetime as _dt
 import json
 import logging
+import math
 import os
+import re
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -36,28 +51,60 @@ from typing import TYPE_CHECKING, Any, TextIO
 if "httpx" not in sys.modules:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from .errors import ConfigurationError, KimiError
+from .config import KNOWN_PURPOSES
+from .errors import ConfigurationError, KimiError, NoRoomError, UploadCancelledError
+from .progress import shown
 from .quota import fmt_bytes
 
 if TYPE_CHECKING:
-    from .batch import FileResult
+    from .batch import BatchReport, FileResult
     from .client import KimiFiles
+    from .config import Limits
     from .models import FileObject
 
-__all__ = ["main", "upload_main"]
+__all__ = ["main", "shown", "upload_main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: 128 + the signal's number, as a shell reports a process that signal ended.
+EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 129, 130, 141, 143
+
+#: The longest --timeout that makes sense: a day.
+MAX_TIMEOUT = 86400.0
+#: The most uploads at once any account allows (the top tier's concurrency).
+MAX_CONCURRENCY = 1000
 
 
 class _Usage(Exception):
     """A usage error found after parsing."""
 
 
+# --- text that is safe to show ----------------------------------------------------------------
+
+#: What JSON leaves raw and a terminal may act on: DEL, C1 controls, bidirectional marks, the
+#: line and paragraph separators, lone surrogates (JSON escapes C0 controls by itself).
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+                          "\ud800-\udfff]")
+
+
+def json_line(obj: Any) -> str:
+    """``obj`` as one line of JSON that no terminal acts on: JSON escapes C0 controls itself;
+    DEL, C1 controls, bidirectional marks and lone surrogates are escaped as ``\\uXXXX`` too.
+    The value is exactly the same."""
+    text = json.dumps(obj, ensure_ascii=False)
+    # outside strings JSON is ASCII, so every match is inside a string: escaping it is exact
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _raw(text: str) -> str:
+    """Text shown as it is (extracted content): only what cannot be encoded is replaced."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 # --- shared options ---------------------------------------------------------------------------
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``minimum``."""
+def _whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``minimum`` to ``maximum``."""
 
     def parse(text: str) -> int:
         try:
@@ -67,13 +114,40 @@ def _at_least(minimum: int) -> Callable[[str], int]:
         if value < minimum:
             raise argparse.ArgumentTypeError(
                 f"expected a number of at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"expected a number of at most {maximum:,}, got {value:,}")
         return value
 
     return parse
 
 
-_positive = _at_least(1)
-_non_negative = _at_least(0)
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: seconds, more than 0 and at most a day."""
+    value = _number(text)
+    if not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds greater than 0 and at most {MAX_TIMEOUT:.0f} (a day), got {text!r}")
+    return value
+
+
+def _days(text: str) -> float:
+    """An argparse type: days, 0 or more and at most 100 years."""
+    value = _number(text)
+    if not 0 <= value <= 36525:
+        raise argparse.ArgumentTypeError(
+            f"expected days from 0 to 36525 (100 years), got {text!r}")
+    return value
 
 
 def _connection_options() -> argparse.ArgumentParser:
@@ -86,9 +160,9 @@ def _connection_options() -> argparse.ArgumentParser:
                    help="shortcut for the base URL of platform.kimi.ai or platform.kimi.com")
     g.add_argument("--allow-http", action="store_true",
                    help="allow plain http to a non-loopback host (the key travels unencrypted)")
-    g.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="give up on a request with no progress for this long (default: 15 s to "
-                        "connect, 120 s per write, 300 s for an answer)")
+    g.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="give up on a request with no progress for this long, at most a day "
+                        "(default: 15 s to connect, 120 s per write, 300 s for an answer)")
     g.add_argument("--emulator", action="store_true",
                    help="start the bundled emulator in-process and use it (no key, no network)")
     g.add_argument("-v", "--verbose", action="count", default=0,
@@ -102,25 +176,26 @@ def _upload_parser(prog: str, parents: list[argparse.ArgumentParser]) -> argpars
         description="Upload files and folders to the Kimi Files API: every file is checked "
                     "first, the whole batch is planned against the account's quota, uploads "
                     "are paced, retried safely and recorded so a re-run resumes.",
-        epilog="Exit codes: 0 all uploaded or skipped; 1 any rejected or failed; 2 usage.")
+        epilog="Exit codes: 0 all uploaded or skipped; 1 any rejected or failed; 2 usage; "
+               "130/143/129 stopped by Ctrl-C/SIGTERM/SIGHUP; 141 output closed.")
     _add_upload_options(p)
     return p
 
 
 def _add_upload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders (walked recursively)")
-    p.add_argument("--purpose", default="file-extract",
+    p.add_argument("--purpose", default="file-extract", choices=sorted(KNOWN_PURPOSES),
                    help="file-extract (default), image, video or batch")
     p.add_argument("--free-quota", choices=["never", "oldest"], default="never",
                    help="make room by deleting the oldest files, only as many as needed "
                         "(default: never delete)")
     p.add_argument("--dry-run", action="store_true",
                    help="check and plan only: no upload, no deletion")
-    p.add_argument("--concurrency", type=_positive, default=4, metavar="N",
+    p.add_argument("--concurrency", type=_whole(1, MAX_CONCURRENCY), default=4, metavar="N",
                    help="uploads at once (default 4); lowered if the account says so")
-    p.add_argument("--rpm", type=_positive, metavar="N",
+    p.add_argument("--rpm", type=_whole(1, 1_000_000), metavar="N",
                    help="at most N requests a minute (learned from 429s if not given)")
-    p.add_argument("--retries", type=_non_negative, metavar="N",
+    p.add_argument("--retries", type=_whole(0, 100), metavar="N",
                    help="retries per request (default 5)")
     p.add_argument("--include", action="append", default=[], metavar="GLOB",
                    help="only files whose name or relative path matches (repeatable)")
@@ -128,10 +203,14 @@ def _add_upload_options(p: argparse.ArgumentParser) -> None:
                    help="skip files whose name or relative path matches (repeatable)")
     p.add_argument("--allow-any-type", action="store_true",
                    help="send files of types the extractor cannot read (archives, binaries)")
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow links that lead outside the folders given")
     p.add_argument("--state", metavar="FILE",
                    help="the state file that makes re-runs resume (default: per account, in "
                         "$XDG_STATE_HOME/kimi-files)")
     p.add_argument("--no-state", action="store_true", help="keep no state (no resume)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for another run using the same state instead of exiting")
     p.add_argument("--json", action="store_true",
                    help="stdout: one JSON object per input file and nothing else")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -140,14 +219,9 @@ def _add_upload_options(p: argparse.ArgumentParser) -> None:
 # --- running --------------------------------------------------------------------------------------
 
 
-def printable(text: str) -> str:
-    """Text safe to print: the surrogates of a non-UTF-8 file name become U+FFFD."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-class _PrintableFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return printable(super().format(record))
+class _ShownFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return shown(super().formatMessage(record))
 
 
 @contextlib.contextmanager
@@ -155,7 +229,7 @@ def _logging_to_stderr(verbosity: int) -> Iterator[None]:
     """Log to stderr for the length of a command, then put the loggers back as they were."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_PrintableFormatter("kimi-files: %(levelname)s: %(message)s"))
+    handler.setFormatter(_ShownFormatter("kimi-files: %(levelname)s: %(message)s"))
     saved = []
     for name in ("kimi_files", "httpx", "httpcore"):
         logger = logging.getLogger(name)
@@ -176,9 +250,7 @@ def _logging_to_stderr(verbosity: int) -> Iterator[None]:
 def _client(args: argparse.Namespace, retries: int | None = None) -> Iterator[KimiFiles]:
     from .client import KimiFiles
 
-    if args.timeout is not None and not args.timeout > 0:
-        raise _Usage("--timeout must be a positive number of seconds")
-
+    limits: Limits | None = getattr(args, "limits", None)
     if args.emulator:
         try:
             from .emulator import Emulator
@@ -190,53 +262,173 @@ def _client(args: argparse.Namespace, retries: int | None = None) -> Iterator[Ki
             key = os.environ.get("MOONSHOT_API_KEY") or "emulator"
             print(f"kimi-files: using the bundled emulator at {emu.base_url}", file=sys.stderr)
             with KimiFiles(api_key=key, base_url=emu.base_url, max_retries=retries,
-                           timeout=args.timeout) as c:
+                           timeout=args.timeout, limits=limits) as c:
                 yield c
         return
     with KimiFiles(base_url=args.base_url, platform=args.platform, allow_http=args.allow_http,
-                   max_retries=retries, timeout=args.timeout) as c:
+                   max_retries=retries, timeout=args.timeout, limits=limits) as c:
         yield c
+
+
+def _stdout_to_devnull() -> None:
+    """The reader of stdout went away: send what is left to /dev/null, so neither a later
+    write nor the flush at exit fails (the Python documentation's advice for SIGPIPE)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
     try:
         with _logging_to_stderr(args.verbose):
             return func(args)
-    except ConfigurationError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except _Usage as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+    except (ConfigurationError, _Usage) as exc:
+        _say(f"{prog}: error: {exc}")
         return EXIT_USAGE
     except KimiError as exc:
-        print(printable(f"{prog}: error: {exc}"), file=sys.stderr)
+        _say(f"{prog}: error: {exc}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        _say(f"{prog}: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # the reader went away (e.g. `| head`): stop quietly
-        with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        # the reader went away (e.g. `| head`): stop quietly, as a standard tool would
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:  # a local file or folder the command could not use
+        where = f": {os.fsdecode(exc.filename)}" if exc.filename is not None else ""
+        _say(f"{prog}: error: {exc.strerror or exc}{where}")
         return EXIT_FAILED
 
 
 def _emit(stream: TextIO, text: str) -> None:
+    """One line of human output, escaped (see :func:`shown`)."""
     from .progress import write_line
 
-    write_line(printable(text), stream)
+    write_line(shown(text), stream)
 
 
-def _human(r: FileResult) -> str:
-    tail = f" -> {r.file_id}" if r.file_id else ""
-    note = f" ({r.note})" if r.note else ""
-    if r.error is not None:
-        return f"{r.status:9} {r.path}: {r.error}"
-    return f"{r.status:9} {r.path}{tail}{note}"
+def _emit_json(stream: TextIO, obj: Any) -> None:
+    from .progress import write_line
+
+    write_line(json_line(obj), stream)
+
+
+def _say(text: str) -> None:
+    """One line on stderr, escaped: a line break inside ``text`` is shown as ``\\n``."""
+    _emit(sys.stderr, text)
+
+
+def _reason(r: FileResult) -> str:
+    """The error of a result without the path it usually starts with (the line shows it)."""
+    message = str(r.error)
+    prefix = f"{r.path}: "
+    return message[len(prefix):] if message.startswith(prefix) and len(message) > len(prefix) \
+        else message
+
+
+class _ResultLines:
+    """Human result lines; an error several files share (a batch-wide refusal, twins of a
+    failed file) is given in full once, in the summary, and named briefly on each line."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, FileResult] = {}
+
+    def line(self, r: FileResult) -> str:
+        if r.error is None:
+            tail = f" -> {r.file_id}" if r.file_id else ""
+            note = f" ({r.note})" if r.note else ""
+            return f"{r.status:9} {r.path}{tail}{note}"
+        first = self._seen.setdefault(id(r.error), r)
+        if isinstance(r.error, NoRoomError):
+            reason = "no room for this batch (see below)"
+        elif first is not r:
+            reason = f"{r.note or 'same error as ' + first.path} (see below)"
+        else:
+            reason = _reason(r)
+        return f"{r.status:9} {r.path}: {reason}"
+
+
+def _summary_lines(report: BatchReport, prog: str) -> list[str]:
+    """The summary, one escaped line each: counts, deletions, then each reason once."""
+    lines = [f"{prog}: {report.summary().splitlines()[0]}"]
+    for victim in report.deleted:
+        lines.append(f"  deleted {victim.id} {victim.filename} ({victim.bytes:,} bytes) "
+                     "to make room")
+    if report.dry_run and report.plan is not None:
+        for victim in report.plan.deletions:
+            lines.append(f"  would delete {victim.id} {victim.filename} "
+                         f"({victim.bytes:,} bytes, created_at {victim.created_at})")
+    groups: dict[int, list[FileResult]] = {}
+    cancelled = 0
+    for r in report.results:
+        if r.status not in ("rejected", "failed") or r.error is None:
+            continue
+        if isinstance(r.error, UploadCancelledError):
+            cancelled += 1
+        else:
+            groups.setdefault(id(r.error), []).append(r)
+    for group in groups.values():
+        first = group[0]
+        count = f" ({len(group)} files)" if len(group) > 1 else ""
+        lines.append(f"  {first.status}{count}: {first.error}")
+    if cancelled:
+        lines.append(f"  {cancelled} file(s) not uploaded because of the interruption; "
+                     "a re-run sends them")
+    return lines
+
+
+#: The signals that stop an upload, and how the CLI names them.
+_STOP_SIGNALS = {"SIGINT": "interrupted (Ctrl-C)", "SIGTERM": "terminated (SIGTERM)",
+                 "SIGHUP": "hung up (SIGHUP)"}
+
+
+class _Stops:
+    """Ctrl-C, SIGTERM and SIGHUP during an upload, in the main thread, for the length of
+    the command. The handler only records the signal; the waiting loop acts on it."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._saved: list[tuple[int, Any]] = []
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+
+    def __enter__(self) -> _Stops:
+        if threading.current_thread() is threading.main_thread():
+            for name in _STOP_SIGNALS:
+                signum = getattr(signal, name, None)
+                if signum is None:
+                    continue
+                self._saved.append((signum, signal.signal(signum, self._handler)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in reversed(self._saved):
+            signal.signal(signum, previous)
+        self._saved.clear()
+
+    @property
+    def code(self) -> int | None:
+        """The exit code for the first signal received (128 + its number), if any."""
+        return 128 + self.received[0] if self.received else None
+
+    @staticmethod
+    def describe(signum: int) -> str:
+        return _STOP_SIGNALS.get(signal.Signals(signum).name, signal.Signals(signum).name)
+
+
+def _exit_now(code: int) -> None:
+    """End the process at once, without waiting for the upload threads still running."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _do_upload(args: argparse.Namespace) -> int:
-    from .batch import ingest
+    from .batch import BatchReport, ingest
 
     if args.no_state and args.state:
         raise _Usage("--state and --no-state cannot be used together")
@@ -245,16 +437,36 @@ def _do_upload(args: argparse.Namespace) -> int:
 
         disable_progress_bars()
     out_lock = threading.Lock()
+    lines = _ResultLines()
+    ended: list[FileResult] = []
+    output_closed = threading.Event()
+    stop = threading.Event()
 
     def on_result(result: FileResult) -> None:
         with out_lock:
-            if args.json:
-                _emit(sys.stdout, json.dumps(result.to_json(), ensure_ascii=False))
-            else:
-                _emit(sys.stdout, _human(result))
+            ended.append(result)
+            if output_closed.is_set():
+                return
+            try:
+                if args.json:
+                    _emit_json(sys.stdout, result.to_json())
+                else:
+                    _emit(sys.stdout, lines.line(result))
+            except BrokenPipeError:
+                # nobody reads the results any more: start nothing new, as a tool killed by
+                # SIGPIPE would not; the uploads in flight finish and are recorded
+                _stdout_to_devnull()
+                output_closed.set()
+                stop.set()
 
-    stop = threading.Event()
-    with _client(args, retries=args.retries) as client, contextlib.ExitStack() as stack:
+    extra: dict[str, Any] = {}
+    if args.follow_links:
+        extra["follow_links"] = True
+    if args.wait:
+        extra["wait"] = True
+    started = time.monotonic()
+    with _Stops() as stops, _client(args, retries=args.retries) as client, \
+            contextlib.ExitStack() as stack:
         state: Any = None
         if args.no_state:
             state = False
@@ -265,13 +477,56 @@ def _do_upload(args: argparse.Namespace) -> int:
             import tempfile
 
             state = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "state.sqlite3"
-        report = ingest(
-            args.paths, client=client, purpose=args.purpose, free_quota=args.free_quota,
-            dry_run=args.dry_run, concurrency=args.concurrency, rpm=args.rpm,
-            include=args.include, exclude=args.exclude, state=state,
-            progress=None if not args.no_progress else False,
-            allow_any_type=args.allow_any_type, on_result=on_result, stop=stop)
-    print(printable(f"kimi-upload: {report.summary()}"), file=sys.stderr)
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append(ingest(
+                    args.paths, client=client, purpose=args.purpose,
+                    free_quota=args.free_quota, dry_run=args.dry_run,
+                    concurrency=args.concurrency, rpm=args.rpm, include=args.include,
+                    exclude=args.exclude, state=state,
+                    progress=None if not args.no_progress else False,
+                    allow_any_type=args.allow_any_type, on_result=on_result, stop=stop,
+                    **extra))
+            except BaseException as exc:  # handed to the main thread, which raises it
+                outcome.append(exc)
+
+        # the batch runs beside the main thread, which stays free to take signals
+        worker = threading.Thread(target=run, name="kimi-batch", daemon=True)
+        worker.start()
+        told = 0
+        while worker.is_alive():
+            worker.join(0.05)
+            if len(stops.received) > told:
+                told = len(stops.received)
+                stop.set()
+                if told == 1:
+                    _say(f"kimi-upload: {_Stops.describe(stops.received[0])}: no new upload "
+                         "starts; waiting for those in flight (again to stop at once)")
+                else:
+                    with out_lock:  # no result line is half-written now
+                        report = BatchReport(results=list(ended), interrupted=True,
+                                             elapsed=time.monotonic() - started)
+                        for line in _summary_lines(report, "kimi-upload"):
+                            _say(line)
+                        _say("kimi-upload: stopped at once: files without a line above "
+                             "were abandoned in flight or never started (a re-run settles "
+                             "them)")
+                        _exit_now(stops.code or EXIT_INTERRUPTED)
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            if stops.code is not None and isinstance(result, KimiError):
+                _say(f"kimi-upload: {result}")
+                return stops.code
+            raise result
+    report = result
+    for line in _summary_lines(report, "kimi-upload"):
+        _say(line)
+    if stops.code is not None:
+        return stops.code
+    if output_closed.is_set():
+        return EXIT_BROKEN_PIPE
     if report.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.ok and report.results else EXIT_FAILED
@@ -281,20 +536,22 @@ def _do_upload(args: argparse.Namespace) -> int:
 
 
 def _when(ts: int) -> str:
-    return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    try:
+        return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):  # a server's nonsense time
+        return str(ts)
 
 
 def _do_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         files = client.list()
     if args.json:
-        _emit(sys.stdout, json.dumps({"object": "list", "data": [f.to_dict() for f in files]},
-                                     ensure_ascii=False))
+        _emit_json(sys.stdout, {"object": "list", "data": [f.to_dict() for f in files]})
         return EXIT_OK
     if not files.data:
         print("no files", file=sys.stderr)
         return EXIT_OK
-    rows = [(f.id, fmt_bytes(f.bytes), _when(f.created_at), f.status, f.filename)
+    rows = [(shown(f.id), fmt_bytes(f.bytes), _when(f.created_at), shown(f.status), f.filename)
             for f in files]
     head = ("ID", "SIZE", "CREATED", "STATUS", "FILENAME")
     widths = [max(len(r[i]) for r in [*rows, head]) for i in range(4)]
@@ -309,9 +566,9 @@ def _do_quota(args: argparse.Namespace) -> int:
     with _client(args) as client:
         usage = Usage.of(client.list(), client.limits)
     if args.json:
-        _emit(sys.stdout, json.dumps({
+        _emit_json(sys.stdout, {
             "files": usage.files, "max_files": usage.max_files, "free_files": usage.free_files,
-            "bytes": usage.bytes, "max_bytes": usage.max_bytes, "free_bytes": usage.free_bytes}))
+            "bytes": usage.bytes, "max_bytes": usage.max_bytes, "free_bytes": usage.free_bytes})
         return EXIT_OK
     _emit(sys.stdout, f"files: {usage.files:,} of {usage.max_files:,} ({usage.free_files:,} free)")
     _emit(sys.stdout, f"bytes: {fmt_bytes(usage.bytes)} of {fmt_bytes(usage.max_bytes)} "
@@ -340,8 +597,6 @@ def select_for_deletion(files: Sequence[FileObject], *, ids: Sequence[str], matc
 
 
 def _do_delete(args: argparse.Namespace) -> int:
-    import time
-
     from .errors import NotFoundError
 
     if not (args.ids or args.match or args.older_than is not None or args.all):
@@ -355,13 +610,12 @@ def _do_delete(args: argparse.Namespace) -> int:
                                      now=time.time())
         missing = sorted(set(args.ids) - {f.id for f in chosen})
         for fid in missing:
-            print(f"kimi-files: no file {fid} in this account", file=sys.stderr)
+            _say(f"kimi-files: no file {fid} in this account")
         if args.dry_run or (not args.ids and not args.yes):
             for f in chosen:
                 _emit(sys.stdout, f"would delete {f.id}  {f.filename}  ({f.bytes:,} bytes)")
             if not args.dry_run:
-                print(f"kimi-files: {len(chosen)} file(s) match; pass --yes to delete them",
-                      file=sys.stderr)
+                _say(f"kimi-files: {len(chosen)} file(s) match; pass --yes to delete them")
                 return EXIT_FAILED
             return EXIT_OK if not missing else EXIT_FAILED
         failed = bool(missing)
@@ -371,16 +625,63 @@ def _do_delete(args: argparse.Namespace) -> int:
             except NotFoundError:
                 pass
             except KimiError as exc:
-                print(f"kimi-files: could not delete {f.id}: {exc}", file=sys.stderr)
+                _say(f"kimi-files: could not delete {f.id}: {exc}")
                 failed = True
                 continue
             _emit(sys.stdout, f"deleted {f.id}  {f.filename}")
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _safe_name(name: str) -> str:
-    cleaned = "".join("_" if c in '/\\\0' or ord(c) < 32 else c for c in name).strip(". ")
-    return cleaned[:200] or "file"
+# --- content: file names a server cannot steer ---------------------------------------------------
+
+#: Never in an output name: separators, what Windows forbids, and every unsafe character.
+_NOT_IN_NAMES = re.compile('[/\\\\<>:"|?*\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e'
+                           "\u2066-\u2069\ud800-\udfff]")
+
+
+def _name_part(text: str, max_bytes: int, default: str) -> str:
+    """``text`` as part of a file name: unsafe characters become ``_``, no leading dot or
+    space (no hidden file, never ``.`` or ``..``), at most ``max_bytes`` bytes of UTF-8."""
+    cleaned = _NOT_IN_NAMES.sub("_", text).strip(". ")
+    cleaned = cleaned.encode("utf-8")[:max_bytes].decode("utf-8", "ignore").rstrip(". ")
+    return cleaned or default
+
+
+def output_name(file_id: str, filename: str, taken: set[str]) -> str:
+    """The name ``content -o DIR`` writes a file's text to: ``ID-NAME.txt``, one path
+    component (no separator, not hidden, never ``.`` or ``..``), at most 255 bytes, and not
+    one of ``taken`` (compared without case, for case-insensitive file systems): a ``-2``,
+    ``-3``, ... is added until it is new. Adds the name to ``taken``. Pure."""
+    stem = f"{_name_part(file_id, 80, 'file')}-{_name_part(filename, 150, 'file')}"
+    name, n = f"{stem}.txt", 1
+    while name.casefold() in taken:
+        n += 1
+        name = f"{stem}-{n}.txt"
+    taken.add(name.casefold())
+    return name
+
+
+def _write_inside(folder: Path, name: str, text: str) -> Path:
+    """Write ``text`` to ``folder/name``, which must be directly inside ``folder``; a file of
+    that name is replaced whole (never written through a link it may be)."""
+    import tempfile
+
+    target = folder / name
+    # one component that names an entry of the folder itself; never resolved, so a link of
+    # that name left in the folder is replaced, not followed
+    if name in ("", ".", "..") or os.sep in name or (os.altsep and os.altsep in name) \
+            or os.path.dirname(os.path.normpath(target)) != os.path.normpath(folder):
+        raise OSError(f"{name!r} is not a plain file name")  # pragma: no cover - output_name
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".kimi-content-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
 
 
 def _do_content(args: argparse.Namespace) -> int:
@@ -388,40 +689,60 @@ def _do_content(args: argparse.Namespace) -> int:
         raise _Usage("give file ids, or --all with --output DIR")
     if args.all and not args.output:
         raise _Usage("--all needs --output DIR")
-    with _client(args) as client:
-        ids = list(args.ids) if args.ids else [f.id for f in client.list()]
-        failed = False
-        out_dir = Path(args.output) if args.output else None
-        if out_dir is not None:
+    out_dir = Path(args.output) if args.output else None
+    if out_dir is not None:
+        try:
             out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _Usage(f"cannot use {args.output} as the output folder: "
+                         f"{exc.strerror or exc}") from None
+    with _client(args) as client:
+        names: dict[str, str] = {}
+        if args.ids:
+            ids = list(dict.fromkeys(args.ids))
+        else:
+            listing = client.list().data
+            ids = list(dict.fromkeys(f.id for f in listing))
+            for f in listing:
+                names.setdefault(f.id, f.filename)
+        failed = False
+        taken: set[str] = set()
         for fid in ids:
             try:
                 content = client.content(fid)
             except KimiError as exc:
-                print(f"kimi-files: {fid}: {exc}", file=sys.stderr)
+                _say(f"kimi-files: {fid}: {exc}")
                 failed = True
                 continue
             if out_dir is None:
-                _emit(sys.stdout, content.text)
-            else:
-                target = out_dir / f"{fid}-{_safe_name(content.filename or fid)}.txt"
-                target.write_text(content.text, encoding="utf-8")
-                print(f"kimi-files: wrote {target}", file=sys.stderr)
+                from .progress import write_line
+
+                write_line(_raw(content.text), sys.stdout)
+                continue
+            name = output_name(fid, names.get(fid) or content.filename or fid, taken)
+            try:
+                target = _write_inside(out_dir, name, content.text)
+            except OSError as exc:
+                _say(f"kimi-files: {fid}: cannot write {out_dir / name}: {exc.strerror or exc}")
+                failed = True
+                continue
+            _say(f"kimi-files: wrote {target}")
     return EXIT_FAILED if failed else EXIT_OK
 
 
 # --- entry points -----------------------------------------------------------------------------
 
 
-def upload_main(argv: Sequence[str] | None = None) -> int:
-    """``kimi-upload``."""
+def upload_main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> int:
+    """``kimi-upload``. ``limits``: the account's limits, if not the platform's (tests)."""
     parser = _upload_parser("kimi-upload", [_connection_options()])
     args = parser.parse_args(argv)
+    args.limits = limits
     return _run(_do_upload, args, "kimi-upload")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``kimi-files``."""
+def main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> int:
+    """``kimi-files``. ``limits``: the account's limits, if not the platform's (tests)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["emulator"]:  # its options are the emulator's own
         from .emulator.__main__ import main as emulator_main
@@ -430,7 +751,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     conn = _connection_options()
     parser = argparse.ArgumentParser(
         prog="kimi-files", description="Manage files of the Kimi Files API.",
-        epilog="Exit codes: 0 success; 1 failure; 2 usage or configuration error.")
+        epilog="Exit codes: 0 success; 1 failure; 2 usage or configuration error; "
+               "130/143/129 stopped by Ctrl-C/SIGTERM/SIGHUP; 141 output closed.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("upload", parents=[conn], help="upload files and folders (= kimi-upload)")
     _add_upload_options(up)
@@ -444,7 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     de = sub.add_parser("delete", parents=[conn], help="delete files by id or by filter")
     de.add_argument("ids", nargs="*", metavar="ID")
     de.add_argument("--match", metavar="GLOB", help="files whose name matches")
-    de.add_argument("--older-than", type=float, metavar="DAYS", help="files older than DAYS")
+    de.add_argument("--older-than", type=_days, metavar="DAYS", help="files older than DAYS")
     de.add_argument("--all", action="store_true", help="every file (with --yes)")
     de.add_argument("--dry-run", action="store_true", help="show what would be deleted")
     de.add_argument("--yes", action="store_true", help="delete what the filters match")
@@ -452,9 +774,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     co = sub.add_parser("content", parents=[conn], help="print or save extracted text")
     co.add_argument("ids", nargs="*", metavar="ID")
     co.add_argument("--all", action="store_true", help="every file (needs --output)")
-    co.add_argument("-o", "--output", metavar="DIR", help="write ID-NAME.txt files into DIR")
+    co.add_argument("-o", "--output", metavar="DIR",
+                    help="write ID-NAME.txt files into DIR (names made safe; never outside DIR)")
     co.set_defaults(func=_do_content)
     sub.add_parser("emulator", help="serve the local emulator (kimi-files emulator --help)")
     args = parser.parse_args(args_list)
+    args.limits = limits
     prog = f"kimi-files {args.command}"
     return _run(args.func, args, prog)

@@ -7,12 +7,13 @@ terminal. ``KIMI_FILES_NO_PROGRESS=1`` (or :func:`disable_progress_bars`) turns 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from typing import Any
 
 __all__ = ["ProgressBar", "disable_progress_bars", "enable_progress_bars", "progress_enabled",
-           "write_line"]
+           "shown", "write_line"]
 
 ENV_VAR = "KIMI_FILES_NO_PROGRESS"
 _switch: dict[str, bool] = {"off": False}
@@ -34,6 +35,30 @@ def progress_enabled(requested: bool | None) -> bool:
         return requested
     stream = sys.stderr
     return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+
+
+#: Characters that move the cursor, end a line, start a terminal escape or reorder text:
+#: C0 controls, DEL, C1 controls, the bidirectional marks and overrides, the Unicode line and
+#: paragraph separators, and the lone surrogates of a file name that is not UTF-8.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+                     "\ud800-\udfff]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of a non-UTF-8 file name (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def shown(text: str) -> str:
+    """One line of human output: control characters and the like escaped (``\\x1b``, ``\\n``,
+    ``\\u202e``; a byte of a non-UTF-8 name as ``\\xe9``). Everything else is kept."""
+    return _UNSAFE.sub(_escape, text)
 
 
 def write_line(text: str, stream: Any) -> None:
@@ -74,7 +99,7 @@ class ProgressBar:
         kwargs.setdefault("file", sys.stderr)
         kwargs.setdefault("dynamic_ncols", True)
         kwargs.setdefault("leave", True)
-        self._bar = tqdm(total=total, desc=desc, **kwargs)
+        self._bar = tqdm(total=total, desc=shown(desc), **kwargs)
 
     def advance(self, n: int) -> None:
         """Move forward by ``n``, clamped to the total."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kimi_files.cli import main, upload_main
+from kimi_files.config import Limits
 from kimi_files.emulator import Emulator
 
 from .conftest import API_KEY, write
@@ -65,28 +66,52 @@ def test_dry_run_json_says_planned(env: Emulator, tmp_path: Path,
 
 
 def test_no_room_exit_1_with_numbers(env: Emulator, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import kimi_files.config as config
-
-    monkeypatch.setattr(config, "MAX_FILES", 2)
-    monkeypatch.setattr(config.Limits.__init__, "__kwdefaults__",
-                        {**config.Limits.__init__.__kwdefaults__, "max_files": 2})
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # the account's limits reach the plan through upload_main's seam: with the platform's
+    # 1,000 files the batch would be sent and refused by the server (a POST in the log)
     env.state.max_files = 2
     env.seed("old", 1)
     write(tmp_path / "in" / "a.txt", "a")
     write(tmp_path / "in" / "b.txt", "b")
-    code = upload_main(["--no-state", str(tmp_path / "in")])
-    err = capsys.readouterr().err
+    code = upload_main(["--no-state", str(tmp_path / "in")], limits=Limits(max_files=2))
+    out, err = capsys.readouterr()
     assert code == 1
     assert "1 file(s) must go" in err and "--free-quota oldest" in err
     assert [r.method for r in env.requests] == ["GET"]
+    # said once, in the summary; each file's line names the refusal briefly
+    assert (out + err).count("1 file(s) must go") == 1
+    assert out.splitlines() == [f"rejected  {tmp_path / 'in' / n}: no room for this batch "
+                                "(see below)" for n in ("a.txt", "b.txt")]
+    assert "rejected (2 files): " in err
+
+
+def test_limits_seam_reaches_the_preflight_and_the_quota(env: Emulator, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "big.txt", "x" * 11)
+    code = upload_main(["--json", "--no-state", str(tmp_path / "big.txt")],
+                       limits=Limits(max_file_bytes=10))
+    rows = _json_lines(capsys.readouterr().out)
+    assert code == 1 and rows[0]["status"] == "rejected"
+    assert rows[0]["error"]["type"] == "LocalFileTooLargeError"  # type: ignore[index]
+    assert env.uploads() == []
+    assert main(["quota", "--json"], limits=Limits(max_files=7)) == 0
+    assert json.loads(capsys.readouterr().out)["max_files"] == 7
 
 
 @pytest.mark.parametrize(
     ("argv", "pattern"),
     [(["--concurrency", "0", "x"], "at least 1"), (["--free-quota", "newest", "x"], "invalid choice"),
-     ([], "required"), (["--retries", "many", "x"], "whole number")],
+     ([], "required"), (["--retries", "many", "x"], "whole number"),
+     (["--timeout", "inf", "x"], "expected a finite number, got 'inf'"),
+     (["--timeout", "nan", "x"], "expected a finite number, got 'nan'"),
+     (["--timeout", "-1", "x"], "expected seconds greater than 0 and at most 86400"),
+     (["--timeout", "0", "x"], "expected seconds greater than 0"),
+     (["--timeout", "86401", "x"], "at most 86400 (a day), got '86401'"),
+     (["--timeout", "soon", "x"], "expected a number, got 'soon'"),
+     (["--concurrency", "1001", "x"], "at most 1,000, got 1,001"),
+     (["--retries", "101", "x"], "at most 100"),
+     (["--rpm", "0", "x"], "at least 1"),
+     (["--purpose", "assistants", "x"], "argument --purpose: invalid choice: 'assistants'")],
 )
 def test_usage_errors_exit_2(argv: list[str], pattern: str,
                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,6 +119,62 @@ def test_usage_errors_exit_2(argv: list[str], pattern: str,
         upload_main(argv)
     assert info.value.code == 2
     assert pattern in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [(["delete", "--older-than", "-1"], "expected days from 0 to 36525"),
+     (["delete", "--older-than", "nan"], "expected a finite number, got 'nan'"),
+     (["delete", "--older-than", "inf"], "expected a finite number, got 'inf'"),
+     (["delete", "--older-than", "1e9"], "expected days from 0 to 36525"),
+     (["list", "--timeout", "inf"], "expected a finite number"),
+     (["content", "--timeout", "1e400", "x"], "expected a finite number")],
+)
+def test_management_usage_errors_exit_2(argv: list[str], pattern: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert pattern in capsys.readouterr().err
+
+
+def test_bad_purpose_is_refused_before_anything_is_read_or_sent(
+        env: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import kimi_files.batch
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the batch ran")
+
+    monkeypatch.setattr(kimi_files.batch, "ingest", must_not_run)
+    write(tmp_path / "a.txt", "a")
+    with pytest.raises(SystemExit) as info:
+        upload_main(["--purpose", "fine-tune", str(tmp_path / "a.txt")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'fine-tune' (choose from 'batch', 'file-extract', 'image', 'video')" \
+        in err
+    assert env.requests == []
+
+
+def test_new_upload_flags_are_passed_only_when_set(env: Emulator, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import kimi_files.batch
+
+    seen: list[dict[str, object]] = []
+    real = kimi_files.batch.ingest
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append({k: kwargs[k] for k in ("follow_links", "wait") if k in kwargs})
+        kwargs.pop("follow_links", None)
+        kwargs.pop("wait", None)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kimi_files.batch, "ingest", spy)
+    write(tmp_path / "a.txt", "a")
+    assert upload_main(["--no-state", str(tmp_path / "a.txt")]) == 0
+    assert upload_main(["--no-state", "--follow-links", "--wait", str(tmp_path / "a.txt")]) == 0
+    assert seen == [{}, {"follow_links": True, "wait": True}]
 
 
 def test_missing_key_and_bad_base_url_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -251,8 +332,6 @@ def test_server_that_never_answers_does_not_hang(env: Emulator, tmp_path: Path,
                         str(tmp_path / "a.txt")])
     err = capsys.readouterr().err
     assert code == 1 and "timed out waiting for the server" in err and "Traceback" not in err
-    assert upload_main(["--timeout", "0", str(tmp_path / "a.txt")]) == 2
-    assert "--timeout must be a positive" in capsys.readouterr().err
 
 
 def test_malformed_key_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
