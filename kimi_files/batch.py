@@ -321,8 +321,13 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         if plan.refusal is not None or settings.dry_run:
             return report
         assert plan.room is not None  # no refusal: the batch fits
-        yield from free_room_steps(plan.room, what="this batch", stop=stop,
-                                   deleted=report.deleted)
+        try:
+            yield from free_room_steps(plan.room, what="this batch", stop=stop,
+                                       deleted=report.deleted)
+        except UploadCancelledError:
+            # stopped while making room: what was deleted is in the report; nothing is sent
+            _not_started(run, plan)
+            return report
         yield from _upload(run, plan)
         if run.fatal is not None:
             raise run.fatal  # the state store failed: nothing more can be recorded
@@ -395,7 +400,12 @@ def _upload(run: _Run, plan: BatchPlan) -> Steps[None]:
                        run.settings.concurrency)
     finally:
         overall.close()
-    for item in plan.uploads:  # those a stop kept from starting
+    _not_started(run, plan)
+
+
+def _not_started(run: _Run, plan: BatchPlan) -> None:
+    """A result for each file a stop kept from starting."""
+    for item in plan.uploads:
         if id(item) not in run.results:
             run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
                                 error=UploadCancelledError(f"{item.shown}: not started "

@@ -52,7 +52,7 @@ if "httpx" not in sys.modules:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from .config import KNOWN_PURPOSES
-from .errors import ConfigurationError, KimiError, NoRoomError, UploadCancelledError
+from .errors import ConfigurationError, KimiError, NoRoomError
 from .progress import shown
 from .quota import fmt_bytes
 
@@ -351,32 +351,9 @@ class _ResultLines:
 
 
 def _summary_lines(report: BatchReport, prog: str) -> list[str]:
-    """The summary, one escaped line each: counts, deletions, then each reason once."""
-    lines = [f"{prog}: {report.summary().splitlines()[0]}"]
-    for victim in report.deleted:
-        lines.append(f"  deleted {victim.id} {victim.filename} ({victim.bytes:,} bytes) "
-                     "to make room")
-    if report.dry_run and report.plan is not None:
-        for victim in report.plan.deletions:
-            lines.append(f"  would delete {victim.id} {victim.filename} "
-                         f"({victim.bytes:,} bytes, created_at {victim.created_at})")
-    groups: dict[int, list[FileResult]] = {}
-    cancelled = 0
-    for r in report.results:
-        if r.status not in ("rejected", "failed") or r.error is None:
-            continue
-        if isinstance(r.error, UploadCancelledError):
-            cancelled += 1
-        else:
-            groups.setdefault(id(r.error), []).append(r)
-    for group in groups.values():
-        first = group[0]
-        count = f" ({len(group)} files)" if len(group) > 1 else ""
-        lines.append(f"  {first.status}{count}: {first.error}")
-    if cancelled:
-        lines.append(f"  {cancelled} file(s) not uploaded because of the interruption; "
-                     "a re-run sends them")
-    return lines
+    """The summary, one escaped line each (:meth:`BatchReport.summary_lines`)."""
+    first, *rest = report.summary_lines()
+    return [f"{prog}: {first}", *rest]
 
 
 #: The signals that stop an upload, and how the CLI names them.
@@ -459,11 +436,6 @@ def _do_upload(args: argparse.Namespace) -> int:
                 output_closed.set()
                 stop.set()
 
-    extra: dict[str, Any] = {}
-    if args.follow_links:
-        extra["follow_links"] = True
-    if args.wait:
-        extra["wait"] = True
     started = time.monotonic()
     with _Stops() as stops, _client(args, retries=args.retries) as client, \
             contextlib.ExitStack() as stack:
@@ -488,7 +460,7 @@ def _do_upload(args: argparse.Namespace) -> int:
                     exclude=args.exclude, state=state,
                     progress=None if not args.no_progress else False,
                     allow_any_type=args.allow_any_type, on_result=on_result, stop=stop,
-                    **extra))
+                    follow_links=args.follow_links, wait=args.wait))
             except BaseException as exc:  # handed to the main thread, which raises it
                 outcome.append(exc)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import KimiError
+from .errors import KimiError, UploadCancelledError
 from .models import FileObject
 from .quota import RoomPlan
 
@@ -72,7 +72,9 @@ class BatchReport:
     def uploaded_bytes(self) -> int:
         return sum(r.bytes for r in self.results if r.status == "uploaded")
 
-    def summary(self) -> str:
+    def summary_lines(self) -> list[str]:
+        """The summary: the counts, what was deleted, each reason once, and the possible
+        extra copies with the command that removes them."""
         parts = [f"{self.count(s)} {s}" for s in STATUSES if self.count(s)]
         lines = [
             ("dry run: " if self.dry_run else "")
@@ -87,22 +89,34 @@ class BatchReport:
             for victim in self.plan.deletions:
                 lines.append(f"  would delete {victim.id} {victim.filename} "
                              f"({victim.bytes:,} bytes, created_at {victim.created_at})")
-        said: list[KimiError] = []  # a batch-wide refusal is one error shared by every file
+        # a batch-wide refusal is one error shared by every file: said once
+        groups: dict[int, list[FileResult]] = {}
+        cancelled = 0
         for r in self.results:
-            if r.status in ("rejected", "failed") and r.error is not None:
-                if any(r.error is e for e in said):
-                    continue
-                said.append(r.error)
-                shared = sum(1 for x in self.results if x.error is r.error)
-                lines.append(f"  {r.status}: {r.error}"
-                             + (f" (all {shared} files of the batch)" if shared > 1 else ""))
+            if r.status not in ("rejected", "failed") or r.error is None:
+                continue
+            if isinstance(r.error, UploadCancelledError):
+                cancelled += 1
+            else:
+                groups.setdefault(id(r.error), []).append(r)
+        for group in groups.values():
+            first = group[0]
+            count = f" ({len(group)} files)" if len(group) > 1 else ""
+            lines.append(f"  {first.status}{count}: {first.error}")
+        if cancelled:
+            lines.append(f"  {cancelled} file(s) not uploaded because of the interruption; "
+                         "a re-run sends them")
         if self.suspects:
-            lines.append(f"  {len(self.suspects)} possible extra cop"
-                         f"{'y' if len(self.suspects) == 1 else 'ies'} on the server, kept because "
-                         "they cannot be proven this run's own:")
+            many = len(self.suspects)
+            lines.append(f"  {many} possible extra cop{'y' if many == 1 else 'ies'} on the "
+                         "server, kept because they cannot be proven this run's own:")
             for f in self.suspects:
                 lines.append(f"    {f.id} {f.filename} ({f.bytes:,} bytes, created_at "
                              f"{f.created_at})")
             lines.append("    remove what is yours with: kimi-files delete "
                          + " ".join(f.id for f in self.suspects))
-        return "\n".join(lines)
+        return lines
+
+    def summary(self) -> str:
+        """:meth:`summary_lines` as one text."""
+        return "\n".join(self.summary_lines())

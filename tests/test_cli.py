@@ -157,24 +157,38 @@ def test_bad_purpose_is_refused_before_anything_is_read_or_sent(
     assert env.requests == []
 
 
-def test_new_upload_flags_are_passed_only_when_set(env: Emulator, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import kimi_files.batch
+def test_follow_links_takes_a_link_out_of_the_folder(env: Emulator, tmp_path: Path) -> None:
+    outside = write(tmp_path / "elsewhere" / "notes.txt", "outside the folder")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "link.txt").symlink_to(outside)
+    write(tmp_path / "in" / "a.txt", "inside")
+    assert upload_main(["--no-state", str(tmp_path / "in")]) == 1  # the link is refused
+    assert env.filenames() == ["a.txt"]
+    assert upload_main(["--no-state", "--follow-links", str(tmp_path / "in")]) == 0
+    assert sorted(env.filenames()) == ["a.txt", "a.txt", "link.txt"]
 
-    seen: list[dict[str, object]] = []
-    real = kimi_files.batch.ingest
 
-    def spy(*args: object, **kwargs: object) -> object:
-        seen.append({k: kwargs[k] for k in ("follow_links", "wait") if k in kwargs})
-        kwargs.pop("follow_links", None)
-        kwargs.pop("wait", None)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+def test_wait_waits_for_the_run_that_holds_the_state(env: Emulator, tmp_path: Path) -> None:
+    import time
 
-    monkeypatch.setattr(kimi_files.batch, "ingest", spy)
-    write(tmp_path / "a.txt", "a")
-    assert upload_main(["--no-state", str(tmp_path / "a.txt")]) == 0
-    assert upload_main(["--no-state", "--follow-links", "--wait", str(tmp_path / "a.txt")]) == 0
-    assert seen == [{}, {"follow_links": True, "wait": True}]
+    from kimi_files.state import StateStore
+
+    write(tmp_path / "in" / "a.txt", "a")
+    state = tmp_path / "s.db"
+    cmd = [str(Path(sys.executable).parent / "kimi-upload"), "--state", str(state), "--wait",
+           str(tmp_path / "in")]
+    environment = {**os.environ, "MOONSHOT_API_KEY": API_KEY, "MOONSHOT_BASE_URL": env.base_url}
+    with StateStore(state):  # another run holds it
+        proc = subprocess.Popen(cmd, env=environment, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()  # still waiting, not refused
+        assert env.filenames() == []  # and nothing sent while the other run holds it
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert env.filenames() == ["a.txt"]
 
 
 def test_missing_key_and_bad_base_url_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
