@@ -331,7 +331,7 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         yield from _upload(run, plan)
         if run.fatal is not None:
             raise run.fatal  # the state store failed: nothing more can be recorded
-        _emit_twins(run, plan)
+        yield from _emit_twins(run, plan)
         if not stop.is_set() and plan.open_attempts:
             # a request of a killed run can still finish after this run listed: look again
             late: FileList = yield Call("list")
@@ -361,17 +361,17 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
         for item in plan.uploads:
             run.emit(FileResult(item.shown, "rejected", bytes=item.local.size,
                                 error=plan.refusal), item)
-        _emit_twins(run, plan)
+        yield from _emit_twins(run, plan)
         return
     run.report.plan = plan.room
     if run.settings.dry_run:
         for item in plan.uploads:
             run.emit(FileResult(item.shown, "planned", bytes=item.local.size,
                                 note="would upload"), item)
-        _emit_twins(run, plan)
+        yield from _emit_twins(run, plan)
 
 
-def _emit_twins(run: _Run, plan: BatchPlan) -> None:
+def _emit_twins(run: _Run, plan: BatchPlan) -> Steps[None]:
     for twin in plan.twins:
         item, first = twin.item, run.results.get(id(twin.first))
         if id(item) in run.results or first is None:
@@ -380,7 +380,7 @@ def _emit_twins(run: _Run, plan: BatchPlan) -> None:
         note = f"same content as {twin.first.shown}"
         if first.status in ("uploaded", "skipped") and first.file_id:
             if run.store is not None and not run.settings.dry_run:
-                run.done(item, first.file_id).fn()  # a quick local write, once per twin
+                yield run.done(item, first.file_id)
             status = "skipped"
         run.emit(FileResult(item.shown, status, file_id=first.file_id, bytes=item.local.size,
                             error=first.error, note=note), item)

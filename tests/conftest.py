@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kimi_files import KimiFiles
+from kimi_files import AsyncKimiFiles, KimiFiles
 from kimi_files.emulator import Emulator
 from kimi_files.progress import disable_progress_bars
 from kimi_files.retry import waiting_disabled
@@ -83,3 +85,53 @@ def limited(emulator: Emulator) -> Iterator[Any]:
     yield make
     for c in made:
         c.close()
+
+
+class Api:
+    """One face over :class:`KimiFiles` and :class:`AsyncKimiFiles`, so one test body runs
+    against both: each call goes to the client of its kind (the async one on an event loop
+    of its own, in a thread) and returns the result."""
+
+    def __init__(self, kind: str, **client_options: Any) -> None:
+        self.kind = kind
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if kind == "sync":
+            self.client: Any = KimiFiles(**client_options)
+            return
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+        async def make() -> AsyncKimiFiles:
+            return AsyncKimiFiles(**client_options)
+
+        self.client = self.wait(make())
+
+    def wait(self, value: Any) -> Any:
+        """The value itself (sync), or the coroutine's result run on the loop (async)."""
+        if self._loop is None:
+            return value
+        return asyncio.run_coroutine_threadsafe(value, self._loop).result(timeout=300)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+        if not callable(method):
+            return method
+        return lambda *args, **kwargs: self.wait(method(*args, **kwargs))
+
+    def close(self) -> None:
+        if self._loop is None:
+            self.client.close()
+            return
+        self.wait(self.client.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest, emulator: Emulator) -> Iterator[Api]:
+    """The emulator's client, once as KimiFiles and once as AsyncKimiFiles."""
+    face = Api(request.param, api_key=API_KEY, base_url=emulator.base_url)
+    yield face
+    face.close()

@@ -15,7 +15,7 @@ from kimi_files.emulator import CHAOS_KINDS, Emulator
 from kimi_files.pacing import Pacer
 from kimi_files.state import StateStore
 
-from .conftest import API_KEY, write
+from .conftest import API_KEY, Api, write
 
 
 def _tree(root: Path, n: int = 4, prefix: str = "doc") -> list[Path]:
@@ -201,13 +201,12 @@ def test_tier0_pacing_avoids_a_storm_of_429s(tmp_path: Path, no_wait: list[float
 
 
 @pytest.mark.parametrize("fault", sorted(CHAOS_KINDS))
-def test_fault_matrix_every_file_exactly_once(emulator: Emulator, client: kf.KimiFiles,
-                                              tmp_path: Path, no_wait: list[float],
-                                              fault: str) -> None:
+def test_fault_matrix_every_file_exactly_once(emulator: Emulator, api: Api, tmp_path: Path,
+                                              no_wait: list[float], fault: str) -> None:
     files = _tree(tmp_path / "in", 5)
     emulator.fail_next(fault, times=3, limit=50, after=1)
     state = tmp_path / "s.db"
-    report = ingest([tmp_path / "in"], client=client, state=state, concurrency=3)
+    report = api.ingest([tmp_path / "in"], state=state, concurrency=3)
     assert report.ok, report.summary()
     assert Counter(emulator.filenames()) == Counter(p.name for p in files)
     with StateStore(state) as store:
@@ -218,28 +217,28 @@ def test_fault_matrix_every_file_exactly_once(emulator: Emulator, client: kf.Kim
     assert {r.file_id for r in records} == on_server
 
 
-def _soak(emulator: Emulator, client: kf.KimiFiles, root: Path, n: int, seed: int) -> None:
+def _soak(emulator: Emulator, api: Api, root: Path, n: int, seed: int) -> None:
     files = _tree(root / "in", n)
     emulator.state.set_chaos(0.2, seed=seed)
-    report = ingest([root / "in"], client=client, state=root / "s.db", concurrency=6)
+    report = api.ingest([root / "in"], state=root / "s.db", concurrency=6)
     emulator.state.set_chaos(0)
     if not report.ok:  # retries ran out for some: a second run finishes the job
-        report = ingest([root / "in"], client=client, state=root / "s.db", concurrency=6)
+        report = api.ingest([root / "in"], state=root / "s.db", concurrency=6)
     assert report.ok, report.summary()
     assert Counter(emulator.filenames()) == Counter(p.name for p in files)
 
 
-def test_chaos_soak_short(emulator: Emulator, client: kf.KimiFiles, tmp_path: Path,
+def test_chaos_soak_short(emulator: Emulator, api: Api, tmp_path: Path,
                           no_wait: list[float]) -> None:
-    _soak(emulator, client, tmp_path, 60, seed=1)
+    _soak(emulator, api, tmp_path, 60, seed=1)
 
 
 @pytest.mark.slow
-def test_chaos_soak_long(emulator: Emulator, client: kf.KimiFiles, tmp_path: Path,
+def test_chaos_soak_long(emulator: Emulator, api: Api, tmp_path: Path,
                          no_wait: list[float]) -> None:
     for seed in range(3):
         emulator.state.reset()
-        _soak(emulator, client, tmp_path / str(seed), 300, seed=seed)
+        _soak(emulator, api, tmp_path / str(seed), 300, seed=seed)
 
 
 def test_hash_is_taken_while_sending_and_recorded(emulator: Emulator, client: kf.KimiFiles,

@@ -21,14 +21,24 @@ from .conftest import API_KEY, write
 KIMI_UPLOAD = str(Path(sys.executable).parent / "kimi-upload")
 
 
-def _run(emu: Emulator, folder: Path, state: Path, kill_after: float | None) -> int | None:
-    """One kimi-upload run; with ``kill_after``, SIGKILL it once that many seconds have passed
-    *and* it has sent an upload (so every kill interrupts a run in the middle)."""
+#: A run of the async batch in a process of its own (the CLI is the sync one).
+AINGEST = ("import asyncio, sys, kimi_files as kf; "
+           "r = asyncio.run(kf.aingest([sys.argv[2]], state=sys.argv[1], concurrency=4)); "
+           "sys.exit(0 if r.ok else 1)")
+
+
+def _run(emu: Emulator, folder: Path, state: Path, kill_after: float | None,
+         mode: str = "sync") -> int | None:
+    """One run (``kimi-upload``, or ``aingest`` in a Python process); with ``kill_after``,
+    SIGKILL it once that many seconds have passed *and* it has sent an upload (so every kill
+    interrupts a run in the middle)."""
     env = {**os.environ, "MOONSHOT_API_KEY": API_KEY, "MOONSHOT_BASE_URL": emu.base_url}
     posts_before = sum(r.method == "POST" for r in emu.requests)
-    proc = subprocess.Popen([KIMI_UPLOAD, "--state", str(state), "--no-progress", "--json",
-                             "--concurrency", "4", str(folder)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = ([KIMI_UPLOAD, "--state", str(state), "--no-progress", "--json",
+                "--concurrency", "4", str(folder)] if mode == "sync"
+               else [sys.executable, "-c", AINGEST, str(state), str(folder)])
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     if kill_after is None:
         return proc.wait(120)
     deadline = time.monotonic() + 60
@@ -64,8 +74,10 @@ def _crash_then_finish(emu: Emulator, tmp_path: Path, files: int, kills: int, se
     assert {r.file_id for r in records} == {f.id for f in emu.state.listing()}
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_kill_9_next_to_look_alikes_never_records_the_wrong_file(emulator: Emulator,
-                                                                 tmp_path: Path) -> None:
+                                                                 tmp_path: Path,
+                                                                 mode: str) -> None:
     """Folders that each hold an equal-size report.txt (and one already in the account):
     after kills at random moments and a final run, every file's record names a stored file
     with *its* content, and every content reached the server."""
@@ -78,8 +90,8 @@ def test_kill_9_next_to_look_alikes_never_records_the_wrong_file(emulator: Emula
     emulator.state.extract_delay = 0.05
     state = tmp_path / "state.sqlite3"
     for _ in range(3):
-        _run(emulator, folder, state, kill_after=rng.uniform(0.0, 0.2))
-    assert _run(emulator, folder, state, kill_after=None) == 0
+        _run(emulator, folder, state, kill_after=rng.uniform(0.0, 0.2), mode=mode)
+    assert _run(emulator, folder, state, kill_after=None, mode=mode) == 0
     stored = {f.id: f for f in emulator.state.listing()}
     assert outsider.id in stored  # someone else's look-alike is never touched
     with StateStore(state) as store:

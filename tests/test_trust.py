@@ -31,7 +31,7 @@ from kimi_files.emulator import Emulator
 from kimi_files.models import FileObject
 from kimi_files.uploader import RELIST_WAITS
 
-from .conftest import write
+from .conftest import Api, write
 
 # --- the name as sent ---------------------------------------------------------------------------
 
@@ -171,43 +171,53 @@ def test_server_clock_is_a_lower_bound_from_date_headers() -> None:
 # --- against the emulator -------------------------------------------------------------------------
 
 
-def _drop_then(emulator: Emulator, client: kf.KimiFiles, monkeypatch: pytest.MonkeyPatch,
+def _drop_then(emulator: Emulator, api: Api, monkeypatch: pytest.MonkeyPatch,
                after_drop: Any) -> None:
-    """The next upload is stored and its answer dropped; then ``after_drop()`` runs (once)."""
+    """The next upload is stored and its answer dropped; then ``after_drop()`` runs (once),
+    before the client can look for its copy."""
     emulator.fail_next("store_then_drop")
-    original = client.create
+    original = api.client.create
     done = []
+
+    def then() -> None:
+        if not done:
+            done.append(True)
+            after_drop()
 
     def create(*args: Any, **kwargs: Any) -> FileObject:
         try:
-            return original(*args, **kwargs)
+            return original(*args, **kwargs)  # type: ignore[no-any-return]
         finally:
-            if not done:
-                done.append(True)
-                after_drop()
+            then()
 
-    monkeypatch.setattr(client, "create", create)
+    async def acreate(*args: Any, **kwargs: Any) -> FileObject:
+        try:
+            return await original(*args, **kwargs)  # type: ignore[no-any-return]
+        finally:
+            then()
+
+    monkeypatch.setattr(api.client, "create", acreate if api.kind == "async" else create)
 
 
 def test_lost_answer_adopts_ours_not_an_older_look_alike(
-        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float],
+        emulator: Emulator, api: Api, tmp_path: Path, no_wait: list[float],
         monkeypatch: pytest.MonkeyPatch) -> None:
     p = write(tmp_path / "report.txt", "0123456789")
     old = emulator.state.seed_file("report.txt", 10, created_at=int(time.time()) - 3600)
-    _drop_then(emulator, client, monkeypatch, lambda: None)
-    up = client.upload(p)
+    _drop_then(emulator, api, monkeypatch, lambda: None)
+    up = api.upload(p)
     assert up.adopted and up.id != old.id and up.suspects == ()
     assert sorted(f.id for f in emulator.state.listing()) == sorted([old.id, up.id])
 
 
 def test_a_look_alike_arriving_after_a_lost_answer_is_neither_adopted_nor_deleted(
-        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float],
+        emulator: Emulator, api: Api, tmp_path: Path, no_wait: list[float],
         monkeypatch: pytest.MonkeyPatch) -> None:
     p = write(tmp_path / "report.txt", "0123456789")
     colleague: list[str] = []
-    _drop_then(emulator, client, monkeypatch,
+    _drop_then(emulator, api, monkeypatch,
                lambda: colleague.append(emulator.state.seed_file("report.txt", 10).id))
-    up = client.upload(p)
+    up = api.upload(p)
     ids = {f.id for f in emulator.state.listing()}
     assert colleague[0] in ids  # the colleague's file survives
     assert not up.adopted and up.id != colleague[0]
@@ -216,13 +226,13 @@ def test_a_look_alike_arriving_after_a_lost_answer_is_neither_adopted_nor_delete
 
 
 def test_a_failed_copy_found_after_a_lost_answer_is_reported_not_deleted(
-        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float],
+        emulator: Emulator, api: Api, tmp_path: Path, no_wait: list[float],
         monkeypatch: pytest.MonkeyPatch) -> None:
     p = write(tmp_path / "report.txt", "0123456789")
     failed: list[str] = []
-    _drop_then(emulator, client, monkeypatch, lambda: failed.append(
+    _drop_then(emulator, api, monkeypatch, lambda: failed.append(
         emulator.state.seed_file("report.txt", 10, status="error").id))
-    up = client.upload(p)
+    up = api.upload(p)
     assert failed[0] in {f.id for f in emulator.state.listing()}
     assert failed[0] in {f.id for f in up.suspects}
 
