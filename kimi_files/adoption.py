@@ -16,9 +16,16 @@ A listed file *could be* the copy an attempt stored (:func:`could_be`) when it h
   never compared with ``created_at``);
 * an id nobody has claimed (no record of the state store, no other upload of this run).
 
-:func:`resolve` then adopts a candidate only when the match is one-to-one: the attempt has
-exactly one candidate and no other attempt could own it. Everything else is ambiguous: nothing
-is adopted, nothing is deleted, and the candidates are reported as possible extra copies.
+Beside these *strict* candidates, :func:`resolve` also looks for *loose* ones: any unclaimed
+file of the same size and purpose whose name is equal after normalisation (Unicode form,
+spaces at the ends, percent-decoding, case), whenever it was made. A server that stores names
+or keeps time differently from what the rules expect then still has its copies found.
+
+A candidate is adopted only when the match is one-to-one: the attempt's start is known, it
+has exactly one loose candidate, that one is also a strict candidate, and no other attempt
+(another upload in flight, or an interrupted one still on record) could own it. Everything
+else is ambiguous: nothing is adopted, nothing is deleted, and the loose candidates are
+reported as possible extra copies.
 """
 
 from __future__ import annotations
@@ -27,14 +34,17 @@ import math
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
+from urllib.parse import unquote
 
 from .models import FileObject
 
-__all__ = ["Attempt", "ServerClock", "Verdict", "could_be", "resolve", "stored_forms", "wire_name"]
+__all__ = ["Attempt", "AttemptRegistry", "ServerClock", "Verdict", "could_be", "could_be_loosely",
+           "loose_forms", "loose_name", "resolve", "stored_forms", "wire_name"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -51,6 +61,17 @@ _DECODERS: tuple[Callable[[str], str], ...] = (
     lambda s: re.sub("%(0[0-9A-F]|1[0-9A-F])", lambda m: chr(int(m.group(1), 16)), s),
     lambda s: s.replace("%0D", "\r").replace("%0A", "\n"),
 )
+
+
+def loose_name(name: str) -> str:
+    """A name as a forgiving server might keep it: NFC, no spaces at the ends, case folded."""
+    return unicodedata.normalize("NFC", name).strip().casefold()
+
+
+def loose_forms(filename: str) -> frozenset[str]:
+    """:func:`stored_forms` loosened (:func:`loose_name`), percent-decoded or not. Pure."""
+    forms = stored_forms(filename) | stored_forms(unicodedata.normalize("NFC", filename))
+    return frozenset({loose_name(f) for f in forms} | {loose_name(unquote(f)) for f in forms})
 
 
 def wire_name(filename: str) -> str:
@@ -97,6 +118,15 @@ def could_be(f: FileObject, attempt: Attempt, forms: frozenset[str] | None = Non
     return f.filename in (forms if forms is not None else stored_forms(attempt.filename))
 
 
+def could_be_loosely(f: FileObject, attempt: Attempt, forms: frozenset[str] | None = None) -> bool:
+    """May ``f`` be the copy ``attempt`` stored, stored by a server with other habits (names
+    normalised, clocks apart)? Never enough to adopt; enough to report."""
+    if f.bytes != attempt.size or f.purpose != attempt.purpose:
+        return False
+    keys = forms if forms is not None else loose_forms(attempt.filename)
+    return loose_name(f.filename) in keys or loose_name(unquote(f.filename)) in keys
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What :func:`resolve` decided for one attempt.
@@ -114,24 +144,28 @@ def resolve(
 ) -> dict[K, Verdict]:
     """Decide, for each attempt, the file it provably stored, if any. Pure.
 
-    A file is adopted for an attempt only when the attempt's start is known, the file is
-    its only candidate, no other attempt could own it, and its status is not failed. Every
-    other candidate is a suspect.
+    A file is adopted for an attempt only when the attempt's start is known, the file is its
+    only loose candidate and a strict one, no other attempt could own it (loosely), and its
+    status is not failed. Every other loose candidate is a suspect.
     """
     taken = set(claimed)
     pool = [f for f in listing if f.id not in taken]
     candidates: dict[K, list[FileObject]] = {}
+    strict: dict[K, set[str]] = {}
     owners: dict[str, int] = {}
     for key, attempt in attempts.items():
-        forms = stored_forms(attempt.filename)
-        found = [f for f in pool if could_be(f, attempt, forms)]
+        loose = loose_forms(attempt.filename)
+        exact = stored_forms(attempt.filename)
+        found = [f for f in pool if could_be_loosely(f, attempt, loose)]
         candidates[key] = sorted(found, key=lambda f: (f.created_at, f.id))
+        strict[key] = {f.id for f in found if could_be(f, attempt, exact)}
         for f in found:
             owners[f.id] = owners.get(f.id, 0) + 1
     verdicts: dict[K, Verdict] = {}
     for key, found in candidates.items():
         proven = attempts[key].since is not None
-        if proven and len(found) == 1 and owners[found[0].id] == 1 and not found[0].failed:
+        if (proven and len(found) == 1 and found[0].id in strict[key]
+                and owners[found[0].id] == 1 and not found[0].failed):
             verdicts[key] = Verdict(adopted=found[0])
         else:
             verdicts[key] = Verdict(suspects=tuple(found))
@@ -150,6 +184,7 @@ class ServerClock:
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._monotonic = monotonic
         self._seen: tuple[int, float] | None = None
+        self._stored: tuple[int, float] | None = None  # from our own uploads' created_at
         self._lock = threading.Lock()
 
     def observe(self, server_seconds: int) -> None:
@@ -174,8 +209,74 @@ class ServerClock:
     def _bound(seen: tuple[int, float], at: float) -> int:
         return seen[0] + max(0, math.floor(at - seen[1]))
 
-    def now(self) -> int | None:
-        """A lower bound of the server's time now (Unix seconds), or None if never seen."""
+    def observe_stored(self, created_at: int) -> None:
+        """Note the ``created_at`` the server gave a file it just stored for us: the clock
+        ``created_at`` is counted by, which a gateway's ``Date`` may run ahead of."""
+        at = self._monotonic()
         with self._lock:
-            seen = self._seen
-        return None if seen is None else self._bound(seen, self._monotonic())
+            if self._stored is None or created_at > self._bound(self._stored, at):
+                self._stored = (created_at, at)
+
+    def now(self) -> int | None:
+        """A lower bound of the server's time now (Unix seconds), or None if never seen.
+
+        Once the server has stored a file for us, the bound never passes what its storage
+        clock says (a ``Date`` header that runs ahead cannot make our own copies look older
+        than the attempt that sent them)."""
+        at = self._monotonic()
+        with self._lock:
+            bounds = [self._bound(seen, at) for seen in (self._seen, self._stored) if seen]
+        return min(bounds) if bounds else None
+
+
+class AttemptRegistry:
+    """One client's uploads that could own a stored copy: those in flight, and those whose
+    copy was never identified (a lost answer the client uploaded again after). Every
+    reconciliation of the client counts them as possible owners, so two uploads of look-alike
+    files at once (threads, tasks) can never take each other's copy. Also the ids the
+    client's uploads have claimed (their own answers, their adoptions). Thread-safe.
+
+    An unidentified attempt is forgotten once the server's time has moved ``ttl`` seconds past
+    its start: the service answers within 5 minutes, so no copy of it can land later.
+    """
+
+    def __init__(self, ttl: float = 900.0) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._open: dict[int, Attempt] = {}
+        self._claimed: set[str] = set()
+        self._seq = 0
+
+    def open(self, attempt: Attempt, server_now: int | None = None) -> int:
+        """Register an attempt about to be sent; its token."""
+        with self._lock:
+            if server_now is not None:
+                old = [k for k, a in self._open.items()
+                       if a.since is not None and a.since < server_now - self.ttl]
+                for k in old:
+                    del self._open[k]
+            self._seq += 1
+            self._open[self._seq] = attempt
+            return self._seq
+
+    def settle(self, token: int) -> None:
+        """Every copy of this attempt is accounted for: it owns nothing more."""
+        with self._lock:
+            self._open.pop(token, None)
+
+    def others(self, token: int) -> dict[int, Attempt]:
+        """The other attempts that could own a copy."""
+        with self._lock:
+            return {k: a for k, a in self._open.items() if k != token}
+
+    def claim(self, file_id: str) -> bool:
+        """Atomically claim ``file_id``; False when an upload of this client has it."""
+        with self._lock:
+            if file_id in self._claimed:
+                return False
+            self._claimed.add(file_id)
+            return True
+
+    def claimed(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._claimed)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from ._steps import Blocking, Call, Parallel, Steps
-from .adoption import resolve
+from .adoption import Attempt, resolve
 from .errors import ConfigurationError, KimiError, LocalFileError, StateError, UploadCancelledError
 from .models import FileList, FileObject
 from .options import UploadKwargs, UploadOptions
@@ -41,7 +41,7 @@ from .planner import BatchPlan, plan_batch
 from .progress import ProgressBar, short_label
 from .report import STATUSES, BatchReport, FileResult, Status
 from .scan import Item, check_files, collect, hash_where_needed, matches_filters
-from .state import StateStore, sha256_of
+from .state import OpenAttempt, Record, StateStore, sha256_of
 from .uploader import Claims, free_room_steps, send_steps
 
 if TYPE_CHECKING:
@@ -235,6 +235,8 @@ class _Run:
         self.report = BatchReport(dry_run=settings.dry_run)
         self.results: dict[int, FileResult] = {}  # id(item) -> its result
         self.fatal: StateError | None = None  # the state store broke: the run stops
+        self.ghosts: dict[int, Attempt] = {}  # interrupted uploads on record (see planner)
+        self.unnoted: list[tuple[str, str]] = []  # suspects reported, not yet in the store
         self._lock = threading.Lock()
         self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
 
@@ -257,6 +259,7 @@ class _Run:
                 if f.id not in known:
                     known.add(f.id)
                     self.report.suspects.append(f)
+                    self.unnoted.append((path, f.id))
                     log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted or lost "
                                 "attempt stored, or someone else's; kept, not adopted",
                                 path, f.id, f.filename, f.bytes)
@@ -270,14 +273,14 @@ class _Run:
             if position:
                 self._positions.append(position)
 
-    def done(self, item: Item, file_id: str) -> Blocking:
+    def done(self, item: Item, file_id: str, settles: int | None = None) -> Blocking:
         """The record that ``item`` is stored as ``file_id``, as blocking work."""
         assert self.store is not None
         local = item.local
         return Blocking(functools.partial(
             self.store.done, local.path, size=local.size, mtime_ns=local.mtime_ns,
             sha256=item.sha256 or "", filename=local.filename, file_id=file_id,
-            purpose=self.purpose))
+            purpose=self.purpose, settles=settles))
 
 
 def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOptions,
@@ -311,12 +314,15 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
             return report
         listing: FileList = yield Call("list")
         report.list_calls += 1
-        records = (yield Blocking(store.records)) if store is not None else []
+        records, ledger, reported = (yield Blocking(_read_state, (store,)))
         for item, failure in (yield Blocking(hash_where_needed, (items, records))):
             items.remove(item)
             run.emit(failure, item)
         plan = plan_batch(items, listing.data, records, client.limits, run.options.free_quota,
-                          purpose=run.purpose, resume=not settings.dry_run)
+                          purpose=run.purpose, resume=not settings.dry_run, ledger=ledger,
+                          reported=reported, server_now=client.clock.now(),
+                          wall_now=time.time())
+        run.ghosts = plan.ghosts
         yield from _settle(run, plan)
         if plan.refusal is not None or settings.dry_run:
             return report
@@ -332,13 +338,8 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         if run.fatal is not None:
             raise run.fatal  # the state store failed: nothing more can be recorded
         yield from _emit_twins(run, plan)
-        if not stop.is_set() and plan.open_attempts:
-            # a request of a killed run can still finish after this run listed: look again
-            late: FileList = yield Call("list")
-            report.list_calls += 1
-            claimed = plan.claimed | {r.file_id for r in report.results if r.file_id}
-            for path, verdict in resolve(plan.open_attempts, late.data, claimed).items():
-                run.suspect([f for f in (verdict.adopted, *verdict.suspects) if f], path)
+        if not stop.is_set():
+            yield from _late_copies(run, plan)
         return report
     finally:
         if stop.is_set():
@@ -346,10 +347,52 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         report.elapsed = time.monotonic() - started
 
 
+def _read_state(store: StateStore | None
+                ) -> tuple[list[Record], list[OpenAttempt], set[str]]:
+    if store is None:
+        return [], [], set()
+    return store.records(), store.attempts(), store.suspects()
+
+
+def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
+    """Attempts still open (interrupted runs' and this run's lost ones): a request of a
+    killed run can finish after this run listed, so look once more, and report."""
+    if run.store is not None:
+        ledger = yield Blocking(run.store.attempts)
+        attempts = {a.id: Attempt(a.filename, a.size, a.purpose, a.server_time) for a in ledger}
+        paths = {a.id: a.path for a in ledger}
+    else:
+        attempts = dict(plan.ghosts)
+        paths = dict(plan.ghost_paths)
+    if not attempts:
+        return
+    late: FileList = yield Call("list")
+    run.report.list_calls += 1
+    claimed = (plan.claimed | run.client.attempts.claimed()
+               | {r.file_id for r in run.report.results if r.file_id})
+    for key, verdict in resolve(attempts, late.data, claimed).items():
+        found = [f for f in (verdict.adopted, *verdict.suspects) if f is not None]
+        run.suspect(found, paths.get(key, "an interrupted upload"))
+    yield from _note_suspects(run)
+
+
+def _note_suspects(run: _Run) -> Steps[None]:
+    """Remember what was reported, so that no later run adopts it."""
+    fresh, run.unnoted = run.unnoted, []
+    if run.store is not None and fresh and not run.settings.dry_run:
+        yield Blocking(run.store.note_suspects, (fresh,))
+
+
 def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
     """Report and record what the plan decided before anything is sent."""
     for path, f in plan.suspects:
         run.suspect([f], path)
+    if run.store is not None and not run.settings.dry_run:
+        yield from _note_suspects(run)
+        if plan.settle:
+            yield Blocking(run.store.settle, (plan.settle,))
+        if plan.forget_reported:
+            yield Blocking(run.store.forget_suspects, (plan.forget_reported,))
     for skip in plan.skips:
         if run.store is not None and not run.settings.dry_run:
             yield run.done(skip.item, skip.file_id)
@@ -444,12 +487,14 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         sent_bytes[0] = 0
         digest[0] = hashlib.sha256()
 
+    attempt: list[int] = []
+
     def on_begin(since: int | None) -> None:
         # the intent, durable before the first byte goes out, with the server's time
         assert store is not None
-        store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
-                    sha256=item.sha256 or "", filename=local.filename, purpose=run.purpose,
-                    server_time=since)
+        attempt.append(store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
+                                   sha256=item.sha256 or "", filename=local.filename,
+                                   purpose=run.purpose, server_time=since))
 
     def failed(error: KimiError) -> None:
         run.emit(FileResult(item.shown, "failed", bytes=local.size, error=error), item)
@@ -459,13 +504,15 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             run.client, local, purpose=run.purpose, claims=claims,
             policy=run.client.retry_policy.with_retries(run.options.max_retries),
             on_read=on_read, on_rewind=on_rewind,
-            on_begin=on_begin if store is not None else None, stop=run.stop)
+            on_begin=on_begin if store is not None else None, stop=run.stop,
+            ghosts=run.ghosts, sha256=item.sha256)
         if item.sha256 is None:
             # hashed as it was sent; if the last attempt was cut short, read it again
             item.sha256 = (digest[0].hexdigest() if sent_bytes[0] == local.size
                            else (yield Blocking(sha256_of, (local.path,))))
         if store is not None:
-            yield run.done(item, sent.file.id)
+            yield run.done(item, sent.file.id,
+                           settles=attempt[0] if attempt and sent.settled else None)
         note = "adopted after a lost response" if sent.adopted else ""
         if sent.suspects:
             run.suspect(sent.suspects, item.shown)

@@ -26,7 +26,7 @@ import httpx
 from . import retry as _retry
 from ._steps import Request, Steps, Wait, run_async, run_sync
 from ._version import __version__
-from .adoption import ServerClock
+from .adoption import AttemptRegistry, ServerClock
 from .config import (
     DEFAULT_BASE_URL,
     DEFAULT_PURPOSE,
@@ -115,6 +115,8 @@ class _ClientBase:
         self.pacer = pacer
         #: The server's time, from the Date headers of its answers (see kimi_files.adoption).
         self.clock = ServerClock()
+        #: This client's uploads that could own a stored copy, and the ids they claimed.
+        self.attempts = AttemptRegistry()
         self._user_agent = f"kimi-files/{__version__} httpx/{httpx.__version__}"
 
     def _http_options(self, timeout: httpx.Timeout | float | None) -> dict[str, Any]:

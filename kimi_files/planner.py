@@ -13,16 +13,16 @@ made and tested here.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from .adoption import Attempt, resolve, wire_name
+from .adoption import Attempt, loose_forms, resolve
 from .config import Limits
 from .errors import NoRoomError
 from .models import FileObject
 from .quota import FreeQuota, RoomPlan, plan_room
 from .scan import Item
-from .state import Record
+from .state import OpenAttempt, Record
 
 __all__ = ["BatchPlan", "Skip", "Twin", "plan_batch"]
 
@@ -57,11 +57,19 @@ class BatchPlan:
     #: set when the batch cannot fit: then nothing is sent and nothing deleted
     refusal: NoRoomError | None = None
     #: (path, file): stored files that may be copies of that path's interrupted upload but
-    #: cannot be proven so; kept and reported
+    #: cannot be proven so; kept and reported (those not reported before)
     suspects: tuple[tuple[str, FileObject], ...] = ()
-    #: interrupted uploads of files of this batch whose copy is not listed (yet)
-    open_attempts: dict[str, Attempt] = field(default_factory=dict)
-    #: ids no reconciliation of this run may adopt: listed now, or owned by a record
+    #: the ledger's attempts still open after this plan (by id): possible owners of a copy
+    #: for every reconciliation of this run, and looked for once more at its end
+    ghosts: dict[int, Attempt] = field(default_factory=dict)
+    #: the paths of the ghosts, for reporting
+    ghost_paths: dict[int, str] = field(default_factory=dict)
+    #: ledger attempts to take out: adopted, or too old for a copy to land any more
+    settle: tuple[int, ...] = ()
+    #: reported suspects that are gone from the server: forget them
+    forget_reported: tuple[str, ...] = ()
+    #: ids no reconciliation of this run may adopt: listed now, owned by a record, or
+    #: reported as a suspect before
     claimed: frozenset[str] = frozenset()
 
     @property
@@ -69,23 +77,33 @@ class BatchPlan:
         return [item for group in self.groups for item in group]
 
 
+#: An attempt stays in the ledger until the server's time is this far past its start: the
+#: service answers (or gives up with a 504) within 5 minutes, so no copy can land later.
+GHOST_TTL = 900
+
+
 def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Sequence[Record],
-               limits: Limits, free_quota: FreeQuota, *, purpose: str,
-               resume: bool = True) -> BatchPlan:
+               limits: Limits, free_quota: FreeQuota, *, purpose: str, resume: bool = True,
+               ledger: Sequence[OpenAttempt] = (), reported: Collection[str] = (),
+               server_now: int | None = None, wall_now: float | None = None) -> BatchPlan:
     """Decide what to do with every file of the batch (see the module docstring). Pure.
 
-    ``resume=False`` (a dry run) adopts nothing. A file whose ``sha256`` is None has a size
-    no other file shares, so it cannot be a duplicate: it is uploaded.
+    ``ledger``: the state's open attempts; ``reported``: ids reported as suspects before;
+    ``server_now`` (the server's clock) and ``wall_now`` (the local wall clock, for attempts
+    whose server time was never known) age the ledger. ``resume=False`` (a dry run) adopts
+    and settles nothing. A file whose ``sha256`` is None has a size no other file shares, so
+    it cannot be a duplicate: it is uploaded.
     """
     on_server = {f.id for f in listing}
-    referenced = {r.file_id for r in records if r.file_id}
+    referenced = {r.file_id for r in records if r.file_id} | set(reported)
     known: dict[str, str] = {}  # content hash -> file id on the server
     for rec in records:
         if rec.status == "uploaded" and rec.sha256 and rec.file_id in on_server:
             known.setdefault(rec.sha256, rec.file_id)
     by_path = {os.path.abspath(i.local.path): i for i in items}
-    adopted, suspects, open_attempts = (
-        _resume(records, listing, referenced, by_path) if resume else ({}, [], {}))
+    ledger_plan = (_resume(records, listing, referenced, by_path, ledger, server_now, wall_now)
+                   if resume else _Ledger())
+    adopted = ledger_plan.adopted
 
     skips: list[Skip] = []
     twins: list[Twin] = []
@@ -106,60 +124,96 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
             todo.append(item)
 
     protected = set(known.values())
+    common = {
+        "skips": tuple(skips), "twins": tuple(twins), "groups": _groups(todo, purpose),
+        "suspects": tuple(ledger_plan.suspects), "ghosts": ledger_plan.ghosts,
+        "ghost_paths": ledger_plan.ghost_paths, "settle": tuple(ledger_plan.settle),
+        "forget_reported": tuple(sorted(set(reported) - on_server)),
+        "claimed": frozenset(on_server | referenced),
+    }
     try:
         room = plan_room(listing, len(todo), sum(i.local.size for i in todo), limits,
                          free_quota, protected=protected,
                          what=f"this batch of {len(todo)} file(s)")
     except NoRoomError as exc:
-        return BatchPlan(skips=tuple(skips), twins=tuple(twins), groups=_groups(todo, purpose),
-                         refusal=exc, suspects=tuple(suspects), open_attempts=open_attempts,
-                         claimed=frozenset(on_server | referenced))
-    return BatchPlan(skips=tuple(skips), twins=tuple(twins), groups=_groups(todo, purpose),
-                     room=room, suspects=tuple(suspects), open_attempts=open_attempts,
-                     claimed=frozenset(on_server | referenced))
+        return BatchPlan(refusal=exc, **common)  # type: ignore[arg-type]
+    return BatchPlan(room=room, **common)  # type: ignore[arg-type]
 
 
 def _groups(todo: Sequence[Item], purpose: str) -> tuple[tuple[Item, ...], ...]:
-    """Uploads that could be taken for one another (the same name as sent, size and purpose)
-    in one group each, in the order of their first file; a reconciliation can then never meet
-    a sibling's copy."""
-    groups: dict[tuple[str, int, str], list[Item]] = {}
-    for item in todo:
-        key = (wire_name(item.local.filename), item.local.size, purpose)
-        groups.setdefault(key, []).append(item)
+    """Uploads that could be taken for one another in one group each, in the order of their
+    first file: the same size and purpose, and names a server may store alike (their
+    :func:`~kimi_files.adoption.loose_forms` meet, as ``a\\b`` sent and ``a\\\\b`` kept
+    do). A group's files are sent one after the other, so a reconciliation never meets a
+    sibling's copy in flight."""
+    parent = list(range(len(todo)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[tuple[int, str], int] = {}  # (size, loose name) -> an item that has it
+    for i, item in enumerate(todo):
+        for name in loose_forms(item.local.filename):
+            j = owner.setdefault((item.local.size, name), i)
+            if j != i:
+                parent[root(i)] = root(j)
+    groups: dict[int, list[Item]] = {}
+    for i, item in enumerate(todo):
+        groups.setdefault(root(i), []).append(item)
     return tuple(tuple(g) for g in groups.values())
 
 
-def _resume(records: Sequence[Record], listing: Sequence[FileObject], referenced: set[str],
-            by_path: dict[str, Item],
-            ) -> tuple[dict[str, str], list[tuple[str, FileObject]], dict[str, Attempt]]:
-    """The intents an interrupted run left: which stored file provably belongs to each.
+@dataclass
+class _Ledger:
+    adopted: dict[str, str] = field(default_factory=dict)
+    suspects: list[tuple[str, FileObject]] = field(default_factory=list)
+    ghosts: dict[int, Attempt] = field(default_factory=dict)
+    ghost_paths: dict[int, str] = field(default_factory=dict)
+    settle: list[int] = field(default_factory=list)
 
-    Returns the adoptions ({path: file id}, only for files of this batch unchanged since),
-    the suspects, and the intents of files of this batch with no candidate at all."""
+
+def _resume(records: Sequence[Record], listing: Sequence[FileObject], claimed: set[str],
+            by_path: dict[str, Item], ledger: Sequence[OpenAttempt], server_now: int | None,
+            wall_now: float | None) -> _Ledger:
+    """What the ledger of interrupted uploads says, now that the account is listed.
+
+    Each open attempt may own a stored copy. The latest attempt of a file that is still
+    pending (the intent of the run that was interrupted) adopts its copy when
+    :func:`~kimi_files.adoption.resolve` proves it, the file is in this batch and unchanged;
+    every other candidate of every attempt is reported. An attempt too old for a copy to land
+    any more is settled; the rest stay on record as possible owners ("ghosts")."""
+    out = _Ledger()
     pending = {rec.path: rec for rec in records if rec.status == "pending"}
-    if not pending:
-        return {}, [], {}
-    attempts = {path: Attempt(rec.filename, rec.size, rec.purpose, rec.server_time)
-                for path, rec in pending.items()}
-    adopted: dict[str, str] = {}
-    suspects: list[tuple[str, FileObject]] = []
-    open_attempts: dict[str, Attempt] = {}
-    for path, verdict in resolve(attempts, listing, referenced).items():
-        item = by_path.get(path)
-        if item is None:
-            continue  # not a file of this batch: its intent waits for a run that has it
-        rec = pending[path]
-        found = verdict.adopted
-        unchanged = (item.local.size, item.local.mtime_ns) == (rec.size, rec.mtime_ns)
-        if found is not None and unchanged and item.sha256 is not None:
-            adopted[path] = found.id
+    latest: dict[str, OpenAttempt] = {}
+    for a in ledger:
+        if a.path in pending and (a.path not in latest or a.id > latest[a.path].id):
+            latest[a.path] = a
+    attempts = {a.id: Attempt(a.filename, a.size, a.purpose, a.server_time) for a in ledger}
+    verdicts = resolve(attempts, listing, claimed)
+    for a in ledger:
+        verdict = verdicts[a.id]
+        item = by_path.get(a.path)
+        rec = pending.get(a.path)
+        if (verdict.adopted is not None and latest.get(a.path) is a and item is not None
+                and rec is not None and item.sha256 is not None
+                and (item.local.size, item.local.mtime_ns) == (rec.size, rec.mtime_ns)):
+            out.adopted[a.path] = verdict.adopted.id
+            out.settle.append(a.id)
             continue
-        if found is not None:
-            # provably that run's, but of content that has changed since: kept and reported,
-            # never adopted for what is here now
-            suspects.append((path, found))
-        suspects.extend((path, f) for f in verdict.suspects)
-        if found is None and not verdict.suspects:
-            open_attempts[path] = attempts[path]
-    return adopted, suspects, open_attempts
+        found = [f for f in (verdict.adopted, *verdict.suspects) if f is not None]
+        out.suspects.extend((a.path, f) for f in found)
+        if _expired(a, server_now, wall_now):
+            out.settle.append(a.id)
+        else:
+            out.ghosts[a.id] = attempts[a.id]
+            out.ghost_paths[a.id] = a.path
+    return out
+
+
+def _expired(a: OpenAttempt, server_now: int | None, wall_now: float | None) -> bool:
+    if a.server_time is not None and server_now is not None:
+        return a.server_time < server_now - GHOST_TTL
+    return wall_now is not None and a.started < wall_now - GHOST_TTL

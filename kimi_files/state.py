@@ -25,8 +25,11 @@ way out, never a bare ``sqlite3`` or ``OSError``. A store removed or replaced du
 noticed before the next operation: nothing more is recorded in a file nobody will read.
 
 Schema versions (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file as ours):
-0 is the first release (no marks); 1 adds ``purpose`` and ``server_time``. Older stores are
-migrated in place when opened; a newer one is refused.
+0 is the first release (no marks); 1 adds ``purpose`` and ``server_time``; 2 adds the ledger of
+``attempts`` (every upload begun whose copy has not been identified yet: a copy a killed or
+timed-out request stores late must never be taken for another file's) and the ``suspects``
+already reported (never adopted later). Older stores are migrated in place when opened; a
+newer one is refused.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +53,11 @@ from .errors import ConfigurationError, StateError, StateLockedError
 if TYPE_CHECKING:
     import sqlite3
 
-__all__ = ["SCHEMA_VERSION", "Record", "StateStore", "default_state_path", "sha256_of"]
+__all__ = ["SCHEMA_VERSION", "OpenAttempt", "Record", "StateStore", "default_state_path",
+           "sha256_of"]
 
 #: The schema this code writes; stores with a lower ``user_version`` are migrated to it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of a kimi-files store (ASCII "KiFi"), set from version 1 on.
 APPLICATION_ID = 0x4B694669
 DEFAULT_PURPOSE = "file-extract"
@@ -73,6 +77,28 @@ CREATE TABLE uploads (
 );
 CREATE INDEX uploads_sha ON uploads (sha256);
 """
+_SCHEMA_V2 = """
+CREATE TABLE attempts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    path        BLOB NOT NULL,
+    filename    TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    purpose     TEXT NOT NULL,
+    server_time INTEGER,
+    started     REAL NOT NULL
+);
+CREATE TABLE suspects (
+    file_id     TEXT PRIMARY KEY,
+    path        BLOB NOT NULL,
+    noted       REAL NOT NULL
+);
+"""
+_MIGRATE_V1_TO_V2 = (
+    *filter(str.strip, _SCHEMA_V2.split(";")),
+    "INSERT INTO attempts (path, filename, size, purpose, server_time, started) "
+    "SELECT path, filename, size, purpose, server_time, updated FROM uploads "
+    "WHERE status = 'pending'",
+)
 _COLUMNS_V0 = ("path", "size", "mtime_ns", "sha256", "filename", "file_id", "status", "updated")
 _COLUMNS_V1 = (*_COLUMNS_V0, "purpose", "server_time")
 _MIGRATE_V0_TO_V1 = (
@@ -86,6 +112,22 @@ WAY_OUT = ("Use another state file (--state NEW; in Python state='NEW') "
            "or none (--no-state; state=False).")
 #: How often a waiting store tries the lock again, in seconds.
 POLL_INTERVAL = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAttempt:
+    """An upload begun whose copy has not been identified: it may be on the server, or may
+    still land there."""
+
+    id: int
+    path: str
+    filename: str
+    size: int
+    purpose: str
+    #: The server's clock (Unix seconds) when it began; None if unknown.
+    server_time: int | None
+    #: The local wall clock when it began (only ever compared with the local wall clock).
+    started: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,11 +396,17 @@ class StateStore:
             if version < 1 or not set(_COLUMNS_V1) <= set(columns):
                 raise self._error(f"{_DAMAGED[0]} (its table of uploads is missing or "
                                   f"incomplete); {_DAMAGED[1]}")
+            if version == 1:
+                for statement in _MIGRATE_V1_TO_V2:
+                    db.execute(statement)
+            elif not {"attempts", "suspects"} <= tables:
+                raise self._error(f"{_DAMAGED[0]} (its ledger of attempts is missing); "
+                                  f"{_DAMAGED[1]}")
         elif app == 0 and not tables:  # new (or empty)
-            for statement in filter(str.strip, _SCHEMA_V1.split(";")):
+            for statement in filter(str.strip, (_SCHEMA_V1 + _SCHEMA_V2).split(";")):
                 db.execute(statement)
         elif app == 0 and version == 0 and columns == _COLUMNS_V0:  # the first release
-            for statement in _MIGRATE_V0_TO_V1:
+            for statement in (*_MIGRATE_V0_TO_V1, *_MIGRATE_V1_TO_V2):
                 db.execute(statement)
         else:
             raise not_ours
@@ -471,12 +519,18 @@ class StateStore:
 
     def begin(self, path: str | os.PathLike[str], *, size: int, mtime_ns: int, sha256: str,
               filename: str, purpose: str = DEFAULT_PURPOSE, server_time: int | None = None
-              ) -> None:
-        """Record the intent to upload, right before the first byte is sent.
+              ) -> int:
+        """Record the intent to upload, right before the first byte is sent, and open its
+        attempt in the ledger; returns the attempt's id (for :meth:`done`).
 
         ``server_time``: the server's clock (Unix seconds) when this attempt began.
         """
+        now = time.time()
         with self._using() as db:
+            attempt = db.execute(
+                "INSERT INTO attempts (path, filename, size, purpose, server_time, started) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (_key(path), filename, size, purpose, server_time, now)).lastrowid
             db.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, sha256, filename, file_id, status, "
                 "updated, purpose, server_time) VALUES (?, ?, ?, ?, ?, NULL, 'pending', ?, ?, ?) "
@@ -484,12 +538,21 @@ class StateStore:
                 "sha256=excluded.sha256, filename=excluded.filename, file_id=NULL, "
                 "status='pending', updated=excluded.updated, purpose=excluded.purpose, "
                 "server_time=excluded.server_time",
-                (_key(path), size, mtime_ns, sha256, filename, time.time(), purpose, server_time))
+                (_key(path), size, mtime_ns, sha256, filename, now, purpose, server_time))
+        assert attempt is not None
+        return attempt
 
     def done(self, path: str | os.PathLike[str], *, size: int, mtime_ns: int, sha256: str,
-             filename: str, file_id: str, purpose: str = DEFAULT_PURPOSE) -> None:
-        """Record a file stored on the server (``server_time`` of its intent is kept)."""
+             filename: str, file_id: str, purpose: str = DEFAULT_PURPOSE,
+             settles: int | None = None) -> None:
+        """Record a file stored on the server (``server_time`` of its intent is kept).
+
+        ``settles``: the attempt whose copy this is, and whose every copy is accounted for:
+        it leaves the ledger. (An attempt that also lost an answer stays, so that a copy that
+        lands late is reported, never adopted for another file.)"""
         with self._using() as db:
+            if settles is not None:
+                db.execute("DELETE FROM attempts WHERE id = ?", (settles,))
             db.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, sha256, filename, file_id, status, "
                 "updated, purpose) VALUES (?, ?, ?, ?, ?, ?, 'uploaded', ?, ?) "
@@ -497,6 +560,36 @@ class StateStore:
                 "sha256=excluded.sha256, filename=excluded.filename, file_id=excluded.file_id, "
                 "status='uploaded', updated=excluded.updated, purpose=excluded.purpose",
                 (_key(path), size, mtime_ns, sha256, filename, file_id, time.time(), purpose))
+
+    def attempts(self) -> list[OpenAttempt]:
+        """The ledger: every attempt whose copy has not been identified, oldest first."""
+        with self._using() as db:
+            rows = db.execute("SELECT id, path, filename, size, purpose, server_time, started "
+                              "FROM attempts ORDER BY id").fetchall()
+        return [OpenAttempt(r[0], os.fsdecode(r[1]), *r[2:]) for r in rows]
+
+    def settle(self, attempt_ids: Iterable[int]) -> None:
+        """Take attempts out of the ledger: their copies are accounted for, or can no longer
+        land."""
+        with self._using() as db:
+            db.executemany("DELETE FROM attempts WHERE id = ?", [(i,) for i in attempt_ids])
+
+    def suspects(self) -> set[str]:
+        """The ids of every file reported as a possible extra copy (never adopted)."""
+        with self._using() as db:
+            return {r[0] for r in db.execute("SELECT file_id FROM suspects")}
+
+    def note_suspects(self, found: Iterable[tuple[str, str]]) -> None:
+        """Remember reported files, as (path, file id), so that none is ever adopted."""
+        with self._using() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO suspects (file_id, path, noted) VALUES (?, ?, ?)",
+                [(fid, _key(path), time.time()) for path, fid in found])
+
+    def forget_suspects(self, file_ids: Iterable[str]) -> None:
+        """Forget reported files that are gone from the server."""
+        with self._using() as db:
+            db.executemany("DELETE FROM suspects WHERE file_id = ?", [(f,) for f in file_ids])
 
     def forget(self, path: str | os.PathLike[str]) -> bool:
         """Delete the row of ``path``; True if there was one."""

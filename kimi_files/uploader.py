@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from . import retry as _retry
 from ._steps import Blocking, Call, Steps, Wait
-from .adoption import Attempt, resolve
+from .adoption import Attempt, Verdict, resolve
 from .config import RetryPolicy
 from .errors import (
     APIConnectionError,
@@ -232,6 +233,9 @@ class Sent:
     #: Files that may be copies an earlier attempt stored, which cannot be proven ours:
     #: reported, never adopted or deleted (``kimi-files delete ID`` removes one).
     suspects: tuple[FileObject, ...] = ()
+    #: False when an attempt lost its answer and its copy was never identified: one may
+    #: still land, so the attempt stays on record (see :class:`AttemptRegistry`).
+    settled: bool = True
 
 
 def _answer_fits(obj: FileObject, local: LocalFile) -> None:
@@ -258,15 +262,44 @@ def _file_stat(fh: IO[bytes]) -> tuple[int, int, int]:
 
 
 class _Reconciler:
-    """Looks for the copy a lost attempt stored and adopts it only when it is provably ours."""
+    """Looks for the copy a lost attempt stored and adopts it only when it is provably ours:
+    every other attempt that could own it (the client's other uploads in flight or never
+    identified, and ``ghosts``: interrupted uploads on record) is counted against it."""
 
-    def __init__(self, attempt: Attempt, claims: Claims, shown: str,
-                 stop: threading.Event | None) -> None:
+    def __init__(self, client: ClientLike, attempt: Attempt, claims: Claims, shown: str,
+                 stop: threading.Event | None, ghosts: Mapping[Any, Attempt]) -> None:
+        self.registry = client.attempts
+        self.token = self.registry.open(attempt, client.clock.now())
         self.attempt = attempt
         self.claims = claims
         self.shown = shown
         self.stop = stop
+        self.ghosts = ghosts
         self.suspects: dict[str, FileObject] = {}
+        self.attempts = 0  # attempts made
+        #: the error of an attempt whose answer was lost: its copy may be on the server
+        self.pending: KimiError | None = None
+        #: an attempt lost its answer and its copy was never identified
+        self.unresolved = False
+
+    @property
+    def maybe_stored(self) -> bool:
+        """May a copy of this upload be on the server (or land there) unaccounted for?"""
+        return self.unresolved or self.pending is not None
+
+    def _verdict(self, listing: Sequence[FileObject]) -> Verdict:
+        owners: dict[Any, Attempt] = {("ghost", k): a for k, a in self.ghosts.items()}
+        owners.update({("other", k): a for k, a in self.registry.others(self.token).items()})
+        owners[self] = self.attempt
+        claimed = self.claims.snapshot() | self.registry.claimed()
+        return resolve(owners, listing, claimed)[self]
+
+    def claim(self, file_id: str) -> bool:
+        """Claim a file for this upload (client-wide and in this run's claims)."""
+        if not self.registry.claim(file_id):
+            return False
+        self.claims.add(file_id)
+        return True
 
     def look(self, *, relist: bool) -> Steps[FileObject | None]:
         """List the account (again after short pauses when ``relist``); the adopted file."""
@@ -275,8 +308,8 @@ class _Reconciler:
                 raise UploadCancelledError(f"{self.shown}: cancelled while looking for the "
                                            "copy a lost answer may have stored")
             listing: FileList = yield Call("list")
-            verdict = resolve({0: self.attempt}, listing.data, self.claims.snapshot())[0]
-            if verdict.adopted is not None and self.claims.claim(verdict.adopted.id):
+            verdict = self._verdict(listing.data)
+            if verdict.adopted is not None and self.claim(verdict.adopted.id):
                 log.info("%s: the answer was lost but the server stored it as %s; adopted",
                          self.shown, verdict.adopted.id)
                 return verdict.adopted
@@ -287,7 +320,7 @@ class _Reconciler:
 
     def suspect(self, files: Iterable[FileObject]) -> None:
         for f in files:
-            if f.id not in self.suspects and self.claims.claim(f.id):
+            if f.id not in self.suspects and self.claim(f.id):
                 self.suspects[f.id] = f
                 log.warning(
                     "%s: %s (%s, %d bytes, created_at %d) may be a copy an earlier attempt "
@@ -295,11 +328,10 @@ class _Reconciler:
                     "and the file is uploaded again (remove it with: kimi-files delete %s)",
                     self.shown, f.id, f.filename, f.bytes, f.created_at, f.id)
 
-    def late_twins(self, stored: FileObject) -> Steps[None]:
+    def late_twins(self) -> Steps[None]:
         """After the upload succeeded: report copies an earlier lost attempt stored late."""
-        self.claims.add(stored.id)
         listing: FileList = yield Call("list")
-        verdict = resolve({0: self.attempt}, listing.data, self.claims.snapshot())[0]
+        verdict = self._verdict(listing.data)
         self.suspect(c for c in (verdict.adopted, *verdict.suspects) if c is not None)
 
 
@@ -314,22 +346,22 @@ def send_steps(
     on_rewind: Callable[[int], None] | None = None,
     on_begin: Callable[[int | None], None] | None = None,
     stop: threading.Event | None = None,
+    ghosts: Mapping[Any, Attempt] | None = None,
+    sha256: str | None = None,
 ) -> Steps[Sent]:
     """Upload ``local`` with the platform's retry rules; see the module docstring.
 
     ``on_begin(since)`` is called once (as blocking work, off an event loop), right before the
     first byte is sent, with the server's time then (a lower bound, Unix seconds; None if
-    never seen): the batch records its intent there.
+    never seen): the batch records its intent there. ``ghosts``: interrupted uploads on
+    record that could own a stored copy too (never adopted for this one). ``sha256``: the
+    content's hash as taken before; the bytes sent are hashed again and must agree (a file
+    rewritten since, even with its mtime put back, fails and its copy is deleted).
 
     Raises:
         KimiError: the last error, when the upload cannot be completed;
             :class:`UploadCancelledError` when ``stop`` was set.
     """
-    policy = policy or client.retry_policy
-    started = time.monotonic()
-    attempt = 0
-    suspect: KimiError | None = None  # an attempt whose answer was lost may have been stored
-    unresolved = False  # some such attempt was never matched to a stored copy
     shown = os.fsdecode(local.path)
     fh: IO[bytes] = yield Blocking(open, (local.path, "rb"))
     with fh:
@@ -339,68 +371,127 @@ def send_steps(
                 f"{shown}: changed since the preflight (now {before[0]:,} bytes, was "
                 f"{local.size:,}); upload it again once it is complete",
                 path=shown, rule="unchanged")
+        lost = _Reconciler(client, Attempt(local.filename, local.size, purpose,
+                                           client.clock.now()),
+                           claims, shown, stop, ghosts or {})
+        check = _Recheck(sha256)
+        body = FileBody(fh, local.size, shown, check.reader(on_read),
+                        check.rewinder(on_rewind, lost))
+        try:
+            sent = yield from _attempts(client, local, body, fh, before, lost, check,
+                                        purpose=purpose, policy=policy or client.retry_policy,
+                                        on_begin=on_begin, stop=stop)
+        except BaseException:
+            if not lost.maybe_stored:
+                lost.registry.settle(lost.token)
+            raise
+        if sent.settled:
+            lost.registry.settle(lost.token)
+        return sent
 
+
+class _Recheck:
+    """The bytes sent, hashed again when a hash was taken before, to compare at the end."""
+
+    def __init__(self, expected: str | None) -> None:
+        self.expected = expected
+        self.digest = hashlib.sha256() if expected else None
+
+    def reader(self, on_read: Callable[[bytes], None] | None) -> Callable[[bytes], None] | None:
+        if self.digest is None:
+            return on_read
+
+        def read(chunk: bytes) -> None:
+            assert self.digest is not None
+            self.digest.update(chunk)
+            if on_read is not None:
+                on_read(chunk)
+
+        return read
+
+    def rewinder(self, on_rewind: Callable[[int], None] | None,
+                 lost: _Reconciler) -> Callable[[], None]:
         def rewound() -> None:
-            if on_rewind:
-                on_rewind(attempt)
+            if self.digest is not None:
+                self.digest = hashlib.sha256()
+            if on_rewind is not None:
+                on_rewind(lost.attempts)
 
-        body = FileBody(fh, local.size, shown, on_read, rewound)
-        since = client.clock.now()
-        lost = _Reconciler(Attempt(local.filename, local.size, purpose, since), claims, shown,
-                           stop)
-        if on_begin is not None:
-            yield Blocking(on_begin, (since,))
-        while True:
-            if stop is not None and stop.is_set():
-                raise UploadCancelledError(f"{shown}: cancelled before it was uploaded")
-            attempt += 1
-            if suspect is not None:
-                adopted = yield from lost.look(relist=_may_store_later(suspect))
-                if adopted is not None:
-                    return Sent(adopted, attempt - 1, True, tuple(lost.suspects.values()))
-                unresolved, suspect = True, None
-            _check_unchanged(local)
-            error: KimiError
-            try:
-                obj: FileObject = yield Call("create", (body,), {
-                    "filename": local.filename, "purpose": purpose,
-                    "content_type": local.mime_type})
-                _answer_fits(obj, local)
-            except KimiError as exc:
-                error = exc
-                if _retry.may_have_stored(exc):
-                    suspect = exc
-            else:
-                claims.add(obj.id)
-                if _file_stat(fh) != before or _path_changed(local, before):
-                    yield from delete_steps(obj.id)
-                    raise LocalFileError(
-                        f"{shown}: the file changed while it was sent; the copy the server "
-                        f"stored ({obj.id}) was deleted. Upload it again once it is complete",
-                        path=shown, rule="unchanged")
-                if not obj.failed:
-                    if unresolved:
-                        yield from lost.late_twins(obj)
-                    return Sent(obj, attempt, False, tuple(lost.suspects.values()))
-                # stored, but extraction failed: ours (its id came in our answer), so remove it
+        return rewound
+
+    def differs(self) -> bool:
+        return self.digest is not None and self.digest.hexdigest() != self.expected
+
+
+def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes],
+              before: tuple[int, int, int], lost: _Reconciler, check: _Recheck, *,
+              purpose: str, policy: RetryPolicy,
+              on_begin: Callable[[int | None], None] | None,
+              stop: threading.Event | None) -> Steps[Sent]:
+    """The attempts of :func:`send_steps`, until one is stored or the retries run out."""
+    started = time.monotonic()
+    shown = lost.shown
+
+    def sent(obj: FileObject, attempts: int, adopted: bool) -> Sent:
+        return Sent(obj, attempts, adopted, tuple(lost.suspects.values()),
+                    settled=not lost.unresolved)
+
+    if on_begin is not None:
+        yield Blocking(on_begin, (lost.attempt.since,))
+    while True:
+        if stop is not None and stop.is_set():
+            raise UploadCancelledError(f"{shown}: cancelled before it was uploaded")
+        lost.attempts += 1
+        if lost.pending is not None:
+            adopted = yield from lost.look(relist=_may_store_later(lost.pending))
+            if adopted is not None:
+                return sent(adopted, lost.attempts - 1, True)
+            lost.unresolved, lost.pending = True, None
+        _check_unchanged(local)
+        error: KimiError
+        try:
+            obj: FileObject = yield Call("create", (body,), {
+                "filename": local.filename, "purpose": purpose,
+                "content_type": local.mime_type})
+            _answer_fits(obj, local)
+        except KimiError as exc:
+            error = exc
+            if _retry.may_have_stored(exc):
+                lost.pending = exc
+        else:
+            lost.claim(obj.id)
+            client.clock.observe_stored(obj.created_at)
+            if _file_stat(fh) != before or _path_changed(local, before) or check.differs():
+                # ours (its id came in our answer), and not what was checked: remove it
                 yield from delete_steps(obj.id)
-                error = ExtractionFailedError(
-                    f"{shown}: the server stored the file as {obj.id} but extraction failed "
-                    f"({obj.status_details or obj.status}); deleted it",
-                    status_code=200, type="file_status_failed")
-            wait = _retry.retry_wait(error, attempt, policy)
-            now = time.monotonic()
-            if not (_retry.should_retry(error)
-                    and _retry.attempts_left(attempt, started, wait, policy, now, error=error)):
-                if suspect is not None:
-                    adopted = yield from lost.look(relist=_may_store_later(suspect))
-                    if adopted is not None:
-                        return Sent(adopted, attempt, True, tuple(lost.suspects.values()))
-                raise error
-            log.info("%s: attempt %d failed (%s); retrying in %.1fs", shown, attempt, error, wait)
-            if not (yield Wait(wait, error=error, attempt=attempt, stop=stop,
-                               left=_retry.remaining(started, policy, now), what=shown)):
-                raise UploadCancelledError(f"{shown}: cancelled while waiting to retry") from error
+                raise LocalFileError(
+                    f"{shown}: the file changed while it was sent (or since it was hashed); "
+                    f"the copy the server stored ({obj.id}) was deleted. Upload it again once "
+                    "it is complete", path=shown, rule="unchanged")
+            if not obj.failed:
+                if lost.unresolved:
+                    yield from lost.late_twins()
+                return sent(obj, lost.attempts, False)
+            # stored, but extraction failed: ours (its id came in our answer), so remove it
+            yield from delete_steps(obj.id)
+            error = ExtractionFailedError(
+                f"{shown}: the server stored the file as {obj.id} but extraction failed "
+                f"({obj.status_details or obj.status}); deleted it",
+                status_code=200, type="file_status_failed")
+        wait = _retry.retry_wait(error, lost.attempts, policy)
+        now = time.monotonic()
+        if not (_retry.should_retry(error) and _retry.attempts_left(
+                lost.attempts, started, wait, policy, now, error=error)):
+            if lost.pending is not None:
+                adopted = yield from lost.look(relist=_may_store_later(lost.pending))
+                if adopted is not None:
+                    return sent(adopted, lost.attempts, True)
+            raise error
+        log.info("%s: attempt %d failed (%s); retrying in %.1fs", shown, lost.attempts, error,
+                 wait)
+        if not (yield Wait(wait, error=error, attempt=lost.attempts, stop=stop,
+                           left=_retry.remaining(started, policy, now), what=shown)):
+            raise UploadCancelledError(f"{shown}: cancelled while waiting to retry") from error
 
 
 def _path_changed(local: LocalFile, before: tuple[int, int, int]) -> bool:

@@ -158,7 +158,7 @@ def test_cancelling_aingest_leaves_the_state_consistent_and_a_rerun_completes(
 def test_cancelling_aupload_raises_cancelled_and_leaves_nothing_half_done(
         emulator: Emulator, tmp_path: Path) -> None:
     p = write(tmp_path / "slow.txt", "slow\n")
-    emulator.state.extract_delay = 5.0
+    emulator.state.extract_delay = 1.0
 
     async def main() -> None:
         async with kf.AsyncKimiFiles(api_key=API_KEY, base_url=emulator.base_url) as c:
@@ -171,3 +171,7 @@ def test_cancelling_aupload_raises_cancelled_and_leaves_nothing_half_done(
             assert (await c.list()).data == ()  # still extracting: nothing stored yet
 
     _run(main())
+    for _ in range(500):  # the server finishes the request it was given: let it land
+        if not emulator.state.in_flight:
+            break
+        threading.Event().wait(0.02)

@@ -117,7 +117,7 @@ def test_record_built_positionally_as_before() -> None:
 
 def test_a_new_store_is_marked_with_its_schema_version(tmp_path: Path) -> None:
     StateStore(tmp_path / "s.db").close()
-    assert _pragmas(tmp_path / "s.db") == (SCHEMA_VERSION, APPLICATION_ID) == (1, APPLICATION_ID)
+    assert _pragmas(tmp_path / "s.db") == (SCHEMA_VERSION, APPLICATION_ID) == (2, APPLICATION_ID)
 
 
 def test_a_v0_store_is_migrated_in_place(tmp_path: Path) -> None:
@@ -142,27 +142,31 @@ def test_a_v0_store_is_migrated_in_place(tmp_path: Path) -> None:
                     server_time=42)
         rec = store.get(tmp_path / "c.txt")
         assert rec is not None and rec.server_time == 42
+        # the pending row of the old store became an open attempt of the ledger (with no
+        # start time: never adopted), beside the one just begun
+        assert [(a.path, a.server_time) for a in store.attempts()] == [
+            (str(tmp_path / "b.txt"), None), (str(tmp_path / "c.txt"), 42)]
         assert store.integrity_ok()
-    assert path.stat().st_ino == inode and _pragmas(path) == (1, APPLICATION_ID)
-    with StateStore(path) as again:  # opening a v1 store changes nothing
-        assert len(again.records()) == 3
+    assert path.stat().st_ino == inode and _pragmas(path) == (2, APPLICATION_ID)
+    with StateStore(path) as again:  # opening a current store changes nothing
+        assert len(again.records()) == 3 and len(again.attempts()) == 2
 
 
 def test_a_store_from_a_newer_version_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     StateStore(path).close()
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 2")
+    db.execute("PRAGMA user_version = 3")
     db.commit()
     db.close()
     with pytest.raises(StateError) as info:
         StateStore(path)
     text = str(info.value)
-    assert text.startswith(f"state file {path} was made by a newer kimi-files (schema 2; "
-                           "this one knows up to 1): upgrade kimi-files")
+    assert text.startswith(f"state file {path} was made by a newer kimi-files (schema 3; "
+                           "this one knows up to 2): upgrade kimi-files")
     assert "--state NEW" in text and "--no-state" in text and info.value.path == str(path)
     assert isinstance(info.value, kf.ConfigurationError)
-    assert _pragmas(path) == (2, APPLICATION_ID)
+    assert _pragmas(path) == (3, APPLICATION_ID)
 
 
 def test_forget_deletes_a_row(tmp_path: Path) -> None:
@@ -191,3 +195,36 @@ def test_threads_share_one_store(tmp_path: Path) -> None:
         records = store.records()
         assert len(records) == 200 and {r.status for r in records} == {"uploaded"}
         assert store.integrity_ok()
+
+
+def test_the_ledger_keeps_attempts_until_they_are_settled(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "s.db") as store:
+        first = store.begin("/d/a.txt", size=1, mtime_ns=1, sha256="", filename="a.txt",
+                            server_time=100)
+        second = store.begin("/d/a.txt", size=1, mtime_ns=1, sha256="", filename="a.txt",
+                             server_time=200)  # a re-run begins the same file again
+        assert [a.id for a in store.attempts()] == [first, second]  # the first is kept
+        store.done("/d/a.txt", size=1, mtime_ns=1, sha256="h", filename="a.txt",
+                   file_id="f-1", settles=second)
+        assert [a.id for a in store.attempts()] == [first]
+        store.settle([first])
+        assert store.attempts() == []
+        store.note_suspects([("/d/a.txt", "f-9"), ("/d/a.txt", "f-9")])
+        assert store.suspects() == {"f-9"}
+        store.forget_suspects(["f-9"])
+        assert store.suspects() == set()
+
+
+def test_a_v1_store_is_migrated_to_the_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with StateStore(path) as store:
+        store.begin("/d/a.txt", size=1, mtime_ns=1, sha256="", filename="a.txt", server_time=5)
+    db = sqlite3.connect(path)  # make it what version 1 wrote: no ledger
+    db.execute("DROP TABLE attempts")
+    db.execute("DROP TABLE suspects")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with StateStore(path) as store:
+        assert [(a.path, a.server_time) for a in store.attempts()] == [("/d/a.txt", 5)]
+    assert _pragmas(path) == (2, APPLICATION_ID)

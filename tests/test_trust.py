@@ -23,6 +23,7 @@ from kimi_files.adoption import (
     ServerClock,
     Verdict,
     could_be,
+    could_be_loosely,
     resolve,
     stored_forms,
     wire_name,
@@ -95,8 +96,25 @@ def test_could_be_needs_every_piece_of_evidence() -> None:
 def test_resolve_adopts_a_unique_candidate_only() -> None:
     old = _f("old", at=500)
     ours = _f("ours", at=1001)
-    assert resolve({0: ATTEMPT}, [old, ours])[0].adopted == ours
-    assert resolve({0: ATTEMPT}, [old, ours], claimed={"ours"})[0].adopted is None
+    # an older look-alike that was listed before the upload (claimed) is no rival
+    assert resolve({0: ATTEMPT}, [old, ours], claimed={"old"})[0].adopted == ours
+    assert resolve({0: ATTEMPT}, [old, ours], claimed={"old", "ours"})[0].adopted is None
+    # one nobody accounts for is: it might be ours under a clock that runs apart
+    verdict = resolve({0: ATTEMPT}, [old, ours])[0]
+    assert verdict.adopted is None and verdict.suspects == (old, ours)
+
+
+def test_loose_candidates_are_reported_never_adopted() -> None:
+    nfc = _f("nfc", name="re\u0301sume\u0301.txt", at=1001)  # decomposed, as macOS writes
+    attempt = Attempt("résumé.txt", 10, "file-extract", 1000)  # composed é
+    assert not could_be(nfc, attempt) and could_be_loosely(nfc, attempt)
+    verdict = resolve({0: attempt}, [nfc])[0]
+    assert verdict.adopted is None and verdict.suspects == (nfc,)
+    for stored in ["100% done.txt", " r.txt ", "R.TXT", "report.txt"]:
+        sent = {"100% done.txt": "100%25 done.txt", " r.txt ": " r.txt ", "R.TXT": "r.txt",
+                "report.txt": "report.txt"}[stored]
+        f = _f("x", name=stored, at=900)  # older than the attempt by the Date clock
+        assert could_be_loosely(f, Attempt(sent, 10, "file-extract", 1000)), stored
 
 
 def test_resolve_with_two_candidates_adopts_neither() -> None:
@@ -145,10 +163,12 @@ def test_resolve_properties(attempts: dict[int, Attempt], files: list[FileObject
             assert f.id not in claimed and could_be(f, attempts[key]) and not f.failed
             assert attempts[key].since is not None
             # no other attempt could own it, and it was the attempt's only candidate
-            assert not any(could_be(f, a) for k, a in attempts.items() if k != key)
+            assert not any(could_be_loosely(f, a) for k, a in attempts.items() if k != key)
             assert not verdict.suspects
+            assert [g for g in files if g.id not in claimed
+                    and could_be_loosely(g, attempts[key])] == [f]
         for s in verdict.suspects:
-            assert s.id not in claimed and could_be(s, attempts[key])
+            assert s.id not in claimed and could_be_loosely(s, attempts[key])
 
 
 def test_server_clock_is_a_lower_bound_from_date_headers() -> None:
@@ -320,7 +340,11 @@ def test_resume_never_adopts_a_look_alike_that_was_there_before(
     report = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
     (result,) = report.results
     assert result.status == "uploaded" and result.file_id != old.id
-    assert old.id in {f.id for f in emulator.state.listing()} and report.suspects == []
+    # never adopted, never deleted; said (it may be a copy, or someone else's), once
+    assert old.id in {f.id for f in emulator.state.listing()}
+    assert [f.id for f in report.suspects] == [old.id]
+    again = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    assert again.suspects == [] and again.results[0].status == "skipped"
 
 
 def test_two_intents_that_could_own_one_copy_adopt_nothing_and_delete_nothing(
@@ -482,3 +506,114 @@ def test_a_state_removed_mid_run_stops_the_run(emulator: Emulator, client: kf.Ki
         kf.ingest([tmp_path / "in"], client=client, state=state, concurrency=1,
                   on_result=on_result)
     assert len(emulator.state.listing()) < 6  # it stopped instead of uploading unrecorded
+
+
+# --- the hostile findings: each a test ------------------------------------------------------
+
+
+def test_a_late_copy_of_an_interrupted_attempt_is_never_adopted_for_another_file(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    """Run 3 sends f1 and is killed (the server keeps extracting); run 4 re-sends f1 and is
+    killed after beginning f2; run 3's copy of f1 lands; run 5 must not take it for f2."""
+    from kimi_files.state import StateStore, sha256_of
+
+    f1 = write(tmp_path / "data" / "f1" / "report.txt", "report number 0001\n")
+    f2 = write(tmp_path / "data" / "f2" / "report.txt", "report number 0002\n")
+    client.list()
+    now = client.clock.now()
+    assert now is not None
+
+    def meta(p: Path) -> dict[str, Any]:
+        return {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns, "sha256": "",
+                "filename": "report.txt"}
+
+    with StateStore(tmp_path / "s.db") as store:
+        store.begin(f1, **meta(f1), server_time=now - 20)  # run 3, killed in flight
+        second = store.begin(f1, **meta(f1), server_time=now - 10)  # run 4 sends f1 again
+        with f1.open("rb") as fh:
+            y = client.create(fh, filename="report.txt", content_type="text/plain")
+        store.done(f1, **{**meta(f1), "sha256": sha256_of(f1)}, file_id=y.id, settles=second)
+        store.begin(f2, **meta(f2), server_time=now - 5)  # run 4 begins f2, killed
+    with f1.open("rb") as fh:  # run 3's request lands late
+        late = client.create(fh, filename="report.txt", content_type="text/plain")
+    report = kf.ingest([tmp_path / "data"], client=client, state=tmp_path / "s.db")
+    by_path = {Path(r.path).parent.name: r for r in report.results}
+    assert by_path["f1"].file_id == y.id
+    assert by_path["f2"].status == "uploaded" and by_path["f2"].file_id != late.id
+    assert client.content(by_path["f2"].file_id).text == "report number 0002\n"
+    assert [f.id for f in report.suspects] == [late.id]
+
+
+def test_two_uploads_of_look_alikes_on_one_client_never_take_each_others_copy(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    a = write(tmp_path / "A" / "report.txt", "report of folder A\n")
+    b = write(tmp_path / "B" / "report.txt", "report of folder B\n")
+    emulator.fail_next("drop")  # A's first attempt is lost before the server stores it
+    other: list[kf.UploadedFile] = []
+    started: list[bool] = []
+    original = client.create
+
+    def create(*args: Any, **kwargs: Any) -> FileObject:
+        try:
+            return original(*args, **kwargs)
+        finally:
+            if not started:  # meanwhile B, on the same client, is stored
+                started.append(True)
+                other.append(client.upload(b))
+
+    monkeypatch.setattr(client, "create", create)
+    up_a = client.upload(a)
+    assert up_a.id != other[0].id and not up_a.adopted
+    assert client.content(up_a.id).text == "report of folder A\n"
+
+
+def test_names_a_server_may_store_alike_go_one_after_the_other() -> None:
+    from kimi_files.planner import _groups
+    from kimi_files.preflight import LocalFile
+    from kimi_files.scan import Item
+
+    def item(name: str, size: int = 15) -> Item:
+        return Item(LocalFile(Path("/x") / name, name, size, 0, "text/plain"), name)
+
+    one, two, other, bigger = item("a\\b.txt"), item("a\\\\b.txt"), item("c.txt"), item("a\\b.txt", 16)
+    groups = _groups([one, other, two, bigger], "file-extract")
+    assert groups == ((one, two), (other,), (bigger,))
+
+
+def test_a_same_size_rewrite_after_hashing_with_the_mtime_put_back_is_caught(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import kimi_files.batch as batch
+
+    a = write(tmp_path / "in" / "a.txt", "first document\n")
+    b = write(tmp_path / "in" / "b.txt", "second document")  # same size: hashed up front
+    real = batch.hash_where_needed
+
+    def then_rewrite(*args: Any) -> Any:
+        result = real(*args)
+        st = b.stat()
+        b.write_bytes(b"EVIL! document\n")
+        os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))  # as cp -p or rsync -a would
+        return result
+
+    monkeypatch.setattr(batch, "hash_where_needed", then_rewrite)
+    report = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    by_name = {Path(r.path).name: r for r in report.results}
+    assert by_name["a.txt"].status == "uploaded"
+    assert by_name["b.txt"].status == "failed"
+    assert "changed while it was sent (or since it was hashed)" in str(by_name["b.txt"].error)
+    assert emulator.filenames() == ["a.txt"]  # b's copy was ours, and was removed
+    assert a.exists()
+
+
+def test_the_server_clock_trusts_its_own_stored_times_over_a_date_that_runs_ahead() -> None:
+    now = [0.0]
+    clock = ServerClock(monotonic=lambda: now[0])
+    clock.observe(2_000_000_000)  # a Date header a year ahead
+    clock.observe_stored(1_968_000_000)  # what the storage clock said for our own upload
+    assert clock.now() == 1_968_000_000
+    now[0] = 5.5
+    assert clock.now() == 1_968_000_005
