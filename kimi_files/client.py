@@ -243,6 +243,11 @@ class KimiFiles(_ClientBase):
     # --- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Close the connection pool (one passed in as ``http_client`` is left open).
+
+        Raises:
+            Nothing.
+        """
         if self._owns_http:
             self._http.close()
 
@@ -260,7 +265,12 @@ class KimiFiles(_ClientBase):
     # --- transport ------------------------------------------------------------------------
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request (no retry), paced; any failure raises a :class:`KimiError`."""
+        """One request (no retry), paced.
+
+        Raises:
+            APIStatusError: the service answered with an error (the class says which).
+            APIConnectionError: no complete answer (time-out, refused, dropped).
+        """
         url = self._url(path)
         with self.pacer.slot():
             with self._translate(method, url):
@@ -268,60 +278,110 @@ class KimiFiles(_ClientBase):
             return self._check(method, url, path, response)
 
     def run(self, steps: Steps[T], stop: threading.Event | None = None) -> T:
-        """Perform ``steps`` (see :mod:`kimi_files._steps`) with this client."""
+        """Perform ``steps`` (see :mod:`kimi_files._steps`) with this client.
+
+        Raises:
+            KimiError: whatever the steps raise.
+        """
         return run_sync(steps, self, stop)
 
     # --- endpoints -------------------------------------------------------------------------
 
     def list(self) -> FileList:
-        """All files of the account."""
+        """All files of the account.
+
+        Raises:
+            APIStatusError: the service refused it (AuthenticationError for a bad key), or kept
+                failing until the retries ran out.
+            APIConnectionError: the service could not be reached (after the retries).
+        """
         return self.run(list_steps(self.retry_policy))
 
     def retrieve(self, file_id: str) -> FileObject:
-        """One file's object."""
+        """One file's object.
+
+        Raises:
+            APIStatusError: the service refused it (NotFoundError for an unknown id), or kept
+                failing until the retries ran out.
+            APIConnectionError: the service could not be reached (after the retries).
+        """
         return self.run(retrieve_steps(self.retry_policy, file_id))
 
     def delete(self, file_id: str) -> FileDeleted:
-        """Delete a file (a lost answer to an earlier attempt that did delete it is fine)."""
+        """Delete a file (a lost answer to an earlier attempt that did delete it is fine).
+
+        Raises:
+            APIStatusError: the service refused it (NotFoundError for an unknown id), or kept
+                failing until the retries ran out.
+            APIConnectionError: the service could not be reached (after the retries).
+        """
         return self.run(delete_file_steps(self.retry_policy, file_id))
 
     def content(self, file_id: str) -> FileContent:
-        """The extracted text of an uploaded file (and the platform's JSON document)."""
+        """The extracted text of an uploaded file (and the platform's JSON document).
+
+        Raises:
+            APIStatusError: the service refused it (NotFoundError for an unknown id), or kept
+                failing until the retries ran out.
+            APIConnectionError: the service could not be reached (after the retries).
+        """
         return self.run(content_steps(self.retry_policy, file_id))
 
     def create(self, file: IO[bytes] | FileBody, *, filename: str, purpose: str = DEFAULT_PURPOSE,
                content_type: str = "application/octet-stream") -> FileObject:
         """One upload request, streamed from ``file`` (a binary file object, read in chunks).
 
-        No preflight and no retry: see :meth:`upload` for those."""
+        No preflight and no retry: see :meth:`upload` for those.
+
+        Raises:
+            APIStatusError: the service refused it.
+            APIConnectionError: no complete answer (the file may be stored all the same).
+        """
         return self.run(create_steps(file, filename, purpose, content_type))
 
     # --- the uploader ----------------------------------------------------------------------
 
     def upload(self, path: str | os.PathLike[str], **options: Unpack[UploadKwargs]) -> UploadedFile:
         """Preflight, free quota if asked, stream with progress, retry safely: see
-        :func:`kimi_files.upload`."""
+        :func:`kimi_files.upload`.
+
+        Raises:
+            KimiError: as :func:`kimi_files.upload`.
+        """
         from .uploader import upload_steps
 
         return self.run(upload_steps(self, path, UploadOptions.of(options)))
 
     def preflight(self, path: str | os.PathLike[str], **options: Unpack[UploadKwargs]) -> Preflight:
         """Every check :meth:`upload` makes, and its room plan, without sending the file or
-        deleting anything (one list call). Raises the error the upload would raise."""
+        deleting anything (one list call).
+
+        Raises:
+            PreflightError: the error the upload would raise for this file.
+            APIStatusError: the account could not be listed.
+        """
         from .uploader import preflight_steps
 
         return self.run(preflight_steps(self, path, UploadOptions.of(options)))
 
     def extract(self, path: str | os.PathLike[str] | None = None, *, file_id: str | None = None,
                 **options: Unpack[UploadKwargs]) -> str:
-        """The extracted text of a local file (uploading it first) or of ``file_id``."""
+        """The extracted text of a local file (uploading it first) or of ``file_id``.
+
+        Raises:
+            KimiError: as :func:`kimi_files.extract`.
+        """
         from .uploader import extract_steps
 
         return self.run(extract_steps(self, path, file_id, UploadOptions.of(options)))
 
     def ingest(self, paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
                **options: Unpack[IngestKwargs]) -> BatchReport:
-        """A planned, paced, resumable batch with this client: see :func:`kimi_files.ingest`."""
+        """A planned, paced, resumable batch with this client: see :func:`kimi_files.ingest`.
+
+        Raises:
+            KimiError: as :func:`kimi_files.ingest`.
+        """
         from .batch import ingest
 
         return ingest(paths, client=self, **options)
@@ -359,6 +419,11 @@ class AsyncKimiFiles(_ClientBase):
     # --- lifecycle ------------------------------------------------------------------------
 
     async def aclose(self) -> None:
+        """Close the connection pool (one passed in as ``http_client`` is left open).
+
+        Raises:
+            Nothing.
+        """
         if self._owns_http:
             await self._http.aclose()
 
@@ -376,7 +441,12 @@ class AsyncKimiFiles(_ClientBase):
     # --- transport ------------------------------------------------------------------------
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request (no retry), paced; any failure raises a :class:`KimiError`."""
+        """One request (no retry), paced.
+
+        Raises:
+            APIStatusError: the service answered with an error (the class says which).
+            APIConnectionError: no complete answer (time-out, refused, dropped).
+        """
         url = self._url(path)
         async with self.pacer.aslot():
             with self._translate(method, url):
@@ -385,59 +455,108 @@ class AsyncKimiFiles(_ClientBase):
             return self._check(method, url, path, response)
 
     async def run(self, steps: Steps[T], stop: threading.Event | None = None) -> T:
-        """Perform ``steps`` (see :mod:`kimi_files._steps`) with this client."""
+        """Perform ``steps`` (see :mod:`kimi_files._steps`) with this client.
+
+        Raises:
+            KimiError: whatever the steps raise.
+        """
         return await run_async(steps, self, stop)
 
     # --- endpoints -------------------------------------------------------------------------
 
     async def list(self) -> FileList:
-        """All files of the account."""
+        """All files of the account.
+
+        Raises:
+            APIStatusError: the service refused it (AuthenticationError for a bad key), or kept
+                failing until the retries ran out.
+            APIConnectionError: the service could not be reached (after the retries).
+        """
         return await self.run(list_steps(self.retry_policy))
 
     async def retrieve(self, file_id: str) -> FileObject:
-        """One file's object."""
+        """One file's object.
+
+        Raises:
+            APIStatusError: the service refused it (NotFoundError for an unknown id), or kept
+                failing until the retries ran out.
+            APIConnectionError: the service could not be reached (after the retries).
+        """
         return await self.run(retrieve_steps(self.retry_policy, file_id))
 
     async def delete(self, file_id: str) -> FileDeleted:
-        """Delete a file (a lost answer to an earlier attempt that did delete it is fine)."""
+        """Delete a file (a lost answer to an earlier attempt that did delete it is fine).
+
+        Raises:
+            APIStatusError: the service refused it (NotFoundError for an unknown id), or kept
+                failing until the retries ran out.
+            APIConnectionError: the service could not be reached (after the retries).
+        """
         return await self.run(delete_file_steps(self.retry_policy, file_id))
 
     async def content(self, file_id: str) -> FileContent:
-        """The extracted text of an uploaded file (and the platform's JSON document)."""
+        """The extracted text of an uploaded file (and the platform's JSON document).
+
+        Raises:
+            APIStatusError: the service refused it (NotFoundError for an unknown id), or kept
+                failing until the retries ran out.
+            APIConnectionError: the service could not be reached (after the retries).
+        """
         return await self.run(content_steps(self.retry_policy, file_id))
 
     async def create(self, file: IO[bytes] | FileBody, *, filename: str,
                      purpose: str = DEFAULT_PURPOSE,
                      content_type: str = "application/octet-stream") -> FileObject:
-        """One upload request, streamed from ``file``; no preflight, no retry."""
+        """One upload request, streamed from ``file``; no preflight, no retry.
+
+        Raises:
+            APIStatusError: the service refused it.
+            APIConnectionError: no complete answer (the file may be stored all the same).
+        """
         return await self.run(create_steps(file, filename, purpose, content_type))
 
     # --- the uploader ----------------------------------------------------------------------
 
     async def upload(self, path: str | os.PathLike[str],
                      **options: Unpack[UploadKwargs]) -> UploadedFile:
-        """:meth:`KimiFiles.upload`, awaited."""
+        """:meth:`KimiFiles.upload`, awaited.
+
+        Raises:
+            KimiError: as :meth:`KimiFiles.upload`.
+        """
         from .uploader import upload_steps
 
         return await self.run(upload_steps(self, path, UploadOptions.of(options)))
 
     async def preflight(self, path: str | os.PathLike[str],
                         **options: Unpack[UploadKwargs]) -> Preflight:
-        """:meth:`KimiFiles.preflight`, awaited."""
+        """:meth:`KimiFiles.preflight`, awaited.
+
+        Raises:
+            KimiError: as :meth:`KimiFiles.preflight`.
+        """
         from .uploader import preflight_steps
 
         return await self.run(preflight_steps(self, path, UploadOptions.of(options)))
 
     async def extract(self, path: str | os.PathLike[str] | None = None, *,
                       file_id: str | None = None, **options: Unpack[UploadKwargs]) -> str:
-        """:meth:`KimiFiles.extract`, awaited."""
+        """:meth:`KimiFiles.extract`, awaited.
+
+        Raises:
+            KimiError: as :meth:`KimiFiles.extract`.
+        """
         from .uploader import extract_steps
 
         return await self.run(extract_steps(self, path, file_id, UploadOptions.of(options)))
 
     async def ingest(self, paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
                      **options: Unpack[IngestKwargs]) -> BatchReport:
-        """:meth:`KimiFiles.ingest`, awaited: uploads run as tasks, not threads."""
+        """:meth:`KimiFiles.ingest`, awaited: uploads run as tasks, not threads.
+
+        Raises:
+            KimiError: as :func:`kimi_files.ingest`.
+        """
         from .batch import aingest
 
         return await aingest(paths, client=self, **options)

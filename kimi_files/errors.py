@@ -675,7 +675,11 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta seconds or an HTTP date); None if absent/bad."""
+    """Seconds from a Retry-After header (delta seconds or an HTTP date); None if absent/bad.
+
+    Raises:
+        Nothing.
+    """
     if not value:
         return None
     value = value.strip()
@@ -745,6 +749,9 @@ def error_from_response(
     ``secret`` is the API key the request carried: a server that echoes it in its message
     has it replaced by ``sk-***`` (as is any ``sk-...`` token) in ``message`` and ``body``. It
     is not kept; a 401 only notes whether it looked like a Kimi Code key.
+
+    Raises:
+        Nothing: any body, however malformed, gives an error object.
     """
     try:
         parsed, etype, message = _decode_error_body(body)
