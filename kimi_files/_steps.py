@@ -22,11 +22,17 @@ import concurrent.futures as cf
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import retry as _retry
 
-__all__ = ["Action", "Blocking", "Call", "Parallel", "Request", "Steps", "Wait", "run_async",
+if TYPE_CHECKING:
+    from .adoption import AttemptRegistry, ServerClock
+    from .config import Limits, RetryPolicy
+    from .pacing import Pacer
+
+__all__ = ["Action", "Blocking", "Call", "ClientLike", "Parallel", "Request", "Steps", "Wait", "run_async",
            "run_sync"]
 
 T = TypeVar("T")
@@ -85,6 +91,19 @@ class Parallel:
 
 Action = Request | Call | Wait | Blocking | Parallel
 Steps = Generator[Action, Any, T]
+
+
+class ClientLike(Protocol):
+    """What steps read from the client that runs them (either kind): plain data, no I/O."""
+
+    base_url: str
+    limits: Limits
+    retry_policy: RetryPolicy
+    pacer: Pacer
+    clock: ServerClock
+    attempts: AttemptRegistry
+
+    def state_path(self) -> Path: ...
 
 
 def run_sync(steps: Steps[T], client: Any, stop: threading.Event | None = None) -> T:

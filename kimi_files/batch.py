@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from ._steps import Blocking, Call, Parallel, Steps
+from ._steps import Blocking, Call, ClientLike, Parallel, Steps
 from .adoption import Attempt, resolve
 from .errors import ConfigurationError, KimiError, LocalFileError, StateError, UploadCancelledError
 from .models import FileList, FileObject
@@ -47,7 +47,7 @@ from .uploader import Claims, free_room_steps, send_steps
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from .client import AsyncKimiFiles, ClientLike, KimiFiles
+    from .client import AsyncKimiFiles, KimiFiles
 
 __all__ = ["STATUSES", "BatchOptions", "BatchReport", "FileResult", "IngestKwargs", "Status",
            "aingest", "batch_steps", "collect", "ingest", "matches_filters"]

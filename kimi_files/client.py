@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from .pacing import Pacer
     from .uploader import FileBody, Preflight
 
-__all__ = ["DEFAULT_TIMEOUT", "AsyncKimiFiles", "ClientLike", "KimiFiles"]
+__all__ = ["DEFAULT_TIMEOUT", "AsyncKimiFiles", "KimiFiles"]
 
 log = logging.getLogger("kimi_files")
 T = TypeVar("T")
@@ -560,9 +560,6 @@ class AsyncKimiFiles(_ClientBase):
         from .batch import aingest
 
         return await aingest(paths, client=self, **options)
-
-
-ClientLike = KimiFiles | AsyncKimiFiles
 
 
 # --- the endpoints' steps, shared by both clients ---------------------------------------------------

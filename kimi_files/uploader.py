@@ -28,10 +28,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from . import retry as _retry
-from ._steps import Blocking, Call, Steps, Wait
+from ._steps import Blocking, Call, ClientLike, Steps, Wait
 from .adoption import Attempt, Verdict, resolve
 from .config import RetryPolicy
 from .errors import (
@@ -50,9 +50,6 @@ from .options import UploadOptions
 from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
 from .quota import RoomPlan, plan_room
-
-if TYPE_CHECKING:
-    from .client import ClientLike
 
 __all__ = ["Claims", "FileBody", "Preflight", "Sent", "delete_steps", "extract_steps",
            "free_room_steps", "preflight_steps", "send_steps", "upload_steps"]
