@@ -22,7 +22,6 @@ and lets uploads in flight finish.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import threading
@@ -42,7 +41,7 @@ from .progress import ProgressBar, short_label
 from .report import STATUSES, BatchReport, FileResult, Status
 from .scan import Item, check_files, collect, hash_where_needed, matches_filters
 from .state import OpenAttempt, Record, StateStore, sha256_of
-from .uploader import Claims, free_room_steps, send_steps
+from .uploader import Claims, PieceDigest, free_room_steps, send_steps
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -472,12 +471,14 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
     bar = ProgressBar(total=local.size, desc=short_label(local.filename),
                       enabled=run.options.progress, position=position, leave=False)
     sent_bytes = [0]
-    digest = [hashlib.sha256()]
+    # the hash goes into the state's record: hashed as sent when not taken before, and only
+    # then (no state: no hash at all); beside the sending, see PieceDigest
+    digest = PieceDigest() if store is not None and item.sha256 is None else None
 
     def on_read(chunk: bytes) -> None:
         sent_bytes[0] += len(chunk)
-        if item.sha256 is None:
-            digest[0].update(chunk)
+        if digest is not None:
+            digest.update(chunk)
         bar.advance(len(chunk))
         overall.advance(len(chunk))
 
@@ -485,7 +486,8 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         bar.rewind(f"retry {attempt}")
         overall.back(sent_bytes[0])
         sent_bytes[0] = 0
-        digest[0] = hashlib.sha256()
+        if digest is not None:
+            digest.reset()
 
     attempt: list[int] = []
 
@@ -506,10 +508,10 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             on_read=on_read, on_rewind=on_rewind,
             on_begin=on_begin if store is not None else None, stop=run.stop,
             ghosts=run.ghosts, sha256=item.sha256)
-        if item.sha256 is None:
+        if digest is not None:
             # hashed as it was sent; if the last attempt was cut short, read it again
-            item.sha256 = (digest[0].hexdigest() if sent_bytes[0] == local.size
-                           else (yield Blocking(sha256_of, (local.path,))))
+            item.sha256 = (yield Blocking(digest.hexdigest) if sent_bytes[0] == local.size
+                           else Blocking(sha256_of, (local.path,)))
         if store is not None:
             yield run.done(item, sent.file.id,
                            settles=attempt[0] if attempt and sent.settled else None)
@@ -534,5 +536,7 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         log.error("%s: unexpected %s", item.shown, type(exc).__name__, exc_info=True)
         failed(KimiError(f"{item.shown}: unexpected error {type(exc).__name__}: {exc}"))
     finally:
+        if digest is not None:
+            digest.close()
         bar.close()
         run.release(position)

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -147,9 +147,12 @@ class _ClientBase:
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         # built per request so the key lives only in its _Secret holder
-        return {"Authorization": f"Bearer {self._key.get()}", "User-Agent": self._user_agent}
+        headers = {"Authorization": f"Bearer {self._key.get()}", "User-Agent": self._user_agent}
+        if extra:
+            headers.update(extra)
+        return headers
 
     @contextlib.contextmanager
     def _translate(self, method: str, url: str) -> Iterator[None]:
@@ -274,7 +277,8 @@ class KimiFiles(_ClientBase):
         url = self._url(path)
         with self.pacer.slot():
             with self._translate(method, url):
-                response = self._http.request(method, url, headers=self._headers(), **kwargs)
+                response = self._http.request(method, url, headers=self._headers(
+                    kwargs.pop("headers", None)), **kwargs)
             return self._check(method, url, path, response)
 
     def run(self, steps: Steps[T], stop: threading.Event | None = None) -> T:
@@ -448,10 +452,13 @@ class AsyncKimiFiles(_ClientBase):
             APIConnectionError: no complete answer (time-out, refused, dropped).
         """
         url = self._url(path)
+        content = kwargs.get("content")
+        if isinstance(content, Iterable) and isinstance(content, AsyncIterable):
+            kwargs["content"] = content.__aiter__()  # read the async way (off the event loop)
         async with self.pacer.aslot():
             with self._translate(method, url):
-                response = await self._http.request(method, url, headers=self._headers(),
-                                                    **kwargs)
+                response = await self._http.request(method, url, headers=self._headers(
+                    kwargs.pop("headers", None)), **kwargs)
             return self._check(method, url, path, response)
 
     async def run(self, steps: Steps[T], stop: threading.Event | None = None) -> T:
@@ -616,8 +623,13 @@ def content_steps(policy: RetryPolicy, file_id: str) -> Steps[FileContent]:
 
 def create_steps(file: IO[bytes] | FileBody, filename: str, purpose: str,
                  content_type: str) -> Steps[FileObject]:
-    response = yield Request("POST", "files", {
-        "data": {"purpose": purpose}, "files": {"file": (filename, file, content_type)}})
+    multipart = getattr(file, "multipart", None)
+    if multipart is not None:  # a FileBody: the framing built once, the file in large pieces
+        body = multipart(filename=filename, purpose=purpose, content_type=content_type)
+        response = yield Request("POST", "files", {"content": body, "headers": body.headers})
+    else:
+        response = yield Request("POST", "files", {
+            "data": {"purpose": purpose}, "files": {"file": (filename, file, content_type)}})
     return FileObject.from_dict(_json(response))
 
 

@@ -24,9 +24,10 @@ import functools
 import hashlib
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -51,8 +52,9 @@ from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
 from .quota import RoomPlan, plan_room
 
-__all__ = ["Claims", "FileBody", "Preflight", "Sent", "delete_steps", "extract_steps",
-           "free_room_steps", "preflight_steps", "send_steps", "upload_steps"]
+__all__ = ["PIECE_BYTES", "Claims", "FileBody", "MultipartBody", "PieceDigest", "Preflight", "Sent",
+           "delete_steps", "extract_steps", "free_room_steps", "preflight_steps", "send_steps",
+           "upload_steps"]
 
 #: Pauses between the listings that look for the copy of an attempt whose answer was lost in
 #: transit (a time-out, a dropped connection, a gateway error): the server may still be
@@ -92,11 +94,18 @@ class Claims:
 # --- the streamed body ------------------------------------------------------------------------
 
 
-class FileBody:
-    """A read-only view of an open file of a known size, for httpx to stream.
+#: The file goes out in pieces of this size: one trip through httpx, httpcore and h11 per
+#: MiB instead of per 64 KiB, and at most a few MiB in memory per upload.
+PIECE_BYTES = 1024 * 1024
 
-    httpx reads it in 64 KiB chunks and seeks to 0 before each send (the rewind before every
-    attempt). ``on_read`` sees every chunk sent (progress, hashing), ``on_rewind`` each
+
+class FileBody:
+    """A read-only view of an open file of a known size, for an upload to stream.
+
+    The client sends it as a :class:`MultipartBody`, which reads it in :data:`PIECE_BYTES`
+    pieces from its start on every attempt (the rewind before every attempt); as a plain file
+    object (``read``/``seek``), httpx reads 64 KiB chunks and seeks to 0 before each send.
+    ``on_read`` sees every chunk sent (progress, hashing), ``on_rewind`` each
     rewind. Reads stop at ``size``: a file that shrinks or grows during the upload raises
     :class:`LocalFileError` instead of sending something else than was checked.
     """
@@ -150,6 +159,72 @@ class FileBody:
 
     def tell(self) -> int:
         return self._pos
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def pieces(self, size: int = PIECE_BYTES) -> Iterator[bytes]:
+        """Rewind, then the file in pieces of ``size`` bytes (the last one shorter), each read
+        and checked as :meth:`read` does (``on_read`` sees each; a file that grew or shrank
+        raises). Every iteration re-reads the file from its start."""
+        self.seek(0)
+        while chunk := self.read(size):
+            yield chunk
+
+    def multipart(self, *, filename: str, purpose: str, content_type: str) -> MultipartBody:
+        """The whole upload request body for this file: see :class:`MultipartBody`."""
+        return MultipartBody(self, filename=filename, purpose=purpose, content_type=content_type)
+
+
+#: How a multipart form parameter's value is escaped, as httpx (and HTML5) does it.
+_FORM_ESCAPES = {ord('"'): "%22", ord("\\"): "\\\\",
+                 **{c: f"%{c:02X}" for c in range(0x20) if c != 0x1B}}
+
+
+class MultipartBody:
+    """The upload's ``multipart/form-data`` body, framed as httpx frames it (the ``purpose``
+    field, then the file part), with the framing built once.
+
+    An iterable of bytes (httpx sends each item as it comes): each iteration rewinds the file
+    (:meth:`FileBody.pieces`) and yields the framing's head, the file in
+    :data:`PIECE_BYTES` pieces and the tail; a file of one piece goes out as one buffer.
+    ``headers`` hold the Content-Type (with the boundary) and the exact Content-Length. The
+    async iteration reads each piece in a thread, off the event loop."""
+
+    def __init__(self, body: FileBody, *, filename: str, purpose: str,
+                 content_type: str) -> None:
+        boundary = os.urandom(16).hex()
+        self._body = body
+        self._head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'
+            f"{purpose}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f'filename="{filename.translate(_FORM_ESCAPES)}"\r\nContent-Type: {content_type}'
+            "\r\n\r\n").encode()
+        self._tail = f"\r\n--{boundary}--\r\n".encode()
+        self.headers = {
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Length": str(len(self._head) + body.size + len(self._tail)),
+        }
+
+    def __iter__(self) -> Iterator[bytes]:
+        pieces = self._body.pieces()
+        first = next(pieces, b"")
+        if len(first) == self._body.size:
+            next(pieces, None)  # one piece: its end is checked (the file did not grow)
+            yield self._head + first + self._tail
+            return
+        yield self._head
+        yield first
+        yield from pieces
+        yield self._tail
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        import asyncio
+
+        pieces = iter(self)
+        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            yield piece
 
 
 # --- preflight (public on its own) ------------------------------------------------------------
@@ -382,9 +457,60 @@ def send_steps(
             if not lost.maybe_stored:
                 lost.registry.settle(lost.token)
             raise
+        finally:
+            check.close()
         if sent.settled:
             lost.registry.settle(lost.token)
         return sent
+
+
+class PieceDigest:
+    """SHA-256 of an upload's pieces as they are sent, computed beside the sending.
+
+    A file of one piece is hashed at once; the pieces of a larger file go to a thread of
+    their own (``hashlib`` releases the GIL over large buffers, so hashing and sending
+    overlap on two cores), at most :data:`QUEUED_PIECES` waiting. :meth:`reset` starts over
+    (a rewind), :meth:`hexdigest` waits for the pieces given so far, :meth:`close` ends the
+    thread (always call it)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def update(self, piece: bytes) -> None:
+        if self._queue is None:
+            if len(piece) < PIECE_BYTES:
+                self._hash.update(piece)
+                return
+            self._queue = queue.Queue(QUEUED_PIECES)
+            self._thread = threading.Thread(target=self._work, args=(self._hash, self._queue),
+                                            name="kimi-hash", daemon=True)
+            self._thread.start()
+        self._queue.put(piece)
+
+    @staticmethod
+    def _work(digest: Any, pieces: queue.Queue[bytes | None]) -> None:
+        while (piece := pieces.get()) is not None:
+            digest.update(piece)
+
+    def close(self) -> None:
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        self._queue = self._thread = None
+
+    def reset(self) -> None:
+        self.close()
+        self._hash = hashlib.sha256()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+
+#: Pieces waiting for :class:`PieceDigest`'s thread at most (memory: this many MiB).
+QUEUED_PIECES = 4
 
 
 class _Recheck:
@@ -392,15 +518,15 @@ class _Recheck:
 
     def __init__(self, expected: str | None) -> None:
         self.expected = expected
-        self.digest = hashlib.sha256() if expected else None
+        self.digest = PieceDigest() if expected else None
 
     def reader(self, on_read: Callable[[bytes], None] | None) -> Callable[[bytes], None] | None:
-        if self.digest is None:
+        digest = self.digest
+        if digest is None:
             return on_read
 
         def read(chunk: bytes) -> None:
-            assert self.digest is not None
-            self.digest.update(chunk)
+            digest.update(chunk)
             if on_read is not None:
                 on_read(chunk)
 
@@ -410,7 +536,7 @@ class _Recheck:
                  lost: _Reconciler) -> Callable[[], None]:
         def rewound() -> None:
             if self.digest is not None:
-                self.digest = hashlib.sha256()
+                self.digest.reset()
             if on_rewind is not None:
                 on_rewind(lost.attempts)
 
@@ -418,6 +544,10 @@ class _Recheck:
 
     def differs(self) -> bool:
         return self.digest is not None and self.digest.hexdigest() != self.expected
+
+    def close(self) -> None:
+        if self.digest is not None:
+            self.digest.close()
 
 
 def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes],
@@ -458,7 +588,8 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
         else:
             lost.claim(obj.id)
             client.clock.observe_stored(obj.created_at)
-            if _file_stat(fh) != before or _path_changed(local, before) or check.differs():
+            if (_file_stat(fh) != before or _path_changed(local, before)
+                    or (check.digest is not None and (yield Blocking(check.differs)))):
                 # ours (its id came in our answer), and not what was checked: remove it
                 yield from delete_steps(obj.id)
                 raise LocalFileError(

@@ -284,7 +284,8 @@ def test_a_same_size_rewrite_during_the_upload_fails_and_removes_our_copy(
     from kimi_files.preflight import inspect_file
     from kimi_files.uploader import Claims, send_steps
 
-    p = write(tmp_path / "live.txt", b"A" * 200_000)
+    text = b"".join(b"line %07d of the first version\n" % i for i in range(80_000))
+    p = write(tmp_path / "live.txt", text)  # more than one piece: rewritten mid-send
     local = inspect_file(p, purpose="file-extract", limits=client.limits)
     rewritten = []
 
@@ -292,7 +293,7 @@ def test_a_same_size_rewrite_during_the_upload_fails_and_removes_our_copy(
         if not rewritten:
             rewritten.append(True)
             with open(p, "r+b") as fh:
-                fh.write(b"B" * 200_000)
+                fh.write(text.replace(b"first", b"other"))
 
     with pytest.raises(kf.LocalFileError, match=r"changed while it was sent.*was deleted"):
         client.run(send_steps(client, local, purpose="file-extract", claims=Claims(),
