@@ -331,6 +331,40 @@ def test_a_file_object_without_an_id_is_malformed() -> None:
     assert kf.FileObject.from_dict({"id": "cl1"}).id == "cl1"
 
 
+@pytest.mark.parametrize("size", [-1, -10**12, 1.5, True, None, "12x", "-3", 10**30, [3]])
+def test_a_file_object_whose_size_is_no_size_is_malformed(size: object) -> None:
+    with pytest.raises(kf.MalformedResponseError, match=(
+            r"the server answered with a file object \('cl1'\) whose size is not a whole number "
+            r"of bytes from 0 to 2\*\*53 \(bytes=")) as info:
+        kf.FileObject.from_dict({"id": "cl1", "bytes": size})
+    assert info.value.status_code == 200
+
+
+@pytest.mark.parametrize(("size", "expected"), [(0, 0), (12, 12), ("12", 12), (12.0, 12),
+                                                (2**53, 2**53)])
+def test_a_file_object_size_in_any_whole_form_is_taken(size: object, expected: int) -> None:
+    assert kf.FileObject.from_dict({"id": "cl1", "bytes": size}).bytes == expected
+
+
+def test_a_listing_with_a_negative_size_is_retried_then_fails_clearly(
+        no_wait: list[float]) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, json={"object": "list", "data": [
+            {"id": "ok", "bytes": 10, "filename": "a.txt"},
+            {"id": "evil", "bytes": -10**12, "filename": "b.txt"}]})
+
+    with kf.KimiFiles(api_key=API_KEY, base_url="http://127.0.0.1:9/v1", max_retries=2,
+                      http_client=httpx.Client(transport=httpx.MockTransport(handler))) as c, \
+            pytest.raises(kf.MalformedResponseError, match=(
+                r"file object \('evil'\) whose size is not a whole number of bytes .*"
+                r"\(bytes=-1000000000000\)")):
+        c.list()
+    assert len(calls) == 3  # retried like any garbled answer, then given up
+
+
 def test_content_as_a_system_message_like_the_docs(emulator: Emulator, client: kf.KimiFiles,
                                                    tmp_path: Path) -> None:
     p = tmp_path / "季度报告.txt"
