@@ -313,6 +313,15 @@ def test_server_waits_are_jittered_and_long_waits_are_said(
                         r"rate_limit_reached_error\); giving up after 9\d\ds more", warnings[0])
 
 
+def test_a_server_that_keeps_saying_after_0_seconds_is_not_hammered(
+        emulator: Emulator, client: kf.KimiFiles, no_wait: list[float]) -> None:
+    emulator.fail_next("org_rate_limit", endpoint="list", after=0, times=5)
+    client.list()
+    assert len(no_wait) == 5
+    # the growing backoff (1, 2, 4, 8, 16 s plus jitter), not five retries at once
+    assert [int(w) for w in no_wait] == [1, 2, 4, 8, 16]
+
+
 # --- strict parsing -----------------------------------------------------------------------------
 
 def test_a_list_without_data_is_never_an_empty_account() -> None:
