@@ -318,10 +318,43 @@ def _stdout_to_devnull() -> None:
         os.close(devnull)
 
 
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP outside an upload: raised where the command is, like Ctrl-C's
+    KeyboardInterrupt, so it ends through its own clean-up (a half-written file removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """For the length of a command, SIGTERM and SIGHUP raise :class:`_Signalled` in the main
+    thread (an upload's own handling, :class:`_Stops`, takes over while it runs)."""
+    saved: list[tuple[int, Any]] = []
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Signalled(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                saved.append((signum, signal.signal(signum, handler)))
+    try:
+        yield
+    finally:
+        for signum, previous in reversed(saved):
+            signal.signal(signum, previous)
+
+
 def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
     try:
-        with _logging_to_stderr(args.verbose):
+        with _signals_raise(), _logging_to_stderr(args.verbose):
             return func(args)
+    except _Signalled as exc:
+        _say(f"{prog}: {_Stops.describe(exc.signum)}")
+        return 128 + exc.signum
     except (ConfigurationError, _Usage) as exc:
         _say(f"{prog}: error: {exc}")
         return EXIT_USAGE
