@@ -189,7 +189,10 @@ class _ClientBase:
         if response.is_success:
             return response
         if response.is_redirect:
-            location = response.headers.get("location", "?")
+            from .errors import redact
+
+            # a server may put anything in the Location, the key included (it saw it)
+            location = redact(response.headers.get("location", "?"), self._key.get())
             raise APIStatusError(
                 f"{method} {url} was redirected to {location}; kimi-files follows no redirect "
                 "so the API key never goes to another host: use the final base URL directly",
@@ -632,6 +635,8 @@ def _content(response: httpx.Response) -> FileContent:
 
 
 def _json(response: httpx.Response) -> Any:
+    from .errors import redact, redact_value
+
     try:
         data = response.json()
     except ValueError:
@@ -639,12 +644,12 @@ def _json(response: httpx.Response) -> Any:
             f"{response.request.method} {response.request.url}: the server answered "
             f"{response.status_code} with a body that is not JSON",
             status_code=response.status_code,
-            body=response.text[:500],
+            body=redact(response.text[:500]),  # a body may echo the key
         ) from None
     if not isinstance(data, dict):
         raise MalformedResponseError(
             "the server answered with JSON that is not an object",
             status_code=response.status_code,
-            body=data,
+            body=redact_value(data),
         )
     return data
