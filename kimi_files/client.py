@@ -625,9 +625,12 @@ def create_steps(file: IO[bytes] | FileBody, filename: str, purpose: str,
 
 
 def _id(file_id: str) -> str:
+    """A file id as one path segment: every character that could leave it is encoded, and
+    ``.`` and ``..`` (which an HTTP client would resolve away) are encoded whole."""
     if not isinstance(file_id, str) or not file_id.strip():
         raise ConfigurationError(f"Invalid file id {file_id!r}")
-    return quote(file_id.strip(), safe="")
+    segment = quote(file_id.strip(), safe="")
+    return segment.replace(".", "%2E") if set(segment) == {"."} else segment
 
 
 def _content(response: httpx.Response) -> FileContent:

@@ -168,7 +168,8 @@ def test_output_name_is_one_safe_component() -> None:
 
 def _hostile_listing(emu: Emulator) -> dict[str, str]:
     """Files whose ids and names try to leave the output folder, overwrite each other or
-    hide; returns {id: filename} of those the emulator can serve (no '/' in the id)."""
+    hide; returns {id: filename} of those the emulator can serve (no '/' in the id; an id
+    of '..' is sent encoded, as one path segment, so it is served too)."""
     entries = {
         "../../escape": "../../../../escaped.txt",
         "/etc/passwd": "passwd",
@@ -186,7 +187,7 @@ def _hostile_listing(emu: Emulator) -> dict[str, str]:
     }
     for fid, name in entries.items():
         emu.state.files[fid] = StoredFile(fid, name, 3, 1, "file-extract")
-    return {k: v for k, v in entries.items() if "/" not in k and k != ".."}
+    return {k: v for k, v in entries.items() if "/" not in k}
 
 
 def _tree(root: Path, skip: Path) -> dict[str, bytes]:
