@@ -51,8 +51,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 if "httpx" not in sys.modules:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from .config import KNOWN_PURPOSES
-from .errors import ConfigurationError, KimiError, NoRoomError
+from .config import API_KEY_ENV, FALLBACK_API_KEY_ENV, KNOWN_PURPOSES
+from .errors import ConfigurationError, KimiError, NoRoomError, redact
 from .progress import shown
 from .quota import fmt_bytes
 
@@ -223,6 +223,41 @@ class _ShownFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         return shown(super().formatMessage(record))
 
+    def format(self, record: logging.LogRecord) -> str:
+        # the whole line, a traceback included, is redacted once more
+        return _redact(super().format(record))
+
+
+def _keys() -> list[str]:
+    """The API keys this process may send (the environment's), to keep out of any output."""
+    return [key for name in (API_KEY_ENV, FALLBACK_API_KEY_ENV)
+            if (key := os.environ.get(name, "").strip())]
+
+
+def _redact(text: str) -> str:
+    """``text`` without the API key, ``Bearer <token>`` values or ``sk-...`` tokens."""
+    keys: list[str | None] = [*_keys()] or [None]
+    for key in keys:
+        text = redact(text, key)
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites each record's message, its arguments merged, with the key, bearer tokens and
+    ``sk-...`` tokens replaced (httpx's and httpcore's records carry URLs and headers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: shown as written, arguments dropped
+            message = str(record.msg)
+        record.msg, record.args = _redact(message), None
+        return True
+
+
+#: Loggers that dump request or response headers at DEBUG: never enabled, whatever -v says.
+_HEADER_LOGGERS = ("httpcore.http11", "httpcore.http2", "httpcore.proxy", "httpcore.socks")
+
 
 @contextlib.contextmanager
 def _logging_to_stderr(verbosity: int) -> Iterator[None]:
@@ -230,10 +265,14 @@ def _logging_to_stderr(verbosity: int) -> Iterator[None]:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_ShownFormatter("kimi-files: %(levelname)s: %(message)s"))
+    handler.addFilter(_RedactingFilter())
     saved = []
-    for name in ("kimi_files", "httpx", "httpcore"):
+    for name in ("kimi_files", "httpx", "httpcore", *_HEADER_LOGGERS):
         logger = logging.getLogger(name)
         saved.append((logger, logger.handlers[:], logger.level, logger.propagate))
+        if name in _HEADER_LOGGERS:
+            logger.setLevel(logging.WARNING)
+            continue
         logger.handlers[:] = [handler]
         logger.setLevel(level if name == "kimi_files" or verbosity >= 2 else logging.WARNING)
         logger.propagate = False
@@ -279,10 +318,43 @@ def _stdout_to_devnull() -> None:
         os.close(devnull)
 
 
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP outside an upload: raised where the command is, like Ctrl-C's
+    KeyboardInterrupt, so it ends through its own clean-up (a half-written file removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """For the length of a command, SIGTERM and SIGHUP raise :class:`_Signalled` in the main
+    thread (an upload's own handling, :class:`_Stops`, takes over while it runs)."""
+    saved: list[tuple[int, Any]] = []
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Signalled(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                saved.append((signum, signal.signal(signum, handler)))
+    try:
+        yield
+    finally:
+        for signum, previous in reversed(saved):
+            signal.signal(signum, previous)
+
+
 def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
     try:
-        with _logging_to_stderr(args.verbose):
+        with _signals_raise(), _logging_to_stderr(args.verbose):
             return func(args)
+    except _Signalled as exc:
+        _say(f"{prog}: {_Stops.describe(exc.signum)}")
+        return 128 + exc.signum
     except (ConfigurationError, _Usage) as exc:
         _say(f"{prog}: error: {exc}")
         return EXIT_USAGE
@@ -316,8 +388,9 @@ def _emit_json(stream: TextIO, obj: Any) -> None:
 
 
 def _say(text: str) -> None:
-    """One line on stderr, escaped: a line break inside ``text`` is shown as ``\\n``."""
-    _emit(sys.stderr, text)
+    """One line on stderr, escaped: a line break inside ``text`` is shown as ``\\n``; never
+    the API key (see :func:`_redact`)."""
+    _emit(sys.stderr, _redact(text))
 
 
 def _reason(r: FileResult) -> str:

@@ -192,7 +192,10 @@ class _ClientBase:
         if response.is_success:
             return response
         if response.is_redirect:
-            location = response.headers.get("location", "?")
+            from .errors import redact
+
+            # a server may put anything in the Location, the key included (it saw it)
+            location = redact(response.headers.get("location", "?"), self._key.get())
             raise APIStatusError(
                 f"{method} {url} was redirected to {location}; kimi-files follows no redirect "
                 "so the API key never goes to another host: use the final base URL directly",
@@ -634,9 +637,12 @@ def create_steps(file: IO[bytes] | FileBody, filename: str, purpose: str,
 
 
 def _id(file_id: str) -> str:
+    """A file id as one path segment: every character that could leave it is encoded, and
+    ``.`` and ``..`` (which an HTTP client would resolve away) are encoded whole."""
     if not isinstance(file_id, str) or not file_id.strip():
         raise ConfigurationError(f"Invalid file id {file_id!r}")
-    return quote(file_id.strip(), safe="")
+    segment = quote(file_id.strip(), safe="")
+    return segment.replace(".", "%2E") if set(segment) == {"."} else segment
 
 
 def _content(response: httpx.Response) -> FileContent:
@@ -644,6 +650,8 @@ def _content(response: httpx.Response) -> FileContent:
 
 
 def _json(response: httpx.Response) -> Any:
+    from .errors import redact, redact_value
+
     try:
         data = response.json()
     except ValueError:
@@ -651,12 +659,12 @@ def _json(response: httpx.Response) -> Any:
             f"{response.request.method} {response.request.url}: the server answered "
             f"{response.status_code} with a body that is not JSON",
             status_code=response.status_code,
-            body=response.text[:500],
+            body=redact(response.text[:500]),  # a body may echo the key
         ) from None
     if not isinstance(data, dict):
         raise MalformedResponseError(
             "the server answered with JSON that is not an object",
             status_code=response.status_code,
-            body=data,
+            body=redact_value(data),
         )
     return data

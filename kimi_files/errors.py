@@ -82,6 +82,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import quote, quote_plus
 
 __all__ = [
     "APIConnectionError",
@@ -626,8 +627,11 @@ _AFTER = re.compile(r"(?:try again )?after\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE
 
 
 _KIMI_CODE_KEY_PREFIX = "sk-kimi-"
-# anything shaped like an API key: "sk-" and at least six more key characters
-_KEY_LIKE = re.compile(r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9][A-Za-z0-9_-]{5,}")
+# anything shaped like an API key: "sk-" and at least six more key characters (after anything
+# but a letter: "%20sk-..." in a URL is one too)
+_KEY_LIKE = re.compile(r"(?<![A-Za-z])sk-[A-Za-z0-9][A-Za-z0-9_-]{5,}")
+# a bearer credential, whatever its shape, as written in a header, a log line or a URL
+_BEARER = re.compile(r"\b(bearer)(\s+|%20|\+)[A-Za-z0-9._~+/=%-]+", re.IGNORECASE)
 REDACTED = "sk-***"
 
 
@@ -642,21 +646,30 @@ def is_kimi_code_url(base_url: str | None) -> bool:
 
 
 def redact(text: str, secret: str | None = None) -> str:
-    """``text`` with ``secret`` (8 characters or more) and every ``sk-...`` token replaced by
-    ``sk-***``."""
+    """``text`` with ``secret`` (8 characters or more; as it is, in any case and
+    percent-encoded) and every ``sk-...`` token replaced by ``sk-***``, and every
+    ``Bearer <token>`` by ``Bearer ***``. Pure."""
+    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
     if secret and len(secret) >= 8:
-        text = text.replace(secret, REDACTED)
+        for form in {secret, quote(secret, safe=""), quote_plus(secret, safe="")}:
+            text = re.sub(re.escape(form), REDACTED, text, flags=re.IGNORECASE)
     return _KEY_LIKE.sub(REDACTED, text)
 
 
-def _redact_any(value: Any, secret: str | None) -> Any:
+def redact_value(value: Any, secret: str | None = None) -> Any:
+    """:func:`redact` applied to every string in ``value`` (a parsed JSON body: strings,
+    lists, dicts; keys too). Pure."""
     if isinstance(value, str):
         return redact(value, secret)
     if isinstance(value, dict):
-        return {k: _redact_any(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_any(v, secret) for v in value]
+        return {redact_value(k, secret): redact_value(v, secret) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v, secret) for v in value]
     return value
+
+
+def _redact_any(value: Any, secret: str | None) -> Any:
+    return redact_value(value, secret)
 
 
 def _rebuild(cls: type[KimiError], args: tuple[Any, ...], state: dict[str, Any]) -> KimiError:
@@ -795,7 +808,7 @@ def error_from_response(
             status_code=status_code,
             type=etype,
             body=parsed,
-            headers=headers,
+            headers={k: redact(v, secret) for k, v in (headers or {}).items()},
             base_url=base_url,
             numbers=numbers,
         )

@@ -3,7 +3,8 @@
 Field names follow the openai SDK's ``FileObject`` so code can move between the two.
 Parsing is tolerant: unknown fields are kept in ``extra``, missing ones get defaults. What
 cannot be tolerated is a :class:`~kimi_files.errors.MalformedResponseError`: a file object
-without an ``id``, a list without a ``data`` array.
+without an ``id`` or with a ``bytes`` that is no size (negative, fractional, absurd), a list
+without a ``data`` array. The body kept on the error is redacted (a server may echo the key).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import MalformedResponseError
+from .errors import MalformedResponseError, redact_value
 
 __all__ = ["FileContent", "FileDeleted", "FileList", "FileObject", "UploadedFile"]
 
@@ -25,6 +26,31 @@ def _int(value: Any, default: int = 0) -> int:
         return int(value)
     except (TypeError, ValueError):
         return default
+
+
+#: The largest size a file object may claim (2**53, the largest integer JSON carries exactly):
+#: anything above is nonsense, not a size to plan room from.
+MAX_LISTED_BYTES = 2**53
+
+
+def _size(value: Any) -> int | None:
+    """A file object's ``bytes`` as a whole number from 0 to :data:`MAX_LISTED_BYTES`
+    (``12``, ``"12"``, ``12.0``); None for anything else (negative, fractional, true/false,
+    null, text). Pure."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    elif isinstance(value, str):
+        value = value.strip()
+        if not value.isdigit() or not value.isascii():
+            return None
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= MAX_LISTED_BYTES:
+        return None
+    return value
 
 
 def _str(value: Any) -> str:
@@ -57,14 +83,23 @@ class FileObject:
         file_id = data.get("id")
         if not isinstance(file_id, str) or not file_id.strip():
             raise MalformedResponseError(
-                f"the server answered with a file object that has no usable id ({file_id!r})",
+                f"the server answered with a file object that has no usable id ({file_id!r:.60})",
                 status_code=200,
-                body=dict(data),
+                body=redact_value(dict(data)),
+            )
+        size = _size(data["bytes"]) if "bytes" in data else 0
+        if size is None:
+            # a size to plan room from: a negative or absurd one is not a number to trust
+            raise MalformedResponseError(
+                f"the server answered with a file object ({file_id!r}) whose size is not a "
+                f"whole number of bytes from 0 to 2**53 (bytes={data['bytes']!r:.60})",
+                status_code=200,
+                body=redact_value(dict(data)),
             )
         expires = data.get("expires_at")
         return cls(
             id=file_id,
-            bytes=_int(data.get("bytes")),
+            bytes=size,
             created_at=_int(data.get("created_at")),
             filename=_str(data.get("filename")),
             object=_str(data.get("object")) or "file",
@@ -127,7 +162,7 @@ class FileList:
             raise MalformedResponseError(
                 "the server answered the file list without a 'data' array",
                 status_code=200,
-                body=dict(data),
+                body=redact_value(dict(data)),
             )
         return cls(
             data=tuple(FileObject.from_dict(x) for x in rows if isinstance(x, Mapping)),

@@ -33,6 +33,7 @@ from .errors import (
     UnsupportedFileTypeError,
 )
 from .quota import fmt_bytes
+from .state import APPLICATION_ID
 
 __all__ = [
     "IMAGE_TYPES",
@@ -45,45 +46,111 @@ __all__ = [
     "classify_type",
     "detect_mime",
     "inspect_file",
+    "is_state_store",
     "pdf_text_warning",
+    "refused_kind",
     "type_refusal",
     "upload_filename",
 ]
 
-#: Content types the extractor cannot read: executables, archives, unknown binary data.
-REFUSED_TYPES = frozenset(
-    {
-        "application/octet-stream",
-        "application/x-executable",
-        "application/x-sharedlib",
-        "application/x-pie-executable",
-        "application/x-mach-binary",
-        "application/x-dosexec",
-        "application/vnd.microsoft.portable-executable",
-        "application/x-object",
-        "application/x-coredump",
-        "application/java-archive",
-        "application/x-java-applet",
-        "application/x-archive",
-        "application/zip",
-        "application/gzip",
-        "application/x-gzip",
-        "application/x-tar",
-        "application/x-bzip2",
-        "application/x-xz",
-        "application/x-7z-compressed",
-        "application/x-rar",
-        "application/vnd.rar",
-        "application/zstd",
-        "application/x-lzma",
-        "application/x-lzip",
-        "application/x-compress",
-        "application/x-cpio",
-        "application/x-iso9660-image",
-        "application/x-sqlite3",
-        "application/x-bytecode.python",
-    }
+#: Content types the extractor cannot read, by what they are (the refusal names it). libmagic
+#: names one format differently across versions (application/x-sqlite3 and vnd.sqlite3, zip and
+#: x-zip): each name it has used is listed. See also :data:`_REFUSED_PARTS`.
+_REFUSED_KINDS: dict[str, frozenset[str]] = {
+    "unknown binary data": frozenset({"application/octet-stream"}),
+    "an executable or compiled code": frozenset({
+        "application/x-executable", "application/x-sharedlib", "application/x-pie-executable",
+        "application/x-mach-binary", "application/x-dosexec", "application/x-msdownload",
+        "application/vnd.microsoft.portable-executable", "application/x-object",
+        "application/x-coredump", "application/x-coff", "application/x-java-applet",
+        "application/x-bytecode.python", "application/wasm", "application/x-elc",
+        "application/x-dosdriver", "application/x-java-jmod", "application/x-ios-app",
+        "application/x-silverlight-app", "application/x-windows-gadget",
+        "application/x-nekovm-bytecode", "application/x-t3vm-image", "application/x-glulx",
+        "application/x-zmachine", "application/x-shockwave-flash",
+    }),
+    "an archive or compressed data": frozenset({
+        "application/zip", "application/x-zip", "application/x-zip-compressed",
+        "application/gzip", "application/x-gzip", "application/x-tar", "application/x-gtar",
+        "application/x-ustar", "application/x-bzip", "application/x-bzip2", "application/x-xz",
+        "application/x-7z-compressed", "application/x-rar", "application/vnd.rar",
+        "application/x-rar-compressed", "application/zstd", "application/x-zstd",
+        "application/x-lzma", "application/x-lzip", "application/x-lz4", "application/x-lz4+json",
+        "application/x-lrzip", "application/x-lzop", "application/zlib", "application/x-compress",
+        "application/x-cpio", "application/x-archive", "application/java-archive",
+        "application/x-arc", "application/x-arj", "application/x-lha",
+        "application/x-lzh-compressed", "application/x-zoo", "application/x-stuffit",
+        "application/x-xar", "application/x-snappy-framed", "application/x-qpress",
+        "application/x-dzip", "application/x-fzip", "application/x-ace-compressed",
+        "application/vnd.ms-cab-compressed", "application/x-ms-wim", "application/x-ia-arc",
+        "application/warc", "application/x-acronis-tib", "application/vnd.comicbook",
+        "application/vnd.google-earth.kmz", "application/x-chrome-extension",
+        "application/x-windows-themepack", "application/x-java-pack200",
+    }),
+    "a software package": frozenset({
+        "application/vnd.debian.binary-package", "application/x-debian-package",
+        "application/x-deb", "application/x-rpm", "application/x-redhat-package-manager",
+        "application/x-svr4-package", "application/vnd.android.package-archive",
+        "application/x-msi", "application/x-ole-storage+msi", "application/x-installshield",
+        "application/x-innosetup", "application/vnd.symbian.install",
+        "application/vnd.gentoo.gpkg", "application/vnd.gentoo.xpak", "application/x-xpinstall",
+        "application/vnd.openofficeorg.extension",
+    }),
+    "a SQLite database": frozenset({"application/vnd.sqlite3", "application/x-sqlite3"}),
+    "a database": frozenset({
+        "application/x-msaccess", "application/msaccess", "application/vnd.ms-works-db",
+        "application/x-dbf", "application/x-dbm", "application/x-gdbm", "application/x-ms-ese",
+        "application/x-dbase-index", "application/x-tokyocabinet-btree",
+        "application/x-tokyocabinet-fixed", "application/x-tokyocabinet-hash",
+        "application/x-tokyocabinet-table", "application/x-clamav-database",
+    }),
+    "a disk image": frozenset({
+        "application/x-iso9660-image", "application/x-qemu-disk", "application/x-virtualbox-vhd",
+        "application/x-virtualbox-vdi", "application/x-vhd", "application/x-vmdk",
+        "application/x-raw-disk-image", "application/x-apple-diskimage",
+        "application/x-amiga-disk-format", "application/x-nrg", "application/x-compressed-iso",
+    }),
+    "binary data": frozenset({
+        "application/x-hdf5", "application/x-hdf", "application/x-netcdf",
+        "application/x-numpy-data", "application/x-matlab-data", "application/x-grib",
+        "application/x-grib2", "application/cbor", "application/vnd.tcpdump.pcap",
+        "application/x-bittorrent", "application/x-git", "application/x-blender",
+        "application/dicom", "application/x-java-keystore", "application/x-java-jce-keystore",
+        "application/x-ms-pdb", "application/x-ms-evtx", "application/x-ms-thumbnail",
+        "application/x-terminfo", "application/x-terminfo2", "application/x-gettext-translation",
+        "application/vnd.iccprofile", "application/pgp-encrypted", "application/x-aes-encrypted",
+        "application/x-crypt-nc", "application/ogg",
+        "application/mxf", "application/vnd.rn-realmedia", "application/x-sereal",
+        "application/x-ms-shortcut", "application/x-ms-jumplist", "application/x-clamav",
+        "application/x-avira-qua", "application/x-tplink-bin", "application/x-maxis-dbpf",
+        "application/x-pnf", "application/x-intel-aml", "application/x-edid-dump",
+        "application/x-grub-keyboard", "application/x-omf-lib", "application/x-xbmc-xbt",
+    }),
+    "a private key": frozenset({"application/x-putty-private-key"}),
+}
+#: Parts of a type name that mark it refused, whatever else it says: libmagic knows dozens of
+#: compressors, executables, ROMs, disk images and packages, and keeps adding names.
+_REFUSED_PARTS = (
+    ("sqlite", "a SQLite database"),
+    ("compress", "an archive or compressed data"),
+    ("archive", "an archive or compressed data"),
+    ("executable", "an executable or compiled code"),
+    ("bytecode", "an executable or compiled code"),
+    ("-exec", "an executable or compiled code"),
+    ("-package", "a software package"),
+    ("disk-image", "a disk image"),
+    ("floppy", "a disk image"),
+    ("-disk", "a disk image"),
+    ("-dsk", "a disk image"),
+    ("eeprom", "a disk image"),
+    ("-dmp", "binary data"),
+    ("-rom", "a disk image"),
+    ("encrypted", "binary data"),
+    ("keystore", "binary data"),
 )
+#: Every type name refused by :data:`_REFUSED_KINDS` (a type matching :data:`_REFUSED_PARTS`
+#: is refused too).
+REFUSED_TYPES = frozenset().union(*_REFUSED_KINDS.values())
 REFUSED_FAMILIES = ("audio/", "video/", "font/", "model/")
 
 #: Formats that are zip or gzip containers underneath; libmagic may call them by the container.
@@ -203,9 +270,28 @@ def type_refusal(send: str, ext: str, purpose: str) -> TypeRefusal | None:
     if send in VIDEO_TYPES:
         return TypeRefusal("type", f", a video, which purpose {purpose!r} cannot use",
                            'upload it with purpose="video" (--purpose video)')
-    if send in REFUSED_TYPES or send.startswith(REFUSED_FAMILIES):
-        return TypeRefusal("type", f", which purpose {purpose!r} cannot use (executables, "
-                           "archives, media and unknown binary data are refused)")
+    kind = refused_kind(send)
+    if kind is not None:
+        what = "" if kind == "unknown binary data" else f" ({kind})"
+        return TypeRefusal("type", f"{what}, which purpose {purpose!r} cannot use (executables, "
+                           "archives, packages, databases, disk images, media and binary data "
+                           "are refused)")
+    return None
+
+
+def refused_kind(mime: str) -> str | None:
+    """What content of type ``mime`` is ("an archive or compressed data", "a SQLite
+    database"...) when no document purpose can take it; None when it may be a document. Pure."""
+    mime = mime.lower()
+    for kind, names in _REFUSED_KINDS.items():
+        if mime in names:
+            return kind
+    if mime.startswith(REFUSED_FAMILIES):
+        return "media or a font"
+    if mime.startswith("application/"):
+        for part, kind in _REFUSED_PARTS:
+            if part in mime:
+                return kind
     return None
 
 
@@ -287,6 +373,13 @@ def _json_kind(value: object) -> str:
     if isinstance(value, bool) or value is None:
         return "literal"
     return "number"
+
+
+def is_state_store(header: bytes) -> bool:
+    """Is this the start (at least 72 bytes) of a kimi-files state store: a SQLite database
+    whose ``application_id`` is :data:`~kimi_files.state.APPLICATION_ID`? Pure."""
+    return (header.startswith(b"SQLite format 3\0") and len(header) >= 72
+            and int.from_bytes(header[68:72], "big") == APPLICATION_ID)
 
 
 def upload_filename(path: Path) -> tuple[str, tuple[str, ...]]:
@@ -470,6 +563,36 @@ def pdf_text_warning(path: Path, shown: str | None = None) -> str | None:
             'as images with purpose="image"')
 
 
+_NEVER_STORES = ("it is never uploaded, even with allow_any_type: keep state stores outside the "
+                 "folders you upload (--state PATH)")
+#: What a state store at ``X`` keeps next to it: ``X-wal``, ``X-shm``, ``X.lock``.
+_STORE_SIDE_FILES = ("-wal", "-shm", ".lock")
+
+
+def _store_of_side_file(path: Path) -> Path | None:
+    """The state store whose journal or lock file ``path`` is, if it is one."""
+    name = path.name
+    for suffix in _STORE_SIDE_FILES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            store = path.with_name(name[: -len(suffix)])
+            try:
+                with open(store, "rb") as fh:
+                    if is_state_store(fh.read(100)):
+                        return store
+            except OSError:
+                pass
+    return None
+
+
+def _head(path: Path, shown: str, size: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError as exc:
+        raise LocalFileError(f"{shown}: cannot read: {exc.strerror or exc}", path=shown,
+                             rule="readable") from None
+
+
 def inspect_file(
     path: str | os.PathLike[str],
     *,
@@ -497,8 +620,26 @@ def inspect_file(
                              rule="readable") from None
     check_size(shown, st.st_size, limits)
     filename, name_warnings = upload_filename(p)
+    detected = detect_mime(p)
+    # a state store is never sent, whatever the type rules allow: it lists the path of every
+    # file uploaded (and so do its -wal file and, as junk, its lock file)
+    if refused_kind(detected) == "a SQLite database" and is_state_store(_head(p, shown, 100)):
+        raise UnsupportedFileTypeError(
+            f"{shown}: the content is {detected} (a SQLite database): a kimi-files state store, "
+            f"which lists the paths of the files it uploaded; {_NEVER_STORES}",
+            path=shown,
+            rule="state_store",
+        )
+    store = _store_of_side_file(p)
+    if store is not None:
+        raise UnsupportedFileTypeError(
+            f"{shown}: a side file of the kimi-files state store {os.fsdecode(store)}; "
+            + _NEVER_STORES,
+            path=shown,
+            rule="state_store",
+        )
     mime, type_warnings = classify_type(
-        shown, filename, detect_mime(p), purpose, allow_any_type=allow_any_type
+        shown, filename, detected, purpose, allow_any_type=allow_any_type
     )
     content_warnings: tuple[str, ...] = ()
     if purpose == "batch":

@@ -92,6 +92,11 @@ def server_wait(error: BaseException) -> float | None:
     return None
 
 
+#: A server's named wait below this many seconds ("please try again after 0 seconds") is no
+#: figure to go by: the usual backoff is used instead, never shorter than this.
+MIN_SERVER_WAIT = 0.5
+
+
 def retry_wait(
     error: BaseException,
     attempt: int,
@@ -104,15 +109,19 @@ def retry_wait(
     figure do not wake together; a figure over ``policy.max_server_wait`` gives ``inf`` (no
     attempt can follow: :func:`attempts_left` says no at once). Otherwise capped exponential
     backoff with additive jitter: ``min(max_wait, initial * 2**(attempt-1)) + jitter * rand()``.
+    A figure under :data:`MIN_SERVER_WAIT` (0, negative) counts as none, so a server that
+    keeps saying "after 0 seconds" meets the growing backoff, at least
+    :data:`MIN_SERVER_WAIT` before the jitter, instead of a retry at once every time.
     """
+    base = min(policy.max_wait, policy.initial_wait * (2.0 ** max(attempt - 1, 0)))
     asked = server_wait(error)
     if asked is not None:
-        asked = max(asked, 0.0)
         if asked > policy.max_server_wait:
             return math.inf
-        return asked + policy.jitter * rand()
-    base = policy.initial_wait * (2.0 ** max(attempt - 1, 0))
-    return min(policy.max_wait, base) + policy.jitter * rand()
+        if asked >= MIN_SERVER_WAIT:
+            return asked + policy.jitter * rand()
+        base = max(MIN_SERVER_WAIT, base)
+    return base + policy.jitter * rand()
 
 
 def attempts_left(

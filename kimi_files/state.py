@@ -245,6 +245,19 @@ def _wait_deadline(wait: bool | float) -> float | None:
 # --- the store ----------------------------------------------------------------------------------
 
 
+def _after_loss(state_file: bool, removed: bool) -> str:
+    """What a re-run can and cannot know once a run's state file or lock file was taken from
+    it mid-run (see ``StateStore._check_still_ours``)."""
+    if not state_file:
+        return ("a re-run resumes from what was recorded until then, but files this run "
+                "uploaded after that are not known to it and would be uploaded again")
+    if removed:
+        return ("what it recorded went with it: a re-run starts afresh and would upload again "
+                "every file already uploaded (this run's output lists their ids)")
+    return ("a re-run reads the new file, which does not know what was uploaded, and would "
+            "upload those files again (this run's output lists their ids)")
+
+
 class StateStore:
     """The SQLite store (thread-safe; one connection guarded by a lock; one run per file).
 
@@ -436,7 +449,8 @@ class StateStore:
                 other = "" if path == self.path else f" (of the state file {self.path})"
                 raise StateError(
                     f"{what} {path}{other} was {how} while this run was using it; nothing more "
-                    "is recorded; re-run to resume", path=str(self.path))
+                    f"is recorded; {_after_loss(path == self.path, now is None)}",
+                    path=str(self.path))
 
     def _drop_stale_journal(self) -> None:
         """Remove this store's ``-wal`` and ``-shm`` once its database is gone from its path.

@@ -35,7 +35,12 @@ def session_emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def emulator(session_emulator: Emulator) -> Iterator[Emulator]:
-    """The shared emulator, emptied and reset for each test."""
+    """The shared emulator, emptied and reset for each test (once a request an earlier test
+    left in flight, such as a cancelled upload the server still extracts, has landed)."""
+    for _ in range(1000):
+        if not session_emulator.state.in_flight:
+            break
+        threading.Event().wait(0.01)
     session_emulator.state.reset()
     yield session_emulator
 

@@ -168,7 +168,8 @@ def test_output_name_is_one_safe_component() -> None:
 
 def _hostile_listing(emu: Emulator) -> dict[str, str]:
     """Files whose ids and names try to leave the output folder, overwrite each other or
-    hide; returns {id: filename} of those the emulator can serve (no '/' in the id)."""
+    hide; returns {id: filename} of those the emulator can serve (no '/' in the id; an id
+    of '..' is sent encoded, as one path segment, so it is served too)."""
     entries = {
         "../../escape": "../../../../escaped.txt",
         "/etc/passwd": "passwd",
@@ -186,7 +187,7 @@ def _hostile_listing(emu: Emulator) -> dict[str, str]:
     }
     for fid, name in entries.items():
         emu.state.files[fid] = StoredFile(fid, name, 3, 1, "file-extract")
-    return {k: v for k, v in entries.items() if "/" not in k and k != ".."}
+    return {k: v for k, v in entries.items() if "/" not in k}
 
 
 def _tree(root: Path, skip: Path) -> dict[str, bytes]:
@@ -454,3 +455,32 @@ def test_a_second_signal_stops_at_once_with_a_summary(held: Emulator, tmp_path: 
     assert "kimi-upload: no files;" in err and "(interrupted)" in err
     assert "stopped at once" in err
     assert len(held.uploads()) == 2  # none of the four queued was sent
+
+
+@pytest.mark.parametrize(("signum", "code", "said"), [
+    (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+    (signal.SIGHUP, 129, "hung up (SIGHUP)"),
+])
+def test_a_signal_ends_other_commands_cleanly_too(held: Emulator, tmp_path: Path, signum: int,
+                                                  code: int, said: str) -> None:
+    for name in ("a.txt", "b.txt"):
+        held.seed(name, 3)
+    held.fail_next("delay", endpoint="content", times=2, delay=600)
+    out_dir = tmp_path / "out"
+    child = subprocess.Popen([str(EXE / "kimi-files"), "content", "--all", "-o", str(out_dir)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=_child_env(held))
+    with child:
+        try:
+            # evidence, not a sleep: the server holds the first content request
+            while not any(r.path.endswith("/content") for r in held.requests):
+                assert child.poll() is None, child.stderr.read()  # type: ignore[union-attr]
+                threading.Event().wait(0.01)
+            child.send_signal(signum)
+            _, err = child.communicate(timeout=60)
+        finally:
+            child.kill()
+    assert child.returncode == code, err
+    assert err.splitlines()[-1] == f"kimi-files content: {said}"
+    assert "Traceback" not in err
+    assert list(out_dir.iterdir()) == []  # nothing half-written left behind

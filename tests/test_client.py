@@ -210,3 +210,16 @@ def test_preflight_method_sends_nothing(client: kf.KimiFiles, emulator: Emulator
     check = client.preflight(write(tmp_path / "a.md", "# A\n"))
     assert check.file.size == 4 and check.plan.deletions == ()
     assert [r.method for r in emulator.requests] == ["GET"]
+
+
+def test_ids_that_are_dots_stay_one_path_segment(emulator: Emulator, client: kf.KimiFiles,
+                                                 no_wait: list[float]) -> None:
+    emulator.state.seed_file("keep.txt", 3)
+    for fid in (".", ".."):
+        with pytest.raises(kf.NotFoundError):
+            client.delete(fid)
+        with pytest.raises(kf.NotFoundError):
+            client.content(fid)
+    paths = [r.path for r in emulator.requests]
+    assert all(p.startswith("/v1/files/%2E") or p.startswith("/v1/files/.") for p in paths), paths
+    assert len(emulator.state.listing()) == 1

@@ -313,6 +313,15 @@ def test_server_waits_are_jittered_and_long_waits_are_said(
                         r"rate_limit_reached_error\); giving up after 9\d\ds more", warnings[0])
 
 
+def test_a_server_that_keeps_saying_after_0_seconds_is_not_hammered(
+        emulator: Emulator, client: kf.KimiFiles, no_wait: list[float]) -> None:
+    emulator.fail_next("org_rate_limit", endpoint="list", after=0, times=5)
+    client.list()
+    assert len(no_wait) == 5
+    # the growing backoff (1, 2, 4, 8, 16 s plus jitter), not five retries at once
+    assert [int(w) for w in no_wait] == [1, 2, 4, 8, 16]
+
+
 # --- strict parsing -----------------------------------------------------------------------------
 
 def test_a_list_without_data_is_never_an_empty_account() -> None:
@@ -329,6 +338,40 @@ def test_a_file_object_without_an_id_is_malformed() -> None:
         with pytest.raises(kf.MalformedResponseError, match="no usable id"):
             kf.FileObject.from_dict(answer)
     assert kf.FileObject.from_dict({"id": "cl1"}).id == "cl1"
+
+
+@pytest.mark.parametrize("size", [-1, -10**12, 1.5, True, None, "12x", "-3", 10**30, [3]])
+def test_a_file_object_whose_size_is_no_size_is_malformed(size: object) -> None:
+    with pytest.raises(kf.MalformedResponseError, match=(
+            r"the server answered with a file object \('cl1'\) whose size is not a whole number "
+            r"of bytes from 0 to 2\*\*53 \(bytes=")) as info:
+        kf.FileObject.from_dict({"id": "cl1", "bytes": size})
+    assert info.value.status_code == 200
+
+
+@pytest.mark.parametrize(("size", "expected"), [(0, 0), (12, 12), ("12", 12), (12.0, 12),
+                                                (2**53, 2**53)])
+def test_a_file_object_size_in_any_whole_form_is_taken(size: object, expected: int) -> None:
+    assert kf.FileObject.from_dict({"id": "cl1", "bytes": size}).bytes == expected
+
+
+def test_a_listing_with_a_negative_size_is_retried_then_fails_clearly(
+        no_wait: list[float]) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, json={"object": "list", "data": [
+            {"id": "ok", "bytes": 10, "filename": "a.txt"},
+            {"id": "evil", "bytes": -10**12, "filename": "b.txt"}]})
+
+    with kf.KimiFiles(api_key=API_KEY, base_url="http://127.0.0.1:9/v1", max_retries=2,
+                      http_client=httpx.Client(transport=httpx.MockTransport(handler))) as c, \
+            pytest.raises(kf.MalformedResponseError, match=(
+                r"file object \('evil'\) whose size is not a whole number of bytes .*"
+                r"\(bytes=-1000000000000\)")):
+        c.list()
+    assert len(calls) == 3  # retried like any garbled answer, then given up
 
 
 def test_content_as_a_system_message_like_the_docs(emulator: Emulator, client: kf.KimiFiles,

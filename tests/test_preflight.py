@@ -8,6 +8,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -555,3 +556,114 @@ def test_pypdf_is_imported_only_when_a_pdf_is_checked(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "False", "True"]
+
+
+# --- binary formats libmagic names in ways a short denylist misses ----------------------------
+
+
+def _sqlite_db(path: Path) -> bytes:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+#: name -> (first bytes, what libmagic calls it, the kind the refusal names)
+BINARIES: dict[str, tuple[bytes, str, str]] = {
+    "x.wasm": (b"\0asm\1\0\0\0" + bytes(range(256)) * 8, "application/wasm",
+               "an executable or compiled code"),
+    "x.lz4": (b"\x04\x22\x4d\x18" + bytes(range(256)) * 8, "application/x-lz4",
+              "an archive or compressed data"),
+    "x.zlib": (__import__("zlib").compress(b"a" * 5000), "application/zlib",
+               "an archive or compressed data"),
+    "x.deb": (b"!<arch>\ndebian-binary   1342208310  0     0     100644  4         `\n2.0\n",
+              "application/vnd.debian.binary-package", "a software package"),
+    "x.rpm": (b"\xed\xab\xee\xdb\x03\x00\x00\x00" + bytes(3000), "application/x-rpm",
+              "a software package"),
+    "x.h5": (b"\x89HDF\r\n\x1a\n" + bytes(2000), "application/x-hdf5", "binary data"),
+    "x.nc": (b"CDF\x01" + bytes(100), "application/x-netcdf", "binary data"),
+    "x.qcow2": (b"QFI\xfb" + bytes(100), "application/x-qemu-disk", "a disk image"),
+    "x.torrent": (b"d8:announce35:http://x.example/announce4:infod4:name1:xee\n",
+                  "application/x-bittorrent", "binary data"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BINARIES))
+def test_file_extract_refuses_binary_formats_libmagic_names_many_ways(tmp_path: Path,
+                                                                      name: str) -> None:
+    data, mime, kind = BINARIES[name]
+    path = write(tmp_path / name, data)
+    assert detect_mime(path) == mime  # what libmagic really says, not what the test assumes
+    with pytest.raises(kf.UnsupportedFileTypeError, match=(
+            rf"{name}: the content is {mime.replace('.', '[.]')} \({kind}\), which purpose "
+            r"'file-extract' cannot use \(executables, archives, packages, databases, disk "
+            r"images, media and binary data are refused\); pass allow_any_type=True "
+            r"\(--allow-any-type\) to send it anyway")) as info:
+        _inspect(path)
+    assert info.value.rule == "type" and info.value.path == str(path)
+    assert inspect_file(path, purpose="file-extract", limits=Limits(),
+                        allow_any_type=True).mime_type == mime
+
+
+def test_a_sqlite_database_is_refused_as_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    _sqlite_db(path)
+    with pytest.raises(kf.UnsupportedFileTypeError, match=(
+            r"notes\.db: the content is application/(vnd|x-)[.-]?sqlite3 \(a SQLite database\), "
+            r"which purpose 'file-extract' cannot use")) as info:
+        _inspect(path)
+    assert info.value.rule == "type"
+
+
+@pytest.mark.parametrize("mime", [
+    "application/x-sqlite3", "application/vnd.sqlite3", "application/x-debian-package",
+    "application/x-compress-ttcomp", "application/x-ms-compress-szdd", "application/x-gameboy-rom",
+    "application/x-ms-w4-executable", "application/x-raw-disk-image", "application/x-lzh-compressed",
+    "application/x-vnd.future-archive", "application/X-RPM",
+])
+def test_type_refusal_catches_names_by_kind(mime: str) -> None:
+    assert type_refusal(mime, ".txt", "file-extract") is not None
+
+
+@pytest.mark.parametrize("mime", [
+    "application/pdf", "application/msword", "application/vnd.ms-excel", "application/epub+zip",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.oasis.opendocument.text", "application/x-mobipocket-ebook",
+    "application/x-ole-storage", "application/CDFV2", "application/rtf", "application/json",
+    "text/plain", "text/html",
+])
+def test_documents_are_not_refused_by_the_kind_rules(mime: str) -> None:
+    assert type_refusal(mime, ".txt", "file-extract") is None
+
+
+def test_another_state_store_in_the_folder_is_never_uploaded(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    write(root / "a.txt", "a document\n")
+    kf.StateStore(root / "old.sqlite3").close()  # an earlier run's state, inside the folder
+    _sqlite_db(root / "plain.sqlite3")  # someone else's database
+    with pytest.raises(kf.UnsupportedFileTypeError, match=(
+            r"old\.sqlite3: the content is \S+ \(a SQLite database\): a kimi-files state store, "
+            r"which lists the paths of the files it uploaded; it is never uploaded, even with "
+            r"allow_any_type: keep state stores outside the folders you upload \(--state PATH\)"
+            )) as info:
+        inspect_file(root / "old.sqlite3", purpose="file-extract", limits=Limits(),
+                     allow_any_type=True)
+    assert info.value.rule == "state_store"
+    with pytest.raises(kf.UnsupportedFileTypeError, match=(
+            rf"old\.sqlite3\.lock: a side file of the kimi-files state store "
+            rf"{re.escape(str(root / 'old.sqlite3'))}; it is never uploaded, even with "
+            r"allow_any_type")) as info:
+        inspect_file(root / "old.sqlite3.lock", purpose="file-extract", limits=Limits(),
+                     allow_any_type=True)
+    assert info.value.rule == "state_store"
+    report = ingest([root], client=client, state=tmp_path / "elsewhere.sqlite3")
+    statuses = {Path(r.path).name: r.status for r in report.results}
+    assert statuses["a.txt"] == "uploaded"
+    assert statuses["old.sqlite3"] == statuses["plain.sqlite3"] == "rejected"
+    assert statuses["old.sqlite3.lock"] == "rejected"
+    assert emulator.filenames() == ["a.txt"]
+    assert "a SQLite database" in report.summary()

@@ -17,6 +17,7 @@ from kimi_files.pacing import Pacer, next_start
 from kimi_files.preflight import check_purpose, check_size, classify_type
 from kimi_files.quota import Usage, deficit, plan_room, select_candidates
 from kimi_files.retry import (
+    MIN_SERVER_WAIT,
     attempts_left,
     is_slow_down,
     may_have_stored,
@@ -83,8 +84,23 @@ def test_retry_wait_is_bounded_and_honours_the_server(attempt: int, r: float,
         assert 0 <= wait <= POLICY.max_wait + POLICY.jitter
     elif after > POLICY.max_server_wait:
         assert wait == math.inf
+    elif after < MIN_SERVER_WAIT:
+        backoff = min(POLICY.max_wait, POLICY.initial_wait * 2.0 ** (attempt - 1))
+        assert wait == max(MIN_SERVER_WAIT, backoff) + POLICY.jitter * r
     else:
         assert wait == after + POLICY.jitter * r
+
+
+@pytest.mark.parametrize("after", [0.0, 0.2, -5.0, math.nan])
+def test_a_server_that_says_retry_at_once_meets_the_backoff_not_a_hammer(after: float) -> None:
+    e = kf.RateLimitReachedError("please try again after 0 seconds", status_code=429)
+    e.retry_after = after
+    assert [retry_wait(e, n, POLICY, rand=lambda: 0.0) for n in (1, 2, 3, 4, 5, 6, 7)] == \
+        [1, 2, 4, 8, 16, 30, 30]
+    no_backoff = RetryPolicy(initial_wait=0.0, jitter=0.0)
+    assert retry_wait(e, 1, no_backoff) == MIN_SERVER_WAIT == 0.5
+    e.retry_after = MIN_SERVER_WAIT  # a real figure at the floor is taken as it is
+    assert retry_wait(e, 5, POLICY, rand=lambda: 0.0) == 0.5
 
 
 def test_attempts_and_time_are_bounded() -> None:

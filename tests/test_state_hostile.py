@@ -351,8 +351,14 @@ def test_a_store_removed_or_replaced_mid_run(tmp_path: Path, how: str) -> None:
             os.replace(other, path)
             replacement = path.read_bytes()
         words = "replaced by another file" if how == "replaced" else "removed"
+        # honest about what a re-run can know: nothing this run (or any before it) uploaded
+        after = ("what it recorded went with it: a re-run starts afresh and would upload again "
+                 "every file already uploaded (this run's output lists their ids)"
+                 if how.startswith("removed") else
+                 "a re-run reads the new file, which does not know what was uploaded, and would "
+                 "upload those files again (this run's output lists their ids)")
         expected = (f"the state file {path} was {words} while this run was using it; nothing "
-                    "more is recorded; re-run to resume")
+                    f"more is recorded; {after}")
         for call in (
             lambda: store.done(tmp_path / "a", size=1, mtime_ns=1, sha256="h", filename="a",
                                file_id="x"),
@@ -391,7 +397,9 @@ def test_a_store_moved_away_mid_run_keeps_every_row(tmp_path: Path) -> None:
 def test_its_lock_removed_mid_run(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     expected = (f"the lock file {path}.lock (of the state file {path}) was %s while this run "
-                "was using it; nothing more is recorded; re-run to resume")
+                "was using it; nothing more is recorded; a re-run resumes from what was "
+                "recorded until then, but files this run uploaded after that are not known to it "
+                "and would be uploaded again")
     with StateStore(path) as store:
         Path(f"{path}.lock").unlink()
         with pytest.raises(StateError) as info:
