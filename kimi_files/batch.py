@@ -39,7 +39,7 @@ from .pacing import Pacer, check_limits
 from .planner import BatchPlan, plan_batch
 from .progress import ProgressBar, short_label
 from .report import STATUSES, BatchReport, FileResult, Status
-from .scan import Item, check_files, collect, hash_where_needed, matches_filters
+from .scan import Item, check_files, check_unverified, collect, hash_where_needed, matches_filters
 from .state import OpenAttempt, Record, StateStore, sha256_of
 from .uploader import Claims, PieceDigest, free_room_steps, send_steps
 
@@ -297,9 +297,10 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         for r in rejected:
             run.emit(r)
         items: list[Item] = []
+        records, ledger, reported = (yield Blocking(_read_state, (store,)))
         checked = yield Blocking(functools.partial(
             check_files, files, purpose=run.purpose, limits=client.limits,
-            allow_any_type=run.options.allow_any_type, stop=stop))
+            allow_any_type=run.options.allow_any_type, stop=stop, records=records))
         for outcome in checked:
             if isinstance(outcome, Item):
                 items.append(outcome)
@@ -313,7 +314,17 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
             return report
         listing: FileList = yield Call("list")
         report.list_calls += 1
-        records, ledger, reported = (yield Blocking(_read_state, (store,)))
+        # files taken as unchanged from their records, whose copy is gone: checked in full now
+        for item, failure in (yield Blocking(functools.partial(
+                check_unverified, items, records, {f.id for f in listing.data},
+                purpose=run.purpose, limits=client.limits,
+                allow_any_type=run.options.allow_any_type))):
+            if failure is not None:
+                items.remove(item)
+                run.emit(failure, item)
+            else:
+                for warning in item.local.warnings:
+                    log.warning("%s", warning)
         for item, failure in (yield Blocking(hash_where_needed, (items, records))):
             items.remove(item)
             run.emit(failure, item)

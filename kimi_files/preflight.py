@@ -45,7 +45,9 @@ __all__ = [
     "check_size",
     "classify_type",
     "detect_mime",
+    "detect_mime_of",
     "inspect_file",
+    "inspect_file_head",
     "is_state_store",
     "pdf_text_warning",
     "refused_kind",
@@ -450,6 +452,21 @@ def detect_mime(path: Path) -> str:
                              path=str(path), rule="readable") from None
 
 
+def detect_mime_of(head: bytes, path: str) -> str:
+    """The MIME type of content that starts with ``head`` (the file's first
+    :data:`MAGIC_BYTES`, or all of it: what libmagic would read of the file), by libmagic."""
+    import magic
+
+    try:
+        mime = str(_magic().from_buffer(head))
+    except magic.MagicException as exc:
+        raise LocalFileError(f"{path}: cannot detect the file's type: {exc}",
+                             path=path, rule="readable") from None
+    if mime == "application/octet-stream" and looks_like_text(head[:8192]):
+        mime = "text/plain"
+    return mime
+
+
 def _describe_mode(mode: int) -> str:
     for test, name in (
         (stat.S_ISDIR, "a directory"),
@@ -475,6 +492,12 @@ def stat_file(path: Path) -> os.stat_result:
     """stat() of what ``path`` leads to (a link is followed), with errors that name the path,
     where a link points, and the cause."""
     shown = os.fsdecode(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode):
+        return st  # the common case: no readlink, which only the messages below need
     target = _link_target(path)
     via = "" if target is None else f" (a symbolic link to {target})"
     try:
@@ -584,15 +607,6 @@ def _store_of_side_file(path: Path) -> Path | None:
     return None
 
 
-def _head(path: Path, shown: str, size: int) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(size)
-    except OSError as exc:
-        raise LocalFileError(f"{shown}: cannot read: {exc.strerror or exc}", path=shown,
-                             rule="readable") from None
-
-
 def inspect_file(
     path: str | os.PathLike[str],
     *,
@@ -605,13 +619,27 @@ def inspect_file(
     A symbolic link is checked as its target (type, size, content); the type detected (and
     sent as the part's Content-Type) is the target's. ``allow_any_type`` skips the type rules,
     never the purpose, size or JSON-lines (``batch``) rules."""
+    return inspect_file_head(path, purpose=purpose, limits=limits,
+                             allow_any_type=allow_any_type)[0]
+
+
+def inspect_file_head(
+    path: str | os.PathLike[str],
+    *,
+    purpose: str,
+    limits: Limits,
+    allow_any_type: bool = False,
+) -> tuple[LocalFile, bytes]:
+    """:func:`inspect_file`, and the file's first :data:`MAGIC_BYTES` as read for the checks
+    (the whole file when it is that small): the file is opened once, and its type detected
+    from those bytes."""
     p = Path(path)
     shown = os.fsdecode(p)
     check_purpose(purpose, shown)
     st = stat_file(p)
     try:
-        with open(p, "rb") as fh:
-            fh.read(1)
+        with open(p, "rb", buffering=0) as fh:
+            head = fh.read(min(st.st_size, MAGIC_BYTES) or 1)
     except PermissionError:
         raise LocalFileError(f"{shown}: permission denied (cannot read the file)", path=shown,
                              rule="readable") from None
@@ -620,10 +648,10 @@ def inspect_file(
                              rule="readable") from None
     check_size(shown, st.st_size, limits)
     filename, name_warnings = upload_filename(p)
-    detected = detect_mime(p)
+    detected = detect_mime_of(head, shown)
     # a state store is never sent, whatever the type rules allow: it lists the path of every
     # file uploaded (and so do its -wal file and, as junk, its lock file)
-    if refused_kind(detected) == "a SQLite database" and is_state_store(_head(p, shown, 100)):
+    if refused_kind(detected) == "a SQLite database" and is_state_store(head[:100]):
         raise UnsupportedFileTypeError(
             f"{shown}: the content is {detected} (a SQLite database): a kimi-files state store, "
             f"which lists the paths of the files it uploaded; {_NEVER_STORES}",
@@ -659,4 +687,4 @@ def inspect_file(
         mtime_ns=st.st_mtime_ns,
         mime_type=mime,
         warnings=name_warnings + type_warnings + content_warnings,
-    )
+    ), head

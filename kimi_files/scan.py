@@ -9,24 +9,29 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import fnmatch
+import hashlib
 import os
+import stat
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from .config import Limits
 from .errors import KimiError, LocalFileError
-from .preflight import LocalFile, inspect_file
+from .preflight import LocalFile, inspect_file_head, upload_filename
 from .report import FileResult
 from .state import Record, sha256_of
 
-__all__ = ["SKIPPED_DIRS", "Item", "check_files", "collect", "hash_where_needed",
-           "matches_filters"]
+__all__ = ["SAMPLE_BYTES", "SKIPPED_DIRS", "Item", "check_files", "check_unverified", "collect",
+           "hash_where_needed", "matches_filters"]
 
 #: Folders never walked into (besides hidden ones): build caches, not documents.
 SKIPPED_DIRS = frozenset({"__pycache__"})
+
+T = TypeVar("T")
 
 
 def matches_filters(rel: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
@@ -173,23 +178,46 @@ class Item:
     shown: str
     #: None until a decision needs it: see :func:`hash_where_needed`
     sha256: str | None = None
+    #: False for a file taken as unchanged from its record (size and mtime as recorded): not
+    #: opened, and its ``local.mime_type`` unknown, until :func:`check_unverified` checks it
+    checked: bool = True
+
+
+#: A file this small is hashed as it is checked, from the bytes the check read (no second
+#: open when a decision needs its hash); a larger one is compared by its first this many
+#: bytes before it is hashed whole (see :func:`hash_where_needed`).
+SAMPLE_BYTES = 64 * 1024
 
 
 def check_files(files: Sequence[Path], *, purpose: str, limits: Limits, allow_any_type: bool,
-                stop: threading.Event | None = None) -> list[Item | FileResult | None]:
+                stop: threading.Event | None = None,
+                records: Sequence[Record] = ()) -> list[Item | FileResult | None]:
     """Preflight every file locally, on several threads (libmagic releases the GIL); in the
-    input order, each an :class:`Item`, a rejected result, or None when ``stop`` was set."""
+    input order, each an :class:`Item`, a rejected result, or None when ``stop`` was set.
+    Each file is opened once; one of at most :data:`SAMPLE_BYTES` is hashed from that read.
+
+    A file that ``records`` (the state's) say was uploaded with this purpose, and whose size
+    and mtime are still the recorded ones, is not opened: its Item carries the recorded hash
+    and ``checked=False`` (see :func:`check_unverified`)."""
+    trusted = {r.path: r for r in records
+               if r.status == "uploaded" and r.sha256 and r.file_id and r.purpose == purpose}
 
     def one(path: Path) -> Item | FileResult | None:
         if stop is not None and stop.is_set():
             return None
         shown = os.fsdecode(path)
+        rec = trusted.get(os.path.abspath(path)) if trusted else None
+        if rec is not None:
+            unchanged = _unchanged(path, rec)
+            if unchanged is not None:
+                return Item(unchanged, shown, rec.sha256, checked=False)
         try:
-            local = inspect_file(path, purpose=purpose, limits=limits,
-                                 allow_any_type=allow_any_type)
+            local, head = inspect_file_head(path, purpose=purpose, limits=limits,
+                                            allow_any_type=allow_any_type)
         except KimiError as exc:
             return FileResult(shown, "rejected", error=exc)
-        return Item(local, shown)
+        small = len(head) == local.size <= SAMPLE_BYTES
+        return Item(local, shown, hashlib.sha256(head).hexdigest() if small else None)
 
     workers = max(1, min(len(files), os.cpu_count() or 1))
     with cf.ThreadPoolExecutor(workers, thread_name_prefix="kimi-check") as pool:
@@ -201,29 +229,97 @@ def check_files(files: Sequence[Path], *, purpose: str, limits: Limits, allow_an
             raise
 
 
+def _unchanged(path: Path, rec: Record) -> LocalFile | None:
+    """The file as its record describes it, when its size and mtime are the recorded ones."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns):
+        return None
+    return LocalFile(path=path, filename=upload_filename(path)[0], size=st.st_size,
+                     mtime_ns=st.st_mtime_ns, mime_type="")
+
+
+def check_unverified(items: Sequence[Item], records: Sequence[Record],
+                     on_server: Collection[str], *, purpose: str, limits: Limits,
+                     allow_any_type: bool) -> list[tuple[Item, FileResult | None]]:
+    """Check in full the files taken as unchanged (``checked=False``) whose content the
+    account no longer holds (no uploaded record of their hash names a file ``on_server``):
+    they will be sent. Each such item with None (checked; its ``local`` replaced, the recorded
+    hash kept, so the bytes sent are compared with it) or its rejected result."""
+    held = {r.sha256 for r in records if r.status == "uploaded" and r.file_id in on_server}
+    out: list[tuple[Item, FileResult | None]] = []
+    for item in items:
+        if item.checked or item.sha256 in held:
+            continue
+        try:
+            item.local = inspect_file_head(item.local.path, purpose=purpose, limits=limits,
+                                           allow_any_type=allow_any_type)[0]
+        except KimiError as exc:
+            out.append((item, FileResult(item.shown, "rejected", error=exc)))
+            continue
+        item.checked = True
+        out.append((item, None))
+    return out
+
+
 def hash_where_needed(items: Sequence[Item],
                       records: Sequence[Record]) -> list[tuple[Item, FileResult]]:
     """Hash, before uploading, only the files whose content could match something: those
-    whose size another file of the batch or a file uploaded before shares (identical content
-    has identical size), and those an interrupted run left an intent for. The others are
-    hashed as they are sent. Returns each file that cannot be read, with its rejected result
-    (its ``sha256`` stays None)."""
+    whose size a file uploaded before shares (identical content has identical size), those
+    an interrupted run left an intent for, and those whose size and first
+    :data:`SAMPLE_BYTES` another file of the batch shares. The others are hashed as they are
+    sent, and only when the state records them. Returns each file that cannot be read, with
+    its rejected result (its ``sha256`` stays None)."""
     sizes = Counter(i.local.size for i in items)
     known_sizes = {r.size for r in records if r.status == "uploaded" and r.sha256}
     pending = {r.path for r in records if r.status == "pending"}
-    wanted = [i for i in items if sizes[i.local.size] > 1 or i.local.size in known_sizes
-              or os.path.abspath(i.local.path) in pending]
-    if not wanted:
-        return []
+    must = [i for i in items if i.sha256 is None and (
+        i.local.size in known_sizes or os.path.abspath(i.local.path) in pending)]
+    # files of one size could be twins: compared by their first bytes, hashed only when those
+    # are the same (or when the size is one of the above, whose hash is taken anyway)
+    maybe = [i for i in items if i.sha256 is None and sizes[i.local.size] > 1]
+    failures: dict[int, tuple[Item, FileResult]] = {}
 
-    def digest(item: Item) -> tuple[Item, FileResult] | None:
+    def unreadable(item: Item, exc: OSError) -> None:
+        failures[id(item)] = item, FileResult(item.shown, "rejected", error=LocalFileError(
+            f"{item.shown}: cannot read: {exc.strerror or exc}", path=item.shown))
+
+    def sample(item: Item) -> bytes | None:
+        try:
+            with open(item.local.path, "rb", buffering=0) as fh:
+                return hashlib.sha256(fh.read(SAMPLE_BYTES)).digest()
+        except OSError as exc:
+            unreadable(item, exc)
+            return None
+
+    def digest(item: Item) -> None:
         try:
             item.sha256 = sha256_of(item.local.path)
         except OSError as exc:
-            return item, FileResult(item.shown, "rejected", error=LocalFileError(
-                f"{item.shown}: cannot read: {exc.strerror or exc}", path=item.shown))
-        return None
+            unreadable(item, exc)
 
-    workers = max(1, min(len(wanted), os.cpu_count() or 1))
-    with cf.ThreadPoolExecutor(workers, thread_name_prefix="kimi-hash") as pool:
-        return [r for r in pool.map(digest, wanted) if r is not None]
+    wanted = {id(i): i for i in must}
+    hashed_sizes = {i.local.size for i in must}
+    to_sample = [i for i in maybe if id(i) not in wanted]
+    starts = dict(zip(map(id, to_sample), _each(sample, to_sample), strict=True))
+    groups = Counter((i.local.size, starts[id(i)]) for i in to_sample if id(i) not in failures)
+    for item in to_sample:
+        if id(item) not in failures and (item.local.size in hashed_sizes
+                                         or groups[item.local.size, starts[id(item)]] > 1):
+            wanted[id(item)] = item
+    if wanted:
+        _each(digest, list(wanted.values()))
+    return [failures[id(i)] for i in items if id(i) in failures]
+
+
+
+def _each(fn: Callable[[Item], T], items: Sequence[Item]) -> list[T]:
+    """``fn`` over ``items`` in order, on as many threads as cores (hashlib and file reads
+    release the GIL), or in this thread for one item."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with cf.ThreadPoolExecutor(min(len(items), os.cpu_count() or 1),
+                               thread_name_prefix="kimi-hash") as pool:
+        return list(pool.map(fn, items))

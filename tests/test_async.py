@@ -76,12 +76,13 @@ def test_blocking_local_work_never_runs_on_the_event_loop(
         return wrapper
 
     monkeypatch.setattr(uploader, "inspect_file", recorded("inspect", uploader.inspect_file))
-    monkeypatch.setattr(scan, "inspect_file", recorded("scan-inspect", scan.inspect_file))
+    monkeypatch.setattr(scan, "inspect_file_head", recorded("scan-inspect", scan.inspect_file_head))
     monkeypatch.setattr(scan, "sha256_of", recorded("hash", scan.sha256_of))
     monkeypatch.setattr(StateStore, "begin", recorded("begin", StateStore.begin))
     monkeypatch.setattr(StateStore, "done", recorded("done", StateStore.done))
+    same = b"".join(b"line %06d, the same in every file\n" % i for i in range(3000))
     for i in range(3):
-        write(tmp_path / "in" / f"f{i}.txt", "same size!")  # equal sizes: hashed up front
+        write(tmp_path / "in" / f"f{i}.txt", same)  # equal sizes and starts: hashed up front
     loop_thread: list[int] = []
 
     async def main() -> None:

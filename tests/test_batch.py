@@ -241,29 +241,41 @@ def test_chaos_soak_long(emulator: Emulator, api: Api, tmp_path: Path,
         _soak(emulator, api, tmp_path / str(seed), 300, seed=seed)
 
 
+def _text(n_bytes: int, tag: str = "") -> bytes:
+    """Varied lines (the emulator refuses repetitive text), exactly ``n_bytes`` long."""
+    lines = b"".join(b"line %06d of the text %s\n" % (i, tag.encode()) for i in range(n_bytes // 20))
+    return lines[:n_bytes]
+
+
 def test_hash_is_taken_while_sending_and_recorded(emulator: Emulator, client: kf.KimiFiles,
                                                   tmp_path: Path, no_wait: list[float],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import kimi_files.scan as scan_mod
     from kimi_files.state import sha256_of
 
-    a = write(tmp_path / "in" / "a.txt", "a file of a size no other file has\n")
-    b = write(tmp_path / "in" / "b.txt", "same-12-byte")
-    c = write(tmp_path / "in" / "c.txt", "other-12-byt")  # same size as b, other content
+    size = scan_mod.SAMPLE_BYTES + 5000
+    a = write(tmp_path / "in" / "a.txt", _text(size + 1))  # a size no other file has
+    start = _text(size - 4)
+    b = write(tmp_path / "in" / "b.txt", start + b"bbbb")  # b and c: one size, one start
+    c = write(tmp_path / "in" / "c.txt", start + b"cccc")
+    d = write(tmp_path / "in" / "d.txt", b"d" + start[1:] + b"dddd")  # d: b's size, another start
+    small = write(tmp_path / "in" / "small.txt", "same-12-byte")  # hashed from the check's read
     hashed_up_front: list[Path] = []
     monkeypatch.setattr(scan_mod, "sha256_of",
                         lambda p: hashed_up_front.append(Path(p)) or sha256_of(p))
     emulator.fail_next("extraction_failed")  # one retry: the hash restarts with the body
     state = tmp_path / "s.db"
     report = ingest([tmp_path / "in"], client=client, state=state, concurrency=1)
-    assert _statuses(report) == {"uploaded": 3}
-    assert sorted(hashed_up_front) == [b, c]  # a's size is unique: hashed as it was sent
+    assert _statuses(report) == {"uploaded": 5}
+    # a's size is unique and d's start differs: hashed as they were sent, not before
+    assert sorted(hashed_up_front) == [b, c]
     with StateStore(state) as store:
         recorded = {r.path: r.sha256 for r in store.records()}
-    assert recorded == {str(p): sha256_of(p) for p in (a, b, c)}
-    # the re-run knows the sizes: it hashes to verify, then skips
+    assert recorded == {str(p): sha256_of(p) for p in (a, b, c, d, small)}
+    # the re-run takes the recorded hashes of unchanged files: nothing is hashed, all skipped
+    hashed_up_front.clear()
     again = ingest([tmp_path / "in"], client=client, state=state)
-    assert _statuses(again) == {"skipped": 3}
+    assert _statuses(again) == {"skipped": 5} and hashed_up_front == []
 
 
 def test_a_single_path_is_not_split_into_characters(emulator: Emulator, client: kf.KimiFiles,
