@@ -68,8 +68,16 @@ def loose_name(name: str) -> str:
     return unicodedata.normalize("NFC", name).strip().casefold()
 
 
+def _plain(filename: str) -> bool:
+    """No character the wire encoding or a server's decodings touch: its only stored form is
+    itself (the common case, decided without trying every decoding)."""
+    return filename.isprintable() and not any(c in filename for c in '"\\%')
+
+
 def loose_forms(filename: str) -> frozenset[str]:
     """:func:`stored_forms` loosened (:func:`loose_name`), percent-decoded or not. Pure."""
+    if _plain(filename):
+        return frozenset({loose_name(filename)})
     forms = stored_forms(filename) | stored_forms(unicodedata.normalize("NFC", filename))
     return frozenset({loose_name(f) for f in forms} | {loose_name(unquote(f)) for f in forms})
 
@@ -81,6 +89,8 @@ def wire_name(filename: str) -> str:
 
 def stored_forms(filename: str) -> frozenset[str]:
     """Every name a server may have stored for an upload of ``filename``. Pure."""
+    if _plain(filename):
+        return frozenset({filename})
     sent = wire_name(filename)
     forms = {filename, sent}
     for mask in range(1, 1 << len(_DECODERS)):

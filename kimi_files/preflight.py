@@ -452,12 +452,39 @@ def detect_mime(path: Path) -> str:
                              path=str(path), rule="readable") from None
 
 
-def detect_mime_of(head: bytes, path: str) -> str:
+#: Names whose plain text is typed without libmagic's pattern database (see detect_mime_of).
+PLAIN_TEXT_EXTENSIONS = (".txt", ".text")
+
+
+def _plain_magic() -> Any:
+    """This thread's libmagic handle without the pattern database ("soft magic"): text or
+    not, and its encoding, in microseconds where the database takes ~0.3 ms a file."""
+    handle = getattr(_local, "plain_magic", None)
+    if handle is None:
+        import magic
+
+        handle = magic.Magic(mime=True)
+        handle.setparam(magic.MAGIC_PARAM_BYTES_MAX, MAGIC_BYTES)
+        handle.flags |= magic.MAGIC_NO_CHECK_SOFT
+        magic.magic_setflags(handle.cookie, handle.flags)
+        _local.plain_magic = handle
+    return handle
+
+
+def detect_mime_of(head: bytes, path: str, name: str = "") -> str:
     """The MIME type of content that starts with ``head`` (the file's first
-    :data:`MAGIC_BYTES`, or all of it: what libmagic would read of the file), by libmagic."""
+    :data:`MAGIC_BYTES`, or all of it: what libmagic would read of the file), by libmagic.
+
+    A file named ``*.txt`` (``name``: the name sent) whose content libmagic's built-in tests
+    call plain text, with no ``<`` in ``head`` (no markup: no SVG, HTML or XML), is
+    ``text/plain`` without the pattern database's ~0.3 ms: those patterns could only name
+    another text type (a script, a source file), which the type rules treat alike."""
     import magic
 
     try:
+        if (name.lower().endswith(PLAIN_TEXT_EXTENSIONS) and b"<" not in head
+                and _plain_magic().from_buffer(head) == "text/plain"):
+            return "text/plain"
         mime = str(_magic().from_buffer(head))
     except magic.MagicException as exc:
         raise LocalFileError(f"{path}: cannot detect the file's type: {exc}",
@@ -648,7 +675,7 @@ def inspect_file_head(
                              rule="readable") from None
     check_size(shown, st.st_size, limits)
     filename, name_warnings = upload_filename(p)
-    detected = detect_mime_of(head, shown)
+    detected = detect_mime_of(head, shown, filename)
     # a state store is never sent, whatever the type rules allow: it lists the path of every
     # file uploaded (and so do its -wal file and, as junk, its lock file)
     if refused_kind(detected) == "a SQLite database" and is_state_store(head[:100]):

@@ -13,6 +13,7 @@ import hashlib
 import os
 import stat
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -219,14 +220,35 @@ def check_files(files: Sequence[Path], *, purpose: str, limits: Limits, allow_an
         small = len(head) == local.size <= SAMPLE_BYTES
         return Item(local, shown, hashlib.sha256(head).hexdigest() if small else None)
 
-    workers = max(1, min(len(files), os.cpu_count() or 1))
+    def run(paths: Sequence[Path]) -> list[Item | FileResult | None]:
+        return [one(p) for p in paths]
+
+    # the first files in this thread: when their checks are mostly libmagic's pattern
+    # database (which releases the GIL), the rest go to threads in blocks; when they are
+    # mostly Python (plain text), threads would only contend for the GIL
+    started = time.perf_counter()
+    done = run(files[:CHECK_BLOCK])
+    rest = files[CHECK_BLOCK:]
+    workers = min(os.cpu_count() or 1, -(-len(rest) // CHECK_BLOCK))
+    if workers <= 1 or (time.perf_counter() - started) / len(done) < PARALLEL_CHECK_SECONDS:
+        return done + run(rest)
     with cf.ThreadPoolExecutor(workers, thread_name_prefix="kimi-check") as pool:
         try:
-            return list(pool.map(one, files))
+            for block in pool.map(run, [rest[i:i + CHECK_BLOCK]
+                                        for i in range(0, len(rest), CHECK_BLOCK)]):
+                done.extend(block)
+            return done
         except KeyboardInterrupt:
             if stop is not None:
                 stop.set()  # the checks still queued return at once
             raise
+
+
+#: Files checked together (one task of the check threads).
+CHECK_BLOCK = 128
+#: Checks slower than this per file (libmagic's pattern database, which releases the GIL)
+#: run on threads; faster ones (mostly Python) in one thread, measured on the first block.
+PARALLEL_CHECK_SECONDS = 150e-6
 
 
 def _unchanged(path: Path, rec: Record) -> LocalFile | None:
