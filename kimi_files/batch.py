@@ -29,10 +29,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._steps import Blocking, Call, ClientLike, Parallel, Steps
 from .adoption import Attempt, resolve
+from .cache import ReuseCache
 from .errors import ConfigurationError, KimiError, LocalFileError, StateError, UploadCancelledError
 from .models import FileList, FileObject
 from .options import UploadKwargs, UploadOptions
@@ -237,6 +239,7 @@ class _Run:
         self.fatal: StateError | None = None  # the state store broke: the run stops
         self.ghosts: dict[int, Attempt] = {}  # interrupted uploads on record (see planner)
         self.unnoted: list[tuple[str, str]] = []  # suspects reported, not yet in the store
+        self.cache: ReuseCache | None = None
         self._lock = threading.Lock()
         self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
 
@@ -292,6 +295,10 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
     started = time.monotonic()
     try:
         skip = list(store.files) if store is not None else []
+        cache = yield Blocking(client.reuse_cache)
+        run.cache = cache
+        if cache is not None:
+            skip += [cache.path, Path(f"{cache.path}-wal"), Path(f"{cache.path}-shm")]
         files, rejected = yield Blocking(functools.partial(
             collect, paths, include=settings.include, exclude=settings.exclude, skip=skip,
             follow_links=settings.follow_links))
@@ -315,13 +322,15 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         listing: FileList = yield Call("list")
         report.list_calls += 1
         records, ledger, reported = (yield Blocking(_read_state, (store,)))
-        for item, failure in (yield Blocking(hash_where_needed, (items, records))):
+        reusable = (yield Blocking(cache.entries)) if cache is not None else []
+        sizes = {e.size for e in reusable if e.purpose == run.purpose} if run.options.reuse else ()
+        for item, failure in (yield Blocking(hash_where_needed, (items, records, sizes))):
             items.remove(item)
             run.emit(failure, item)
         plan = plan_batch(items, listing.data, records, client.limits, run.options.free_quota,
                           purpose=run.purpose, resume=not settings.dry_run, ledger=ledger,
                           reported=reported, server_now=client.clock.now(),
-                          wall_now=time.time())
+                          wall_now=time.time(), reusable=reusable, reuse=run.options.reuse)
         run.ghosts = plan.ghosts
         yield from _settle(run, plan)
         if plan.refusal is not None or settings.dry_run:
@@ -396,6 +405,13 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
     for skip in plan.skips:
         if run.store is not None and not run.settings.dry_run:
             yield run.done(skip.item, skip.file_id)
+        if skip.reused:
+            same = skip.stored_as == skip.item.local.filename
+            note = ("the account holds this content already" if same else
+                    f"the account holds this content already, stored as {skip.stored_as!r}")
+            run.emit(FileResult(skip.item.shown, "reused", file_id=skip.file_id,
+                                bytes=skip.item.local.size, note=note), skip.item)
+            continue
         note = ("stored by an interrupted run; adopted" if skip.adopted
                 else "already uploaded, unchanged")
         run.emit(FileResult(skip.item.shown, "skipped", file_id=skip.file_id,
@@ -513,6 +529,9 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         if store is not None:
             yield run.done(item, sent.file.id,
                            settles=attempt[0] if attempt and sent.settled else None)
+        if run.cache is not None:
+            yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,
+                                                sent.file.filename, local.size))
         note = "adopted after a lost response" if sent.adopted else ""
         if sent.suspects:
             run.suspect(sent.suspects, item.shown)

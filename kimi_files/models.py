@@ -139,6 +139,11 @@ class UploadedFile(FileObject):
     #: Files that may be extra copies an earlier attempt of this upload stored but that
     #: cannot be proven ours: kept, never adopted or deleted; ``kimi-files delete ID``.
     suspects: tuple[FileObject, ...] = ()
+    #: True when nothing was sent: the account already held this content (same SHA-256,
+    #: same purpose, still listed with the same size), recorded in the reuse cache.
+    reused: bool = False
+    #: The SHA-256 of the content, when it was taken (for reuse, or while sending).
+    sha256: str | None = None
 
     @classmethod
     def of(cls, obj: FileObject, **kw: Any) -> UploadedFile:

@@ -12,7 +12,7 @@ import fnmatch
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,15 +201,17 @@ def check_files(files: Sequence[Path], *, purpose: str, limits: Limits, allow_an
             raise
 
 
-def hash_where_needed(items: Sequence[Item],
-                      records: Sequence[Record]) -> list[tuple[Item, FileResult]]:
+def hash_where_needed(items: Sequence[Item], records: Sequence[Record],
+                      reusable_sizes: Collection[int] = ()) -> list[tuple[Item, FileResult]]:
     """Hash, before uploading, only the files whose content could match something: those
     whose size another file of the batch or a file uploaded before shares (identical content
-    has identical size), and those an interrupted run left an intent for. The others are
+    has identical size), or a file of the reuse cache (``reusable_sizes``), and those an
+    interrupted run left an intent for. The others are
     hashed as they are sent. Returns each file that cannot be read, with its rejected result
     (its ``sha256`` stays None)."""
     sizes = Counter(i.local.size for i in items)
     known_sizes = {r.size for r in records if r.status == "uploaded" and r.sha256}
+    known_sizes.update(reusable_sizes)
     pending = {r.path for r in records if r.status == "pending"}
     wanted = [i for i in items if sizes[i.local.size] > 1 or i.local.size in known_sizes
               or os.path.abspath(i.local.path) in pending]
