@@ -117,6 +117,20 @@ class FileObject:
         out.update(self.extra)
         return out
 
+    def as_content_part(self) -> dict[str, Any]:
+        """This image or video as a part of a chat message, the form the vision models take:
+        ``{"type": "image_url", "image_url": {"url": "ms://<id>"}}`` (or ``video_url``).
+
+        Raises:
+            ValueError: the file was not uploaded with ``purpose="image"`` or ``"video"``.
+        """
+        kind = {"image": "image_url", "video": "video_url"}.get(self.purpose)
+        if kind is None:
+            raise ValueError(f"{self.id} ({self.filename}) has purpose {self.purpose!r}: only "
+                             "files uploaded with purpose 'image' or 'video' are content parts; "
+                             "put a document's text in a system message (FileContent.as_message)")
+        return {"type": kind, kind: {"url": f"ms://{self.id}"}}
+
     @property
     def failed(self) -> bool:
         """True when the server says processing (extraction) of this file failed (``status``

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 import kimi_files as kf
-from kimi_files.emulator import Emulator
 from kimi_files.cache import ReuseCache
+from kimi_files.emulator import Emulator
 from kimi_files.state import StateStore
 
 from .conftest import API_KEY, write
