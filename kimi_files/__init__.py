@@ -20,6 +20,7 @@ first use, and the emulator only when imported itself (``kimi_files.emulator``).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .batch import BatchReport, FileResult, IngestKwargs, aingest, ingest
+    from .chat import AsyncSession, Messages, Session
     from .client import AsyncKimiFiles, KimiFiles
     from .options import UploadKwargs, UploadOptions
     from .pacing import Pacer
@@ -68,6 +70,9 @@ _LAZY = {
     "FreeQuota": "quota",
     "Usage": "quota",
     "Pacer": "pacing",
+    "Messages": "chat",
+    "Session": "chat",
+    "AsyncSession": "chat",
     "StateStore": "state",
     "waiting_disabled": "retry",
     "disable_progress_bars": "progress",
@@ -156,6 +161,47 @@ async def aupload(path: str | os.PathLike[str], *, api_key: str | None = None,
             await c.aclose()
 
 
+def messages(paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None = None,
+             strict: bool = False, api_key: str | None = None, base_url: str | None = None,
+             client: KimiFiles | None = None, **options: Unpack[UploadKwargs]) -> Messages:
+    """The system messages a chat request needs for these documents, in input order: one
+    ``{"role": "system", "content": <the whole JSON text of files.content>}`` each, as the
+    platform's docs put them. Each document is uploaded at most once per account (reused when
+    the account holds its content) and its text fetched at most once (cached by content).
+
+    ``max_chars`` keeps the total under a budget by cutting the largest documents first, with
+    a visible marker; ``.cut`` says which. A document the service cannot read is left out and
+    named in ``.failed`` with its reason, unless ``strict=True``.
+
+    Raises:
+        ConfigurationError: a missing key, a malformed base URL or an invalid option.
+        KimiError: with ``strict``, the first document that failed.
+    """
+    c, owned = _client(api_key, base_url, client)
+    try:
+        return c.messages(paths, max_chars=max_chars, strict=strict, **options)
+    finally:
+        if owned:
+            c.close()
+
+
+async def amessages(paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None = None,
+                    strict: bool = False, api_key: str | None = None,
+                    base_url: str | None = None, client: AsyncKimiFiles | None = None,
+                    **options: Unpack[UploadKwargs]) -> Messages:
+    """:func:`messages` for asyncio.
+
+    Raises:
+        KimiError: as :func:`messages`.
+    """
+    c, owned = _aclient(api_key, base_url, client)
+    try:
+        return await c.messages(paths, max_chars=max_chars, strict=strict, **options)
+    finally:
+        if owned:
+            await c.aclose()
+
+
 def extract(path: str | os.PathLike[str] | None = None, *, file_id: str | None = None,
             api_key: str | None = None, base_url: str | None = None,
             client: KimiFiles | None = None, **options: Unpack[UploadKwargs]) -> str:
@@ -192,7 +238,8 @@ async def aextract(path: str | os.PathLike[str] | None = None, *, file_id: str |
 
 __all__ = [
     "CHINA_BASE_URL", "DEFAULT_BASE_URL", "KNOWN_PURPOSES", "MAX_FILES", "MAX_FILE_BYTES",
-    "MAX_TOTAL_BYTES", "AsyncKimiFiles", "BatchReport", "FileContent", "FileDeleted", "FileList",
+    "MAX_TOTAL_BYTES", "AsyncKimiFiles", "AsyncSession", "Messages", "Session", "amessages",
+    "messages", "BatchReport", "FileContent", "FileDeleted", "FileList",
     "FileObject", "FileResult", "FreeQuota", "IngestKwargs", "KimiFiles", "Limits", "LocalFile",
     "Pacer", "Preflight", "RetryPolicy", "RoomPlan", "StateStore", "UploadKwargs",
     "UploadOptions", "UploadedFile", "Usage", "__version__", "aextract", "aingest", "aupload",

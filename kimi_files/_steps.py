@@ -29,6 +29,7 @@ from . import retry as _retry
 
 if TYPE_CHECKING:
     from .adoption import AttemptRegistry, ServerClock
+    from .cache import ReuseCache
     from .config import Limits, RetryPolicy
     from .pacing import Pacer
 
@@ -104,6 +105,8 @@ class ClientLike(Protocol):
     attempts: AttemptRegistry
 
     def state_path(self) -> Path: ...
+
+    def reuse_cache(self) -> ReuseCache | None: ...
 
 
 def run_sync(steps: Steps[T], client: Any, stop: threading.Event | None = None) -> T:

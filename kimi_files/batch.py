@@ -28,10 +28,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._steps import Blocking, Call, ClientLike, Parallel, Steps
 from .adoption import Attempt, resolve
+from .cache import ReuseCache
 from .errors import ConfigurationError, KimiError, LocalFileError, StateError, UploadCancelledError
 from .models import FileList, FileObject
 from .options import UploadKwargs, UploadOptions
@@ -236,6 +238,7 @@ class _Run:
         self.fatal: StateError | None = None  # the state store broke: the run stops
         self.ghosts: dict[int, Attempt] = {}  # interrupted uploads on record (see planner)
         self.unnoted: list[tuple[str, str]] = []  # suspects reported, not yet in the store
+        self.cache: ReuseCache | None = None
         self._lock = threading.Lock()
         self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
 
@@ -291,6 +294,10 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
     started = time.monotonic()
     try:
         skip = list(store.files) if store is not None else []
+        cache = yield Blocking(client.reuse_cache)
+        run.cache = cache
+        if cache is not None:
+            skip += [cache.path, Path(f"{cache.path}-wal"), Path(f"{cache.path}-shm")]
         files, rejected = yield Blocking(functools.partial(
             collect, paths, include=settings.include, exclude=settings.exclude, skip=skip,
             follow_links=settings.follow_links))
@@ -325,13 +332,15 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
             else:
                 for warning in item.local.warnings:
                     log.warning("%s", warning)
-        for item, failure in (yield Blocking(hash_where_needed, (items, records))):
+        reusable = (yield Blocking(cache.entries)) if cache is not None else []
+        sizes = {e.size for e in reusable if e.purpose == run.purpose} if run.options.reuse else ()
+        for item, failure in (yield Blocking(hash_where_needed, (items, records, sizes))):
             items.remove(item)
             run.emit(failure, item)
         plan = plan_batch(items, listing.data, records, client.limits, run.options.free_quota,
                           purpose=run.purpose, resume=not settings.dry_run, ledger=ledger,
                           reported=reported, server_now=client.clock.now(),
-                          wall_now=time.time())
+                          wall_now=time.time(), reusable=reusable, reuse=run.options.reuse)
         run.ghosts = plan.ghosts
         yield from _settle(run, plan)
         if plan.refusal is not None or settings.dry_run:
@@ -406,6 +415,13 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
     for skip in plan.skips:
         if run.store is not None and not run.settings.dry_run:
             yield run.done(skip.item, skip.file_id)
+        if skip.reused:
+            same = skip.stored_as == skip.item.local.filename
+            note = ("the account holds this content already" if same else
+                    f"the account holds this content already, stored as {skip.stored_as!r}")
+            run.emit(FileResult(skip.item.shown, "reused", file_id=skip.file_id,
+                                bytes=skip.item.local.size, note=note), skip.item)
+            continue
         note = ("stored by an interrupted run; adopted" if skip.adopted
                 else "already uploaded, unchanged")
         run.emit(FileResult(skip.item.shown, "skipped", file_id=skip.file_id,
@@ -482,9 +498,11 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
     bar = ProgressBar(total=local.size, desc=short_label(local.filename),
                       enabled=run.options.progress, position=position, leave=False)
     sent_bytes = [0]
-    # the hash goes into the state's record: hashed as sent when not taken before, and only
-    # then (no state: no hash at all); beside the sending, see PieceDigest
-    digest = PieceDigest() if store is not None and item.sha256 is None else None
+    # the hash goes into the state's record and the reuse cache: hashed as sent when not
+    # taken before, and only for them (no state, no cache: no hash at all); beside the
+    # sending, see PieceDigest
+    digest = (PieceDigest() if (store is not None or run.cache is not None)
+              and item.sha256 is None else None)
 
     def on_read(chunk: bytes) -> None:
         sent_bytes[0] += len(chunk)
@@ -526,6 +544,9 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         if store is not None:
             yield run.done(item, sent.file.id,
                            settles=attempt[0] if attempt and sent.settled else None)
+        if run.cache is not None and item.sha256 is not None:
+            yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,
+                                                sent.file.filename, local.size))
         note = "adopted after a lost response" if sent.adopted else ""
         if sent.suspects:
             run.suspect(sent.suspects, item.shown)

@@ -201,6 +201,9 @@ def _add_upload_options(p: argparse.ArgumentParser) -> None:
                    help="only files whose name or relative path matches (repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="skip files whose name or relative path matches (repeatable)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="upload even what the account already holds with the same content "
+                        "(default: reuse it)")
     p.add_argument("--allow-any-type", action="store_true",
                    help="send files of types the extractor cannot read (archives, binaries)")
     p.add_argument("--follow-links", action="store_true",
@@ -300,8 +303,9 @@ def _client(args: argparse.Namespace, retries: int | None = None) -> Iterator[Ki
         with Emulator() as emu:
             key = os.environ.get("MOONSHOT_API_KEY") or "emulator"
             print(f"kimi-files: using the bundled emulator at {emu.base_url}", file=sys.stderr)
+            # the emulator is new each run: no reuse cache to keep beside the user's
             with KimiFiles(api_key=key, base_url=emu.base_url, max_retries=retries,
-                           timeout=args.timeout, limits=limits) as c:
+                           timeout=args.timeout, limits=limits, cache=False) as c:
                 yield c
         return
     with KimiFiles(base_url=args.base_url, platform=args.platform, allow_http=args.allow_http,
@@ -533,6 +537,7 @@ def _do_upload(args: argparse.Namespace) -> int:
                     exclude=args.exclude, state=state,
                     progress=None if not args.no_progress else False,
                     allow_any_type=args.allow_any_type, on_result=on_result, stop=stop,
+                    reuse=not args.no_reuse,
                     follow_links=args.follow_links, wait=args.wait))
             except BaseException as exc:  # handed to the main thread, which raises it
                 outcome.append(exc)
@@ -675,6 +680,78 @@ def _do_delete(args: argparse.Namespace) -> int:
                 continue
             _emit(sys.stdout, f"deleted {f.id}  {f.filename}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _do_prune(args: argparse.Namespace) -> int:
+    from .errors import NotFoundError
+    from .quota import select_for_pruning
+
+    if args.keep is None and args.older_than is None:
+        raise _Usage("say what to keep: --keep N (the N newest) and/or --older-than DAYS")
+    with _client(args) as client:
+        chosen = select_for_pruning(client.list().data, keep=args.keep,
+                                    older_than_days=args.older_than, match=args.match,
+                                    purpose=args.purpose, now=time.time())
+        if args.dry_run:
+            for f in chosen:
+                _emit(sys.stdout, f"would delete {f.id}  {f.filename}  ({f.bytes:,} bytes, "
+                                  f"{_when(f.created_at)})")
+            _say(f"kimi-files: {len(chosen)} file(s) would be deleted (dry run)")
+            return EXIT_OK
+        failed, gone = False, []
+        for f in chosen:
+            try:
+                client.delete(f.id)
+            except NotFoundError:
+                pass
+            except KimiError as exc:
+                _say(f"kimi-files: could not delete {f.id}: {exc}")
+                failed = True
+                continue
+            gone.append(f.id)
+            _emit(sys.stdout, f"deleted {f.id}  {f.filename}")
+        cache = client.reuse_cache()
+        if cache is not None and gone:
+            cache.forget(gone)
+        _say(f"kimi-files: {len(gone)} file(s) deleted")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _do_cache(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        cache = client.reuse_cache()
+        if cache is None:  # pragma: no cover - only --emulator, which the parser refuses
+            raise _Usage("no reuse cache for the emulator")
+        if args.action == "clear":
+            files, texts = cache.counts()
+            cache.clear()
+            _say(f"kimi-files: forgot {files} file(s) and {texts} text(s) ({cache.path})")
+            return EXIT_OK
+        entries = cache.entries()
+        if args.json:
+            _emit_json(sys.stdout, {"path": os.fsdecode(cache.path), "files": [
+                {"sha256": e.sha256, "purpose": e.purpose, "file_id": e.file_id,
+                 "filename": e.filename, "bytes": e.size} for e in entries],
+                "texts": cache.counts()[1]})
+            return EXIT_OK
+        files, texts = cache.counts()
+        _say(f"kimi-files: {cache.path}: {files} file(s), {texts} extracted text(s)")
+        for e in entries:
+            _emit(sys.stdout, f"{e.sha256[:12]}  {e.purpose:12} {e.file_id}  {e.filename}  "
+                              f"({e.size:,} bytes)")
+    return EXIT_OK
+
+
+def _do_messages(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        found = client.messages(args.paths, max_chars=args.max_chars, strict=args.strict,
+                                purpose=args.purpose, reuse=not args.no_reuse)
+    _emit_json(sys.stdout, list(found))
+    for path, (total, kept) in found.cut.items():
+        _say(f"kimi-files: {path}: cut to {kept:,} of {total:,} characters (--max-chars)")
+    for path, exc in found.failed.items():
+        _say(f"kimi-files: {path}: left out: {exc}")
+    return EXIT_FAILED if found.failed else EXIT_OK
 
 
 # --- content: file names a server cannot steer ---------------------------------------------------
@@ -822,8 +899,40 @@ def main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> 
     co.add_argument("-o", "--output", metavar="DIR",
                     help="write ID-NAME.txt files into DIR (names made safe; never outside DIR)")
     co.set_defaults(func=_do_content)
+    pr = sub.add_parser("prune", parents=[conn],
+                        help="delete old files of one purpose: keep the N newest, or those "
+                             "younger than DAYS")
+    pr.add_argument("--keep", type=_whole(0), metavar="N", help="keep the N newest")
+    pr.add_argument("--older-than", type=_days, metavar="DAYS",
+                    help="delete those made more than DAYS ago")
+    pr.add_argument("--match", metavar="GLOB", help="only files whose name matches")
+    pr.add_argument("--purpose", choices=sorted(KNOWN_PURPOSES), default="file-extract",
+                    help="only files of this purpose (default file-extract); others are "
+                         "never touched")
+    pr.add_argument("--dry-run", action="store_true", help="show what would be deleted")
+    pr.set_defaults(func=_do_prune)
+    ca = sub.add_parser("cache", parents=[conn],
+                        help="show or empty the reuse cache (content -> stored file, texts)")
+    ca.add_argument("action", choices=["show", "clear"])
+    ca.add_argument("--json", action="store_true", help="show: as JSON")
+    ca.set_defaults(func=_do_cache)
+    me = sub.add_parser("messages", parents=[conn],
+                        help="print the system messages of a chat request for documents, as "
+                             "JSON")
+    me.add_argument("paths", nargs="+", metavar="PATH")
+    me.add_argument("--max-chars", type=_whole(1), metavar="N",
+                    help="keep the total under N characters, cutting the largest first")
+    me.add_argument("--strict", action="store_true",
+                    help="fail on a document the service cannot read (default: leave it out)")
+    me.add_argument("--purpose", choices=sorted(KNOWN_PURPOSES), default="file-extract",
+                    help=argparse.SUPPRESS)
+    me.add_argument("--no-reuse", action="store_true",
+                    help="upload even what the account already holds")
+    me.set_defaults(func=_do_messages)
     sub.add_parser("emulator", help="serve the local emulator (kimi-files emulator --help)")
     args = parser.parse_args(args_list)
+    if args.command == "cache" and args.emulator:
+        parser.error("the emulator keeps no reuse cache (it is new each run)")
     args.limits = limits
     prog = f"kimi-files {args.command}"
     return _run(args.func, args, prog)

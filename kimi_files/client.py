@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .batch import BatchReport, IngestKwargs
+    from .cache import ReuseCache
+    from .chat import AsyncSession, Messages, Session
     from .models import UploadedFile
     from .pacing import Pacer
     from .uploader import FileBody, Preflight
@@ -102,8 +104,12 @@ class _ClientBase:
         limits: Limits | None,
         allow_http: bool,
         pacer: Pacer | None,
+        cache: str | os.PathLike[str] | bool | None = None,
     ) -> None:
         self.base_url = resolve_base_url(base_url, platform=platform, allow_http=allow_http)
+        self._cache_option = cache
+        self._cache: ReuseCache | None = None
+        self._cache_lock = threading.Lock()
         self._key = _Secret(resolve_api_key(api_key))
         self.retry_policy = (retry or RetryPolicy()).with_retries(max_retries)
         self.limits = limits or Limits()
@@ -141,6 +147,31 @@ class _ClientBase:
         from .state import default_state_path
 
         return default_state_path(self.base_url, self._key.get())
+
+    def reuse_cache(self) -> ReuseCache | None:
+        """The reuse cache of this account (opened on first use), or None when the client
+        was made with ``cache=False``.
+
+        Raises:
+            CacheError: the cache file cannot be used.
+        """
+        if self._cache_option is False:
+            return None
+        with self._cache_lock:
+            if self._cache is None:
+                from .cache import ReuseCache, cache_path_for
+
+                where = self._cache_option
+                path = (cache_path_for(self.state_path()) if where is None or where is True
+                        else Path(where))
+                self._cache = ReuseCache(path)
+            return self._cache
+
+    def _close_cache(self) -> None:
+        with self._cache_lock:
+            if self._cache is not None:
+                self._cache.close()
+                self._cache = None
 
     # --- the one place errors are translated ----------------------------------------------
 
@@ -219,8 +250,10 @@ class KimiFiles(_ClientBase):
 
     ``api_key`` defaults to ``MOONSHOT_API_KEY`` (then ``KIMI_API_KEY``); ``base_url`` to
     ``MOONSHOT_BASE_URL`` (then ``KIMI_BASE_URL``) or the international platform;
-    ``platform="china"`` picks ``https://api.moonshot.cn/v1``. :class:`AsyncKimiFiles` is its
-    asyncio twin; both run the same steps (:mod:`kimi_files._steps`).
+    ``platform="china"`` picks ``https://api.moonshot.cn/v1``. ``cache``: the reuse cache
+    (None: the account's default file beside its state; a path; False: none).
+    :class:`AsyncKimiFiles` is its asyncio twin; both run the same steps
+    (:mod:`kimi_files._steps`).
 
     Raises:
         ConfigurationError: a missing or malformed key or base URL.
@@ -239,10 +272,11 @@ class KimiFiles(_ClientBase):
         allow_http: bool = False,
         pacer: Pacer | None = None,
         http_client: httpx.Client | None = None,
+        cache: str | os.PathLike[str] | bool | None = None,
     ) -> None:
         super().__init__(api_key, base_url=base_url, platform=platform, retry=retry,
                          max_retries=max_retries, limits=limits, allow_http=allow_http,
-                         pacer=pacer)
+                         pacer=pacer, cache=cache)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(**self._http_options(timeout))
 
@@ -254,6 +288,7 @@ class KimiFiles(_ClientBase):
         Raises:
             Nothing.
         """
+        self._close_cache()
         if self._owns_http:
             self._http.close()
 
@@ -393,6 +428,31 @@ class KimiFiles(_ClientBase):
 
         return ingest(paths, client=self, **options)
 
+    # --- from documents to a chat request --------------------------------------------------
+
+    def messages(self, paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None = None,
+                 strict: bool = False, **options: Unpack[UploadKwargs]) -> Messages:
+        """The system messages for a chat request: see :func:`kimi_files.messages`.
+
+        Raises:
+            KimiError: as :func:`kimi_files.messages`.
+        """
+        from .chat import messages_steps
+
+        return self.run(messages_steps(self, paths, UploadOptions.of(options),
+                                       max_chars=max_chars, strict=strict))
+
+    def session(self, *, delete_on_exit: bool = True) -> Session:
+        """Uploads and extractions cleaned up when the block ends:
+        ``with client.session() as s: s.extract(path)``; see :class:`kimi_files.chat.Session`.
+
+        Raises:
+            Nothing (the session's own calls raise as theirs do).
+        """
+        from .chat import Session
+
+        return Session(self, delete_on_exit=delete_on_exit)
+
 
 class AsyncKimiFiles(_ClientBase):
     """The asyncio twin of :class:`KimiFiles`: the same arguments, methods and behaviour,
@@ -416,10 +476,11 @@ class AsyncKimiFiles(_ClientBase):
         allow_http: bool = False,
         pacer: Pacer | None = None,
         http_client: httpx.AsyncClient | None = None,
+        cache: str | os.PathLike[str] | bool | None = None,
     ) -> None:
         super().__init__(api_key, base_url=base_url, platform=platform, retry=retry,
                          max_retries=max_retries, limits=limits, allow_http=allow_http,
-                         pacer=pacer)
+                         pacer=pacer, cache=cache)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(**self._http_options(timeout))
 
@@ -431,6 +492,7 @@ class AsyncKimiFiles(_ClientBase):
         Raises:
             Nothing.
         """
+        self._close_cache()
         if self._owns_http:
             await self._http.aclose()
 
@@ -570,6 +632,31 @@ class AsyncKimiFiles(_ClientBase):
         from .batch import aingest
 
         return await aingest(paths, client=self, **options)
+
+    # --- from documents to a chat request --------------------------------------------------
+
+    async def messages(self, paths: Sequence[str | os.PathLike[str]], *,
+                       max_chars: int | None = None, strict: bool = False,
+                       **options: Unpack[UploadKwargs]) -> Messages:
+        """:meth:`KimiFiles.messages`, awaited.
+
+        Raises:
+            KimiError: as :func:`kimi_files.messages`.
+        """
+        from .chat import messages_steps
+
+        return await self.run(messages_steps(self, paths, UploadOptions.of(options),
+                                             max_chars=max_chars, strict=strict))
+
+    def session(self, *, delete_on_exit: bool = True) -> AsyncSession:
+        """``async with client.session() as s:``; see :class:`kimi_files.chat.AsyncSession`.
+
+        Raises:
+            Nothing (the session's own calls raise as theirs do).
+        """
+        from .chat import AsyncSession
+
+        return AsyncSession(self, delete_on_exit=delete_on_exit)
 
 
 # --- the endpoints' steps, shared by both clients ---------------------------------------------------

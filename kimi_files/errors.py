@@ -4,8 +4,9 @@
 
     KimiError
     ├── ConfigurationError               missing/malformed key or base URL, bad option
-    │   └── StateError                   the state store failed (.path); names the way out
-    │       └── StateLockedError         another run holds the state (.pid, .path)
+    │   ├── StateError                   the state store failed (.path); names the way out
+    │   │   └── StateLockedError         another run holds the state (.pid, .path)
+    │   └── CacheError                   the reuse cache cannot be used (.path)
     ├── UploadCancelledError             stopped (Ctrl-C) before the upload could finish
     ├── PreflightError                   refused locally, before any byte is sent (.path)
     │   ├── LocalFileError               missing, unreadable, not a regular file, changed mid-upload
@@ -92,6 +93,7 @@ __all__ = [
     "AccountSuspendedError",
     "AuthenticationError",
     "BadRequestError",
+    "CacheError",
     "ConcurrencyLimitError",
     "ConfigurationError",
     "ConnectionLostError",
@@ -214,6 +216,15 @@ class StateLockedError(StateError):
     def __init__(self, message: str, *, path: str | None = None, pid: int | None = None) -> None:
         super().__init__(message, path=path)
         self.pid = pid
+
+
+class CacheError(ConfigurationError):
+    """The reuse cache cannot be used (damaged, not ours, unwritable); ``.path`` names it, and
+    the message says the way out (empty it, or do without it)."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class UploadCancelledError(KimiError):

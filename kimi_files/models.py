@@ -117,6 +117,20 @@ class FileObject:
         out.update(self.extra)
         return out
 
+    def as_content_part(self) -> dict[str, Any]:
+        """This image or video as a part of a chat message, the form the vision models take:
+        ``{"type": "image_url", "image_url": {"url": "ms://<id>"}}`` (or ``video_url``).
+
+        Raises:
+            ValueError: the file was not uploaded with ``purpose="image"`` or ``"video"``.
+        """
+        kind = {"image": "image_url", "video": "video_url"}.get(self.purpose)
+        if kind is None:
+            raise ValueError(f"{self.id} ({self.filename}) has purpose {self.purpose!r}: only "
+                             "files uploaded with purpose 'image' or 'video' are content parts; "
+                             "put a document's text in a system message (FileContent.as_message)")
+        return {"type": kind, kind: {"url": f"ms://{self.id}"}}
+
     @property
     def failed(self) -> bool:
         """True when the server says processing (extraction) of this file failed (``status``
@@ -139,6 +153,11 @@ class UploadedFile(FileObject):
     #: Files that may be extra copies an earlier attempt of this upload stored but that
     #: cannot be proven ours: kept, never adopted or deleted; ``kimi-files delete ID``.
     suspects: tuple[FileObject, ...] = ()
+    #: True when nothing was sent: the account already held this content (same SHA-256,
+    #: same purpose, still listed with the same size), recorded in the reuse cache.
+    reused: bool = False
+    #: The SHA-256 of the content, when it was taken (for reuse, or while sending).
+    sha256: str | None = None
 
     @classmethod
     def of(cls, obj: FileObject, **kw: Any) -> UploadedFile:

@@ -34,6 +34,9 @@ class UploadKwargs(TypedDict, total=False):
     #: Send files of types the service would refuse (archives, binaries, images for
     #: file-extract) anyway.
     allow_any_type: bool
+    #: Hand back the file the account already holds with the same content and purpose
+    #: (True, the default), instead of uploading it again.
+    reuse: bool
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,6 +48,7 @@ class UploadOptions:
     progress: bool | None = None
     max_retries: int | None = None
     allow_any_type: bool = False
+    reuse: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.purpose, str) or not self.purpose:

@@ -17,6 +17,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from .adoption import Attempt, loose_forms, resolve
+from .cache import CacheEntry
 from .config import Limits
 from .errors import NoRoomError
 from .models import FileObject
@@ -34,6 +35,10 @@ class Skip:
     item: Item
     file_id: str
     adopted: bool  # stored by an interrupted run (else: uploaded before, unchanged)
+    #: the account holds this content from another upload (another path, the library, the
+    #: CLI): reused, not uploaded again; ``stored_as`` is the name it is stored under
+    reused: bool = False
+    stored_as: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,21 +90,34 @@ GHOST_TTL = 900
 def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Sequence[Record],
                limits: Limits, free_quota: FreeQuota, *, purpose: str, resume: bool = True,
                ledger: Sequence[OpenAttempt] = (), reported: Collection[str] = (),
-               server_now: int | None = None, wall_now: float | None = None) -> BatchPlan:
+               server_now: int | None = None, wall_now: float | None = None,
+               reusable: Sequence[CacheEntry] = (), reuse: bool = True) -> BatchPlan:
     """Decide what to do with every file of the batch (see the module docstring). Pure.
 
     ``ledger``: the state's open attempts; ``reported``: ids reported as suspects before;
     ``server_now`` (the server's clock) and ``wall_now`` (the local wall clock, for attempts
     whose server time was never known) age the ledger. ``resume=False`` (a dry run) adopts
-    and settles nothing. A file whose ``sha256`` is None has a size no other file shares, so
-    it cannot be a duplicate: it is uploaded.
+    and settles nothing. ``reusable``: the reuse cache's entries; with ``reuse`` a file whose
+    content (and purpose) the account still holds from another upload is not sent again. A
+    file whose ``sha256`` is None has a size nothing known shares, so it cannot be a
+    duplicate: it is uploaded.
     """
-    on_server = {f.id for f in listing}
+    on_server = {f.id: f for f in listing}
     referenced = {r.file_id for r in records if r.file_id} | set(reported)
-    known: dict[str, str] = {}  # content hash -> file id on the server
+    mine: dict[str, tuple[str, str]] = {}  # path -> (hash, file id) uploaded from that path
+    known: dict[str, tuple[str, str]] = {}  # content hash -> (file id, name stored under)
     for rec in records:
-        if rec.status == "uploaded" and rec.sha256 and rec.file_id in on_server:
-            known.setdefault(rec.sha256, rec.file_id)
+        if (rec.status == "uploaded" and rec.sha256 and rec.file_id in on_server
+                and rec.purpose == purpose):
+            mine[rec.path] = (rec.sha256, rec.file_id)
+            if reuse:
+                known.setdefault(rec.sha256, (rec.file_id, on_server[rec.file_id].filename))
+    if reuse:
+        for entry in reusable:
+            f = on_server.get(entry.file_id)
+            if (f is not None and entry.purpose == purpose == f.purpose
+                    and f.bytes == entry.size and not f.failed):
+                known.setdefault(entry.sha256, (f.id, f.filename))
     by_path = {os.path.abspath(i.local.path): i for i in items}
     ledger_plan = (_resume(records, listing, referenced, by_path, ledger, server_now, wall_now)
                    if resume else _Ledger())
@@ -110,26 +128,29 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
     todo: list[Item] = []
     first_by_sha: dict[str, Item] = {}
     for item in items:
-        found = adopted.get(os.path.abspath(item.local.path))
-        if found is not None and item.sha256 is not None:
-            known.setdefault(item.sha256, found)
+        path = os.path.abspath(item.local.path)
+        found = adopted.get(path)
         if item.sha256 is None:
             todo.append(item)
-        elif (file_id := known.get(item.sha256)) is not None:
-            skips.append(Skip(item, file_id, adopted=file_id == found))
+        elif found is not None:
+            skips.append(Skip(item, found, adopted=True))
+        elif mine.get(path, ("", ""))[0] == item.sha256:
+            skips.append(Skip(item, mine[path][1], adopted=False))
+        elif (hit := known.get(item.sha256)) is not None:
+            skips.append(Skip(item, hit[0], adopted=False, reused=True, stored_as=hit[1]))
         elif item.sha256 in first_by_sha:
             twins.append(Twin(item, first_by_sha[item.sha256]))
         else:
             first_by_sha[item.sha256] = item
             todo.append(item)
 
-    protected = set(known.values())
+    protected = {s.file_id for s in skips}
     common = {
         "skips": tuple(skips), "twins": tuple(twins), "groups": _groups(todo, purpose),
         "suspects": tuple(ledger_plan.suspects), "ghosts": ledger_plan.ghosts,
         "ghost_paths": ledger_plan.ghost_paths, "settle": tuple(ledger_plan.settle),
-        "forget_reported": tuple(sorted(set(reported) - on_server)),
-        "claimed": frozenset(on_server | referenced),
+        "forget_reported": tuple(sorted(set(reported) - set(on_server))),
+        "claimed": frozenset(set(on_server) | referenced),
     }
     try:
         room = plan_room(listing, len(todo), sum(i.local.size for i in todo), limits,

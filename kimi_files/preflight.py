@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .cache import APPLICATION_ID as CACHE_APPLICATION_ID
 from .config import KNOWN_PURPOSES, Limits
 from .errors import (
     LocalEmptyFileError,
@@ -378,10 +379,10 @@ def _json_kind(value: object) -> str:
 
 
 def is_state_store(header: bytes) -> bool:
-    """Is this the start (at least 72 bytes) of a kimi-files state store: a SQLite database
-    whose ``application_id`` is :data:`~kimi_files.state.APPLICATION_ID`? Pure."""
+    """Is this the start (at least 72 bytes) of a kimi-files state store or reuse cache: a
+    SQLite database whose ``application_id`` is one of theirs? Pure."""
     return (header.startswith(b"SQLite format 3\0") and len(header) >= 72
-            and int.from_bytes(header[68:72], "big") == APPLICATION_ID)
+            and int.from_bytes(header[68:72], "big") in (APPLICATION_ID, CACHE_APPLICATION_ID))
 
 
 def upload_filename(path: Path) -> tuple[str, tuple[str, ...]]:

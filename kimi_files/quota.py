@@ -22,7 +22,7 @@ from .errors import ConfigurationError, NotEnoughFileSlotsError, NotEnoughStorag
 from .models import FileObject
 
 __all__ = ["FreeQuota", "RoomPlan", "Usage", "check_free_quota", "deficit", "fmt_bytes", "plan_room",
-           "select_candidates"]
+           "select_candidates", "select_for_pruning"]
 
 #: "never", "oldest", a predicate over the account's files, or file ids in deletion order
 #: (a list or tuple: a bare string is never taken for a list of ids).
@@ -196,3 +196,28 @@ def _no_room(
                + "; ".join(parts) + f". To make room: {hint}.")
     cls = NotEnoughFileSlotsError if short_files else NotEnoughStorageError
     raise cls(message, files_to_free=short_files, bytes_to_free=short_bytes)
+
+
+def select_for_pruning(files: Sequence[FileObject], *, keep: int | None,
+                       older_than_days: float | None, match: str | None, purpose: str,
+                       now: float) -> list[FileObject]:
+    """The files ``kimi-files prune`` deletes, oldest first. Pure.
+
+    Only files of ``purpose`` (and whose name matches the glob ``match``, if given) are ever
+    considered. ``keep``: all but the ``keep`` newest of those; ``older_than_days``: those
+    made more than that many days before ``now``. With both, a file must meet both.
+    """
+    import fnmatch
+
+    if keep is None and older_than_days is None:
+        return []
+    considered = sorted((f for f in files if f.purpose == purpose
+                         and (match is None or fnmatch.fnmatchcase(f.filename, match))),
+                        key=_age_key)
+    chosen = considered
+    if keep is not None:
+        chosen = considered[:max(0, len(considered) - keep)]
+    if older_than_days is not None:
+        cutoff = now - older_than_days * 86400
+        chosen = [f for f in chosen if f.created_at < cutoff]
+    return chosen

@@ -11,10 +11,11 @@ from .quota import RoomPlan
 
 __all__ = ["STATUSES", "BatchReport", "FileResult", "Status"]
 
-#: What became of a file: uploaded (or adopted), skipped (already there), rejected (refused
-#: before sending), failed (sending did not succeed), planned (a dry run).
-Status = Literal["uploaded", "skipped", "rejected", "failed", "planned"]
-STATUSES: tuple[Status, ...] = ("uploaded", "skipped", "rejected", "failed", "planned")
+#: What became of a file: uploaded (or adopted), skipped (this very file is there already),
+#: reused (the account holds its content from another upload), rejected (refused before
+#: sending), failed (sending did not succeed), planned (a dry run).
+Status = Literal["uploaded", "skipped", "reused", "rejected", "failed", "planned"]
+STATUSES: tuple[Status, ...] = ("uploaded", "skipped", "reused", "rejected", "failed", "planned")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +65,9 @@ class BatchReport:
 
     @property
     def ok(self) -> bool:
-        """True when every file ended uploaded, skipped (or planned, in a dry run)."""
+        """True when every file ended uploaded, skipped, reused (or planned, in a dry run)."""
         return not self.interrupted and all(
-            r.status in ("uploaded", "skipped", "planned") for r in self.results)
+            r.status in ("uploaded", "skipped", "reused", "planned") for r in self.results)
 
     @property
     def uploaded_bytes(self) -> int:

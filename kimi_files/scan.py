@@ -286,16 +286,18 @@ def check_unverified(items: Sequence[Item], records: Sequence[Record],
     return out
 
 
-def hash_where_needed(items: Sequence[Item],
-                      records: Sequence[Record]) -> list[tuple[Item, FileResult]]:
+def hash_where_needed(items: Sequence[Item], records: Sequence[Record],
+                      reusable_sizes: Collection[int] = ()) -> list[tuple[Item, FileResult]]:
     """Hash, before uploading, only the files whose content could match something: those
-    whose size a file uploaded before shares (identical content has identical size), those
-    an interrupted run left an intent for, and those whose size and first
+    whose size a file uploaded before or a file of the reuse cache (``reusable_sizes``)
+    shares (identical content has identical size), those an interrupted run left an intent
+    for, and those whose size and first
     :data:`SAMPLE_BYTES` another file of the batch shares. The others are hashed as they are
     sent, and only when the state records them. Returns each file that cannot be read, with
     its rejected result (its ``sha256`` stays None)."""
     sizes = Counter(i.local.size for i in items)
     known_sizes = {r.size for r in records if r.status == "uploaded" and r.sha256}
+    known_sizes.update(reusable_sizes)
     pending = {r.path for r in records if r.status == "pending"}
     must = [i for i in items if i.sha256 is None and (
         i.local.size in known_sizes or os.path.abspath(i.local.path) in pending)]

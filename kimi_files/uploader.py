@@ -34,6 +34,7 @@ from typing import IO, Any
 from . import retry as _retry
 from ._steps import Blocking, Call, ClientLike, Steps, Wait
 from .adoption import Attempt, Verdict, resolve
+from .cache import pick
 from .config import RetryPolicy
 from .errors import (
     APIConnectionError,
@@ -51,6 +52,7 @@ from .options import UploadOptions
 from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
 from .quota import RoomPlan, plan_room
+from .state import sha256_of
 
 __all__ = ["PIECE_BYTES", "Claims", "FileBody", "MultipartBody", "PieceDigest", "Preflight", "Sent",
            "delete_steps", "extract_steps", "free_room_steps", "preflight_steps", "send_steps",
@@ -246,13 +248,20 @@ def preflight_steps(client: ClientLike, path: str | os.PathLike[str],
     Raises a :class:`~kimi_files.PreflightError` subclass when the file would be refused or
     cannot fit; otherwise says what would be deleted to make room (``plan.deletions``).
     """
+    local, listing = yield from _checked(client, path, options)
+    plan = plan_room(listing, 1, local.size, client.limits, options.free_quota,
+                     what=os.fsdecode(local.path))
+    return Preflight(local, plan, listing)
+
+
+def _checked(client: ClientLike, path: str | os.PathLike[str],
+             options: UploadOptions) -> Steps[tuple[LocalFile, tuple[FileObject, ...]]]:
+    """The local checks, then the account's listing."""
     local = yield Blocking(functools.partial(
         inspect_file, path, purpose=options.purpose, limits=client.limits,
         allow_any_type=options.allow_any_type))
     listing: FileList = yield Call("list")
-    plan = plan_room(listing.data, 1, local.size, client.limits, options.free_quota,
-                     what=os.fsdecode(local.path))
-    return Preflight(local, plan, listing.data)
+    return local, listing.data
 
 
 # --- the retry loop ---------------------------------------------------------------------------
@@ -308,6 +317,8 @@ class Sent:
     #: False when an attempt lost its answer and its copy was never identified: one may
     #: still land, so the attempt stays on record (see :class:`AttemptRegistry`).
     settled: bool = True
+    #: The SHA-256 of the bytes the stored attempt sent, when asked for (``hash_sent``).
+    sha256: str | None = None
 
 
 def _answer_fits(obj: FileObject, local: LocalFile) -> None:
@@ -420,6 +431,7 @@ def send_steps(
     stop: threading.Event | None = None,
     ghosts: Mapping[Any, Attempt] | None = None,
     sha256: str | None = None,
+    hash_sent: bool = False,
 ) -> Steps[Sent]:
     """Upload ``local`` with the platform's retry rules; see the module docstring.
 
@@ -429,6 +441,7 @@ def send_steps(
     record that could own a stored copy too (never adopted for this one). ``sha256``: the
     content's hash as taken before; the bytes sent are hashed again and must agree (a file
     rewritten since, even with its mtime put back, fails and its copy is deleted).
+    ``hash_sent``: hash the bytes as they are sent, for :attr:`Sent.sha256`.
 
     Raises:
         KimiError: the last error, when the upload cannot be completed;
@@ -446,7 +459,7 @@ def send_steps(
         lost = _Reconciler(client, Attempt(local.filename, local.size, purpose,
                                            client.clock.now()),
                            claims, shown, stop, ghosts or {})
-        check = _Recheck(sha256)
+        check = _Recheck(sha256, hash_sent)
         body = FileBody(fh, local.size, shown, check.reader(on_read),
                         check.rewinder(on_rewind, lost))
         try:
@@ -514,11 +527,20 @@ QUEUED_PIECES = 4
 
 
 class _Recheck:
-    """The bytes sent, hashed again when a hash was taken before, to compare at the end."""
+    """The bytes sent, hashed when a hash was taken before (to compare at the end) or when
+    the caller wants the content's hash (``wanted``), over each attempt from its start
+    (beside the sending: see :class:`PieceDigest`)."""
 
-    def __init__(self, expected: str | None) -> None:
+    def __init__(self, expected: str | None, wanted: bool = False) -> None:
         self.expected = expected
-        self.digest = PieceDigest() if expected else None
+        self.digest = PieceDigest() if expected or wanted else None
+        self.seen = 0
+
+    def sent(self, size: int) -> str | None:
+        """The hash of the last attempt's bytes, if it sent them all."""
+        if self.digest is None or self.seen != size:
+            return None
+        return self.digest.hexdigest()
 
     def reader(self, on_read: Callable[[bytes], None] | None) -> Callable[[bytes], None] | None:
         digest = self.digest
@@ -527,6 +549,7 @@ class _Recheck:
 
         def read(chunk: bytes) -> None:
             digest.update(chunk)
+            self.seen += len(chunk)
             if on_read is not None:
                 on_read(chunk)
 
@@ -537,13 +560,15 @@ class _Recheck:
         def rewound() -> None:
             if self.digest is not None:
                 self.digest.reset()
+                self.seen = 0
             if on_rewind is not None:
                 on_rewind(lost.attempts)
 
         return rewound
 
     def differs(self) -> bool:
-        return self.digest is not None and self.digest.hexdigest() != self.expected
+        return (self.expected is not None and self.digest is not None
+                and self.digest.hexdigest() != self.expected)
 
     def close(self) -> None:
         if self.digest is not None:
@@ -561,7 +586,8 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
 
     def sent(obj: FileObject, attempts: int, adopted: bool) -> Sent:
         return Sent(obj, attempts, adopted, tuple(lost.suspects.values()),
-                    settled=not lost.unresolved)
+                    settled=not lost.unresolved,
+                    sha256=None if adopted else (check.expected or check.sent(local.size)))
 
     if on_begin is not None:
         yield Blocking(on_begin, (lost.attempt.since,))
@@ -631,34 +657,79 @@ def _path_changed(local: LocalFile, before: tuple[int, int, int]) -> bool:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != before
 
 
-def upload_steps(client: ClientLike, path: str | os.PathLike[str],
-                 options: UploadOptions) -> Steps[UploadedFile]:
-    """Preflight ``path``, free room if asked, then send it (:func:`send_steps`) with a
-    progress bar."""
-    check = yield from preflight_steps(client, path, options)
-    local = check.file
+def upload_steps(client: ClientLike, path: str | os.PathLike[str], options: UploadOptions,
+                 sha256: str | None = None) -> Steps[UploadedFile]:
+    """Check ``path``, hand back the account's copy of the same content when there is one
+    (``reuse``), else free room if asked and send it (:func:`send_steps`) with a progress
+    bar; every upload is recorded in the reuse cache. ``sha256``: the content's hash, when
+    the caller took it already."""
+    local, listing = yield from _checked(client, path, options)
     for warning in local.warnings:
         log.warning("%s", warning)
-    deleted = yield from free_room_steps(check.plan, what=local.filename)
+    cache = yield Blocking(client.reuse_cache)
+    if cache is not None and options.reuse:
+        same_size = yield Blocking(cache.lookup_size, (local.size, options.purpose))
+        if pick(same_size, listing, size=local.size, purpose=options.purpose) is not None:
+            if sha256 is None:  # only now can the content's hash decide anything
+                sha256 = yield Blocking(sha256_of, (local.path,))
+            hit = pick([e for e in same_size if e.sha256 == sha256], listing,
+                       size=local.size, purpose=options.purpose)
+            if hit is not None:
+                log.info("%s: the account holds this content as %s (%s); reused",
+                         os.fsdecode(local.path), hit[1].id, hit[1].filename)
+                return UploadedFile.of(hit[1], path=os.fsdecode(local.path), attempts=0,
+                                       mime_type=local.mime_type, warnings=local.warnings,
+                                       reused=True, sha256=sha256)
+    plan = plan_room(listing, 1, local.size, client.limits, options.free_quota,
+                     what=os.fsdecode(local.path))
+    deleted = yield from free_room_steps(plan, what=local.filename)
     policy = client.retry_policy.with_retries(options.max_retries)
-    claims = Claims(f.id for f in check.listing)
+    claims = Claims(f.id for f in listing)
     with ProgressBar(total=local.size, desc=short_label(local.filename),
                      enabled=options.progress) as bar:
         sent = yield from send_steps(
             client, local, purpose=options.purpose, claims=claims, policy=policy,
             on_read=lambda chunk: bar.advance(len(chunk)),
             on_rewind=lambda n: bar.rewind(f"retry {n}"),
+            sha256=sha256, hash_sent=cache is not None,
         )
+    if cache is not None and sent.sha256 is not None:
+        yield Blocking(cache.remember, (sent.sha256, options.purpose, sent.file.id,
+                                        sent.file.filename, local.size))
     return UploadedFile.of(
         sent.file, path=os.fsdecode(local.path), attempts=sent.attempts, adopted=sent.adopted,
         deleted=tuple(deleted), mime_type=local.mime_type, warnings=local.warnings,
-        suspects=sent.suspects,
+        suspects=sent.suspects, sha256=sent.sha256,
     )
+
+
+def content_steps_for(client: ClientLike, path: str | os.PathLike[str],
+                      options: UploadOptions) -> Steps[tuple[FileContent, UploadedFile | None]]:
+    """The content document of a local file: from the reuse cache when this content was
+    extracted before (no request at all), else uploaded (or reused) and fetched, and then
+    cached. The upload is None when the text came from the cache."""
+    cache = yield Blocking(client.reuse_cache)
+    sha256 = None
+    if cache is not None and options.reuse:
+        local = yield Blocking(functools.partial(  # refused files are refused before all else
+            inspect_file, path, purpose=options.purpose, limits=client.limits,
+            allow_any_type=options.allow_any_type))
+        sha256 = yield Blocking(sha256_of, (local.path,))
+        body = yield Blocking(cache.text, (sha256,))
+        if body is not None:
+            return FileContent.from_body(body), None
+    uploaded = yield from upload_steps(client, path, options, sha256)
+    content: FileContent = yield Call("content", (uploaded.id,))
+    digest = sha256 or uploaded.sha256
+    if cache is not None and digest is not None:
+        yield Blocking(cache.remember_text, (digest, uploaded.id, content.raw or content.text))
+    return content, uploaded
 
 
 def extract_steps(client: ClientLike, path: str | os.PathLike[str] | None, file_id: str | None,
                   options: UploadOptions) -> Steps[str]:
-    """The extracted text of a local file (uploaded first) or of an uploaded file's id.
+    """The extracted text of a local file (uploaded first, or reused, or from the cache) or of
+    an uploaded file's id.
 
     Raises:
         ConfigurationError: not exactly one of ``path`` and ``file_id`` was given.
@@ -666,7 +737,7 @@ def extract_steps(client: ClientLike, path: str | os.PathLike[str] | None, file_
     if (path is None) == (file_id is None):
         raise ConfigurationError("extract() takes a path, or file_id=..., and not both")
     if path is not None:
-        uploaded = yield from upload_steps(client, path, options)
-        file_id = uploaded.id
-    content: FileContent = yield Call("content", (file_id,))
-    return content.text
+        content, _ = yield from content_steps_for(client, path, options)
+        return content.text
+    fetched: FileContent = yield Call("content", (file_id,))
+    return fetched.text

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import kimi_files as kf
+from kimi_files.cache import ReuseCache
 from kimi_files.emulator import Emulator
 from kimi_files.state import StateStore
 
@@ -59,7 +60,8 @@ def test_module_level_async_twins(emulator: Emulator, tmp_path: Path) -> None:
 
     up, text, report = _run(main())
     assert text == "twins\n" and up.filename == "b.txt"
-    assert report.ok and emulator.filenames() == ["b.txt", "b.txt"]
+    # the batch finds the content the library uploaded: reused, not sent again
+    assert report.ok and report.count("reused") == 1 and emulator.filenames() == ["b.txt"]
 
 
 def test_blocking_local_work_never_runs_on_the_event_loop(
@@ -80,6 +82,7 @@ def test_blocking_local_work_never_runs_on_the_event_loop(
     monkeypatch.setattr(scan, "sha256_of", recorded("hash", scan.sha256_of))
     monkeypatch.setattr(StateStore, "begin", recorded("begin", StateStore.begin))
     monkeypatch.setattr(StateStore, "done", recorded("done", StateStore.done))
+    monkeypatch.setattr(ReuseCache, "remember", recorded("cache", ReuseCache.remember))
     same = b"".join(b"line %06d, the same in every file\n" % i for i in range(3000))
     for i in range(3):
         write(tmp_path / "in" / f"f{i}.txt", same)  # equal sizes and starts: hashed up front
@@ -89,10 +92,10 @@ def test_blocking_local_work_never_runs_on_the_event_loop(
         loop_thread.append(threading.get_ident())
         async with kf.AsyncKimiFiles(api_key=API_KEY, base_url=emulator.base_url) as c:
             await c.upload(tmp_path / "in" / "f0.txt")
-            await c.ingest([tmp_path / "in"], state=tmp_path / "s.db")
+            await c.ingest([tmp_path / "in"], state=tmp_path / "s.db", reuse=False)
 
     _run(main())
-    assert set(threads) == {"inspect", "scan-inspect", "hash", "begin", "done"}
+    assert set(threads) == {"inspect", "scan-inspect", "hash", "begin", "done", "cache"}
     for name, idents in threads.items():
         assert loop_thread[0] not in idents, f"{name} ran on the event loop"
 

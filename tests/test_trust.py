@@ -618,3 +618,49 @@ def test_the_server_clock_trusts_its_own_stored_times_over_a_date_that_runs_ahea
     assert clock.now() == 1_968_000_000
     now[0] = 5.5
     assert clock.now() == 1_968_000_005
+
+
+def test_a_copy_stored_after_the_client_timed_out_is_adopted_by_the_relisting(
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulator's ``store_late`` fault: the answer is held past the client's time-out and
+    the file stored only then (a slow extraction). The client lists again after a pause
+    before it sends again: that pause is where the late copy lands (the test makes the pause
+    end exactly when the server has stored it, instead of sleeping)."""
+    import kimi_files.retry as retry
+
+    from .conftest import API_KEY
+
+    p = write(tmp_path / "slow.txt", "stored after the client gave up\n")
+    fault = emulator.state.add_fault("store_late", delay=0.05)
+    pauses: list[float] = []
+
+    def pause(seconds: float, stop: Any = None, **kwargs: Any) -> bool:
+        pauses.append(seconds)
+        assert fault.stored.wait(30)  # the server stores it during our pause
+        return True
+
+    monkeypatch.setattr(retry, "sleep", pause)
+    with kf.KimiFiles(api_key=API_KEY, base_url=emulator.base_url, timeout=0.3) as c:
+        up = c.upload(p)
+    assert up.adopted and up.attempts == 1 and up.suspects == ()
+    assert [f.id for f in emulator.state.listing()] == [up.id]
+    assert len(pauses) == 1  # one pause (the retry's), then the listing found the copy
+    assert _post_count(emulator) == 1  # never sent twice
+
+
+def _post_count(emulator: Emulator) -> int:
+    return sum(1 for r in emulator.requests if r.method == "POST")
+
+
+def test_a_typo_in_free_quota_is_a_type_error_under_mypy(tmp_path: Path) -> None:
+    from mypy import api
+
+    code = tmp_path / "typo.py"
+    code.write_text("import kimi_files\n"
+                    "kimi_files.upload('a.txt', free_quota='oldset')\n"
+                    "kimi_files.upload('a.txt', free_quota='oldest')\n"
+                    "kimi_files.upload('a.txt', free_quota=['cl-1', 'cl-2'])\n")
+    out, _, status = api.run(["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "c"),
+                              str(code)])
+    assert status == 1, out
+    assert out.count("error:") == 1 and "typo.py:2:" in out and "free_quota" in out, out

@@ -235,7 +235,7 @@ def test_same_name_already_on_the_server_is_not_adopted(emulator: Emulator,
     p = write(tmp_path / "a.txt", "hello")
     first = client.upload(p)
     emulator.fail_next("drop")  # not stored
-    second = client.upload(p)
+    second = client.upload(p, reuse=False)
     assert not second.adopted and second.id != first.id
     assert emulator.filenames() == ["a.txt", "a.txt"]
 
@@ -293,7 +293,7 @@ def test_file_changed_between_preflight_and_send(emulator: Emulator, client: kf.
     import kimi_files.uploader as up_mod
 
     p = write(tmp_path / "a.txt", "hello")
-    real = up_mod.preflight_steps
+    real = up_mod._checked
 
     def then_grow(*a: Any, **kw: Any) -> Any:
         result = yield from real(*a, **kw)
@@ -301,7 +301,7 @@ def test_file_changed_between_preflight_and_send(emulator: Emulator, client: kf.
             fh.write(b" world")
         return result
 
-    monkeypatch.setattr(up_mod, "preflight_steps", then_grow)
+    monkeypatch.setattr(up_mod, "_checked", then_grow)
     with pytest.raises(kf.LocalFileError, match="changed since the preflight"):
         client.upload(p)
     assert _posts(emulator) == []

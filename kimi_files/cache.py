@@ -1,0 +1,213 @@
+"""The reuse cache: which stored file holds which content, and what its text was.
+
+One small SQLite file per account and base URL (beside the state store, same naming: a hash of
+the key, never the key): ``<host>_<port>-<keyhash>.cache.sqlite3``. Unlike the state store it
+takes no lock: the library, the CLI and several processes use it at once (WAL, short
+transactions, every write an ``INSERT OR IGNORE``/``REPLACE``), so a document uploaded from a
+script is reused by the CLI and the other way round.
+
+* ``files``: (sha256, purpose) -> the file ids that were stored with that content and purpose,
+  with the name and size they were stored under. An entry is only a hint: before a file is
+  reused, the account's listing must still show it with the same size and purpose
+  (:func:`pick`), so a file deleted on the server is uploaded again, never handed back dead.
+* ``texts``: sha256 -> the whole JSON text of ``files.content`` for that content (one content
+  call per document per account, ever).
+
+Every failure is a :class:`~kimi_files.errors.CacheError` naming the file and the way out.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import CacheError
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from .models import FileObject
+
+__all__ = ["CacheEntry", "ReuseCache", "cache_path_for", "pick"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    sha256   TEXT NOT NULL,
+    purpose  TEXT NOT NULL,
+    file_id  TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    size     INTEGER NOT NULL,
+    recorded REAL NOT NULL,
+    PRIMARY KEY (sha256, purpose, file_id)
+);
+CREATE INDEX IF NOT EXISTS files_id ON files (file_id);
+CREATE TABLE IF NOT EXISTS texts (
+    sha256   TEXT PRIMARY KEY,
+    file_id  TEXT NOT NULL,
+    body     TEXT NOT NULL,
+    recorded REAL NOT NULL
+);
+"""
+#: ``PRAGMA application_id`` of a kimi-files reuse cache (ASCII "KiFc").
+APPLICATION_ID = 0x4B694663
+WAY_OUT = "Empty it (kimi-files cache clear) or do without it (reuse=False, --no-reuse)."
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A stored file known to hold some content, for some purpose."""
+
+    sha256: str
+    purpose: str
+    file_id: str
+    filename: str
+    size: int
+
+
+def cache_path_for(state_path: Path) -> Path:
+    """The cache beside a state store of the default location (same account, same name)."""
+    return state_path.with_name(state_path.name.removesuffix(".sqlite3") + ".cache.sqlite3")
+
+
+def pick(entries: Iterable[CacheEntry], listing: Sequence[FileObject], *, size: int,
+         purpose: str) -> tuple[CacheEntry, FileObject] | None:
+    """The first cached file the account still lists with this size and purpose. Pure."""
+    by_id = {f.id: f for f in listing}
+    for entry in entries:
+        f = by_id.get(entry.file_id)
+        if (f is not None and entry.purpose == purpose and f.purpose == purpose
+                and f.bytes == size == entry.size and not f.failed):
+            return entry, f
+    return None
+
+
+class ReuseCache:
+    """The cache file (thread-safe; several processes may share it)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import sqlite3
+
+        self.path = Path(path).absolute()
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(os.fspath(self.path), check_same_thread=False,
+                                 isolation_level=None, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error(f"cannot be opened ({exc})") from None
+        try:
+            app = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if app not in (0, APPLICATION_ID) or (app == 0 and tables - {"files", "texts"}):
+                raise self._error("is not a kimi-files reuse cache; leave it alone, or point "
+                                  "the cache elsewhere")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        except sqlite3.Error as exc:
+            db.close()
+            raise self._error(f"is damaged or not an SQLite database ({exc})") from None
+        except CacheError:
+            db.close()
+            raise
+        self._db: sqlite3.Connection | None = db
+
+    def _error(self, problem: str) -> CacheError:
+        return CacheError(f"reuse cache {self.path} {problem}. {WAY_OUT}", path=str(self.path))
+
+    @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        import sqlite3
+
+        with self._lock:
+            if self._db is None:
+                raise self._error("is closed")
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise self._error(f"cannot be used ({exc})") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> ReuseCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- files ----------------------------------------------------------------------------
+
+    def lookup(self, sha256: str, purpose: str) -> list[CacheEntry]:
+        """The files recorded with this content and purpose, newest first."""
+        with self._using() as db:
+            rows = db.execute(
+                "SELECT sha256, purpose, file_id, filename, size FROM files "
+                "WHERE sha256 = ? AND purpose = ? ORDER BY recorded DESC",
+                (sha256, purpose)).fetchall()
+        return [CacheEntry(*r) for r in rows]
+
+    def lookup_size(self, size: int, purpose: str) -> list[CacheEntry]:
+        """The files recorded with this size and purpose (a reuse is possible only then)."""
+        with self._using() as db:
+            rows = db.execute(
+                "SELECT sha256, purpose, file_id, filename, size FROM files "
+                "WHERE size = ? AND purpose = ? ORDER BY recorded DESC",
+                (size, purpose)).fetchall()
+        return [CacheEntry(*r) for r in rows]
+
+    def entries(self) -> list[CacheEntry]:
+        """Every file recorded, newest first."""
+        with self._using() as db:
+            rows = db.execute("SELECT sha256, purpose, file_id, filename, size FROM files "
+                              "ORDER BY recorded DESC").fetchall()
+        return [CacheEntry(*r) for r in rows]
+
+    def remember(self, sha256: str, purpose: str, file_id: str, filename: str,
+                 size: int) -> None:
+        """Record that ``file_id`` holds this content, stored for ``purpose``."""
+        with self._using() as db:
+            db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                       (sha256, purpose, file_id, filename, size, time.time()))
+
+    def forget(self, file_ids: Iterable[str]) -> None:
+        """Forget files (deleted on the server, or found gone)."""
+        ids = [(i,) for i in file_ids]
+        with self._using() as db:
+            db.executemany("DELETE FROM files WHERE file_id = ?", ids)
+
+    # --- texts ----------------------------------------------------------------------------
+
+    def text(self, sha256: str) -> str | None:
+        """The whole JSON text of ``content`` for this content, if it was fetched before."""
+        with self._using() as db:
+            row = db.execute("SELECT body FROM texts WHERE sha256 = ?", (sha256,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def remember_text(self, sha256: str, file_id: str, body: str) -> None:
+        with self._using() as db:
+            db.execute("INSERT OR REPLACE INTO texts VALUES (?, ?, ?, ?)",
+                       (sha256, file_id, body, time.time()))
+
+    def counts(self) -> tuple[int, int]:
+        """(files, texts) recorded."""
+        with self._using() as db:
+            files = db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+            texts = db.execute("SELECT COUNT(*) FROM texts").fetchone()[0]
+        return int(files), int(texts)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._using() as db:
+            db.execute("DELETE FROM files")
+            db.execute("DELETE FROM texts")
