@@ -413,7 +413,8 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
         if plan.forget_reported:
             yield Blocking(run.store.forget_suspects, (plan.forget_reported,))
     for skip in plan.skips:
-        if run.store is not None and not run.settings.dry_run:
+        if (run.store is not None and not run.settings.dry_run
+                and skip.item.record_id != skip.file_id):  # else its record says so already
             yield run.done(skip.item, skip.file_id)
         if skip.reused:
             same = skip.stored_as == skip.item.local.filename

@@ -182,6 +182,8 @@ class Item:
     #: False for a file taken as unchanged from its record (size and mtime as recorded): not
     #: opened, and its ``local.mime_type`` unknown, until :func:`check_unverified` checks it
     checked: bool = True
+    #: the file id its record holds, when taken as unchanged from it (nothing to rewrite)
+    record_id: str | None = None
 
 
 #: A file this small is hashed as it is checked, from the bytes the check read (no second
@@ -211,7 +213,7 @@ def check_files(files: Sequence[Path], *, purpose: str, limits: Limits, allow_an
         if rec is not None:
             unchanged = _unchanged(path, rec)
             if unchanged is not None:
-                return Item(unchanged, shown, rec.sha256, checked=False)
+                return Item(unchanged, shown, rec.sha256, checked=False, record_id=rec.file_id)
         try:
             local, head = inspect_file_head(path, purpose=purpose, limits=limits,
                                             allow_any_type=allow_any_type)

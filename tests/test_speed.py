@@ -213,11 +213,14 @@ def test_a_rerun_does_not_open_unchanged_files(emulator: Emulator, client: kf.Ki
         opened.append(os.fsdecode(file))
         return real_os_open(file, *args, **kwargs)
 
+    written: list[Any] = []
+    monkeypatch.setattr(kf.StateStore, "done", lambda *a, **kw: written.append(a))
     monkeypatch.setattr(builtins, "open", spy_open)
     monkeypatch.setattr(os, "open", spy_os_open)
     again = client.ingest([folder], state=state, progress=False)
     assert {r.status for r in again.results} == {"skipped"}
     assert not {os.fsdecode(p) for p in paths} & set(opened)
+    assert written == []  # their records say so already: nothing rewritten
 
 
 def test_a_rerun_checks_in_full_an_unchanged_file_whose_copy_is_gone(
