@@ -205,8 +205,26 @@ async def _perform_async(action: Action, client: Any, stop: threading.Event | No
     if isinstance(action, Blocking):
         import asyncio
 
-        return await asyncio.to_thread(action.fn, *action.args)
+        return await asyncio.get_running_loop().run_in_executor(_local_pool(), action.fn,
+                                                                *action.args)
     return await _parallel_async(action, client, stop)
+
+
+_pool: list[cf.ThreadPoolExecutor] = []
+_pool_lock = threading.Lock()
+
+
+def _local_pool() -> cf.ThreadPoolExecutor:
+    """The threads that do an async client's blocking local work: as many as there are cores
+    (that work is disk and CPU, and each thread keeps its own libmagic handle, megabytes of
+    its database), not asyncio's default of cores + 4."""
+    with _pool_lock:
+        if not _pool:
+            import os
+
+            _pool.append(cf.ThreadPoolExecutor(max(2, os.cpu_count() or 1),
+                                               thread_name_prefix="kimi-local"))
+        return _pool[0]
 
 
 async def _parallel_async(action: Parallel, client: Any, stop: threading.Event | None) -> list[Any]:

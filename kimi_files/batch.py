@@ -137,6 +137,11 @@ def _paths(paths: Paths) -> list[str | os.PathLike[str]]:
     return list(paths)
 
 
+def _pacer(settings: BatchOptions) -> Pacer:
+    """The pacer of a client made for one batch: its bounds."""
+    return Pacer(settings.concurrency, settings.rpm, period=settings.rate_period)
+
+
 def _open_state(state: StateArg, client: ClientLike, wait: bool | float) -> StateStore | None:
     if state is False:
         return None
@@ -165,8 +170,7 @@ def ingest(paths: Paths, *, client: KimiFiles | None = None, api_key: str | None
     if client is None:
         from .client import KimiFiles
 
-        client = KimiFiles(api_key=api_key, base_url=base_url, pacer=Pacer(
-            settings.concurrency, settings.rpm, period=settings.rate_period))
+        client = KimiFiles(api_key=api_key, base_url=base_url, pacer=_pacer(settings))
     else:
         client.pacer.restrict(settings.concurrency, settings.rpm)
     try:
@@ -202,8 +206,7 @@ async def aingest(paths: Paths, *, client: AsyncKimiFiles | None = None,
     if client is None:
         from .client import AsyncKimiFiles
 
-        client = AsyncKimiFiles(api_key=api_key, base_url=base_url, pacer=Pacer(
-            settings.concurrency, settings.rpm, period=settings.rate_period))
+        client = AsyncKimiFiles(api_key=api_key, base_url=base_url, pacer=_pacer(settings))
     else:
         client.pacer.restrict(settings.concurrency, settings.rpm)
     try:

@@ -109,8 +109,8 @@ class ReuseCache:
                 raise self._error("is not a kimi-files reuse cache; leave it alone, or point "
                                   "the cache elsewhere")
             db.execute("PRAGMA journal_mode=WAL")
-            # each entry survives the process being killed; after a power cut the last ones
-            # may be lost, which costs a re-upload at worst: no fsync per upload (~0.3 ms)
+            # a hint, not a record: a power cut may lose the last entries, never corrupt it;
+            # no sync to disk on every upload
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -160,14 +160,13 @@ class ReuseCache:
                 (sha256, purpose)).fetchall()
         return [CacheEntry(*r) for r in rows]
 
-    def lookup_size(self, size: int, purpose: str) -> list[CacheEntry]:
-        """The files recorded with this size and purpose (a reuse is possible only then)."""
+    def ids_of_size(self, size: int, purpose: str) -> set[str]:
+        """The ids of the files recorded with this size and purpose (a reuse is possible only
+        then: the content's hash is worth taking only if one is still listed)."""
         with self._using() as db:
-            rows = db.execute(
-                "SELECT sha256, purpose, file_id, filename, size FROM files "
-                "WHERE size = ? AND purpose = ? ORDER BY recorded DESC",
-                (size, purpose)).fetchall()
-        return [CacheEntry(*r) for r in rows]
+            rows = db.execute("SELECT file_id FROM files WHERE size = ? AND purpose = ?",
+                              (size, purpose)).fetchall()
+        return {r[0] for r in rows}
 
     def entries(self) -> list[CacheEntry]:
         """Every file recorded, newest first."""

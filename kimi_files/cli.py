@@ -647,7 +647,6 @@ def select_for_deletion(files: Sequence[FileObject], *, ids: Sequence[str], matc
 
 
 def _do_delete(args: argparse.Namespace) -> int:
-    from .errors import NotFoundError
 
     if not (args.ids or args.match or args.older_than is not None or args.all):
         raise _Usage("say what to delete: file ids, --match GLOB, --older-than DAYS or --all")
@@ -668,22 +667,33 @@ def _do_delete(args: argparse.Namespace) -> int:
                 _say(f"kimi-files: {len(chosen)} file(s) match; pass --yes to delete them")
                 return EXIT_FAILED
             return EXIT_OK if not missing else EXIT_FAILED
-        failed = bool(missing)
-        for f in chosen:
-            try:
-                client.delete(f.id)
-            except NotFoundError:
-                pass
-            except KimiError as exc:
-                _say(f"kimi-files: could not delete {f.id}: {exc}")
-                failed = True
-                continue
-            _emit(sys.stdout, f"deleted {f.id}  {f.filename}")
+        failed = _delete_each(client, chosen) < len(chosen) or bool(missing)
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _do_prune(args: argparse.Namespace) -> int:
+def _delete_each(client: KimiFiles, files: Sequence[FileObject]) -> int:
+    """Delete ``files`` (one already gone is fine), a line each, and forget them in the reuse
+    cache; how many are gone. A failure is said and the rest go on."""
     from .errors import NotFoundError
+
+    gone = []
+    for f in files:
+        try:
+            client.delete(f.id)
+        except NotFoundError:
+            pass
+        except KimiError as exc:
+            _say(f"kimi-files: could not delete {f.id}: {exc}")
+            continue
+        gone.append(f.id)
+        _emit(sys.stdout, f"deleted {f.id}  {f.filename}")
+    cache = client.reuse_cache()
+    if cache is not None and gone:
+        cache.forget(gone)
+    return len(gone)
+
+
+def _do_prune(args: argparse.Namespace) -> int:
     from .quota import select_for_pruning
 
     if args.keep is None and args.older_than is None:
@@ -698,23 +708,9 @@ def _do_prune(args: argparse.Namespace) -> int:
                                   f"{_when(f.created_at)})")
             _say(f"kimi-files: {len(chosen)} file(s) would be deleted (dry run)")
             return EXIT_OK
-        failed, gone = False, []
-        for f in chosen:
-            try:
-                client.delete(f.id)
-            except NotFoundError:
-                pass
-            except KimiError as exc:
-                _say(f"kimi-files: could not delete {f.id}: {exc}")
-                failed = True
-                continue
-            gone.append(f.id)
-            _emit(sys.stdout, f"deleted {f.id}  {f.filename}")
-        cache = client.reuse_cache()
-        if cache is not None and gone:
-            cache.forget(gone)
-        _say(f"kimi-files: {len(gone)} file(s) deleted")
-    return EXIT_FAILED if failed else EXIT_OK
+        gone = _delete_each(client, chosen)
+        _say(f"kimi-files: {gone} file(s) deleted")
+    return EXIT_FAILED if gone < len(chosen) else EXIT_OK
 
 
 def _do_cache(args: argparse.Namespace) -> int:

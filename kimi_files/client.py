@@ -10,6 +10,7 @@ transport (``request``) and the driver (``run``) differ.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import logging
 import os
@@ -51,6 +52,8 @@ from .models import FileContent, FileDeleted, FileList, FileObject
 from .options import UploadKwargs, UploadOptions
 
 if TYPE_CHECKING:
+    import asyncio
+
     from typing_extensions import Unpack
 
     from .batch import BatchReport, IngestKwargs
@@ -279,6 +282,8 @@ class KimiFiles(_ClientBase):
                          pacer=pacer, cache=cache)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(**self._http_options(timeout))
+        self._listing: cf.Future[FileList] | None = None  # a shared listing in flight
+        self._listing_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -329,15 +334,39 @@ class KimiFiles(_ClientBase):
 
     # --- endpoints -------------------------------------------------------------------------
 
-    def list(self) -> FileList:
+    def list(self, *, shared: bool = False) -> FileList:
         """All files of the account.
+
+        ``shared=True``: a listing already in flight on this client (started by another
+        thread) may answer instead of a new request, as for a preflight, where any listing
+        taken since the call began will do. A reconciliation never shares.
 
         Raises:
             APIStatusError: the service refused it (AuthenticationError for a bad key), or kept
                 failing until the retries ran out.
             APIConnectionError: the service could not be reached (after the retries).
         """
-        return self.run(list_steps(self.retry_policy))
+        if not shared:
+            return self.run(list_steps(self.retry_policy))
+        with self._listing_lock:
+            joined = self._listing
+            if joined is None:
+                self._listing = cf.Future()
+        if joined is not None:
+            return joined.result()
+        future = self._listing
+        assert future is not None
+        try:
+            listing = self.run(list_steps(self.retry_policy))
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(listing)
+            return listing
+        finally:
+            with self._listing_lock:
+                self._listing = None
 
     def retrieve(self, file_id: str) -> FileObject:
         """One file's object.
@@ -483,6 +512,7 @@ class AsyncKimiFiles(_ClientBase):
                          pacer=pacer, cache=cache)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(**self._http_options(timeout))
+        self._alisting: asyncio.Future[FileList] | None = None  # a shared listing in flight
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -536,15 +566,35 @@ class AsyncKimiFiles(_ClientBase):
 
     # --- endpoints -------------------------------------------------------------------------
 
-    async def list(self) -> FileList:
-        """All files of the account.
+    async def list(self, *, shared: bool = False) -> FileList:
+        """All files of the account (``shared``: see :meth:`KimiFiles.list`).
 
         Raises:
             APIStatusError: the service refused it (AuthenticationError for a bad key), or kept
                 failing until the retries ran out.
             APIConnectionError: the service could not be reached (after the retries).
         """
-        return await self.run(list_steps(self.retry_policy))
+        import asyncio
+
+        if not shared:
+            return await self.run(list_steps(self.retry_policy))
+        joined = self._alisting
+        if joined is not None and not joined.done():
+            return await asyncio.shield(joined)
+        future: asyncio.Future[FileList] = asyncio.get_running_loop().create_future()
+        self._alisting = future
+        try:
+            listing = await self.run(list_steps(self.retry_policy))
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when none joined
+            raise
+        else:
+            future.set_result(listing)
+            return listing
+        finally:
+            if self._alisting is future:
+                self._alisting = None
 
     async def retrieve(self, file_id: str) -> FileObject:
         """One file's object.

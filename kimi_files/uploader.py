@@ -29,12 +29,13 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from . import retry as _retry
 from ._steps import Blocking, Call, ClientLike, Steps, Wait
 from .adoption import Attempt, Verdict, resolve
-from .cache import pick
+from .cache import ReuseCache, pick
 from .config import RetryPolicy
 from .errors import (
     APIConnectionError,
@@ -260,7 +261,8 @@ def _checked(client: ClientLike, path: str | os.PathLike[str],
     local = yield Blocking(functools.partial(
         inspect_file, path, purpose=options.purpose, limits=client.limits,
         allow_any_type=options.allow_any_type))
-    listing: FileList = yield Call("list")
+    # any listing taken since this upload began will do: uploads at once share one
+    listing: FileList = yield Call("list", kwargs={"shared": True})
     return local, listing.data
 
 
@@ -448,8 +450,9 @@ def send_steps(
             :class:`UploadCancelledError` when ``stop`` was set.
     """
     shown = os.fsdecode(local.path)
-    fh: IO[bytes] = yield Blocking(open, (local.path, "rb"))
-    with fh:
+    # opening is a metadata call, shorter than the chunk reads that follow on the same thread
+    # (under asyncio, the loop's): not worth a hop to a worker thread
+    with open(local.path, "rb") as fh:
         before = _file_stat(fh)
         if before[:2] != (local.size, local.mtime_ns):
             raise LocalFileError(
@@ -668,23 +671,20 @@ def upload_steps(client: ClientLike, path: str | os.PathLike[str], options: Uplo
         log.warning("%s", warning)
     cache = yield Blocking(client.reuse_cache)
     if cache is not None and options.reuse:
-        same_size = yield Blocking(cache.lookup_size, (local.size, options.purpose))
-        if pick(same_size, listing, size=local.size, purpose=options.purpose) is not None:
-            if sha256 is None:  # only now can the content's hash decide anything
-                sha256 = yield Blocking(sha256_of, (local.path,))
-            hit = pick([e for e in same_size if e.sha256 == sha256], listing,
-                       size=local.size, purpose=options.purpose)
-            if hit is not None:
-                log.info("%s: the account holds this content as %s (%s); reused",
-                         os.fsdecode(local.path), hit[1].id, hit[1].filename)
-                return UploadedFile.of(hit[1], path=os.fsdecode(local.path), attempts=0,
-                                       mime_type=local.mime_type, warnings=local.warnings,
-                                       reused=True, sha256=sha256)
+        hit = yield from _reusable(cache, local, listing, options.purpose, sha256)
+        if hit is not None:
+            sha256, found = hit
+            log.info("%s: the account holds this content as %s (%s); reused",
+                     os.fsdecode(local.path), found.id, found.filename)
+            return UploadedFile.of(found, path=os.fsdecode(local.path), attempts=0,
+                                   mime_type=local.mime_type, warnings=local.warnings,
+                                   reused=True, sha256=sha256)
     plan = plan_room(listing, 1, local.size, client.limits, options.free_quota,
                      what=os.fsdecode(local.path))
+    claims = Claims(f.id for f in listing)
+    listing = ()  # the ids are all it needs from here: many uploads at once hold no listing
     deleted = yield from free_room_steps(plan, what=local.filename)
     policy = client.retry_policy.with_retries(options.max_retries)
-    claims = Claims(f.id for f in listing)
     with ProgressBar(total=local.size, desc=short_label(local.filename),
                      enabled=options.progress) as bar:
         sent = yield from send_steps(
@@ -703,6 +703,26 @@ def upload_steps(client: ClientLike, path: str | os.PathLike[str], options: Uplo
     )
 
 
+#: Files up to this size are hashed at once to look for a copy to reuse; larger ones only when
+#: the cache holds a listed file of their very size.
+HASH_AT_ONCE = 1024 * 1024
+
+
+def _reusable(cache: ReuseCache, local: LocalFile, listing: Sequence[FileObject], purpose: str,
+              sha256: str | None) -> Steps[tuple[str, FileObject] | None]:
+    """The account's copy of this content (its hash, the file), if the cache knows one that
+    is still listed with this size and purpose."""
+    if sha256 is None and local.size > HASH_AT_ONCE:
+        same_size = yield Blocking(cache.ids_of_size, (local.size, purpose))
+        if not same_size & {f.id for f in listing}:
+            return None  # nothing of this size to reuse: the hash is taken while sending
+    if sha256 is None:
+        sha256 = yield Blocking(sha256_of, (local.path,))
+    entries = yield Blocking(cache.lookup, (sha256, purpose))
+    hit = pick(entries, listing, size=local.size, purpose=purpose)
+    return None if hit is None else (sha256, hit[1])
+
+
 def content_steps_for(client: ClientLike, path: str | os.PathLike[str],
                       options: UploadOptions) -> Steps[tuple[FileContent, UploadedFile | None]]:
     """The content document of a local file: from the reuse cache when this content was
@@ -711,19 +731,28 @@ def content_steps_for(client: ClientLike, path: str | os.PathLike[str],
     cache = yield Blocking(client.reuse_cache)
     sha256 = None
     if cache is not None and options.reuse:
-        local = yield Blocking(functools.partial(  # refused files are refused before all else
-            inspect_file, path, purpose=options.purpose, limits=client.limits,
-            allow_any_type=options.allow_any_type))
-        sha256 = yield Blocking(sha256_of, (local.path,))
-        body = yield Blocking(cache.text, (sha256,))
-        if body is not None:
-            return FileContent.from_body(body), None
+        sha256 = yield Blocking(_hash_if_readable, (path,))
+        if sha256 is not None:
+            body = yield Blocking(cache.text, (sha256,))
+            if body is not None:  # this very content was read before: no request at all
+                return FileContent.from_body(body), None
     uploaded = yield from upload_steps(client, path, options, sha256)
     content: FileContent = yield Call("content", (uploaded.id,))
     digest = sha256 or uploaded.sha256
     if cache is not None and digest is not None:
         yield Blocking(cache.remember_text, (digest, uploaded.id, content.raw or content.text))
     return content, uploaded
+
+
+def _hash_if_readable(path: str | os.PathLike[str]) -> str | None:
+    """The content's hash, or None when the path is no readable regular file (the checks of
+    the upload then say why, in their own words)."""
+    try:
+        if not os.path.isfile(path):
+            return None
+        return sha256_of(Path(path))
+    except OSError:
+        return None
 
 
 def extract_steps(client: ClientLike, path: str | os.PathLike[str] | None, file_id: str | None,

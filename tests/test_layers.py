@@ -72,3 +72,23 @@ def test_every_public_function_of_the_api_says_what_it_raises() -> None:
                 "disable_progress_bars", "enable_progress_bars", "waiting_disabled"):
             missing.append(name)
     assert not missing, f"no Raises: section in {missing}"
+
+
+def test_the_public_surface_lists_its_lazy_names_and_one_version() -> None:
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    listed = dir(kf)
+    for name in ("KimiFiles", "AsyncKimiFiles", "StateStore", "Pacer", "LocalFile", "Usage",
+                 "waiting_disabled", "aupload", "aextract", "aingest", "messages", "Session"):
+        assert name in listed and name in kf.__all__, name
+        assert getattr(kf, name) is not None
+    assert kf.__version__ == importlib.metadata.version("kimi-files")
+    from kimi_files.client import KimiFiles
+
+    assert kf.__version__ in KimiFiles(api_key="k", base_url="http://127.0.0.1:9/v1")._user_agent
+    # dir() does not import what it lists: the package stays light
+    code = "import sys, kimi_files; dir(kimi_files); print('httpx' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
