@@ -664,7 +664,7 @@ def inspect_file_head(
     """:func:`inspect_file`, and the file's first :data:`MAGIC_BYTES` as read for the checks
     (the whole file when it is that small): the file is opened once, and its type detected
     from those bytes."""
-    p = Path(path)
+    p = path if isinstance(path, Path) else Path(path)  # no copy: a batch holds thousands
     shown = os.fsdecode(p)
     check_purpose(purpose, shown)
     st = stat_file(p)

@@ -171,7 +171,7 @@ def collect(
     return files, rejected
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """A file of the batch that passed the local checks."""
 
