@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
+import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,9 @@ class Wait:
     what: str = ""
     #: ends the wait early (else the driver's own stop event, if any)
     stop: threading.Event | None = None
+    #: a pause for other work to progress, not a retry's wait: taken even when
+    #: :func:`~kimi_files.retry.waiting_disabled` is on
+    real: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,12 @@ def _perform_sync(action: Action, client: Any, stop: threading.Event | None) -> 
     if isinstance(action, Call):
         return getattr(client, action.name)(*action.args, **action.kwargs)
     if isinstance(action, Wait):
+        if action.real:
+            event = action.stop or stop
+            if event is not None:
+                return not event.wait(action.seconds)
+            time.sleep(action.seconds)
+            return True
         return _retry.sleep(action.seconds, action.stop or stop, error=action.error,
                             attempt=action.attempt, left=action.left, what=action.what)
     if isinstance(action, Blocking):
@@ -200,6 +210,12 @@ async def _perform_async(action: Action, client: Any, stop: threading.Event | No
     if isinstance(action, Call):
         return await getattr(client, action.name)(*action.args, **action.kwargs)
     if isinstance(action, Wait):
+        if action.real:
+            import asyncio
+
+            await asyncio.sleep(action.seconds)
+            event = action.stop or stop
+            return not (event is not None and event.is_set())
         return await _retry.asleep(action.seconds, action.stop or stop, error=action.error,
                                    attempt=action.attempt, left=action.left, what=action.what)
     if isinstance(action, Blocking):

@@ -255,6 +255,8 @@ class AttemptRegistry:
         self._lock = threading.Lock()
         self._open: dict[int, Attempt] = {}
         self._claimed: set[str] = set()
+        self._owned: set[str] = set()  # ids that came in our own answers: provably ours
+        self._running: set[int] = set()  # uploads still going
         self._seq = 0
 
     def open(self, attempt: Attempt, server_now: int | None = None) -> int:
@@ -267,7 +269,19 @@ class AttemptRegistry:
                     del self._open[k]
             self._seq += 1
             self._open[self._seq] = attempt
+            self._running.add(self._seq)
             return self._seq
+
+    def finish(self, token: int) -> None:
+        """The upload is over (stored, or given up): it is no longer running."""
+        with self._lock:
+            self._running.discard(token)
+
+    def running_others(self, token: int) -> dict[int, Attempt]:
+        """The other uploads of this client still going (their answers may yet prove a
+        file theirs)."""
+        with self._lock:
+            return {k: self._open[k] for k in self._running if k != token and k in self._open}
 
     def settle(self, token: int) -> None:
         """Every copy of this attempt is accounted for: it owns nothing more."""
@@ -290,3 +304,15 @@ class AttemptRegistry:
     def claimed(self) -> frozenset[str]:
         with self._lock:
             return frozenset(self._claimed)
+
+    def own(self, file_id: str) -> None:
+        """``file_id`` came in the answer to one of this client's uploads: it is that
+        upload's own, whatever another upload suspected of it."""
+        with self._lock:
+            self._claimed.add(file_id)
+            self._owned.add(file_id)
+
+    def owned(self) -> frozenset[str]:
+        """The ids that came in the answers to this client's uploads."""
+        with self._lock:
+            return frozenset(self._owned)

@@ -269,6 +269,14 @@ class _Run:
                                 "attempt stored, or someone else's; kept, not adopted",
                                 path, f.id, f.filename, f.bytes)
 
+    def drop_proven_suspects(self) -> None:
+        """A file some result of this run holds (its id came in an answer) is no suspect."""
+        with self._lock:
+            proven = self.client.attempts.owned() | {
+                r.file_id for r in self.report.results if r.file_id}
+            self.report.suspects[:] = [f for f in self.report.suspects if f.id not in proven]
+            self.unnoted[:] = [(p, i) for p, i in self.unnoted if i not in proven]
+
     def position(self) -> int:
         with self._lock:
             return self._positions.pop() if self._positions else 0
@@ -297,7 +305,8 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
     started = time.monotonic()
     try:
         skip = list(store.files) if store is not None else []
-        cache = yield Blocking(client.reuse_cache)
+        # reuse=False does without the cache altogether (a broken one included)
+        cache = (yield Blocking(client.reuse_cache)) if run.options.reuse else None
         run.cache = cache
         if cache is not None:
             skip += [cache.path, Path(f"{cache.path}-wal"), Path(f"{cache.path}-shm")]
@@ -362,6 +371,7 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         yield from _emit_twins(run, plan)
         if not stop.is_set():
             yield from _late_copies(run, plan)
+        run.drop_proven_suspects()
         return report
     finally:
         if stop.is_set():
@@ -379,13 +389,18 @@ def _read_state(store: StateStore | None
 def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
     """Attempts still open (interrupted runs' and this run's lost ones): a request of a
     killed run can finish after this run listed, so look once more, and report."""
+    attempts: dict[Any, Attempt] = {}
+    paths: dict[Any, str] = {}
     if run.store is not None:
         ledger = yield Blocking(run.store.attempts)
-        attempts = {a.id: Attempt(a.filename, a.size, a.purpose, a.server_time) for a in ledger}
-        paths = {a.id: a.path for a in ledger}
+        attempts.update({a.id: Attempt(a.filename, a.size, a.purpose, a.server_time)
+                         for a in ledger})
+        paths.update({a.id: a.path for a in ledger})
     else:
-        attempts = dict(plan.ghosts)
-        paths = dict(plan.ghost_paths)
+        attempts.update(plan.ghosts)
+        paths.update(plan.ghost_paths)
+    # and this client's own uploads whose copy was never identified (failed, cancelled)
+    attempts.update({("client", k): a for k, a in run.client.attempts.others(-1).items()})
     if not attempts:
         return
     late: FileList = yield Call("list")
@@ -400,6 +415,7 @@ def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
 
 def _note_suspects(run: _Run) -> Steps[None]:
     """Remember what was reported, so that no later run adopts it."""
+    run.drop_proven_suspects()
     fresh, run.unnoted = run.unnoted, []
     if run.store is not None and fresh and not run.settings.dry_run:
         yield Blocking(run.store.note_suspects, (fresh,))
@@ -548,7 +564,8 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         if store is not None:
             yield run.done(item, sent.file.id,
                            settles=attempt[0] if attempt and sent.settled else None)
-        if run.cache is not None and item.sha256 is not None:
+        if run.cache is not None and item.sha256 is not None and not sent.adopted:
+            # only a copy whose id came in our own answer is a fact to reuse later
             yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,
                                                 sent.file.filename, local.size))
         note = "adopted after a lost response" if sent.adopted else ""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from .models import FileObject
 
-__all__ = ["CacheEntry", "ReuseCache", "cache_path_for", "pick"]
+__all__ = ["CacheEntry", "ReuseCache", "cache_path_for", "pick", "remove_cache_files"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS texts (
 """
 #: ``PRAGMA application_id`` of a kimi-files reuse cache (ASCII "KiFc").
 APPLICATION_ID = 0x4B694663
-WAY_OUT = "Empty it (kimi-files cache clear) or do without it (reuse=False, --no-reuse)."
+WAY_OUT = ("Empty it (kimi-files cache clear, which also removes a damaged one) or do without "
+           "it (reuse=False, --no-reuse).")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,9 @@ class ReuseCache:
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         except sqlite3.Error as exc:
             db.close()
+            if "readonly" in str(exc) or "read-only" in str(exc):
+                raise self._error(f"cannot be written: the file or its folder is read-only "
+                                  f"({exc})") from None
             raise self._error(f"is damaged or not an SQLite database ({exc})") from None
         except CacheError:
             db.close()
@@ -213,3 +217,19 @@ class ReuseCache:
         with self._using() as db:
             db.execute("DELETE FROM files")
             db.execute("DELETE FROM texts")
+
+
+def remove_cache_files(path: Path) -> list[Path]:
+    """Remove a cache file and its journal files (for a cache too damaged to open); the
+    paths removed."""
+    removed = []
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise CacheError(f"reuse cache {path} cannot be removed ({exc}); remove it by "
+                             "hand", path=str(path)) from None
+        removed.append(p)
+    return removed

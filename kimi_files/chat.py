@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import weakref
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -80,8 +81,25 @@ def cut_marker(cut: int, total: int) -> str:
             "budget]")
 
 
-#: Room reserved for the marker in each text that may be cut.
-_MARKER_ROOM = len(cut_marker(10**9, 10**9))
+def _escaped(ch: str) -> int:
+    """How many characters ``ch`` takes inside a JSON string (``ensure_ascii=False``)."""
+    if ch in '"\\\b\f\n\r\t':
+        return 2
+    return 6 if ord(ch) < 0x20 else 1
+
+
+def _json_length(text: str) -> int:
+    return sum(_escaped(ch) for ch in text)
+
+
+def _cut(text: str, budget: int) -> str:
+    """The longest start of ``text`` that takes at most ``budget`` characters in JSON."""
+    used = 0
+    for i, ch in enumerate(text):
+        used += _escaped(ch)
+        if used > budget:
+            return text[:i]
+    return text
 
 
 def _document(content: FileContent) -> tuple[dict[str, Any] | None, str]:
@@ -97,32 +115,58 @@ def _document(content: FileContent) -> tuple[dict[str, Any] | None, str]:
 
 
 def _message(doc: dict[str, Any] | None, text: str) -> dict[str, str]:
-    content = text if doc is None else json.dumps({**doc, "content": text}, ensure_ascii=False)
+    """The system message: the document re-written as compact JSON (non-ASCII kept as it is,
+    so its length is what the budget counted), or the plain text."""
+    content = text if doc is None else json.dumps({**doc, "content": text}, ensure_ascii=False,
+                                                  separators=(",", ":"))
     return {"role": "system", "content": content}
 
 
 def build_messages(found: Sequence[tuple[str, FileContent]], max_chars: int | None) -> Messages:
-    """The messages for documents read, cut to ``max_chars`` in all (see :func:`fit_budget`).
-    Pure."""
-    docs = [(path, *_document(content), content) for path, content in found]
+    """The messages for documents read; with ``max_chars``, the total of their contents is
+    at most that many characters: the largest texts are cut first (see :func:`fit_budget`),
+    each cut one marked. Pure.
+
+    Raises:
+        ConfigurationError: ``max_chars`` cannot hold even the documents' wrappers.
+    """
     out = Messages()
     if max_chars is None:
-        for _path, doc, text, content in docs:
-            if doc is None:
-                out.append({"role": "system", "content": text})
-            else:  # the whole JSON text, as the service gave it
-                out.append(content.as_message())
-        return out
-    overheads = [len(_message(doc, "")["content"]) + _MARKER_ROOM for _, doc, _, _ in docs]
-    keep = fit_budget([len(text) for _, _, text, _ in docs], max_chars - sum(overheads))
-    for (path, doc, text, content), kept in zip(docs, keep, strict=True):
-        if kept >= len(text):
+        for _path, doc, text, content in [(p, *_document(c), c) for p, c in found]:
             out.append(content.as_message() if doc is not None else
                        {"role": "system", "content": text})
+        return out
+    docs = [(path, *_document(content)) for path, content in found]
+    wrappers = [len(_message(doc, "")["content"]) for _, doc, _ in docs]
+    lengths = [_json_length(text) if doc is not None else len(text) for _, doc, text in docs]
+    if sum(wrappers) > max_chars:
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"max_chars={max_chars:,} cannot hold {len(docs)} document(s): their JSON "
+            f"wrappers alone take {sum(wrappers):,} characters")
+    cut: set[int] = set()
+    keep = lengths
+    for _ in range(len(docs) + 1):  # room for a marker in each text cut, until it settles
+        room = max_chars - sum(wrappers) - sum(_MARKER_ROOM for _ in cut)
+        keep = fit_budget(lengths, room)
+        now_cut = {i for i, (k, n) in enumerate(zip(keep, lengths, strict=True)) if k < n}
+        if now_cut <= cut:
+            break
+        cut |= now_cut
+    for i, ((path, doc, text), kept) in enumerate(zip(docs, keep, strict=True)):
+        if i not in cut or kept >= lengths[i]:
+            out.append(_message(doc, text))
             continue
-        out.cut[path] = (len(text), kept)
-        out.append(_message(doc, text[:kept] + cut_marker(len(text) - kept, len(text))))
+        part = _cut(text, kept) if doc is not None else text[:kept]
+        marked = part + cut_marker(len(text) - len(part), len(text))
+        out.cut[path] = (len(text), len(part))
+        out.append(_message(doc, marked))
     return out
+
+
+#: Room reserved for the marker in each text cut (its JSON length, with the largest numbers).
+_MARKER_ROOM = _json_length(cut_marker(10**12, 10**12))
 
 
 def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
@@ -139,10 +183,12 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
         KimiError: with ``strict``, the first document that failed; a ConfigurationError
             for a bad option either way.
     """
-    if max_chars is not None and (isinstance(max_chars, bool) or max_chars < 1):
+    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int)
+                                  or max_chars < 1):
         from .errors import ConfigurationError
 
-        raise ConfigurationError(f"max_chars must be a positive number, not {max_chars!r}")
+        raise ConfigurationError(f"max_chars must be a whole number of at least 1, not "
+                                 f"{max_chars!r}")
     found: list[tuple[str, FileContent]] = []
     failed: dict[str, KimiError] = {}
     files: dict[str, UploadedFile | None] = {}
@@ -158,7 +204,8 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
             continue
         if on_file is not None and uploaded is not None:
             on_file(path, uploaded)
-        files[path] = uploaded
+        if files.get(path) is None:  # a path given twice keeps what its first time did
+            files[path] = uploaded
         found.append((path, content))
     out = build_messages(found, max_chars)
     out.failed.update(failed)
@@ -167,28 +214,59 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
 
 
 def _cleanup_steps(created: dict[str, UploadedFile]) -> Steps[list[str]]:
-    """Delete the files a session stored; returns their ids. A file already gone is fine."""
+    """Delete the files a session stored; returns their ids. A file already gone is fine. A
+    deletion that fails does not stop the others; the first failure is raised at the end
+    (the files not deleted stay in ``created``, and each is logged)."""
     deleted = []
+    failure: KimiError | None = None
     for file_id, up in list(created.items()):
-        with contextlib.suppress(NotFoundError):
-            yield Call("delete", (file_id,))
+        try:
+            with contextlib.suppress(NotFoundError):
+                yield Call("delete", (file_id,))
+        except KimiError as exc:
+            log.error("could not delete %s (%s) at the end of the session: %s", file_id,
+                      up.filename, exc)
+            failure = failure or exc
+            continue
         deleted.append(file_id)
         created.pop(file_id, None)
         log.info("deleted %s (%s) at the end of the session", file_id, up.filename)
+    if failure is not None:
+        raise failure
     return deleted
+
+
+#: Live sessions by id, and per client the files sessions reused: {file id: {session ids}}.
+_sessions: weakref.WeakValueDictionary[int, _SessionBase] = weakref.WeakValueDictionary()
+_client_leases: weakref.WeakKeyDictionary[Any, dict[str, set[int]]] = weakref.WeakKeyDictionary()
+
+
+def _leases(client: Any) -> dict[str, set[int]]:
+    return _client_leases.setdefault(client, {})
 
 
 class _SessionBase:
     def __init__(self, client: Any, *, delete_on_exit: bool) -> None:
         self.client = client
         self.delete_on_exit = delete_on_exit
+        _sessions[id(self)] = self
         #: the files this session stored (by id), deleted on exit with ``delete_on_exit``
         self.created: dict[str, UploadedFile] = {}
         #: the ids deleted when the session ended
         self.deleted: list[str] = []
+        #: files this session reused (stored by someone else, perhaps another session)
+        self.leased: set[str] = set()
 
     def _keep(self, path: str, up: UploadedFile) -> None:
-        if not up.reused:
+        if up.reused:
+            # another session of this client may have stored it: it must not delete it
+            # under us; it hands it over instead (see _close)
+            _leases(self.client).setdefault(up.id, set()).add(id(self))
+            self.leased.add(up.id)
+        elif up.adopted:
+            log.warning("%s: %s was adopted after a lost answer; it cannot be proven this "
+                        "session's, so the session will not delete it", path, up.id)
+        else:
             self.created[up.id] = up
 
     def _upload(self, path: str | os.PathLike[str], options: UploadKwargs) -> Steps[UploadedFile]:
@@ -209,12 +287,29 @@ class _SessionBase:
                                           on_file=self._keep))
 
     def _close(self) -> Steps[None]:
-        if self.delete_on_exit:
+        leases = _leases(self.client)
+        for file_id in self.leased:  # this session no longer uses what it reused
+            holders = leases.get(file_id, set())
+            holders.discard(id(self))
+            if not holders:
+                leases.pop(file_id, None)
+        if not self.delete_on_exit:
+            return
+        self._before = list(self.created)
+        for file_id in list(self.created):
+            if leases.get(file_id):  # another live session reuses it: it deletes it later
+                holder = _sessions.get(next(iter(leases[file_id])))
+                if holder is not None:
+                    holder.created[file_id] = self.created.pop(file_id)
+        try:
             gone = yield from _cleanup_steps(self.created)
-            self.deleted.extend(gone)
-            cache = yield Blocking(self.client.reuse_cache)
-            if cache is not None and gone:
-                yield Blocking(cache.forget, (gone,))
+        except KimiError:
+            self.deleted.extend(i for i in self._before if i not in self.created)
+            raise
+        self.deleted.extend(gone)
+        cache = yield Blocking(self.client.reuse_cache)
+        if cache is not None and gone:
+            yield Blocking(cache.forget, (gone,))
 
 
 class Session(_SessionBase):
@@ -264,7 +359,13 @@ class Session(_SessionBase):
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        try:  # the body's own error is the one that propagates
+            self.close()
+        except KimiError as cleanup:
+            log.error("the session's clean-up failed too: %s", cleanup)
 
 
 class AsyncSession(_SessionBase):
@@ -312,4 +413,10 @@ class AsyncSession(_SessionBase):
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self.aclose()
+        if exc is None:
+            await self.aclose()
+            return
+        try:  # the body's own error is the one that propagates
+            await self.aclose()
+        except KimiError as cleanup:
+            log.error("the session's clean-up failed too: %s", cleanup)

@@ -702,10 +702,13 @@ def _do_prune(args: argparse.Namespace) -> int:
         chosen = select_for_pruning(client.list().data, keep=args.keep,
                                     older_than_days=args.older_than, match=args.match,
                                     purpose=args.purpose, now=time.time())
-        if args.dry_run:
+        if args.dry_run or not args.yes:
             for f in chosen:
                 _emit(sys.stdout, f"would delete {f.id}  {f.filename}  ({f.bytes:,} bytes, "
                                   f"{_when(f.created_at)})")
+            if not args.dry_run:
+                _say(f"kimi-files: {len(chosen)} file(s) match; pass --yes to delete them")
+                return EXIT_FAILED
             _say(f"kimi-files: {len(chosen)} file(s) would be deleted (dry run)")
             return EXIT_OK
         gone = _delete_each(client, chosen)
@@ -714,8 +717,20 @@ def _do_prune(args: argparse.Namespace) -> int:
 
 
 def _do_cache(args: argparse.Namespace) -> int:
+    from .errors import CacheError
+
     with _client(args) as client:
-        cache = client.reuse_cache()
+        try:
+            cache = client.reuse_cache()
+        except CacheError as exc:
+            if args.action != "clear" or exc.path is None:
+                raise
+            from .cache import remove_cache_files
+
+            for p in remove_cache_files(Path(exc.path)):
+                _say(f"kimi-files: removed {p}")
+            _say(f"kimi-files: the reuse cache could not be opened ({exc}); removed it")
+            return EXIT_OK
         if cache is None:  # pragma: no cover - only --emulator, which the parser refuses
             raise _Usage("no reuse cache for the emulator")
         if args.action == "clear":
@@ -906,6 +921,7 @@ def main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> 
                     help="only files of this purpose (default file-extract); others are "
                          "never touched")
     pr.add_argument("--dry-run", action="store_true", help="show what would be deleted")
+    pr.add_argument("--yes", action="store_true", help="delete them (for cron jobs)")
     pr.set_defaults(func=_do_prune)
     ca = sub.add_parser("cache", parents=[conn],
                         help="show or empty the reuse cache (content -> stored file, texts)")

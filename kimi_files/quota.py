@@ -205,13 +205,15 @@ def select_for_pruning(files: Sequence[FileObject], *, keep: int | None,
 
     Only files of ``purpose`` (and whose name matches the glob ``match``, if given) are ever
     considered. ``keep``: all but the ``keep`` newest of those; ``older_than_days``: those
-    made more than that many days before ``now``. With both, a file must meet both.
+    made more than that many days before ``now``. With both, a file must meet both. A file
+    with no ``created_at`` is never chosen.
     """
     import fnmatch
 
     if keep is None and older_than_days is None:
         return []
-    considered = sorted((f for f in files if f.purpose == purpose
+    # a file whose age the listing does not give is never pruned
+    considered = sorted((f for f in files if f.purpose == purpose and f.created_at > 0
                          and (match is None or fnmatch.fnmatchcase(f.filename, match))),
                         key=_age_key)
     chosen = considered

@@ -20,6 +20,7 @@ alike: see :mod:`kimi_files._steps`). Its rules:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -34,7 +35,7 @@ from typing import IO, Any
 
 from . import retry as _retry
 from ._steps import Blocking, Call, ClientLike, Steps, Wait
-from .adoption import Attempt, Verdict, resolve
+from .adoption import Attempt, Verdict, could_be_loosely, resolve
 from .cache import ReuseCache, pick
 from .config import RetryPolicy
 from .errors import (
@@ -366,6 +367,8 @@ class _Reconciler:
         self.pending: KimiError | None = None
         #: an attempt lost its answer and its copy was never identified
         self.unresolved = False
+        #: a request is being sent (a cancellation now may leave a copy on the server)
+        self.in_flight = False
 
     @property
     def maybe_stored(self) -> bool:
@@ -404,8 +407,13 @@ class _Reconciler:
         return None
 
     def suspect(self, files: Iterable[FileObject]) -> None:
+        """Note files that may be copies of this upload: never adopted by it (they join its
+        own claims), but not claimed client-wide, so that another upload of this client whose
+        answer brings one of these ids still owns it, and it is not reported then."""
+        owned = self.registry.owned()
         for f in files:
-            if f.id not in self.suspects and self.claim(f.id):
+            if f.id not in self.suspects and f.id not in owned:
+                self.claims.add(f.id)
                 self.suspects[f.id] = f
                 log.warning(
                     "%s: %s (%s, %d bytes, created_at %d) may be a copy an earlier attempt "
@@ -470,14 +478,41 @@ def send_steps(
                                         purpose=purpose, policy=policy or client.retry_policy,
                                         on_begin=on_begin, stop=stop)
         except BaseException:
-            if not lost.maybe_stored:
+            lost.registry.finish(lost.token)
+            # a copy may be on the server (a lost answer, or a request cut off in flight by a
+            # cancellation or Ctrl-C): the attempt stays registered as a possible owner
+            if not (lost.maybe_stored or lost.in_flight):
                 lost.registry.settle(lost.token)
             raise
         finally:
             check.close()
+        lost.registry.finish(lost.token)
         if sent.settled:
             lost.registry.settle(lost.token)
-        return sent
+        suspects = yield from _without_siblings(lost, sent.suspects, stop)
+        return dataclasses.replace(sent, suspects=suspects)
+
+
+#: How long an upload waits, at most, for the client's other uploads still going to prove
+#: their own the files it suspects, before it reports them.
+SIBLING_PATIENCE = 10.0
+
+
+def _without_siblings(lost: _Reconciler, suspects: tuple[FileObject, ...],
+                      stop: threading.Event | None) -> Steps[tuple[FileObject, ...]]:
+    """The suspects, less those another upload of this client proves its own (by its
+    answer); while one that may still do so is running, wait for it (bounded)."""
+    waited = 0.0
+    while True:
+        owned = lost.registry.owned()
+        left = tuple(f for f in suspects if f.id not in owned)
+        rivals = lost.registry.running_others(lost.token).values()
+        undecided = [f for f in left if any(could_be_loosely(f, a) for a in rivals)]
+        if not undecided or waited >= SIBLING_PATIENCE:
+            return left
+        if not (yield Wait(0.05, stop=stop, real=True)):
+            return left
+        waited += 0.05
 
 
 class PieceDigest:
@@ -606,16 +641,20 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
         _check_unchanged(local)
         error: KimiError
         try:
+            lost.in_flight = True
             obj: FileObject = yield Call("create", (body,), {
                 "filename": local.filename, "purpose": purpose,
                 "content_type": local.mime_type})
+            lost.in_flight = False
             _answer_fits(obj, local)
         except KimiError as exc:
+            lost.in_flight = False
             error = exc
             if _retry.may_have_stored(exc):
                 lost.pending = exc
         else:
-            lost.claim(obj.id)
+            lost.registry.own(obj.id)
+            lost.claims.add(obj.id)
             client.clock.observe_stored(obj.created_at)
             if (_file_stat(fh) != before or _path_changed(local, before)
                     or (check.digest is not None and (yield Blocking(check.differs)))):
@@ -669,8 +708,8 @@ def upload_steps(client: ClientLike, path: str | os.PathLike[str], options: Uplo
     local, listing = yield from _checked(client, path, options)
     for warning in local.warnings:
         log.warning("%s", warning)
-    cache = yield Blocking(client.reuse_cache)
-    if cache is not None and options.reuse:
+    cache = (yield Blocking(client.reuse_cache)) if options.reuse else None
+    if cache is not None:
         hit = yield from _reusable(cache, local, listing, options.purpose, sha256)
         if hit is not None:
             sha256, found = hit
@@ -728,9 +767,9 @@ def content_steps_for(client: ClientLike, path: str | os.PathLike[str],
     """The content document of a local file: from the reuse cache when this content was
     extracted before (no request at all), else uploaded (or reused) and fetched, and then
     cached. The upload is None when the text came from the cache."""
-    cache = yield Blocking(client.reuse_cache)
+    cache = (yield Blocking(client.reuse_cache)) if options.reuse else None
     sha256 = None
-    if cache is not None and options.reuse:
+    if cache is not None:
         sha256 = yield Blocking(_hash_if_readable, (path,))
         if sha256 is not None:
             body = yield Blocking(cache.text, (sha256,))

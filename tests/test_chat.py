@@ -60,7 +60,7 @@ def test_a_budget_cuts_the_largest_first_with_a_visible_marker(
     found = kf.messages([small, big], client=client, max_chars=total // 2)
     assert sum(len(m["content"]) for m in found) <= total // 2
     assert list(found.cut) == [str(big)]  # only the large one was cut
-    assert found[0] == whole[0]
+    assert json.loads(found[0]["content"]) == json.loads(whole[0]["content"])
     text = json.loads(found[1]["content"])["content"]  # still valid JSON
     original, kept = found.cut[str(big)]
     assert text.endswith(cut_marker(original - kept, original))
@@ -173,8 +173,9 @@ def _file(fid: str, at: int, purpose: str = "file-extract", name: str = "a.txt")
 
 def test_prune_selection() -> None:
     day = 86400
-    files = [_file("old", 0), _file("mid", 5 * day), _file("new", 9 * day),
-             _file("img", 0, purpose="image"), _file("pdf", 1, name="x.pdf")]
+    files = [_file("old", 1), _file("mid", 5 * day), _file("new", 9 * day),
+             _file("img", 1, purpose="image"), _file("pdf", 2, name="x.pdf"),
+             _file("undated", 0)]  # no created_at: never pruned
     kw = {"older_than_days": None, "match": None, "purpose": "file-extract", "now": 10 * day}
     ids = [f.id for f in select_for_pruning(files, keep=2, **kw)]  # type: ignore[arg-type]
     assert ids == ["old", "pdf"]  # all but the 2 newest; never the image
@@ -200,7 +201,9 @@ def test_kimi_files_prune_dry_run_then_for_real(emulator: Emulator, tmp_path: Pa
     out = capsys.readouterr().out
     assert out.count("would delete") == 3 and image.id not in out
     assert len(emulator.state.listing()) == 5
-    assert main(["prune", "--keep", "1"]) == 0
+    assert main(["prune", "--keep", "1"]) == 1  # says what it would do; deletes nothing
+    assert "pass --yes" in capsys.readouterr().err and len(emulator.state.listing()) == 5
+    assert main(["prune", "--keep", "1", "--yes"]) == 0
     left = {f.id for f in emulator.state.listing()}
     assert left == {fresh.id, image.id} and not left & {f.id for f in old}
     assert main(["prune"]) == 2  # says what to keep
@@ -220,3 +223,70 @@ def test_kimi_files_messages_prints_json(emulator: Emulator, tmp_path: Path,
     assert [m["role"] for m in msgs] == ["system", "system"]
     assert sum(len(m["content"]) for m in msgs) <= 600
     assert f"{a}: cut to" in captured.err
+
+
+def test_the_budget_counts_what_json_makes_of_the_text(emulator: Emulator, client: kf.KimiFiles,
+                                                      tmp_path: Path) -> None:
+    quoted = write(tmp_path / "quotes.txt", '"quoted"\n\\back\tslash\n' * 200)
+    chinese = write(tmp_path / "zh.txt", "季度报告收入增长。" * 300)
+    for budget in (3000, 2000, 900):
+        found = kf.messages([quoted, chinese], client=client, max_chars=budget)
+        assert sum(len(m["content"]) for m in found) <= budget, budget
+        for m in found:
+            json.loads(m["content"])  # still valid JSON
+    with pytest.raises(kf.ConfigurationError, match="cannot hold 2 document"):
+        kf.messages([quoted, chinese], client=client, max_chars=50)
+    for bad in (2.5, 0, True):
+        with pytest.raises(kf.ConfigurationError, match="max_chars must be a whole number"):
+            kf.messages([quoted], client=client, max_chars=bad)  # type: ignore[arg-type]
+
+
+def test_a_session_never_deletes_a_file_it_adopted(emulator: Emulator, client: kf.KimiFiles,
+                                                   tmp_path: Path, no_wait: list[float],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our attempt is lost before it is stored and a colleague's look-alike appears: the
+    look-alike is adopted (the known limit), and so the session must not delete it."""
+    p = write(tmp_path / "report.txt", "0123456789")
+    emulator.fail_next("drop")
+    original = client.create
+    colleague: list[str] = []
+
+    def create(*args: object, **kwargs: object) -> FileObject:
+        try:
+            return original(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            if not colleague:
+                colleague.append(emulator.state.seed_file("report.txt", 10).id)
+
+    monkeypatch.setattr(client, "create", create)
+    with client.session() as s:
+        up = s.upload(p)
+    assert up.adopted and up.id == colleague[0]
+    assert colleague[0] in {f.id for f in emulator.state.listing()} and s.deleted == []
+
+
+def test_two_sessions_on_one_client_hand_over_a_shared_file(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    p = write(tmp_path / "shared.txt", "used by two sessions\n")
+    first = client.session()
+    second = client.session()
+    with first:
+        stored = first.upload(p)
+        assert second.upload(p).reused  # the second reuses what the first stored
+    assert stored.id in {f.id for f in emulator.state.listing()}  # still in use: kept
+    with second:
+        pass
+    assert emulator.state.listing() == [] and second.deleted == [stored.id]
+
+
+def test_a_failed_clean_up_never_hides_the_bodys_error(emulator: Emulator, client: kf.KimiFiles,
+                                                        tmp_path: Path) -> None:
+    a = write(tmp_path / "a.txt", "first\n")
+    b = write(tmp_path / "b.txt", "second\n")
+    with pytest.raises(RuntimeError, match="the body"), client.session() as s:
+        s.upload(a)
+        s.upload(b)
+        emulator.fail_next("api_not_open", endpoint="delete")  # the first deletion fails
+        raise RuntimeError("the body")
+    assert len(s.deleted) == 1 and len(s.created) == 1  # the other was still deleted
+    assert len(emulator.state.listing()) == 1

@@ -180,3 +180,53 @@ def test_kimi_files_cache_show_and_clear(emulator: Emulator, tmp_path: Path,
     again = kf.upload(tmp_path / "a.txt")
     assert not again.reused  # the cache was emptied: uploaded again
     assert os.path.exists(shown["path"])
+
+
+def test_no_reuse_and_cache_clear_are_ways_out_of_a_broken_cache(
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    monkeypatch.setenv("MOONSHOT_BASE_URL", emulator.base_url)
+    p = write(tmp_path / "in" / "a.txt", "through a broken cache\n")
+    with kf.KimiFiles() as c:
+        where = c.state_path().with_name(c.state_path().name.replace(".sqlite3",
+                                                                     ".cache.sqlite3"))
+    where.parent.mkdir(parents=True, exist_ok=True)
+    where.write_bytes(b"garbage" * 500)
+    assert upload_main(["--no-state", str(tmp_path / "in")]) == 2  # the cache is broken
+    assert "kimi-files cache clear" in capsys.readouterr().err
+    assert kf.upload(p, reuse=False).reused is False  # the library's way out works
+    assert upload_main(["--no-state", "--no-reuse", str(tmp_path / "in")]) == 0
+    assert main(["cache", "clear"]) == 0  # and clear removes a cache it cannot open
+    assert "removed" in capsys.readouterr().err and not where.exists()
+    assert upload_main(["--no-state", str(tmp_path / "in")]) == 0
+
+
+def test_an_adopted_copy_never_enters_the_reuse_cache(emulator: Emulator, client: kf.KimiFiles,
+                                                      tmp_path: Path,
+                                                      no_wait: list[float]) -> None:
+    write(tmp_path / "in" / "a.txt", "adopted, not proven\n")
+    emulator.fail_next("store_then_drop")
+    report = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    assert report.results[0].note.startswith("adopted")
+    cache = client.reuse_cache()
+    assert cache is not None and cache.entries() == []
+
+
+def test_uploads_at_once_never_report_each_others_files(emulator: Emulator, api: Api,
+                                                        tmp_path: Path,
+                                                        no_wait: list[float]) -> None:
+    """Look-alikes uploaded at once on one client, some answers lost: whatever an upload
+    suspects, a file another upload got in its own answer is never reported."""
+    import concurrent.futures as cf
+
+    paths = [write(tmp_path / f"d{i}" / "report.txt", f"report {i:02d}\n") for i in range(12)]
+    emulator.fail_next("drop", times=4)
+    emulator.fail_next("store_then_drop", times=2)
+    with cf.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda p: api.upload(p, reuse=False), paths))
+    mine = {r.id for r in results}
+    for r in results:
+        assert not {f.id for f in r.suspects} & (mine - {r.id}), r
+    for r, p in zip(results, paths, strict=True):  # never the wrong file
+        assert api.content(r.id).text == p.read_text()
