@@ -726,7 +726,7 @@ def reuse_table(tmp: Path, o: Opts, r: Report) -> None:
             lists = reqs.get("GET /v1/files", 0)
             rows.append([f"re-run of `messages()` over {n:,} files, everything cached",
                          f"{s(again.seconds, 2)}, {total} request(s) ({lists} list)",
-                         "1 list call, < 1 s", verdict(total == 1 and lists == 1 and again.seconds < 1)])
+                         "1 list call, < 1 s", verdict(total <= 1 and lists <= 1 and again.seconds < 1)])
         except (RuntimeError, AttributeError, OSError) as exc:
             rows.append(["`messages()` re-runs", f"failed: {str(exc).splitlines()[-1][:200]} "
                          "(adjust KIMI_MESSAGES in run.py)", "-", "-"])
