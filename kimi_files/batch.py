@@ -345,7 +345,10 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
                 for warning in item.local.warnings:
                     log.warning("%s", warning)
         reusable = (yield Blocking(cache.entries)) if cache is not None else []
-        sizes = {e.size for e in reusable if e.purpose == run.purpose} if run.options.reuse else ()
+        listed = {f.id for f in listing.data}
+        # a reuse is possible only where a cached file is still listed: only those sizes
+        # make a file worth hashing before it is sent
+        sizes = {e.size for e in reusable if e.purpose == run.purpose and e.file_id in listed}
         for item, failure in (yield Blocking(hash_where_needed, (items, records, sizes))):
             items.remove(item)
             run.emit(failure, item)

@@ -230,3 +230,19 @@ def test_uploads_at_once_never_report_each_others_files(emulator: Emulator, api:
         assert not {f.id for f in r.suspects} & (mine - {r.id}), r
     for r, p in zip(results, paths, strict=True):  # never the wrong file
         assert api.content(r.id).text == p.read_text()
+
+
+def test_a_cached_size_whose_file_is_gone_costs_no_hash_up_front(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import kimi_files.scan as scan
+
+    big = write(tmp_path / "in" / "big.txt", "x y z\n" * 50_000)  # over one piece
+    first = client.upload(big)
+    emulator.state.delete(first.id)  # still in the cache, gone from the account
+    hashed: list[Path] = []
+    real = scan.sha256_of
+    monkeypatch.setattr(scan, "sha256_of", lambda p: hashed.append(Path(p)) or real(p))
+    report = kf.ingest([tmp_path / "in"], client=client, state=False)
+    assert [r.status for r in report.results] == ["uploaded"]
+    assert hashed == []  # nothing to reuse, so nothing hashed before sending
