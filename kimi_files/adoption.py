@@ -239,6 +239,12 @@ class ServerClock:
         return min(bounds) if bounds else None
 
 
+#: How long an attempt whose copy was never identified may still own one: until the server's
+#: time is this far past its start (the service answers, or gives up with a 504, within 5
+#: minutes, so no copy can land later).
+GHOST_TTL = 900
+
+
 class AttemptRegistry:
     """One client's uploads that could own a stored copy: those in flight, and those whose
     copy was never identified (a lost answer the client uploaded again after). Every
@@ -250,7 +256,7 @@ class AttemptRegistry:
     its start: the service answers within 5 minutes, so no copy of it can land later.
     """
 
-    def __init__(self, ttl: float = 900.0) -> None:
+    def __init__(self, ttl: float = GHOST_TTL) -> None:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._open: dict[int, Attempt] = {}

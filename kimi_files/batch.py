@@ -333,9 +333,10 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
             return report
         listing: FileList = yield Call("list")
         report.list_calls += 1
+        listed = {f.id for f in listing.data}
         # files taken as unchanged from their records, whose copy is gone: checked in full now
         for item, failure in (yield Blocking(functools.partial(
-                check_unverified, items, records, {f.id for f in listing.data},
+                check_unverified, items, records, listed,
                 purpose=run.purpose, limits=client.limits,
                 allow_any_type=run.options.allow_any_type))):
             if failure is not None:
@@ -345,11 +346,11 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
                 for warning in item.local.warnings:
                     log.warning("%s", warning)
         reusable = (yield Blocking(cache.entries)) if cache is not None else []
-        listed = {f.id for f in listing.data}
         # a reuse is possible only where a cached file is still listed: only those sizes
         # make a file worth hashing before it is sent
         sizes = {e.size for e in reusable if e.purpose == run.purpose and e.file_id in listed}
-        for item, failure in (yield Blocking(hash_where_needed, (items, records, sizes))):
+        for item, failure in (yield Blocking(functools.partial(
+                hash_where_needed, items, records, sizes, listed=listed, purpose=run.purpose))):
             items.remove(item)
             run.emit(failure, item)
         plan = plan_batch(items, listing.data, records, client.limits, run.options.free_quota,
@@ -396,12 +397,8 @@ def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
     paths: dict[Any, str] = {}
     if run.store is not None:
         ledger = yield Blocking(run.store.attempts)
-        attempts.update({a.id: Attempt(a.filename, a.size, a.purpose, a.server_time)
-                         for a in ledger})
+        attempts.update({a.id: a.attempt for a in ledger})
         paths.update({a.id: a.path for a in ledger})
-    else:
-        attempts.update(plan.ghosts)
-        paths.update(plan.ghost_paths)
     # and this client's own uploads whose copy was never identified (failed, cancelled)
     attempts.update({("client", k): a for k, a in run.client.attempts.others(-1).items()})
     if not attempts:

@@ -103,15 +103,11 @@ def _cut(text: str, budget: int) -> str:
 
 
 def _document(content: FileContent) -> tuple[dict[str, Any] | None, str]:
-    """The JSON document (or None for a plain text body) and its text."""
-    body = content.raw if content.raw is not None else content.text
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return None, body
-    if isinstance(doc, dict) and isinstance(doc.get("content"), str):
-        return doc, doc["content"]
-    return None, body
+    """The JSON document (as the content call parsed it; None for a plain text body) and
+    its text."""
+    if content.document is not None:
+        return dict(content.document), content.text
+    return None, content.raw if content.raw is not None else content.text
 
 
 def _message(doc: dict[str, Any] | None, text: str) -> dict[str, str]:
@@ -130,12 +126,9 @@ def build_messages(found: Sequence[tuple[str, FileContent]], max_chars: int | No
     Raises:
         ConfigurationError: ``max_chars`` cannot hold even the documents' wrappers.
     """
-    out = Messages()
     if max_chars is None:
-        for _path, doc, text, content in [(p, *_document(c), c) for p, c in found]:
-            out.append(content.as_message() if doc is not None else
-                       {"role": "system", "content": text})
-        return out
+        return Messages(content.as_message() for _, content in found)
+    out = Messages()
     docs = [(path, *_document(content)) for path, content in found]
     wrappers = [len(_message(doc, "")["content"]) for _, doc, _ in docs]
     lengths = [_json_length(text) if doc is not None else len(text) for _, doc, text in docs]

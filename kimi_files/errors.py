@@ -679,10 +679,6 @@ def redact_value(value: Any, secret: str | None = None) -> Any:
     return value
 
 
-def _redact_any(value: Any, secret: str | None) -> Any:
-    return redact_value(value, secret)
-
-
 def _rebuild(cls: type[KimiError], args: tuple[Any, ...], state: dict[str, Any]) -> KimiError:
     """Unpickle an error without calling its ``__init__`` (see :meth:`KimiError.__reduce__`)."""
     error = cls.__new__(cls)
@@ -779,7 +775,7 @@ def error_from_response(
     """
     try:
         parsed, etype, message = _decode_error_body(body)
-        parsed = _redact_any(parsed, secret)
+        parsed = redact_value(parsed, secret)
         if message is not None:
             message = redact(message, secret)
         json_error = etype is not None or message is not None

@@ -65,10 +65,8 @@ class BatchPlan:
     #: cannot be proven so; kept and reported (those not reported before)
     suspects: tuple[tuple[str, FileObject], ...] = ()
     #: the ledger's attempts still open after this plan (by id): possible owners of a copy
-    #: for every reconciliation of this run, and looked for once more at its end
+    #: for every reconciliation of this run
     ghosts: dict[int, Attempt] = field(default_factory=dict)
-    #: the paths of the ghosts, for reporting
-    ghost_paths: dict[int, str] = field(default_factory=dict)
     #: ledger attempts to take out: adopted, or too old for a copy to land any more
     settle: tuple[int, ...] = ()
     #: reported suspects that are gone from the server: forget them
@@ -82,9 +80,7 @@ class BatchPlan:
         return [item for group in self.groups for item in group]
 
 
-#: An attempt stays in the ledger until the server's time is this far past its start: the
-#: service answers (or gives up with a 504) within 5 minutes, so no copy can land later.
-GHOST_TTL = 900
+from .adoption import GHOST_TTL  # noqa: E402
 
 
 def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Sequence[Record],
@@ -146,9 +142,9 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
 
     protected = {s.file_id for s in skips}
     common = {
-        "skips": tuple(skips), "twins": tuple(twins), "groups": _groups(todo, purpose),
+        "skips": tuple(skips), "twins": tuple(twins), "groups": _groups(todo),
         "suspects": tuple(ledger_plan.suspects), "ghosts": ledger_plan.ghosts,
-        "ghost_paths": ledger_plan.ghost_paths, "settle": tuple(ledger_plan.settle),
+        "settle": tuple(ledger_plan.settle),
         "forget_reported": tuple(sorted(set(reported) - set(on_server))),
         "claimed": frozenset(set(on_server) | referenced),
     }
@@ -161,7 +157,7 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
     return BatchPlan(room=room, **common)  # type: ignore[arg-type]
 
 
-def _groups(todo: Sequence[Item], purpose: str) -> tuple[tuple[Item, ...], ...]:
+def _groups(todo: Sequence[Item]) -> tuple[tuple[Item, ...], ...]:
     """Uploads that could be taken for one another in one group each, in the order of their
     first file: the same size and purpose, and names a server may store alike (their
     :func:`~kimi_files.adoption.loose_forms` meet, as ``a\\b`` sent and ``a\\\\b`` kept
@@ -192,7 +188,6 @@ class _Ledger:
     adopted: dict[str, str] = field(default_factory=dict)
     suspects: list[tuple[str, FileObject]] = field(default_factory=list)
     ghosts: dict[int, Attempt] = field(default_factory=dict)
-    ghost_paths: dict[int, str] = field(default_factory=dict)
     settle: list[int] = field(default_factory=list)
 
 
@@ -212,7 +207,7 @@ def _resume(records: Sequence[Record], listing: Sequence[FileObject], claimed: s
     for a in ledger:
         if a.path in pending and (a.path not in latest or a.id > latest[a.path].id):
             latest[a.path] = a
-    attempts = {a.id: Attempt(a.filename, a.size, a.purpose, a.server_time) for a in ledger}
+    attempts = {a.id: a.attempt for a in ledger}
     verdicts = resolve(attempts, listing, claimed)
     for a in ledger:
         verdict = verdicts[a.id]
@@ -230,7 +225,6 @@ def _resume(records: Sequence[Record], listing: Sequence[FileObject], claimed: s
             out.settle.append(a.id)
         else:
             out.ghosts[a.id] = attempts[a.id]
-            out.ghost_paths[a.id] = a.path
     return out
 
 

@@ -289,16 +289,22 @@ def check_unverified(items: Sequence[Item], records: Sequence[Record],
 
 
 def hash_where_needed(items: Sequence[Item], records: Sequence[Record],
-                      reusable_sizes: Collection[int] = ()) -> list[tuple[Item, FileResult]]:
+                      reusable_sizes: Collection[int] = (), *,
+                      listed: Collection[str] | None = None,
+                      purpose: str | None = None) -> list[tuple[Item, FileResult]]:
     """Hash, before uploading, only the files whose content could match something: those
     whose size a file uploaded before or a file of the reuse cache (``reusable_sizes``)
     shares (identical content has identical size), those an interrupted run left an intent
     for, and those whose size and first
     :data:`SAMPLE_BYTES` another file of the batch shares. The others are hashed as they are
-    sent, and only when the state records them. Returns each file that cannot be read, with
-    its rejected result (its ``sha256`` stays None)."""
+    sent, and only when the state records them. With ``listed`` (the ids the account lists)
+    and ``purpose``, a record counts only while its file is listed and of that purpose: a
+    copy that is gone or of another purpose cannot be matched. Returns each file that cannot
+    be read, with its rejected result (its ``sha256`` stays None)."""
     sizes = Counter(i.local.size for i in items)
-    known_sizes = {r.size for r in records if r.status == "uploaded" and r.sha256}
+    known_sizes = {r.size for r in records if r.status == "uploaded" and r.sha256
+                   and (listed is None or r.file_id in listed)
+                   and (purpose is None or r.purpose == purpose)}
     known_sizes.update(reusable_sizes)
     pending = {r.path for r in records if r.status == "pending"}
     must = [i for i in items if i.sha256 is None and (

@@ -53,6 +53,8 @@ from .errors import ConfigurationError, StateError, StateLockedError
 if TYPE_CHECKING:
     import sqlite3
 
+    from .adoption import Attempt
+
 __all__ = ["SCHEMA_VERSION", "OpenAttempt", "Record", "StateStore", "default_state_path",
            "sha256_of"]
 
@@ -60,7 +62,7 @@ __all__ = ["SCHEMA_VERSION", "OpenAttempt", "Record", "StateStore", "default_sta
 SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of a kimi-files store (ASCII "KiFi"), set from version 1 on.
 APPLICATION_ID = 0x4B694669
-DEFAULT_PURPOSE = "file-extract"
+from .config import DEFAULT_PURPOSE  # noqa: E402  (beside the other constants)
 
 _SCHEMA_V1 = """
 CREATE TABLE uploads (
@@ -128,6 +130,13 @@ class OpenAttempt:
     server_time: int | None
     #: The local wall clock when it began (only ever compared with the local wall clock).
     started: float
+
+    @property
+    def attempt(self) -> Attempt:
+        """What the adoption rules need of it."""
+        from .adoption import Attempt
+
+        return Attempt(self.filename, self.size, self.purpose, self.server_time)
 
 
 @dataclass(frozen=True, slots=True)

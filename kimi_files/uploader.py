@@ -35,7 +35,7 @@ from typing import IO, Any
 
 from . import retry as _retry
 from ._steps import Blocking, Call, ClientLike, Steps, Wait
-from .adoption import Attempt, Verdict, could_be_loosely, resolve
+from .adoption import Attempt, Verdict, could_be_loosely, resolve, wire_name
 from .cache import ReuseCache, pick
 from .config import RetryPolicy
 from .errors import (
@@ -86,13 +86,6 @@ class Claims:
         with self._lock:
             self._ids.add(file_id)
 
-    def claim(self, file_id: str) -> bool:
-        """Atomically claim ``file_id``; False when it was claimed already."""
-        with self._lock:
-            if file_id in self._ids:
-                return False
-            self._ids.add(file_id)
-            return True
 
 
 # --- the streamed body ------------------------------------------------------------------------
@@ -181,11 +174,6 @@ class FileBody:
         return MultipartBody(self, filename=filename, purpose=purpose, content_type=content_type)
 
 
-#: How a multipart form parameter's value is escaped, as httpx (and HTML5) does it.
-_FORM_ESCAPES = {ord('"'): "%22", ord("\\"): "\\\\",
-                 **{c: f"%{c:02X}" for c in range(0x20) if c != 0x1B}}
-
-
 class MultipartBody:
     """The upload's ``multipart/form-data`` body, framed as httpx frames it (the ``purpose``
     field, then the file part), with the framing built once.
@@ -203,7 +191,7 @@ class MultipartBody:
         self._head = (
             f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'
             f"{purpose}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f'filename="{filename.translate(_FORM_ESCAPES)}"\r\nContent-Type: {content_type}'
+            f'filename="{wire_name(filename)}"\r\nContent-Type: {content_type}'
             "\r\n\r\n").encode()
         self._tail = f"\r\n--{boundary}--\r\n".encode()
         self.headers = {

@@ -578,7 +578,7 @@ def test_names_a_server_may_store_alike_go_one_after_the_other() -> None:
         return Item(LocalFile(Path("/x") / name, name, size, 0, "text/plain"), name)
 
     one, two, other, bigger = item("a\\b.txt"), item("a\\\\b.txt"), item("c.txt"), item("a\\b.txt", 16)
-    groups = _groups([one, other, two, bigger], "file-extract")
+    groups = _groups([one, other, two, bigger])
     assert groups == ((one, two), (other,), (bigger,))
 
 
@@ -593,8 +593,8 @@ def test_a_same_size_rewrite_after_hashing_with_the_mtime_put_back_is_caught(
     b = write(tmp_path / "in" / "b.txt", "second document")  # same size: hashed up front
     real = batch.hash_where_needed
 
-    def then_rewrite(*args: Any) -> Any:
-        result = real(*args)
+    def then_rewrite(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
         st = b.stat()
         b.write_bytes(b"EVIL! document\n")
         os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))  # as cp -p or rsync -a would
