@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
-import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,14 +137,9 @@ def _perform_sync(action: Action, client: Any, stop: threading.Event | None) -> 
     if isinstance(action, Call):
         return getattr(client, action.name)(*action.args, **action.kwargs)
     if isinstance(action, Wait):
-        if action.real:
-            event = action.stop or stop
-            if event is not None:
-                return not event.wait(action.seconds)
-            time.sleep(action.seconds)
-            return True
         return _retry.sleep(action.seconds, action.stop or stop, error=action.error,
-                            attempt=action.attempt, left=action.left, what=action.what)
+                            attempt=action.attempt, left=action.left, what=action.what,
+                            real=action.real)
     if isinstance(action, Blocking):
         return action.fn(*action.args)
     return _parallel_sync(action, client, stop)
@@ -210,14 +204,9 @@ async def _perform_async(action: Action, client: Any, stop: threading.Event | No
     if isinstance(action, Call):
         return await getattr(client, action.name)(*action.args, **action.kwargs)
     if isinstance(action, Wait):
-        if action.real:
-            import asyncio
-
-            await asyncio.sleep(action.seconds)
-            event = action.stop or stop
-            return not (event is not None and event.is_set())
         return await _retry.asleep(action.seconds, action.stop or stop, error=action.error,
-                                   attempt=action.attempt, left=action.left, what=action.what)
+                                   attempt=action.attempt, left=action.left, what=action.what,
+                                   real=action.real)
     if isinstance(action, Blocking):
         import asyncio
 

@@ -43,7 +43,7 @@ from .progress import ProgressBar, short_label
 from .report import STATUSES, BatchReport, FileResult, Status
 from .scan import Item, check_files, check_unverified, collect, hash_where_needed, matches_filters
 from .state import OpenAttempt, Record, StateStore, sha256_of
-from .uploader import Claims, PieceDigest, free_room_steps, send_steps
+from .uploader import Claims, free_room_steps, send_steps
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -518,16 +518,13 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
     bar = ProgressBar(total=local.size, desc=short_label(local.filename),
                       enabled=run.options.progress, position=position, leave=False)
     sent_bytes = [0]
-    # the hash goes into the state's record and the reuse cache: hashed as sent when not
-    # taken before, and only for them (no state, no cache: no hash at all); beside the
-    # sending, see PieceDigest
-    digest = (PieceDigest() if (store is not None or run.cache is not None)
-              and item.sha256 is None else None)
+    # the hash goes into the state's record and the reuse cache: taken as the bytes are sent
+    # when not taken before (send_steps, beside the sending), and only for them (no state,
+    # no cache: no hash at all)
+    wanted = item.sha256 is None and (store is not None or run.cache is not None)
 
     def on_read(chunk: bytes) -> None:
         sent_bytes[0] += len(chunk)
-        if digest is not None:
-            digest.update(chunk)
         bar.advance(len(chunk))
         overall.advance(len(chunk))
 
@@ -535,8 +532,6 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         bar.rewind(f"retry {attempt}")
         overall.back(sent_bytes[0])
         sent_bytes[0] = 0
-        if digest is not None:
-            digest.reset()
 
     attempt: list[int] = []
 
@@ -556,11 +551,10 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             policy=run.client.retry_policy.with_retries(run.options.max_retries),
             on_read=on_read, on_rewind=on_rewind,
             on_begin=on_begin if store is not None else None, stop=run.stop,
-            ghosts=run.ghosts, sha256=item.sha256)
-        if digest is not None:
-            # hashed as it was sent; if the last attempt was cut short, read it again
-            item.sha256 = (yield Blocking(digest.hexdigest) if sent_bytes[0] == local.size
-                           else Blocking(sha256_of, (local.path,)))
+            ghosts=run.ghosts, sha256=item.sha256, hash_sent=wanted)
+        if wanted:
+            # hashed as it was sent; when no attempt sent it whole (an adoption), read it
+            item.sha256 = sent.sha256 or (yield Blocking(sha256_of, (local.path,)))
         if store is not None:
             yield run.done(item, sent.file.id,
                            settles=attempt[0] if attempt and sent.settled else None)
@@ -589,7 +583,5 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         log.error("%s: unexpected %s", item.shown, type(exc).__name__, exc_info=True)
         failed(KimiError(f"{item.shown}: unexpected error {type(exc).__name__}: {exc}"))
     finally:
-        if digest is not None:
-            digest.close()
         bar.close()
         run.release(position)

@@ -191,13 +191,17 @@ def sleep(
     attempt: int = 0,
     left: float | None = None,
     what: str = "",
+    real: bool = False,
 ) -> bool:
     """Wait ``seconds`` unless waiting is disabled; return False if ``stop`` was set.
+
+    ``real``: a pause for other work to progress (not a retry's wait), taken even when
+    waiting is disabled.
 
     Given the ``error`` a retry waits for (and its ``attempt`` number and the ``left``
     seconds of the budget), the line of :func:`wait_notice` is logged at WARNING first.
     """
-    done = _begin_wait(seconds, stop, error, attempt, left, what)
+    done = None if real else _begin_wait(seconds, stop, error, attempt, left, what)
     if done is not None:
         return done
     if stop is not None:
@@ -214,12 +218,13 @@ async def asleep(
     attempt: int = 0,
     left: float | None = None,
     what: str = "",
+    real: bool = False,
 ) -> bool:
     """:func:`sleep` for asyncio: the same announcement and the same switch, without
     blocking the event loop (a cancellation ends it, as usual)."""
     import asyncio
 
-    done = _begin_wait(seconds, stop, error, attempt, left, what)
+    done = None if real else _begin_wait(seconds, stop, error, attempt, left, what)
     if done is not None:
         return done
     if stop is None:
