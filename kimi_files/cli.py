@@ -40,7 +40,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -332,16 +332,12 @@ class _Signalled(BaseException):
 
 
 @contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """For the length of a command, SIGTERM and SIGHUP raise :class:`_Signalled` in the main
-    thread (an upload's own handling, :class:`_Stops`, takes over while it runs)."""
+def _handling(names: Iterable[str], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """For the length of the block, ``handler`` takes these signals (those this platform
+    has), in the main thread only; the handlers before are put back after."""
     saved: list[tuple[int, Any]] = []
-
-    def handler(signum: int, frame: object) -> None:
-        raise _Signalled(signum)
-
     if threading.current_thread() is threading.main_thread():
-        for name in ("SIGTERM", "SIGHUP"):
+        for name in names:
             signum = getattr(signal, name, None)
             if signum is not None:
                 saved.append((signum, signal.signal(signum, handler)))
@@ -350,6 +346,18 @@ def _signals_raise() -> Iterator[None]:
     finally:
         for signum, previous in reversed(saved):
             signal.signal(signum, previous)
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """For the length of a command, SIGTERM and SIGHUP raise :class:`_Signalled` in the main
+    thread (an upload's own handling, :class:`_Stops`, takes over while it runs)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Signalled(signum)
+
+    with _handling(("SIGTERM", "SIGHUP"), handler):
+        yield
 
 
 def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
@@ -444,24 +452,17 @@ class _Stops:
 
     def __init__(self) -> None:
         self.received: list[int] = []
-        self._saved: list[tuple[int, Any]] = []
+        self._handling = _handling(_STOP_SIGNALS, self._handler)
 
     def _handler(self, signum: int, frame: object) -> None:
         self.received.append(signum)
 
     def __enter__(self) -> _Stops:
-        if threading.current_thread() is threading.main_thread():
-            for name in _STOP_SIGNALS:
-                signum = getattr(signal, name, None)
-                if signum is None:
-                    continue
-                self._saved.append((signum, signal.signal(signum, self._handler)))
+        self._handling.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for signum, previous in reversed(self._saved):
-            signal.signal(signum, previous)
-        self._saved.clear()
+        self._handling.__exit__(None, None, None)
 
     @property
     def code(self) -> int | None:

@@ -258,15 +258,19 @@ def _checked(client: ClientLike, path: str | os.PathLike[str],
 # --- the retry loop ---------------------------------------------------------------------------
 
 
-def _check_unchanged(local: LocalFile) -> None:
-    try:
-        st = os.stat(local.path)
-    except OSError as exc:
-        raise LocalFileError(f"{local.path}: gone since the preflight ({exc.strerror})",
-                             path=str(local.path), rule="exists") from None
-    if st.st_size != local.size or st.st_mtime_ns != local.mtime_ns:
+def _check_unchanged(local: LocalFile, now: tuple[int, int] | None = None) -> None:
+    """The file still has the size and mtime the preflight saw (``now``: its size and mtime,
+    when already known; else the path is looked at)."""
+    if now is None:
+        try:
+            st = os.stat(local.path)
+        except OSError as exc:
+            raise LocalFileError(f"{local.path}: gone since the preflight ({exc.strerror})",
+                                 path=str(local.path), rule="exists") from None
+        now = (st.st_size, st.st_mtime_ns)
+    if now != (local.size, local.mtime_ns):
         raise LocalFileError(
-            f"{local.path}: changed since the preflight (now {st.st_size:,} bytes, was "
+            f"{local.path}: changed since the preflight (now {now[0]:,} bytes, was "
             f"{local.size:,}); upload it again once it is complete",
             path=str(local.path), rule="unchanged")
 
@@ -450,11 +454,7 @@ def send_steps(
     # (under asyncio, the loop's): not worth a hop to a worker thread
     with open(local.path, "rb") as fh:
         before = _file_stat(fh)
-        if before[:2] != (local.size, local.mtime_ns):
-            raise LocalFileError(
-                f"{shown}: changed since the preflight (now {before[0]:,} bytes, was "
-                f"{local.size:,}); upload it again once it is complete",
-                path=shown, rule="unchanged")
+        _check_unchanged(local, before[:2])
         lost = _Reconciler(client, Attempt(local.filename, local.size, purpose,
                                            client.clock.now()),
                            claims, shown, stop, ghosts or {})
