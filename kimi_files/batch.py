@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._steps import Blocking, Call, ClientLike, Parallel, Steps
@@ -309,7 +308,7 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         cache = (yield Blocking(client.reuse_cache)) if run.options.reuse else None
         run.cache = cache
         if cache is not None:
-            skip += [cache.path, Path(f"{cache.path}-wal"), Path(f"{cache.path}-shm")]
+            skip += cache.files
         files, rejected = yield Blocking(functools.partial(
             collect, paths, include=settings.include, exclude=settings.exclude, skip=skip,
             follow_links=settings.follow_links))

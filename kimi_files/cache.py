@@ -76,6 +76,11 @@ def cache_path_for(state_path: Path) -> Path:
     return state_path.with_name(state_path.name.removesuffix(".sqlite3") + ".cache.sqlite3")
 
 
+def cache_files(path: Path) -> tuple[Path, ...]:
+    """The cache file and the journal files SQLite keeps beside it."""
+    return (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
+
+
 def pick(entries: Iterable[CacheEntry], listing: Sequence[FileObject], *, size: int,
          purpose: str) -> tuple[CacheEntry, FileObject] | None:
     """The first cached file the account still lists with this size and purpose. Pure."""
@@ -125,6 +130,11 @@ class ReuseCache:
             db.close()
             raise
         self._db: sqlite3.Connection | None = db
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file the cache keeps (to leave out when walking folders)."""
+        return cache_files(self.path)
 
     def _error(self, problem: str) -> CacheError:
         return CacheError(f"reuse cache {self.path} {problem}. {WAY_OUT}", path=str(self.path))
@@ -223,7 +233,7 @@ def remove_cache_files(path: Path) -> list[Path]:
     """Remove a cache file and its journal files (for a cache too damaged to open); the
     paths removed."""
     removed = []
-    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+    for p in cache_files(path):
         try:
             p.unlink()
         except FileNotFoundError:

@@ -54,7 +54,7 @@ if "httpx" not in sys.modules:
 from .config import API_KEY_ENV, FALLBACK_API_KEY_ENV, KNOWN_PURPOSES
 from .errors import ConfigurationError, KimiError, NoRoomError, redact
 from .progress import shown
-from .quota import fmt_bytes
+from .quota import fmt_bytes, select_for_deletion
 
 if TYPE_CHECKING:
     from .batch import BatchReport, FileResult
@@ -625,26 +625,6 @@ def _do_quota(args: argparse.Namespace) -> int:
     _emit(sys.stdout, f"bytes: {fmt_bytes(usage.bytes)} of {fmt_bytes(usage.max_bytes)} "
                       f"({fmt_bytes(usage.free_bytes)} free)")
     return EXIT_OK
-
-
-def select_for_deletion(files: Sequence[FileObject], *, ids: Sequence[str], match: str | None,
-                        older_than_days: float | None, everything: bool,
-                        now: float) -> list[FileObject]:
-    """The files a delete command names. Pure."""
-    import fnmatch
-
-    if ids:
-        wanted = set(ids)
-        return [f for f in files if f.id in wanted]
-    chosen = list(files)
-    if match is not None:
-        chosen = [f for f in chosen if fnmatch.fnmatchcase(f.filename, match)]
-    if older_than_days is not None:
-        cutoff = now - older_than_days * 86400
-        chosen = [f for f in chosen if f.created_at < cutoff]
-    if not (everything or match is not None or older_than_days is not None):
-        return []
-    return sorted(chosen, key=lambda f: (f.created_at, f.id))
 
 
 def _do_delete(args: argparse.Namespace) -> int:

@@ -22,7 +22,8 @@ from .errors import ConfigurationError, NotEnoughFileSlotsError, NotEnoughStorag
 from .models import FileObject
 
 __all__ = ["FreeQuota", "RoomPlan", "Usage", "check_free_quota", "deficit", "fmt_bytes", "plan_room",
-           "select_candidates", "select_for_pruning"]
+           "select_candidates", "select_for_deletion",
+           "select_for_pruning"]
 
 #: "never", "oldest", a predicate over the account's files, or file ids in deletion order
 #: (a list or tuple: a bare string is never taken for a list of ids).
@@ -198,6 +199,27 @@ def _no_room(
     raise cls(message, files_to_free=short_files, bytes_to_free=short_bytes)
 
 
+def select_for_deletion(files: Sequence[FileObject], *, ids: Sequence[str], match: str | None,
+                        older_than_days: float | None, everything: bool,
+                        now: float) -> list[FileObject]:
+    """The files ``kimi-files delete`` names: by id, or matching all the filters given
+    (``everything`` with none), oldest first. Pure."""
+    import fnmatch
+
+    if ids:
+        wanted = set(ids)
+        return [f for f in files if f.id in wanted]
+    chosen = list(files)
+    if match is not None:
+        chosen = [f for f in chosen if fnmatch.fnmatchcase(f.filename, match)]
+    if older_than_days is not None:
+        cutoff = now - older_than_days * 86400
+        chosen = [f for f in chosen if f.created_at < cutoff]
+    if not (everything or match is not None or older_than_days is not None):
+        return []
+    return sorted(chosen, key=lambda f: (f.created_at, f.id))
+
+
 def select_for_pruning(files: Sequence[FileObject], *, keep: int | None,
                        older_than_days: float | None, match: str | None, purpose: str,
                        now: float) -> list[FileObject]:
@@ -208,18 +230,14 @@ def select_for_pruning(files: Sequence[FileObject], *, keep: int | None,
     made more than that many days before ``now``. With both, a file must meet both. A file
     with no ``created_at`` is never chosen.
     """
-    import fnmatch
-
     if keep is None and older_than_days is None:
         return []
     # a file whose age the listing does not give is never pruned
-    considered = sorted((f for f in files if f.purpose == purpose and f.created_at > 0
-                         and (match is None or fnmatch.fnmatchcase(f.filename, match))),
-                        key=_age_key)
-    chosen = considered
-    if keep is not None:
-        chosen = considered[:max(0, len(considered) - keep)]
-    if older_than_days is not None:
-        cutoff = now - older_than_days * 86400
-        chosen = [f for f in chosen if f.created_at < cutoff]
-    return chosen
+    dated = [f for f in files if f.purpose == purpose and f.created_at > 0]
+    considered = select_for_deletion(dated, ids=(), match=match, older_than_days=None,
+                                     everything=True, now=now)
+    chosen = considered if keep is None else considered[:max(0, len(considered) - keep)]
+    if older_than_days is None:
+        return chosen
+    return select_for_deletion(chosen, ids=(), match=None, older_than_days=older_than_days,
+                               everything=False, now=now)
