@@ -45,6 +45,21 @@ def test_limits_answer_with_the_tables_exact_bodies(emulator: Emulator) -> None:
     assert emulator.filenames() == ["1.txt", "2.txt"]
 
 
+def test_file_count_holds_under_concurrent_uploads(emulator: Emulator) -> None:
+    """The count is checked and the file stored under one lock: 15 uploads at once (each
+    held past the early check by the extraction delay) never leave more than --max-files."""
+    emulator.state.max_files = 10
+    emulator.state.extract_delay = 0.1
+    with ThreadPoolExecutor(15) as pool:
+        answers = list(pool.map(lambda i: _post(emulator, f"{i}.txt", f"doc {i}".encode()),
+                                range(15)))
+    assert len(emulator.filenames()) == 10
+    assert sorted(r.status_code for r in answers) == [200] * 10 + [400] * 5
+    refused = [r.json() for r in answers if r.status_code == 400]
+    assert refused == [_body("too_many_files", limit=10)] * 5
+    assert not list(emulator.state.storage.glob(".incoming-*"))  # the refused bytes are gone
+
+
 def test_total_bytes_limit(emulator: Emulator) -> None:
     emulator.state.max_total_bytes = 5
     emulator.seed("old.bin", 4)

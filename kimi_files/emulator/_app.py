@@ -167,14 +167,9 @@ class Emulated:
             if size > state.max_file_bytes:
                 return _row("file_too_large")
             with state.lock:
-                count = len(state.files)
-                total = sum(f.bytes for f in state.files.values())
-            if count >= state.max_files:
-                return _row("too_many_files", limit=state.max_files)
-            if total + size > state.max_total_bytes:
-                return _row("invalid_request",
-                            detail="the total size of your files would exceed the account "
-                                   "limit, please delete previous uploaded files")
+                full = state.room_for(size)
+            if full is not None:  # refused early; checked again, atomically, when stored
+                return _full(state, full)
             if state.extract_delay:
                 await asyncio.sleep(state.extract_delay)
             filename = _form_decode(upload.filename or "upload")
@@ -190,6 +185,9 @@ class Emulated:
             # "error" is the documented status of a failed extraction
             status = "error" if fault is not None and fault.kind == "status_failed" else "ok"
             stored = state.store(filename, tmp, size, purpose, content_type, status)
+            if isinstance(stored, str):  # filled up by uploads that ran at the same time
+                tmp.unlink(missing_ok=True)
+                return _full(state, stored)
             if status == "error":
                 stored.status_details = "Failed to extract file: emulated extraction failure"
             entry.outcome = f"stored {stored.id}"
@@ -278,6 +276,14 @@ class Emulated:
         doc = {"content": text, "file_type": file_type, "filename": stored.filename,
                "title": "", "type": "file"}
         return Response(json.dumps(doc, ensure_ascii=False), media_type="application/json")
+
+
+def _full(state: EmulatorState, what: str) -> JSONResponse:
+    """The service's refusal of an upload past the account's file count or bytes."""
+    if what == "files":
+        return _row("too_many_files", limit=state.max_files)
+    return _row("invalid_request", detail="the total size of your files would exceed the "
+                                          "account limit, please delete previous uploaded files")
 
 
 def _form_decode(name: str) -> str:

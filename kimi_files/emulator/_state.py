@@ -258,9 +258,23 @@ class EmulatorState:
             self.files[f.id] = f
             return f
 
+    def room_for(self, size: int) -> str | None:
+        """Why a file of ``size`` bytes does not fit the account now (``"files"`` or
+        ``"bytes"``), or None. Call it under :attr:`lock`."""
+        if len(self.files) >= self.max_files:
+            return "files"
+        if sum(f.bytes for f in self.files.values()) + size > self.max_total_bytes:
+            return "bytes"
+        return None
+
     def store(self, filename: str, src: Path, size: int, purpose: str, content_type: str,
-              status: str = "ok") -> StoredFile:
+              status: str = "ok") -> StoredFile | str:
+        """Store a file, or say why it does not fit (:meth:`room_for`): the limits are
+        checked and the file counted under one lock, so uploads at once never pass them."""
         with self.lock:
+            full = self.room_for(size)
+            if full is not None:
+                return full
             ts = int(self.wall())
             f = StoredFile(self.new_id(ts), filename, size, ts, purpose, status,
                            content_type=content_type)
