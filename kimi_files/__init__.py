@@ -44,6 +44,15 @@ if TYPE_CHECKING:
     from .batch import BatchReport, FileResult, IngestKwargs, aingest, ingest
     from .chat import AsyncSession, Messages, Session
     from .client import AsyncKimiFiles, KimiFiles
+    from .extract import (
+        AsyncExtraction,
+        Extraction,
+        ExtractKwargs,
+        ExtractResult,
+        ExtractSummary,
+        aextract_many,
+        extract_many,
+    )
     from .options import UploadKwargs, UploadOptions
     from .pacing import Pacer
     from .preflight import LocalFile
@@ -58,6 +67,13 @@ _LAZY = {
     "KimiFiles": "client",
     "AsyncKimiFiles": "client",
     "ingest": "batch",
+    "extract_many": "extract",
+    "aextract_many": "extract",
+    "Extraction": "extract",
+    "AsyncExtraction": "extract",
+    "ExtractResult": "extract",
+    "ExtractSummary": "extract",
+    "ExtractKwargs": "extract",
     "aingest": "batch",
     "BatchReport": "report",
     "FileResult": "report",
@@ -243,6 +259,8 @@ __all__ = [
     "FileObject", "FileResult", "FreeQuota", "IngestKwargs", "KimiFiles", "Limits", "LocalFile",
     "Pacer", "Preflight", "RetryPolicy", "RoomPlan", "StateStore", "UploadKwargs",
     "UploadOptions", "UploadedFile", "Usage", "__version__", "aextract", "aingest", "aupload",
+    "AsyncExtraction", "ExtractKwargs", "ExtractResult", "ExtractSummary", "Extraction",
+    "aextract_many", "extract_many",
     "disable_progress_bars", "enable_progress_bars", "extract", "ingest", "upload",
     "waiting_disabled", *_error_names,
 ]

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from .batch import BatchReport, IngestKwargs
     from .cache import ReuseCache
     from .chat import AsyncSession, Messages, Session
+    from .extract import AsyncExtraction, Extraction, ExtractKwargs
     from .models import UploadedFile
     from .pacing import Pacer
     from .uploader import FileBody, Preflight
@@ -457,6 +458,18 @@ class KimiFiles(_ClientBase):
 
         return ingest(paths, client=self, **options)
 
+    def extract_many(self, paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+                     **options: Unpack[ExtractKwargs]) -> Extraction:
+        """The text of a corpus of any size within the quota, with this client: see
+        :func:`kimi_files.extract_many`.
+
+        Raises:
+            KimiError: as :func:`kimi_files.extract_many`.
+        """
+        from .extract import extract_many
+
+        return extract_many(paths, client=self, **options)
+
     # --- from documents to a chat request --------------------------------------------------
 
     def messages(self, paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None = None,
@@ -682,6 +695,18 @@ class AsyncKimiFiles(_ClientBase):
         from .batch import aingest
 
         return await aingest(paths, client=self, **options)
+
+    def extract_many(self, paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+                     **options: Unpack[ExtractKwargs]) -> AsyncExtraction:
+        """:meth:`KimiFiles.extract_many` for asyncio: ``async for r in
+        client.extract_many(...)`` (not awaited: an async iterator).
+
+        Raises:
+            KimiError: as :func:`kimi_files.extract_many`.
+        """
+        from .extract import aextract_many
+
+        return aextract_many(paths, client=self, **options)
 
     # --- from documents to a chat request --------------------------------------------------
 

@@ -130,6 +130,11 @@ class ProgressBar:
             self._bar.set_postfix_str(note, refresh=False)
         self._bar.refresh()
 
+    def note(self, text: str) -> None:
+        """Show ``text`` beside the bar (what a count of items leaves out: their bytes)."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -1,0 +1,963 @@
+"""Extracting a corpus of any size: a rolling upload → text → delete pipeline within the quota.
+
+:func:`extract_many` (and :func:`aextract_many`, its asyncio twin on the same steps) takes
+files and folders (walked as ``kimi-upload`` walks them) and yields one
+:class:`ExtractResult` per document, in completion order, in constant memory:
+
+* a document whose content was read before comes from the local text cache (no request);
+* one the account already holds (the reuse cache, checked against the listing) is read from
+  that file, which is never deleted;
+* any other is uploaded (:func:`kimi_files.uploader.send_steps`: retries, lost answers
+  adopted only when provably ours), its text fetched, saved in the text cache, and the file
+  deleted (unless ``keep``). At most ``window`` of the run's files are on the server at once:
+  by default what the account's free slots and bytes allow, never more
+  (:mod:`kimi_files.extract_rules` decides).
+
+Every file the run may store is recorded before its first byte is sent (the intent, in a
+state store of its own per account: ``<state>.extract.sqlite3``), and with its id once
+stored; the record goes when the file is deleted. A run killed at any moment leaves records
+that the next run reads first: it deletes the files they prove its own (the id came in an
+answer, or the adoption rules prove an interrupted attempt's copy) and reports, never
+deletes, a file whose ownership cannot be proved. Closing the iterator early (or a stop)
+starts nothing new and deletes what the run stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import retry as _retry
+from ._steps import Blocking, Call, ClientLike, Parallel, Request, Steps, Wait
+from .adoption import Attempt
+from .cache import ReuseCache, pick
+from .errors import (
+    ConfigurationError,
+    KimiError,
+    LocalFileError,
+    NotEnoughFileSlotsError,
+    NotEnoughStorageError,
+    NotFoundError,
+    StateError,
+    UploadCancelledError,
+)
+from .extract_rules import (
+    Cleanup,
+    Origin,
+    Status,
+    admit,
+    deletes_after_text,
+    leftovers,
+    no_room_message,
+    status_of,
+    window_for,
+)
+from .models import FileContent, FileList, FileObject
+from .options import UploadKwargs, UploadOptions
+from .pacing import check_limits
+from .preflight import LocalFile, inspect_file_head
+from .progress import ProgressBar
+from .quota import Usage, fmt_bytes
+from .scan import collect
+from .state import StateStore, sha256_of
+from .uploader import Claims, delete_steps, send_steps
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .client import AsyncKimiFiles, KimiFiles
+
+__all__ = ["AsyncExtraction", "ExtractKwargs", "ExtractOptions", "ExtractResult",
+           "ExtractSummary", "Extraction", "aextract_many", "extract_many", "extract_state_path",
+           "extract_steps"]
+
+log = logging.getLogger("kimi_files")
+
+T = TypeVar("T")
+StateArg = StateStore | str | os.PathLike[str] | bool | None
+Paths = Iterable[str | os.PathLike[str]] | str | os.PathLike[str]
+
+#: Results waiting for the caller at most (the run pauses when they are not taken).
+QUEUED_RESULTS = 64
+#: How often a document waiting for room in the window looks again (seconds).
+WINDOW_POLL = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractResult:
+    """What became of one document."""
+
+    path: str
+    status: Status
+    #: the extracted text (the ``content`` field of the service's answer), for ``ok``
+    text: str | None = None
+    sha256: str | None = None
+    bytes: int = 0
+    #: the stored file the text came from (None when it came from the text cache)
+    file_id: str | None = None
+    error: KimiError | None = None
+    origin: Origin | None = None
+    #: the file was deleted once the text was saved
+    deleted: bool = False
+
+    def to_json(self, *, text: bool = True) -> dict[str, Any]:
+        """The document's line (``text`` False: without the text, for an index)."""
+        line: dict[str, Any] = {"path": self.path, "status": self.status}
+        if text and self.text is not None:
+            line["text"] = self.text
+        line["sha256"] = self.sha256
+        line["bytes"] = self.bytes
+        if self.file_id is not None:
+            line["file_id"] = self.file_id
+        if self.origin is not None:
+            line["origin"] = self.origin
+        if self.error is not None:
+            line["error"] = {"type": type(self.error).__name__, "message": str(self.error)}
+        return line
+
+
+@dataclass
+class ExtractSummary:
+    """The run as a whole, once it ended (``Extraction.summary``)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+    #: API calls made (list, upload, content, delete; each retry not counted again)
+    calls: int = 0
+    uploads: int = 0
+    contents: int = 0
+    elapsed: float = 0.0
+    window: int | None = None
+    #: files of this run (or of a killed earlier one) still on the server: a deletion failed
+    left: list[str] = field(default_factory=list)
+    #: files of earlier runs found and deleted at the start
+    cleaned: int = 0
+    #: files that may be copies stored by a lost or killed attempt, kept: never deleted
+    suspects: list[FileObject] = field(default_factory=list)
+    interrupted: bool = False
+
+    def lines(self) -> list[str]:
+        parts = [f"{n} {s}" for s, n in self.counts.items() if n] or ["no documents"]
+        out = [", ".join(parts) + f"; {fmt_bytes(self.bytes)} in {self.elapsed:.1f}s, "
+               f"{self.calls} request(s) ({self.uploads} upload(s), {self.contents} content "
+               f"call(s)); files left on the server: {len(self.left)}"
+               + (" (interrupted)" if self.interrupted else "")]
+        if self.cleaned:
+            out.append(f"  deleted {self.cleaned} file(s) an interrupted run had left")
+        if self.left:
+            out.append("  still on the server (a re-run deletes them): " + " ".join(self.left))
+        if self.suspects:
+            out.append(f"  {len(self.suspects)} file(s) may be copies of interrupted uploads "
+                       "but cannot be proven this run's own: kept; remove what is yours with: "
+                       "kimi-files delete " + " ".join(f.id for f in self.suspects))
+        return out
+
+
+class ExtractKwargs(UploadKwargs, total=False):
+    """The keyword arguments of :func:`extract_many`: every upload option, and these."""
+
+    #: Keep the files stored (default: each is deleted once its text is saved).
+    keep: bool
+    #: At most this many of the run's files on the server at once (default: the free slots).
+    window: int | None
+    #: Documents in progress at once (default 4).
+    concurrency: int | None
+    include: Sequence[str]
+    exclude: Sequence[str]
+    follow_links: bool
+    #: The run's state (a path, a StateStore, None: the account's default, False: none).
+    state: StateArg
+    #: When another run holds the state: wait (True, or seconds) instead of failing.
+    wait: bool | float
+    #: Paths (as shown in results) to leave out: documents already written.
+    skip: Collection[str]
+    #: Set it to stop: nothing new starts, what was stored is deleted.
+    stop: threading.Event | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExtractOptions:
+    """:class:`ExtractKwargs` with their defaults, checked before anything is sent."""
+
+    upload: UploadOptions = field(default_factory=UploadOptions)
+    keep: bool = False
+    window: int | None = None
+    concurrency: int | None = None
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    follow_links: bool = False
+    state: StateArg = None
+    wait: bool | float = False
+    skip: Collection[str] = ()
+    stop: threading.Event | None = None
+
+    def __post_init__(self) -> None:
+        if self.window is not None and (isinstance(self.window, bool)
+                                        or not isinstance(self.window, int) or self.window < 1):
+            raise ConfigurationError(f"window must be a whole number of at least 1, not "
+                                     f"{self.window!r}")
+        check_limits(self.concurrency, None, 60.0)
+        for name in ("include", "exclude"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not all(isinstance(p, str) for p in value):
+                raise ConfigurationError(f"{name} must be a list of glob patterns, not {value!r}")
+
+    @property
+    def workers(self) -> int:
+        return self.concurrency or 4
+
+    @classmethod
+    def of(cls, options: ExtractKwargs | dict[str, Any]) -> ExtractOptions:
+        """The options from keyword arguments.
+
+        Raises:
+            ConfigurationError: an unknown option or a value of the wrong kind.
+        """
+        upload_keys = {f.name for f in fields(UploadOptions)}
+        given: dict[str, Any] = dict(options)
+        upload = {k: v for k, v in given.items() if k in upload_keys}
+        rest = {k: v for k, v in given.items() if k not in upload_keys}
+        known = {f.name for f in fields(cls)} - {"upload"}
+        unknown = sorted(set(rest) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown extract option(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(known | upload_keys))}")
+        return cls(upload=UploadOptions.of(upload), **rest)
+
+
+def extract_state_path(state_path: Path) -> Path:
+    """The extract runs' state beside an account's state store (one run at a time)."""
+    return state_path.with_name(state_path.name.removesuffix(".sqlite3") + ".extract.sqlite3")
+
+
+def _open_state(state: StateArg, client: ClientLike, wait: bool | float) -> StateStore | None:
+    if state is False:
+        return None
+    if isinstance(state, StateStore):
+        return state
+    if state is None or state is True:
+        return StateStore(extract_state_path(client.state_path()), wait=wait)
+    return StateStore(state, wait=wait)
+
+
+# --- the run, as steps (one logic for both clients) ---------------------------------------------
+
+
+class _Window:
+    """The run's files on the server now, against the window and the free bytes."""
+
+    def __init__(self, window: int, free_bytes: int, releases: bool) -> None:
+        self.window = window
+        self.free_bytes = free_bytes
+        self.releases = releases
+        self.files = 0
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> str:
+        with self._lock:
+            verdict = admit(size, held_files=self.files, held_bytes=self.bytes,
+                            window=self.window, free_bytes=self.free_bytes,
+                            releases=self.releases)
+            if verdict == "now":
+                self.files += 1
+                self.bytes += size
+            return verdict
+
+    def give_back(self, size: int) -> None:
+        with self._lock:
+            self.files -= 1
+            self.bytes -= size
+
+
+class _Run:
+    """One extract run: its settings, what it holds on the server, its results."""
+
+    def __init__(self, client: ClientLike, store: StateStore | None, settings: ExtractOptions,
+                 stop: threading.Event, sink: Callable[[ExtractResult], bool]) -> None:
+        self.client = client
+        self.store = store
+        self.settings = settings
+        self.options = settings.upload
+        self.purpose = settings.upload.purpose
+        self.stop = stop
+        self.sink = sink
+        self.summary = ExtractSummary(counts={s: 0 for s in ("ok", "no_text", "refused",
+                                                             "failed")})
+        self.cache: ReuseCache | None = None
+        self.listing: tuple[FileObject, ...] = ()
+        self.claims = Claims()
+        self.ghosts: dict[Any, Attempt] = {}
+        self.window: _Window | None = None
+        self.usage: Usage | None = None
+        #: files stored and not yet deleted: id -> (path, size)
+        self.held: dict[str, tuple[str, int]] = {}
+        self.bar: ProgressBar | None = None
+        #: the state store broke: the run stops and raises it
+        self.fatal: StateError | None = None
+        self._todo: Iterator[Path] = iter(())
+        self._lock = threading.Lock()
+
+    def next_path(self) -> Path | None:
+        with self._lock:
+            return None if self.stop.is_set() else next(self._todo, None)
+
+    def count(self, action: Call | Request) -> None:
+        with self._lock:
+            self.summary.calls += 1
+            name = action.name if isinstance(action, Call) else action.method
+            if name == "create":
+                self.summary.uploads += 1
+            elif name == "content":
+                self.summary.contents += 1
+
+    def hold(self, file_id: str, path: str, size: int) -> None:
+        with self._lock:
+            self.held[file_id] = (path, size)
+
+    def release(self, file_id: str) -> None:
+        with self._lock:
+            self.held.pop(file_id, None)
+
+    def ended(self, result: ExtractResult) -> None:
+        with self._lock:
+            self.summary.counts[result.status] = self.summary.counts.get(result.status, 0) + 1
+            self.summary.bytes += result.bytes
+        if self.bar is not None:
+            self.bar.advance(1)
+            self.bar.note(f"{fmt_bytes(self.summary.bytes)}")
+
+
+def _counted(steps: Steps[T], run: _Run) -> Steps[T]:
+    """``steps`` as they are, with every API call counted."""
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                action = steps.throw(error) if error is not None else steps.send(result)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if isinstance(action, (Call, Request)):
+                run.count(action)
+            result, error = None, None
+            try:
+                result = yield action
+            except Exception as exc:
+                error = exc
+    finally:
+        steps.close()
+
+
+def extract_steps(client: ClientLike, store: StateStore | None, settings: ExtractOptions,
+                  paths: Sequence[str | os.PathLike[str]], stop: threading.Event,
+                  sink: Callable[[ExtractResult], bool]) -> Steps[ExtractSummary]:
+    """The whole run (see the module docstring), as steps for either client. ``sink(result)``
+    takes each result as it ends, without blocking: False when it cannot take it yet."""
+    run = _Run(client, store, settings, stop, sink)
+    return (yield from _counted(_run_steps(run, paths), run))
+
+
+def _run_steps(run: _Run, paths: Sequence[str | os.PathLike[str]]) -> Steps[ExtractSummary]:
+    settings, summary = run.settings, run.summary
+    started = time.monotonic()
+    closing = False
+    try:
+        cache = (yield Blocking(run.client.reuse_cache)) if run.options.reuse else None
+        run.cache = cache
+        skip = [*(run.store.files if run.store is not None else ()),
+                *(cache.files if cache is not None else ())]
+        files, rejected = yield Blocking(functools.partial(
+            collect, paths, include=settings.include, exclude=settings.exclude, skip=skip,
+            follow_links=settings.follow_links))
+        done = settings.skip
+        for r in rejected:
+            if r.path not in done and r.error is not None:
+                yield from _emit(run, ExtractResult(r.path, status_of(r.error), error=r.error))
+        todo = [p for p in files if os.fsdecode(p) not in done]
+        records, ledger = yield Blocking(_read_state, (run.store,))
+        if not todo and not records and not ledger:
+            return summary  # nothing to do: not one request
+        listing: FileList = yield Call("list")
+        yield from _clean_up(run, listing.data, records, ledger)
+        if not todo:
+            return summary
+        usage = Usage.of(run.listing, run.client.limits)
+        run.usage = usage
+        window = window_for(usage, settings.window)
+        summary.window = window
+        if window == 0:
+            raise NotEnoughFileSlotsError(no_room_message(usage, f"{len(todo):,} document(s)"),
+                                          files_to_free=1)
+        if settings.window is not None and window < settings.window:
+            log.warning("window lowered from %d to %d: the account has %d free file slot(s)",
+                        settings.window, window, usage.free_files)
+        log.info("extracting %d document(s), at most %d of this run's files on the server at "
+                 "once", len(todo), window)
+        run.window = _Window(window, usage.free_bytes, releases=not settings.keep)
+        run._todo = iter(todo)
+        run.bar = ProgressBar(total=len(todo), desc="documents", enabled=run.options.progress,
+                              unit="doc", unit_scale=False)
+        workers = min(settings.workers, len(todo))
+        try:
+            yield Parallel([_counted(_worker(run), run) for _ in range(workers)], workers)
+        finally:
+            run.bar.close()
+        if run.fatal is not None:
+            raise run.fatal
+        if run.stop.is_set():
+            summary.interrupted = True
+        return summary
+    except GeneratorExit:  # closed where it waited (a cancelled task): nothing can be sent
+        closing = True
+        raise
+    finally:
+        if run.held and not closing:
+            yield from _delete_held(run)
+        summary.left = [*summary.left, *run.held]
+        summary.elapsed = time.monotonic() - started
+
+
+def _read_state(store: StateStore | None) -> tuple[list[Any], list[Any]]:
+    if store is None:
+        return [], []
+    return store.records(), store.attempts()
+
+
+def _clean_up(run: _Run, listing: Sequence[FileObject], records: Sequence[Any],
+              ledger: Sequence[Any]) -> Steps[None]:
+    """Delete what killed runs left and can be proven theirs; report the rest."""
+    run.listing = tuple(listing)
+    if not records and not ledger:
+        run.claims = Claims(f.id for f in listing)
+        return
+    claimed: set[str] = set()
+    if run.cache is not None:
+        claimed.update(e.file_id for e in (yield Blocking(run.cache.entries)))
+    plan: Cleanup = leftovers(records, ledger, listing, claimed,
+                              server_now=run.client.clock.now(), wall_now=time.time())
+    gone: set[str] = set()
+    for f in plan.delete:
+        try:
+            yield from delete_steps(f.id)
+        except KimiError as exc:
+            log.error("could not delete %s (%s), left by an interrupted run: %s", f.id,
+                      f.filename, exc)
+            run.summary.left.append(f.id)
+            continue
+        gone.add(f.id)
+        log.warning("deleted %s (%s, %d bytes), which an interrupted run stored", f.id,
+                    f.filename, f.bytes)
+    run.summary.cleaned = len(gone)
+    for path, f in plan.suspects:
+        if f.id not in {s.id for s in run.summary.suspects}:
+            run.summary.suspects.append(f)
+            log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted run stored, or "
+                        "someone else's; it cannot be proven ours, so it is kept", path, f.id,
+                        f.filename, f.bytes)
+    if run.store is not None:
+        left_ids = {f.id for f in plan.delete} - gone
+        forget = [p for p in plan.forget
+                  if not any(r.path == p and r.file_id in left_ids for r in records)]
+        yield Blocking(_settle_state, (run.store, plan.settle, forget))
+    run.ghosts = {("ghost", a.id): a.attempt for a in plan.open}
+    run.listing = tuple(f for f in listing if f.id not in gone)
+    run.claims = Claims(f.id for f in run.listing)
+
+
+def _settle_state(store: StateStore, settle: Sequence[int], forget: Sequence[str]) -> None:
+    if settle:
+        store.settle(settle)
+    for path in forget:
+        store.forget(path)
+
+
+def _delete_held(run: _Run) -> Steps[None]:
+    """Delete the files the run stored whose documents did not end (a stop, an error)."""
+    for file_id, (path, _) in list(run.held.items()):
+        try:
+            yield from delete_steps(file_id)
+        except KimiError as exc:
+            log.error("%s: could not delete %s: %s; a re-run deletes it", path, file_id, exc)
+            continue
+        run.release(file_id)
+        if run.store is not None:
+            with contextlib.suppress(StateError):
+                yield Blocking(run.store.forget, (path,))
+
+
+def _emit(run: _Run, result: ExtractResult) -> Steps[None]:
+    """Hand a result over (waiting while the caller has not taken the ones before)."""
+    run.ended(result)
+    while not run.sink(result):
+        yield Wait(WINDOW_POLL, real=True)
+
+
+def _worker(run: _Run) -> Steps[None]:
+    while (path := run.next_path()) is not None:
+        result = yield from _document(run, path)
+        if result is not None:
+            yield from _emit(run, result)
+
+
+def _document(run: _Run, path: Path) -> Steps[ExtractResult | None]:
+    """One document, start to end; every outcome a result, never an exception (None: the
+    run was stopped before it started)."""
+    shown = os.fsdecode(path)
+    sha256: str | None = None
+    size = 0
+    try:
+        local, head = yield Blocking(functools.partial(
+            inspect_file_head, path, purpose=run.purpose, limits=run.client.limits,
+            allow_any_type=run.options.allow_any_type))
+        size = local.size
+        for warning in local.warnings:
+            log.warning("%s", warning)
+        sha256 = (hashlib.sha256(head).hexdigest() if len(head) == local.size
+                  else (yield Blocking(sha256_of, (local.path,))))
+        return (yield from _text_of(run, local, shown, sha256))
+    except UploadCancelledError:
+        return None
+    except StateError as exc:
+        run.fatal = exc  # nothing more can be recorded: the run stops, loudly
+        run.stop.set()
+        return None
+    except KimiError as exc:
+        return ExtractResult(shown, status_of(exc), sha256=sha256, bytes=size, error=exc)
+    except OSError as exc:
+        error = LocalFileError(f"{shown}: {exc.strerror or exc}", path=shown)
+        return ExtractResult(shown, "refused", sha256=sha256, bytes=size, error=error)
+
+
+def _text_of(run: _Run, local: LocalFile, shown: str, sha256: str) -> Steps[ExtractResult]:
+    cache = run.cache
+    if cache is not None:
+        body = yield Blocking(cache.text, (sha256,))
+        if body is not None:  # read before: no request at all
+            return ExtractResult(shown, "ok", FileContent.from_body(body).text, sha256,
+                                 local.size, origin="cached")
+        entries = yield Blocking(cache.lookup, (sha256, run.purpose))
+        hit = pick(entries, run.listing, size=local.size, purpose=run.purpose)
+        if hit is not None:
+            found = hit[1]
+            try:
+                content: FileContent = yield Call("content", (found.id,))
+            except NotFoundError:  # deleted since the listing: upload it after all
+                yield Blocking(cache.forget, ([found.id],))
+            else:
+                yield Blocking(cache.remember_text, (sha256, found.id,
+                                                     content.raw or content.text))
+                log.info("%s: the account holds this content as %s; read from it", shown,
+                         found.id)
+                return ExtractResult(shown, "ok", content.text, sha256, local.size, found.id,
+                                     origin="reused")
+    return (yield from _upload_and_read(run, local, shown, sha256))
+
+
+def _room(run: _Run, local: LocalFile, shown: str) -> Steps[None]:
+    """Wait for room in the window; raises when there never will be (or on a stop)."""
+    window = run.window
+    assert window is not None and run.usage is not None
+    while True:
+        verdict = window.take(local.size)
+        if verdict == "now":
+            return
+        if verdict == "never":
+            usage = run.usage
+            if local.size > window.free_bytes:
+                raise NotEnoughStorageError(
+                    f"{shown}: {fmt_bytes(local.size)} does not fit the account's free "
+                    f"{fmt_bytes(window.free_bytes)} (it holds {fmt_bytes(usage.bytes)} of "
+                    f"{fmt_bytes(usage.max_bytes)}); delete files to make room",
+                    path=shown, bytes_to_free=local.size - window.free_bytes)
+            raise NotEnoughFileSlotsError(
+                f"{shown}: no room left: the {window.window:,} file(s) this run could store "
+                f"are kept (keep) and the account holds {usage.files:,} of "
+                f"{usage.max_files:,} files besides; delete files, or extract without keep",
+                path=shown, files_to_free=1)
+        if not (yield Wait(WINDOW_POLL, stop=run.stop, real=True)):
+            raise UploadCancelledError(f"{shown}: not started (stopped)")
+
+
+def _upload_and_read(run: _Run, local: LocalFile, shown: str,
+                     sha256: str) -> Steps[ExtractResult]:
+    yield from _room(run, local, shown)
+    store = run.store
+    attempt: list[int] = []
+    stored: str | None = None
+    origin: Origin = "stored"
+    result: ExtractResult | None = None
+
+    def on_begin(since: int | None) -> None:
+        # the intent, durable before the first byte goes out, with the server's time
+        assert store is not None
+        attempt.append(store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
+                                   sha256=sha256, filename=local.filename,
+                                   purpose=run.purpose, server_time=since))
+
+    try:
+        try:
+            sent = yield from send_steps(
+                run.client, local, purpose=run.purpose, claims=run.claims,
+                policy=run.client.retry_policy.with_retries(run.options.max_retries),
+                on_begin=on_begin if store is not None else None, stop=run.stop,
+                ghosts=run.ghosts, sha256=sha256)
+        except KimiError as exc:
+            if store is not None and attempt and not _retry.may_have_stored(exc):
+                # refused at the door: no copy can exist
+                yield Blocking(_settle_state, (store, attempt, [os.fsdecode(local.path)]))
+            raise
+        stored = sent.file.id
+        origin = "adopted" if sent.adopted else "stored"
+        run.hold(stored, os.fsdecode(local.path), local.size)
+        if store is not None:
+            yield Blocking(functools.partial(
+                store.done, local.path, size=local.size, mtime_ns=local.mtime_ns,
+                sha256=sha256, filename=local.filename, file_id=stored, purpose=run.purpose,
+                settles=attempt[0] if attempt and sent.settled else None))
+        for f in sent.suspects:
+            run.summary.suspects.append(f)
+        content: FileContent = yield Call("content", (stored,))
+        if run.cache is not None:
+            yield Blocking(run.cache.remember_text, (sha256, stored, content.raw or content.text))
+            if run.settings.keep and not sent.adopted:
+                # kept: a later upload of this content (kimi-upload, the library) reuses it
+                yield Blocking(run.cache.remember, (sha256, run.purpose, stored,
+                                                    sent.file.filename, local.size))
+        result = ExtractResult(shown, "ok", content.text, sha256, local.size, stored,
+                               origin=origin)
+    except KimiError as exc:
+        if stored is None:
+            assert run.window is not None
+            run.window.give_back(local.size)
+        result = ExtractResult(shown, status_of(exc), sha256=sha256, bytes=local.size,
+                               file_id=stored, origin=origin if stored else None, error=exc)
+        if isinstance(exc, (UploadCancelledError, StateError)):
+            raise
+    if stored is not None:
+        if deletes_after_text(origin, run.settings.keep) or result.status != "ok":
+            deleted = yield from _delete_own(run, stored, local)
+            result = _replace(result, deleted=deleted)
+        else:  # kept: no longer this run's to delete
+            run.release(stored)
+            if store is not None:
+                yield Blocking(store.forget, (local.path,))
+    return result
+
+
+def _replace(result: ExtractResult, **changes: Any) -> ExtractResult:
+    import dataclasses
+
+    return dataclasses.replace(result, **changes)
+
+
+def _delete_own(run: _Run, file_id: str, local: LocalFile) -> Steps[bool]:
+    """Delete a file this run stored; its record and its room in the window go with it."""
+    try:
+        yield from delete_steps(file_id)
+    except KimiError as exc:
+        log.error("%s: could not delete %s: %s; a re-run deletes it", local.path, file_id, exc)
+        return False  # held (and its room taken) until the run's end tries again
+    run.release(file_id)
+    assert run.window is not None
+    run.window.give_back(local.size)
+    if run.store is not None:
+        yield Blocking(run.store.forget, (local.path,))
+    return True
+
+
+# --- the iterators --------------------------------------------------------------------------------
+
+
+_END = object()
+
+
+class _Results:
+    """The results between the run (a thread, or a task) and the caller: bounded, so the run
+    pauses while the caller does not take them (constant memory)."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue(QUEUED_RESULTS)
+        self.closed = threading.Event()
+
+    def offer(self, result: ExtractResult) -> bool:
+        if self.closed.is_set():
+            return True  # nobody takes results any more: dropped
+        try:
+            self.queue.put_nowait(result)
+        except queue.Full:
+            return False
+        return True
+
+    def finish(self, outcome: Any) -> None:
+        """The run's end (its summary or its error), after every result."""
+        while not self.closed.is_set():
+            try:
+                self.queue.put(outcome, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+
+@dataclass
+class _Outcome:
+    summary: ExtractSummary | None = None
+    error: BaseException | None = None
+
+
+def _paths(paths: Paths) -> list[str | os.PathLike[str]]:
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        return [paths]
+    return list(paths)
+
+
+class Extraction(Iterator[ExtractResult]):
+    """The results of :func:`extract_many` as they come (an iterator, and a context
+    manager). ``summary`` is set once the run ended. :meth:`close` (or leaving the ``with``
+    block, or dropping it) stops the run: nothing new starts and what it stored is deleted.
+
+    Raises (from ``next``):
+        NotEnoughFileSlotsError: the account has no free slot at all (nothing was sent).
+        StateError: the run's state cannot be used.
+    """
+
+    def __init__(self, client: KimiFiles, owned: bool, settings: ExtractOptions,
+                 paths: Sequence[str | os.PathLike[str]]) -> None:
+        self._client = client
+        self._owned = owned
+        self._settings = settings
+        self._paths = paths
+        self._results = _Results()
+        self._stop = settings.stop or threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ended = False
+        self.summary: ExtractSummary | None = None
+
+    def _produce(self) -> None:
+        outcome = _Outcome()
+        store = None
+        try:
+            store = _open_state(self._settings.state, self._client, self._settings.wait)
+            outcome.summary = self._client.run(extract_steps(
+                self._client, store, self._settings, self._paths, self._stop,
+                self._results.offer), self._stop)
+        except BaseException as exc:
+            outcome.error = exc
+        finally:
+            if store is not None and not isinstance(self._settings.state, StateStore):
+                with contextlib.suppress(StateError):
+                    store.close()
+            self._results.finish(outcome)
+
+    def __iter__(self) -> Extraction:
+        return self
+
+    def __next__(self) -> ExtractResult:
+        if self._ended:
+            raise StopIteration
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._produce, name="kimi-extract",
+                                            daemon=True)
+            self._thread.start()
+        item = self._results.queue.get()
+        if isinstance(item, _Outcome):
+            self._end(item)
+            if item.error is not None:
+                raise item.error
+            raise StopIteration
+        return item  # type: ignore[no-any-return]
+
+    def _end(self, outcome: _Outcome) -> None:
+        self._ended = True
+        self.summary = outcome.summary
+        if self._thread is not None:
+            self._thread.join()
+        if self._owned:
+            self._client.close()
+
+    def close(self) -> None:
+        """Stop the run (nothing new starts), delete what it stored, and wait for it."""
+        if self._ended:
+            return
+        self._stop.set()
+        if self._thread is None:
+            self._ended = True
+            if self._owned:
+                self._client.close()
+            return
+        while True:
+            item = self._results.queue.get()
+            if isinstance(item, _Outcome):
+                self._results.closed.set()
+                self._end(item)
+                return
+
+    def __enter__(self) -> Extraction:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            if not self._ended and self._thread is not None:
+                self.close()
+
+
+class AsyncExtraction(AsyncIterator[ExtractResult]):
+    """The results of :func:`aextract_many` as they come (``async for``; ``async with``).
+    :meth:`aclose` stops the run and deletes what it stored. The run is a task on the
+    caller's loop; its local work runs in threads."""
+
+    def __init__(self, client: AsyncKimiFiles, owned: bool, settings: ExtractOptions,
+                 paths: Sequence[str | os.PathLike[str]]) -> None:
+        self._client = client
+        self._owned = owned
+        self._settings = settings
+        self._paths = paths
+        self._results = _Results()
+        self._stop = settings.stop or threading.Event()
+        self._task: Any = None
+        self._ended = False
+        self.summary: ExtractSummary | None = None
+
+    async def _produce(self) -> None:
+        import asyncio
+
+        outcome = _Outcome()
+        store = None
+        try:
+            store = await asyncio.to_thread(_open_state, self._settings.state, self._client,
+                                            self._settings.wait)
+            outcome.summary = await self._client.run(extract_steps(
+                self._client, store, self._settings, self._paths, self._stop,
+                self._results.offer), self._stop)
+        except BaseException as exc:
+            outcome.error = exc
+        finally:
+            if store is not None and not isinstance(self._settings.state, StateStore):
+                with contextlib.suppress(StateError):
+                    await asyncio.to_thread(store.close)
+            while not self._results.closed.is_set():
+                try:
+                    self._results.queue.put_nowait(outcome)
+                    break
+                except queue.Full:
+                    await asyncio.sleep(WINDOW_POLL)
+
+    def __aiter__(self) -> AsyncExtraction:
+        return self
+
+    async def _take(self) -> Any:
+        import asyncio
+
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._produce())
+        while True:
+            try:
+                return self._results.queue.get_nowait()
+            except queue.Empty:
+                await asyncio.sleep(WINDOW_POLL)
+
+    async def __anext__(self) -> ExtractResult:
+        if self._ended:
+            raise StopAsyncIteration
+        item = await self._take()
+        if isinstance(item, _Outcome):
+            await self._end(item)
+            if item.error is not None:
+                raise item.error
+            raise StopAsyncIteration
+        return item  # type: ignore[no-any-return]
+
+    async def _end(self, outcome: _Outcome) -> None:
+        self._ended = True
+        self.summary = outcome.summary
+        if self._task is not None:
+            await self._task
+        if self._owned:
+            await self._client.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the run (nothing new starts), delete what it stored, and wait for it."""
+        if self._ended:
+            return
+        self._stop.set()
+        if self._task is None:
+            self._ended = True
+            if self._owned:
+                await self._client.aclose()
+            return
+        while True:
+            item = await self._take()
+            if isinstance(item, _Outcome):
+                self._results.closed.set()
+                await self._end(item)
+                return
+
+    async def __aenter__(self) -> AsyncExtraction:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def extract_many(paths: Paths, *, client: KimiFiles | None = None, api_key: str | None = None,
+                 base_url: str | None = None,
+                 **options: Unpack[ExtractKwargs]) -> Extraction:
+    """The text of every document under ``paths``, one :class:`ExtractResult` each, in
+    completion order, within the account's quota (see the module docstring).
+
+    ``keep``: keep the stored files (default: each is deleted once its text is saved);
+    ``window``: at most this many of the run's files on the server at once (default, and at
+    most: the account's free slots); ``concurrency``: documents at once (default 4). The
+    other options are :class:`ExtractKwargs`. Options are checked at once; the run starts
+    with the first ``next``.
+
+    Raises:
+        ConfigurationError: an invalid option (at once).
+        NotEnoughFileSlotsError: (from ``next``) the account has no free slot; nothing sent.
+        StateError: (from ``next``) the run's state cannot be used.
+    """
+    settings = ExtractOptions.of(options)
+    targets = _paths(paths)
+    owned = client is None
+    if client is None:
+        from .client import KimiFiles
+
+        client = KimiFiles(api_key=api_key, base_url=base_url)
+    if settings.concurrency is not None:
+        client.pacer.restrict(settings.concurrency, None)
+    return Extraction(client, owned, settings, targets)
+
+
+def aextract_many(paths: Paths, *, client: AsyncKimiFiles | None = None,
+                  api_key: str | None = None, base_url: str | None = None,
+                  **options: Unpack[ExtractKwargs]) -> AsyncExtraction:
+    """:func:`extract_many` for asyncio: ``async for result in aextract_many(...)``; the same
+    steps, documents as tasks.
+
+    Raises:
+        KimiError: as :func:`extract_many`.
+    """
+    settings = ExtractOptions.of(options)
+    targets = _paths(paths)
+    owned = client is None
+    if client is None:
+        from .client import AsyncKimiFiles
+
+        client = AsyncKimiFiles(api_key=api_key, base_url=base_url)
+    if settings.concurrency is not None:
+        client.pacer.restrict(settings.concurrency, None)
+    return AsyncExtraction(client, owned, settings, targets)
