@@ -275,10 +275,15 @@ class _Window:
                 self.bytes += size
             return verdict
 
-    def give_back(self, size: int) -> None:
+    def give_back(self, size: int, *, stays: bool = False) -> None:
+        """A file of the run is gone from the server; or ``stays`` (its deletion failed):
+        it no longer counts as the run's to release, and takes its room for good."""
         with self._lock:
             self.files -= 1
             self.bytes -= size
+            if stays:
+                self.window -= 1
+                self.free_bytes -= size
 
 
 class _Run:
@@ -581,11 +586,13 @@ def _room(run: _Run, local: LocalFile, shown: str) -> Steps[None]:
                     f"{fmt_bytes(window.free_bytes)} (it holds {fmt_bytes(usage.bytes)} of "
                     f"{fmt_bytes(usage.max_bytes)}); delete files to make room",
                     path=shown, bytes_to_free=local.size - window.free_bytes)
+            why = ("are kept (keep)" if run.settings.keep
+                   else "could not be deleted (see the errors above)")
             raise NotEnoughFileSlotsError(
-                f"{shown}: no room left: the {window.window:,} file(s) this run could store "
-                f"are kept (keep) and the account holds {usage.files:,} of "
-                f"{usage.max_files:,} files besides; delete files, or extract without keep",
-                path=shown, files_to_free=1)
+                f"{shown}: no room left: the file(s) this run stored {why} and the account "
+                f"holds {usage.files:,} of {usage.max_files:,} files besides; delete files"
+                + (", or extract without keep" if run.settings.keep else "")
+                + " and run it again", path=shown, files_to_free=1)
         if not (yield Wait(WINDOW_POLL, stop=run.stop, real=True)):
             raise UploadCancelledError(f"{shown}: not started (stopped)")
 
@@ -668,7 +675,9 @@ def _delete_own(run: _Run, file_id: str, local: LocalFile) -> Steps[bool]:
         yield from delete_steps(file_id)
     except KimiError as exc:
         log.error("%s: could not delete %s: %s; a re-run deletes it", local.path, file_id, exc)
-        return False  # held (and its room taken) until the run's end tries again
+        assert run.window is not None
+        run.window.give_back(local.size, stays=True)  # the run's end tries once more
+        return False
     run.release(file_id)
     assert run.window is not None
     run.window.give_back(local.size)
