@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py            # everything, about 5 minutes on 2 cores
     .venv/bin/python benchmarks/run.py --quick    # smaller sizes, 2 repeats, under a minute
-    .venv/bin/python benchmarks/run.py --only fast   # one part: fast, growth, async, reuse, emulator
+    .venv/bin/python benchmarks/run.py --only fast   # one part: fast, growth, async, reuse, emulator, extract
 
 The main table runs against ``benchmarks/fastserver.py``, a raw-socket server in a process of
 its own that drains bodies as fast as they come and answers at once, so the client is the
@@ -779,16 +779,135 @@ def emulator_tables(tmp: Path, o: Opts, r: Report) -> None:
     r.table(["batch", "client", "wall", "files/s", "speed-up"], rows)
 
 
+def kimi_extract(*args: str) -> list[str]:
+    return [str(BIN / "kimi-files"), "extract", "--no-progress", *args]
+
+
+def _lines_of(out: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
+def _fresh(tmp: Path, name: str) -> dict[str, str]:
+    """An environment whose state and caches are new: every document is uploaded."""
+    where = Path(tempfile.mkdtemp(dir=tmp, prefix=f"state-{name}-"))
+    return child_env(KIMI_FILES_STATE_DIR=str(where))
+
+
+def _checked_extract(folder: Path, n: int, out: Path, base: str) -> str:
+    """What a finished extract wrote, checked: every document once and ok, none left."""
+    lines = _lines_of(out)
+    paths = [str(line["path"]) for line in lines]
+    listing = _emu_ask(base, "GET")
+    assert isinstance(listing, dict)
+    left = len(listing["data"])
+    ok = sum(line["status"] == "ok" for line in lines)
+    once = len(paths) == len(set(paths)) == n
+    if not (once and ok == n and left == 0):
+        raise RuntimeError(f"extract of {folder}: {len(paths)} lines ({len(set(paths))} "
+                           f"distinct) of {n}, {ok} ok, {left} files left")
+    return f"{n:,} lines, all ok, each once; 0 left"
+
+
+def extract_tables(tmp: Path, o: Opts, r: Report) -> None:
+    """Issue #17: a corpus larger than the account, through the rolling window."""
+    r.say("## Extract: a corpus of any size within the quota (issue #17)")
+    r.say()
+    r.say("`kimi-files extract FOLDER -o OUT.jsonl` against the emulator in a process of its "
+          "own, a new state (and text cache) for each run, so every document is uploaded, read "
+          "and deleted. Each result is checked: one `ok` line per document, 0 files left.")
+    r.say()
+    rows = []
+    big_n = 1500 if not o.quick else 300
+    cases = [(f"{big_n:,} docs through a 1,000-file account", big_n, "1000"),
+             (f"{big_n:,} docs through an account with 10 free slots", big_n, "10")]
+    for label, n, max_files in cases:
+        folder = make_folder(tmp / f"extract-{n}", n)
+        with emulator("--max-files", max_files) as base:
+            out = tmp / f"extract-{n}-{max_files}.jsonl"
+            out.unlink(missing_ok=True)
+            run = measure(kimi_extract(str(folder), "-o", str(out), "--concurrency", "8",
+                                       "--base-url", base), _fresh(tmp, "big"))
+            rows.append([label, s(run.seconds, 1), f"{n / run.seconds:.0f}", mb(run.rss_mb),
+                         _checked_extract(folder, n, out, base)])
+    flat = []
+    for n in ((1000, 10_000) if not o.quick else (500, 2000)):
+        folder = make_folder(tmp / f"extract-{n}", n, size=300)
+        with emulator() as base:
+            out = tmp / f"extract-flat-{n}.jsonl"
+            out.unlink(missing_ok=True)
+            run = measure(kimi_extract(str(folder), "-o", str(out), "--concurrency", "8",
+                                       "--base-url", base), _fresh(tmp, "flat"))
+            _checked_extract(folder, n, out, base)
+            flat.append((n, run))
+            rows.append([f"{n:,} docs (300 B), empty account", s(run.seconds, 1),
+                         f"{n / run.seconds:.0f}", mb(run.rss_mb), "checked as above"])
+    r.table(["corpus", "wall", "docs/s", "peak RSS", "result"], rows)
+    (n1, a), (n2, b) = flat
+    r.say(f"Peak RSS {mb(a.rss_mb)} at {n1:,} documents, {mb(b.rss_mb)} at {n2:,} "
+          f"({b.rss_mb - a.rss_mb:+.0f} MiB for {n2 // n1}x the documents). Goal: the "
+          f"{big_n:,} through 1,000 at <= 120 MiB: "
+          f"{verdict(all(float(row[3].split()[0]) <= 120 for row in rows[:2]))}.")
+    r.say()
+    # extract against kimi-upload, 0.1 s of server time per upload
+    n = 80
+    folder = make_folder(tmp / "extract-80", n)
+    with emulator("--extract-delay", "0.1") as base:
+        outs = iter(range(10**6))
+        res = interleave(max(1, o.repeat - 2), {
+            "kimi-upload --concurrency 8": lambda: measure(kimi_upload(
+                "--no-state", "--no-reuse", "--concurrency", "8", "--base-url", base,
+                str(folder)), _fresh(tmp, "up")),
+            "kimi-files extract --concurrency 8": lambda: measure(kimi_extract(
+                str(folder), "-o", str(tmp / f"x80-{next(outs)}.jsonl"), "--concurrency", "8",
+                "--base-url", base), _fresh(tmp, "x")),
+        }, before=lambda: emu_clear(base))
+    up, ex = res["kimi-upload --concurrency 8"], res["kimi-files extract --concurrency 8"]
+    r.table(["80 docs, 0.1 s server time per upload", "wall", "peak RSS"],
+            [[name, s(x.seconds, 2), mb(x.rss_mb)] for name, x in res.items()])
+    ratio = ex.seconds / up.seconds
+    r.say(f"extract / kimi-upload: {ratio:.2f}x (upload, then content and delete for each "
+          f"document). Goal <= 1.5x: {verdict(ratio <= 1.5)}.")
+    r.say()
+    # kill -9 at random moments, then a re-run
+    import random
+    import signal
+
+    rng = random.Random(17)
+    n, kills = (600, 20) if not o.quick else (120, 5)
+    folder = make_folder(tmp / f"extract-kill-{n}", n)
+    env = _fresh(tmp, "kill")
+    out = tmp / "extract-kill.jsonl"
+    out.unlink(missing_ok=True)
+    with emulator("--extract-delay", "0.02", "--max-files", "50") as base:
+        cmd = kimi_extract(str(folder), "-o", str(out), "--concurrency", "4", "--base-url", base)
+        interrupted = 0
+        for _ in range(kills):
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.2, 1.0))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                interrupted += 1
+            proc.wait()
+        written = len(_lines_of(out)) if out.exists() else 0
+        measure(cmd, env)
+        checked = _checked_extract(folder, n, out, base)
+    r.say(f"kill -9 at random moments of {kills} runs ({interrupted} of them interrupted "
+          f"mid-run; {written} of {n} documents written by then), then one re-run: {checked}.")
+    r.say()
+
+
 # --- main ------------------------------------------------------------------------------------
 
-PARTS = ("fast", "growth", "async", "reuse", "emulator")
+PARTS = ("fast", "growth", "async", "reuse", "emulator", "extract")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="Parts: fast (issue #12's table against benchmarks/fastserver.py), growth "
-               "(1/10/100 MiB; 1,000/10,000/50,000 files), async (#10), reuse (#11), emulator.")
+               "(1/10/100 MiB; 1,000/10,000/50,000 files), async (#10), reuse (#11), emulator, "
+               "extract (#17).")
     parser.add_argument("--quick", action="store_true",
                         help="20 MiB, 2 repeats, 200 tiny files, 5,000 at most for planning")
     parser.add_argument("--repeat", type=int, default=None, help="runs per figure (default 5)")
@@ -826,7 +945,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if part in parts:
                 t = time.perf_counter()
                 {"fast": fast_tables, "growth": growth_table, "async": async_table,
-                 "reuse": reuse_table, "emulator": emulator_tables}[part](tmp, o, r)
+                 "reuse": reuse_table, "emulator": emulator_tables,
+                 "extract": extract_tables}[part](tmp, o, r)
                 print(f"({part}: {time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
     r.say(f"Whole run: {time.perf_counter() - started:.0f} s.")
     args.out.parent.mkdir(parents=True, exist_ok=True)
