@@ -235,3 +235,18 @@ def test_sigterm_stops_deletes_what_was_stored_and_exits_143(emulator: Emulator,
     assert "Traceback" not in err and "files left on the server: 0" in err
     assert emulator.filenames() == []
     assert 0 < len(_lines(tmp_path / "o.jsonl")) < 30
+
+
+def test_the_readme_quick_start_extracts_the_sample_corpus(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    assert ("kimi-files extract --emulator examples/corpus -o corpus.jsonl\n"
+            in (root / "README.md").read_text())
+    out = tmp_path / "corpus.jsonl"
+    assert main(["extract", "--emulator", str(root / "examples" / "corpus"), "-o", str(out)]) == 0
+    corpus = [p for p in (root / "examples" / "corpus").rglob("*") if p.is_file()
+              and not any(part.startswith(".") for part in p.parts)]
+    lines = _lines(out)
+    assert sorted(str(line["path"]) for line in lines) == sorted(map(str, corpus))
+    assert {line["status"] for line in lines} == {"ok"}
+    assert "files left on the server: 0" in capsys.readouterr().err
