@@ -408,6 +408,10 @@ def _run_steps(run: _Run, paths: Sequence[str | os.PathLike[str]]) -> Steps[Extr
         if settings.window is not None and window < settings.window:
             log.warning("window lowered from %d to %d: the account has %d free file slot(s)",
                         settings.window, window, usage.free_files)
+        elif window < min(settings.workers, len(todo)):
+            log.warning("the account has %d free file slot(s) (it holds %d of %d): at most %d "
+                        "document(s) at once", usage.free_files, usage.files, usage.max_files,
+                        window)
         log.info("extracting %d document(s), at most %d of this run's files on the server at "
                  "once", len(todo), window)
         run.window = _Window(window, usage.free_bytes, releases=not settings.keep)
@@ -543,6 +547,10 @@ def _document(run: _Run, path: Path) -> Steps[ExtractResult | None]:
     except OSError as exc:
         error = LocalFileError(f"{shown}: {exc.strerror or exc}", path=shown)
         return ExtractResult(shown, "refused", sha256=sha256, bytes=size, error=error)
+    except Exception as exc:  # a bug: say so, never lose the document silently
+        log.error("%s: unexpected %s", shown, type(exc).__name__, exc_info=True)
+        bug = KimiError(f"{shown}: unexpected error {type(exc).__name__}: {exc}")
+        return ExtractResult(shown, "failed", sha256=sha256, bytes=size, error=bug)
 
 
 def _text_of(run: _Run, local: LocalFile, shown: str, sha256: str) -> Steps[ExtractResult]:

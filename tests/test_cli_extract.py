@@ -250,3 +250,19 @@ def test_the_readme_quick_start_extracts_the_sample_corpus(tmp_path: Path,
     assert sorted(str(line["path"]) for line in lines) == sorted(map(str, corpus))
     assert {line["status"] for line in lines} == {"ok"}
     assert "files left on the server: 0" in capsys.readouterr().err
+
+
+def test_a_window_above_the_free_slots_is_lowered_and_said(env: Emulator, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _corpus(tmp_path / "in", 6)
+    env.state.max_files = 4
+    env.seed("old.txt", 5)
+    assert main(["extract", str(tmp_path / "in"), "-o", str(tmp_path / "o.jsonl"),
+                 "--window", "5"], limits=Limits(max_files=4)) == 0
+    err = capsys.readouterr().err
+    assert "window lowered from 5 to 3: the account has 3 free file slot(s)" in err
+    assert main(["extract", str(tmp_path / "in"), "-o", str(tmp_path / "p.jsonl"),
+                 "--no-reuse", "--concurrency", "8"], limits=Limits(max_files=4)) == 0
+    assert "3 free file slot(s) (it holds 1 of 4): at most 3 document(s) at once" in (
+        capsys.readouterr().err)
+    assert [f.filename for f in env.state.listing()] == ["old.txt"]
