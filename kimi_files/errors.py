@@ -71,8 +71,8 @@ cross a process pool.
 
 This module holds the tree and is pure. :func:`error_from_response` (in ``_answers.py``, the one
 place answers are mapped to classes) turns a status code, headers and body bytes into the right
-exception and never raises anything itself; key redaction is in ``_redact.py``. Rate-limit messages are recognised
-in the documented wording and in the wordings real accounts get ("max organization
+exception and never raises anything itself; key redaction is in ``_redact.py``. Rate-limit
+messages are recognised in the documented wording and in the wordings real accounts get ("max organization
 concurrency: N", "max request: N", "Organization Rate limit exceeded", "project TPM rate
 limit"), with or without the leading ``Your account {org}<{ak}>``.
 """
