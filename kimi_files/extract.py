@@ -38,7 +38,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import retry as _retry
-from ._steps import Blocking, Call, ClientLike, Parallel, Request, Steps, Wait
+from ._hashing import sha256_of
+from ._steps import (
+    Blocking,
+    ClientLike,
+    CreateFile,
+    DeleteFile,
+    GetContent,
+    ListFiles,
+    Parallel,
+    Request,
+    Steps,
+    Wait,
+)
 from .adoption import Attempt
 from .cache import ReuseCache, pick
 from .errors import (
@@ -69,12 +81,13 @@ from .preflight import LocalFile, inspect_file_head
 from .progress import ProgressBar
 from .quota import Usage, fmt_bytes
 from .scan import collect
-from .state import StateStore, sha256_of
+from .state import StateStore
 from .uploader import Claims, delete_steps, send_steps
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._steps import Action
     from .client import AsyncKimiFiles, KimiFiles
 
 __all__ = ["AsyncExtraction", "ExtractKwargs", "ExtractOptions", "ExtractResult",
@@ -254,6 +267,10 @@ def _open_state(state: StateArg, client: ClientLike, wait: bool | float) -> Stat
 # --- the run, as steps (one logic for both clients) ---------------------------------------------
 
 
+#: The actions that are API calls (for the summary's count).
+_CALLS = (Request, ListFiles, CreateFile, DeleteFile, GetContent)
+
+
 class _Window:
     """The run's files on the server now, against the window and the free bytes."""
 
@@ -318,13 +335,15 @@ class _Run:
         with self._lock:
             return None if self.stop.is_set() else next(self._todo, None)
 
-    def count(self, action: Call | Request) -> None:
+    def count(self, action: Action) -> None:
+        """Count an API call (each retry inside it is not counted again)."""
+        if not isinstance(action, _CALLS):
+            return
         with self._lock:
             self.summary.calls += 1
-            name = action.name if isinstance(action, Call) else action.method
-            if name == "create":
+            if isinstance(action, CreateFile):
                 self.summary.uploads += 1
-            elif name == "content":
+            elif isinstance(action, GetContent):
                 self.summary.contents += 1
 
     def hold(self, file_id: str, path: str, size: int) -> None:
@@ -354,8 +373,7 @@ def _counted(steps: Steps[T], run: _Run) -> Steps[T]:
                 action = steps.throw(error) if error is not None else steps.send(result)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
-            if isinstance(action, (Call, Request)):
-                run.count(action)
+            run.count(action)
             result, error = None, None
             try:
                 result = yield action
@@ -394,7 +412,7 @@ def _run_steps(run: _Run, paths: Sequence[str | os.PathLike[str]]) -> Steps[Extr
         records, ledger = yield Blocking(_read_state, (run.store,))
         if not todo and not records and not ledger:
             return summary  # nothing to do: not one request
-        listing: FileList = yield Call("list")
+        listing: FileList = yield ListFiles()
         yield from _clean_up(run, listing.data, records, ledger)
         if not todo:
             return summary
@@ -565,7 +583,7 @@ def _text_of(run: _Run, local: LocalFile, shown: str, sha256: str) -> Steps[Extr
         if hit is not None:
             found = hit[1]
             try:
-                content: FileContent = yield Call("content", (found.id,))
+                content: FileContent = yield GetContent(found.id)
             except NotFoundError:  # deleted since the listing: upload it after all
                 yield Blocking(cache.forget, ([found.id],))
             else:
@@ -643,7 +661,7 @@ def _upload_and_read(run: _Run, local: LocalFile, shown: str,
                 settles=attempt[0] if attempt and sent.settled else None))
         for f in sent.suspects:
             run.summary.suspects.append(f)
-        content: FileContent = yield Call("content", (stored,))
+        content: FileContent = yield GetContent(stored)
         if run.cache is not None:
             yield Blocking(run.cache.remember_text, (sha256, stored, content.raw or content.text))
             if run.settings.keep and not sent.adopted:
