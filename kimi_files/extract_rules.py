@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .adoption import resolve
+from .adoption import Attempt, resolve
 from .errors import KimiError, NoExtractableTextError, PreflightError
 from .models import FileObject
 from .planner import _expired
@@ -112,23 +112,38 @@ def leftovers(records: Sequence[Record], ledger: Sequence[OpenAttempt],
     recorded = {r.file_id for r in records if r.file_id}
     delete = [listed[r.file_id] for r in records
               if r.status == "uploaded" and r.file_id in listed]
-    verdicts = resolve({a.id: a.attempt for a in ledger}, listing, {*claimed, *recorded})
+    # the attempts of one document (runs killed one after the other) are one owner: a copy
+    # any of them stored is the run's, so they are weighed together, from the first's start
+    groups: dict[tuple[str, str, int, str], list[OpenAttempt]] = {}
+    for a in ledger:
+        groups.setdefault((a.path, a.filename, a.size, a.purpose), []).append(a)
+    verdicts = resolve({key: _together(group) for key, group in groups.items()}, listing,
+                       {*claimed, *recorded})
     settle: list[int] = []
     suspects: list[tuple[str, FileObject]] = []
     still: list[OpenAttempt] = []
     taken = {f.id for f in delete}
-    for a in ledger:
-        verdict = verdicts[a.id]
+    for key, group in groups.items():
+        verdict = verdicts[key]
         if verdict.adopted is not None and verdict.adopted.id not in taken:
             taken.add(verdict.adopted.id)
             delete.append(verdict.adopted)
-            settle.append(a.id)
+            settle.extend(a.id for a in group)
             continue
-        suspects.extend((a.path, f) for f in verdict.suspects)
-        if _expired(a, server_now, wall_now):
-            settle.append(a.id)
-        else:
-            still.append(a)
+        suspects.extend((key[0], f) for f in verdict.suspects)
+        for a in group:
+            if _expired(a, server_now, wall_now):
+                settle.append(a.id)
+            else:
+                still.append(a)
     open_paths = {a.path for a in still}
     forget = tuple(dict.fromkeys(r.path for r in records if r.path not in open_paths))
     return Cleanup(tuple(delete), tuple(suspects), tuple(settle), forget, tuple(still))
+
+
+def _together(group: Sequence[OpenAttempt]) -> Attempt:
+    """The attempts of one document as one: from the earliest start (unknown if any is)."""
+    starts = [a.server_time for a in group]
+    first = group[0]
+    since = None if any(t is None for t in starts) else min(t for t in starts if t is not None)
+    return Attempt(first.filename, first.size, first.purpose, since)

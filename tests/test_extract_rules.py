@@ -160,7 +160,8 @@ def test_leftovers_delete_only_what_is_provably_the_runs(
             continue
         assert f.id not in others  # never a file known to be someone else's
         owners = [a for a in ledger if a.filename == f.filename and a.size == f.bytes]
-        assert len(owners) == 1 and f.created_at >= owners[0].server_time  # type: ignore[operator]
+        assert len({a.path for a in owners}) == 1  # one document's attempts
+        assert f.created_at >= min(a.server_time for a in owners)  # type: ignore[type-var]
         # the only file that attempt could have stored
         assert [g for g in listing if g.filename == f.filename and g.bytes == f.bytes
                 and g.id not in others | recorded_ids] == [f]
@@ -180,6 +181,13 @@ def test_leftovers_of_an_attempt_beside_a_look_alike_are_suspects() -> None:
     both = leftovers([], [attempt], [ours, theirs], (), server_now=NOW + 2, wall_now=None)
     assert both.delete == () and {f.id for _, f in both.suspects} == {"f-ours", "f-theirs"}
     assert both.open == (attempt,) and both.settle == ()
+    # the attempts of one document by runs killed one after the other are one owner
+    again = _attempt(2, "/in/a.txt", "a.txt", 5, NOW + 1)
+    twice = leftovers([], [attempt, again], [ours], (), server_now=NOW + 2, wall_now=None)
+    assert [f.id for f in twice.delete] == ["f-ours"] and sorted(twice.settle) == [1, 2]
+    other = _attempt(3, "/in/b/a.txt", "a.txt", 5, NOW + 1)  # another document alike
+    alike = leftovers([], [attempt, other], [ours], (), server_now=NOW + 2, wall_now=None)
+    assert alike.delete == () and [f.id for _, f in alike.suspects] == ["f-ours"] * 2
     # an attempt too old for a copy to land any more is settled, its suspects reported
     late = leftovers([], [attempt], [ours, theirs], (), server_now=NOW + 5000, wall_now=None)
     assert late.settle == (1,) and late.delete == () and len(late.suspects) == 2
