@@ -12,11 +12,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .adoption import Attempt, resolve
+from .adoption import Attempt, could_be, resolve
 from .errors import KimiError, NoExtractableTextError, PreflightError
 from .models import FileObject
 from .planner import _expired
@@ -104,35 +105,44 @@ def leftovers(records: Sequence[Record], ledger: Sequence[OpenAttempt],
     """What earlier (killed) runs left: their records (``uploaded`` with an id that came in
     their answer, or ``pending``: the intent) and their open attempts, against the listing.
 
-    A recorded id still listed is deleted. An open attempt's copy is deleted only when
-    :func:`~kimi_files.adoption.resolve` proves it that attempt's (the same proof adoption
-    uses; ``claimed``: ids known to be someone else's); every other candidate is a suspect,
-    reported and kept. An attempt too old for a copy to land any more is settled."""
+    A recorded id still listed is deleted. The open attempts of one document (runs killed
+    one after the other each tried it) are weighed as one owner, from the earliest start:
+    their copies are deleted only under the proof adoption uses
+    (:func:`~kimi_files.adoption.resolve`), widened from one attempt to ``k``: at most ``k``
+    candidates, even counting loose matches, each a strict one, none of them a candidate of
+    another document, none claimed (``claimed``: ids known to be someone else's). Every other
+    candidate is a suspect, reported and kept. As many attempts as copies were found are
+    settled (the others may still land one); one too old for a copy to land any more too."""
     listed = {f.id: f for f in listing}
     recorded = {r.file_id for r in records if r.file_id}
     delete = [listed[r.file_id] for r in records
               if r.status == "uploaded" and r.file_id in listed]
-    # the attempts of one document (runs killed one after the other) are one owner: a copy
-    # any of them stored is the run's, so they are weighed together, from the first's start
     groups: dict[tuple[str, str, int, str], list[OpenAttempt]] = {}
     for a in ledger:
         groups.setdefault((a.path, a.filename, a.size, a.purpose), []).append(a)
-    verdicts = resolve({key: _together(group) for key, group in groups.items()}, listing,
-                       {*claimed, *recorded})
+    merged = {key: _together(group) for key, group in groups.items()}
+    verdicts = resolve(merged, listing, {*claimed, *recorded})
+    owners = Counter(f.id for v in verdicts.values() for f in (v.adopted, *v.suspects)
+                     if f is not None)
     settle: list[int] = []
     suspects: list[tuple[str, FileObject]] = []
     still: list[OpenAttempt] = []
     taken = {f.id for f in delete}
     for key, group in groups.items():
         verdict = verdicts[key]
-        if verdict.adopted is not None and verdict.adopted.id not in taken:
-            taken.add(verdict.adopted.id)
-            delete.append(verdict.adopted)
-            settle.extend(a.id for a in group)
-            continue
-        suspects.extend((key[0], f) for f in verdict.suspects)
-        for a in group:
-            if _expired(a, server_now, wall_now):
+        found = [f for f in (verdict.adopted, *verdict.suspects) if f is not None]
+        attempt = merged[key]
+        ours = (attempt.since is not None and len(found) <= len(group)
+                and all(could_be(f, attempt) and owners[f.id] == 1 and not f.failed
+                        and f.id not in taken for f in found))
+        if ours and found:
+            taken.update(f.id for f in found)
+            delete.extend(found)
+        else:
+            suspects.extend((key[0], f) for f in found)
+        landed = len(found) if ours else 0
+        for i, a in enumerate(sorted(group, key=lambda a: a.id)):
+            if i < landed or _expired(a, server_now, wall_now):
                 settle.append(a.id)
             else:
                 still.append(a)
