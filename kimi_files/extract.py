@@ -639,16 +639,21 @@ def _upload_and_read(run: _Run, local: LocalFile, shown: str,
                                    sha256=sha256, filename=local.filename,
                                    purpose=run.purpose, server_time=since))
 
+    sent_bytes: list[int] = []
+
     try:
         try:
             sent = yield from send_steps(
                 run.client, local, purpose=run.purpose, claims=run.claims,
                 policy=run.client.retry_policy.with_retries(run.options.max_retries),
+                on_read=lambda chunk: sent_bytes.append(len(chunk)) if not sent_bytes else None,
                 on_begin=on_begin if store is not None else None, stop=run.stop,
                 ghosts=run.ghosts, sha256=sha256)
         except KimiError as exc:
-            if store is not None and attempt and not _retry.may_have_stored(exc):
-                # refused at the door: no copy can exist
+            if (store is not None and attempt and not _retry.may_have_stored(exc)
+                    and not (isinstance(exc, UploadCancelledError) and sent_bytes)):
+                # refused at the door, or stopped before a byte went out: no copy can exist
+                # (a stop after bytes went out may follow a lost answer: kept on record)
                 yield Blocking(_settle_state, (store, attempt, [os.fsdecode(local.path)]))
             raise
         stored = sent.file.id
