@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .batch import BatchReport, FileResult, IngestKwargs, aingest, ingest
     from .chat import AsyncSession, Messages, Session
     from .client import AsyncKimiFiles, KimiFiles
-    from .extract import (
+    from .extraction import (
         AsyncExtraction,
         Extraction,
         ExtractKwargs,
@@ -67,13 +67,13 @@ _LAZY = {
     "KimiFiles": "client",
     "AsyncKimiFiles": "client",
     "ingest": "batch",
-    "extract_many": "extract",
-    "aextract_many": "extract",
-    "Extraction": "extract",
-    "AsyncExtraction": "extract",
-    "ExtractResult": "extract",
-    "ExtractSummary": "extract",
-    "ExtractKwargs": "extract",
+    "extract_many": "extraction",
+    "aextract_many": "extraction",
+    "Extraction": "extraction",
+    "AsyncExtraction": "extraction",
+    "ExtractResult": "extraction",
+    "ExtractSummary": "extraction",
+    "ExtractKwargs": "extraction",
     "aingest": "batch",
     "BatchReport": "report",
     "FileResult": "report",

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from .batch import BatchReport, IngestKwargs
     from .cache import ReuseCache
     from .chat import AsyncSession, Messages, Session
-    from .extract import AsyncExtraction, Extraction, ExtractKwargs
+    from .extraction import AsyncExtraction, Extraction, ExtractKwargs
     from .models import UploadedFile
     from .pacing import Pacer
     from .uploader import FileBody, Preflight
@@ -466,7 +466,7 @@ class KimiFiles(_ClientBase):
         Raises:
             KimiError: as :func:`kimi_files.extract_many`.
         """
-        from .extract import extract_many
+        from .extraction import extract_many
 
         return extract_many(paths, client=self, **options)
 
@@ -704,7 +704,7 @@ class AsyncKimiFiles(_ClientBase):
         Raises:
             KimiError: as :func:`kimi_files.extract_many`.
         """
-        from .extract import aextract_many
+        from .extraction import aextract_many
 
         return aextract_many(paths, client=self, **options)
 

@@ -1,4 +1,4 @@
-"""The decisions of :mod:`kimi_files.extract`, with no I/O.
+"""The decisions of :mod:`kimi_files.extraction`, with no I/O.
 
 * :func:`window_for`: how many of the run's files may be on the server at once (what the
   account's free slots allow, never more; at most what the caller asked for).

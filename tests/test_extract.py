@@ -23,7 +23,7 @@ from kimi_files.errors import (
     NotEnoughFileSlotsError,
     TokenQuotaExceededError,
 )
-from kimi_files.extract import ExtractResult, ExtractSummary, extract_state_path
+from kimi_files.extraction import ExtractResult, ExtractSummary, extract_state_path
 from kimi_files.state import StateStore, default_state_path
 
 from .conftest import API_KEY, write
@@ -306,3 +306,16 @@ def test_a_deletion_that_fails_is_tried_again_at_the_end(kind: str, emulator: Em
     assert {r.status for r in results} == {"ok"} and len(results) == 4
     assert sum(not r.deleted for r in results) == 1
     assert emulator.filenames() == [] and summary.left == []
+
+
+def test_extract_stays_the_one_document_function() -> None:
+    """The pipeline's module is not named ``extract``: importing it never replaces
+    ``kimi_files.extract`` (one document's text) with a module."""
+    import inspect
+
+    import kimi_files
+
+    assert kimi_files.extract_many is not None and kimi_files.aextract_many is not None
+    import kimi_files.extraction
+
+    assert inspect.isfunction(kimi_files.extract) and inspect.isfunction(kimi_files.aextract)

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ..config import KNOWN_PURPOSES
 
 if TYPE_CHECKING:
-    from ..extract import ExtractResult, ExtractSummary
+    from ..extraction import ExtractResult, ExtractSummary
     from ._common import Subparsers
 
 from ._common import (
