@@ -970,16 +970,9 @@ def extract_many(paths: Paths, *, client: KimiFiles | None = None, api_key: str 
         NotEnoughFileSlotsError: (from ``next``) the account has no free slot; nothing sent.
         StateError: (from ``next``) the run's state cannot be used.
     """
-    settings = ExtractOptions.of(options)
-    targets = _paths(paths)
-    owned = client is None
-    if client is None:
-        from .client import KimiFiles
+    from .client import KimiFiles
 
-        client = KimiFiles(api_key=api_key, base_url=base_url)
-    if settings.concurrency is not None:
-        client.pacer.restrict(settings.concurrency, None)
-    return Extraction(client, owned, settings, targets)
+    return Extraction(*_prepared(paths, client, KimiFiles, api_key, base_url, options))
 
 
 def aextract_many(paths: Paths, *, client: AsyncKimiFiles | None = None,
@@ -991,13 +984,25 @@ def aextract_many(paths: Paths, *, client: AsyncKimiFiles | None = None,
     Raises:
         KimiError: as :func:`extract_many`.
     """
+    from .client import AsyncKimiFiles
+
+    return AsyncExtraction(*_prepared(paths, client, AsyncKimiFiles, api_key, base_url,
+                                      options))
+
+
+C = TypeVar("C", "KimiFiles", "AsyncKimiFiles")
+
+
+def _prepared(paths: Paths, client: C | None, make: Callable[..., C], api_key: str | None,
+              base_url: str | None, options: ExtractKwargs
+              ) -> tuple[C, bool, ExtractOptions, list[str | os.PathLike[str]]]:
+    """The client (made when none is given: then the run closes it), the options checked,
+    the paths; the client's pacer bounded by the concurrency asked for."""
     settings = ExtractOptions.of(options)
     targets = _paths(paths)
     owned = client is None
     if client is None:
-        from .client import AsyncKimiFiles
-
-        client = AsyncKimiFiles(api_key=api_key, base_url=base_url)
+        client = make(api_key=api_key, base_url=base_url)
     if settings.concurrency is not None:
         client.pacer.restrict(settings.concurrency, None)
-    return AsyncExtraction(client, owned, settings, targets)
+    return client, owned, settings, targets
