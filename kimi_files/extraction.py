@@ -325,6 +325,8 @@ class _Run:
         self.usage: Usage | None = None
         #: files stored and not yet deleted: id -> (path, size)
         self.held: dict[str, tuple[str, int]] = {}
+        #: every file a document of this run was read from (stored, adopted, reused)
+        self.used: set[str] = set()
         self.bar: ProgressBar | None = None
         #: the state store broke: the run stops and raises it
         self.fatal: StateError | None = None
@@ -349,6 +351,7 @@ class _Run:
     def hold(self, file_id: str, path: str, size: int) -> None:
         with self._lock:
             self.held[file_id] = (path, size)
+            self.used.add(file_id)
 
     def release(self, file_id: str) -> None:
         with self._lock:
@@ -415,6 +418,7 @@ def _run_steps(run: _Run, paths: Sequence[str | os.PathLike[str]]) -> Steps[Extr
         listing: FileList = yield ListFiles()
         yield from _clean_up(run, listing.data, records, ledger)
         if not todo:
+            yield from _late_look(run)
             return summary
         usage = Usage.of(run.listing, run.client.limits)
         run.usage = usage
@@ -445,6 +449,8 @@ def _run_steps(run: _Run, paths: Sequence[str | os.PathLike[str]]) -> Steps[Extr
             raise run.fatal
         if run.stop.is_set():
             summary.interrupted = True
+        else:
+            yield from _late_look(run)
         return summary
     except GeneratorExit:  # closed where it waited (a cancelled task): nothing can be sent
         closing = True
@@ -462,6 +468,31 @@ def _read_state(store: StateStore | None) -> tuple[list[Any], list[Any]]:
     return store.records(), store.attempts()
 
 
+#: A request a killed run had in flight may land this long (seconds, by the server's clock)
+#: after it began: a run's last look for such copies waits until then.
+LATE_WAIT = 5
+
+
+def _late_look(run: _Run) -> Steps[None]:
+    """Look once more for what killed runs had in flight when this run began (a copy that
+    lands after the first listing): delete it when provably theirs, as at the start."""
+    if run.store is None or not run.ghosts:
+        return
+    records, ledger = yield Blocking(_read_state, (run.store,))
+    held = {path for path, _ in run.held.values()}
+    records = [r for r in records if r.path not in held]
+    now = run.client.clock.now()
+    starts = [a.server_time for a in ledger if a.server_time is not None]
+    if now is not None and starts and max(starts) > now - LATE_WAIT:
+        pause = LATE_WAIT - (now - max(starts))
+        log.warning("waiting %d s for uploads an interrupted run had in flight to land, to "
+                    "delete them", pause)
+        if not (yield Wait(pause, stop=run.stop)):
+            return
+    listing: FileList = yield ListFiles()
+    yield from _clean_up(run, listing.data, records, ledger)
+
+
 def _clean_up(run: _Run, listing: Sequence[FileObject], records: Sequence[Any],
               ledger: Sequence[Any]) -> Steps[None]:
     """Delete what killed runs left and can be proven theirs; report the rest."""
@@ -469,7 +500,7 @@ def _clean_up(run: _Run, listing: Sequence[FileObject], records: Sequence[Any],
     if not records and not ledger:
         run.claims = Claims(f.id for f in listing)
         return
-    claimed: set[str] = set()
+    claimed: set[str] = set(run.used)  # the files this run holds, reused or kept
     if run.cache is not None:
         claimed.update(e.file_id for e in (yield Blocking(run.cache.entries)))
     plan: Cleanup = leftovers(records, ledger, listing, claimed,
@@ -486,7 +517,7 @@ def _clean_up(run: _Run, listing: Sequence[FileObject], records: Sequence[Any],
         gone.add(f.id)
         log.warning("deleted %s (%s, %d bytes), which an interrupted run stored", f.id,
                     f.filename, f.bytes)
-    run.summary.cleaned = len(gone)
+    run.summary.cleaned += len(gone)
     for path, f in plan.suspects:
         if f.id not in {s.id for s in run.summary.suspects}:
             run.summary.suspects.append(f)
@@ -587,6 +618,7 @@ def _text_of(run: _Run, local: LocalFile, shown: str, sha256: str) -> Steps[Extr
             except NotFoundError:  # deleted since the listing: upload it after all
                 yield Blocking(cache.forget, ([found.id],))
             else:
+                run.used.add(found.id)
                 yield Blocking(cache.remember_text, (sha256, found.id,
                                                      content.raw or content.text))
                 log.info("%s: the account holds this content as %s; read from it", shown,

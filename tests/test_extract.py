@@ -286,7 +286,7 @@ def test_what_a_killed_run_stored_is_found_and_deleted(kind: str, emulator: Emul
 
 @kinds
 def test_a_killed_runs_copy_beside_a_look_alike_is_reported_never_deleted(
-        kind: str, emulator: Emulator, tmp_path: Path) -> None:
+        kind: str, emulator: Emulator, tmp_path: Path, no_wait: list[float]) -> None:
     doc = write(tmp_path / "in" / "interrupted.txt", "sent by a run killed before its answer\n")
     other = emulator.seed(doc.name, doc.stat().st_size, created_at=int(time.time()) - 60)
     landed = _killed_run_state(emulator, doc)
@@ -319,3 +319,32 @@ def test_extract_stays_the_one_document_function() -> None:
     import kimi_files.extraction
 
     assert inspect.isfunction(kimi_files.extract) and inspect.isfunction(kimi_files.aextract)
+
+
+@kinds
+def test_a_killed_runs_copy_that_lands_during_the_run_is_found_at_its_end(
+        kind: str, emulator: Emulator, tmp_path: Path, no_wait: list[float]) -> None:
+    """A request the killed run had in flight lands after this run listed the account: the
+    run's last look (after waiting for such a copy, here switched off) finds and deletes it."""
+    import threading
+
+    doc = write(tmp_path / "late" / "interrupted.txt", "in flight when the run was killed\n")
+    path = extract_state_path(default_state_path(emulator.base_url, API_KEY))
+    with StateStore(path) as store:
+        st = doc.stat()
+        store.begin(doc, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256="",
+                    filename=doc.name, server_time=int(time.time()) - 1)
+    _corpus(tmp_path / "in", 8)
+    emulator.state.extract_delay = 0.05
+    lands = threading.Timer(0.15, lambda: emulator.state.store(
+        doc.name, _copy(doc, emulator), doc.stat().st_size, "file-extract", "text/plain"))
+    lands.start()
+    try:
+        results, summary = _run(kind, emulator, [tmp_path / "in"], concurrency=1)
+    finally:
+        lands.join()
+    assert len(results) == 8 and summary.cleaned == 1 and summary.suspects == []
+    assert emulator.filenames() == []
+    assert no_wait  # it waited (switched off here) for such copies to land
+    with StateStore(path) as store:
+        assert store.attempts() == [] and store.records() == []
