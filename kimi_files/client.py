@@ -548,13 +548,21 @@ class AsyncKimiFiles(_ClientBase):
         """
         url = self._url(path)
         content = kwargs.get("content")
+        reader = None
         if isinstance(content, Iterable) and isinstance(content, AsyncIterable):
-            kwargs["content"] = content.__aiter__()  # read the async way (off the event loop)
-        async with self.pacer.aslot():
-            with self._translate(method, url):
-                response = await self._http.request(method, url, headers=self._headers(
-                    kwargs.pop("headers", None)), **kwargs)
-            return self._check(method, url, path, response)
+            # read the async way (off the event loop); closed whatever happens (an answer, an
+            # error, a cancellation), so no reading outlives the request and its file
+            reader = kwargs["content"] = content.__aiter__()
+        try:
+            async with self.pacer.aslot():
+                with self._translate(method, url):
+                    response = await self._http.request(method, url, headers=self._headers(
+                        kwargs.pop("headers", None)), **kwargs)
+                return self._check(method, url, path, response)
+        finally:
+            aclose = getattr(reader, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def run(self, steps: Steps[T], stop: threading.Event | None = None) -> T:
         """Perform ``steps`` (see :mod:`kimi_files._steps`) with this client.

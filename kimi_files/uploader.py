@@ -56,7 +56,8 @@ from .progress import ProgressBar, short_label
 from .quota import RoomPlan, plan_room
 from .state import sha256_of
 
-__all__ = ["PIECE_BYTES", "Claims", "FileBody", "MultipartBody", "PieceDigest", "Preflight", "Sent",
+__all__ = ["PIECE_BYTES", "READ_AHEAD", "Claims", "FileBody", "MultipartBody", "PieceDigest",
+           "Preflight", "ReadAhead", "Sent",
            "delete_steps", "extract_steps", "free_room_steps", "preflight_steps", "send_steps",
            "upload_steps"]
 
@@ -182,7 +183,8 @@ class MultipartBody:
     (:meth:`FileBody.pieces`) and yields the framing's head, the file in
     :data:`PIECE_BYTES` pieces and the tail; a file of one piece goes out as one buffer.
     ``headers`` hold the Content-Type (with the boundary) and the exact Content-Length. The
-    async iteration reads each piece in a thread, off the event loop."""
+    async iteration reads off the event loop: a file of one piece in one hop to a thread, a
+    larger one on a worker thread that reads ahead of the sending (:class:`ReadAhead`)."""
 
     def __init__(self, body: FileBody, *, filename: str, purpose: str,
                  content_type: str) -> None:
@@ -211,12 +213,106 @@ class MultipartBody:
         yield from pieces
         yield self._tail
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._body.size > PIECE_BYTES:
+            return ReadAhead(iter(self))
+        return self._at_once()
+
+    async def _at_once(self) -> AsyncIterator[bytes]:
+        """A file of one piece: the whole body read in one hop to a thread."""
         import asyncio
 
-        pieces = iter(self)
-        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+        for piece in await asyncio.to_thread(list, iter(self)):
             yield piece
+
+
+#: Pieces an async upload reads ahead of the sending, at most: the one httpx is sending
+#: included (memory: this many MiB).
+READ_AHEAD = 3
+
+
+class ReadAhead:
+    """The pieces of a (blocking) iterator, for an event loop: one worker thread reads them
+    at most ``depth`` pieces ahead of the consumer, so the disk read (and everything the
+    iterator does per piece: the unchanged-file checks, progress, hashing) overlaps the send,
+    and the loop never waits for a thread when the next piece is already read.
+
+    A piece counts against ``depth`` from its read until the consumer asks for the one after
+    it. An exception of the iterator is raised to the consumer in its place. :meth:`aclose`
+    (the async client calls it after every request, whatever happened: an answer, an error,
+    a cancellation) stops the worker, waiting for the read it may be in (one piece at most),
+    so the file can be closed once it returns.
+    """
+
+    def __init__(self, pieces: Iterator[bytes], depth: int = READ_AHEAD) -> None:
+        import asyncio
+
+        self._pieces = pieces
+        self._room = threading.Semaphore(depth)
+        self._stop = threading.Event()
+        self._ready: asyncio.Queue[bytes | Exception | None] = asyncio.Queue()
+        self._thread: threading.Thread | None = None
+        self._holding = False  # the consumer holds a piece: its room is freed at the next ask
+        self._ended = False
+
+    def __aiter__(self) -> ReadAhead:
+        return self
+
+    async def __anext__(self) -> bytes:
+        import asyncio
+
+        if self._ended:
+            raise StopAsyncIteration
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._work, args=(asyncio.get_running_loop(),), name="kimi-read",
+                daemon=True)
+            self._thread.start()
+        if self._holding:
+            self._holding = False
+            self._room.release()
+        item = await self._ready.get()
+        if item is None or isinstance(item, Exception):
+            self.close()
+            if item is None:
+                raise StopAsyncIteration
+            raise item
+        self._holding = True
+        return item
+
+    def _work(self, loop: Any) -> None:
+        hand = self._ready.put_nowait
+        while True:
+            self._room.acquire()
+            if self._stop.is_set():
+                return
+            item: bytes | Exception | None
+            try:
+                item = next(self._pieces, None)
+            except Exception as exc:  # the consumer raises it
+                item = exc
+            try:
+                loop.call_soon_threadsafe(hand, item)
+            except RuntimeError:  # the loop is closed: nobody is waiting
+                return
+            if not isinstance(item, bytes):
+                return
+
+    def close(self) -> None:
+        """Stop the worker (after the read it may be in) and close the iterator."""
+        self._ended = True
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            self._room.release()  # a worker waiting for room wakes, and sees the stop
+            thread.join()
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, for ``aclosing`` and the async client."""
+        self.close()
 
 
 # --- preflight (public on its own) ------------------------------------------------------------
