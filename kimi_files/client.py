@@ -135,8 +135,11 @@ class _ClientBase:
             "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
             # TLS is verified for every https base URL. A plain-http base URL (the emulator on
             # loopback, or --allow-http) never reaches a TLS host, since no redirect is
-            # followed, so it skips building a certificate store it cannot use (~70 ms).
-            "verify": not self.base_url.startswith("http://"),
+            # followed, so it builds no TLS context at all: not the certificate store (~70 ms),
+            # nor the unverified context verify=False would build. httpx hands None on to
+            # httpcore, which would build its default context, verifying, only if an https
+            # connection were ever opened.
+            "verify": None if self.base_url.startswith("http://") else True,
             # Proxy settings from the environment (HTTP_PROXY, ...) never apply to a loopback
             # base URL: the key would travel in clear to the proxy.
             "trust_env": not is_loopback_url(self.base_url),

@@ -25,13 +25,12 @@ import functools
 import hashlib
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import retry as _retry
 from ._steps import Blocking, Call, ClientLike, Steps, Wait
@@ -55,6 +54,9 @@ from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
 from .quota import RoomPlan, plan_room
 from .state import sha256_of
+
+if TYPE_CHECKING:
+    import queue
 
 __all__ = ["PIECE_BYTES", "READ_AHEAD", "Claims", "FileBody", "MultipartBody", "PieceDigest",
            "Preflight", "ReadAhead", "Sent",
@@ -618,6 +620,8 @@ class PieceDigest:
             if len(piece) < PIECE_BYTES:
                 self._hash.update(piece)
                 return
+            import queue  # here: a file of one piece (the common case) never needs it
+
             self._queue = queue.Queue(QUEUED_PIECES)
             self._thread = threading.Thread(target=self._work, args=(self._hash, self._queue),
                                             name="kimi-hash", daemon=True)

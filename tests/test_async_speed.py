@@ -1,6 +1,8 @@
-"""The async upload body (issue #20, "async at sync speed"): a file larger than one piece is
-read on one worker thread a bounded number of pieces ahead of the sending, and nothing of that
-reading outlives the request: not the thread, not the file. Behaviour only, never time."""
+"""Issue #20, "async at sync speed", tested by behaviour, never by time. The async upload body:
+a file larger than one piece is read on one worker thread a bounded number of pieces ahead of
+the sending, and nothing of that reading outlives the request (not the thread, not the file).
+The cold path: a plain-http base URL builds no TLS context, and one small upload imports
+nothing it does not use."""
 
 from __future__ import annotations
 
@@ -137,3 +139,67 @@ def test_cancelling_an_upload_mid_send_stops_the_reader_and_closes_the_file(
             assert str(p) not in _open_paths()
 
     asyncio.run(main())
+
+
+# --- the cold path: no TLS context for a plain-http base URL -------------------------------------
+
+
+def _record_ssl_contexts(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every ssl.SSLContext made from here on (httpx's and httpcore's both go through it)."""
+    import ssl
+
+    made: list[object] = []
+    real = ssl.SSLContext.__new__
+
+    def new(cls: type[ssl.SSLContext], *args: object, **kwargs: object) -> ssl.SSLContext:
+        made.append(cls)
+        return real(cls, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "__new__", new)
+    return made
+
+
+def test_a_plain_http_base_url_builds_no_tls_context_and_https_still_verifies(
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    made = _record_ssl_contexts(monkeypatch)
+    p = write(tmp_path / "one.txt", "one small file\n")
+    up = kf.upload(p, api_key=API_KEY, base_url=emulator.base_url, progress=False)
+    assert up.bytes == p.stat().st_size
+
+    async def main() -> None:
+        async with kf.AsyncKimiFiles(api_key=API_KEY, base_url=emulator.base_url) as c:
+            assert (await c.list()).data[0].id == up.id
+
+    asyncio.run(main())
+    assert made == []
+
+    sync, aclient = kf.KimiFiles(api_key="k"), kf.AsyncKimiFiles(api_key="k")
+    try:
+        for client in (sync, aclient):
+            context = client._http._transport._pool._ssl_context  # type: ignore[attr-defined]
+            assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    finally:
+        sync.close()
+        asyncio.run(aclient.aclose())
+    assert made  # the recorder sees what is built
+
+
+def test_one_small_upload_imports_nothing_it_does_not_use(emulator: Emulator,
+                                                          tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    p = write(tmp_path / "one.txt", "one small file, plain text\n")
+    unused = ("queue", "asyncio", "concurrent.futures.thread", "tqdm", "magic",
+              "kimi_files.batch", "kimi_files.scan", "kimi_files.planner", "kimi_files.chat",
+              "kimi_files.cli", "kimi_files.emulator")
+    code = ("import sys, kimi_files; "
+            f"kimi_files.upload({str(p)!r}, api_key={API_KEY!r}, base_url={emulator.base_url!r}, "
+            f"progress=False); print([m for m in {unused!r} if m in sys.modules])")
+    env = {**os.environ, "KIMI_FILES_STATE_DIR": str(tmp_path / "state")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    assert out.stdout.strip() == "[]"
+    assert len(emulator.uploads()) == 1
