@@ -243,7 +243,9 @@ class ReadAhead:
     it. An exception of the iterator is raised to the consumer in its place. :meth:`aclose`
     (the async client calls it after every request, whatever happened: an answer, an error,
     a cancellation) stops the worker, waiting for the read it may be in (one piece at most),
-    so the file can be closed once it returns.
+    so the file can be closed once it returns. A reader dropped without it (or whose loop
+    closed) stops its worker all the same, once its read is done; the worker holds no
+    reference to the reader.
     """
 
     def __init__(self, pieces: Iterator[bytes], depth: int = READ_AHEAD) -> None:
@@ -267,8 +269,9 @@ class ReadAhead:
             raise StopAsyncIteration
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._work, args=(asyncio.get_running_loop(),), name="kimi-read",
-                daemon=True)
+                target=ReadAhead._work, name="kimi-read", daemon=True,
+                args=(self._pieces, self._room, self._stop, self._ready.put_nowait,
+                      asyncio.get_running_loop()))
             self._thread.start()
         if self._holding:
             self._holding = False
@@ -282,15 +285,16 @@ class ReadAhead:
         self._holding = True
         return item
 
-    def _work(self, loop: Any) -> None:
-        hand = self._ready.put_nowait
+    @staticmethod
+    def _work(pieces: Iterator[bytes], room: threading.Semaphore, stop: threading.Event,
+              hand: Callable[[bytes | Exception | None], None], loop: Any) -> None:
         while True:
-            self._room.acquire()
-            if self._stop.is_set():
+            room.acquire()
+            if stop.is_set():
                 return
             item: bytes | Exception | None
             try:
-                item = next(self._pieces, None)
+                item = next(pieces, None)
             except Exception as exc:  # the consumer raises it
                 item = exc
             try:
@@ -315,6 +319,11 @@ class ReadAhead:
     async def aclose(self) -> None:
         """:meth:`close`, for ``aclosing`` and the async client."""
         self.close()
+
+    def __del__(self) -> None:
+        if self._thread is not None:  # dropped unclosed: let the worker end (no join here)
+            self._stop.set()
+            self._room.release()
 
 
 # --- preflight (public on its own) ------------------------------------------------------------

@@ -203,3 +203,35 @@ def test_one_small_upload_imports_nothing_it_does_not_use(emulator: Emulator,
                          check=True, env=env)
     assert out.stdout.strip() == "[]"
     assert len(emulator.uploads()) == 1
+
+
+def test_a_reader_left_unclosed_still_ends_its_worker() -> None:
+    import gc
+
+    go = threading.Event()
+
+    def pieces() -> Iterator[bytes]:
+        yield b"first"
+        go.wait()  # the worker is in a read when the loop closes
+        yield b"second"
+
+    async def take_one(reader: ReadAhead) -> bytes:
+        return await reader.__anext__()
+
+    reader = ReadAhead(pieces())
+    assert asyncio.run(take_one(reader)) == b"first"  # the loop is closed on return
+    go.set()  # the read ends, and its piece has no loop to go to: the worker ends
+    asyncio.run(_until(lambda: not _reader_threads(), "the worker ended"))
+
+    dropped = ReadAhead(iter([b"x"] * (READ_AHEAD + 5)))
+
+    async def fill(reader: ReadAhead) -> None:
+        assert await reader.__anext__() == b"x"
+        # every place taken and handed over: the worker now waits for room nobody frees
+        await _until(lambda: reader._ready.qsize() == READ_AHEAD - 1, "the reader filled")
+
+    asyncio.run(fill(dropped))
+    assert _reader_threads()
+    del dropped
+    gc.collect()
+    asyncio.run(_until(lambda: not _reader_threads(), "the dropped reader's worker ended"))
