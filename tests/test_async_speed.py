@@ -129,14 +129,14 @@ def test_cancelling_an_upload_mid_send_stops_the_reader_and_closes_the_file(
     async def main() -> None:
         async with kf.AsyncKimiFiles(api_key=API_KEY, base_url=emulator.base_url) as c:
             task = asyncio.ensure_future(c.upload(p, progress=False))
-            await _until(lambda: _reader_threads() and str(p) in _open_paths(),
+            await _until(lambda: _reader_threads() and os.path.realpath(p) in _open_paths(),
                          "the upload is reading ahead")
             await asyncio.sleep(0.05)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert not _reader_threads()
-            assert str(p) not in _open_paths()
+            assert os.path.realpath(p) not in _open_paths()
 
     asyncio.run(main())
 
