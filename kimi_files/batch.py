@@ -40,7 +40,15 @@ from .pacing import Pacer, check_limits
 from .planner import BatchPlan, plan_batch
 from .progress import ProgressBar, short_label
 from .report import STATUSES, BatchReport, FileResult, Status
-from .scan import Item, check_files, check_unverified, collect, hash_where_needed, matches_filters
+from .scan import (
+    Item,
+    check_files,
+    check_patterns,
+    check_unverified,
+    collect,
+    hash_where_needed,
+    matches_filters,
+)
 from .state import OpenAttempt, Record, StateStore, sha256_of
 from .uploader import Claims, free_room_steps, send_steps
 
@@ -70,9 +78,10 @@ class IngestKwargs(UploadKwargs, total=False):
     rpm: int | None
     #: The rate window in seconds (60).
     rate_period: float
-    #: Globs: only files whose name or relative path matches one.
+    #: Patterns (gitignore rules): only files they match.
     include: Sequence[str]
-    #: Globs: files whose name or relative path matches one are left out.
+    #: Patterns (gitignore rules: a folder's name leaves out the folder, ``!`` takes back):
+    #: files they match are left out.
     exclude: Sequence[str]
     #: A path, a StateStore, None (the default location) or False (no state, no resume).
     state: StateArg
@@ -109,6 +118,7 @@ class BatchOptions:
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not all(isinstance(p, str) for p in value):
                 raise ConfigurationError(f"{name} must be a list of glob patterns, not {value!r}")
+            check_patterns(value, what=name)
 
     @classmethod
     def of(cls, options: IngestKwargs | dict[str, Any]) -> BatchOptions:
