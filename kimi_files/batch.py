@@ -449,12 +449,14 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
             note = ("the account holds this content already" if same else
                     f"the account holds this content already, stored as {skip.stored_as!r}")
             run.emit(FileResult(skip.item.shown, "reused", file_id=skip.file_id,
-                                bytes=skip.item.local.size, note=note), skip.item)
+                                bytes=skip.item.local.size, note=note, stored_as=skip.stored_as,
+                                purpose=run.purpose), skip.item)
             continue
         note = ("stored by an interrupted run; adopted" if skip.adopted
                 else "already uploaded, unchanged")
         run.emit(FileResult(skip.item.shown, "skipped", file_id=skip.file_id,
-                            bytes=skip.item.local.size, note=note), skip.item)
+                            bytes=skip.item.local.size, note=note, stored_as=skip.stored_as,
+                            purpose=run.purpose), skip.item)
     if plan.refusal is not None:
         for item in plan.uploads:
             run.emit(FileResult(item.shown, "rejected", bytes=item.local.size,
@@ -481,7 +483,8 @@ def _emit_twins(run: _Run, plan: BatchPlan) -> Steps[None]:
                 yield run.done(item, first.file_id)
             status = "skipped"
         run.emit(FileResult(item.shown, status, file_id=first.file_id, bytes=item.local.size,
-                            error=first.error, note=note), item)
+                            error=first.error, note=note, stored_as=first.stored_as,
+                            purpose=first.purpose), item)
 
 
 def _upload(run: _Run, plan: BatchPlan) -> Steps[None]:
@@ -578,7 +581,9 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             note = ", ".join(filter(None, [
                 note, f"{many} possible extra cop{'y' if many == 1 else 'ies'} kept"]))
         run.emit(FileResult(item.shown, "uploaded", file_id=sent.file.id, bytes=local.size,
-                            note=note, suspects=tuple(f.id for f in sent.suspects)), item)
+                            note=note, suspects=tuple(f.id for f in sent.suspects),
+                            stored_as=sent.file.filename, purpose=sent.file.purpose or run.purpose),
+                 item)
     except StateError as exc:
         # the record of what was sent is gone or broken: stop the whole run, loudly
         run.fatal = exc

@@ -30,12 +30,21 @@ class FileResult:
     note: str = ""
     #: ids of files that may be extra copies of this one (never adopted or deleted)
     suspects: tuple[str, ...] = ()
+    #: the name the stored file ``file_id`` has on the server (it keeps base names only, and
+    #: a reused file keeps the name it was first stored under), and its purpose
+    stored_as: str | None = None
+    purpose: str | None = None
+    #: ids of this path's earlier copies: deleted (``--replace``) or kept on the account
+    replaced: tuple[str, ...] = ()
+    earlier: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "status": self.status,
             "file_id": self.file_id,
+            "stored_as": self.stored_as,
+            "purpose": self.purpose,
             "bytes": self.bytes,
             "suspects": list(self.suspects),
             "error": None if self.error is None else {
