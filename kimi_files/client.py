@@ -31,6 +31,7 @@ from .adoption import AttemptRegistry, ServerClock
 from .config import (
     DEFAULT_BASE_URL,
     DEFAULT_PURPOSE,
+    EMULATOR_HEADER,
     Limits,
     RetryPolicy,
     is_loopback_url,
@@ -126,6 +127,10 @@ class _ClientBase:
         self.clock = ServerClock()
         #: This client's uploads that could own a stored copy, and the ids they claimed.
         self.attempts = AttemptRegistry()
+        #: What a loopback server said of itself in ``X-Kimi-Files-Emulator`` (the bundled
+        #: emulator: ``ephemeral`` or ``persistent``); None for any other server.
+        self.emulator: str | None = None
+        self._loopback = is_loopback_url(self.base_url)
         self._user_agent = f"kimi-files/{__version__} httpx/{httpx.__version__}"
 
     def _http_options(self, timeout: httpx.Timeout | float | None) -> dict[str, Any]:
@@ -150,6 +155,12 @@ class _ClientBase:
         from .state import default_state_path
 
         return default_state_path(self.base_url, self._key.get())
+
+    @property
+    def ephemeral_server(self) -> bool:
+        """True once a loopback server answered as the bundled emulator with nothing it
+        stores outliving it: state and cache kept for it would only pile up."""
+        return self.emulator == "ephemeral"
 
     def reuse_cache(self) -> ReuseCache | None:
         """The reuse cache of this account (opened on first use), or None when the client
@@ -223,6 +234,8 @@ class _ClientBase:
         the pacer learns from it)."""
         log.debug("%s %s -> %s", method, url, response.status_code)
         self.clock.observe_date(response.headers.get("date"))
+        if self._loopback:
+            self.emulator = response.headers.get(EMULATOR_HEADER) or self.emulator
         if response.is_success:
             return response
         if response.is_redirect:

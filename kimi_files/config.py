@@ -50,6 +50,12 @@ MAX_FILES = 1000
 #: Bytes per account: "10 GB", enforced as 10 GiB = 10,737,418,240 bytes.
 MAX_TOTAL_BYTES = 10 * 1024**3
 
+#: The header the bundled emulator sends on every answer: ``ephemeral`` when what it stores
+#: goes when it stops (no ``--storage-dir``), ``persistent`` when it survives a restart. A
+#: client seeing ``ephemeral`` from a loopback server leaves no state or cache behind it
+#: (see :func:`kimi_files.state.ephemeral_server`).
+EMULATOR_HEADER = "X-Kimi-Files-Emulator"
+
 DEFAULT_PURPOSE = "file-extract"
 KNOWN_PURPOSES = frozenset({"file-extract", "image", "video", "batch"})
 

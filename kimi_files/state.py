@@ -17,8 +17,16 @@ kernel drops the lock when the process dies, however it dies. The lock lives in 
 rather than on the database because SQLite locks the database with POSIX record locks, which
 a second descriptor on the same file can silently drop and which NFS merges with ``flock``;
 and a separate lock is taken before the database is opened, so it also serialises creating,
-checking and migrating it, and works when the database is damaged. The lock file is never
-deleted (deleting it would let a newcomer lock a fresh file while the old one is still held).
+checking and migrating it, and works when the database is damaged. The lock file goes with its
+run: the holder removes it before it lets the lock go, and a run that took the lock checks that
+its file is still the one at the path (else it takes the new one), so a newcomer that opened
+the old file just before it was removed never holds a lock nobody else sees. A run killed
+leaves its lock file; the next run takes it over (and removes it when it ends).
+
+:func:`state_files` lists the state and cache files of a folder (account, size, last use),
+recognised as ours by their header (``application_id``) the way the store recognises its own
+databases; :func:`clean_choice` (pure) picks those to remove, and :func:`remove_account_files`
+removes them, never one whose lock a live run holds.
 
 Every failure of the store is a :class:`~kimi_files.errors.StateError` naming the file and the
 way out, never a bare ``sqlite3`` or ``OSError``. A store removed or replaced during the run is
@@ -232,6 +240,15 @@ def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
+def _same_file(fh: IO[bytes], path: Path) -> bool:
+    """Is the open file ``fh`` still the one at ``path``?"""
+    try:
+        st, now = os.fstat(fh.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
+
+
 def _read_pid(fh: IO[bytes]) -> int | None:
     try:
         text = os.pread(fh.fileno(), 32, 0).decode("ascii", "replace").strip()
@@ -344,12 +361,19 @@ class StateStore:
             while True:
                 try:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
                 except BlockingIOError:
                     left = None if deadline is None else deadline - _clock()
                     if left is not None and left <= 0:
                         raise self._locked(_read_pid(fh), patience or 0.0) from None
                     _poll_sleep(POLL_INTERVAL if left is None else min(POLL_INTERVAL, left))
+                    continue
+                if _same_file(fh, self.lock_path):
+                    break
+                # its run removed it as it ended, after this one opened it: take the new one
+                fh.close()
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                             0o644)
+                fh = os.fdopen(fd, "r+b", buffering=0)
             fh.truncate(0)
             fh.write(f"{os.getpid()}\n".encode())
         except OSError as exc:
@@ -518,6 +542,10 @@ class StateStore:
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
             finally:
+                # the lock file goes with its run: removed while still held (see the module)
+                if _same_file(self._lock_file, self.lock_path):
+                    with suppress(OSError):
+                        self.lock_path.unlink()
                 self._lock_file.close()  # releases the flock
 
     def __enter__(self) -> StateStore:
@@ -627,3 +655,207 @@ class StateStore:
 # seams for tests: the clock and the pause of a store waiting for the lock
 _clock = time.monotonic
 _poll_sleep = time.sleep
+
+
+# --- the files of a state folder: listing and cleaning ------------------------------------------
+
+#: ``PRAGMA application_id`` of a reuse cache (kimi_files.cache.APPLICATION_ID, "KiFc"): kept
+#: here too so that listing the folder does not open either kind of database.
+CACHE_APPLICATION_ID = 0x4B694663
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_SUFFIXES = {".cache.sqlite3": "cache", ".sqlite3": "state"}
+
+
+def file_kind(path: Path) -> str | None:
+    """"state" or "cache" when ``path`` is a kimi-files database, by its header (the SQLite
+    magic and the ``application_id`` at byte 68, what ``PRAGMA application_id`` reads), else
+    None. Reads 100 bytes; opens no database, takes no lock."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(100)
+    except OSError:
+        return None
+    if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
+        return None
+    app = int.from_bytes(head[68:72], "big")
+    return {APPLICATION_ID: "state", CACHE_APPLICATION_ID: "cache"}.get(app)
+
+
+@dataclass(frozen=True, slots=True)
+class StateFile:
+    """A state store or reuse cache of the state folder (with its journal files)."""
+
+    path: Path
+    #: "state" or "cache"
+    kind: str
+    #: ``<host>_<port>-<hash of the key>``: the base URL and the account (never the key)
+    account: str
+    #: bytes of the database and its journal files (and lock)
+    size: int
+    #: the last change to any of them (Unix seconds)
+    last_used: float
+    #: a live run holds the account's lock (its state is in use)
+    in_use: bool
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The database, its journal files and (for a state) its lock file."""
+        extra = (_lock_path(self.path),) if self.kind == "state" else ()
+        return (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"), *extra)
+
+
+def _account_of(name: str) -> tuple[str, str] | None:
+    """(account, kind by name) of a file name the state folder uses, else None. Pure."""
+    for suffix, kind in _SUFFIXES.items():
+        if name.endswith(suffix):
+            return name[: -len(suffix)], kind
+    return None
+
+
+def lock_held(lock: Path) -> bool:
+    """Does a live run hold this lock file? (Taken and let go at once when free; a missing
+    lock file is free.)"""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def state_files(folder: Path | None = None) -> list[StateFile]:
+    """The state stores and reuse caches in ``folder`` (default: the state folder), by name,
+    each recognised as ours by its header (another program's database of the same name is not
+    listed)."""
+    folder = default_state_dir() if folder is None else folder
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        named = _account_of(name)
+        if named is None:
+            continue
+        path = folder / name
+        account, kind = named
+        if kind == "state" and account.endswith(".cache"):
+            continue  # named as a cache: listed as one
+        if file_kind(path) != kind:
+            continue
+        size, last = 0, 0.0
+        lock = _lock_path(folder / f"{account}.sqlite3")
+        members = (path, Path(f"{path}-wal"), Path(f"{path}-shm"),
+                   *((lock,) if kind == "state" else ()))
+        for member in members:
+            with suppress(OSError):
+                st = os.stat(member)
+                size += st.st_size
+                last = max(last, st.st_mtime)
+        out.append(StateFile(path, kind, account, size, last, lock_held(lock)))
+    return out
+
+
+def loopback_port(account: str) -> int | None:
+    """The port of an account whose base URL is this machine (``127.0.0.1_8000-…``,
+    ``localhost_8000-…``), else None. Pure."""
+    where = account.rsplit("-", 1)[0]
+    host, _, port = where.rpartition("_")
+    if not port.isdigit() or not (host == "localhost" or host.startswith("127.")
+                                  or host == "_1"):  # ::1
+        return None
+    return int(port)
+
+
+def clean_choice(files: Iterable[StateFile], *, now: float, older_than_days: float | None,
+                 unreachable: Iterable[str] = ()) -> list[StateFile]:
+    """The files ``state clean`` removes: those unused for more than ``older_than_days``
+    days, and those of the ``unreachable`` accounts; never one whose account's lock a live
+    run holds. Pure."""
+    gone = set(unreachable)
+    out = []
+    for f in files:
+        if f.in_use:
+            continue
+        old = older_than_days is not None and f.last_used < now - older_than_days * 86400
+        if old or f.account in gone:
+            out.append(f)
+    return out
+
+
+def remove_account_files(chosen: StateFile) -> list[Path]:
+    """Remove a state store or cache (with its journal files; a state with its lock file),
+    under the account's lock and only while its header still says it is ours; the paths
+    removed. Nothing is removed when a live run holds the lock.
+
+    Raises:
+        StateLockedError: a run took the lock meanwhile.
+        StateError: a file cannot be removed.
+    """
+    import fcntl
+
+    lock = _lock_path(chosen.path.with_name(f"{chosen.account}.sqlite3"))
+    fd = None
+    if chosen.kind == "state" or lock.exists():
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            assert fd is not None
+            os.close(fd)
+            raise StateLockedError(f"state file {chosen.path} is in use by another run; "
+                                   "nothing removed", path=str(chosen.path)) from None
+        except OSError as exc:
+            if fd is not None:
+                os.close(fd)
+            raise StateError(f"state file {chosen.path}: its lock {lock} "
+                             f"{describe_failure(exc)}", path=str(chosen.path)) from None
+    removed: list[Path] = []
+    try:
+        if file_kind(chosen.path) != chosen.kind:
+            return removed  # changed since it was listed: not ours any more, left alone
+        for member in chosen.files if chosen.kind == "state" else chosen.files[:3]:
+            if member == lock:
+                continue
+            try:
+                member.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StateError(f"{member} cannot be removed ({describe_failure(exc)}); "
+                                 "remove it by hand", path=str(member)) from None
+            removed.append(member)
+        if fd is not None and chosen.kind == "state":
+            with suppress(FileNotFoundError):
+                lock.unlink()  # while held, as a run's own lock goes (see the module)
+                removed.append(lock)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return removed
+
+
+def remove_account(state_path: Path) -> list[Path]:
+    """Remove the state store at ``state_path`` and the reuse cache beside it, as
+    :func:`remove_account_files` does (ours only, not while a live run holds the lock; a lock
+    held or a file that cannot go is left, and said at DEBUG); the paths removed. What a run
+    against an ephemeral emulator does as it ends (nothing it recorded outlives the server)."""
+    import logging
+
+    account = state_path.name.removesuffix(".sqlite3")
+    removed: list[Path] = []
+    for f in state_files(state_path.parent):
+        if f.account != account or f.in_use:
+            continue
+        try:
+            removed += remove_account_files(f)
+        except StateError as exc:
+            logging.getLogger("kimi_files").debug("left in place: %s", exc)
+    return removed

@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(repeatable)")
     parser.add_argument("--chaos", type=float, default=0.0, metavar="RATE",
                         help="fail a random RATE (0..1) of uploads with random retryable faults")
-    parser.add_argument("--storage-dir", help="where uploads are kept (default: a temp dir)")
+    parser.add_argument("--storage-dir",
+                        help="keep the uploads in this folder, with an index of them: they "
+                             "survive a restart on the same folder (default: a temporary "
+                             "folder, removed when the emulator stops)")
     parser.add_argument("--extract-images", action="store_true",
                         help="accept images under file-extract (older behaviour; the newest "
                              "guide says they are no longer extracted)")
