@@ -50,7 +50,7 @@ from .scan import (
     matches_filters,
 )
 from .state import OpenAttempt, Record, StateStore, sha256_of
-from .uploader import Claims, free_room_steps, send_steps
+from .uploader import Claims, delete_steps, free_room_steps, send_steps
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -87,6 +87,10 @@ class IngestKwargs(UploadKwargs, total=False):
     state: StateArg
     #: Take links that lead outside the folders given (default: reported, not followed).
     follow_links: bool
+    #: Once a changed file's new copy is stored, delete the copy this tool stored for that
+    #: path before (only one whose id came in its own upload answer, still listed as that
+    #: file, and that nothing else maps to; needs the state). Default: kept, and said.
+    replace: bool
     #: When another run holds the same state: wait (True, or seconds) instead of failing.
     wait: bool | float
     #: Called as each file ends (from worker threads, one at a time).
@@ -108,6 +112,7 @@ class BatchOptions:
     exclude: Sequence[str] = ()
     state: StateArg = None
     follow_links: bool = False
+    replace: bool = False
     wait: bool | float = False
     on_result: Callable[[FileResult], None] | None = None
     stop: threading.Event | None = None
@@ -251,6 +256,8 @@ class _Run:
         self.ghosts: dict[int, Attempt] = {}  # interrupted uploads on record (see planner)
         self.unnoted: list[tuple[str, str]] = []  # suspects reported, not yet in the store
         self.cache: ReuseCache | None = None
+        self.listing: Sequence[FileObject] = ()  # the account, as the plan saw it
+        self.current: dict[str, str] = {}  # absolute path -> the file id it maps to now
         self._lock = threading.Lock()
         self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
 
@@ -258,6 +265,8 @@ class _Run:
         with self._lock:
             if item is not None:
                 self.results[id(item)] = result
+                if result.file_id and result.status in ("uploaded", "skipped", "reused"):
+                    self.current[os.path.abspath(item.local.path)] = result.file_id
             self.report.results.append(result)
             if self.settings.on_result is not None:
                 try:
@@ -367,6 +376,7 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
                           reported=reported, server_now=client.clock.now(),
                           wall_now=time.time(), reusable=reusable, reuse=run.options.reuse)
         run.ghosts = plan.ghosts
+        run.listing = listing.data
         yield from _settle(run, plan)
         if plan.refusal is not None or settings.dry_run:
             return report
@@ -384,6 +394,7 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         yield from _emit_twins(run, plan)
         if not stop.is_set():
             yield from _late_copies(run, plan)
+        yield from _earlier_copies(run)
         run.drop_proven_suspects()
         return report
     finally:
@@ -420,6 +431,58 @@ def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
         found = [f for f in (verdict.adopted, *verdict.suspects) if f is not None]
         run.suspect(found, paths.get(key, "an interrupted upload"))
     yield from _note_suspects(run)
+
+
+def _earlier_copies(run: _Run) -> Steps[None]:
+    """Earlier copies this tool stored for the paths of this batch, now superseded (see
+    :mod:`kimi_files.replace`): said, or with ``replace`` deleted once verified by a fresh
+    listing (never when stopped: that starts nothing new; a re-run deletes them)."""
+    from .replace import earlier_copies, replace_plan
+
+    store = run.store
+    if store is None or run.settings.dry_run or not run.current:
+        return
+    copies = earlier_copies(run.current, (yield Blocking(store.stored)))
+    if not copies:
+        return
+    shown = {os.path.abspath(p): p for p in (r.path for r in run.report.results)}
+    if not run.settings.replace or run.stop.is_set():
+        listed = {f.id: f for f in run.listing}
+        for copy in copies:
+            if copy.file_id in listed:
+                run.report.earlier.append((shown.get(copy.path, copy.path),
+                                           listed[copy.file_id], ""))
+        return
+    fresh: FileList = yield Call("list")
+    run.report.list_calls += 1
+    records = yield Blocking(store.records)
+    in_use = ({r.file_id for r in records if r.file_id} | set(run.current.values())
+              | (yield Blocking(store.suspects)))
+    plan = replace_plan(copies, fresh.data, in_use=in_use)
+    done = [c.file_id for c in plan.gone]
+    try:
+        for copy, f in plan.delete:
+            if run.stop.is_set():
+                break
+            path = shown.get(copy.path, copy.path)
+            try:
+                yield from delete_steps(f.id)
+            except KimiError as exc:
+                log.warning("%s: its earlier copy %s was not deleted: %s", path, f.id, exc)
+                run.report.earlier.append((path, f, f"could not be deleted ({exc})"))
+                continue
+            done.append(f.id)
+            run.report.replaced.append((path, f))
+            log.warning("deleted %s (%s, %d bytes), the earlier copy of %s, replaced by %s",
+                        f.id, f.filename, f.bytes, path, run.current[copy.path])
+    finally:
+        if done:
+            yield Blocking(store.forget_stored, (done,))
+            if run.cache is not None:
+                yield Blocking(run.cache.forget, (done,))
+    listed = {f.id: f for f in fresh.data}
+    for copy, why in plan.kept:
+        run.report.earlier.append((shown.get(copy.path, copy.path), listed[copy.file_id], why))
 
 
 def _note_suspects(run: _Run) -> Steps[None]:
@@ -570,6 +633,12 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         if store is not None:
             yield run.done(item, sent.file.id,
                            settles=attempt[0] if attempt and sent.settled else None)
+        if store is not None and not sent.adopted:
+            # its id came in our own answer: the only kind of copy --replace may delete later
+            yield Blocking(functools.partial(
+                store.note_stored, local.path, file_id=sent.file.id,
+                filename=sent.file.filename, size=sent.file.bytes,
+                purpose=sent.file.purpose or run.purpose))
         if run.cache is not None and item.sha256 is not None and not sent.adopted:
             # only a copy whose id came in our own answer is a fact to reuse later
             yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,

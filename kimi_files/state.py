@@ -37,7 +37,9 @@ Schema versions (``PRAGMA user_version``; ``PRAGMA application_id`` marks the fi
 ``attempts`` (every upload begun whose copy has not been identified yet: a copy a killed or
 timed-out request stores late must never be taken for another file's) and the ``suspects``
 already reported (never adopted later). Older stores are migrated in place when opened; a
-newer one is refused.
+newer one is refused. The table ``stored`` (every file whose id came in this tool's own upload
+answer, by path: the only copies ``--replace`` may ever delete) is added to any store it opens,
+without a new version: a kimi-files that does not know it leaves it alone.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ if TYPE_CHECKING:
 
     from .adoption import Attempt
 
-__all__ = ["SCHEMA_VERSION", "OpenAttempt", "Record", "StateStore", "default_state_path",
-           "sha256_of"]
+__all__ = ["SCHEMA_VERSION", "OpenAttempt", "Record", "StateFile", "StateStore", "StoredCopy",
+           "clean_choice", "default_state_path", "remove_account", "remove_account_files",
+           "sha256_of", "state_files"]
 
 #: The schema this code writes; stores with a lower ``user_version`` are migrated to it.
 SCHEMA_VERSION = 2
@@ -109,6 +112,17 @@ _MIGRATE_V1_TO_V2 = (
     "SELECT path, filename, size, purpose, server_time, updated FROM uploads "
     "WHERE status = 'pending'",
 )
+#: added to every store opened (a table older code ignores; see the module docstring)
+_SCHEMA_STORED = """
+CREATE TABLE IF NOT EXISTS stored (
+    file_id     TEXT PRIMARY KEY,
+    path        BLOB NOT NULL,
+    filename    TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    purpose     TEXT NOT NULL,
+    recorded    REAL NOT NULL
+)
+"""
 _COLUMNS_V0 = ("path", "size", "mtime_ns", "sha256", "filename", "file_id", "status", "updated")
 _COLUMNS_V1 = (*_COLUMNS_V0, "purpose", "server_time")
 _MIGRATE_V0_TO_V1 = (
@@ -145,6 +159,17 @@ class OpenAttempt:
         from .adoption import Attempt
 
         return Attempt(self.filename, self.size, self.purpose, self.server_time)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCopy:
+    """A file this tool stored for ``path``: its id came in our own upload answer."""
+
+    file_id: str
+    path: str
+    filename: str
+    size: int
+    purpose: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,6 +481,7 @@ class StateStore:
                 db.execute(statement)
         else:
             raise not_ours
+        db.execute(_SCHEMA_STORED)
 
     # --- a store removed or replaced under the run ------------------------------------------
 
@@ -611,6 +637,26 @@ class StateStore:
                 "sha256=excluded.sha256, filename=excluded.filename, file_id=excluded.file_id, "
                 "status='uploaded', updated=excluded.updated, purpose=excluded.purpose",
                 (_key(path), size, mtime_ns, sha256, filename, file_id, time.time(), purpose))
+
+    def note_stored(self, path: str | os.PathLike[str], *, file_id: str, filename: str,
+                    size: int, purpose: str) -> None:
+        """Remember a file whose id came in this tool's own upload answer for ``path`` (the
+        only kind ``--replace`` may delete once a newer copy of the path is stored)."""
+        with self._using() as db:
+            db.execute("INSERT OR REPLACE INTO stored VALUES (?, ?, ?, ?, ?, ?)",
+                       (file_id, _key(path), filename, size, purpose, time.time()))
+
+    def stored(self) -> list[StoredCopy]:
+        """Every file remembered by :meth:`note_stored`, oldest first."""
+        with self._using() as db:
+            rows = db.execute("SELECT file_id, path, filename, size, purpose FROM stored "
+                              "ORDER BY recorded, file_id").fetchall()
+        return [StoredCopy(r[0], os.fsdecode(r[1]), *r[2:]) for r in rows]
+
+    def forget_stored(self, file_ids: Iterable[str]) -> None:
+        """Forget stored files (deleted, or gone from the server)."""
+        with self._using() as db:
+            db.executemany("DELETE FROM stored WHERE file_id = ?", [(f,) for f in file_ids])
 
     def attempts(self) -> list[OpenAttempt]:
         """The ledger: every attempt whose copy has not been identified, oldest first."""

@@ -66,3 +66,130 @@ def test_a_bad_pattern_is_refused_before_anything_is_sent(tmp_path: Path) -> Non
     with pytest.raises(ConfigurationError, match=r"exclude: bad pattern '!'"):
         kimi_files.ingest([tmp_path], api_key="k", base_url="http://127.0.0.1:9/v1",
                           exclude=["!"], state=False)
+
+
+# --- earlier copies of changed files: said, and deleted with replace ---------------------
+
+import kimi_files as kf  # noqa: E402
+from kimi_files.emulator import Emulator  # noqa: E402
+from kimi_files.models import FileObject  # noqa: E402
+from kimi_files.replace import earlier_copies, replace_plan  # noqa: E402
+from kimi_files.state import StateStore, StoredCopy  # noqa: E402
+
+
+def _copy(fid: str, path: str = "/d/a.txt", name: str = "a.txt", size: int = 5) -> StoredCopy:
+    return StoredCopy(fid, path, name, size, "file-extract")
+
+
+def _file(fid: str, name: str = "a.txt", size: int = 5, purpose: str = "file-extract"
+          ) -> FileObject:
+    return FileObject(id=fid, bytes=size, created_at=1, filename=name, purpose=purpose)
+
+
+def test_earlier_copies_are_the_paths_other_stored_files() -> None:
+    stored = [_copy("old"), _copy("new"), _copy("other", path="/d/b.txt")]
+    assert earlier_copies({"/d/a.txt": "new"}, stored) == [_copy("old")]
+    assert earlier_copies({"/d/a.txt": "reused-elsewhere"}, stored) == [_copy("old"),
+                                                                        _copy("new")]
+    assert earlier_copies({}, stored) == []
+
+
+def test_replace_plan_deletes_only_the_very_file_stored() -> None:
+    copies = [_copy("same"), _copy("renamed"), _copy("resized"), _copy("gone"), _copy("shared"),
+              _copy("repurposed")]
+    listing = [_file("same"), _file("renamed", name="b.txt"), _file("resized", size=6),
+               _file("shared"), _file("repurposed", purpose="batch")]
+    plan = replace_plan(copies, listing, in_use={"shared"})
+    assert [c.file_id for c, _ in plan.delete] == ["same"]
+    assert [c.file_id for c in plan.gone] == ["gone"]
+    why = {c.file_id: reason for c, reason in plan.kept}
+    assert why["shared"] == "another file maps to it"
+    assert why["renamed"].startswith("the listing shows it as 'b.txt'")
+    assert "6 bytes" in why["resized"] and "batch" in why["repurposed"]
+
+
+def _ids(emulator: Emulator) -> set[str]:
+    return {f.id for f in emulator.state.listing()}
+
+
+def test_a_changed_file_uploaded_again_is_said_and_both_copies_stay(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    doc = write(tmp_path / "in" / "a.txt", "first version\n")
+    state = tmp_path / "s.db"
+    first = kf.ingest([tmp_path / "in"], client=client, state=state)
+    old = first.results[0].file_id
+    doc.write_text("second version, longer\n")
+    again = kf.ingest([tmp_path / "in"], client=client, state=state)
+    new = again.results[0].file_id
+    assert again.results[0].status == "uploaded" and new != old
+    assert _ids(emulator) == {old, new}
+    assert [(p, f.id, why) for p, f, why in again.earlier] == [(str(doc), old, "")]
+    summary = again.summary()
+    assert "1 file(s) uploaded again after a change: their earlier copies stay" in summary
+    assert f"{old} a.txt (14 bytes), earlier copy of {doc}" in summary
+
+
+def test_replace_deletes_the_earlier_copy_once_the_new_one_is_stored(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    doc = write(tmp_path / "in" / "a.txt", "first version\n")
+    state = tmp_path / "s.db"
+    old = kf.ingest([tmp_path / "in"], client=client, state=state).results[0].file_id
+    doc.write_text("second version, longer\n")
+    report = kf.ingest([tmp_path / "in"], client=client, state=state, replace=True)
+    new = report.results[0].file_id
+    assert _ids(emulator) == {new}
+    assert [(p, f.id) for p, f in report.replaced] == [(str(doc), old)]
+    assert f"replaced: deleted {old} a.txt (14 bytes), the earlier copy of {doc}" in (
+        report.summary())
+    assert not report.earlier
+    with StateStore(state) as store:
+        assert [c.file_id for c in store.stored()] == [new]  # the deleted one forgotten
+    # and a third run has nothing more to replace
+    assert not kf.ingest([tmp_path / "in"], client=client, state=state, replace=True).replaced
+
+
+def test_replace_never_deletes_what_another_file_maps_to_or_what_changed_on_the_server(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    a = write(tmp_path / "in" / "a.txt", "shared text\n")
+    b = write(tmp_path / "in" / "b.txt", "b first\n")
+    state = tmp_path / "s.db"
+    first = {Path(r.path).name: r.file_id for r in
+             kf.ingest([tmp_path / "in"], client=client, state=state).results}
+    write(tmp_path / "in" / "copy.txt", "shared text\n")  # maps to a.txt's stored file
+    a.write_text("a changed\n")
+    b.write_text("b changed!\n")
+    # someone renamed b's stored copy on the server: no longer provably the file stored
+    emulator.state.files[first["b.txt"]].filename = "renamed.txt"
+    report = kf.ingest([tmp_path / "in"], client=client, state=state, replace=True)
+    assert not report.replaced
+    assert {first["a.txt"], first["b.txt"]} <= _ids(emulator)
+    why = {p: (f.id, reason) for p, f, reason in report.earlier}
+    assert why[str(a)] == (first["a.txt"], "another file maps to it")
+    assert why[str(b)][0] == first["b.txt"] and "'renamed.txt'" in why[str(b)][1]
+    assert f"kept {first['a.txt']} a.txt, the earlier copy of {a}: another file maps to it" in (
+        report.summary())
+
+
+def test_replace_never_deletes_an_adopted_copy(emulator: Emulator, client: kf.KimiFiles,
+                                               tmp_path: Path, no_wait: list[float]) -> None:
+    doc = write(tmp_path / "in" / "a.txt", "first version\n")
+    state = tmp_path / "s.db"
+    emulator.fail_next("store_then_drop")
+    first = kf.ingest([tmp_path / "in"], client=client, state=state)
+    assert "adopted" in first.results[0].note
+    doc.write_text("second version\n!")
+    report = kf.ingest([tmp_path / "in"], client=client, state=state, replace=True)
+    assert not report.replaced and first.results[0].file_id in _ids(emulator)
+
+
+def test_an_earlier_copy_gone_from_the_server_is_forgotten(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    doc = write(tmp_path / "in" / "a.txt", "first version\n")
+    state = tmp_path / "s.db"
+    old = kf.ingest([tmp_path / "in"], client=client, state=state).results[0].file_id
+    client.delete(old)
+    doc.write_text("second version\n!")
+    report = kf.ingest([tmp_path / "in"], client=client, state=state, replace=True)
+    assert not report.replaced and not report.earlier
+    with StateStore(state) as store:
+        assert old not in {c.file_id for c in store.stored()}
