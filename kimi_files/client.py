@@ -29,9 +29,13 @@ from ._steps import Request, Steps, Wait, run_async, run_sync
 from ._version import __version__
 from .adoption import AttemptRegistry, ServerClock
 from .config import (
+    CONNECT_TIMEOUT,
     DEFAULT_BASE_URL,
     DEFAULT_PURPOSE,
     EMULATOR_HEADER,
+    POOL_TIMEOUT,
+    READ_TIMEOUT,
+    WRITE_TIMEOUT,
     Limits,
     RetryPolicy,
     is_loopback_url,
@@ -73,7 +77,8 @@ T = TypeVar("T")
 #: Suits a 100 MB upload on a slow link: each write may take 2 minutes, and the answer
 #: (after server-side extraction) may take 5. The read time-out is longer than the server's
 #: own 5-minute limit, so its 504 is seen and handled rather than raced.
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0, read=330.0, write=120.0, pool=600.0)
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_TIMEOUT, read=READ_TIMEOUT, write=WRITE_TIMEOUT,
+                                pool=POOL_TIMEOUT)
 
 
 class _Secret:
