@@ -51,7 +51,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -809,15 +809,33 @@ def state_files(folder: Path | None = None) -> list[StateFile]:
     return out
 
 
-def loopback_port(account: str) -> int | None:
-    """The port of an account whose base URL is this machine (``127.0.0.1_8000-…``,
-    ``localhost_8000-…``), else None. Pure."""
+def loopback_address(account: str) -> tuple[str, int] | None:
+    """(host, port) of an account whose base URL is this machine (``127.0.0.1_8000-…``,
+    ``localhost_8000-…``, ``_1_8000-…`` for ``::1``), else None. Pure."""
     where = account.rsplit("-", 1)[0]
     host, _, port = where.rpartition("_")
     if not port.isdigit() or not (host == "localhost" or host.startswith("127.")
                                   or host == "_1"):  # ::1
         return None
-    return int(port)
+    return ("::1" if host == "_1" else host), int(port)
+
+
+def loopback_port(account: str) -> int | None:
+    """The port of an account whose base URL is this machine, else None. Pure."""
+    found = loopback_address(account)
+    return None if found is None else found[1]
+
+
+def answers(address: tuple[str, int]) -> bool:
+    """Does anything listen at this loopback address? (Only ever called for loopback
+    addresses: never the network.)"""
+    import socket
+
+    try:
+        with socket.create_connection(address, timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def clean_choice(files: Iterable[StateFile], *, now: float, older_than_days: float | None,
@@ -904,4 +922,64 @@ def remove_account(state_path: Path) -> list[Path]:
             removed += remove_account_files(f)
         except StateError as exc:
             logging.getLogger("kimi_files").debug("left in place: %s", exc)
+    return removed
+
+
+#: Beside the state of an account whose server said it is an ephemeral emulator: an empty
+#: file ``<account>.ephemeral``; once nothing answers on that loopback port any more, the
+#: account's state, lock and cache can only pile up (:func:`sweep_ephemeral`).
+EPHEMERAL_SUFFIX = ".ephemeral"
+
+
+def mark_ephemeral(state_path: Path, ephemeral: bool) -> None:
+    """Mark (or, for a server that keeps its files, unmark) the account of ``state_path`` as
+    an ephemeral emulator's."""
+    marker = state_path.with_name(state_path.name.removesuffix(".sqlite3") + EPHEMERAL_SUFFIX)
+    with suppress(OSError):
+        if ephemeral:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        else:
+            marker.unlink()
+
+
+def sweep_ephemeral(folder: Path | None = None, *,
+                    alive: Callable[[tuple[str, int]], bool] = answers) -> list[Path]:
+    """Remove the state, lock and cache of every account marked as an ephemeral emulator's
+    whose loopback port no longer answers (the emulator is gone, and all it stored with it);
+    ours only, never while a run holds the lock. The paths removed."""
+    folder = default_state_dir() if folder is None else folder
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed: list[Path] = []
+    for name in sorted(names):
+        if not name.endswith(EPHEMERAL_SUFFIX):
+            continue
+        account = name[: -len(EPHEMERAL_SUFFIX)]
+        address = loopback_address(account)
+        marker = folder / name
+        if address is None or marker.is_symlink() or not marker.is_file() or alive(address):
+            continue
+        removed += remove_account(folder / f"{account}.sqlite3")
+    return removed + drop_orphan_markers(folder)
+
+
+def drop_orphan_markers(folder: Path) -> list[Path]:
+    """Remove the ephemeral marks of accounts with no state or cache left; those removed."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    left = {f.account for f in state_files(folder)}
+    removed = []
+    for name in sorted(names):
+        marker = folder / name
+        if (name.endswith(EPHEMERAL_SUFFIX) and name[: -len(EPHEMERAL_SUFFIX)] not in left
+                and not marker.is_symlink() and marker.is_file()
+                and marker.stat().st_size == 0):
+            with suppress(OSError):
+                marker.unlink()
+                removed.append(marker)
     return removed

@@ -83,3 +83,93 @@ def test_lines_without_a_file_carry_nulls(tmp_path: Path) -> None:
                        state=False)
     [line] = [r.to_json() for r in report.results]
     assert line["status"] == "rejected" and line["stored_as"] is None and line["purpose"] is None
+
+
+# --- the command line ----------------------------------------------------------------------
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+from kimi_files.cli import main, upload_main  # noqa: E402
+
+from .conftest import API_KEY  # noqa: E402
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> Emulator:
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    monkeypatch.setenv("MOONSHOT_BASE_URL", emulator.base_url)
+    return emulator
+
+
+def _lines(text: str) -> dict[str, dict[str, object]]:
+    rows = [json.loads(line) for line in text.splitlines()]
+    return {Path(str(r["path"])).name: r for r in rows}
+
+
+def test_every_json_line_that_names_a_file_says_stored_as_and_purpose(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        no_wait: list[float]) -> None:
+    with kf.KimiFiles(api_key=API_KEY, base_url=env.base_url) as c:
+        held = c.upload(write(tmp_path / "lib" / "minutes.txt", "the minutes\n"))
+    write(tmp_path / "in" / "copy.txt", "the minutes\n")
+    write(tmp_path / "in" / "lost.txt", "its answer is lost\n")
+    write(tmp_path / "in" / "empty.txt", "")
+    state = str(tmp_path / "s.db")
+    env.fail_next("store_then_drop")
+    code = upload_main(["--json", "--no-progress", "--concurrency", "1", "--state", state,
+                        str(tmp_path / "in")])
+    rows = _lines(capsys.readouterr().out)
+    assert code == 1  # the empty file
+    for r in rows.values():
+        assert set(r) == {"path", "status", "file_id", "stored_as", "purpose", "bytes",
+                          "suspects", "error"}
+    assert (rows["copy.txt"]["status"], rows["copy.txt"]["file_id"]) == ("reused", held.id)
+    assert rows["copy.txt"]["stored_as"] == "minutes.txt"
+    assert (rows["lost.txt"]["status"], rows["lost.txt"]["stored_as"]) == ("uploaded", "lost.txt")
+    assert {rows[n]["purpose"] for n in ("copy.txt", "lost.txt")} == {"file-extract"}
+    assert rows["empty.txt"]["stored_as"] is None and rows["empty.txt"]["purpose"] is None
+    # a re-run: skipped, with the name stored under
+    assert main(["upload", "--json", "--no-progress", "--state", state,
+                 str(tmp_path / "in" / "lost.txt")]) == 0
+    [again] = _lines(capsys.readouterr().out).values()
+    assert (again["status"], again["stored_as"], again["purpose"]) == (
+        "skipped", "lost.txt", "file-extract")
+
+
+def test_map_says_which_stored_file_each_document_is(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "in" / "a" / "d1.txt", "first\n")
+    write(tmp_path / "in" / "b" / "d1.txt", "second\n")
+    state = str(tmp_path / "s.db")
+    assert upload_main(["--json", "--no-progress", "--state", state, str(tmp_path / "in")]) == 0
+    ids = {str(r["path"]): r["file_id"] for r in
+           (json.loads(x) for x in capsys.readouterr().out.splitlines())}
+    env.state.delete(ids[str(tmp_path / "in" / "b" / "d1.txt")])  # gone from the account
+    before = len(env.requests)
+    assert main(["map", "--json", "--state", state]) == 0
+    assert [r.method for r in env.requests[before:]] == ["GET"]  # one list call
+    rows = {str(r["path"]): r for r in
+            (json.loads(x) for x in capsys.readouterr().out.splitlines())}
+    a, b = rows[str(tmp_path / "in" / "a" / "d1.txt")], rows[str(tmp_path / "in" / "b" / "d1.txt")]
+    assert (a["file_id"], a["stored_as"], a["purpose"], a["bytes"], a["listed"], a["source"]) == (
+        ids[str(tmp_path / "in" / "a" / "d1.txt")], "d1.txt", "file-extract", 6, True, "state")
+    assert (b["stored_as"], b["listed"]) == ("d1.txt", False)
+    # the human form says the same, and that a file is gone
+    assert main(["map", "--state", state, str(tmp_path / "in" / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "d1.txt -> " in out and "stored as 'd1.txt'" in out and "NOT LISTED" in out
+
+
+def test_map_finds_a_document_by_content_in_the_reuse_cache(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kf.upload(write(tmp_path / "lib" / "report.txt", "quarterly\n"))  # the library's cache
+    local = write(tmp_path / "elsewhere" / "my-copy.txt", "quarterly\n")
+    unknown = write(tmp_path / "elsewhere" / "unknown.txt", "never uploaded\n")
+    assert main(["map", "--json", str(local), str(unknown)]) == 0
+    rows = {str(r["path"]): r for r in
+            (json.loads(x) for x in capsys.readouterr().out.splitlines())}
+    assert (rows[str(local)]["stored_as"], rows[str(local)]["source"],
+            rows[str(local)]["listed"]) == ("report.txt", "cache", True)
+    assert rows[str(unknown)]["file_id"] is None

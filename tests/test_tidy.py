@@ -202,3 +202,171 @@ def test_a_run_against_an_ephemeral_emulator_leaves_nothing(tmp_path: Path) -> N
         removed = remove_account(where)
     assert where in removed
     assert os.listdir(where.parent) == []
+
+
+# --- every option has a help line; the README's defaults are the code's ------------------
+
+import argparse  # noqa: E402
+import re  # noqa: E402
+
+
+def _parsers() -> list[tuple[str, argparse.ArgumentParser]]:
+    from kimi_files.cli import _parser
+    from kimi_files.cli._common import _connection_options
+    from kimi_files.cli._upload import _upload_parser
+    from kimi_files.emulator.__main__ import _parser as emulator_parser
+
+    found = [("kimi-upload", _upload_parser("kimi-upload", [_connection_options()])),
+             ("python -m kimi_files.emulator", emulator_parser())]
+    todo = [("kimi-files", _parser())]
+    while todo:
+        name, parser = todo.pop()
+        found.append((name, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend((f"{name} {sub}", p) for sub, p in action.choices.items())
+    return found
+
+
+def test_every_option_and_positional_of_every_command_has_a_help_line() -> None:
+    parsers = _parsers()
+    names = {n for n, _ in parsers}
+    assert {"kimi-files map", "kimi-files state", "kimi-files upload", "kimi-files cache",
+            "kimi-files prune", "kimi-files messages"} <= names
+    missing = []
+    for name, parser in parsers:
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            if not action.help or action.help == argparse.SUPPRESS or not action.help.strip():
+                missing.append(f"{name}: {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_readme_states_the_codes_defaults() -> None:
+    from kimi_files.cli._common import _connection_options
+    from kimi_files.cli._upload import _upload_parser
+    from kimi_files.config import (
+        CONNECT_TIMEOUT,
+        MAX_FILE_BYTES,
+        MAX_FILES,
+        MAX_TOTAL_BYTES,
+        READ_TIMEOUT,
+        RetryPolicy,
+    )
+    from kimi_files.emulator.__main__ import _parser as emulator_parser
+
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    policy = RetryPolicy()
+    upload = _upload_parser("kimi-upload", [_connection_options()])
+    defaults = {a.dest: a.default for a in upload._actions}
+    claims = {
+        # the CLI section
+        rf"--timeout SECONDS per-request time-out \(default: {CONNECT_TIMEOUT:g} s connect, "
+        rf"{READ_TIMEOUT:g} s answer\)": True,
+        rf"The default read time-out is {READ_TIMEOUT:g} s": True,
+        rf"--purpose P default {defaults['purpose']}": True,
+        rf"--free-quota never\|oldest default {defaults['free_quota']}": True,
+        rf"--concurrency N --rpm N bounded concurrency and pace \(default "
+        rf"{defaults['concurrency']}[;)]": True,
+        rf"--retries N retries per request \(default {policy.max_attempts - 1}\)": True,
+        # the library's options and the retry policy
+        rf"`max_retries`: retries after the first attempt \(default {policy.max_attempts - 1};":
+            True,
+        rf"\| `timeout` \| {policy.timeout:g} s \|": True,
+        rf"\| `max_attempts` \| {policy.max_attempts} \|": True,
+        rf"\| `initial_wait`, `max_wait`, `jitter` \| {policy.initial_wait:g} s, "
+        rf"{policy.max_wait:g} s, {policy.jitter:g} s \|": True,
+        rf"\| `max_server_wait` \| {policy.max_server_wait:g} s \|": True,
+        # the limits
+        rf"\| per-file cap \| 100 MiB = {MAX_FILE_BYTES:,} bytes": True,
+        rf"\| files per account \| {MAX_FILES:,} \|": True,
+        rf"\| bytes per account \| 10 GiB = {MAX_TOTAL_BYTES:,} bytes \|": True,
+        # the emulator
+        rf"python -m kimi_files.emulator --port {emulator_parser().get_default('port')}": True,
+    }
+    missing = [claim for claim in claims if not re.search(claim, text)]
+    assert missing == []
+
+
+# --- the command line: state list / clean, and ephemeral emulators ----------------------
+
+import json  # noqa: E402
+
+from kimi_files.cli import main, upload_main  # noqa: E402
+from kimi_files.state import default_state_dir, sweep_ephemeral  # noqa: E402
+
+
+def test_commands_against_ephemeral_emulators_leave_nothing_once_they_are_gone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While an ephemeral emulator runs, its state resumes and its cache reuses as any
+    server's; once it is gone, the next command removes what was kept for it."""
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    write(tmp_path / "in" / "a.txt", "a\n")
+    folder = default_state_dir()
+    with Emulator(api_key=API_KEY) as first:
+        monkeypatch.setenv("MOONSHOT_BASE_URL", first.base_url)
+        assert upload_main(["--no-progress", str(tmp_path / "in")]) == 0
+        assert upload_main(["--no-progress", "--json", str(tmp_path / "in")]) == 0
+        [row] = [json.loads(x) for x in capsys.readouterr().out.splitlines()[-1:]]
+        assert row["status"] == "skipped"  # resumed: the state is kept while it runs
+        kept = sorted(os.listdir(folder))
+        assert any(n.endswith(".ephemeral") for n in kept) and len(kept) >= 3
+    with Emulator(api_key=API_KEY) as second:
+        monkeypatch.setenv("MOONSHOT_BASE_URL", second.base_url)
+        assert upload_main(["--no-progress", str(tmp_path / "in")]) == 0
+        port = str(second.port)
+        assert all(port in n for n in os.listdir(folder))  # the first's set is gone
+    assert [p.name for p in sweep_ephemeral(folder)]  # and the second's, once it stops
+    assert os.listdir(folder) == []
+
+
+def test_a_persistent_emulators_state_is_never_swept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    write(tmp_path / "in" / "a.txt", "a\n")
+    with Emulator(api_key=API_KEY, storage_dir=tmp_path / "store") as emu:
+        monkeypatch.setenv("MOONSHOT_BASE_URL", emu.base_url)
+        assert upload_main(["--no-progress", str(tmp_path / "in")]) == 0
+    assert sweep_ephemeral(default_state_dir()) == []
+    assert not any(n.endswith(".ephemeral") for n in os.listdir(default_state_dir()))
+    assert len(state_files(default_state_dir())) == 2  # its state and cache
+
+
+def test_state_lists_and_cleans_only_what_may_go(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = default_state_dir()
+    old = folder / "api.moonshot.ai_https-000000000001.sqlite3"
+    StateStore(old).close()
+    os.utime(old, (time.time() - 40 * 86400,) * 2)
+    StateStore(folder / "127.0.0.1_9-000000000002.sqlite3").close()  # nothing on port 9
+    ReuseCache(folder / "127.0.0.1_9-000000000002.cache.sqlite3").close()
+    _sqlite(folder / "theirs-000000000003.sqlite3")  # another program's: never listed
+    os.utime(folder / "theirs-000000000003.sqlite3", (time.time() - 400 * 86400,) * 2)
+    held = StateStore(folder / "127.0.0.1_9-000000000004.sqlite3")
+    try:
+        assert main(["state", "--json"]) == 0
+        rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert {(r["account"], r["kind"], r["in_use"]) for r in rows} == {
+            ("api.moonshot.ai_https-000000000001", "state", False),
+            ("127.0.0.1_9-000000000002", "state", False),
+            ("127.0.0.1_9-000000000002", "cache", False),
+            ("127.0.0.1_9-000000000004", "state", True)}
+        assert main(["state", "clean"]) == 2  # says what to remove
+        assert "--older-than DAYS and/or --unreachable" in capsys.readouterr().err
+        assert main(["state", "clean", "--older-than", "30", "--dry-run"]) == 0
+        assert f"would remove {old}" in capsys.readouterr().out and old.exists()
+        assert main(["state", "clean", "--older-than", "30", "--unreachable"]) == 0
+        out, err = capsys.readouterr()
+        assert f"removed {old} (unused for over 30 days)" in out
+        assert "(unreachable)" in out and "1 file(s) in use by a live run, left alone" in err
+        assert sorted(os.listdir(folder)) == [
+            "127.0.0.1_9-000000000004.sqlite3", "127.0.0.1_9-000000000004.sqlite3-shm",
+            "127.0.0.1_9-000000000004.sqlite3-wal", "127.0.0.1_9-000000000004.sqlite3.lock",
+            "theirs-000000000003.sqlite3"]
+    finally:
+        held.close()

@@ -64,13 +64,8 @@ def upload_main(argv: Sequence[str] | None = None, *, limits: Limits | None = No
     return _run(_upload._do_upload, args, "kimi-upload")
 
 
-def main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> int:
-    """``kimi-files``. ``limits``: the account's limits, if not the platform's (tests)."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["emulator"]:  # its options are the emulator's own
-        from ..emulator.__main__ import main as emulator_main
-
-        return emulator_main(args_list[1:])
+def _parser() -> argparse.ArgumentParser:
+    """The parser of ``kimi-files``, every command registered."""
     parser = argparse.ArgumentParser(
         prog="kimi-files", description="Manage files of the Kimi Files API.",
         epilog="Exit codes: 0 success; 1 failure; 2 usage or configuration error; "
@@ -80,6 +75,17 @@ def main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> 
     for command in _COMMANDS:
         command.register(sub, parents)
     sub.add_parser("emulator", help="serve the local emulator (kimi-files emulator --help)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> int:
+    """``kimi-files``. ``limits``: the account's limits, if not the platform's (tests)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["emulator"]:  # its options are the emulator's own
+        from ..emulator.__main__ import main as emulator_main
+
+        return emulator_main(args_list[1:])
+    parser = _parser()
     args = parser.parse_args(args_list)
     refused = getattr(args, "not_on_emulator", None)
     if refused and args.emulator:

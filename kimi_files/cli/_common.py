@@ -141,19 +141,22 @@ def _client(args: argparse.Namespace, retries: int | None = None) -> Iterator[Ki
 
 
 def _tidy(client: KimiFiles) -> None:
-    """A loopback server that said it is an ephemeral emulator (its files go when it stops):
-    the state, lock and reuse cache this run kept at the default place for it would only pile
-    up, one set per port: removed as the command ends (ours only, never while a run holds
-    the lock; an explicit --state is the user's and stays)."""
-    if not client.ephemeral_server:
-        return
+    """State for an ephemeral emulator must not pile up (one set per port): an account whose
+    loopback server said it is one is marked, and the state, lock and cache of every marked
+    account whose port no longer answers (its emulator gone, with all it stored) are removed;
+    ours only, never while a run holds the lock. While it runs, re-runs resume and reuse as
+    against any server; an explicit --state is the user's and stays."""
     import logging
 
-    from ..state import remove_account
+    from ..cache import cache_path_for
+    from ..state import mark_ephemeral, sweep_ephemeral
 
-    for path in remove_account(client.state_path()):
-        logging.getLogger("kimi_files").info("removed %s (kept for an ephemeral emulator)", path)
-
+    where = client.state_path()
+    if client.emulator is not None and (where.exists() or cache_path_for(where).exists()):
+        mark_ephemeral(where, client.ephemeral_server)
+    for path in sweep_ephemeral(where.parent):
+        logging.getLogger("kimi_files").info("removed %s (kept for an emulator that is gone)",
+                                             path)
 
 
 class _Signalled(BaseException):

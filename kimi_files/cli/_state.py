@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -17,23 +16,14 @@ from ._common import EXIT_FAILED, EXIT_OK, _days, _Usage, _when
 from ._output import _emit, _emit_json, _say
 
 
-def _answers(port: int) -> bool:
-    """Does anything listen on this loopback port? (Loopback only: never the network.)"""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _unreachable(files: list[StateFile]) -> set[str]:
     """Accounts of a loopback base URL (an emulator's) on whose port nothing answers; an
     account of any other host is never called unreachable (that would take the network)."""
-    from ..state import loopback_port
+    from ..state import answers, loopback_address
 
-    ports = {f.account: loopback_port(f.account) for f in files}
-    return {account for account, port in ports.items()
-            if port is not None and not _answers(port)}
+    addresses = {f.account: loopback_address(f.account) for f in files}
+    return {account for account, address in addresses.items()
+            if address is not None and not answers(address)}
 
 
 def _row(f: StateFile) -> dict[str, object]:
@@ -42,7 +32,13 @@ def _row(f: StateFile) -> dict[str, object]:
 
 
 def _do_state(args: argparse.Namespace) -> int:
-    from ..state import clean_choice, default_state_dir, remove_account_files, state_files
+    from ..state import (
+        clean_choice,
+        default_state_dir,
+        drop_orphan_markers,
+        remove_account_files,
+        state_files,
+    )
 
     folder = default_state_dir()
     files = state_files(folder)
@@ -79,6 +75,8 @@ def _do_state(args: argparse.Namespace) -> int:
             continue
         for p in removed:
             _emit(sys.stdout, f"removed {p} ({why})")
+    if not args.dry_run:
+        drop_orphan_markers(folder)
     held = [f for f in files if f.in_use]
     if held:
         _say(f"kimi-files state clean: {len(held)} file(s) in use by a live run, left alone")
