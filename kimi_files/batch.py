@@ -473,7 +473,7 @@ def _earlier_copies(run: _Run) -> Steps[None]:
                 continue
             done.append(f.id)
             run.report.replaced.append((path, f))
-            log.warning("deleted %s (%s, %d bytes), the earlier copy of %s, replaced by %s",
+            log.info("deleted %s (%s, %d bytes), the earlier copy of %s, replaced by %s",
                         f.id, f.filename, f.bytes, path, run.current[copy.path])
     finally:
         if done:

@@ -154,6 +154,7 @@ def collect(
             return "a hidden or skipped path inside the folder, which the walk leaves out"
         return None
 
+    prune = bool(exclude) and not any(p.lstrip().startswith("!") for p in exclude)
     for raw in paths:
         root = Path(raw)
         shown = os.fsdecode(root)
@@ -168,6 +169,9 @@ def collect(
                     if d.startswith(".") or d in SKIPPED_DIRS:
                         continue
                     sub = here / d
+                    if prune and not matches_filters(sub.relative_to(root).as_posix(), (),
+                                                     exclude, is_dir=True):
+                        continue  # excluded, and no "!" pattern could take a file back
                     real = os.path.realpath(sub) if follow_links else ""
                     if sub.is_symlink():
                         if not matches_filters(sub.relative_to(root).as_posix(), (), exclude,

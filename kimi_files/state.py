@@ -885,9 +885,7 @@ def remove_account_files(chosen: StateFile) -> list[Path]:
     try:
         if file_kind(chosen.path) != chosen.kind:
             return removed  # changed since it was listed: not ours any more, left alone
-        for member in chosen.files if chosen.kind == "state" else chosen.files[:3]:
-            if member == lock:
-                continue
+        for member in chosen.files[:3]:  # the database and its journal files
             try:
                 member.unlink()
             except FileNotFoundError:

@@ -193,3 +193,106 @@ def test_an_earlier_copy_gone_from_the_server_is_forgotten(
     assert not report.replaced and not report.earlier
     with StateStore(state) as store:
         assert old not in {c.file_id for c in store.stored()}
+
+
+# --- the command line ----------------------------------------------------------------------
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+
+from kimi_files.cli import upload_main  # noqa: E402
+
+from .conftest import API_KEY  # noqa: E402
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> Emulator:
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    monkeypatch.setenv("MOONSHOT_BASE_URL", emulator.base_url)
+    return emulator
+
+
+def test_cli_says_the_earlier_copy_and_replace_deletes_it(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = write(tmp_path / "in" / "a.txt", "first version\n")
+    state = str(tmp_path / "s.db")
+    assert upload_main(["--no-progress", "--state", state, str(tmp_path / "in")]) == 0
+    doc.write_text("second version, longer\n")
+    assert upload_main(["--no-progress", "--state", state, str(tmp_path / "in")]) == 0
+    err = capsys.readouterr().err
+    assert "1 uploaded" in err
+    assert "1 file(s) uploaded again after a change: their earlier copies stay" in err
+    assert len(env.filenames()) == 2
+    doc.write_text("third version, longer still\n")
+    assert upload_main(["--no-progress", "--replace", "--state", state,
+                        str(tmp_path / "in")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("replaced: deleted ") == 2  # both earlier copies of this path
+    assert env.filenames() == ["a.txt"] and err.count("earlier copy of") == 2
+
+
+def test_cli_replace_needs_the_state(env: Emulator, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a.txt", "a")
+    assert upload_main(["--replace", "--no-state", str(tmp_path / "a.txt")]) == 2
+    assert "--replace needs the state" in capsys.readouterr().err
+    assert env.filenames() == []
+
+
+def test_cli_exclude_from_reads_a_gitignore_and_exclude_takes_back(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "in"
+    for rel in ("keep.md", "notes/n.txt", "deep/notes/m.txt", "build/x.txt", "build/keep.txt"):
+        write(root / rel, rel)
+    ignore = write(tmp_path / "ignore", "notes\nbuild/\n")
+    assert upload_main(["--json", "--no-progress", "--no-state", "--exclude-from", str(ignore),
+                        "--exclude", "!build/keep.txt", str(root)]) == 0
+    taken = sorted(Path(json.loads(x)["path"]).relative_to(root).as_posix()
+                   for x in capsys.readouterr().out.splitlines())
+    assert taken == ["build/keep.txt", "keep.md"]
+
+
+def test_cli_names_an_unreadable_patterns_file(env: Emulator, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a.txt", "a")
+    missing = tmp_path / "no-such.ignore"
+    assert upload_main(["--exclude-from", str(missing), str(tmp_path / "a.txt")]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: cannot read the patterns file (No such file or directory)" in err
+    assert "Traceback" not in err and env.filenames() == []
+
+
+def test_replace_works_the_same_under_asyncio(emulator: Emulator, tmp_path: Path) -> None:
+    doc = write(tmp_path / "in" / "a.txt", "first version\n")
+    state = tmp_path / "s.db"
+
+    async def run(**kw: bool) -> kf.BatchReport:
+        async with kf.AsyncKimiFiles(api_key=API_KEY, base_url=emulator.base_url) as c:
+            return await c.ingest([tmp_path / "in"], state=state, **kw)
+
+    old = asyncio.run(run()).results[0].file_id
+    doc.write_text("second version, longer\n")
+    report = asyncio.run(run(replace=True))
+    assert [f.id for _, f in report.replaced] == [old]
+    assert _ids(emulator) == {report.results[0].file_id}
+
+
+def test_an_excluded_folder_is_not_walked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    write(tmp_path / "in" / "a.txt", "a")
+    write(tmp_path / "in" / "node_modules" / "x" / "y.js", "y")
+    walked: list[str] = []
+    real_walk = os.walk
+
+    def walk(top: str, **kw: bool):  # type: ignore[no-untyped-def]
+        for dirpath, dirnames, filenames in real_walk(top, **kw):
+            walked.append(Path(dirpath).name)
+            yield dirpath, dirnames, filenames
+
+    monkeypatch.setattr("kimi_files.scan.os.walk", walk)
+    files, _ = collect([tmp_path / "in"], exclude=["node_modules"])
+    assert [p.name for p in files] == ["a.txt"] and "node_modules" not in walked
+    walked.clear()  # with a "!" pattern a file inside could be taken back: walked
+    files, _ = collect([tmp_path / "in"], exclude=["node_modules", "!y.js"])
+    assert sorted(p.name for p in files) == ["a.txt", "y.js"] and "node_modules" in walked
