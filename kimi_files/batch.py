@@ -453,7 +453,7 @@ def _earlier_copies(run: _Run) -> Steps[None]:
                 run.report.earlier.append((shown.get(copy.path, copy.path),
                                            listed[copy.file_id], ""))
         return
-    fresh: FileList = yield Call("list")
+    fresh: FileList = yield ListFiles()
     run.report.list_calls += 1
     records = yield Blocking(store.records)
     in_use = ({r.file_id for r in records if r.file_id} | set(run.current.values())
