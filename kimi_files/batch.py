@@ -258,6 +258,7 @@ class _Run:
         self.cache: ReuseCache | None = None
         self.listing: Sequence[FileObject] = ()  # the account, as the plan saw it
         self.current: dict[str, str] = {}  # absolute path -> the file id it maps to now
+        self.moved: set[str] = set()  # absolute paths mapped to another file by this run
         self._lock = threading.Lock()
         self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
 
@@ -267,6 +268,8 @@ class _Run:
                 self.results[id(item)] = result
                 if result.file_id and result.status in ("uploaded", "skipped", "reused"):
                     self.current[os.path.abspath(item.local.path)] = result.file_id
+                    if result.status != "skipped":
+                        self.moved.add(os.path.abspath(item.local.path))
             self.report.results.append(result)
             if self.settings.on_result is not None:
                 try:
@@ -447,11 +450,15 @@ def _earlier_copies(run: _Run) -> Steps[None]:
         return
     shown = {os.path.abspath(p): p for p in (r.path for r in run.report.results)}
     if not run.settings.replace or run.stop.is_set():
+        # said once: for the paths this run stored (or found) anew, not on every re-run
         listed = {f.id: f for f in run.listing}
         for copy in copies:
-            if copy.file_id in listed:
+            if copy.file_id in listed and copy.path in run.moved:
                 run.report.earlier.append((shown.get(copy.path, copy.path),
                                            listed[copy.file_id], ""))
+        gone = [c.file_id for c in copies if c.file_id not in listed]
+        if gone:  # never to be deleted: nothing to remember
+            yield Blocking(store.forget_stored, (gone,))
         return
     fresh: FileList = yield ListFiles()
     run.report.list_calls += 1
@@ -468,13 +475,13 @@ def _earlier_copies(run: _Run) -> Steps[None]:
             try:
                 yield from delete_steps(f.id)
             except KimiError as exc:
-                log.warning("%s: its earlier copy %s was not deleted: %s", path, f.id, exc)
+                log.info("%s: its earlier copy %s was not deleted: %s", path, f.id, exc)
                 run.report.earlier.append((path, f, f"could not be deleted ({exc})"))
                 continue
             done.append(f.id)
             run.report.replaced.append((path, f))
             log.info("deleted %s (%s, %d bytes), the earlier copy of %s, replaced by %s",
-                        f.id, f.filename, f.bytes, path, run.current[copy.path])
+                     f.id, f.filename, f.bytes, path, run.current[copy.path])
     finally:
         if done:
             yield Blocking(store.forget_stored, (done,))

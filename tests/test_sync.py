@@ -296,3 +296,17 @@ def test_an_excluded_folder_is_not_walked(tmp_path: Path, monkeypatch: pytest.Mo
     walked.clear()  # with a "!" pattern a file inside could be taken back: walked
     files, _ = collect([tmp_path / "in"], exclude=["node_modules", "!y.js"])
     assert sorted(p.name for p in files) == ["a.txt", "y.js"] and "node_modules" in walked
+
+
+def test_an_earlier_copy_is_said_once_not_on_every_re_run(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    doc = write(tmp_path / "in" / "a.txt", "first version\n")
+    state = tmp_path / "s.db"
+    kf.ingest([tmp_path / "in"], client=client, state=state)
+    doc.write_text("second version, longer\n")
+    assert kf.ingest([tmp_path / "in"], client=client, state=state).earlier
+    again = kf.ingest([tmp_path / "in"], client=client, state=state)
+    assert again.results[0].status == "skipped" and not again.earlier
+    assert "earlier" not in again.summary()
+    # and a later --replace still deletes it
+    assert len(kf.ingest([tmp_path / "in"], client=client, state=state, replace=True).replaced) == 1
