@@ -713,9 +713,10 @@ _SUFFIXES = {".cache.sqlite3": "cache", ".sqlite3": "state"}
 
 
 def file_kind(path: Path) -> str | None:
-    """"state" or "cache" when ``path`` is a kimi-files database, by its header (the SQLite
-    magic and the ``application_id`` at byte 68, what ``PRAGMA application_id`` reads), else
-    None. Reads 100 bytes; opens no database, takes no lock."""
+    """"state" or "cache" when ``path`` is a kimi-files database, recognised as the store
+    recognises its own: by its header (the SQLite magic and the ``application_id`` at byte 68,
+    what ``PRAGMA application_id`` reads) and its tables; else None. Takes no lock and writes
+    nothing."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(100)
@@ -724,7 +725,32 @@ def file_kind(path: Path) -> str | None:
     if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
         return None
     app = int.from_bytes(head[68:72], "big")
-    return {APPLICATION_ID: "state", CACHE_APPLICATION_ID: "cache"}.get(app)
+    kind = {APPLICATION_ID: "state", CACHE_APPLICATION_ID: "cache"}.get(app)
+    return kind if kind is not None and _schema_is(path, kind) else None
+
+
+def _schema_is(path: Path, kind: str) -> bool:
+    """Does the database hold the tables of a state store (``uploads`` with every column of
+    schema 1 on) or of a reuse cache (``files`` and ``texts``)? Read as an immutable file: no
+    lock, no journal replayed, nothing written (what only a journal holds is not seen, so a
+    file is rather not recognised than wrongly)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        db = sqlite3.connect(f"file:{quote(os.fspath(path))}?immutable=1", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if kind == "cache":
+            return {"files", "texts"} <= tables
+        columns = {r[1] for r in db.execute("PRAGMA table_info(uploads)")}
+        return set(_COLUMNS_V1) <= columns
+    except sqlite3.Error:
+        return False
+    finally:
+        db.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -370,3 +370,9 @@ def test_state_lists_and_cleans_only_what_may_go(
             "theirs-000000000003.sqlite3"]
     finally:
         held.close()
+
+
+def test_a_database_with_our_mark_but_not_our_tables_is_not_ours(tmp_path: Path) -> None:
+    _sqlite(tmp_path / "marked.sqlite3", app_id=state_mod.APPLICATION_ID)  # only a table "t"
+    assert file_kind(tmp_path / "marked.sqlite3") is None
+    assert state_files(tmp_path) == []
