@@ -893,7 +893,8 @@ def remove_account_files(chosen: StateFile) -> list[Path]:
 
     lock = _lock_path(chosen.path.with_name(f"{chosen.account}.sqlite3"))
     fd = None
-    if chosen.kind == "state" or lock.exists():
+    had_lock = lock.exists()
+    if chosen.kind == "state" or had_lock:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -923,7 +924,8 @@ def remove_account_files(chosen: StateFile) -> list[Path]:
         if fd is not None and chosen.kind == "state":
             with suppress(FileNotFoundError):
                 lock.unlink()  # while held, as a run's own lock goes (see the module)
-                removed.append(lock)
+                if had_lock:
+                    removed.append(lock)
     finally:
         if fd is not None:
             os.close(fd)
