@@ -912,7 +912,11 @@ def remove_account_files(chosen: StateFile) -> list[Path]:
     try:
         if file_kind(chosen.path) != chosen.kind:
             return removed  # changed since it was listed: not ours any more, left alone
-        for member in chosen.files[:3]:  # the database and its journal files
+        # the journal files first: a database left without them is whole (what they held
+        # is lost with it anyway), while journal files left without their database would be
+        # replayed into the next database of that name
+        db_file, wal, shm = chosen.files[:3]
+        for member in (wal, shm, db_file):
             try:
                 member.unlink()
             except FileNotFoundError:

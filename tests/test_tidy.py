@@ -376,3 +376,24 @@ def test_a_database_with_our_mark_but_not_our_tables_is_not_ours(tmp_path: Path)
     _sqlite(tmp_path / "marked.sqlite3", app_id=state_mod.APPLICATION_ID)  # only a table "t"
     assert file_kind(tmp_path / "marked.sqlite3") is None
     assert state_files(tmp_path) == []
+
+
+def test_a_state_file_that_cannot_be_removed_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "127.0.0.1_9-abcdef012345.sqlite3"
+    StateStore(path).close()
+    (tmp_path / f"{path.name}-wal").mkdir()  # something unlink cannot remove
+    [info] = state_files(tmp_path)
+    with pytest.raises(state_mod.StateError, match=(
+            rf"{path.name}-wal cannot be removed \(is a folder, not a file\); remove it by hand")):
+        remove_account_files(info)
+    assert path.exists()  # the journal goes first: the database is left whole
+
+
+def test_a_damaged_index_of_the_storage_dir_is_named(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "index.json").write_text("{not json")
+    with pytest.raises(RuntimeError, match=(
+            r"the emulator's index .*index\.json cannot be read \(.*\); move it aside to start "
+            r"with an empty account")):
+        Emulator(api_key=API_KEY, storage_dir=store)
