@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from ._hashing import sha256_of
 from .config import Limits
 from .errors import ConfigurationError, KimiError, LocalFileError
 from .preflight import LocalFile, inspect_file_head, upload_filename
 from .report import FileResult
-from .state import Record, sha256_of
+from .state import Record
 
 if TYPE_CHECKING:
     import pathspec

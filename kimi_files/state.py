@@ -67,13 +67,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "OpenAttempt", "Record", "StateFile", "StateStore", "StoredCopy",
            "clean_choice", "default_state_path", "remove_account", "remove_account_files",
-           "sha256_of", "state_files"]
+           "state_files"]
 
 #: The schema this code writes; stores with a lower ``user_version`` are migrated to it.
 SCHEMA_VERSION = 2
-#: ``PRAGMA application_id`` of a kimi-files store (ASCII "KiFi"), set from version 1 on.
-APPLICATION_ID = 0x4B694669
-from .config import DEFAULT_PURPOSE  # noqa: E402  (beside the other constants)
+from .config import CACHE_APPLICATION_ID, DEFAULT_PURPOSE  # noqa: E402  (beside the others)
+from .config import STATE_APPLICATION_ID as APPLICATION_ID  # noqa: E402
 
 _SCHEMA_V1 = """
 CREATE TABLE uploads (
@@ -184,14 +183,6 @@ class Record:
     purpose: str = DEFAULT_PURPOSE
     #: The server's clock (Unix seconds) when the attempt began; None if unknown.
     server_time: int | None = None
-
-
-def sha256_of(path: Path, chunk: int = 1024 * 1024) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def default_state_dir() -> Path:
@@ -705,9 +696,6 @@ _poll_sleep = time.sleep
 
 # --- the files of a state folder: listing and cleaning ------------------------------------------
 
-#: ``PRAGMA application_id`` of a reuse cache (kimi_files.cache.APPLICATION_ID, "KiFc"): kept
-#: here too so that listing the folder does not open either kind of database.
-CACHE_APPLICATION_ID = 0x4B694663
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SUFFIXES = {".cache.sqlite3": "cache", ".sqlite3": "state"}
 

@@ -33,7 +33,7 @@ def _by_content(client: KimiFiles, path: Path, listed: dict[str, FileObject]
                 ) -> tuple[str, str, str, int] | None:
     """(file id, name, purpose, size) of a stored file the reuse cache says holds this file's
     content, preferring one the account still lists; None when the cache knows none."""
-    from ..state import sha256_of
+    from .._hashing import sha256_of
 
     cache = client.reuse_cache()
     if cache is None:
