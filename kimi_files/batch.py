@@ -260,6 +260,7 @@ class _Run:
         self.listing: Sequence[FileObject] = ()  # the account, as the plan saw it
         self.current: dict[str, str] = {}  # absolute path -> the file id it maps to now
         self.moved: set[str] = set()  # absolute paths mapped to another file by this run
+        self.planned: set[str] = set()  # absolute paths a dry run would upload
         self._lock = threading.Lock()
         self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
 
@@ -271,6 +272,8 @@ class _Run:
                     self.current[os.path.abspath(item.local.path)] = result.file_id
                     if result.status != "skipped":
                         self.moved.add(os.path.abspath(item.local.path))
+                elif result.status == "planned":
+                    self.planned.add(os.path.abspath(item.local.path))
             self.report.results.append(result)
             if self.settings.on_result is not None:
                 try:
@@ -382,6 +385,8 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         run.ghosts = plan.ghosts
         run.listing = listing.data
         yield from _settle(run, plan)
+        if plan.refusal is None and settings.dry_run:
+            yield from _earlier_copies(run)  # what --replace would delete
         if plan.refusal is not None or settings.dry_run:
             return report
         assert plan.room is not None  # no refusal: the batch fits
@@ -444,7 +449,11 @@ def _earlier_copies(run: _Run) -> Steps[None]:
     from .replace import earlier_copies, replace_plan
 
     store = run.store
-    if store is None or run.settings.dry_run or not run.current:
+    if store is None or not (run.planned if run.settings.dry_run else run.current):
+        return
+    if run.settings.dry_run:
+        if run.settings.replace:
+            yield from _would_replace(run, store)
         return
     copies = earlier_copies(run.current, (yield Blocking(store.stored)))
     if not copies:
@@ -491,6 +500,23 @@ def _earlier_copies(run: _Run) -> Steps[None]:
     listed = {f.id: f for f in fresh.data}
     for copy, why in plan.kept:
         run.report.earlier.append((shown.get(copy.path, copy.path), listed[copy.file_id], why))
+
+
+def _would_replace(run: _Run, store: StateStore) -> Steps[None]:
+    """A dry run with ``replace``: the earlier copies the run would delete once the files it
+    plans are stored (against the listing the plan saw; the run itself lists again)."""
+    from .replace import replace_plan
+
+    copies = [c for c in (yield Blocking(store.stored)) if c.path in run.planned]
+    if not copies:
+        return
+    records = yield Blocking(store.records)
+    # a planned path's own record is re-pointed at its new copy: only others' hold a file
+    in_use = ({r.file_id for r in records if r.file_id and r.path not in run.planned}
+              | set(run.current.values()) | (yield Blocking(store.suspects)))
+    shown = {os.path.abspath(p): p for p in (r.path for r in run.report.results)}
+    plan = replace_plan(copies, run.listing, in_use=in_use)
+    run.report.replaced.extend((shown.get(c.path, c.path), f) for c, f in plan.delete)
 
 
 def _note_suspects(run: _Run) -> Steps[None]:

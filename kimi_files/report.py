@@ -68,7 +68,8 @@ class BatchReport:
     #: Earlier copies of changed files (this tool stored them for that path before): kept on
     #: the account, as (path, file, why: "" when ``replace`` was not asked for)
     earlier: list[tuple[str, FileObject, str]] = field(default_factory=list)
-    #: Earlier copies deleted by ``replace`` once the newer copy was stored, as (path, file)
+    #: Earlier copies deleted by ``replace`` once the newer copy was stored (in a dry run:
+    #: that would be), as (path, file)
     replaced: list[tuple[str, FileObject]] = field(default_factory=list)
 
     def count(self, status: str) -> int:
@@ -102,8 +103,10 @@ class BatchReport:
                 lines.append(f"  would delete {victim.id} {victim.filename} "
                              f"({victim.bytes:,} bytes, created_at {victim.created_at})")
         for path, f in self.replaced:
-            lines.append(f"  replaced: deleted {f.id} {f.filename} ({f.bytes:,} bytes), the "
-                         f"earlier copy of {path}")
+            lines.append(f"  would replace: delete {f.id} {f.filename} ({f.bytes:,} bytes), the "
+                         f"earlier copy of {path}, once its new copy is stored" if self.dry_run
+                         else f"  replaced: deleted {f.id} {f.filename} ({f.bytes:,} bytes), "
+                              f"the earlier copy of {path}")
         if self.earlier:
             plain = [(p, f) for p, f, why in self.earlier if not why]
             if plain:

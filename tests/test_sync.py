@@ -310,3 +310,20 @@ def test_an_earlier_copy_is_said_once_not_on_every_re_run(
     assert "earlier" not in again.summary()
     # and a later --replace still deletes it
     assert len(kf.ingest([tmp_path / "in"], client=client, state=state, replace=True).replaced) == 1
+
+
+def test_a_dry_run_with_replace_says_what_would_be_deleted(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    doc = write(tmp_path / "in" / "a.txt", "first version\n")
+    state = tmp_path / "s.db"
+    old = kf.ingest([tmp_path / "in"], client=client, state=state).results[0].file_id
+    doc.write_text("second version, longer\n")
+    report = kf.ingest([tmp_path / "in"], client=client, state=state, replace=True,
+                       dry_run=True)
+    assert [r.status for r in report.results] == ["planned"]
+    assert [(p, f.id) for p, f in report.replaced] == [(str(doc), old)]
+    assert (f"would replace: delete {old} a.txt (14 bytes), the earlier copy of {doc}, once its "
+            "new copy is stored") in report.summary()
+    assert _ids(emulator) == {old}  # nothing deleted, nothing sent
+    # without replace, a dry run says nothing of it
+    assert not kf.ingest([tmp_path / "in"], client=client, state=state, dry_run=True).replaced
