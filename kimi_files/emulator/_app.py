@@ -79,6 +79,11 @@ def _fault_response(request: Request, fault: Fault) -> Response | None:
                         media_type="application/json")
     if kind == "no_data":
         return JSONResponse({"object": "list"})
+    if kind == "empty_200":
+        return Response(b"", status_code=200, media_type="application/json")
+    if kind == "html_200":
+        return Response(_HTML.format(code=200, reason="OK"), status_code=200,
+                        media_type="text/html")
     if kind == "drop":
         return _drop(request)
     return None
@@ -121,6 +126,10 @@ class Emulated:
                     return _drop(request)
                 fault = None
             response: Response = await handler(request, fault, entry)
+            if fault is not None and fault.kind == "cut_body" and response.status_code == 200:
+                body = bytes(response.body)
+                return Response(body[:len(body) // 2], status_code=200,
+                                media_type=response.media_type)
             return response
         finally:
             self.state.release()
@@ -228,7 +237,7 @@ class Emulated:
             else:
                 files = [f for f in files if f.id > after]
         limit_text = request.query_params.get("limit")
-        has_more = False
+        limit = self.state.page_size
         if limit_text is not None:
             try:
                 limit = int(limit_text)
@@ -236,10 +245,21 @@ class Emulated:
                 limit = 0
             if not 1 <= limit <= 10_000:
                 return _row("invalid_request", detail=f"limit must be 1 to 10000, not {limit_text!r}")
-            has_more = len(files) > limit
+        if fault is not None and fault.kind == "has_more_stuck":
+            files = self.state.listing()  # the first page again, whatever `after` said
+        has_more = limit is not None and len(files) > limit
+        if limit is not None:
             files = files[:limit]
-        return JSONResponse({"object": "list", "data": [f.to_dict() for f in files],
-                             "has_more": has_more})
+        rows = [f.to_dict() for f in files]
+        if fault is not None and rows:
+            if fault.kind == "repeated_ids":
+                rows += [dict(rows[-1]), dict(rows[-1])]
+            elif fault.kind == "bad_created_at":
+                rows[-1]["created_at"] = fault.value
+        if fault is not None and fault.kind in ("has_more_stuck", "has_more_empty"):
+            has_more = True
+            rows = [] if fault.kind == "has_more_empty" else rows
+        return JSONResponse({"object": "list", "data": rows, "has_more": has_more})
 
     async def retrieve(self, request: Request, fault: Fault | None,
                        entry: LoggedRequest) -> Response:
