@@ -1,0 +1,249 @@
+"""What every command shares: exit codes, option types, the connection options, the client,
+signals and the run wrapper that turns every failure into a message and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigurationError, KimiError
+
+if TYPE_CHECKING:
+    from ..client import KimiFiles
+    from ..config import Limits
+
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+from ._output import _logging_to_stderr, _say, _stdout_to_devnull
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: 128 + the signal's number, as a shell reports a process that signal ended.
+EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 129, 130, 141, 143
+
+#: The longest --timeout that makes sense: a day.
+MAX_TIMEOUT = 86400.0
+#: The most uploads at once any account allows (the top tier's concurrency).
+MAX_CONCURRENCY = 1000
+
+
+class _Usage(Exception):
+    """A usage error found after parsing."""
+
+
+# --- shared options ---------------------------------------------------------------------------
+
+
+def _whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``minimum`` to ``maximum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected a number of at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"expected a number of at most {maximum:,}, got {value:,}")
+        return value
+
+    return parse
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: seconds, more than 0 and at most a day."""
+    value = _number(text)
+    if not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds greater than 0 and at most {MAX_TIMEOUT:.0f} (a day), got {text!r}")
+    return value
+
+
+def _days(text: str) -> float:
+    """An argparse type: days, 0 or more and at most 100 years."""
+    value = _number(text)
+    if not 0 <= value <= 36525:
+        raise argparse.ArgumentTypeError(
+            f"expected days from 0 to 36525 (100 years), got {text!r}")
+    return value
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("connection")
+    g.add_argument("--base-url", metavar="URL",
+                   help="API base URL (default: $MOONSHOT_BASE_URL or https://api.moonshot.ai/v1);"
+                        " the key comes from $MOONSHOT_API_KEY")
+    g.add_argument("--platform", choices=["international", "china"],
+                   help="shortcut for the base URL of platform.kimi.ai or platform.kimi.com")
+    g.add_argument("--allow-http", action="store_true",
+                   help="allow plain http to a non-loopback host (the key travels unencrypted)")
+    g.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="give up on a request with no progress for this long, at most a day "
+                        "(default: 15 s to connect, 120 s per write, 300 s for an answer)")
+    g.add_argument("--emulator", action="store_true",
+                   help="start the bundled emulator in-process and use it (no key, no network)")
+    g.add_argument("-v", "--verbose", action="count", default=0,
+                   help="log more to stderr (-v: info, -vv: debug)")
+    return p
+
+
+
+@contextlib.contextmanager
+def _client(args: argparse.Namespace, retries: int | None = None) -> Iterator[KimiFiles]:
+    from ..client import KimiFiles
+
+    limits: Limits | None = getattr(args, "limits", None)
+    if args.emulator:
+        try:
+            from ..emulator import Emulator
+        except ImportError:
+            raise ConfigurationError(
+                "--emulator needs the emulator extra: pip install 'kimi-files[emulator]'"
+            ) from None
+        with Emulator() as emu:
+            key = os.environ.get("MOONSHOT_API_KEY") or "emulator"
+            print(f"kimi-files: using the bundled emulator at {emu.base_url}", file=sys.stderr)
+            # the emulator is new each run: no reuse cache to keep beside the user's
+            with KimiFiles(api_key=key, base_url=emu.base_url, max_retries=retries,
+                           timeout=args.timeout, limits=limits, cache=False) as c:
+                yield c
+        return
+    with KimiFiles(base_url=args.base_url, platform=args.platform, allow_http=args.allow_http,
+                   max_retries=retries, timeout=args.timeout, limits=limits) as c:
+        yield c
+
+
+
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP outside an upload: raised where the command is, like Ctrl-C's
+    KeyboardInterrupt, so it ends through its own clean-up (a half-written file removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _handling(names: Iterable[str], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """For the length of the block, ``handler`` takes these signals (those this platform
+    has), in the main thread only; the handlers before are put back after."""
+    saved: list[tuple[int, Any]] = []
+    if threading.current_thread() is threading.main_thread():
+        for name in names:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                saved.append((signum, signal.signal(signum, handler)))
+    try:
+        yield
+    finally:
+        for signum, previous in reversed(saved):
+            signal.signal(signum, previous)
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """For the length of a command, SIGTERM and SIGHUP raise :class:`_Signalled` in the main
+    thread (an upload's own handling, :class:`_Stops`, takes over while it runs)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Signalled(signum)
+
+    with _handling(("SIGTERM", "SIGHUP"), handler):
+        yield
+
+
+def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
+    try:
+        with _signals_raise(), _logging_to_stderr(args.verbose):
+            return func(args)
+    except _Signalled as exc:
+        _say(f"{prog}: {_Stops.describe(exc.signum)}")
+        return 128 + exc.signum
+    except (ConfigurationError, _Usage) as exc:
+        _say(f"{prog}: error: {exc}")
+        return EXIT_USAGE
+    except KimiError as exc:
+        _say(f"{prog}: error: {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _say(f"{prog}: interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): stop quietly, as a standard tool would
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:  # a local file or folder the command could not use
+        where = f": {os.fsdecode(exc.filename)}" if exc.filename is not None else ""
+        _say(f"{prog}: error: {exc.strerror or exc}{where}")
+        return EXIT_FAILED
+
+
+
+_STOP_SIGNALS = {"SIGINT": "interrupted (Ctrl-C)", "SIGTERM": "terminated (SIGTERM)",
+                 "SIGHUP": "hung up (SIGHUP)"}
+
+
+class _Stops:
+    """Ctrl-C, SIGTERM and SIGHUP during an upload, in the main thread, for the length of
+    the command. The handler only records the signal; the waiting loop acts on it."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._handling = _handling(_STOP_SIGNALS, self._handler)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+
+    def __enter__(self) -> _Stops:
+        self._handling.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handling.__exit__(None, None, None)
+
+    @property
+    def code(self) -> int | None:
+        """The exit code for the first signal received (128 + its number), if any."""
+        return 128 + self.received[0] if self.received else None
+
+    @staticmethod
+    def describe(signum: int) -> str:
+        return _STOP_SIGNALS.get(signal.Signals(signum).name, signal.Signals(signum).name)
+
+
+def _exit_now(code: int) -> None:
+    """End the process at once, without waiting for the upload threads still running."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+
+def _when(ts: int) -> str:
+    try:
+        return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):  # a server's nonsense time
+        return str(ts)
+

@@ -1,0 +1,44 @@
+"""``kimi-files messages``: the system messages of a chat request for documents."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from ..config import KNOWN_PURPOSES
+
+if TYPE_CHECKING:
+    from ._common import Subparsers
+
+from ._common import EXIT_FAILED, EXIT_OK, _client, _whole
+from ._output import _emit_json, _say
+
+
+def _do_messages(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        found = client.messages(args.paths, max_chars=args.max_chars, strict=args.strict,
+                                purpose=args.purpose, reuse=not args.no_reuse)
+    _emit_json(sys.stdout, list(found))
+    for path, (total, kept) in found.cut.items():
+        _say(f"kimi-files: {path}: cut to {kept:,} of {total:,} characters (--max-chars)")
+    for path, exc in found.failed.items():
+        _say(f"kimi-files: {path}: left out: {exc}")
+    return EXIT_FAILED if found.failed else EXIT_OK
+
+
+
+def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
+    me = sub.add_parser("messages", parents=parents,
+                        help="print the system messages of a chat request for documents, as "
+                             "JSON")
+    me.add_argument("paths", nargs="+", metavar="PATH")
+    me.add_argument("--max-chars", type=_whole(1), metavar="N",
+                    help="keep the total under N characters, cutting the largest first")
+    me.add_argument("--strict", action="store_true",
+                    help="fail on a document the service cannot read (default: leave it out)")
+    me.add_argument("--purpose", choices=sorted(KNOWN_PURPOSES), default="file-extract",
+                    help=argparse.SUPPRESS)
+    me.add_argument("--no-reuse", action="store_true",
+                    help="upload even what the account already holds")
+    me.set_defaults(func=_do_messages)

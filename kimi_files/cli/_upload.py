@@ -1,0 +1,228 @@
+"""``kimi-upload`` and ``kimi-files upload``: upload files and folders."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import KNOWN_PURPOSES
+from ..errors import KimiError, NoRoomError
+
+if TYPE_CHECKING:
+    from ..batch import BatchReport, FileResult
+    from ._common import Subparsers
+
+from ._common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    MAX_CONCURRENCY,
+    _client,
+    _exit_now,
+    _Stops,
+    _Usage,
+    _whole,
+)
+from ._output import _emit, _emit_json, _say, _stdout_to_devnull
+
+
+def _upload_parser(prog: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, parents=parents,
+        description="Upload files and folders to the Kimi Files API: every file is checked "
+                    "first, the whole batch is planned against the account's quota, uploads "
+                    "are paced, retried safely and recorded so a re-run resumes.",
+        epilog="Exit codes: 0 all uploaded or skipped; 1 any rejected or failed; 2 usage; "
+               "130/143/129 stopped by Ctrl-C/SIGTERM/SIGHUP; 141 output closed.")
+    _add_upload_options(p)
+    return p
+
+
+def _add_upload_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders (walked recursively)")
+    p.add_argument("--purpose", default="file-extract", choices=sorted(KNOWN_PURPOSES),
+                   help="file-extract (default), image, video or batch")
+    p.add_argument("--free-quota", choices=["never", "oldest"], default="never",
+                   help="make room by deleting the oldest files, only as many as needed "
+                        "(default: never delete)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check and plan only: no upload, no deletion")
+    p.add_argument("--concurrency", type=_whole(1, MAX_CONCURRENCY), default=4, metavar="N",
+                   help="uploads at once (default 4); lowered if the account says so")
+    p.add_argument("--rpm", type=_whole(1, 1_000_000), metavar="N",
+                   help="at most N requests a minute (learned from 429s if not given)")
+    p.add_argument("--retries", type=_whole(0, 100), metavar="N",
+                   help="retries per request (default 5)")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="only files whose name or relative path matches (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="skip files whose name or relative path matches (repeatable)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="upload even what the account already holds with the same content "
+                        "(default: reuse it)")
+    p.add_argument("--allow-any-type", action="store_true",
+                   help="send files of types the extractor cannot read (archives, binaries)")
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow links that lead outside the folders given")
+    p.add_argument("--state", metavar="FILE",
+                   help="the state file that makes re-runs resume (default: per account, in "
+                        "$XDG_STATE_HOME/kimi-files)")
+    p.add_argument("--no-state", action="store_true", help="keep no state (no resume)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for another run using the same state instead of exiting")
+    p.add_argument("--json", action="store_true",
+                   help="stdout: one JSON object per input file and nothing else")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+
+def _reason(r: FileResult) -> str:
+    """The error of a result without the path it usually starts with (the line shows it)."""
+    message = str(r.error)
+    prefix = f"{r.path}: "
+    return message[len(prefix):] if message.startswith(prefix) and len(message) > len(prefix) \
+        else message
+
+
+class _ResultLines:
+    """Human result lines; an error several files share (a batch-wide refusal, twins of a
+    failed file) is given in full once, in the summary, and named briefly on each line."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, FileResult] = {}
+
+    def line(self, r: FileResult) -> str:
+        if r.error is None:
+            tail = f" -> {r.file_id}" if r.file_id else ""
+            note = f" ({r.note})" if r.note else ""
+            return f"{r.status:9} {r.path}{tail}{note}"
+        first = self._seen.setdefault(id(r.error), r)
+        if isinstance(r.error, NoRoomError):
+            reason = "no room for this batch (see below)"
+        elif first is not r:
+            reason = f"{r.note or 'same error as ' + first.path} (see below)"
+        else:
+            reason = _reason(r)
+        return f"{r.status:9} {r.path}: {reason}"
+
+
+def _summary_lines(report: BatchReport, prog: str) -> list[str]:
+    """The summary, one escaped line each (:meth:`BatchReport.summary_lines`)."""
+    first, *rest = report.summary_lines()
+    return [f"{prog}: {first}", *rest]
+
+
+
+
+def _do_upload(args: argparse.Namespace) -> int:
+    from ..batch import BatchReport, ingest
+
+    if args.no_state and args.state:
+        raise _Usage("--state and --no-state cannot be used together")
+    if args.no_progress:
+        from ..progress import disable_progress_bars
+
+        disable_progress_bars()
+    out_lock = threading.Lock()
+    lines = _ResultLines()
+    ended: list[FileResult] = []
+    output_closed = threading.Event()
+    stop = threading.Event()
+
+    def on_result(result: FileResult) -> None:
+        with out_lock:
+            ended.append(result)
+            if output_closed.is_set():
+                return
+            try:
+                if args.json:
+                    _emit_json(sys.stdout, result.to_json())
+                else:
+                    _emit(sys.stdout, lines.line(result))
+            except BrokenPipeError:
+                # nobody reads the results any more: start nothing new, as a tool killed by
+                # SIGPIPE would not; the uploads in flight finish and are recorded
+                _stdout_to_devnull()
+                output_closed.set()
+                stop.set()
+
+    started = time.monotonic()
+    with _Stops() as stops, _client(args, retries=args.retries) as client, \
+            contextlib.ExitStack() as stack:
+        state: Any = None
+        if args.no_state:
+            state = False
+        elif args.state:
+            state = args.state
+        elif args.emulator:
+            # the emulator is new each run: keep its state with it, not in the user's store
+            import tempfile
+
+            state = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "state.sqlite3"
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append(ingest(
+                    args.paths, client=client, purpose=args.purpose,
+                    free_quota=args.free_quota, dry_run=args.dry_run,
+                    concurrency=args.concurrency, rpm=args.rpm, include=args.include,
+                    exclude=args.exclude, state=state,
+                    progress=None if not args.no_progress else False,
+                    allow_any_type=args.allow_any_type, on_result=on_result, stop=stop,
+                    reuse=not args.no_reuse,
+                    follow_links=args.follow_links, wait=args.wait))
+            except BaseException as exc:  # handed to the main thread, which raises it
+                outcome.append(exc)
+
+        # the batch runs beside the main thread, which stays free to take signals
+        worker = threading.Thread(target=run, name="kimi-batch", daemon=True)
+        worker.start()
+        told = 0
+        while worker.is_alive():
+            worker.join(0.05)
+            if len(stops.received) > told:
+                told = len(stops.received)
+                stop.set()
+                if told == 1:
+                    _say(f"kimi-upload: {_Stops.describe(stops.received[0])}: no new upload "
+                         "starts; waiting for those in flight (again to stop at once)")
+                else:
+                    with out_lock:  # no result line is half-written now
+                        report = BatchReport(results=list(ended), interrupted=True,
+                                             elapsed=time.monotonic() - started)
+                        for line in _summary_lines(report, "kimi-upload"):
+                            _say(line)
+                        _say("kimi-upload: stopped at once: files without a line above "
+                             "were abandoned in flight or never started (a re-run settles "
+                             "them)")
+                        _exit_now(stops.code or EXIT_INTERRUPTED)
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            if stops.code is not None and isinstance(result, KimiError):
+                _say(f"kimi-upload: {result}")
+                return stops.code
+            raise result
+    report = result
+    for line in _summary_lines(report, "kimi-upload"):
+        _say(line)
+    if stops.code is not None:
+        return stops.code
+    if output_closed.is_set():
+        return EXIT_BROKEN_PIPE
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if report.ok and report.results else EXIT_FAILED
+
+
+
+def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
+    up = sub.add_parser("upload", parents=parents, help="upload files and folders (= kimi-upload)")
+    _add_upload_options(up)
+    up.set_defaults(func=_do_upload)
