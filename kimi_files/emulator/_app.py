@@ -25,7 +25,7 @@ from ._state import ERROR_ROWS, EmulatorState, Fault, LoggedRequest, StoredFile
 
 _HTML = ("<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}"
          "</h1></center><hr><center>nginx</center></body></html>")
-_REASONS = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+_REASONS = {200: "OK", 502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 
 
 class _Dropped(Response):
@@ -81,9 +81,6 @@ def _fault_response(request: Request, fault: Fault) -> Response | None:
         return JSONResponse({"object": "list"})
     if kind == "empty_200":
         return Response(b"", status_code=200, media_type="application/json")
-    if kind == "html_200":
-        return Response(_HTML.format(code=200, reason="OK"), status_code=200,
-                        media_type="text/html")
     if kind == "drop":
         return _drop(request)
     return None
@@ -127,8 +124,8 @@ class Emulated:
                 fault = None
             response: Response = await handler(request, fault, entry)
             if fault is not None and fault.kind == "cut_body" and response.status_code == 200:
-                body = bytes(response.body)
-                return Response(body[:len(body) // 2], status_code=200,
+                whole = bytes(response.body)
+                return Response(whole[:len(whole) // 2], status_code=200,
                                 media_type=response.media_type)
             return response
         finally:

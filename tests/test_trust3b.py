@@ -1,0 +1,190 @@
+"""Trust, round 3 (part B): answers that are wrong in ways a server really gets them wrong.
+
+A listing that repeats an id or gives a nonsense ``created_at``, a listing in pages, a 200
+content answer that is not the document, a message budget that is a ceiling, a wrong key under
+``messages()``, a cancelled waiter of a shared listing, and ``cache clear`` on a database that is
+not ours. Each scenario is played against the emulator (its faults make the bad answers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import kimi_files as kf
+from kimi_files.cli import main
+from kimi_files.emulator import Emulator
+from kimi_files.models import FileList, FileObject
+from kimi_files.quota import implausibly_dated, select_for_pruning
+
+from .conftest import API_KEY, Api, write
+
+NOW = 1_750_000_000
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> Emulator:
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    monkeypatch.setenv("MOONSHOT_BASE_URL", emulator.base_url)
+    return emulator
+
+
+# --- 2. a listing that repeats an id; created_at that is no time --------------------------------
+
+
+def test_a_listing_that_repeats_an_id_holds_it_once(emulator: Emulator, api: Api) -> None:
+    old = emulator.seed("old.txt", 3, created_at=NOW - 100)
+    new = emulator.seed("new.txt", 4, created_at=NOW)
+    emulator.fail_next("repeated_ids", endpoint="list")
+    listing = api.list()
+    assert [f.id for f in listing] == [old.id, new.id] and listing.total_bytes == 7
+    assert len(FileList.of([FileObject(id="a"), FileObject(id="a", bytes=9)])) == 1
+
+
+def test_prune_keep_never_deletes_the_newest_listed_three_times(
+        env: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    old = env.seed("old.txt", 3, created_at=NOW - 100)
+    new = env.seed("new.txt", 4, created_at=NOW)
+    env.fail_next("repeated_ids", endpoint="list")
+    assert main(["prune", "--keep", "1", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"deleted {old.id}" in out and new.id not in out
+    assert [f.id for f in env.state.listing()] == [new.id]
+
+
+@pytest.mark.parametrize("value", [True, "1700000000", -5, 10**15, None, 0.5e300])
+def test_a_created_at_that_is_no_time_is_neither_pruned_nor_counted_newest(
+        env: Emulator, capsys: pytest.CaptureFixture[str], value: object) -> None:
+    old = env.seed("old.txt", 3, created_at=NOW - 100)
+    odd = env.seed("odd.txt", 4, created_at=NOW + 50)  # the newest: gets the bad value
+    env.fail_next("bad_created_at", endpoint="list", value=value)
+    assert main(["prune", "--keep", "1", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    # not pruned (by keep: it counts as no file at all) and not counted as the newest (so
+    # the dated one is the one kept)
+    assert out == "" and old.id not in out and odd.id not in out
+    warning = (f"kimi-files: {odd.id} (odd.txt): the listing gives it no plausible created_at; "
+               "it is neither pruned nor counted among the newest")
+    assert err.count(warning) == 1 and "Traceback" not in err
+    env.fail_next("bad_created_at", endpoint="list", value=value)
+    assert main(["prune", "--older-than", "0", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert f"would delete {old.id}" in out and odd.id not in out and err.count(warning) == 1
+
+
+def test_plausible_dates_are_a_pure_rule() -> None:
+    files = [FileObject.from_dict({"id": str(i), "created_at": v, "purpose": "file-extract"})
+             for i, v in enumerate([NOW, True, "5", -1, NOW + 86_400 + 1, None, float("nan")])]
+    assert [f.id for f in implausibly_dated(files, match=None, purpose="file-extract",
+                                            now=NOW)] == ["1", "2", "3", "4", "5", "6"]
+    assert [f.id for f in select_for_pruning(files, keep=0, older_than_days=None, match=None,
+                                             purpose="file-extract", now=NOW)] == ["0"]
+
+
+# --- 6. a listing in pages ------------------------------------------------------------------------
+
+
+def test_every_page_of_a_paged_listing_is_followed(env: Emulator, api: Api,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    env.state.page_size = 100
+    seeded = [env.seed(f"f{i:03}.txt", 10, created_at=NOW - 1000 + i) for i in range(250)]
+    listing = api.list()
+    assert [f.id for f in listing] == [f.id for f in seeded]
+    assert [r.path for r in env.requests] == ["/v1/files"] * 3
+    assert main(["quota", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == 250
+    assert main(["prune", "--keep", "240", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("would delete") == 10 and seeded[9].id in out and seeded[10].id not in out
+
+
+@pytest.mark.parametrize("fault, way", [
+    ("has_more_stuck", r"the page ends at \S+ again"),
+    ("has_more_empty", r"no files on the page"),
+])
+def test_a_page_that_says_more_and_gives_no_way_on_fails_clearly(
+        emulator: Emulator, api: Api, fault: str, way: str) -> None:
+    emulator.state.page_size = 2
+    for i in range(5):
+        emulator.seed(f"f{i}.txt", 1, created_at=NOW + i)
+    emulator.fail_next(fault, times=100, endpoint="list")
+    with pytest.raises(kf.MalformedResponseError,
+                       match=rf"GET http://127\.0\.0\.1:\d+/v1/files\S*: the listing says it has "
+                             rf"more files \(has_more\) but gives no way on \({way}\)"):
+        api.list()
+    # bounded: the stuck server was asked twice (the first page, then once after its last id)
+    assert len(emulator.requests) == (2 if fault == "has_more_stuck" else 1)
+
+
+# --- 4. a content answer that is not the document ---------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["cut_body", "empty_200", "html_200", "truncated_json"])
+def test_a_bad_content_answer_is_retried_and_never_cached(
+        emulator: Emulator, api: Api, tmp_path: Path, no_wait: list[float], fault: str) -> None:
+    p = write(tmp_path / "doc.txt", "the real text\n")
+    emulator.fail_next(fault, endpoint="content")
+    assert api.extract(p) == "the real text\n"  # the bad answer retried: the next is good
+    # and what is cached is the document: a second extract takes no request at all
+    before = len(emulator.requests)
+    assert api.extract(p) == "the real text\n" and len(emulator.requests) == before
+
+
+@pytest.mark.parametrize("fault, seen", [
+    ("cut_body", r"not the content document .*: '\{\"content\": \"the real text"),
+    ("empty_200", r"not the content document .* \(empty\)"),
+    ("html_200", r"not the content document .*: '200 OK'"),
+])
+def test_a_content_answer_that_stays_bad_is_an_error_and_nothing_is_cached(
+        emulator: Emulator, api: Api, tmp_path: Path, no_wait: list[float], fault: str,
+        seen: str) -> None:
+    p = write(tmp_path / "doc.txt", "the real text\n")
+    emulator.fail_next(fault, times=100, endpoint="content")
+    with pytest.raises(kf.MalformedResponseError,
+                       match=rf"GET http://\S+/content: the server answered 200 with a body "
+                             rf"that is {seen}"):
+        api.extract(p)
+    emulator.state.clear_faults()
+    assert api.extract(p) == "the real text\n"  # asked again: nothing bad was cached
+    assert emulator.requests[-1].path.endswith("/content")
+
+
+def test_a_poisoned_cache_entry_is_not_used(emulator: Emulator, api: Api,
+                                           tmp_path: Path) -> None:
+    p = write(tmp_path / "doc.txt", "the real text\n")
+    assert api.extract(p) == "the real text\n"
+    cache = api.client.reuse_cache()
+    assert cache is not None
+    from kimi_files.scan import sha256_of
+
+    cache.remember_text(sha256_of(p), "cl-x", "<html>502 Bad Gateway</html>")  # an old poison
+    assert api.extract(p) == "the real text\n"
+    assert cache.text(sha256_of(p)) is not None and "real text" in str(cache.text(sha256_of(p)))
+
+
+def test_batch_content_stays_the_raw_jsonl(emulator: Emulator, api: Api, tmp_path: Path,
+                                           no_wait: list[float]) -> None:
+    jsonl = '{"custom_id": "1", "body": {}}\n{"custom_id": "2", "body": {}}\n'
+    p = write(tmp_path / "jobs.jsonl", jsonl)
+    assert api.extract(p, purpose="batch") == jsonl
+    up = api.upload(p, purpose="batch")
+    assert api.content(up.id, raw=True).text == jsonl
+    emulator.fail_next("empty_200", endpoint="content")
+    assert api.content(up.id, raw=True).text == jsonl  # an empty 200 is retried here too
+    with pytest.raises(kf.MalformedResponseError, match="not the content document"):
+        api.content(up.id)  # the JSONL is not the document the caller asked for
+
+
+def test_cli_content_all_fetches_batch_files_raw(env: Emulator, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    jsonl = '{"custom_id": "1", "body": {}}\n'
+    p = write(tmp_path / "jobs.jsonl", jsonl)
+    with kf.KimiFiles(api_key=API_KEY, base_url=env.base_url) as c:
+        up = c.upload(p, purpose="batch")
+    assert main(["content", "--all", "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / f"{up.id}-jobs.jsonl.txt").read_text() == jsonl
+    capsys.readouterr()
+    assert main(["content", "--raw", up.id]) == 0
+    assert capsys.readouterr().out == jsonl + "\n"  # write_line ends each text with one
