@@ -9,14 +9,18 @@ not ours. Each scenario is played against the emulator (its faults make the bad 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kimi_files as kf
+from kimi_files.chat import build_messages, fit_budget
 from kimi_files.cli import main
 from kimi_files.emulator import Emulator
-from kimi_files.models import FileList, FileObject
+from kimi_files.models import FileContent, FileList, FileObject
 from kimi_files.quota import implausibly_dated, select_for_pruning
 
 from .conftest import API_KEY, Api, write
@@ -188,3 +192,74 @@ def test_cli_content_all_fetches_batch_files_raw(env: Emulator, tmp_path: Path,
     capsys.readouterr()
     assert main(["content", "--raw", up.id]) == 0
     assert capsys.readouterr().out == jsonl + "\n"  # write_line ends each text with one
+
+
+# --- 5. max_chars is a ceiling ----------------------------------------------------------------
+
+
+def test_max_chars_is_a_ceiling_or_a_clear_error(env: Emulator, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    p = write(tmp_path / "a.txt", "x" * 36)  # a message of 128 characters as the service sends it
+    with kf.KimiFiles(api_key=API_KEY, base_url=env.base_url) as c:
+        assert len(c.messages([p])[0]["content"]) == 128
+    for budget in (100, 60, 150):
+        code = main(["messages", str(p), "--max-chars", str(budget)])
+        out, err = capsys.readouterr()
+        if code == 0:
+            assert sum(len(m["content"]) for m in json.loads(out)) <= budget
+        else:
+            assert code == 2 and out == "" and "Traceback" not in err
+            assert (f"max_chars={budget} cannot hold 1 document(s): their JSON wrappers take "
+                    "83 characters, and each text cut needs 100 more for its marker") in err
+    assert code == 0  # 150 holds it whole
+
+
+_texts = st.text(st.characters(codec="utf-8"), max_size=300)
+_documents = st.one_of(
+    st.builds(lambda t, name: FileContent.from_body(json.dumps(
+        {"content": t, "file_type": "text/plain", "filename": name, "title": "", "type": "file"},
+        ensure_ascii=False)), _texts, _texts.map(lambda s: s[:20])),
+    _texts.filter(lambda t: not t.lstrip().startswith("{")).map(FileContent.from_body),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_documents, max_size=5), st.integers(1, 3000))
+def test_messages_never_exceed_max_chars(documents: list[FileContent], budget: int) -> None:
+    found = [(f"d{i}", d) for i, d in enumerate(documents)]
+    try:
+        out = build_messages(found, budget)
+    except kf.ConfigurationError as exc:
+        assert re.match(rf"max_chars={budget:,} cannot hold {len(found)} document\(s\): their "
+                        r"JSON wrappers take [\d,]+ characters, and each text cut needs \d+ "
+                        r"more for its marker", str(exc))
+        # refused only when it could not fit even with every text cut to nothing
+        whole = build_messages(found, None)
+        assert sum(len(m["content"]) for m in whole) > budget
+        return
+    assert sum(len(m["content"]) for m in out) <= budget
+    for (_, doc), m in zip(found, out, strict=True):
+        if doc.document is not None:
+            assert set(json.loads(m["content"])) == set(doc.document)  # still the document
+    for total, kept in out.cut.values():
+        assert 0 <= kept < total
+
+
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=8), st.integers(-50, 20000),
+       st.integers(0, 200))
+def test_fit_budget_counts_the_markers(lengths: list[int], budget: int, mark: int) -> None:
+    kept = fit_budget(lengths, budget, mark=mark)
+    if kept is None:
+        # nothing fits: even the highest cap that cuts every text costs too much
+        assert all(mark * sum(1 for n in lengths if n > cap) + sum(min(n, cap) for n in lengths)
+                   > budget for cap in range(0, max(lengths) + 1))
+        return
+    cut = [i for i, (k, n) in enumerate(zip(kept, lengths, strict=True)) if k < n]
+    assert sum(kept) + mark * len(cut) <= budget
+    if cut:
+        cap = kept[cut[0]]
+        assert all(kept[i] == cap for i in cut)
+        assert all(lengths[i] <= cap for i in range(len(lengths)) if i not in cut)
+        # the cap is as high as the budget allows: no higher one fits
+        assert all(mark * sum(1 for n in lengths if n > c) + sum(min(n, c) for n in lengths)
+                   > budget for c in range(cap + 1, max(lengths) + 1))
