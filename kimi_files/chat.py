@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from .client import AsyncKimiFiles, KimiFiles
     from .options import UploadKwargs
 
-__all__ = ["AsyncSession", "Messages", "Session", "cut_marker", "fit_budget", "messages_steps"]
+__all__ = ["AsyncSession", "Messages", "Session", "cut_marker", "fit_budget", "left_out",
+           "messages_steps"]
 
 log = logging.getLogger("kimi_files")
 
@@ -158,19 +159,48 @@ def build_messages(found: Sequence[tuple[str, FileContent]], max_chars: int | No
 _MARKER_ROOM = _json_length(cut_marker(10**12, 10**12))
 
 
+def left_out(exc: KimiError) -> bool:
+    """Is ``exc`` a failure of that one document, left out of the messages (and named in
+    ``.failed``): no text in it, refused by preflight for that file (missing, unreadable,
+    empty, too large, an unsupported type) or by the service for that file (its size, its
+    content, its extraction)? Everything else (the key, a permission, the account's quota or
+    room, the network, the service, a malformed answer, an option such as the purpose) is
+    raised: a chat request must not go out without its documents for those. Pure."""
+    from .errors import (
+        ContentFilterError,
+        EmptyFileError,
+        ExtractionFailedError,
+        FileTooLargeError,
+        InvalidPurposeError,
+        InvalidRequestError,
+        NoExtractableTextError,
+        NoRoomError,
+        PreflightError,
+        TooManyFilesError,
+    )
+
+    if isinstance(exc, (NoRoomError, InvalidPurposeError, TooManyFilesError)):
+        return False  # the account's room or an option: the same for every document
+    return (isinstance(exc, (PreflightError, NoExtractableTextError, ContentFilterError,
+                             FileTooLargeError, EmptyFileError, ExtractionFailedError))
+            or type(exc) is InvalidRequestError)  # the service refused this file's content
+
+
 def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
                    options: UploadOptions, *, max_chars: int | None = None,
                    strict: bool = False,
                    on_file: Any = None) -> Steps[Messages]:
     """The system messages for ``paths`` (see the module docstring).
 
-    A document the service cannot read (no text, a refused type...) is left out and named in
-    ``.failed`` with its error; ``strict=True`` raises that error instead. ``on_file(path,
+    A document the service cannot read (no text, a refused type...: :func:`left_out`) is left
+    out and named in ``.failed`` with its error; ``strict=True`` raises that error instead.
+    Any other failure (a wrong key, no room, the network...) is raised either way. ``on_file(path,
     uploaded)`` sees every file uploaded or reused (a session keeps what it created).
 
     Raises:
-        KimiError: with ``strict``, the first document that failed; a ConfigurationError
-            for a bad option either way.
+        KimiError: with ``strict``, the first document that failed; either way, a failure
+            that is not the document's own (AuthenticationError, PermissionDeniedError,
+            NoRoomError, ExceededQuotaError, APIConnectionError, ConfigurationError...).
     """
     if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int)
                                   or max_chars < 1):
@@ -186,7 +216,7 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
         try:
             content, uploaded = yield from content_steps_for(client, path, options)
         except KimiError as exc:
-            if strict:
+            if strict or not left_out(exc):
                 raise
             log.warning("%s: left out of the messages: %s", path, exc)
             failed[path] = exc

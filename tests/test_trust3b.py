@@ -263,3 +263,56 @@ def test_fit_budget_counts_the_markers(lengths: list[int], budget: int, mark: in
         # the cap is as high as the budget allows: no higher one fits
         assert all(mark * sum(1 for n in lengths if n > c) + sum(min(n, c) for n in lengths)
                    > budget for c in range(cap + 1, max(lengths) + 1))
+
+
+# --- 8. messages() raises what is not the document's own failure -------------------------------
+
+
+def test_messages_with_a_wrong_key_raises(emulator: Emulator, tmp_path: Path) -> None:
+    p = write(tmp_path / "a.txt", "text\n")
+    for kind in ("sync", "async"):
+        face = Api(kind, api_key="sk-wrong-key", base_url=emulator.base_url)
+        try:
+            with pytest.raises(kf.AuthenticationError, match="Invalid Authentication"):
+                face.messages([p])
+        finally:
+            face.close()
+
+
+@pytest.mark.parametrize("kind, error", [
+    ("api_not_open", kf.PermissionDeniedError),
+    ("account_suspended", kf.ExceededQuotaError),
+])
+def test_messages_raises_permission_and_quota_errors(emulator: Emulator, api: Api,
+                                                    tmp_path: Path, kind: str,
+                                                    error: type[Exception]) -> None:
+    p = write(tmp_path / "a.txt", "text\n")
+    emulator.fail_next(kind, endpoint="list")
+    with pytest.raises(error):
+        api.messages([p])
+
+
+def test_messages_raises_no_room_and_network_errors(emulator: Emulator, tmp_path: Path,
+                                                   no_wait: list[float]) -> None:
+    p = write(tmp_path / "a.txt", "text\n")
+    emulator.state.max_files = 1
+    emulator.seed("full.txt", 1)
+    with kf.KimiFiles(api_key=API_KEY, base_url=emulator.base_url,
+                      limits=kf.Limits(max_files=1)) as c, \
+            pytest.raises(kf.NotEnoughFileSlotsError):
+        c.messages([p])
+    with kf.KimiFiles(api_key=API_KEY, base_url="http://127.0.0.1:9/v1", max_retries=0) as c, \
+            pytest.raises(kf.APIConnectionError):
+        c.messages([p])
+
+
+def test_messages_still_leaves_out_a_document_of_its_own_failure(
+        emulator: Emulator, api: Api, tmp_path: Path) -> None:
+    good = write(tmp_path / "good.txt", "readable\n")
+    dots = write(tmp_path / "dots.txt", "." * 6000)  # no text
+    empty = write(tmp_path / "empty.txt", "")  # refused by preflight
+    found = api.messages([good, dots, tmp_path / "missing.txt", empty])
+    assert len(found) == 1
+    assert isinstance(found.failed[str(dots)], kf.NoExtractableTextError)
+    assert isinstance(found.failed[str(tmp_path / "missing.txt")], kf.LocalFileError)
+    assert isinstance(found.failed[str(empty)], kf.EmptyFileError)
