@@ -282,7 +282,8 @@ class KimiFiles(_ClientBase):
                          pacer=pacer, cache=cache)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(**self._http_options(timeout))
-        self._listing: cf.Future[FileList] | None = None  # a shared listing in flight
+        #: a shared listing in flight (None as its result: its leader was interrupted)
+        self._listing: cf.Future[FileList | None] | None = None
         self._listing_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -348,25 +349,34 @@ class KimiFiles(_ClientBase):
         """
         if not shared:
             return self.run(list_steps(self.retry_policy))
-        with self._listing_lock:
-            joined = self._listing
-            if joined is None:
-                self._listing = cf.Future()
-        if joined is not None:
-            return joined.result()
-        future = self._listing
-        assert future is not None
-        try:
-            listing = self.run(list_steps(self.retry_policy))
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        else:
-            future.set_result(listing)
-            return listing
-        finally:
+        while True:
             with self._listing_lock:
-                self._listing = None
+                joined = future = self._listing
+                if joined is None:
+                    future = self._listing = cf.Future()
+            assert future is not None
+            if joined is not None:
+                shared_listing = joined.result()
+                if shared_listing is not None:
+                    return shared_listing
+                continue  # its leader was interrupted, not failed: list anew
+            listing: FileList | None = None
+            error: Exception | None = None
+            try:
+                listing = self.run(list_steps(self.retry_policy))
+                return listing
+            except Exception as exc:
+                error = exc
+                raise
+            finally:
+                with self._listing_lock:
+                    self._listing = None
+                # an interruption of this thread (KeyboardInterrupt...) is no answer for the
+                # others: they get None and list anew; a failure of the listing they share
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(listing)
 
     def retrieve(self, file_id: str) -> FileObject:
         """One file's object.
@@ -516,7 +526,8 @@ class AsyncKimiFiles(_ClientBase):
                          pacer=pacer, cache=cache)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(**self._http_options(timeout))
-        self._alisting: asyncio.Future[FileList] | None = None  # a shared listing in flight
+        #: a shared listing in flight (None as its result: its leader was cancelled)
+        self._alisting: asyncio.Future[FileList | None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -582,23 +593,34 @@ class AsyncKimiFiles(_ClientBase):
 
         if not shared:
             return await self.run(list_steps(self.retry_policy))
-        joined = self._alisting
-        if joined is not None and not joined.done():
-            return await asyncio.shield(joined)
-        future: asyncio.Future[FileList] = asyncio.get_running_loop().create_future()
-        self._alisting = future
-        try:
-            listing = await self.run(list_steps(self.retry_policy))
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when none joined
-            raise
-        else:
-            future.set_result(listing)
-            return listing
-        finally:
-            if self._alisting is future:
-                self._alisting = None
+        while True:
+            joined = self._alisting
+            if joined is not None and not joined.done():
+                # shielded: cancelling this waiter never cancels the listing others wait for
+                shared_listing = await asyncio.shield(joined)
+                if shared_listing is not None:
+                    return shared_listing
+                continue  # its leader was cancelled, not failed: list anew
+            future: asyncio.Future[FileList | None] = asyncio.get_running_loop().create_future()
+            self._alisting = future
+            listing: FileList | None = None
+            error: Exception | None = None
+            try:
+                listing = await self.run(list_steps(self.retry_policy))
+                return listing
+            except Exception as exc:
+                error = exc
+                raise
+            finally:
+                if self._alisting is future:
+                    self._alisting = None
+                # this task's cancellation is no answer for the others: they get None and
+                # list anew; a failure of the listing they share
+                if error is not None:
+                    future.set_exception(error)
+                    future.exception()  # retrieved: no "never retrieved" warning
+                else:
+                    future.set_result(listing)
 
     async def retrieve(self, file_id: str) -> FileObject:
         """One file's object.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -316,3 +317,139 @@ def test_messages_still_leaves_out_a_document_of_its_own_failure(
     assert isinstance(found.failed[str(dots)], kf.NoExtractableTextError)
     assert isinstance(found.failed[str(tmp_path / "missing.txt")], kf.LocalFileError)
     assert isinstance(found.failed[str(empty)], kf.EmptyFileError)
+
+
+# --- 9. a waiter of a shared listing never gets another's cancellation ------------------------
+
+
+def test_an_interrupted_leader_of_a_shared_listing_does_not_interrupt_its_waiter(
+        emulator: Emulator, client: kf.KimiFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    import concurrent.futures as cf
+    import threading
+    import types
+
+    import kimi_files.client as client_module
+
+    waiting = threading.Event()
+
+    class Watched(cf.Future):  # type: ignore[type-arg]
+        def result(self, timeout: float | None = None) -> object:
+            waiting.set()  # a waiter joined the shared listing
+            return super().result(timeout)
+
+    monkeypatch.setattr(client_module, "cf", types.SimpleNamespace(Future=Watched))
+    emulator.seed("a.txt", 1)
+    real_run = client.run
+    leader = threading.get_ident()
+    got: list[object] = []
+
+    def waiter() -> None:
+        try:
+            got.append(client.list(shared=True))
+        except BaseException as exc:  # what the waiter got is the point
+            got.append(exc)
+
+    other = threading.Thread(target=waiter)
+
+    def run(steps: object, stop: object = None) -> object:
+        if threading.get_ident() == leader:  # the leader's listing, once it is shared
+            other.start()
+            assert waiting.wait(10)
+            raise KeyboardInterrupt  # Ctrl-C in the leader's thread, mid-listing
+        return real_run(steps)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(client, "run", run)
+    with pytest.raises(KeyboardInterrupt):
+        client.list(shared=True)
+    other.join(30)
+    assert len(got) == 1 and isinstance(got[0], FileList), got
+    assert [f.filename for f in got[0]] == ["a.txt"]
+    assert client._listing is None
+
+
+async def _until(condition: Any) -> None:
+    """Let the other tasks run until ``condition()`` holds (an async listing's ``_callbacks``:
+    a waiter is shielded on it); at most 30 s."""
+    import asyncio
+
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+def test_a_cancelled_leader_of_a_shared_listing_does_not_cancel_its_waiter(
+        emulator: Emulator) -> None:
+    import asyncio
+
+    emulator.seed("a.txt", 1)
+
+    async def main() -> None:
+        async with kf.AsyncKimiFiles(api_key=API_KEY, base_url=emulator.base_url) as c:
+            real_run = c.run
+            hold = asyncio.Event()
+            calls = []
+
+            async def run(steps: object, stop: object = None) -> object:
+                calls.append(steps)
+                if len(calls) == 1:
+                    await hold.wait()  # the leader's listing, in flight until cancelled
+                return await real_run(steps)  # type: ignore[arg-type]
+
+            c.run = run  # type: ignore[method-assign]
+            leader = asyncio.create_task(c.list(shared=True))
+            await asyncio.sleep(0)
+            waiter = asyncio.create_task(c.list(shared=True))
+            await _until(lambda: c._alisting is not None and c._alisting._callbacks)
+            leader.cancel()
+            listing = await asyncio.wait_for(waiter, 30)
+            assert [f.filename for f in listing] == ["a.txt"]
+            assert leader.cancelled() and len(calls) == 2  # the waiter listed anew
+
+            # and the other way round: a cancelled waiter leaves the leader's listing alone
+            calls.clear()
+            leader = asyncio.create_task(c.list(shared=True))
+            await asyncio.sleep(0)
+            waiter = asyncio.create_task(c.list(shared=True))
+            await _until(lambda: c._alisting is not None and c._alisting._callbacks)
+            waiter.cancel()
+            await asyncio.sleep(0)
+            hold.set()
+            assert [f.filename for f in await leader] == ["a.txt"]
+            assert waiter.cancelled()
+
+    asyncio.run(main())
+
+
+def test_cancelling_one_async_upload_leaves_the_other_alone(emulator: Emulator,
+                                                             tmp_path: Path) -> None:
+    import asyncio
+
+    a = write(tmp_path / "a.txt", "first\n")
+    b = write(tmp_path / "b.txt", "second\n")
+
+    async def main() -> kf.UploadedFile:
+        async with kf.AsyncKimiFiles(api_key=API_KEY, base_url=emulator.base_url) as c:
+            real_run = c.run
+            lists = 0
+
+            async def run(steps: object, stop: object = None) -> object:
+                nonlocal lists
+                if getattr(steps, "__name__", "") == "list_steps":
+                    lists += 1
+                    if lists == 1:
+                        await asyncio.Event().wait()  # upload a's listing: until cancelled
+                return await real_run(steps, stop)  # type: ignore[arg-type]
+
+            c.run = run  # type: ignore[method-assign]
+            first = asyncio.create_task(c.upload(a))
+            await _until(lambda: c._alisting is not None)  # a's preflight is listing
+            second = asyncio.create_task(c.upload(b))
+            # b's preflight waits for the same listing
+            await _until(lambda: c._alisting is not None and c._alisting._callbacks)
+            first.cancel()
+            return await asyncio.wait_for(second, 60)
+
+    up = asyncio.run(main())
+    assert up.filename == "b.txt" and emulator.filenames() == ["b.txt"]
