@@ -431,18 +431,18 @@ def test_cancelling_one_async_upload_leaves_the_other_alone(emulator: Emulator,
 
     async def main() -> kf.UploadedFile:
         async with kf.AsyncKimiFiles(api_key=API_KEY, base_url=emulator.base_url) as c:
-            real_run = c.run
+            real_request = c.request
             lists = 0
 
-            async def run(steps: object, stop: object = None) -> object:
+            async def request(method: str, path: str, **kwargs: Any) -> object:
                 nonlocal lists
-                if getattr(steps, "__name__", "") == "list_steps":
+                if (method, path) == ("GET", "files"):
                     lists += 1
                     if lists == 1:
                         await asyncio.Event().wait()  # upload a's listing: until cancelled
-                return await real_run(steps, stop)  # type: ignore[arg-type]
+                return await real_request(method, path, **kwargs)
 
-            c.run = run  # type: ignore[method-assign]
+            c.request = request  # type: ignore[method-assign]
             first = asyncio.create_task(c.upload(a))
             await _until(lambda: c._alisting is not None)  # a's preflight is listing
             second = asyncio.create_task(c.upload(b))
