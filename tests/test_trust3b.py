@@ -453,3 +453,89 @@ def test_cancelling_one_async_upload_leaves_the_other_alone(emulator: Emulator,
 
     up = asyncio.run(main())
     assert up.filename == "b.txt" and emulator.filenames() == ["b.txt"]
+
+
+# --- 7. cache clear removes only what it can prove is its cache --------------------------------
+
+
+def _cache_path(monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> Path:
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    monkeypatch.setenv("MOONSHOT_BASE_URL", emulator.base_url)
+    with kf.KimiFiles() as c:
+        from kimi_files.cache import cache_path_for
+
+        where = cache_path_for(c.state_path())
+    where.parent.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+def _other_programs_database(path: Path) -> bytes:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE notes (body TEXT)")
+    db.execute("INSERT INTO notes VALUES ('precious')")
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+def test_cache_clear_never_deletes_another_programs_database(
+        emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    where = _cache_path(monkeypatch, emulator)
+    before = _other_programs_database(where)
+    assert main(["cache", "clear"]) == 2
+    out, err = capsys.readouterr()
+    assert (f"{where} is not provably a kimi-files reuse cache (another program's SQLite "
+            "database); nothing was deleted") in err
+    assert "removed" not in err and "Traceback" not in err
+    assert where.read_bytes() == before
+
+
+def test_cache_clear_never_deletes_a_file_that_is_no_database(
+        emulator: Emulator, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    where = _cache_path(monkeypatch, emulator)
+    where.write_bytes(b"someone's notes, not a database\n" * 100)
+    assert main(["cache", "clear"]) == 2
+    err = capsys.readouterr().err
+    assert f"{where} is not provably a kimi-files reuse cache (not an SQLite database at all)" in err
+    assert where.exists()
+
+
+def test_cache_clear_removes_its_own_cache_too_damaged_to_open(
+        emulator: Emulator, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from kimi_files.cache import ReuseCache
+
+    where = _cache_path(monkeypatch, emulator)
+    with ReuseCache(where) as cache:
+        cache.remember("0" * 64, "file-extract", "cl-1", "a.txt", 1)
+    data = bytearray(where.read_bytes())
+    data[100:] = b"\xff" * (len(data) - 100)  # every page garbage; the header (ours) intact
+    where.write_bytes(bytes(data))
+    with pytest.raises(kf.CacheError, match="is damaged"):
+        ReuseCache(where)
+    assert main(["cache", "clear"]) == 0
+    assert f"removed {where}" in capsys.readouterr().err and not where.exists()
+
+
+def test_prove_ours_is_the_opening_check(tmp_path: Path) -> None:
+    from kimi_files.cache import ReuseCache, prove_ours, remove_cache_files
+
+    other = tmp_path / "other.db"
+    before = _other_programs_database(other)
+    with pytest.raises(kf.CacheError, match="not a kimi-files reuse cache"):
+        ReuseCache(other)
+    with pytest.raises(kf.CacheError, match=rf"{other} is not provably a kimi-files reuse cache"):
+        remove_cache_files(other)
+    assert other.read_bytes() == before
+    ours = tmp_path / "ours.db"
+    ReuseCache(ours).close()
+    prove_ours(ours)
+    prove_ours(tmp_path / "absent.db")
+    (tmp_path / "empty.db").write_bytes(b"")
+    prove_ours(tmp_path / "empty.db")
+    assert remove_cache_files(ours) == [ours] and not ours.exists()
