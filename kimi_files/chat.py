@@ -135,14 +135,16 @@ def build_messages(found: Sequence[tuple[str, FileContent]], max_chars: int | No
     docs = [(path, *_document(content)) for path, content in found]
     wrappers = [len(_message(doc, "")["content"]) for _, doc, _ in docs]
     lengths = [_json_length(text) if doc is not None else len(text) for _, doc, text in docs]
-    keep = fit_budget(lengths, max_chars - sum(wrappers), mark=_MARKER_ROOM)
+    # room for the marker of any text cut: its JSON length with the largest numbers it can show
+    mark = max((_json_length(cut_marker(len(text), len(text))) for _, _, text in docs), default=0)
+    keep = fit_budget(lengths, max_chars - sum(wrappers), mark=mark)
     if keep is None:
         from .errors import ConfigurationError
 
         raise ConfigurationError(
             f"max_chars={max_chars:,} cannot hold {len(docs)} document(s): their JSON "
             f"wrappers take {sum(wrappers):,} characters, and each text cut needs "
-            f"{_MARKER_ROOM} more for its marker; give a larger budget or fewer documents")
+            f"{mark} more for its marker; give a larger budget or fewer documents")
     cut = {i for i, (k, n) in enumerate(zip(keep, lengths, strict=True)) if k < n}
     for i, ((path, doc, text), kept) in enumerate(zip(docs, keep, strict=True)):
         if i not in cut or kept >= lengths[i]:
@@ -154,9 +156,6 @@ def build_messages(found: Sequence[tuple[str, FileContent]], max_chars: int | No
         out.append(_message(doc, marked))
     return out
 
-
-#: Room reserved for the marker in each text cut (its JSON length, with the largest numbers).
-_MARKER_ROOM = _json_length(cut_marker(10**12, 10**12))
 
 
 def left_out(exc: KimiError) -> bool:

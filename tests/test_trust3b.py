@@ -210,8 +210,9 @@ def test_max_chars_is_a_ceiling_or_a_clear_error(env: Emulator, tmp_path: Path,
             assert sum(len(m["content"]) for m in json.loads(out)) <= budget
         else:
             assert code == 2 and out == "" and "Traceback" not in err
-            assert (f"max_chars={budget} cannot hold 1 document(s): their JSON wrappers take "
-                    "83 characters, and each text cut needs 100 more for its marker") in err
+            assert re.search(rf"max_chars={budget} cannot hold 1 document\(s\): their JSON "
+                             r"wrappers take 83 characters, and each text cut needs \d+ more "
+                             r"for its marker", err), err
     assert code == 0  # 150 holds it whole
 
 
@@ -488,6 +489,7 @@ def test_cache_clear_never_deletes_another_programs_database(
     before = _other_programs_database(where)
     assert main(["cache", "clear"]) == 2
     out, err = capsys.readouterr()
+    assert out == ""
     assert (f"{where} is not provably a kimi-files reuse cache (another program's SQLite "
             "database); nothing was deleted") in err
     assert "removed" not in err and "Traceback" not in err
