@@ -856,7 +856,7 @@ def _content(response: httpx.Response) -> FileContent:
     content = FileContent.from_document(response.text)
     if content is None:
         raise _not_content(response, "not the content document (a JSON object with a string "
-                                     "'content')")
+                                     "'content'; a batch file's JSONL is asked for raw)")
     return content
 
 
