@@ -867,7 +867,8 @@ def _raw_content(response: httpx.Response) -> FileContent:
 
 
 def _not_content(response: httpx.Response, what: str) -> MalformedResponseError:
-    from .errors import _summarise_text, redact
+    from ._answers import _summarise_text
+    from ._redact import redact
 
     text = response.text
     seen = f": {_summarise_text(redact(text), 80)!r}" if text.strip() else " (empty)"
