@@ -787,6 +787,7 @@ def list_steps(policy: RetryPolicy) -> Steps[FileList]:
     files: list[FileObject] = []
     after: set[str] = set()
     params: dict[str, Any] = {}
+    url = "files"
     for _ in range(MAX_LIST_PAGES):
         page, more, url = yield from call_steps("GET", "files", _page, policy, **params)
         files.extend(page.data)
@@ -794,7 +795,7 @@ def list_steps(policy: RetryPolicy) -> Steps[FileList]:
             return FileList.of(files, page.object)
         last = page.data[-1].id if page.data else None
         if last is None or last in after:
-            way = "no files on the page" if last is None else f"the page ends at {last} again"
+            way = "no files on the page" if last is None else f"the page ends at {last!r:.80} again"
             raise MalformedResponseError(
                 f"GET {url}: the listing says it has more files (has_more) but gives no way on "
                 f"({way}); the account's files cannot be listed whole from this server",
@@ -802,7 +803,8 @@ def list_steps(policy: RetryPolicy) -> Steps[FileList]:
         after.add(last)
         params = {"params": {"after": last}}
     raise MalformedResponseError(
-        f"GET files: the listing still says it has more files after {MAX_LIST_PAGES:,} pages "
+        f"GET {url.split('?')[0]}: the listing still says it has more files after "
+        f"{MAX_LIST_PAGES:,} pages "
         f"({len(files):,} files); the account's files cannot be listed whole from this server",
         status_code=200)
 

@@ -123,6 +123,22 @@ def test_a_page_that_says_more_and_gives_no_way_on_fails_clearly(
     assert len(emulator.requests) == (2 if fault == "has_more_stuck" else 1)
 
 
+def test_a_listing_that_never_ends_is_bounded(emulator: Emulator, api: Api,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import kimi_files.client as client_module
+
+    monkeypatch.setattr(client_module, "MAX_LIST_PAGES", 3)
+    emulator.state.page_size = 1
+    for i in range(5):
+        emulator.seed(f"f{i}.txt", 1, created_at=NOW + i)
+    with pytest.raises(kf.MalformedResponseError,
+                       match=r"GET http://127\.0\.0\.1:\d+/v1/files: the listing still says it has "
+                             r"more files after 3 pages \(3 files\); the account's files "
+                             r"cannot be listed whole"):
+        api.list()
+    assert len(emulator.requests) == 3
+
+
 # --- 4. a content answer that is not the document ---------------------------------------------
 
 
