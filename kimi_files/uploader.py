@@ -230,7 +230,7 @@ class MultipartBody:
 
 #: Pieces an async upload reads ahead of the sending, at most: the one httpx is sending
 #: included (memory: this many MiB).
-READ_AHEAD = 3
+READ_AHEAD = 2
 
 
 class ReadAhead:
@@ -658,7 +658,7 @@ class PieceDigest:
 
 
 #: Pieces waiting for :class:`PieceDigest`'s thread at most (memory: this many MiB).
-QUEUED_PIECES = 4
+QUEUED_PIECES = 1
 
 
 class _Recheck:
