@@ -46,6 +46,7 @@ from .errors import (
     KimiError,
     MalformedResponseError,
     NotFoundError,
+    ServerUnreachableError,
     error_from_response,
 )
 from .models import FileContent, FileDeleted, FileList, FileObject
@@ -126,6 +127,9 @@ class _ClientBase:
         self.clock = ServerClock()
         #: This client's uploads that could own a stored copy, and the ids they claimed.
         self.attempts = AttemptRegistry()
+        #: Whether the server has answered this client at least once (any status): until it
+        #: has, a connection that finds no server fails at once (ServerUnreachableError).
+        self.answered = False
         self._user_agent = f"kimi-files/{__version__} httpx/{httpx.__version__}"
 
     def _http_options(self, timeout: httpx.Timeout | float | None) -> dict[str, Any]:
@@ -203,6 +207,11 @@ class _ClientBase:
                 request_sent=True,
             ) from None
         except httpx.ConnectError as exc:
+            reason = _retry.connect_failure(exc, self.answered)
+            if reason is not None:
+                raise ServerUnreachableError(
+                    _retry.unreachable_message(method, url, self.base_url, reason, str(exc)),
+                    reason=reason) from None
             raise APIConnectionError(f"{where}: could not connect ({exc})") from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             raise ConnectionLostError(
@@ -222,6 +231,7 @@ class _ClientBase:
         """The answer, or the kimi-files error it means (raised inside the pacer's slot, so
         the pacer learns from it)."""
         log.debug("%s %s -> %s", method, url, response.status_code)
+        self.answered = True
         self.clock.observe_date(response.headers.get("date"))
         if response.is_success:
             return response

@@ -6,6 +6,8 @@
 * :func:`attempts_left` - may another attempt start after that wait?
 * :func:`is_slow_down` - does this error ask for fewer requests (for the pacer)?
 * :func:`wait_notice` - the WARNING line a wait deserves, if any.
+* :func:`connect_failure` and :func:`unreachable_message` - a first contact that found no
+  server (refused, unknown host, TLS mismatch) fails at once, naming the URL and the fix.
 
 :func:`sleep` is the one place that waits; given the error it waits for, it logs the line of
 :func:`wait_notice` at WARNING (a long wait, or the first connection that could not be made).
@@ -39,11 +41,13 @@ from .errors import (
 __all__ = [
     "asleep",
     "attempts_left",
+    "connect_failure",
     "is_slow_down",
     "may_have_stored",
     "remaining",
     "retry_wait",
     "should_retry",
+    "unreachable_message",
     "sleep",
     "wait_notice",
     "waiting_disabled",
@@ -176,6 +180,55 @@ def wait_notice(
         return (f"{prefix}waiting {wait:.0f}s before retrying ({_reason(error)}); "
                 f"giving up after {left:.0f}s more")
     return None
+
+
+# --- a first contact that finds no server ---------------------------------------------------------
+
+
+def connect_failure(error: BaseException, answered: bool) -> str | None:
+    """Why a connection could not be made, when that should end the run at once: "refused",
+    "unknown host" or "tls" (the handshake failed), found in ``error``'s chain of causes; None
+    once the server has ``answered`` this client (the failure is then likely passing and
+    is retried), or for any other failure (a time-out may be a slow network). Pure."""
+    import socket
+    import ssl
+
+    if answered:
+        return None
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "refused"
+        if isinstance(cause, socket.gaierror):
+            return "unknown host"
+        if isinstance(cause, ssl.SSLError):
+            return "tls"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def unreachable_message(method: str, url: str, base_url: str, reason: str, detail: str) -> str:
+    """The error for a first contact that found no server at ``base_url``: what failed, and
+    the likely fix. Pure."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    host = parts.hostname or base_url
+    if reason == "refused":
+        why = (f"nothing accepts connections at {parts.netloc}: is the base URL right (host "
+               "and port), and is the server (or the emulator) running?")
+    elif reason == "unknown host":
+        why = (f"the host name {host!r} is unknown: check the spelling of the base URL "
+               "(or this machine's network and DNS)")
+    else:
+        plain = "http://" + base_url[len("https://"):] if base_url.startswith("https://") else ""
+        why = ("the TLS handshake failed: "
+               + (f"if the server speaks plain http (the emulator does), use {plain}"
+                  if plain else "the server's certificate or protocol does not match"))
+    return (f"{method} {url}: could not connect ({detail}); {why}. Set it with --base-url or "
+            f"MOONSHOT_BASE_URL (now {base_url}). Not retried: the server has not answered once.")
 
 
 # --- the one place that waits ---------------------------------------------------------------------
