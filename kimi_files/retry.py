@@ -47,8 +47,8 @@ __all__ = [
     "remaining",
     "retry_wait",
     "should_retry",
-    "unreachable_message",
     "sleep",
+    "unreachable_message",
     "wait_notice",
     "waiting_disabled",
 ]

@@ -3,7 +3,6 @@ on a wrong base URL (items 1, 2, 3, 4 and 6)."""
 
 from __future__ import annotations
 
-import logging
 import socket
 import time
 
@@ -12,8 +11,6 @@ import pytest
 import kimi_files as kf
 from kimi_files.emulator import Emulator
 from kimi_files.retry import connect_failure, should_retry, unreachable_message
-
-from .conftest import API_KEY
 
 
 def _closed_port() -> int:
