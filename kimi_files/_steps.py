@@ -147,6 +147,11 @@ class ClientLike(Protocol):
 
 def run_sync(steps: Steps[T], client: Any, stop: threading.Event | None = None) -> T:
     """Drive ``steps`` with blocking calls on ``client`` (a :class:`~kimi_files.KimiFiles`)."""
+    with _retry.stops_with(stop):  # a wait with no stop of its own (the pacer's) ends on it
+        return _drive_sync(steps, client, stop)
+
+
+def _drive_sync(steps: Steps[T], client: Any, stop: threading.Event | None) -> T:
     result: Any = None
     error: BaseException | None = None
     try:
@@ -230,6 +235,11 @@ async def run_async(steps: Steps[T], client: Any, stop: threading.Event | None =
 
     Cancellation is asyncio's: the task that awaits this is cancelled where it awaits, the
     steps are closed (their ``with`` blocks unwind) and CancelledError propagates."""
+    with _retry.stops_with(stop):
+        return await _drive_async(steps, client, stop)
+
+
+async def _drive_async(steps: Steps[T], client: Any, stop: threading.Event | None) -> T:
     result: Any = None
     error: BaseException | None = None
     try:

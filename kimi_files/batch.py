@@ -38,7 +38,7 @@ from .models import FileList, FileObject
 from .options import UploadKwargs, UploadOptions
 from .pacing import Pacer, check_limits
 from .planner import BatchPlan, plan_batch
-from .progress import ProgressBar, short_label
+from .progress import Heartbeat, ProgressBar, short_label, status_line
 from .report import STATUSES, BatchReport, FileResult, Status
 from .scan import Item, check_files, check_unverified, collect, hash_where_needed, matches_filters
 from .state import OpenAttempt, Record, StateStore, sha256_of
@@ -241,6 +241,7 @@ class _Run:
         self.ghosts: dict[int, Attempt] = {}  # interrupted uploads on record (see planner)
         self.unnoted: list[tuple[str, str]] = []  # suspects reported, not yet in the store
         self.cache: ReuseCache | None = None
+        self.heartbeat: Heartbeat | None = None  # while uploads run: a result is news
         self._lock = threading.Lock()
         self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
 
@@ -249,6 +250,8 @@ class _Run:
             if item is not None:
                 self.results[id(item)] = result
             self.report.results.append(result)
+            if self.heartbeat is not None:
+                self.heartbeat.touch()
             if self.settings.on_result is not None:
                 try:
                     self.settings.on_result(result)
@@ -481,12 +484,19 @@ def _upload(run: _Run, plan: BatchPlan) -> Steps[None]:
         return
     claims = Claims(plan.claimed)
     overall = ProgressBar(total=sum(i.local.size for i in plan.uploads),
-                          desc=f"{len(plan.uploads)} file(s)", enabled=run.options.progress,
-                          position=0)
+                          files=len(plan.uploads), enabled=run.options.progress, position=0)
+    started = time.monotonic()
+
+    def status() -> str:
+        return status_line(overall.files_done, len(plan.uploads), overall.n, overall.total or 0,
+                           time.monotonic() - started, run.client.pacer.describe())
+
     try:
-        yield Parallel([_group_steps(run, group, claims, overall) for group in groups],
-                       run.settings.concurrency)
+        with Heartbeat(status) as run.heartbeat:
+            yield Parallel([_group_steps(run, group, claims, overall) for group in groups],
+                           run.settings.concurrency)
     finally:
+        run.heartbeat = None
         overall.close()
     _not_started(run, plan)
 
@@ -583,4 +593,5 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         failed(KimiError(f"{item.shown}: unexpected error {type(exc).__name__}: {exc}"))
     finally:
         bar.close()
+        overall.file_done()
         run.release(position)

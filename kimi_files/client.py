@@ -328,7 +328,7 @@ class KimiFiles(_ClientBase):
             APIConnectionError: no complete answer (time-out, refused, dropped).
         """
         url = self._url(path)
-        with self.pacer.slot():
+        with self.pacer.slot(f"{method} {path}"):
             with self._translate(method, url):
                 response = self._http.request(method, url, headers=self._headers(
                     kwargs.pop("headers", None)), **kwargs)
@@ -560,7 +560,7 @@ class AsyncKimiFiles(_ClientBase):
         content = kwargs.get("content")
         if isinstance(content, Iterable) and isinstance(content, AsyncIterable):
             kwargs["content"] = content.__aiter__()  # read the async way (off the event loop)
-        async with self.pacer.aslot():
+        async with self.pacer.aslot(f"{method} {path}"):
             with self._translate(method, url):
                 response = await self._http.request(method, url, headers=self._headers(
                     kwargs.pop("headers", None)), **kwargs)

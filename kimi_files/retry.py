@@ -20,6 +20,7 @@ without sleeping.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import math
 import random
@@ -42,12 +43,14 @@ __all__ = [
     "asleep",
     "attempts_left",
     "connect_failure",
+    "current_stop",
     "is_slow_down",
     "may_have_stored",
     "remaining",
     "retry_wait",
     "should_retry",
     "sleep",
+    "stops_with",
     "unreachable_message",
     "wait_notice",
     "waiting_disabled",
@@ -235,6 +238,30 @@ def unreachable_message(method: str, url: str, base_url: str, reason: str, detai
 
 _global: dict[str, list[float] | None] = {"waits": None}
 
+#: The stop event of the run being driven here (set by the drivers of kimi_files._steps): a
+#: wait given no stop of its own (the pacer's) ends when it is set, so Ctrl-C ends every wait.
+_run_stop: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "kimi_files_run_stop", default=None)
+
+
+@contextlib.contextmanager
+def stops_with(stop: threading.Event | None) -> Iterator[None]:
+    """For the length of the block (in this thread or task), waits without a stop of their
+    own end when ``stop`` is set (None: keep the one in force)."""
+    if stop is None:
+        yield
+        return
+    token = _run_stop.set(stop)
+    try:
+        yield
+    finally:
+        _run_stop.reset(token)
+
+
+def current_stop() -> threading.Event | None:
+    """The stop event in force (see :func:`stops_with`), if any."""
+    return _run_stop.get()
+
 
 def sleep(
     seconds: float,
@@ -253,7 +280,10 @@ def sleep(
 
     Given the ``error`` a retry waits for (and its ``attempt`` number and the ``left``
     seconds of the budget), the line of :func:`wait_notice` is logged at WARNING first.
+    With no ``stop``, the run's (:func:`stops_with`) ends the wait: every wait is an event's,
+    so a stop ends it at once.
     """
+    stop = stop or _run_stop.get()
     done = None if real else _begin_wait(seconds, stop, error, attempt, left, what)
     if done is not None:
         return done
@@ -277,6 +307,7 @@ async def asleep(
     blocking the event loop (a cancellation ends it, as usual)."""
     import asyncio
 
+    stop = stop or _run_stop.get()
     done = None if real else _begin_wait(seconds, stop, error, attempt, left, what)
     if done is not None:
         return done

@@ -3,14 +3,18 @@ on a wrong base URL (items 1, 2, 3, 4 and 6)."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
 import kimi_files as kf
 from kimi_files.emulator import Emulator
 from kimi_files.retry import connect_failure, should_retry, unreachable_message
+
+from .conftest import API_KEY, write
 
 
 def _closed_port() -> int:
@@ -78,3 +82,170 @@ def test_the_first_answer_is_remembered(client: kf.KimiFiles) -> None:
     assert not client.answered
     client.list()
     assert client.answered
+
+
+# --- item 1: every slow-down is announced; every wait can be stopped ----------------------------
+
+
+def _max_request(limit: int = 1) -> kf.APIStatusError:
+    body = ('{"error": {"type": "rate_limit_reached_error", "message": "request reached max '
+            f'request: {limit}, please try again after 1 seconds"}}}}').encode()
+    return kf.error_from_response(429, body, {})
+
+
+def test_a_learned_ceiling_is_said_with_the_answer_and_what_it_now_allows() -> None:
+    from kimi_files.pacing import ceiling_notice, pacing_notice, window_notice
+
+    err = _max_request(1)
+    line = ceiling_notice(err, (4, None), (4, 1))
+    assert line is not None
+    assert "HTTP 429 rate_limit_reached_error" in line and "max request: 1" in line
+    assert "from now on at most 1 request a minute (no ceiling before)" in line
+    assert ceiling_notice(err, (4, 1), (4, 1)) is None  # nothing new: nothing said
+    conc = ceiling_notice(err, (8, 30), (2, 30))
+    assert conc is not None and "at most 2 requests at once (was 8)" in conc
+    assert pacing_notice(4.9, 1, 60, "POST files") is None
+    assert pacing_notice(48, 1, 60, "POST files") == (
+        "POST files: waiting 48s for its turn (pacing: at most 1 request a minute)")
+    assert window_notice(err, 1, None) is not None and window_notice(err, 1, 1) is None
+
+
+def test_the_pacer_says_each_ceiling_and_each_long_wait_as_it_decides_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from kimi_files.pacing import Pacer
+
+    now = [1000.0]
+    waited: list[float] = []
+    pacer = Pacer(4, None, clock=lambda: now[0], wait=waited.append)
+    with caplog.at_level(logging.WARNING, logger="kimi_files"):
+        with pytest.raises(kf.RPMLimitError), pacer.slot("POST files"):
+            raise _max_request(1)
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and "from now on at most 1 request a minute" in said[0]
+        with pacer.slot("GET files"):  # the refused one counted: this one waits a minute
+            pass
+        with pacer.slot("POST files"):  # and this one two
+            pass
+    said = [r.getMessage() for r in caplog.records]
+    assert len(waited) == 2 and 60 < waited[0] < waited[1]
+    assert said[1:] == [
+        f"{what}: waiting {w:.0f}s for its turn (pacing: at most 1 request a minute)"
+        for what, w in zip(("GET files", "POST files"), waited, strict=True)]
+
+
+def test_a_stop_ends_a_long_pacing_wait_at_once() -> None:
+    import threading
+
+    from kimi_files.pacing import Pacer
+    from kimi_files.retry import stops_with
+
+    pacer = Pacer(4, 1)  # real waits: the second request waits a minute
+    with pacer.slot():
+        pass
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    with stops_with(stop), pytest.raises(kf.UploadCancelledError, match="pacing"):
+        with pacer.slot("POST files"):
+            pytest.fail("sent after a stop")
+    assert time.monotonic() - started < 5  # not the minute
+
+
+def test_a_stop_ends_a_long_pacing_wait_of_an_async_task() -> None:
+    import asyncio
+    import threading
+
+    from kimi_files.pacing import Pacer
+    from kimi_files.retry import stops_with
+
+    pacer = Pacer(4, 1)
+
+    async def main() -> None:
+        async with pacer.aslot():
+            pass
+        stop = threading.Event()
+        asyncio.get_running_loop().call_later(0.2, stop.set)
+        with stops_with(stop), pytest.raises(kf.UploadCancelledError):
+            async with pacer.aslot():
+                pytest.fail("sent after a stop")
+
+    started = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - started < 5
+
+
+def test_a_batch_stopped_while_paced_ends_at_once(emulator: Emulator, tmp_path: Path) -> None:
+    """Ctrl-C (the stop event) during a pacing wait of a batch: it returns at once."""
+    import threading
+
+    for i in range(3):
+        write(tmp_path / "in" / f"f{i}.txt", f"file {i}")
+    stop = threading.Event()
+    with kf.KimiFiles(api_key=API_KEY, base_url=emulator.base_url) as c:
+        c.pacer.restrict(rpm=1)  # the second request waits a minute
+        threading.Timer(1.0, stop.set).start()
+        started = time.monotonic()
+        report = c.ingest(tmp_path / "in", state=False, stop=stop, concurrency=2)
+    assert time.monotonic() - started < 20  # minutes if the waits ignored the stop
+    assert report.interrupted
+
+
+def test_a_learned_ceiling_is_said_in_a_real_run(emulator: Emulator, client: kf.KimiFiles,
+                                                 tmp_path: Path, no_wait: list[float],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    emulator.fail_next("max_request", times=1)
+    f = write(tmp_path / "a.txt", "hello")
+    with caplog.at_level(logging.WARNING, logger="kimi_files"):
+        client.upload(f)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("max request: 1" in m and "at most 1 request a minute" in m for m in said), said
+
+
+def test_the_status_line_comes_when_nothing_else_was_shown_for_30s(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from kimi_files.progress import Heartbeat, status_due, status_line
+
+    assert not status_due(129.9, 100.0) and status_due(130.0, 100.0)
+    assert status_line(3, 12, 2048, 4096, 95.2, "pacing at most 1 request a minute, 1 at once") \
+        == ("still working: 3/12 files done, 2.0 KiB (2,048 bytes) of 4.0 KiB (4,096 bytes) "
+            "sent, 95s so far; pacing at most 1 request a minute, 1 at once")
+    now = [0.0]
+    with caplog.at_level(logging.WARNING, logger="kimi_files"), \
+            Heartbeat(lambda: "status!", clock=lambda: now[0], start=False) as beat:
+        now[0] = 29.0
+        assert not beat.tick()
+        now[0] = 30.0
+        assert beat.tick()  # 30 s of silence
+        now[0] = 45.0
+        logging.getLogger("kimi_files").warning("a wait was announced")  # news
+        now[0] = 70.0
+        assert not beat.tick()  # 25 s since the news
+        beat.touch()  # a result printed
+        now[0] = 99.0
+        assert not beat.tick()
+        now[0] = 100.0
+        assert beat.tick()
+    assert [r.getMessage() for r in caplog.records].count("status!") == 2
+
+
+def test_the_batch_bar_counts_files(tmp_path: Path) -> None:
+    import io
+
+    from kimi_files.progress import (
+        ProgressBar,
+        disable_progress_bars,
+        enable_progress_bars,
+        files_label,
+    )
+
+    assert files_label(3, 12) == "3/12 files"
+    out = io.StringIO()
+    enable_progress_bars()  # the suite turns them off
+    try:
+        bar = ProgressBar(total=100, files=3, enabled=True, file=out)
+        bar.advance(100)  # every byte sent, files still waiting
+        bar.file_done()
+        bar.close()
+    finally:
+        disable_progress_bars()
+    assert "1/3 files" in out.getvalue() and bar.files_done == 1
