@@ -455,6 +455,9 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
         yield from _emit_twins(run, plan)
         return
     run.report.plan = plan.room
+    for item in plan.deferred:  # decided now: said now
+        run.emit(FileResult(item.shown, "deferred", bytes=item.local.size,
+                            error=plan.deferral, note="no room for it now"), item)
     if run.settings.dry_run:
         for item in plan.uploads:
             run.emit(FileResult(item.shown, "planned", bytes=item.local.size,

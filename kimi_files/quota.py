@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Literal, NoReturn
 
 from .config import Limits
-from .errors import ConfigurationError, NotEnoughFileSlotsError, NotEnoughStorageError
+from .errors import ConfigurationError, NoRoomError, NotEnoughFileSlotsError, NotEnoughStorageError
 from .models import FileObject
 
-__all__ = ["FreeQuota", "RoomPlan", "Usage", "check_free_quota", "deficit", "fmt_bytes", "plan_room",
+__all__ = ["FreeQuota", "RoomPlan", "Usage", "check_free_quota", "deficit", "fit_in_order",
+           "fmt_bytes", "no_room_error", "plan_room",
            "select_candidates", "select_for_deletion",
            "select_for_pruning"]
 
@@ -186,6 +187,14 @@ def _no_room(
     what: str,
     hint: str,
 ) -> NoReturn:
+    raise no_room_error(usage, need_files, need_bytes, what, f"To make room: {hint}.")
+
+
+def no_room_error(usage: Usage, need_files: int, need_bytes: int, what: str,
+                  advice: str) -> NoRoomError:
+    """The error for ``need_files`` files of ``need_bytes`` that do not fit ``usage``: how
+    much must go, then ``advice`` (whole sentences). Pure."""
+    short_files, short_bytes = deficit(usage, need_files, need_bytes)
     parts = []
     if short_files:
         parts.append(f"{short_files:,} file(s) must go (the account holds {usage.files:,} of "
@@ -194,9 +203,21 @@ def _no_room(
         parts.append(f"{fmt_bytes(short_bytes)} must go (the account holds "
                      f"{fmt_bytes(usage.bytes)} of {fmt_bytes(usage.max_bytes)})")
     message = (f"No room for {what} ({need_files:,} file(s), {fmt_bytes(need_bytes)}): "
-               + "; ".join(parts) + f". To make room: {hint}.")
+               + "; ".join(parts) + f". {advice}")
     cls = NotEnoughFileSlotsError if short_files else NotEnoughStorageError
-    raise cls(message, files_to_free=short_files, bytes_to_free=short_bytes)
+    return cls(message, files_to_free=short_files, bytes_to_free=short_bytes)
+
+
+def fit_in_order(sizes: Sequence[int], free_files: int, free_bytes: int) -> list[int]:
+    """The indexes of the files to send when not all fit: in input order, each file that
+    still fits the free slots and bytes left by those taken before it (first fit). Pure."""
+    taken: list[int] = []
+    for i, size in enumerate(sizes):
+        if free_files >= 1 and size <= free_bytes:
+            taken.append(i)
+            free_files -= 1
+            free_bytes -= size
+    return taken
 
 
 def select_for_deletion(files: Sequence[FileObject], *, ids: Sequence[str], match: str | None,

@@ -13,9 +13,11 @@ __all__ = ["STATUSES", "BatchReport", "FileResult", "Status"]
 
 #: What became of a file: uploaded (or adopted), skipped (this very file is there already),
 #: reused (the account holds its content from another upload), rejected (refused before
-#: sending), failed (sending did not succeed), planned (a dry run).
-Status = Literal["uploaded", "skipped", "reused", "rejected", "failed", "planned"]
-STATUSES: tuple[Status, ...] = ("uploaded", "skipped", "reused", "rejected", "failed", "planned")
+#: sending), failed (sending did not succeed), deferred (not sent: no room for it now; the
+#: error says why and what would finish it), planned (a dry run).
+Status = Literal["uploaded", "skipped", "reused", "rejected", "failed", "deferred", "planned"]
+STATUSES: tuple[Status, ...] = ("uploaded", "skipped", "reused", "rejected", "failed",
+                                "deferred", "planned")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,7 @@ class BatchReport:
         groups: dict[int, list[FileResult]] = {}
         cancelled = 0
         for r in self.results:
-            if r.status not in ("rejected", "failed") or r.error is None:
+            if r.status not in ("rejected", "failed", "deferred") or r.error is None:
                 continue
             if isinstance(r.error, UploadCancelledError):
                 cancelled += 1

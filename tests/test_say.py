@@ -7,8 +7,11 @@ import logging
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import kimi_files as kf
 from kimi_files.emulator import Emulator
@@ -249,3 +252,95 @@ def test_the_batch_bar_counts_files(tmp_path: Path) -> None:
     finally:
         disable_progress_bars()
     assert "1/3 files" in out.getvalue() and bar.files_done == 1
+
+
+# --- item 4: do the part that fits ----------------------------------------------------------
+
+
+def _items(sizes: list[int]) -> list[Any]:
+    from kimi_files.preflight import LocalFile
+    from kimi_files.scan import Item
+
+    return [Item(LocalFile(Path(f"/in/f{k}.txt"), f"f{k}.txt", size, 1, "text/plain"),
+                 f"f{k}.txt") for k, size in enumerate(sizes)]
+
+
+def _stored(n: int, size: int = 1, start: int = 1000) -> list[kf.FileObject]:
+    return [kf.FileObject(id=f"old{k}", bytes=size, created_at=start + k, filename=f"o{k}",
+                          purpose="file-extract", status="ok") for k in range(n)]
+
+
+@given(sizes=st.lists(st.integers(1, 50), max_size=12), held=st.integers(0, 10),
+       max_files=st.integers(1, 12), max_bytes=st.integers(10, 300))
+def test_the_plan_sends_a_first_fit_in_input_order_and_deletes_nothing(
+        sizes: list[int], held: int, max_files: int, max_bytes: int) -> None:
+    from kimi_files.config import Limits
+    from kimi_files.planner import plan_batch
+
+    limits = Limits(max_files=max_files, max_total_bytes=max_bytes)
+    listing = _stored(min(held, max_files), 1)
+    items = _items(sizes)
+    plan = plan_batch(items, listing, [], limits, "never", purpose="file-extract")
+    assert plan.refusal is None and plan.room is not None and plan.room.deletions == ()
+    sent = plan.uploads
+    assert sorted(sent + list(plan.deferred), key=items.index) == items  # each once
+    order = [items.index(i) for i in sent]
+    assert sorted(order) == order or len(plan.groups) > 1  # groups keep their first's order
+    free_files = max_files - len(listing)
+    free_bytes = max_bytes - sum(f.bytes for f in listing)
+    assert len(sent) <= free_files and sum(i.local.size for i in sent) <= free_bytes
+    # every deferred file, at its place, did not fit what the files before it left
+    for d in plan.deferred:
+        before = [i for i in sent if items.index(i) < items.index(d)]
+        assert (len(before) + 1 > free_files
+                or sum(i.local.size for i in before) + d.local.size > free_bytes)
+    assert (plan.deferral is None) == (not plan.deferred)
+
+
+def test_the_deferral_says_what_would_finish_and_never_frees_the_batchs_own() -> None:
+    from kimi_files.config import Limits
+    from kimi_files.planner import plan_batch
+    from kimi_files.state import Record
+
+    limits = Limits(max_files=5, max_total_bytes=10**6)
+    items = _items([10] * 4)
+    others = _stored(3)  # someone else's old files: freeing them would finish the batch
+    plan = plan_batch(items, others, [], limits, "never", purpose="file-extract")
+    assert [i.shown for i in plan.uploads] == ["f0.txt", "f1.txt"]
+    assert [i.shown for i in plan.deferred] == ["f2.txt", "f3.txt"]
+    text = str(plan.deferral)
+    assert "Sending the 2 that fit, in input order; 2 deferred" in text
+    assert "--free-quota oldest" in text and "deletes the 2 oldest" in text
+    assert "kimi-files extract" in text and "kimi-files delete" in text
+    # the oldest files are this batch's own (earlier versions of its files): never suggested
+    own = _stored(3)
+    records = [Record(path=f"/in/f{k}.txt", size=1, mtime_ns=0, sha256="x" * 64,
+                      filename=f"f{k}.txt", file_id=f"old{k}", purpose="file-extract",
+                      status="uploaded") for k in range(3)]
+    plan = plan_batch(items, own, records, limits, "never", purpose="file-extract")
+    assert len(plan.deferred) == 2 and "--free-quota" not in str(plan.deferral)
+    assert "kimi-files delete" in str(plan.deferral)
+    # with freeing asked and not enough to free, the whole batch is refused as before
+    plan = plan_batch(items, own, records, Limits(max_files=3, max_total_bytes=10**6),
+                      ["nope"], purpose="file-extract")
+    assert plan.refusal is not None and not plan.deferred
+
+
+def test_a_batch_that_does_not_fit_sends_what_fits_and_defers_the_rest(
+        limited: Any, tmp_path: Path, emulator: Emulator) -> None:
+    client = limited(max_files=3)
+    emulator.seed("someone-elses.txt", 5)
+    paths = [write(tmp_path / "in" / f"f{k}.txt", f"file number {k}") for k in range(4)]
+    report = client.ingest(paths, state=False)
+    by_status = {r.path: r.status for r in report.results}
+    assert [by_status[str(p)] for p in paths] == ["uploaded", "uploaded", "deferred", "deferred"]
+    assert sorted(emulator.filenames()) == ["f0.txt", "f1.txt", "someone-elses.txt"]
+    assert not report.ok and report.deleted == []
+    deferred = [r for r in report.results if r.status == "deferred"]
+    assert deferred[0].error is deferred[1].error  # one reason, said once
+    assert deferred[0].to_json()["status"] == "deferred"
+    assert deferred[0].to_json()["error"]["type"] == "NotEnoughFileSlotsError"
+    summary = report.summary_lines()
+    assert summary[0].startswith("2 uploaded, 2 deferred")
+    assert sum("deferred (2 files): No room for all of this batch" in line
+               for line in summary) == 1
