@@ -33,12 +33,21 @@ from typing import TYPE_CHECKING, Any
 from ._steps import Blocking, ClientLike, ListFiles, Parallel, Steps
 from .adoption import Attempt, resolve
 from .cache import ReuseCache
-from .errors import ConfigurationError, KimiError, LocalFileError, StateError, UploadCancelledError
+from .errors import (
+    ConfigurationError,
+    KimiError,
+    LocalFileError,
+    NoRoomError,
+    ServerTooManyFilesError,
+    StateError,
+    UploadCancelledError,
+)
 from .models import FileList, FileObject
 from .options import UploadKwargs, UploadOptions
 from .pacing import Pacer, check_limits
 from .planner import BatchPlan, plan_batch
 from .progress import Heartbeat, ProgressBar, short_label, status_line
+from .quota import account_full_error
 from .report import STATUSES, BatchReport, FileResult, Status
 from .scan import Item, check_files, check_unverified, collect, hash_where_needed, matches_filters
 from .state import OpenAttempt, Record, StateStore, sha256_of
@@ -242,6 +251,9 @@ class _Run:
         self.unnoted: list[tuple[str, str]] = []  # suspects reported, not yet in the store
         self.cache: ReuseCache | None = None
         self.heartbeat: Heartbeat | None = None  # while uploads run: a result is news
+        #: set when the server said the account is full: the reason every file not sent
+        #: from then on is deferred (one error, said once)
+        self.full: NoRoomError | None = None
         self._lock = threading.Lock()
         self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
 
@@ -257,6 +269,16 @@ class _Run:
                     self.settings.on_result(result)
                 except Exception as exc:  # the caller's callback must not lose the result
                     log.error("on_result failed for %s: %r", result.path, exc)
+
+    def account_full(self, error: ServerTooManyFilesError, path: str) -> tuple[NoRoomError, bool]:
+        """The shared reason once the server said the account is full, and whether this is
+        the first such answer (whose caller lists the account once and completes it)."""
+        with self._lock:
+            if self.full is not None:
+                return self.full, False
+            self.full = account_full_error(path, error.message, error.max_file_count, None,
+                                           self.client.limits.max_files)
+            return self.full, True
 
     def suspect(self, files: Iterable[FileObject], path: str) -> None:
         """Report files that may be extra copies of ``path``; they are never adopted."""
@@ -519,6 +541,11 @@ def _group_steps(run: _Run, group: Sequence[Item], claims: Claims,
     for item in group:
         if run.stop.is_set():
             return
+        if run.full is not None:  # the account is full: nothing more is sent
+            run.emit(FileResult(item.shown, "deferred", bytes=item.local.size, error=run.full,
+                                note="the account is full"), item)
+            overall.file_done()
+            continue
         yield from _item_steps(run, item, claims, overall)
 
 
@@ -587,6 +614,20 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         run.fatal = exc
         run.stop.set()
         failed(exc)
+    except ServerTooManyFilesError as exc:
+        # the account is full: stop sending, list once to say how full, report once
+        full, first = run.account_full(exc, item.shown)
+        if first:
+            try:
+                listing: FileList = yield ListFiles()
+                run.report.list_calls += 1
+                full.message = account_full_error(
+                    item.shown, exc.message, exc.max_file_count, len(listing.data),
+                    run.client.limits.max_files).message
+            except KimiError as again:
+                log.info("listing after the account was full failed: %s", again)
+        run.emit(FileResult(item.shown, "deferred", bytes=local.size, error=full,
+                            note="the account is full"), item)
     except KimiError as exc:
         failed(exc)
     except OSError as exc:

@@ -21,7 +21,7 @@ from .config import Limits
 from .errors import ConfigurationError, NoRoomError, NotEnoughFileSlotsError, NotEnoughStorageError
 from .models import FileObject
 
-__all__ = ["FreeQuota", "RoomPlan", "Usage", "check_free_quota", "deficit", "fit_in_order",
+__all__ = ["FreeQuota", "RoomPlan", "Usage", "check_free_quota", "deficit", "account_full_error", "fit_in_order",
            "fmt_bytes", "no_room_error", "plan_room",
            "select_candidates", "select_for_deletion",
            "select_for_pruning"]
@@ -206,6 +206,27 @@ def no_room_error(usage: Usage, need_files: int, need_bytes: int, what: str,
                + "; ".join(parts) + f". {advice}")
     cls = NotEnoughFileSlotsError if short_files else NotEnoughStorageError
     return cls(message, files_to_free=short_files, bytes_to_free=short_bytes)
+
+
+def account_full_error(refused: str, answer: str, server_limit: int | None,
+                       held: int | None, planned_limit: int) -> NotEnoughFileSlotsError:
+    """The one error for every file a batch did not send once the server said the account
+    holds its maximum number of files: ``refused`` is the file it refused, ``answer`` the
+    server's words, ``held`` the files listed just after (None: not known), ``planned_limit``
+    the limit the plan assumed. Pure."""
+    holds = f"; it holds {held:,} file(s) now" if held is not None else ""
+    real = server_limit or held
+    limit = ""
+    if real is not None and real < planned_limit:
+        limit = (f" The account's real limit looks like {real:,} files, not the "
+                 f"{planned_limit:,} planned for: pass --max-files {real} (or set "
+                 f"KIMI_FILES_MAX_FILES={real}; Limits(max_files={real}) in code) so the "
+                 "plan knows it.")
+    return NotEnoughFileSlotsError(
+        f"The account is full: the server refused {refused} ({answer!r}){holds}. Nothing "
+        "more was sent; the files not sent are deferred. To finish them: delete files you "
+        "no longer need (kimi-files list, then kimi-files delete ID... or kimi-files prune) "
+        f"and run again.{limit}", files_to_free=1)
 
 
 def fit_in_order(sizes: Sequence[int], free_files: int, free_bytes: int) -> list[int]:

@@ -344,3 +344,38 @@ def test_a_batch_that_does_not_fit_sends_what_fits_and_defers_the_rest(
     assert summary[0].startswith("2 uploaded, 2 deferred")
     assert sum("deferred (2 files): No room for all of this batch" in line
                for line in summary) == 1
+
+
+# --- item 3: account full is batch-wide -------------------------------------------------------
+
+
+def test_account_full_stops_sending_lists_once_and_reports_once(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    emulator.state.max_files = 3  # the account's real limit; the client plans for 1,000
+    paths = [write(tmp_path / "in" / f"f{k:02}.txt", f"file number {k}") for k in range(10)]
+    report = client.ingest(paths, state=False, concurrency=1)
+    statuses = [r.status for r in sorted(report.results, key=lambda r: r.path)]
+    assert statuses == ["uploaded"] * 3 + ["deferred"] * 7
+    posts = [r for r in emulator.requests if r.method == "POST"]
+    assert len(posts) == 4  # three stored, one refused: nothing after the refusal
+    assert [r.method for r in emulator.requests].count("GET") == 2  # the plan, then once more
+    reasons = {id(r.error) for r in report.results if r.status == "deferred"}
+    assert len(reasons) == 1  # one reason for all
+    text = str(next(r.error for r in report.results if r.status == "deferred"))
+    assert text.startswith(f"The account is full: the server refused {paths[3]}")
+    assert "it holds 3 file(s) now" in text
+    assert "pass --max-files 3 (or set KIMI_FILES_MAX_FILES=3" in text
+    summary = report.summary_lines()
+    assert sum("The account is full" in line for line in summary) == 1
+    assert "deferred (7 files): The account is full" in "\n".join(summary)
+    assert not report.ok
+
+
+def test_the_account_full_reason_is_pure() -> None:
+    from kimi_files.quota import account_full_error
+
+    err = account_full_error("a.txt", "exceeded the max file count 100", 100, 100, 1000)
+    assert isinstance(err, kf.NotEnoughFileSlotsError)
+    assert "--max-files 100" in str(err) and "holds 100 file(s) now" in str(err)
+    same = account_full_error("a.txt", "exceeded", None, None, 1000)
+    assert "--max-files" not in str(same) and "holds" not in str(same)
