@@ -21,10 +21,22 @@ from .config import Limits
 from .errors import ConfigurationError, NoRoomError, NotEnoughFileSlotsError, NotEnoughStorageError
 from .models import FileObject
 
-__all__ = ["FreeQuota", "RoomPlan", "Usage", "check_free_quota", "deficit", "account_full_error", "fit_in_order",
-           "fmt_bytes", "no_room_error", "plan_room",
-           "select_candidates", "select_for_deletion",
-           "select_for_pruning"]
+__all__ = [
+    "FreeQuota",
+    "RoomPlan",
+    "Usage",
+    "account_full_error",
+    "check_free_quota",
+    "deficit",
+    "fit_in_order",
+    "fmt_bytes",
+    "fmt_time",
+    "no_room_error",
+    "plan_room",
+    "select_candidates",
+    "select_for_deletion",
+    "select_for_pruning",
+]
 
 #: "never", "oldest", a predicate over the account's files, or file ids in deletion order
 #: (a list or tuple: a bare string is never taken for a list of ids).
@@ -137,6 +149,19 @@ def fmt_bytes(n: int) -> str:
             return f"{n:,} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({n:,} bytes)"
         value /= 1024
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fmt_time(ts: int | float) -> str:
+    """A server's Unix time as a readable UTC date (``2026-12-05 07:55:06Z``); a time that is
+    no date (0, nonsense) as the number. Pure."""
+    import datetime as dt
+
+    if not ts or ts < 0:
+        return f"{ts} (no date)"
+    try:
+        return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return str(ts)
 
 
 def plan_room(

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from .errors import KimiError, UploadCancelledError
 from .models import FileObject
-from .quota import RoomPlan
+from .quota import RoomPlan, fmt_bytes, fmt_time
 
 __all__ = ["STATUSES", "BatchReport", "FileResult", "Status"]
 
@@ -85,13 +85,13 @@ class BatchReport:
             + f"; {self.uploaded_bytes:,} bytes uploaded in {self.elapsed:.1f}s"
             + (" (interrupted)" if self.interrupted else "")
         ]
-        for victim in self.deleted:
-            lines.append(f"  deleted {victim.id} {victim.filename} ({victim.bytes:,} bytes) "
-                         "to make room")
+        if self.deleted:  # each was said as it was deleted: counted here, not repeated
+            lines.append(f"  deleted {len(self.deleted)} file(s) to make room "
+                         f"({fmt_bytes(sum(v.bytes for v in self.deleted))}), each named above")
         if self.dry_run and self.plan is not None:
             for victim in self.plan.deletions:
                 lines.append(f"  would delete {victim.id} {victim.filename} "
-                             f"({victim.bytes:,} bytes, created_at {victim.created_at})")
+                             f"({fmt_bytes(victim.bytes)}, made {fmt_time(victim.created_at)})")
         # a batch-wide refusal is one error shared by every file: said once
         groups: dict[int, list[FileResult]] = {}
         cancelled = 0
@@ -114,8 +114,8 @@ class BatchReport:
             lines.append(f"  {many} possible extra cop{'y' if many == 1 else 'ies'} on the "
                          "server, kept because they cannot be proven this run's own:")
             for f in self.suspects:
-                lines.append(f"    {f.id} {f.filename} ({f.bytes:,} bytes, created_at "
-                             f"{f.created_at})")
+                lines.append(f"    {f.id} {f.filename} ({f.bytes:,} bytes, made "
+                             f"{fmt_time(f.created_at)})")
             lines.append("    remove what is yours with: kimi-files delete "
                          + " ".join(f.id for f in self.suspects))
         return lines

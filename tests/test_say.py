@@ -379,3 +379,41 @@ def test_the_account_full_reason_is_pure() -> None:
     assert "--max-files 100" in str(err) and "holds 100 file(s) now" in str(err)
     same = account_full_error("a.txt", "exceeded", None, None, 1000)
     assert "--max-files" not in str(same) and "holds" not in str(same)
+
+
+# --- item 6: progress that counts files; deletions said once, with dates; purposes listed ------
+
+
+def test_quota_deletions_are_said_once_with_readable_dates(
+        limited: Any, emulator: Emulator, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from kimi_files.quota import fmt_time
+
+    assert fmt_time(1_764_921_306) == "2025-12-05 07:55:06Z"
+    assert fmt_time(0) == "0 (no date)"
+    client = limited(max_files=2)
+    emulator.seed("old.txt", 3, created_at=1_764_921_306)
+    emulator.seed("older.txt", 3, created_at=1_764_000_000)
+    paths = [write(tmp_path / "in" / f"f{k}.txt", f"file {k}") for k in range(1)]
+    with caplog.at_level(logging.WARNING, logger="kimi_files"):
+        report = client.ingest(paths, state=False, free_quota="oldest")
+    said = [r.getMessage() for r in caplog.records if "to make room" in r.getMessage()]
+    assert len(said) == 1 and "older.txt" in said[0]
+    assert "made 2025-11-24 16:00:00Z" in said[0] and "1764000000" not in said[0]
+    summary = report.summary_lines()
+    assert not any("older.txt" in line for line in summary)  # named once, above
+    assert "  deleted 1 file(s) to make room (3 bytes), each named above" in summary
+
+
+def test_list_shows_the_purpose(emulator: Emulator, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    from kimi_files.cli import main
+
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    emulator.seed("photo.png", 5, purpose="image")
+    emulator.seed("notes.txt", 5)
+    assert main(["list", "--base-url", emulator.base_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "SIZE", "CREATED", "PURPOSE", "STATUS", "FILENAME"]
+    assert any("image" in line and line.endswith("photo.png") for line in lines)
+    assert any("file-extract" in line and line.endswith("notes.txt") for line in lines)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
 import math
 import os
 import signal
@@ -242,8 +241,7 @@ def _exit_now(code: int) -> None:
 
 
 def _when(ts: int) -> str:
-    try:
-        return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):  # a server's nonsense time
-        return str(ts)
+    from ..quota import fmt_time
+
+    return fmt_time(ts)
 
