@@ -417,3 +417,58 @@ def test_list_shows_the_purpose(emulator: Emulator, monkeypatch: pytest.MonkeyPa
     assert lines[0].split() == ["ID", "SIZE", "CREATED", "PURPOSE", "STATUS", "FILENAME"]
     assert any("image" in line and line.endswith("photo.png") for line in lines)
     assert any("file-extract" in line and line.endswith("notes.txt") for line in lines)
+
+
+# --- the CLI: the account's limits, the deferred batch ------------------------------------------
+
+
+def test_byte_counts_take_units() -> None:
+    import argparse
+
+    from kimi_files.cli._common import _byte_count
+
+    assert _byte_count("1048576") == 1024**2
+    assert _byte_count("500MB") == 500 * 1000**2
+    assert _byte_count("10GiB") == 10 * 1024**3
+    assert _byte_count("1.5k") == 1536
+    for bad in ("", "ten", "5 parsecs", "0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _byte_count(bad)
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_max_files_tells_the_cli_the_accounts_limit(
+        how: str, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from kimi_files.cli import upload_main
+
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    emulator.seed("old.txt", 3)
+    for k in range(3):
+        write(tmp_path / "in" / f"f{k}.txt", f"file {k}")
+    argv = ["--no-state", "--base-url", emulator.base_url, str(tmp_path / "in")]
+    if how == "flag":
+        argv[:0] = ["--max-files", "2"]
+    else:
+        monkeypatch.setenv("KIMI_FILES_MAX_FILES", "2")
+    assert upload_main(argv) == 1  # deferred files: exit 1
+    out, err = capsys.readouterr()
+    assert sorted(line.split()[0] for line in out.splitlines()) == [
+        "deferred", "deferred", "uploaded"]
+    assert "deferred (2 files): No room for all of this batch" in err
+    assert "the account holds 1 of 2 files" in err
+    assert [r.method for r in emulator.requests].count("POST") == 1
+
+
+def test_max_bytes_and_a_bad_variable(emulator: Emulator, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from kimi_files.cli import main
+
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    monkeypatch.setenv("MOONSHOT_BASE_URL", emulator.base_url)
+    assert main(["quota", "--json", "--max-bytes", "1KiB"]) == 0
+    assert '"max_bytes": 1024' in capsys.readouterr().out
+    monkeypatch.setenv("KIMI_FILES_MAX_BYTES", "lots")
+    assert main(["quota"]) == 2
+    assert "$KIMI_FILES_MAX_BYTES: expected a size" in capsys.readouterr().err
