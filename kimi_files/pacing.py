@@ -144,6 +144,8 @@ class Pacer:
             used = self._active
         failure: BaseException | None = None
         try:
+            if stop is not None and stop.is_set():  # stopped: no turn taken, no wait said
+                raise _cancelled(what)
             delay = self._reserve_start(what)
             if delay > 0 and self._wait(delay) is False:
                 raise _cancelled(what)
@@ -170,6 +172,9 @@ class Pacer:
             await waiter  # a release (or a lesson) wakes every waiter to try again
         failure: BaseException | None = None
         try:
+            stop = current_stop()
+            if stop is not None and stop.is_set():
+                raise _cancelled(what)
             delay = self._reserve_start(what)
             if delay > 0:
                 if self._wait is sleep:

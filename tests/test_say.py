@@ -472,3 +472,23 @@ def test_max_bytes_and_a_bad_variable(emulator: Emulator, tmp_path: Path,
     monkeypatch.setenv("KIMI_FILES_MAX_BYTES", "lots")
     assert main(["quota"]) == 2
     assert "$KIMI_FILES_MAX_BYTES: expected a size" in capsys.readouterr().err
+
+
+def test_after_a_stop_no_turn_is_taken_and_no_wait_is_said(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    from kimi_files.pacing import Pacer
+    from kimi_files.retry import stops_with
+
+    now = [0.0]
+    waited: list[float] = []
+    pacer = Pacer(4, 1, clock=lambda: now[0], wait=waited.append)
+    with pacer.slot():
+        pass
+    stop = threading.Event()
+    stop.set()
+    with caplog.at_level(logging.WARNING, logger="kimi_files"), stops_with(stop), \
+            pytest.raises(kf.UploadCancelledError), pacer.slot("POST files"):
+        pytest.fail("sent after a stop")
+    assert waited == [] and caplog.records == []
