@@ -18,15 +18,7 @@ from kimi_files.emulator import Emulator
 from kimi_files.retry import connect_failure, should_retry, unreachable_message
 
 from .conftest import API_KEY, write
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
+from .test_platform import _closed_port
 
 # --- item 2: a wrong base URL fails fast ------------------------------------------------------
 
