@@ -192,10 +192,8 @@ class Pacer:
     def describe(self) -> str:
         """How requests are paced now, for a status line ("" when no rate is known)."""
         with self._cond:
-            rpm, allowed = self.rpm, self._allowed()
-        if not rpm:
-            return ""
-        return (f"pacing at most {_rate(rpm, self.period)}, {allowed} at once")
+            rpm = self.rpm
+        return f"pacing at most {_rate(rpm, self.period)}" if rpm else ""
 
     def _reserve_start(self, what: str = "") -> float:
         """Reserve the next start in the rate window; the seconds to wait for it (a long wait

@@ -201,9 +201,13 @@ def test_the_status_line_comes_when_nothing_else_was_shown_for_30s(
     from kimi_files.progress import Heartbeat, status_due, status_line
 
     assert not status_due(129.9, 100.0) and status_due(130.0, 100.0)
-    assert status_line(3, 12, 2048, 4096, 95.2, "pacing at most 1 request a minute, 1 at once") \
+    assert status_line(3, 12, 2048, 4096, 95.2, "pacing at most 1 request a minute") \
         == ("still working: 3/12 files done, 2.0 KiB (2,048 bytes) of 4.0 KiB (4,096 bytes) "
-            "sent, 95s so far; pacing at most 1 request a minute, 1 at once")
+            "sent, 95s so far; pacing at most 1 request a minute")
+    from kimi_files.pacing import Pacer
+
+    assert Pacer(4, 1).describe() == "pacing at most 1 request a minute"
+    assert Pacer(4, None).describe() == ""
     now = [0.0]
     with caplog.at_level(logging.WARNING, logger="kimi_files"), \
             Heartbeat(lambda: "status!", clock=lambda: now[0], start=False) as beat:
