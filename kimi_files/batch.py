@@ -356,7 +356,14 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
                 report.interrupted = True
         if not items:
             return report
-        listing: FileList = yield ListFiles()
+        try:
+            listing: FileList = yield ListFiles()
+        except UploadCancelledError:  # stopped while the listing waited its turn
+            for item in items:
+                run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
+                                    error=UploadCancelledError(f"{item.shown}: not started "
+                                                               "(interrupted)")), item)
+            return report
         report.list_calls += 1
         listed = {f.id for f in listing.data}
         # files taken as unchanged from their records, whose copy is gone: checked in full now

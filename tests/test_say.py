@@ -488,3 +488,20 @@ def test_after_a_stop_no_turn_is_taken_and_no_wait_is_said(
             pytest.raises(kf.UploadCancelledError), pacer.slot("POST files"):
         pytest.fail("sent after a stop")
     assert waited == [] and caplog.records == []
+
+
+def test_a_batch_stopped_while_its_listing_waits_reports_every_file(
+        emulator: Emulator, tmp_path: Path) -> None:
+    import threading
+
+    paths = [write(tmp_path / f"f{k}.txt", f"file {k}") for k in range(2)]
+    stop = threading.Event()
+    with kf.KimiFiles(api_key=API_KEY, base_url=emulator.base_url) as c:
+        c.pacer.restrict(rpm=1)
+        c.list()  # the listing of the batch waits a minute for its turn
+        threading.Timer(0.5, stop.set).start()
+        started = time.monotonic()
+        report = c.ingest(paths, state=False, stop=stop)
+    assert time.monotonic() - started < 20
+    assert report.interrupted and [r.status for r in report.results] == ["failed", "failed"]
+    assert all("not started (interrupted)" in str(r.error) for r in report.results)
