@@ -29,8 +29,13 @@ from ._steps import Request, Steps, Wait, run_async, run_sync
 from ._version import __version__
 from .adoption import AttemptRegistry, ServerClock
 from .config import (
+    CONNECT_TIMEOUT,
     DEFAULT_BASE_URL,
     DEFAULT_PURPOSE,
+    EMULATOR_HEADER,
+    POOL_TIMEOUT,
+    READ_TIMEOUT,
+    WRITE_TIMEOUT,
     Limits,
     RetryPolicy,
     is_loopback_url,
@@ -73,7 +78,8 @@ T = TypeVar("T")
 #: Suits a 100 MB upload on a slow link: each write may take 2 minutes, and the answer
 #: (after server-side extraction) may take 5. The read time-out is longer than the server's
 #: own 5-minute limit, so its 504 is seen and handled rather than raced.
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0, read=330.0, write=120.0, pool=600.0)
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_TIMEOUT, read=READ_TIMEOUT, write=WRITE_TIMEOUT,
+                                pool=POOL_TIMEOUT)
 
 
 class _Secret:
@@ -130,6 +136,10 @@ class _ClientBase:
         #: Whether the server has answered this client at least once (any status): until it
         #: has, a connection that finds no server fails at once (ServerUnreachableError).
         self.answered = False
+        #: What a loopback server said of itself in ``X-Kimi-Files-Emulator`` (the bundled
+        #: emulator: ``ephemeral`` or ``persistent``); None for any other server.
+        self.emulator: str | None = None
+        self._loopback = is_loopback_url(self.base_url)
         self._user_agent = f"kimi-files/{__version__} httpx/{httpx.__version__}"
 
     def _http_options(self, timeout: httpx.Timeout | float | None) -> dict[str, Any]:
@@ -154,6 +164,12 @@ class _ClientBase:
         from .state import default_state_path
 
         return default_state_path(self.base_url, self._key.get())
+
+    @property
+    def ephemeral_server(self) -> bool:
+        """True once a loopback server answered as the bundled emulator with nothing it
+        stores outliving it: state and cache kept for it would only pile up."""
+        return self.emulator == "ephemeral"
 
     def reuse_cache(self) -> ReuseCache | None:
         """The reuse cache of this account (opened on first use), or None when the client
@@ -233,6 +249,8 @@ class _ClientBase:
         log.debug("%s %s -> %s", method, url, response.status_code)
         self.answered = True
         self.clock.observe_date(response.headers.get("date"))
+        if self._loopback:
+            self.emulator = response.headers.get(EMULATOR_HEADER) or self.emulator
         if response.is_success:
             return response
         if response.is_redirect:

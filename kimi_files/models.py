@@ -160,6 +160,13 @@ class UploadedFile(FileObject):
     #: The SHA-256 of the content, when it was taken (for reuse, or while sending).
     sha256: str | None = None
 
+    @property
+    def stored_as(self) -> str:
+        """The name the server stores the file under (its ``filename``: the server keeps base
+        names only, so ``a/d1.txt`` and ``b/d1.txt`` are both ``d1.txt`` there; a reused file
+        keeps the name it was first stored under)."""
+        return self.filename
+
     @classmethod
     def of(cls, obj: FileObject, **kw: Any) -> UploadedFile:
         base = {k: getattr(obj, k) for k in FileObject._KNOWN}

@@ -119,7 +119,8 @@ def _do_content(args: argparse.Namespace) -> int:
 
 def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     co = sub.add_parser("content", parents=parents, help="print or save extracted text")
-    co.add_argument("ids", nargs="*", metavar="ID")
+    co.add_argument("ids", nargs="*", metavar="ID",
+                    help="the ids of the files whose extracted text to print or save")
     co.add_argument("--all", action="store_true", help="every file (needs --output)")
     co.add_argument("-o", "--output", metavar="DIR",
                     help="write ID-NAME.txt files into DIR (names made safe; never outside DIR)")

@@ -133,10 +133,11 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     ls.add_argument("--json", action="store_true", help="the API's list object as JSON")
     ls.set_defaults(func=_do_list)
     qu = sub.add_parser("quota", parents=parents, help="files and bytes used and free")
-    qu.add_argument("--json", action="store_true")
+    qu.add_argument("--json", action="store_true",
+                    help="as JSON: files, max_files, free_files, bytes, max_bytes, free_bytes")
     qu.set_defaults(func=_do_quota)
     de = sub.add_parser("delete", parents=parents, help="delete files by id or by filter")
-    de.add_argument("ids", nargs="*", metavar="ID")
+    de.add_argument("ids", nargs="*", metavar="ID", help="the ids of the files to delete")
     de.add_argument("--match", metavar="GLOB", help="files whose name matches")
     de.add_argument("--older-than", type=_days, metavar="DAYS", help="files older than DAYS")
     de.add_argument("--all", action="store_true", help="every file (with --yes)")

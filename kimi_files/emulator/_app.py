@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..config import EMULATOR_HEADER
 from ._state import ERROR_ROWS, EmulatorState, Fault, LoggedRequest, StoredFile
 
 _HTML = ("<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}"
@@ -442,10 +443,14 @@ def _docx_text(path: Path) -> str | None:
 
 class _KeepSend:
     """Outermost ASGI layer: remembers the server's own ``send`` so a fault can drop the line,
-    and gives every answer a ``Msh-Request-Id`` header, as the service does."""
+    and gives every answer a ``Msh-Request-Id`` header, as the service does, and the
+    emulator's own ``X-Kimi-Files-Emulator: ephemeral|persistent`` (what it stores goes when
+    it stops, or survives in its storage folder): a client keeps no state for an ephemeral
+    one."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, state: EmulatorState) -> None:
         self.app = app
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -459,6 +464,8 @@ class _KeepSend:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((b"msh-request-id", request_id.encode()))
+                headers.append((EMULATOR_HEADER.lower().encode(),
+                                b"persistent" if self.state.persistent else b"ephemeral"))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -482,4 +489,4 @@ def create_app(state: EmulatorState) -> ASGIApp:
         route("/v1/files/{file_id}", "delete", h.delete, "DELETE"),
         route("/v1/files/{file_id}/content", "content", h.content, "GET"),
     ])
-    return _KeepSend(app)
+    return _KeepSend(app, state)

@@ -150,6 +150,10 @@ class Fault:
         return status, {"error": {"type": etype, "message": message}}
 
 
+#: The file of a persistent storage folder that lists what it holds (one JSON array).
+INDEX_NAME = "index.json"
+
+
 @dataclass
 class StoredFile:
     id: str
@@ -229,6 +233,8 @@ class EmulatorState:
         self.storage = Path(storage_dir or tempfile.mkdtemp(prefix="kimi-emulator-"))
         self.storage.mkdir(parents=True, exist_ok=True)
         self.files: dict[str, StoredFile] = {}
+        if self.persistent:
+            self._load()
         self.faults: list[Fault] = []
         self.requests: list[LoggedRequest] = []
         self._in_flight = 0
@@ -240,6 +246,54 @@ class EmulatorState:
         self._seq = itertools.count(1)
         self._chaos: tuple[float, tuple[str, ...], str, Any] = (0.0, (), "upload", None)
         self.lock = threading.RLock()
+
+    # --- a storage folder that survives a restart ---------------------------------------------
+
+    @property
+    def persistent(self) -> bool:
+        """True when the files live in a folder given (``storage_dir``, ``--storage-dir``):
+        kept when the emulator stops, and served again when it starts on that folder."""
+        return not self._own_dir
+
+    @property
+    def _index(self) -> Path:
+        return self.storage / INDEX_NAME
+
+    def _load(self) -> None:
+        """Serve again what an earlier emulator stored in this folder (its index, and each
+        file's content where it is still there); leftovers of uploads cut off are removed."""
+        import json
+
+        for leftover in self.storage.glob(".incoming-*"):
+            leftover.unlink(missing_ok=True)
+        try:
+            rows = json.loads(self._index.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"the emulator's index {self._index} cannot be read ({exc}); "
+                               "move it aside to start with an empty account") from None
+        for row in rows:
+            content = self.storage / row["id"]
+            f = StoredFile(**{k: v for k, v in row.items() if k != "has_content"})
+            f.path = content if row.get("has_content") and content.exists() else None
+            self.files[f.id] = f
+
+    def _save(self) -> None:
+        """Write the index (atomically: a crash leaves the old one or the new one)."""
+        if not self.persistent:
+            return
+        import json
+
+        with self.lock:
+            rows = [{"id": f.id, "filename": f.filename, "bytes": f.bytes,
+                     "created_at": f.created_at, "purpose": f.purpose, "status": f.status,
+                     "status_details": f.status_details, "content_type": f.content_type,
+                     "has_content": f.path is not None} for f in self.files.values()]
+            fd, tmp = tempfile.mkstemp(dir=self.storage, prefix=".index-")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(rows, fh)
+            os.replace(tmp, self._index)
 
     # --- ids and files ----------------------------------------------------------------------
 
@@ -256,6 +310,7 @@ class EmulatorState:
             ts = int(self.wall()) if created_at is None else created_at
             f = StoredFile(self.new_id(ts), filename, size, ts, purpose, status)
             self.files[f.id] = f
+            self._save()
             return f
 
     def store(self, filename: str, src: Path, size: int, purpose: str, content_type: str,
@@ -268,11 +323,14 @@ class EmulatorState:
             self.files[f.id] = f
         shutil.move(os.fspath(src), dest)
         f.path = dest
+        self._save()
         return f
 
     def delete(self, file_id: str) -> StoredFile | None:
         with self.lock:
             f = self.files.pop(file_id, None)
+            if f is not None:
+                self._save()
         if f is not None and f.path is not None:
             f.path.unlink(missing_ok=True)
         return f
@@ -383,3 +441,5 @@ class EmulatorState:
     def close(self) -> None:
         if self._own_dir:
             shutil.rmtree(self.storage, ignore_errors=True)
+        else:
+            self._save()  # statuses changed since the last upload or deletion
