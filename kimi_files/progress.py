@@ -200,23 +200,23 @@ class Heartbeat:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._start = start
-        heartbeat = self
-
-        class _Seen(logging.Handler):  # every WARNING kimi-files shows counts as news
-            def emit(self, record: logging.LogRecord) -> None:
-                heartbeat.touch()
-
-        self._handler = _Seen(logging.WARNING)
 
     def touch(self) -> None:
         """Something was shown just now."""
         self._last = self._clock()
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        """A filter on kimi-files' logger (not a handler: one would stop Python's last-resort
+        output to stderr for a program that set up no logging): a WARNING is news."""
+        if record.levelno >= logging.WARNING:
+            self.touch()
+        return True
+
     def tick(self) -> bool:
         """Say the status if it is due; whether it was said."""
         if not status_due(self._clock(), self._last, self._every):
             return False
-        log.warning("%s", self._describe())  # the handler touches
+        log.warning("%s", self._describe())  # the filter touches
         self.touch()
         return True
 
@@ -228,7 +228,7 @@ class Heartbeat:
                 log.debug("status line failed", exc_info=True)
 
     def __enter__(self) -> Heartbeat:
-        log.addHandler(self._handler)
+        log.addFilter(self)
         if self._start:
             self._thread = threading.Thread(target=self._run, name="kimi-status", daemon=True)
             self._thread.start()
@@ -238,4 +238,4 @@ class Heartbeat:
         self._done.set()
         if self._thread is not None:
             self._thread.join()
-        log.removeHandler(self._handler)
+        log.removeFilter(self)

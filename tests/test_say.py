@@ -209,8 +209,11 @@ def test_the_status_line_comes_when_nothing_else_was_shown_for_30s(
     assert Pacer(4, 1).describe() == "pacing at most 1 request a minute"
     assert Pacer(4, None).describe() == ""
     now = [0.0]
+    handlers = list(logging.getLogger("kimi_files").handlers)
     with caplog.at_level(logging.WARNING, logger="kimi_files"), \
             Heartbeat(lambda: "status!", clock=lambda: now[0], start=False) as beat:
+        # no handler added: a program with no logging set up still sees warnings (last resort)
+        assert logging.getLogger("kimi_files").handlers == handlers
         now[0] = 29.0
         assert not beat.tick()
         now[0] = 30.0
