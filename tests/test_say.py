@@ -508,3 +508,18 @@ def test_a_batch_stopped_while_its_listing_waits_reports_every_file(
     assert time.monotonic() - started < 20
     assert report.interrupted and [r.status for r in report.results] == ["failed", "failed"]
     assert all("not started (interrupted)" in str(r.error) for r in report.results)
+
+
+def test_the_async_client_fails_fast_too() -> None:
+    import asyncio
+
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+
+    async def main() -> None:
+        async with kf.AsyncKimiFiles(api_key="k", base_url=url) as c:
+            with pytest.raises(kf.ServerUnreachableError, match="is the server"):
+                await c.list()
+
+    started = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - started < 15
