@@ -173,7 +173,8 @@ def _perform_sync(action: Action, client: Any, stop: threading.Event | None) -> 
     if isinstance(action, Request):
         return client.request(action.method, action.path, **action.kwargs)
     if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
-        return _files_call(action, client)
+        with _retry.doing(_label(action)):  # names the file in a long wait's line
+            return _files_call(action, client)
     if isinstance(action, Call):
         return getattr(client, action.name)(*action.args, **action.kwargs)
     if isinstance(action, Wait):
@@ -183,6 +184,11 @@ def _perform_sync(action: Action, client: Any, stop: threading.Event | None) -> 
     if isinstance(action, Blocking):
         return action.fn(*action.args)
     return _parallel_sync(action, client, stop)
+
+
+def _label(action: ListFiles | CreateFile | DeleteFile | GetContent) -> str | None:
+    """What a long wait of this action is announced as, when more than its request says."""
+    return f"{action.filename} (upload)" if isinstance(action, CreateFile) else None
 
 
 def _files_call(action: ListFiles | CreateFile | DeleteFile | GetContent, client: Any) -> Any:
@@ -261,7 +267,8 @@ async def _perform_async(action: Action, client: Any, stop: threading.Event | No
     if isinstance(action, Request):
         return await client.request(action.method, action.path, **action.kwargs)
     if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
-        return await _files_call(action, client)
+        with _retry.doing(_label(action)):
+            return await _files_call(action, client)
     if isinstance(action, Call):
         return await getattr(client, action.name)(*action.args, **action.kwargs)
     if isinstance(action, Wait):

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from .errors import APIStatusError, ConcurrencyLimitError, KimiError, RPMLimitError
-from .retry import LOUD_WAIT, asleep, current_stop, is_slow_down, sleep
+from .retry import LOUD_WAIT, asleep, current_doing, current_stop, is_slow_down, sleep
 
 if TYPE_CHECKING:  # asyncio loads only for async use: it costs 40 ms of start-up
     import asyncio
@@ -203,7 +203,7 @@ class Pacer:
             start = next_start(self._starts, self.rpm, self.period, now)
             self._starts.append(start)  # reserved: later callers queue behind it
             rpm = self.rpm
-        notice = pacing_notice(start - now, rpm, self.period, what)
+        notice = pacing_notice(start - now, rpm, self.period, current_doing() or what)
         if notice:
             log.warning("%s", notice)
         return start - now

@@ -43,7 +43,9 @@ __all__ = [
     "asleep",
     "attempts_left",
     "connect_failure",
+    "current_doing",
     "current_stop",
+    "doing",
     "is_slow_down",
     "may_have_stored",
     "remaining",
@@ -256,6 +258,30 @@ def stops_with(stop: threading.Event | None) -> Iterator[None]:
         yield
     finally:
         _run_stop.reset(token)
+
+
+#: What the request being made is for, in words (an upload's file name), for the lines its
+#: waits are announced with (set by the drivers, read by the pacer).
+_doing: contextvars.ContextVar[str | None] = contextvars.ContextVar("kimi_files_doing",
+                                                                  default=None)
+
+
+@contextlib.contextmanager
+def doing(label: str | None) -> Iterator[None]:
+    """For the length of the block, requests are for ``label`` (None: keep the one in force)."""
+    if label is None:
+        yield
+        return
+    token = _doing.set(label)
+    try:
+        yield
+    finally:
+        _doing.reset(token)
+
+
+def current_doing() -> str | None:
+    """What the requests being made are for (see :func:`doing`), if said."""
+    return _doing.get()
 
 
 def current_stop() -> threading.Event | None:

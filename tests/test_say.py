@@ -523,3 +523,22 @@ def test_the_async_client_fails_fast_too() -> None:
     started = time.monotonic()
     asyncio.run(main())
     assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_paced_upload_is_announced_by_its_file_name(
+        kind: str, emulator: Emulator, tmp_path: Path, no_wait: list[float],
+        caplog: pytest.LogCaptureFixture) -> None:
+    from .conftest import Api
+
+    f = write(tmp_path / "report.txt", "hello")
+    api = Api(kind, api_key=API_KEY, base_url=emulator.base_url)
+    try:
+        api.client.pacer.restrict(rpm=1)
+        with caplog.at_level(logging.WARNING, logger="kimi_files"):
+            api.upload(f)
+    finally:
+        api.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("report.txt (upload): waiting ") for m in said), said
+    assert len(no_wait) == 1  # the listing went first, the upload waited its turn
