@@ -105,14 +105,17 @@ def _delete_each(client: KimiFiles, files: Sequence[FileObject]) -> int:
 
 
 def _do_prune(args: argparse.Namespace) -> int:
-    from ..quota import select_for_pruning
+    from ..quota import implausibly_dated, select_for_pruning
 
     if args.keep is None and args.older_than is None:
         raise _Usage("say what to keep: --keep N (the N newest) and/or --older-than DAYS")
     with _client(args) as client:
-        chosen = select_for_pruning(client.list().data, keep=args.keep,
-                                    older_than_days=args.older_than, match=args.match,
-                                    purpose=args.purpose, now=time.time())
+        files, now = client.list().data, time.time()
+        for f in implausibly_dated(files, match=args.match, purpose=args.purpose, now=now):
+            _say(f"kimi-files: {shown(f.id)} ({shown(f.filename)}): the listing gives it no "
+                 "plausible created_at; it is neither pruned nor counted among the newest")
+        chosen = select_for_pruning(files, keep=args.keep, older_than_days=args.older_than,
+                                    match=args.match, purpose=args.purpose, now=now)
         if args.dry_run or not args.yes:
             for f in chosen:
                 _emit(sys.stdout, f"would delete {f.id}  {f.filename}  ({f.bytes:,} bytes, "

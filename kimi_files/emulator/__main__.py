@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--extract-images", action="store_true",
                         help="accept images under file-extract (older behaviour; the newest "
                              "guide says they are no longer extracted)")
+    parser.add_argument("--page-size", type=int, metavar="N",
+                        help="list at most N files per page (with has_more), as openai-style "
+                             "servers do (default: every file at once)")
     parser.add_argument("--log-level", default="info",
                         help="uvicorn's log level: critical, error, warning, info (default), "
                              "debug, trace")
@@ -79,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         max_total_bytes=args.max_total_bytes, max_file_bytes=args.max_file_bytes,
         extract_delay=args.extract_delay, max_concurrency=args.max_concurrency, rpm=args.rpm,
         rate_window=args.rate_window, extract_images=args.extract_images,
+        page_size=args.page_size,
     )
     if args.chaos:
         state.set_chaos(args.chaos)

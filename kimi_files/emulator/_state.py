@@ -112,6 +112,14 @@ TRANSPORT_FAULTS = frozenset({
                         # out), store the file, then drop: a slow extraction stored late
     "no_id",            # upload: store the file, answer 200 with its object but an empty id
     "no_data",          # 200 with {"object": "list"} and no data array
+    "cut_body",         # the normal answer (a file stored, a document...) with its body cut
+                        # in the middle: a 200 with JSON cut off
+    "empty_200",        # 200 with an empty body
+    "html_200",         # 200 with an HTML page (a gateway's or a captive portal's)
+    "repeated_ids",     # list: the newest file listed three times
+    "bad_created_at",   # list: the newest file's created_at is `value` (default true)
+    "has_more_stuck",   # list: has_more true and the same first page, whatever `after` says
+    "has_more_empty",   # list: has_more true with no files (no last id to go on from)
 })
 FAULT_KINDS = frozenset(ERROR_ROWS) | TRANSPORT_FAULTS
 #: The faults a client should survive by retrying: the default mix of :meth:`set_chaos`.
@@ -133,6 +141,8 @@ class Fault:
     current: int = 1000
     detail: str = "emulated failure"
     delay: float = 0.0
+    #: what ``bad_created_at`` puts in place of the newest file's ``created_at``
+    value: Any = True
     #: set once a fault that stores (store_then_drop, store_late) has stored its file
     stored: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
@@ -214,11 +224,15 @@ class EmulatorState:
         rate_window: float = 60.0,
         purposes: frozenset[str] = frozenset({"file-extract", "image", "video", "batch"}),
         extract_images: bool = False,
+        page_size: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.api_key = api_key
         self.extract_images = extract_images
+        #: list at most this many files per page unless ``limit`` says otherwise, with
+        #: ``has_more`` (as openai-style servers page); None: every file at once
+        self.page_size = page_size
         self.clock = clock
         self.wall = wall
         self.max_files = max_files
@@ -435,6 +449,7 @@ class EmulatorState:
             self.rpm = limits.pop("rpm", None)
             self.rate_window = limits.pop("rate_window", 60.0)
             self.extract_images = limits.pop("extract_images", False)
+            self.page_size = limits.pop("page_size", None)
             if limits:
                 raise TypeError(f"unknown options: {sorted(limits)}")
 
