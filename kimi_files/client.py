@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .batch import BatchReport, IngestKwargs
+    from .batches import AsyncBatches, Batches
     from .cache import ReuseCache
     from .chat import AsyncSession, Messages, Session
     from .models import UploadedFile
@@ -471,6 +472,14 @@ class KimiFiles(_ClientBase):
         return self.run(messages_steps(self, paths, UploadOptions.of(options),
                                        max_chars=max_chars, strict=strict))
 
+    @property
+    def batches(self) -> Batches:
+        """The platform's Batch API: ``client.batches.create/retrieve/list/cancel`` and the
+        helpers ``build/check/submit/wait/results`` (see :mod:`kimi_files.batches`)."""
+        from .batches import Batches
+
+        return Batches(self)
+
     def session(self, *, delete_on_exit: bool = True) -> Session:
         """Uploads and extractions cleaned up when the block ends:
         ``with client.session() as s: s.extract(path)``; see :class:`kimi_files.chat.Session`.
@@ -698,6 +707,13 @@ class AsyncKimiFiles(_ClientBase):
         return await self.run(messages_steps(self, paths, UploadOptions.of(options),
                                              max_chars=max_chars, strict=strict))
 
+    @property
+    def batches(self) -> AsyncBatches:
+        """:attr:`KimiFiles.batches`, awaited (:class:`kimi_files.batches.AsyncBatches`)."""
+        from .batches import AsyncBatches
+
+        return AsyncBatches(self)
+
     def session(self, *, delete_on_exit: bool = True) -> AsyncSession:
         """``async with client.session() as s:``; see :class:`kimi_files.chat.AsyncSession`.
 
@@ -713,9 +729,10 @@ class AsyncKimiFiles(_ClientBase):
 
 
 def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], policy: RetryPolicy,
-               *, delete: bool = False, **kwargs: Any) -> Steps[T]:
+               *, delete: bool = False, once_sent: bool = False, **kwargs: Any) -> Steps[T]:
     """A request, its answer parsed by ``parse``, retried by the platform's rules (for
-    idempotent calls; a malformed answer is retried too)."""
+    idempotent calls; a malformed answer is retried too). ``once_sent``: a call that must
+    not run twice (it creates something) is retried only when it surely did nothing."""
     started = time.monotonic()
     attempt = 0
     lost = False
@@ -731,7 +748,7 @@ def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], pol
                 return parse(httpx.Response(200, json={"id": file_id, "deleted": True}))
             raise
         except KimiError as exc:
-            if not _retry.should_retry(exc):
+            if not _retry.should_retry(exc) or (once_sent and _retry.may_have_stored(exc)):
                 raise
             lost = lost or _retry.may_have_stored(exc)
             wait = _retry.retry_wait(exc, attempt, policy)
