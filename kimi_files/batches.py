@@ -395,7 +395,7 @@ def _lines(path: Path) -> Iterable[bytes]:
         yield from fh
 
 
-def check_file(path: str | os.PathLike[str], *, limit: int = MAX_INPUT_BYTES) -> InputChecker:
+def check_file(path: str | os.PathLike[str], limit: int = MAX_INPUT_BYTES) -> InputChecker:
     """Every rule of the platform's input file (see :data:`~kimi_files.batch_input.RULES`),
     read once, line by line; nothing is sent. The checker holds the refusals and the parts
     the input would be sent as.
