@@ -135,6 +135,7 @@ class InputChecker:
         self._model_line = 0
         self._seen: dict[str, int] = {}
         self._line = 0
+        self._nonblank = 0
         self._planner = PartPlanner(limit)
         if not name.lower().endswith(".jsonl"):
             self._refuse(0, "jsonl_name", f"{name} is not named *.jsonl")
@@ -155,6 +156,7 @@ class InputChecker:
         if not raw.strip():
             self._planner.feed(len(raw))
             return
+        self._nonblank += 1
         if not self._planner.feed(len(raw)):
             self._refuse(line, "line_size", f"the line is {len(raw):,} bytes")
             return
@@ -211,7 +213,7 @@ class InputChecker:
 
     def finish(self) -> InputChecker:
         """Apply the whole-file rules; returns itself."""
-        if self.requests == 0 and not any(v.rule == "line_size" for v in self.violations):
+        if self._nonblank == 0:
             self._refuse(0, "not_empty", f"{self.name} holds no request")
         return self
 
