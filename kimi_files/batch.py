@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from ._steps import Blocking, Call, ClientLike, Parallel, Steps
+from ._steps import Blocking, ClientLike, ListFiles, Parallel, Steps
 from .adoption import Attempt, resolve
 from .cache import ReuseCache
 from .errors import ConfigurationError, KimiError, LocalFileError, StateError, UploadCancelledError
@@ -330,7 +330,7 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
                 report.interrupted = True
         if not items:
             return report
-        listing: FileList = yield Call("list")
+        listing: FileList = yield ListFiles()
         report.list_calls += 1
         listed = {f.id for f in listing.data}
         # files taken as unchanged from their records, whose copy is gone: checked in full now
@@ -402,7 +402,7 @@ def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
     attempts.update({("client", k): a for k, a in run.client.attempts.others(-1).items()})
     if not attempts:
         return
-    late: FileList = yield Call("list")
+    late: FileList = yield ListFiles()
     run.report.list_calls += 1
     claimed = (plan.claimed | run.client.attempts.claimed()
                | {r.file_id for r in run.report.results if r.file_id})

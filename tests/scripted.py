@@ -1,0 +1,173 @@
+"""A scripted driver for the shared core: step generators fed canned answers, no server.
+
+``Script`` plays the client's side of every action a step generator yields: a ``Call`` is
+answered from the script (a value, an exception to throw in, or a function of the call), a
+``Wait`` is recorded and taken at once, local ``Blocking`` work runs inline, and ``Parallel``
+jobs run one after the other. Nothing here opens a socket or starts a thread, so a scenario
+(a lost answer, a 429 with a named wait, a look-alike in the listing, a clock that lies) is a
+few lines and runs in milliseconds; ``script.log`` is what the steps asked for, in order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kimi_files._steps import (
+    Blocking,
+    CreateFile,
+    DeleteFile,
+    GetContent,
+    ListFiles,
+    Parallel,
+    Request,
+    Steps,
+    Wait,
+)
+from kimi_files.adoption import AttemptRegistry, ServerClock
+from kimi_files.config import Limits, RetryPolicy
+from kimi_files.errors import error_from_response
+from kimi_files.models import FileList, FileObject
+from kimi_files.pacing import Pacer
+
+
+class FakeTime:
+    """A monotonic clock the test moves (every recorded wait moves it too)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stored(file_id: str, name: str, size: int, created_at: int, *,
+           purpose: str = "file-extract", status: str = "ok") -> FileObject:
+    """A file object as the service describes a stored file."""
+    return FileObject.from_dict({"id": file_id, "object": "file", "bytes": size,
+                                 "created_at": created_at, "filename": name, "purpose": purpose,
+                                 "status": status, "status_details": ""})
+
+
+def listing(*files: FileObject) -> FileList:
+    return FileList.from_dict({"object": "list", "data": [f.to_dict() for f in files]})
+
+
+def answer(status: int, type_: str, message: str) -> Exception:
+    """The typed error the client raises for this answer of the platform."""
+    body = json.dumps({"error": {"type": type_, "message": message}}).encode()
+    return error_from_response(status, body, {})
+
+
+Outcome = Any  # a value, an exception (thrown in), or a function of the action
+
+
+@dataclass
+class Script:
+    """The client side of the steps: plain data the steps read, and canned answers."""
+
+    answers: dict[str, deque[Outcome]] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    base_url: str = "http://127.0.0.1:9/v1"
+    state: Path | None = None
+    cache: Any = None
+    time: FakeTime = field(default_factory=FakeTime)
+    log: list[tuple[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.pacer = Pacer()
+        self.clock = ServerClock(monotonic=self.time)
+        self.attempts = AttemptRegistry()
+
+    # ClientLike
+    def state_path(self) -> Path:
+        assert self.state is not None, "this scenario keeps no state"
+        return self.state
+
+    def reuse_cache(self) -> Any:
+        return self.cache
+
+    def on(self, name: str, *outcomes: Outcome) -> Script:
+        """Queue answers for ``name``: ``list``, ``create``, ``delete`` or ``content``."""
+        self.answers.setdefault(name, deque()).extend(outcomes)
+        return self
+
+    def calls(self, name: str) -> list[Any]:
+        return [detail for kind, detail in self.log if kind == name]
+
+    @property
+    def waits(self) -> list[float]:
+        return [seconds for seconds in self.calls("wait")]
+
+    def _answer(self, action: ListFiles | CreateFile | DeleteFile | GetContent) -> Any:
+        match action:
+            case ListFiles():
+                name, detail = "list", ()
+            case CreateFile(body=body, filename=filename):
+                body.seek(0)
+                sent = b"".join(body.pieces())  # what the transport would send
+                name, detail = "create", (filename, len(sent))
+            case DeleteFile(file_id=file_id):
+                name, detail = "delete", (file_id,)
+            case GetContent(file_id=file_id):
+                name, detail = "content", (file_id,)
+        self.log.append((name, detail))
+        queue = self.answers.get(name)
+        if not queue:
+            if name == "delete":
+                return None
+            raise AssertionError(f"the steps made a {name} call the script did not expect")
+        outcome = queue[0] if len(queue) == 1 and name == "list" else queue.popleft()
+        if callable(outcome) and not isinstance(outcome, (FileObject, FileList)):
+            outcome = outcome(action)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def perform(self, action: Any) -> Any:
+        if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
+            return self._answer(action)
+        if isinstance(action, Wait):
+            self.log.append(("wait", action.seconds))
+            self.time.now += action.seconds
+            return True
+        if isinstance(action, Blocking):
+            return action.fn(*action.args)
+        if isinstance(action, Parallel):
+            outcomes: list[Any] = []
+            for job in action.jobs:
+                try:
+                    outcomes.append(self.run(job))
+                except Exception as exc:
+                    outcomes.append(exc)
+            return outcomes
+        if isinstance(action, Request):  # pragma: no cover - the steps tested here use calls
+            raise AssertionError(f"unexpected raw request {action.method} {action.path}")
+        raise AssertionError(f"unknown action {action!r}")
+
+    def run(self, steps: Steps[Any]) -> Any:
+        """Drive ``steps`` to the end: their result, or the exception they raise."""
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    action = steps.throw(error) if error is not None else steps.send(result)
+                except StopIteration as done:
+                    return done.value
+                result, error = None, None
+                try:
+                    result = self.perform(action)
+                except Exception as exc:
+                    error = exc
+        finally:
+            steps.close()
+
+
+def names(files: Iterable[FileObject]) -> list[str]:
+    return [f.id for f in files]
