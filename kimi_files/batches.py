@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ._steps import Blocking, Call, Steps, Wait
+from ._steps import Blocking, DeleteFile, Steps, Wait
 from .batch_input import (
     CHAT_ENDPOINT,
     MAX_INPUT_BYTES,
@@ -724,7 +724,7 @@ def _cleanup_steps(client: ClientLike, batches: Sequence[Batch]) -> Steps[list[s
             if not file_id or file_id in deleted:
                 continue
             with contextlib.suppress(NotFoundError):
-                yield Call("delete", (file_id,))
+                yield DeleteFile(file_id)
             deleted.append(file_id)
             log.info("deleted %s (batch %s)", file_id, batch.id)
     cache = yield Blocking(client.reuse_cache)

@@ -164,8 +164,8 @@ _MARKER_ROOM = _json_length(cut_marker(10**12, 10**12))
 
 def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
                    options: UploadOptions, *, max_chars: int | None = None,
-                   strict: bool = False,
-                   on_file: Any = None) -> Steps[Messages]:
+                   strict: bool = False, on_file: Any = None, max_tokens: int | None = None,
+                   model: str | None = None) -> Steps[Messages]:
     """The system messages for ``paths`` (see the module docstring).
 
     A document the service cannot read (no text, a refused type...) is left out and named in
@@ -182,6 +182,10 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
 
         raise ConfigurationError(f"max_chars must be a whole number of at least 1, not "
                                  f"{max_chars!r}")
+    if max_chars is not None and max_tokens is not None:
+        from .errors import ConfigurationError
+
+        raise ConfigurationError("give max_chars or max_tokens, not both")
     found: list[tuple[str, FileContent]] = []
     failed: dict[str, KimiError] = {}
     files: dict[str, UploadedFile | None] = {}
@@ -203,6 +207,11 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
     out = build_messages(found, max_chars)
     out.failed.update(failed)
     out.files.update(files)
+    if max_tokens is not None:  # in tokens, as the platform estimates them: kimi_files.tokens
+        from .tokens import DEFAULT_MODEL, fit_tokens_steps
+
+        out = yield from fit_tokens_steps(client, found, out, model=model or DEFAULT_MODEL,
+                                          max_tokens=max_tokens)
     return out
 
 

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -30,6 +30,7 @@ from ._version import __version__
 from .adoption import AttemptRegistry, ServerClock
 from .config import (
     DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
     DEFAULT_PURPOSE,
     Limits,
     RetryPolicy,
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from .chat import AsyncSession, Messages, Session
     from .models import UploadedFile
     from .pacing import Pacer
+    from .tokens import TokenReport
     from .uploader import FileBody, Preflight
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncKimiFiles", "KimiFiles"]
@@ -461,7 +463,8 @@ class KimiFiles(_ClientBase):
     # --- from documents to a chat request --------------------------------------------------
 
     def messages(self, paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None = None,
-                 strict: bool = False, **options: Unpack[UploadKwargs]) -> Messages:
+                 strict: bool = False, max_tokens: int | None = None, model: str | None = None,
+                 **options: Unpack[UploadKwargs]) -> Messages:
         """The system messages for a chat request: see :func:`kimi_files.messages`.
 
         Raises:
@@ -470,7 +473,34 @@ class KimiFiles(_ClientBase):
         from .chat import messages_steps
 
         return self.run(messages_steps(self, paths, UploadOptions.of(options),
-                                       max_chars=max_chars, strict=strict))
+                                       max_chars=max_chars, strict=strict,
+                                       max_tokens=max_tokens, model=model))
+
+    def estimate_tokens(self, messages: Sequence[Mapping[str, Any]], *,
+                        model: str = DEFAULT_MODEL) -> int:
+        """The platform's estimate of a chat request's tokens
+        (``POST /v1/tokenizers/estimate-token-count``).
+
+        Raises:
+            ModelNotFoundError: the platform does not know the model.
+            APIStatusError: the platform refused it.
+        """
+        from .tokens import estimate_steps
+
+        return self.run(estimate_steps(self.retry_policy, model, messages))
+
+    def tokens(self, paths: Sequence[str | os.PathLike[str]], *, model: str = DEFAULT_MODEL,
+               **options: Unpack[UploadKwargs]) -> TokenReport:
+        """Each document's tokens, the total, and whether it fits the model's context window
+        (each document estimated once per model, ever: the count is cached).
+
+        Raises:
+            KimiError: the estimate failed (ModelNotFoundError for an unknown model).
+        """
+        from .tokens import tokens_steps
+
+        return self.run(tokens_steps(self, paths, model=model, options=UploadOptions.of(
+            {"progress": False, **options})))
 
     @property
     def batches(self) -> Batches:
@@ -696,6 +726,7 @@ class AsyncKimiFiles(_ClientBase):
 
     async def messages(self, paths: Sequence[str | os.PathLike[str]], *,
                        max_chars: int | None = None, strict: bool = False,
+                       max_tokens: int | None = None, model: str | None = None,
                        **options: Unpack[UploadKwargs]) -> Messages:
         """:meth:`KimiFiles.messages`, awaited.
 
@@ -705,7 +736,31 @@ class AsyncKimiFiles(_ClientBase):
         from .chat import messages_steps
 
         return await self.run(messages_steps(self, paths, UploadOptions.of(options),
-                                             max_chars=max_chars, strict=strict))
+                                             max_chars=max_chars, strict=strict,
+                                             max_tokens=max_tokens, model=model))
+
+    async def estimate_tokens(self, messages: Sequence[Mapping[str, Any]], *,
+                              model: str = DEFAULT_MODEL) -> int:
+        """:meth:`KimiFiles.estimate_tokens`, awaited.
+
+        Raises:
+            APIStatusError: as :meth:`KimiFiles.estimate_tokens`.
+        """
+        from .tokens import estimate_steps
+
+        return await self.run(estimate_steps(self.retry_policy, model, messages))
+
+    async def tokens(self, paths: Sequence[str | os.PathLike[str]], *,
+                     model: str = DEFAULT_MODEL, **options: Unpack[UploadKwargs]) -> TokenReport:
+        """:meth:`KimiFiles.tokens`, awaited.
+
+        Raises:
+            KimiError: as :meth:`KimiFiles.tokens`.
+        """
+        from .tokens import tokens_steps
+
+        return await self.run(tokens_steps(self, paths, model=model, options=UploadOptions.of(
+            {"progress": False, **options})))
 
     @property
     def batches(self) -> AsyncBatches:

@@ -51,6 +51,8 @@ MAX_FILES = 1000
 MAX_TOTAL_BYTES = 10 * 1024**3
 
 DEFAULT_PURPOSE = "file-extract"
+#: The model token estimates and budgets ask about when none is named (the guides' model).
+DEFAULT_MODEL = "kimi-k2.5"
 KNOWN_PURPOSES = frozenset({"file-extract", "image", "video", "batch"})
 
 
