@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._batches import MODELS, EmuBatch, estimate_tokens
+from ._batches import MODELS, EmuBatch, estimate_tokens, json_rows
 from ._state import ERROR_ROWS, EmulatorState, Fault, LoggedRequest, StoredFile
 
 _HTML = ("<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}"
@@ -53,6 +53,10 @@ def _drop(request: Request) -> Response:
 
 def _error(status: int, etype: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"type": etype, "message": message}}, status_code=status)
+
+
+def _not_found(what: str, key: str) -> JSONResponse:
+    return _error(404, "resource_not_found_error", f"Not found the {what} {key} or Permission denied")
 
 
 def _row(name: str, **fmt: Any) -> JSONResponse:
@@ -138,10 +142,7 @@ class Emulated:
     def _file(self, file_id: str) -> StoredFile | JSONResponse:
         with self.state.lock:
             stored = self.state.files.get(file_id)
-        if stored is None:
-            return _error(404, "resource_not_found_error",
-                          f"Not found the file {file_id} or Permission denied")
-        return stored
+        return _not_found("file", file_id) if stored is None else stored
 
     # --- endpoints ----------------------------------------------------------------------------
 
@@ -301,10 +302,7 @@ class Emulated:
     def _batch(self, batch_id: str) -> EmuBatch | JSONResponse:
         with self.state.lock:
             batch = self.state.batches.batches.get(batch_id)
-        if batch is None:
-            return _error(404, "resource_not_found_error",
-                          f"Not found the batch {batch_id} or Permission denied")
-        return batch
+        return _not_found("batch", batch_id) if batch is None else batch
 
     async def batch_retrieve(self, request: Request, fault: Fault | None,
                              entry: LoggedRequest) -> Response:
@@ -426,14 +424,8 @@ def _batch_refusal(path: Path, filename: str) -> JSONResponse | None:
         return _row("invalid_request",
                     detail=f"purpose 'batch' takes a .jsonl file, not {filename}")
     with path.open("rb") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                row = None
-            if not isinstance(row, dict):
+        for number, row in json_rows(fh):
+            if row is None:
                 return _row("invalid_request",
                             detail=f"purpose 'batch': line {number} of {filename} is not a "
                                    "JSON object")

@@ -17,7 +17,7 @@ import json
 import math
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -133,20 +133,27 @@ def _line_error(code: str, message: str, line: int | None = None,
     return {"code": code, "message": message, "param": param, "line": line}
 
 
-def validate_input(raw: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(the requests, the errors) of an input file by the platform's rules."""
-    requests: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    model: str | None = None
-    for number, line in enumerate(raw.splitlines(), 1):
+def json_rows(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(line number, the JSON object, or None for a line that is none) of each non-blank
+    line."""
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError:
             row = None
-        if not isinstance(row, dict):
+        yield number, row if isinstance(row, dict) else None
+
+
+def validate_input(raw: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the requests, the errors) of an input file by the platform's rules."""
+    requests: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    model: str | None = None
+    for number, row in json_rows(raw.splitlines()):
+        if row is None:
             errors.append(_line_error("invalid_json_line", "This line is not a JSON object.",
                                       number))
             continue
