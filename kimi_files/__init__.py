@@ -185,8 +185,9 @@ def messages(paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None =
     a visible marker; ``.cut`` says which. ``max_tokens`` does the same in tokens, as the
     platform estimates them for ``model`` (default ``kimi-k2.5``): each document is estimated
     once per model (the count is cached) and the final list checked once. The same documents
-    give byte-identical messages, in input order, so the platform's prefix cache hits. A document the service cannot read is left out and
-    named in ``.failed`` with its reason, unless ``strict=True``.
+    give byte-identical messages, in input order, so the platform's prefix cache hits. A
+    document the service cannot read is left out and named in ``.failed`` with its reason,
+    unless ``strict=True``.
 
     Raises:
         ConfigurationError: a missing key, a malformed base URL or an invalid option.
