@@ -229,7 +229,7 @@ class _ClientBase:
         if response.is_success:
             return response
         if response.is_redirect:
-            from .errors import redact
+            from ._redact import redact
 
             # a server may put anything in the Location, the key included (it saw it)
             location = redact(response.headers.get("location", "?"), self._key.get())
@@ -859,7 +859,7 @@ def _content(response: httpx.Response) -> FileContent:
 
 
 def _json(response: httpx.Response) -> Any:
-    from .errors import redact, redact_value
+    from ._redact import redact, redact_value
 
     try:
         data = response.json()
