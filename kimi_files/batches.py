@@ -51,6 +51,7 @@ from .errors import (
     NotFoundError,
 )
 from .options import UploadOptions
+from .retry import may_have_stored
 
 if TYPE_CHECKING:
     from ._steps import ClientLike
@@ -231,8 +232,14 @@ def create_batch_steps(policy: RetryPolicy, input_file_id: str, *, endpoint: str
                             "completion_window": completion_window}
     if metadata:
         body["metadata"] = check_metadata(metadata)
-    return (yield from call_steps("POST", "batches", _parse_batch, policy, once_sent=True,
-                                  json=body))
+    try:
+        return (yield from call_steps("POST", "batches", _parse_batch, policy, once_sent=True,
+                                      json=body))
+    except KimiError as exc:
+        if may_have_stored(exc):
+            exc.message += ("; the batch may have been created all the same, so it is not sent "
+                            "again: `kimi-files batch list` (client.batches.list()) shows it")
+        raise
 
 
 def retrieve_batch_steps(policy: RetryPolicy, batch_id: str) -> Steps[Batch]:

@@ -314,7 +314,7 @@ def test_create_is_not_sent_twice_after_a_lost_answer_but_retried_after_a_429(
         client: KimiFiles, emulator: Emulator, tmp_path: Path, no_wait: list[float]) -> None:
     up = client.upload(write(tmp_path / "r.jsonl", _line("a")), purpose="batch")
     emulator.fail_next("drop", endpoint="batch_create")
-    with pytest.raises(APIConnectionError):
+    with pytest.raises(APIConnectionError, match="may have been created all the same"):
         client.batches.create(input_file_id=up.id)
     creates = [r for r in emulator.requests if r.path == "/v1/batches" and r.method == "POST"]
     assert len(creates) == 1
@@ -456,3 +456,16 @@ def test_a_failed_batch_fails_wait_with_its_errors(env: Emulator, tmp_path: Path
     captured = capsys.readouterr()
     assert "error duplicate_custom_id line 2" in captured.out
     assert "failed: the platform refused its input" in captured.err
+
+
+def test_build_says_what_it_left_out_and_exits_1(env: Emulator, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    [doc] = _docs(tmp_path, 1)
+    write(tmp_path / "scan.txt", "x" * 6000)  # "text extract error": the service finds no text
+    assert main(["batch", "build", "--model", "m", "--prompt", "Q", str(doc),
+                 str(tmp_path / "nope.txt"), str(tmp_path / "scan.txt"),
+                 "-o", str(tmp_path / "r.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert "nope.txt: left out" in err and "scan.txt: left out of the batch" in err
+    assert "wrote 1 request(s)" in err and "2 left out" in err
+    assert len((tmp_path / "r.jsonl").read_bytes().splitlines()) == 1

@@ -27,14 +27,15 @@ from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _client, _Usage
 from ._output import _emit, _emit_json, _say
 
 
-def _paths(args: argparse.Namespace) -> list[str]:
-    """The documents: files as named, folders walked (as uploads walk them)."""
+def _paths(args: argparse.Namespace) -> tuple[list[str], int]:
+    """The documents (files as named, folders walked as uploads walk them), and how many
+    paths were refused (each said)."""
     from ..scan import collect
 
     files, rejected = collect(args.paths)
     for r in rejected:
         _say(f"kimi-files: {shown(r.path)}: left out: {r.error}")
-    return [os.fsdecode(f) for f in files]
+    return [os.fsdecode(f) for f in files], len(rejected)
 
 
 def _prompt(args: argparse.Namespace) -> str:
@@ -48,17 +49,16 @@ def _prompt(args: argparse.Namespace) -> str:
 
 def _do_build(args: argparse.Namespace) -> int:
     prompt = _prompt(args)
-    paths = _paths(args)
+    paths, refused = _paths(args)
     if not paths:
         raise _Usage("no documents to build requests for")
-    with _client(args) as client:
+    with _client(args) as client:  # each document left out is logged (a warning) as it is
         report = client.batches.build(paths, model=args.model, prompt=prompt, output=args.output,
                                       strict=args.strict)
-    for path, exc in report.failed.items():
-        _say(f"kimi-files: {shown(path)}: left out: {exc}")
+    left = f"; {len(report.failed) + refused:,} left out" if report.failed or refused else ""
     _say(f"kimi-files: wrote {len(report.ids):,} request(s) to {shown(str(report.path))} "
-         f"(custom_id -> path in {shown(str(report.map_path))})")
-    return EXIT_FAILED if report.failed else EXIT_OK
+         f"(custom_id -> path in {shown(str(report.map_path))}){left}")
+    return EXIT_FAILED if report.failed or refused else EXIT_OK
 
 
 def _do_check(args: argparse.Namespace) -> int:
