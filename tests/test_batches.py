@@ -10,6 +10,8 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kimi_files import (
     APIConnectionError,
@@ -101,6 +103,21 @@ def test_the_part_planner_keeps_each_part_under_the_limit() -> None:
     p = PartPlanner(10)
     assert [p.feed(n) for n in (4, 4, 4, 10, 11, 1)] == [True, True, True, True, False, True]
     assert p.parts == [2, 1, 1, 1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 50), max_size=40), st.integers(1, 60))
+def test_parts_hold_every_line_in_order_each_under_the_limit(sizes: list[int],
+                                                             limit: int) -> None:
+    p = PartPlanner(limit)
+    placed = [n for n in sizes if p.feed(n)]
+    assert placed == [n for n in sizes if n <= limit] and sum(p.parts) == len(placed)
+    start = 0
+    for count in p.parts:
+        assert count >= 1 and sum(placed[start:start + count]) <= limit
+        if start + count < len(placed):  # a part ends only when the next line would not fit
+            assert sum(placed[start:start + count + 1]) > limit
+        start += count
 
 
 def test_many_refusals_are_counted_and_the_first_kept() -> None:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kimi_files import ConfigurationError, KimiFiles, MalformedResponseError, ModelNotFoundError
 from kimi_files.cli import main
@@ -143,3 +145,32 @@ def test_messages_max_tokens_on_the_command_line(env: Emulator, tmp_path: Path,
     with KimiFiles(api_key=API_KEY, base_url=env.base_url) as c:
         assert c.estimate_tokens(json.loads(out)) <= 300
     assert "(--max-tokens)" in err
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=8), st.integers(0, 20_000))
+def test_the_plan_always_fits_and_cuts_only_the_largest(counts: list[int], budget: int) -> None:
+    try:
+        keep = plan_cuts(counts, budget)
+    except ConfigurationError:
+        assert budget < len(counts) * MARKER_TOKENS  # only a budget too small for the markers
+        return
+    cut = [i for i, (k, n) in enumerate(zip(keep, counts, strict=True)) if k < n]
+    assert all(0 <= k <= n for k, n in zip(keep, counts, strict=True))
+    assert sum(keep) + len(cut) * MARKER_TOKENS <= budget or not cut
+    if not cut:
+        assert sum(counts) <= budget
+    for i in cut:  # every document cut was larger than every one left whole
+        assert all(counts[i] >= counts[j] for j in range(len(counts)) if j not in cut)
+
+
+def test_counts_are_cached_per_model(client: KimiFiles, emulator: Emulator,
+                                     tmp_path: Path) -> None:
+    docs = [write(tmp_path / "a.txt", EN), write(tmp_path / "b.txt", ZH)]
+    client.tokens(docs)
+    before = _estimates(emulator)
+    assert before == 3  # each document, then the list
+    client.tokens(docs)
+    assert _estimates(emulator) == before
+    client.tokens(docs, model="moonshot-v1-128k")
+    assert _estimates(emulator) == before + 3  # counted again for that model
