@@ -486,3 +486,21 @@ def test_build_says_what_it_left_out_and_exits_1(env: Emulator, tmp_path: Path,
     assert "nope.txt: left out" in err and "scan.txt: left out of the batch" in err
     assert "wrote 1 request(s)" in err and "2 left out" in err
     assert len((tmp_path / "r.jsonl").read_bytes().splitlines()) == 1
+
+
+def test_the_emulators_batches_move_by_its_injectable_clock(client: KimiFiles, emulator: Emulator,
+                                                            tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(emulator.state, "clock", lambda: now[0])
+    emulator.state.batches.phase_seconds = 10
+    up = client.upload(write(tmp_path / "r.jsonl", _line("a") + _line("b")), purpose="batch")
+    batch = client.batches.create(input_file_id=up.id)
+    seen = []
+    for _ in range(5):
+        b = client.batches.retrieve(batch.id)
+        seen.append((b.status, b.request_counts.completed))
+        now[0] += 10
+    assert seen == [("validating", 0), ("in_progress", 0), ("in_progress", 1),
+                    ("finalizing", 2), ("completed", 2)]
+    assert client.batches.retrieve(batch.id).status == "completed"  # and stays so
