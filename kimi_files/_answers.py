@@ -182,6 +182,20 @@ def _summarise_text(text: str, limit: int = 200) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
+def _row(status_code: int, etype: str | None, message: str | None
+         ) -> tuple[type[APIStatusError] | None, dict[str, float]]:
+    """The first row of the table that matches, and the numbers its message holds."""
+    for rule in _RULES:
+        if rule.status != status_code or (rule.etype and rule.etype != etype):
+            continue
+        if rule.pattern is None:
+            return rule.cls, {}
+        match = rule.pattern.search(message or "")
+        if match:
+            return rule.cls, {k: float(v) for k, v in match.groupdict().items() if v is not None}
+    return None, {}
+
+
 def error_from_response(
     status_code: int,
     body: bytes,
@@ -205,34 +219,17 @@ def error_from_response(
         if message is not None:
             message = redact(message, secret)
         json_error = etype is not None or message is not None
-        cls: type[APIStatusError] | None = None
-        numbers: dict[str, float] = {}
-        if json_error:
-            for rule in _RULES:
-                if rule.status != status_code or (rule.etype and rule.etype != etype):
-                    continue
-                if rule.pattern is None:
-                    cls = rule.cls
-                    break
-                match = rule.pattern.search(message or "")
-                if match:
-                    cls = rule.cls
-                    numbers = {k: float(v) for k, v in match.groupdict().items() if v is not None}
-                    break
-        if cls is None:
-            cls = _BY_STATUS.get(status_code)
-        if cls is None:
-            if status_code >= 500:
-                cls = InternalServerError if json_error else GatewayError
-            else:
-                cls = APIStatusError
+        cls, numbers = _row(status_code, etype, message) if json_error else (None, {})
+        cls = cls or _BY_STATUS.get(status_code) or (
+            (InternalServerError if json_error else GatewayError) if status_code >= 500
+            else APIStatusError)
         if message is None:
             summary = _summarise_text(parsed) if isinstance(parsed, str) else ""
             message = (
                 f"unexpected {'empty ' if not body.strip() else ''}response from the server"
                 + (f": {summary}" if summary else "")
             )
-        if "retry_after" not in numbers and cls is not None and issubclass(cls, RateLimitError):
+        if "retry_after" not in numbers and issubclass(cls, RateLimitError):
             after = _AFTER.search(message)
             if after:
                 numbers["retry_after"] = float(after.group(1))

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from ._hashing import sha256_of
 from ._steps import Blocking, ClientLike, ListFiles, Parallel, Steps
 from .adoption import Attempt, resolve
 from .cache import ReuseCache
@@ -41,7 +42,7 @@ from .planner import BatchPlan, plan_batch
 from .progress import ProgressBar, short_label
 from .report import STATUSES, BatchReport, FileResult, Status
 from .scan import Item, check_files, check_unverified, collect, hash_where_needed, matches_filters
-from .state import OpenAttempt, Record, StateStore, sha256_of
+from .state import OpenAttempt, Record, StateStore
 from .uploader import Claims, free_room_steps, send_steps
 
 if TYPE_CHECKING:

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .cache import APPLICATION_ID as CACHE_APPLICATION_ID
-from .config import KNOWN_PURPOSES, Limits
+from .config import CACHE_APPLICATION_ID, KNOWN_PURPOSES, STATE_APPLICATION_ID, Limits
 from .errors import (
     LocalEmptyFileError,
     LocalFileError,
@@ -34,7 +33,6 @@ from .errors import (
     UnsupportedFileTypeError,
 )
 from .quota import fmt_bytes
-from .state import APPLICATION_ID
 
 __all__ = [
     "IMAGE_TYPES",
@@ -45,7 +43,6 @@ __all__ = [
     "check_purpose",
     "check_size",
     "classify_type",
-    "detect_mime",
     "detect_mime_of",
     "inspect_file",
     "inspect_file_head",
@@ -382,7 +379,7 @@ def is_state_store(header: bytes) -> bool:
     """Is this the start (at least 72 bytes) of a kimi-files state store or reuse cache: a
     SQLite database whose ``application_id`` is one of theirs? Pure."""
     return (header.startswith(b"SQLite format 3\0") and len(header) >= 72
-            and int.from_bytes(header[68:72], "big") in (APPLICATION_ID, CACHE_APPLICATION_ID))
+            and int.from_bytes(header[68:72], "big") in (STATE_APPLICATION_ID, CACHE_APPLICATION_ID))
 
 
 def upload_filename(path: Path) -> tuple[str, tuple[str, ...]]:
@@ -429,28 +426,6 @@ def _magic() -> Any:
         # reading (and scanning) 7 MiB of a large text file costs memory and time
         handle.setparam(magic.MAGIC_PARAM_BYTES_MAX, MAGIC_BYTES)
     return handle
-
-
-def detect_mime(path: Path) -> str:
-    """The MIME type of the file's content, by libmagic (python-magic).
-
-    The file is opened and its descriptor given to libmagic, so a symbolic link is typed as
-    its target (libmagic, given a link's name, answers ``inode/symlink``)."""
-    import magic
-
-    try:
-        # O_NONBLOCK: opening a FIFO must not hang (a regular file ignores the flag)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0))
-        with open(fd, "rb") as fh:
-            mime = str(_magic().from_descriptor(fh.fileno()))
-            if mime == "application/octet-stream":
-                fh.seek(0)
-                if looks_like_text(fh.read(8192)):
-                    mime = "text/plain"
-        return mime
-    except (OSError, magic.MagicException) as exc:
-        raise LocalFileError(f"{path}: cannot read the file to detect its type: {exc}",
-                             path=str(path), rule="readable") from None
 
 
 #: Names whose plain text is typed without libmagic's pattern database (see detect_mime_of).

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import retry as _retry
+from ._hashing import sha256_of
 from ._steps import Blocking, ClientLike, CreateFile, DeleteFile, GetContent, ListFiles, Steps, Wait
 from .adoption import Attempt, Verdict, could_be_loosely, resolve, wire_name
 from .cache import ReuseCache, pick
@@ -54,7 +55,6 @@ from .options import UploadOptions
 from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
 from .quota import RoomPlan, plan_room
-from .state import sha256_of
 
 __all__ = ["PIECE_BYTES", "Claims", "FileBody", "MultipartBody", "PieceDigest", "Preflight", "Sent",
            "delete_steps", "extract_steps", "free_room_steps", "preflight_steps", "send_steps",

@@ -29,7 +29,6 @@ from kimi_files.preflight import (
     LocalFile,
     check_jsonl_lines,
     classify_type,
-    detect_mime,
     inspect_file,
     pdf_text_warning,
     type_refusal,
@@ -114,7 +113,7 @@ def _blank_pdf(path: Path, pages: int = 1) -> Path:
 def test_a_link_is_typed_and_sized_as_its_target(tmp_path: Path) -> None:
     link = tmp_path / "intro-link.pdf"
     link.symlink_to(TEXT_PDF)
-    assert detect_mime(link) == "application/pdf"  # libmagic given the name: inode/symlink
+    # libmagic given the link's name would answer inode/symlink
     local = inspect_file(link, purpose="file-extract", limits=Limits())
     assert local.mime_type == "application/pdf" and local.size == TEXT_PDF.stat().st_size
     assert local.filename == "intro-link.pdf" and local.warnings == ()
@@ -596,7 +595,9 @@ def test_file_extract_refuses_binary_formats_libmagic_names_many_ways(tmp_path: 
                                                                       name: str) -> None:
     data, mime, kind = BINARIES[name]
     path = write(tmp_path / name, data)
-    assert detect_mime(path) == mime  # what libmagic really says, not what the test assumes
+    # what libmagic really says, not what the test assumes
+    assert inspect_file(path, purpose="file-extract", limits=Limits(),
+                        allow_any_type=True).mime_type == mime
     with pytest.raises(kf.UnsupportedFileTypeError, match=(
             rf"{name}: the content is {mime.replace('.', '[.]')} \({kind}\), which purpose "
             r"'file-extract' cannot use \(executables, archives, packages, databases, disk "
