@@ -504,3 +504,12 @@ def test_the_emulators_batches_move_by_its_injectable_clock(client: KimiFiles, e
     assert seen == [("validating", 0), ("in_progress", 0), ("in_progress", 1),
                     ("finalizing", 2), ("completed", 2)]
     assert client.batches.retrieve(batch.id).status == "completed"  # and stays so
+
+
+def test_a_missing_manifest_is_said_before_a_key_is_asked_for(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    for step in (["results", str(tmp_path / "none.batches.json"), "-o", str(tmp_path / "o")],
+                 ["status", str(tmp_path / "none.batches.json")],
+                 ["wait", str(tmp_path / "none.batches.json")]):
+        assert main(["batch", *step]) == 2
+        assert "none.batches.json: no such manifest file" in capsys.readouterr().err

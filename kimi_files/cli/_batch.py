@@ -123,8 +123,9 @@ def _show(batches: list[Batch], as_json: bool) -> None:
 def _do_status(args: argparse.Namespace) -> int:
     from ..batches import resolve_target
 
+    ids = resolve_target(args.target).ids  # a bad manifest is said before any key is needed
     with _client(args) as client:
-        batches = [client.batches.retrieve(i) for i in resolve_target(args.target).ids]
+        batches = [client.batches.retrieve(i) for i in ids]
     _show(batches, args.json)
     return EXIT_OK
 
@@ -132,8 +133,9 @@ def _do_status(args: argparse.Namespace) -> int:
 def _do_cancel(args: argparse.Namespace) -> int:
     from ..batches import resolve_target
 
+    ids = resolve_target(args.target).ids
     with _client(args) as client:
-        batches = [client.batches.cancel(i) for i in resolve_target(args.target).ids]
+        batches = [client.batches.cancel(i) for i in ids]
     _show(batches, args.json)
     return EXIT_OK
 
@@ -203,6 +205,9 @@ def _do_wait(args: argparse.Namespace) -> int:
 
 
 def _do_results(args: argparse.Namespace) -> int:
+    from ..batches import resolve_target
+
+    target = resolve_target(args.target)
     ids = None
     if args.map is not None:
         from ..batches import _load_map
@@ -211,7 +216,7 @@ def _do_results(args: argparse.Namespace) -> int:
         if ids is None:
             raise _Usage(f"--map {args.map}: not a map written by kimi-files batch build")
     with _client(args) as client:
-        report = client.batches.results(args.target, args.output, ids=ids, cleanup=args.cleanup)
+        report = client.batches.results(target, args.output, ids=ids, cleanup=args.cleanup)
     c = report.counts
     _say(f"kimi-files: wrote {sum(c.values()):,} result(s) to {shown(str(report.path))}: "
          f"{c.get('ok', 0):,} answered, {c.get('error', 0):,} failed, {c.get('missing', 0):,} "
