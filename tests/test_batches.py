@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from kimi_files import (
     APIConnectionError,
+    BatchCancelledError,
     BatchExpiredError,
     BatchFailedError,
     BatchInputError,
@@ -513,3 +514,26 @@ def test_a_missing_manifest_is_said_before_a_key_is_asked_for(tmp_path: Path,
                  ["wait", str(tmp_path / "none.batches.json")]):
         assert main(["batch", *step]) == 2
         assert "none.batches.json: no such manifest file" in capsys.readouterr().err
+
+
+def test_the_resource_sync_and_async_and_a_cancelled_batch(api: Api, emulator: Emulator,
+                                                           tmp_path: Path,
+                                                           no_wait: list[float]) -> None:
+    emulator.state.batches.phase_seconds = None
+    up = api.upload(write(tmp_path / "r.jsonl", b"".join(_line(f"r{i}") for i in range(4))),
+                    purpose="batch")
+    created = api.wait(api.client.batches.create(input_file_id=up.id, metadata={"k": "v"}))
+    assert created.status == "validating" and created.metadata == {"k": "v"}
+    assert [b.id for b in api.wait(api.client.batches.list())] == [created.id]
+    emulator.state.batches.advance(2)  # validated, and half of the requests answered
+    assert api.wait(api.client.batches.cancel(created.id)).status == "cancelling"
+    emulator.state.batches.advance()
+    got = api.wait(api.client.batches.retrieve(created.id))
+    assert got.status == "cancelled" and got.request_counts.completed == 2
+    with pytest.raises(BatchCancelledError, match="was cancelled"):
+        api.wait(api.client.batches.wait(created))
+    report = api.wait(api.client.batches.results(created, tmp_path / "out.jsonl"))
+    assert report.counts == {"ok": 2, "error": 2, "missing": 0}
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["custom_id"] for r in rows] == ["r0", "r1", "r2", "r3"]  # no map: file order
+    assert rows[3]["error"]["code"] == "batch_cancelled" and rows[3]["path"] is None
