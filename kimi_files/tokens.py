@@ -66,13 +66,14 @@ def plan_cuts(counts: Sequence[int], budget: int) -> list[int]:
     Raises:
         ConfigurationError: the budget cannot hold the documents' markers.
     """
-    keep = list(counts)
     cut = 0
     for _ in range(len(counts) + 1):
         room = budget - cut * MARKER_TOKENS
         if room < 0:
             break
         keep = fit_budget(counts, room)
+        if keep is None:  # nothing fits
+            break
         now = sum(1 for k, n in zip(keep, counts, strict=True) if k < n)
         if now <= cut:
             return keep
@@ -82,7 +83,8 @@ def plan_cuts(counts: Sequence[int], budget: int) -> list[int]:
 
 def shrink(keep: Sequence[int], over: int) -> list[int]:
     """``keep`` less ``over`` tokens more, taken from the largest first. Pure."""
-    return fit_budget(keep, max(0, sum(keep) - over))
+    fitted = fit_budget(keep, max(0, sum(keep) - over))
+    return [0] * len(keep) if fitted is None else fitted
 
 
 def _sha(text: str) -> str:

@@ -537,3 +537,14 @@ def test_the_resource_sync_and_async_and_a_cancelled_batch(api: Api, emulator: E
     rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["custom_id"] for r in rows] == ["r0", "r1", "r2", "r3"]  # no map: file order
     assert rows[3]["error"]["code"] == "batch_cancelled" and rows[3]["path"] is None
+
+
+def test_build_raises_what_is_not_a_documents_own_failure(emulator: Emulator,
+                                                          tmp_path: Path) -> None:
+    from kimi_files import AuthenticationError
+
+    docs = _docs(tmp_path, 2)
+    with KimiFiles(api_key="sk-wrong-0123456789", base_url=emulator.base_url) as c, \
+            pytest.raises(AuthenticationError):
+        c.batches.build(docs, model="m", prompt="Q", output=tmp_path / "r.jsonl")
+    assert not (tmp_path / "r.jsonl").exists() and not list(tmp_path.glob(".r.jsonl.*"))
