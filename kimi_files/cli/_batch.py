@@ -165,10 +165,9 @@ class _Bar:
             self.bar = ProgressBar(total=total, desc="batch", unit="req", unit_scale=False)
         if self.bar is not None:
             self.bar.advance(done - self.bar.n)
-            if self.bar._bar is not None:
-                self.bar._bar.set_postfix_str(f"failed {failed:,}")
+            self.bar.note(f"failed {failed:,}")
         statuses = [b.status for b in batches]
-        if statuses != self.said and (self.bar is None or self.bar._bar is None):
+        if statuses != self.said and (self.bar is None or not self.bar.drawn):
             self.said = statuses
             _say(f"kimi-files: {', '.join(f'{b.id} {b.status}' for b in batches)}: "
                  f"{done - failed:,} completed, {failed:,} failed of {total:,}")
