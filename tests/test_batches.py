@@ -548,3 +548,18 @@ def test_build_raises_what_is_not_a_documents_own_failure(emulator: Emulator,
             pytest.raises(AuthenticationError):
         c.batches.build(docs, model="m", prompt="Q", output=tmp_path / "r.jsonl")
     assert not (tmp_path / "r.jsonl").exists() and not list(tmp_path.glob(".r.jsonl.*"))
+
+
+def test_prompt_file_and_bad_options(env: Emulator, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    [doc] = _docs(tmp_path, 1)
+    prompt = write(tmp_path / "q.txt", "Which year?\n")
+    req = tmp_path / "r.jsonl"
+    assert main(["batch", "build", "--model", "m", "--prompt-file", str(prompt), str(doc),
+                 "-o", str(req)]) == 0
+    assert json.loads(req.read_bytes())["body"]["messages"][1]["content"] == "Which year?\n"
+    assert main(["batch", "build", "--model", "m", "--prompt-file", str(tmp_path / "none"),
+                 str(doc), "-o", str(req)]) == 2
+    assert main(["batch", "submit", str(req), "--metadata", "novalue"]) == 2
+    err = capsys.readouterr().err
+    assert "--prompt-file" in err and "cannot be read" in err and "KEY=VALUE" in err

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extract-images", action="store_true",
                         help="accept images under file-extract (older behaviour; the newest "
                              "guide says they are no longer extracted)")
+    parser.add_argument("--batch-phase-seconds", type=float, default=1.0, metavar="S",
+                        help="seconds a batch spends in each phase (validating, in_progress "
+                             "twice, finalizing; default 1)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         extract_delay=args.extract_delay, max_concurrency=args.max_concurrency, rpm=args.rpm,
         rate_window=args.rate_window, extract_images=args.extract_images,
     )
+    state.batches.phase_seconds = args.batch_phase_seconds
+    state.batches.default_phase_seconds = args.batch_phase_seconds
     if args.chaos:
         state.set_chaos(args.chaos)
     for kind, times, endpoint in args.fail:

@@ -206,7 +206,8 @@ class BatchBook:
         self.state = state
         self.batches: dict[str, EmuBatch] = {}
         #: seconds of the state's clock per phase; None: only advance() and polls move them
-        self.phase_seconds: float | None = 1.0
+        self.default_phase_seconds: float | None = 1.0
+        self.phase_seconds: float | None = self.default_phase_seconds
         #: phases a batch moves each time it is looked at (retrieve or list)
         self.steps_per_poll = 0
         #: how many looks in_progress takes to answer every request
@@ -215,7 +216,7 @@ class BatchBook:
     def reset(self) -> None:
         with self.state.lock:
             self.batches.clear()
-            self.phase_seconds = 1.0
+            self.phase_seconds = self.default_phase_seconds
             self.steps_per_poll = 0
             self.progress_steps = 2
 
