@@ -23,7 +23,8 @@ from typing import TypeVar
 from ._hashing import sha256_of
 from .config import Limits
 from .errors import KimiError, LocalFileError
-from .preflight import LocalFile, inspect_file_head, upload_filename
+from .filerules import upload_filename
+from .preflight import LocalFile, inspect_file_head
 from .report import FileResult
 from .state import Record
 

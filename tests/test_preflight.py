@@ -22,17 +22,16 @@ import kimi_files as kf
 from kimi_files.batch import collect, ingest
 from kimi_files.config import Limits
 from kimi_files.emulator import Emulator
-from kimi_files.preflight import (
+from kimi_files.filerules import (
     IMAGE_TYPES,
     PDF_TEXT_PAGES,
     VIDEO_TYPES,
     LocalFile,
     check_jsonl_lines,
     classify_type,
-    inspect_file,
-    pdf_text_warning,
     type_refusal,
 )
+from kimi_files.preflight import inspect_file, pdf_text_warning
 
 from .conftest import write
 
