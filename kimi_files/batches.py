@@ -748,18 +748,42 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
     return report
 
 
+def files_to_clean(batches: Sequence[Batch], others: Iterable[Batch]) -> tuple[list[str], list[str]]:
+    """(the files of ``batches`` to delete, the input files kept because another batch that
+    is still running reads them too: its input was reused). Pure."""
+    mine = {b.id for b in batches}
+    busy = {b.input_file_id for b in others if b.id not in mine and not b.done}
+    delete: list[str] = []
+    kept: list[str] = []
+    for b in batches:
+        for file_id in (b.input_file_id, b.output_file_id, b.error_file_id):
+            if not file_id or file_id in delete or file_id in kept:
+                continue
+            (kept if file_id in busy else delete).append(file_id)
+    return delete, kept
+
+
 def _cleanup_steps(client: ClientLike, batches: Sequence[Batch]) -> Steps[list[str]]:
     """Delete the batches' input, output and error files (each once; one already gone is
-    fine); the ids deleted. The reuse cache forgets them."""
+    fine), except an input another running batch reads too (said); the ids deleted. The
+    reuse cache forgets them."""
+    others: list[Batch] = []
+    after: str | None = None
+    while True:  # every batch of the account: which inputs are still being read
+        page = yield from list_batches_steps(client.retry_policy, limit=100, after=after)
+        others.extend(page.data)
+        if not page.has_more or not page.data:
+            break
+        after = page.data[-1].id
+    delete, kept = files_to_clean(batches, others)
+    for file_id in kept:
+        log.warning("kept %s: another batch that is still running reads it too", file_id)
     deleted: list[str] = []
-    for batch in batches:
-        for file_id in (batch.input_file_id, batch.output_file_id, batch.error_file_id):
-            if not file_id or file_id in deleted:
-                continue
-            with contextlib.suppress(NotFoundError):
-                yield DeleteFile(file_id)
-            deleted.append(file_id)
-            log.info("deleted %s (batch %s)", file_id, batch.id)
+    for file_id in delete:
+        with contextlib.suppress(NotFoundError):
+            yield DeleteFile(file_id)
+        deleted.append(file_id)
+        log.info("deleted %s", file_id)
     cache = yield Blocking(client.reuse_cache)
     if cache is not None and deleted:
         yield Blocking(cache.forget, (deleted,))

@@ -563,3 +563,16 @@ def test_prompt_file_and_bad_options(env: Emulator, tmp_path: Path,
     assert main(["batch", "submit", str(req), "--metadata", "novalue"]) == 2
     err = capsys.readouterr().err
     assert "--prompt-file" in err and "cannot be read" in err and "KEY=VALUE" in err
+
+
+def test_cleanup_keeps_an_input_another_running_batch_reads(client: KimiFiles, stepped: Emulator,
+                                                            tmp_path: Path) -> None:
+    req = write(tmp_path / "req.jsonl", _line("a"))
+    first = client.batches.submit(req)
+    client.batches.wait(first)
+    stepped.state.batches.steps_per_poll = 0
+    second = client.batches.submit(req)  # the same content: the input file is reused
+    assert second.batches[0]["input_file_id"] == first.batches[0]["input_file_id"]
+    report = client.batches.results(first, tmp_path / "out.jsonl", cleanup=True)
+    assert first.batches[0]["input_file_id"] not in report.deleted and len(report.deleted) == 1
+    assert first.batches[0]["input_file_id"] in {f.id for f in client.list()}
