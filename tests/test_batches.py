@@ -462,6 +462,15 @@ def test_ctrl_c_while_waiting_leaves_the_batch_running(env: Emulator, tmp_path: 
     assert main(["batch", "wait", batch_id]) == 130
     err = capsys.readouterr().err
     assert f"the batch keeps running. Resume with: kimi-files batch wait {batch_id}" in err
+
+    def terminated(*args: Any, **kwargs: Any) -> bool:
+        from kimi_files.cli._common import _Signalled
+
+        raise _Signalled(15)
+
+    monkeypatch.setattr("kimi_files.retry.sleep", terminated)
+    assert main(["batch", "wait", batch_id]) == 143
+    assert "the batch keeps running" in capsys.readouterr().err
     assert env.state.batches.batches[batch_id].status == "validating"  # neither cancelled nor ended
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ._common import Subparsers
 
 from ..progress import shown
-from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _client, _Usage
+from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _client, _Signalled, _Usage
 from ._output import _emit, _emit_json, _say
 
 
@@ -186,11 +186,11 @@ def _do_wait(args: argparse.Namespace) -> int:
         with _client(args) as client:
             batches = client.run(wait_steps(client, manifest.ids, on_update=bar,
                                             timeout=args.timeout_wait))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Signalled) as stop:
         bar.close()
         _say(f"kimi-files: stopped waiting; the batch keeps running. Resume with: "
              f"kimi-files batch wait {shown(os.fsdecode(args.target))}")
-        return EXIT_INTERRUPTED
+        return 128 + stop.signum if isinstance(stop, _Signalled) else EXIT_INTERRUPTED
     bar.close()
     _show(batches, args.json)
     if not all(b.done for b in batches):
