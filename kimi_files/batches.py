@@ -385,8 +385,8 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
             report.ids[cid] = path
             yield Blocking(writer.write, (request_line(cid, model, content.as_message(), prompt,
                                                        body),))
-    except BaseException:
-        yield Blocking(writer.abort)
+    except BaseException:  # no yield here: a closed generator (Ctrl-C, a cancelled task) may not
+        writer.abort()
         raise
     yield Blocking(_write_json, (report.map_path, {"kind": MAP_KIND, "version": 1,
                                                    "input": out.name, "model": model,
@@ -578,9 +578,9 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
             manifest.batches.append({"id": batch.id, "input_file_id": uploaded.id,
                                      "lines": lines, "part": part.name})
             yield Blocking(manifest.save)
-    finally:
+    finally:  # no yield here: a closed generator (Ctrl-C, a cancelled task) may not
         if len(parts) > 1:
-            yield Blocking(_remove_parts, (parts,))
+            _remove_parts(parts)
     return manifest
 
 

@@ -585,3 +585,20 @@ def test_cleanup_keeps_an_input_another_running_batch_reads(client: KimiFiles, s
     report = client.batches.results(first, tmp_path / "out.jsonl", cleanup=True)
     assert first.batches[0]["input_file_id"] not in report.deleted and len(report.deleted) == 1
     assert first.batches[0]["input_file_id"] in {f.id for f in client.list()}
+
+
+def test_an_interrupted_build_leaves_no_file(client: KimiFiles, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from kimi_files._steps import Blocking
+
+    def stopped(*args: Any) -> Any:
+        raise KeyboardInterrupt
+
+    def content_steps_for(*args: Any) -> Any:
+        yield Blocking(stopped)
+
+    monkeypatch.setattr("kimi_files.uploader.content_steps_for", content_steps_for)
+    with pytest.raises(KeyboardInterrupt):
+        client.batches.build(_docs(tmp_path, 1), model="m", prompt="Q",
+                             output=tmp_path / "r.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]
