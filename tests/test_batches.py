@@ -155,6 +155,22 @@ def test_the_join_follows_the_input_order_and_says_what_is_missing() -> None:
     assert "line 2 of the error file" in rows[4]["error"]["message"]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from("abcdefgh"), unique=True), st.data())
+def test_every_request_has_exactly_one_result_in_input_order(ids: list[str], data: Any) -> None:
+    answered = data.draw(st.lists(st.sampled_from(ids), unique=True) if ids else st.just([]))
+    failed = [i for i in ids if i not in answered and data.draw(st.booleans())]
+    err = [json.dumps({"custom_id": i, "response": None,
+                       "error": {"code": "x", "message": "m"}}).encode() for i in failed]
+    rows = list(join_results({i: f"{i}.pdf" for i in ids}, [_out(i) for i in answered], err))
+    assert [r["custom_id"] for r in rows] == ids and all(r["path"] == f"{r['custom_id']}.pdf"
+                                                         for r in rows)
+    for r in rows:
+        want = ("ok" if r["custom_id"] in answered else
+                "error" if r["custom_id"] in failed else "missing")
+        assert r["status"] == want and (r["answer"] is None) == (want != "ok")
+
+
 def test_poll_delays_grow_to_a_ceiling() -> None:
     assert [poll_delay(n) for n in range(3)] == [2.0, 3.0, 4.5]
     assert poll_delay(50) == 60.0
