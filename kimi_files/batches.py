@@ -358,6 +358,7 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
         KimiError: with ``strict``, the first document that failed; either way, a failure
             that is not a document's own (AuthenticationError, NoRoomError, the network...).
     """
+    from .chat import left_out
     from .uploader import content_steps_for
 
     if not isinstance(model, str) or not model.strip():
@@ -377,7 +378,7 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
             try:
                 content, _ = yield from content_steps_for(client, path, options)
             except KimiError as exc:
-                if strict or not _document_failure(exc):
+                if strict or not left_out(exc):
                     raise
                 log.warning("%s: left out of the batch: %s", path, exc)
                 report.failed[path] = exc
@@ -393,31 +394,6 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
                                                    "ids": report.ids}))
     yield Blocking(writer.commit)
     return report
-
-
-def _document_failure(exc: KimiError) -> bool:
-    """Is ``exc`` that one document's own failure (no text, refused for that file by preflight
-    or by the service, its extraction)? Anything else (the key, a permission, the account's
-    room or quota, the network, an option) is raised: a batch never goes out without its
-    documents for those. Pure."""
-    from .errors import (
-        ContentFilterError,
-        EmptyFileError,
-        ExtractionFailedError,
-        FileTooLargeError,
-        InvalidPurposeError,
-        InvalidRequestError,
-        NoExtractableTextError,
-        NoRoomError,
-        PreflightError,
-        TooManyFilesError,
-    )
-
-    if isinstance(exc, (NoRoomError, InvalidPurposeError, TooManyFilesError)):
-        return False
-    return (isinstance(exc, (PreflightError, NoExtractableTextError, ContentFilterError,
-                             FileTooLargeError, EmptyFileError, ExtractionFailedError))
-            or type(exc) is InvalidRequestError)
 
 
 # --- check ----------------------------------------------------------------------------------------

@@ -60,25 +60,16 @@ def context_window(model: str) -> int | None:
 
 def plan_cuts(counts: Sequence[int], budget: int) -> list[int]:
     """How many tokens of each document to keep so the total fits ``budget``: the largest
-    are cut first to a common cap (:func:`kimi_files.chat.fit_budget`), leaving room for a
-    marker in each one cut. Pure.
+    are cut first to a common cap, each one cut also paying :data:`MARKER_TOKENS` for its
+    marker (:func:`kimi_files.chat.fit_budget`, the rule of ``max_chars``). Pure.
 
     Raises:
         ConfigurationError: the budget cannot hold the documents' markers.
     """
-    cut = 0
-    for _ in range(len(counts) + 1):
-        room = budget - cut * MARKER_TOKENS
-        if room < 0:
-            break
-        keep = fit_budget(counts, room)
-        if keep is None:  # nothing fits
-            break
-        now = sum(1 for k, n in zip(keep, counts, strict=True) if k < n)
-        if now <= cut:
-            return keep
-        cut = now
-    raise ConfigurationError(f"max_tokens={budget:,} cannot hold {len(counts)} document(s)")
+    keep = fit_budget(counts, budget, mark=MARKER_TOKENS)
+    if keep is None:
+        raise ConfigurationError(f"max_tokens={budget:,} cannot hold {len(counts)} document(s)")
+    return keep
 
 
 def shrink(keep: Sequence[int], over: int) -> list[int]:

@@ -753,19 +753,25 @@ def content_steps_for(client: ClientLike, path: str | os.PathLike[str],
                       options: UploadOptions) -> Steps[tuple[FileContent, UploadedFile | None]]:
     """The content document of a local file: from the reuse cache when this content was
     extracted before (no request at all), else uploaded (or reused) and fetched, and then
-    cached. The upload is None when the text came from the cache."""
+    cached. The upload is None when the text came from the cache.
+
+    Only the platform's JSON document with a string ``content`` is cached or taken from the
+    cache (anything else was a malformed answer, retried by the content call); a ``batch``
+    file's content is its JSONL as stored, fetched raw and never cached."""
+    raw = options.purpose == "batch"
     cache = (yield Blocking(client.reuse_cache)) if options.reuse else None
     sha256 = None
     if cache is not None:
         sha256 = yield Blocking(_hash_if_readable, (path,))
-        if sha256 is not None:
+        if sha256 is not None and not raw:
             body = yield Blocking(cache.text, (sha256,))
-            if body is not None:  # this very content was read before: no request at all
-                return FileContent.from_body(body), None
+            cached = FileContent.from_document(body) if body is not None else None
+            if cached is not None:  # this very content was read before: no request at all
+                return cached, None
     uploaded = yield from upload_steps(client, path, options, sha256)
-    content: FileContent = yield GetContent(uploaded.id)
+    content: FileContent = yield GetContent(uploaded.id, raw=raw)
     digest = sha256 or uploaded.sha256
-    if cache is not None and digest is not None:
+    if cache is not None and digest is not None and content.document is not None and not raw:
         yield Blocking(cache.remember_text, (digest, uploaded.id, content.raw or content.text))
     return content, uploaded
 
