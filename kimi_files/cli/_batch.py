@@ -241,7 +241,8 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     b = cmds.add_parser("build", parents=parents,
                         help="write one chat request per document (its text as the system "
                              "message) and the map custom_id -> path beside it")
-    b.add_argument("paths", nargs="+", metavar="PATH")
+    b.add_argument("paths", nargs="+", metavar="PATH",
+                   help="documents, and folders walked recursively")
     b.add_argument("--model", required=True, metavar="M", help="the model of every request")
     g = b.add_mutually_exclusive_group(required=True)
     g.add_argument("--prompt", metavar="TEXT", help="the question (the user message)")
@@ -253,14 +254,15 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     b.set_defaults(func=_do_build)
 
     c = cmds.add_parser("check", help="check every rule of an input file (nothing is sent)")
-    c.add_argument("file", metavar="FILE")
-    c.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
+    c.add_argument("file", metavar="FILE", help="the input file to check (*.jsonl)")
+    c.add_argument("-v", "--verbose", action="count", default=0,
+                   help="log more to stderr (-v: info, -vv: debug)")
     c.set_defaults(func=_do_check)
 
     s = cmds.add_parser("submit", parents=parents,
                         help="check, upload (purpose batch) and create the batch; over 100 MB "
                              "several, with a manifest")
-    s.add_argument("file", metavar="FILE")
+    s.add_argument("file", metavar="FILE", help="the input file (*.jsonl), as build writes it")
     s.add_argument("--completion-window", default=DEFAULT_COMPLETION_WINDOW, metavar="W",
                    help=f"time the platform has to finish (default {DEFAULT_COMPLETION_WINDOW})")
     s.add_argument("--metadata", action="append", metavar="K=V",
@@ -288,7 +290,8 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
                         help="download the answers and join them to the documents: one JSON "
                              "line per request")
     _target(r)
-    r.add_argument("-o", "--output", required=True, metavar="FILE")
+    r.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="where to write the results, one JSON line per request")
     r.add_argument("--map", metavar="FILE",
                    help="the map written by build (default: the manifest's)")
     r.add_argument("--cleanup", action="store_true",
@@ -297,6 +300,7 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     r.set_defaults(func=_do_results)
 
     ls = cmds.add_parser("list", parents=parents, help="the account's batches, newest first")
-    ls.add_argument("--limit", type=int, default=20, metavar="N")
+    ls.add_argument("--limit", type=int, default=20, metavar="N",
+                    help="show at most N batches (default 20)")
     ls.add_argument("--json", action="store_true", help="the batch objects, as JSON lines")
     ls.set_defaults(func=_do_list)

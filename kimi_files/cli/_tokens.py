@@ -40,7 +40,7 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     t = sub.add_parser("tokens", parents=parents,
                        help="each document's tokens (the platform's estimate) and the total, "
                             "and whether they fit the model's context window")
-    t.add_argument("paths", nargs="+", metavar="PATH")
+    t.add_argument("paths", nargs="+", metavar="PATH", help="the documents to count")
     t.add_argument("--model", default=DEFAULT_MODEL, metavar="M",
                    help=f"the model to count for (default {DEFAULT_MODEL})")
     t.add_argument("--json", action="store_true", help="one JSON line per document, then the total")
