@@ -308,10 +308,12 @@ class _SessionBase:
         return content.text
 
     def _messages(self, paths: Sequence[str | os.PathLike[str]], max_chars: int | None,
-                  strict: bool, options: UploadKwargs) -> Steps[Messages]:
+                  strict: bool, options: UploadKwargs, max_tokens: int | None = None,
+                  model: str | None = None) -> Steps[Messages]:
         return (yield from messages_steps(self.client, paths, UploadOptions.of(options),
                                           max_chars=max_chars, strict=strict,
-                                          on_file=self._keep))
+                                          on_file=self._keep, max_tokens=max_tokens,
+                                          model=model))
 
     def _close(self) -> Steps[None]:
         leases = _leases(self.client)
@@ -365,13 +367,15 @@ class Session(_SessionBase):
         return self.client.run(self._extract(path, options))
 
     def messages(self, paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None = None,
-                 strict: bool = False, **options: Unpack[UploadKwargs]) -> Messages:
+                 strict: bool = False, max_tokens: int | None = None, model: str | None = None,
+                 **options: Unpack[UploadKwargs]) -> Messages:
         """:func:`kimi_files.messages` through this session.
 
         Raises:
             KimiError: as :func:`kimi_files.messages`.
         """
-        return self.client.run(self._messages(paths, max_chars, strict, options))
+        return self.client.run(self._messages(paths, max_chars, strict, options, max_tokens,
+                                              model))
 
     def close(self) -> None:
         """Delete the files this session stored (with ``delete_on_exit``).
@@ -419,13 +423,15 @@ class AsyncSession(_SessionBase):
 
     async def messages(self, paths: Sequence[str | os.PathLike[str]], *,
                        max_chars: int | None = None, strict: bool = False,
+                       max_tokens: int | None = None, model: str | None = None,
                        **options: Unpack[UploadKwargs]) -> Messages:
         """:meth:`Session.messages`, awaited.
 
         Raises:
             KimiError: as :func:`kimi_files.messages`.
         """
-        return await self.client.run(self._messages(paths, max_chars, strict, options))
+        return await self.client.run(self._messages(paths, max_chars, strict, options,
+                                                    max_tokens, model))
 
     async def aclose(self) -> None:
         """:meth:`Session.close`, awaited.

@@ -174,3 +174,12 @@ def test_counts_are_cached_per_model(client: KimiFiles, emulator: Emulator,
     assert _estimates(emulator) == before
     client.tokens(docs, model="moonshot-v1-128k")
     assert _estimates(emulator) == before + 3  # counted again for that model
+
+
+def test_a_session_fits_max_tokens_too_and_still_cleans_up(client: KimiFiles, emulator: Emulator,
+                                                           tmp_path: Path) -> None:
+    en = write(tmp_path / "en.txt", EN)
+    with client.session() as s:
+        out = s.messages([en], max_tokens=500)
+        assert client.estimate_tokens(out) <= 500 and list(out.cut) == [str(en)]
+    assert emulator.filenames() == []  # the file it stored was deleted
