@@ -317,17 +317,19 @@ class Emulated:
         entry.outcome = f"created {made.id}"
         return JSONResponse(made.to_dict())
 
-    def _batch(self, batch_id: str) -> EmuBatch | JSONResponse:
+    def _batch(self, request: Request, fault: Fault | None) -> EmuBatch | Response:
+        """The batch the path names, or the answer instead (a fault's, or a 404)."""
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        batch_id = request.path_params["batch_id"]
         with self.state.lock:
             batch = self.state.batches.batches.get(batch_id)
         return _not_found("batch", batch_id) if batch is None else batch
 
     async def batch_retrieve(self, request: Request, fault: Fault | None,
                              entry: LoggedRequest) -> Response:
-        if fault is not None and (early := _fault_response(request, fault)) is not None:
-            return early
-        batch = self._batch(request.path_params["batch_id"])
-        if isinstance(batch, JSONResponse):
+        batch = self._batch(request, fault)
+        if isinstance(batch, Response):
             return batch
         await run_in_threadpool(self.state.batches.look, batch)
         return JSONResponse(batch.to_dict())
@@ -353,10 +355,8 @@ class Emulated:
 
     async def batch_cancel(self, request: Request, fault: Fault | None,
                            entry: LoggedRequest) -> Response:
-        if fault is not None and (early := _fault_response(request, fault)) is not None:
-            return early
-        batch = self._batch(request.path_params["batch_id"])
-        if isinstance(batch, JSONResponse):
+        batch = self._batch(request, fault)
+        if isinstance(batch, Response):
             return batch
         refused = self.state.batches.cancel(batch)
         if refused is not None:
