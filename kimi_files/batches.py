@@ -358,8 +358,7 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
         KimiError: with ``strict``, the first document that failed; either way, a failure
             that is not a document's own (AuthenticationError, NoRoomError, the network...).
     """
-    from .chat import left_out
-    from .uploader import content_steps_for
+    from .chat import document_steps
 
     if not isinstance(model, str) or not model.strip():
         raise ConfigurationError("a batch needs a model (--model)")
@@ -375,14 +374,11 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
             cid = custom_id_for(path)
             if cid in report.ids:
                 continue
-            try:
-                content, _ = yield from content_steps_for(client, path, options)
-            except KimiError as exc:
-                if strict or not left_out(exc):
-                    raise
-                log.warning("%s: left out of the batch: %s", path, exc)
-                report.failed[path] = exc
+            got = yield from document_steps(client, path, options, strict=strict, what="batch")
+            if isinstance(got, KimiError):
+                report.failed[path] = got
                 continue
+            content = got[0]
             report.ids[cid] = path
             yield Blocking(writer.write, (request_line(cid, model, content.as_message(), prompt,
                                                        body),))

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from .client import AsyncKimiFiles, KimiFiles
     from .options import UploadKwargs
 
-__all__ = ["AsyncSession", "Messages", "Session", "cut_marker", "fit_budget", "left_out",
+__all__ = ["AsyncSession", "Messages", "Session", "cut_marker", "document_steps", "fit_budget",
+           "left_out",
            "messages_steps"]
 
 log = logging.getLogger("kimi_files")
@@ -185,6 +186,20 @@ def left_out(exc: KimiError) -> bool:
             or type(exc) is InvalidRequestError)  # the service refused this file's content
 
 
+def document_steps(client: ClientLike, path: str, options: UploadOptions, *, strict: bool,
+                   what: str) -> Steps[tuple[FileContent, UploadedFile | None] | KimiError]:
+    """One document's content (and its upload, None from the cache), or its own failure
+    (:func:`left_out`, said once: it is left out of ``what``); ``strict``, or a failure
+    that is not the document's own, is raised."""
+    try:
+        return (yield from content_steps_for(client, path, options))
+    except KimiError as exc:
+        if strict or not left_out(exc):
+            raise
+        log.warning("%s: left out of the %s: %s", path, what, exc)
+        return exc
+
+
 def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
                    options: UploadOptions, *, max_chars: int | None = None,
                    strict: bool = False, on_file: Any = None, max_tokens: int | None = None,
@@ -216,14 +231,11 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
     files: dict[str, UploadedFile | None] = {}
     for raw in paths:
         path = os.fsdecode(raw)
-        try:
-            content, uploaded = yield from content_steps_for(client, path, options)
-        except KimiError as exc:
-            if strict or not left_out(exc):
-                raise
-            log.warning("%s: left out of the messages: %s", path, exc)
-            failed[path] = exc
+        got = yield from document_steps(client, path, options, strict=strict, what="messages")
+        if isinstance(got, KimiError):
+            failed[path] = got
             continue
+        content, uploaded = got
         if on_file is not None and uploaded is not None:
             on_file(path, uploaded)
         if files.get(path) is None:  # a path given twice keeps what its first time did

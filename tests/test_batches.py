@@ -613,7 +613,7 @@ def test_an_interrupted_build_leaves_no_file(client: KimiFiles, tmp_path: Path,
     def content_steps_for(*args: Any) -> Any:
         yield Blocking(stopped)
 
-    monkeypatch.setattr("kimi_files.uploader.content_steps_for", content_steps_for)
+    monkeypatch.setattr("kimi_files.chat.content_steps_for", content_steps_for)
     with pytest.raises(KeyboardInterrupt):
         client.batches.build(_docs(tmp_path, 1), model="m", prompt="Q",
                              output=tmp_path / "r.jsonl")
