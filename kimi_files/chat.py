@@ -38,8 +38,7 @@ if TYPE_CHECKING:
     from .options import UploadKwargs
 
 __all__ = ["AsyncSession", "Messages", "Session", "cut_marker", "document_steps", "fit_budget",
-           "left_out",
-           "messages_steps"]
+           "left_out", "messages_steps"]
 
 log = logging.getLogger("kimi_files")
 
