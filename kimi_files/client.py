@@ -52,6 +52,7 @@ from .errors import (
     KimiError,
     MalformedResponseError,
     NotFoundError,
+    ServerUnreachableError,
     error_from_response,
 )
 from .models import FileContent, FileDeleted, FileList, FileObject
@@ -135,6 +136,9 @@ class _ClientBase:
         self.clock = ServerClock()
         #: This client's uploads that could own a stored copy, and the ids they claimed.
         self.attempts = AttemptRegistry()
+        #: Whether the server has answered this client at least once (any status): until it
+        #: has, a connection that finds no server fails at once (ServerUnreachableError).
+        self.answered = False
         #: What a loopback server said of itself in ``X-Kimi-Files-Emulator`` (the bundled
         #: emulator: ``ephemeral`` or ``persistent``); None for any other server.
         self.emulator: str | None = None
@@ -148,8 +152,11 @@ class _ClientBase:
             "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
             # TLS is verified for every https base URL. A plain-http base URL (the emulator on
             # loopback, or --allow-http) never reaches a TLS host, since no redirect is
-            # followed, so it skips building a certificate store it cannot use (~70 ms).
-            "verify": not self.base_url.startswith("http://"),
+            # followed, so it builds no TLS context at all: not the certificate store (~70 ms),
+            # nor the unverified context verify=False would build. httpx hands None on to
+            # httpcore, which would build its default context, verifying, only if an https
+            # connection were ever opened.
+            "verify": None if self.base_url.startswith("http://") else True,
             # Proxy settings from the environment (HTTP_PROXY, ...) never apply to a loopback
             # base URL: the key would travel in clear to the proxy.
             "trust_env": not is_loopback_url(self.base_url),
@@ -222,6 +229,11 @@ class _ClientBase:
                 request_sent=True,
             ) from None
         except httpx.ConnectError as exc:
+            reason = _retry.connect_failure(exc, self.answered)
+            if reason is not None:
+                raise ServerUnreachableError(
+                    _retry.unreachable_message(method, url, self.base_url, reason, str(exc)),
+                    reason=reason) from None
             raise APIConnectionError(f"{where}: could not connect ({exc})") from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             raise ConnectionLostError(
@@ -241,6 +253,7 @@ class _ClientBase:
         """The answer, or the kimi-files error it means (raised inside the pacer's slot, so
         the pacer learns from it)."""
         log.debug("%s %s -> %s", method, url, response.status_code)
+        self.answered = True
         self.clock.observe_date(response.headers.get("date"))
         if self._loopback:
             self.emulator = response.headers.get(EMULATOR_HEADER) or self.emulator
@@ -340,7 +353,7 @@ class KimiFiles(_ClientBase):
             APIConnectionError: no complete answer (time-out, refused, dropped).
         """
         url = self._url(path)
-        with self.pacer.slot():
+        with self.pacer.slot(f"{method} {path}"):
             with self._translate(method, url):
                 response = self._http.request(method, url, headers=self._headers(
                     kwargs.pop("headers", None)), **kwargs)
@@ -620,13 +633,21 @@ class AsyncKimiFiles(_ClientBase):
         """
         url = self._url(path)
         content = kwargs.get("content")
+        reader = None
         if isinstance(content, Iterable) and isinstance(content, AsyncIterable):
-            kwargs["content"] = content.__aiter__()  # read the async way (off the event loop)
-        async with self.pacer.aslot():
-            with self._translate(method, url):
-                response = await self._http.request(method, url, headers=self._headers(
-                    kwargs.pop("headers", None)), **kwargs)
-            return self._check(method, url, path, response)
+            # read the async way (off the event loop); closed whatever happens (an answer, an
+            # error, a cancellation), so no reading outlives the request and its file
+            reader = kwargs["content"] = content.__aiter__()
+        try:
+            async with self.pacer.aslot(f"{method} {path}"):
+                with self._translate(method, url):
+                    response = await self._http.request(method, url, headers=self._headers(
+                        kwargs.pop("headers", None)), **kwargs)
+                return self._check(method, url, path, response)
+        finally:
+            aclose = getattr(reader, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def run(self, steps: Steps[T], stop: threading.Event | None = None) -> T:
         """Perform ``steps`` (see :mod:`kimi_files._steps`) with this client.

@@ -8,6 +8,11 @@ which are twins of another file of the batch (same content: uploaded once), whic
 uploaded (in groups that could be taken for one another, sent one after the other), what is
 deleted to make room, and what is reported as a possible extra copy. Resume decisions are
 made and tested here.
+
+When the batch does not fit and freeing was not asked (``free_quota="never"``), the part that
+fits is sent: in input order, each file that still fits what those before it left
+(:func:`~kimi_files.quota.fit_in_order`); the rest is ``deferred``, with one error that says
+why and what would finish them. Nothing is deleted.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from .cache import CacheEntry
 from .config import Limits
 from .errors import NoRoomError
 from .models import FileObject
-from .quota import FreeQuota, RoomPlan, plan_room
+from .quota import FreeQuota, RoomPlan, Usage, fit_in_order, no_room_error, plan_room
 from .scan import Item
 from .state import OpenAttempt, Record
 
@@ -62,6 +67,10 @@ class BatchPlan:
     room: RoomPlan | None = None
     #: set when the batch cannot fit: then nothing is sent and nothing deleted
     refusal: NoRoomError | None = None
+    #: files left out because they do not fit (freeing was not asked): not sent now
+    deferred: tuple[Item, ...] = ()
+    #: why they were deferred, and what would finish them (one error for all)
+    deferral: NoRoomError | None = None
     #: (path, file): stored files that may be copies of that path's interrupted upload but
     #: cannot be proven so; kept and reported (those not reported before)
     suspects: tuple[tuple[str, FileObject], ...] = ()
@@ -155,8 +164,52 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
                          free_quota, protected=protected,
                          what=f"this batch of {len(todo)} file(s)")
     except NoRoomError as exc:
-        return BatchPlan(refusal=exc, **common)  # type: ignore[arg-type]
+        if not (isinstance(free_quota, str) and free_quota == "never"):
+            return BatchPlan(refusal=exc, **common)  # type: ignore[arg-type]
+        # freeing was not asked: send the part that fits, defer the rest
+        usage = Usage.of(listing, limits)
+        taken = set(fit_in_order([i.local.size for i in todo], usage.free_files,
+                                 usage.free_bytes))
+        sent = [i for k, i in enumerate(todo) if k in taken]
+        deferred = [i for k, i in enumerate(todo) if k not in taken]
+        own = protected | {r.file_id for r in records
+                           if r.file_id and r.path in by_path} | set(adopted.values())
+        common["groups"] = _groups(sent)
+        room = plan_room(listing, len(sent), sum(i.local.size for i in sent), limits)
+        deferral = no_room_error(
+            usage, len(todo), sum(i.local.size for i in todo), "all of this batch",
+            _finish_advice(listing, todo, deferred, limits, protected, own, purpose,
+                           len(sent)))
+        return BatchPlan(room=room, deferred=tuple(deferred), deferral=deferral,
+                         **common)  # type: ignore[arg-type]
     return BatchPlan(room=room, **common)  # type: ignore[arg-type]
+
+
+def _finish_advice(listing: Sequence[FileObject], todo: Sequence[Item],
+                   deferred: Sequence[Item], limits: Limits, protected: Collection[str],
+                   own: Collection[str], purpose: str, sent: int) -> str:
+    """What was done and what would finish the deferred files: freeing the oldest files
+    (suggested only when a run with it would delete none of this batch's own: ``own``, its
+    files on the server, earlier versions included), deleting by hand, or (text) reading
+    them without keeping them."""
+    said = (f"Sending the {sent:,} that fit, in input order; {len(deferred):,} deferred. "
+            if sent else f"Nothing fits; all {len(deferred):,} deferred. ")
+    ways = []
+    try:
+        plan = plan_room(listing, len(todo), sum(i.local.size for i in todo), limits,
+                         "oldest", protected=protected)  # as that run would plan
+    except NoRoomError:
+        plan = None
+    if plan is not None and not any(f.id in own for f in plan.deletions):
+        ways.append(f"run again with --free-quota oldest (free_quota='oldest'): it deletes the "
+                    f"{len(plan.deletions):,} oldest file(s) of the account, none of this "
+                    "batch's")
+    ways.append("delete files you no longer need (kimi-files list, then kimi-files delete ID... "
+                "or kimi-files prune) and run again")
+    if purpose == "file-extract":
+        ways.append("for their text only, kimi-files extract PATH... reads them within the "
+                    "quota and keeps no file")
+    return said + "To finish them: " + "; or ".join(ways) + "."
 
 
 def _groups(todo: Sequence[Item]) -> tuple[tuple[Item, ...], ...]:

@@ -18,7 +18,7 @@ from kimi_files.emulator import Emulator
 from kimi_files.progress import ProgressBar
 from kimi_files.uploader import RELIST_WAITS, FileBody
 
-from .conftest import API_KEY, write
+from .conftest import API_KEY, emulator_process, write
 
 CORPUS = Path(__file__).resolve().parent.parent / "examples" / "corpus"
 
@@ -350,10 +350,6 @@ def test_progress_is_quiet_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_a_large_upload_streams_in_constant_memory(tmp_path: Path) -> None:
-    import socket
-    import subprocess
-    import sys
-    import time
     import tracemalloc
 
     line = b"constant memory: the file is read in chunks, never whole.\n"
@@ -363,33 +359,15 @@ def test_a_large_upload_streams_in_constant_memory(tmp_path: Path) -> None:
         for _ in range(48):
             fh.write(block)
     size = big.stat().st_size
-    # the emulator in a process of its own: what is traced is the client's memory alone, not
-    # what the server buffers while it spools the upload
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    proc = subprocess.Popen([sys.executable, "-m", "kimi_files.emulator", "--port", str(port),
-                             "--api-key", API_KEY, "--log-level", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with kf.KimiFiles(api_key=API_KEY, base_url=f"http://127.0.0.1:{port}/v1",
-                          cache=False) as client:
-            for _ in range(200):
-                try:
-                    client.list()
-                    break
-                except kf.APIConnectionError:
-                    time.sleep(0.05)
-            tracemalloc.start()
-            try:
-                up = client.upload(big, progress=False)
-                _, peak = tracemalloc.get_traced_memory()
-            finally:
-                tracemalloc.stop()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    # the emulator in a process of its own: what is traced is the client's memory alone
+    with emulator_process() as base_url, \
+            kf.KimiFiles(api_key=API_KEY, base_url=base_url, cache=False) as client:
+        tracemalloc.start()
+        try:
+            up = client.upload(big, progress=False)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
     assert up.bytes == size
     # the client never holds the file: well under its size
     assert peak < 8 * 1024 * 1024 < size / 5, f"peak {peak:,} bytes for a {size:,}-byte upload"

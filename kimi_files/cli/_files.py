@@ -31,12 +31,13 @@ def _do_list(args: argparse.Namespace) -> int:
     if not files.data:
         print("no files", file=sys.stderr)
         return EXIT_OK
-    rows = [(shown(f.id), fmt_bytes(f.bytes), _when(f.created_at), shown(f.status), f.filename)
-            for f in files]
-    head = ("ID", "SIZE", "CREATED", "STATUS", "FILENAME")
-    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(4)]
+    rows = [(shown(f.id), fmt_bytes(f.bytes), _when(f.created_at), shown(f.purpose),
+             shown(f.status), f.filename) for f in files]
+    head = ("ID", "SIZE", "CREATED", "PURPOSE", "STATUS", "FILENAME")
+    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(5)]
     for r in [head, *rows]:
-        _emit(sys.stdout, "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+        _emit(sys.stdout, "  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True))
+              + "  " + r[5])
     return EXIT_OK
 
 
