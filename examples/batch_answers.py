@@ -24,8 +24,8 @@ HERE = Path(__file__).resolve().parent
 def main() -> int:
     corpus = HERE / "corpus"
     paths = sys.argv[1:] or [corpus / "季度报告.txt", corpus / "sales.csv", corpus / "README.md"]
-    work = Path(tempfile.mkdtemp(prefix="kimi-batch-example-"))
-    with connect() as client:
+    with tempfile.TemporaryDirectory(prefix="kimi-batch-example-") as folder, connect() as client:
+        work = Path(folder)
         built = client.batches.build(paths, model="kimi-k2.5", output=work / "requests.jsonl",
                                      prompt="Summarise this document in one sentence.")
         manifest = client.batches.submit(built.path)
@@ -34,10 +34,9 @@ def main() -> int:
             "  " + ", ".join(f"{b.status} {b.request_counts.completed}/{b.request_counts.total}"
                              for b in batches), file=sys.stderr))
         report = client.batches.results(manifest, work / "results.jsonl", cleanup=True)
-    print(f"requests, map, manifest and results in {work}", file=sys.stderr)
-    for line in (work / "results.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        print(f"{Path(row['path']).name}: {row['answer'] or row['error']}")
+        for line in (work / "results.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            print(f"{Path(row['path']).name}: {row['answer'] or row['error']}")
     return 0 if report.counts["ok"] == len(built.ids) else 1
 
 
