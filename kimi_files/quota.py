@@ -272,7 +272,8 @@ def select_for_deletion(files: Sequence[FileObject], *, ids: Sequence[str], matc
                         older_than_days: float | None, everything: bool,
                         now: float) -> list[FileObject]:
     """The files ``kimi-files delete`` names: by id, or matching all the filters given
-    (``everything`` with none), oldest first. Pure."""
+    (``everything`` with none), oldest first. ``older_than_days`` never chooses a file the
+    listing gives no plausible date (:func:`plausibly_dated`): its age is unknown. Pure."""
     import fnmatch
 
     if ids:
@@ -283,7 +284,7 @@ def select_for_deletion(files: Sequence[FileObject], *, ids: Sequence[str], matc
         chosen = [f for f in chosen if fnmatch.fnmatchcase(f.filename, match)]
     if older_than_days is not None:
         cutoff = now - older_than_days * 86400
-        chosen = [f for f in chosen if f.created_at < cutoff]
+        chosen = [f for f in chosen if plausibly_dated(f, now) and f.created_at < cutoff]
     if not (everything or match is not None or older_than_days is not None):
         return []
     return sorted(chosen, key=lambda f: (f.created_at, f.id))
