@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--extract-images", action="store_true",
                         help="accept images under file-extract (older behaviour; the newest "
                              "guide says they are no longer extracted)")
+    parser.add_argument("--batch-phase-seconds", type=float, default=1.0, metavar="S",
+                        help="seconds a batch spends in each phase (validating, in_progress "
+                             "twice, finalizing; default 1)")
     parser.add_argument("--page-size", type=int, metavar="N",
                         help="list at most N files per page (with has_more), as openai-style "
                              "servers do (default: every file at once)")
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         rate_window=args.rate_window, extract_images=args.extract_images,
         page_size=args.page_size,
     )
+    state.batches.phase_seconds = args.batch_phase_seconds
+    state.batches.default_phase_seconds = args.batch_phase_seconds
     if args.chaos:
         state.set_chaos(args.chaos)
     for kind, times, endpoint in args.fail:
