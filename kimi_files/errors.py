@@ -91,74 +91,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ._headers import _header, parse_retry_after
 from ._redact import is_kimi_code_url
 
 __all__ = [
-    "APIConnectionError",
-    "APINotOpenError",
-    "APIStatusError",
-    "APITimeoutError",
-    "AccountSuspendedError",
-    "AuthenticationError",
-    "BadRequestError",
-    "BatchCancelledError",
-    "BatchError",
-    "BatchExpiredError",
-    "BatchFailedError",
-    "BatchInputError",
-    "BatchNotFinishedError",
-    "CacheError",
-    "ConcurrencyLimitError",
-    "ConfigurationError",
-    "ConnectionLostError",
-    "ContentFilterError",
-    "EmptyFileError",
-    "EngineOverloadedError",
-    "ExceededQuotaError",
-    "ExtractionFailedError",
-    "FileTooLargeError",
-    "GatewayError",
-    "GatewayOverloadedError",
-    "IncorrectAPIKeyError",
-    "InputTooLongError",
-    "InternalServerError",
-    "InvalidAuthenticationError",
-    "InvalidPurposeError",
-    "InvalidRequestError",
-    "InvalidStateTransitionError",
-    "KimiError",
-    "LocalEmptyFileError",
-    "LocalFileError",
-    "LocalFileTooLargeError",
-    "LocalInvalidPurposeError",
-    "MalformedResponseError",
-    "ModelNotFoundError",
-    "ModelTokenLimitError",
-    "NoExtractableTextError",
-    "NoRoomError",
-    "NotEnoughFileSlotsError",
-    "NotEnoughStorageError",
-    "NotFoundError",
-    "OtherUserInfoError",
-    "PermissionDeniedError",
-    "PreflightError",
-    "RPMLimitError",
-    "RateLimitError",
-    "RateLimitReachedError",
-    "ServerEmptyFileError",
-    "ServerFileTooLargeError",
-    "ServerInvalidPurposeError",
-    "ServerTooManyFilesError",
-    "ServerUnreachableError",
-    "StateError",
-    "StateLockedError",
-    "TPDLimitError",
-    "TPMLimitError",
-    "TokenQuotaExceededError",
-    "TooManyFilesError",
-    "UnsupportedFileTypeError",
-    "UploadCancelledError",
-    "error_from_response",
+    "APIConnectionError", "APINotOpenError", "APIStatusError", "APITimeoutError",
+    "AccountSuspendedError", "AuthenticationError", "BadRequestError", "BatchCancelledError",
+    "BatchError", "BatchExpiredError", "BatchFailedError", "BatchInputError",
+    "BatchNotFinishedError", "CacheError", "ConcurrencyLimitError", "ConfigurationError",
+    "ConnectionLostError", "ContentFilterError", "EmptyFileError", "EngineOverloadedError",
+    "ExceededQuotaError", "ExtractionFailedError", "FileTooLargeError", "GatewayError",
+    "GatewayOverloadedError", "IncorrectAPIKeyError", "InputTooLongError", "InternalServerError",
+    "InvalidAuthenticationError", "InvalidPurposeError", "InvalidRequestError",
+    "InvalidStateTransitionError", "KimiError", "LocalEmptyFileError", "LocalFileError",
+    "LocalFileTooLargeError", "LocalInvalidPurposeError", "MalformedResponseError",
+    "ModelNotFoundError", "ModelTokenLimitError", "NoExtractableTextError", "NoRoomError",
+    "NotEnoughFileSlotsError", "NotEnoughStorageError", "NotFoundError", "OtherUserInfoError",
+    "PermissionDeniedError", "PreflightError", "RPMLimitError", "RateLimitError",
+    "RateLimitReachedError", "ServerEmptyFileError", "ServerFileTooLargeError",
+    "ServerInvalidPurposeError", "ServerTooManyFilesError", "ServerUnreachableError", "StateError",
+    "StateLockedError", "TPDLimitError", "TPMLimitError", "TokenQuotaExceededError",
+    "TooManyFilesError", "UnsupportedFileTypeError", "UploadCancelledError", "error_from_response",
     "parse_retry_after",
 ]
 
@@ -622,40 +575,6 @@ def _rebuild(cls: type[KimiError], args: tuple[Any, ...], state: dict[str, Any])
     Exception.__init__(error, *args)
     error.__dict__.update(state)
     return error
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta seconds or an HTTP date); None if absent/bad.
-
-    Raises:
-        Nothing.
-    """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        import time
-        from email.utils import parsedate_to_datetime
-
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - time.time()
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN or inf
-        return None
-    return max(0.0, seconds)
 
 
 # the mapping of answers to these classes, public here for compatibility
