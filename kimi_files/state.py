@@ -7,8 +7,9 @@ never the key), by default ``$KIMI_FILES_STATE_DIR`` or ``$XDG_STATE_HOME/kimi-f
 Each file gets a row *before* its upload starts (``pending``: the intent, with the server's
 clock when the attempt began) and is marked ``uploaded`` with its file id once the server
 answered. After a crash (even SIGKILL) a ``pending`` row says "this may be on the server": the
-next run looks for it there before sending again. Every change is its own committed
-transaction in WAL mode, so the store survives a kill at any moment.
+next run looks for it there before sending again. Every change is one committed transaction
+in WAL mode (an intent and its ledger entry together; a record of a copy and the end of its
+attempt together), so the store survives a kill at any moment.
 
 One run per state: a :class:`StateStore` holds an exclusive ``flock`` on ``<state>.lock`` (which
 records the holder's pid) for its whole life; a second store on the same file, in this process
@@ -499,6 +500,22 @@ class StateStore:
             except (sqlite3.Error, OSError) as exc:
                 raise self._failed(exc) from exc
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`_using` as one transaction: every statement in it is kept, or none (a kill
+        or a failure between two of them leaves the store as it was)."""
+        import sqlite3
+
+        with self._using() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
     def close(self) -> None:
         """Close the database and release the run's lock (again: no-op)."""
         import sqlite3
@@ -549,7 +566,7 @@ class StateStore:
         ``server_time``: the server's clock (Unix seconds) when this attempt began.
         """
         now = time.time()
-        with self._using() as db:
+        with self._transaction() as db:
             attempt = db.execute(
                 "INSERT INTO attempts (path, filename, size, purpose, server_time, started) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -572,8 +589,9 @@ class StateStore:
 
         ``settles``: the attempt whose copy this is, and whose every copy is accounted for:
         it leaves the ledger. (An attempt that also lost an answer stays, so that a copy that
-        lands late is reported, never adopted for another file.)"""
-        with self._using() as db:
+        lands late is reported, never adopted for another file.) One transaction: the
+        attempt never leaves the ledger without the record of its copy."""
+        with self._transaction() as db:
             if settles is not None:
                 db.execute("DELETE FROM attempts WHERE id = ?", (settles,))
             db.execute(
