@@ -64,3 +64,106 @@ def test_begin_failing_between_its_statements_leaves_no_half_intent(tmp_path: Pa
             store.begin(p, **meta, server_time=1000)
         store._db = real
         assert store.attempts() == [] and store.get(p) is None
+
+
+# --- 11. nothing reachable from a raised error holds the key ----------------------------------
+
+SECRET = "sk-REACHABLE0123456789abcdefXYZ"
+
+
+def _reachable_strings(root: object) -> list[str]:
+    """Every string or bytes reachable from ``root``: its context and cause, args, attributes,
+    and the requests, responses, headers and containers they hold (not traceback frames)."""
+    import httpx
+
+    seen: set[int] = set()
+    found: list[str] = []
+    todo: list[object] = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or obj is None:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (str, bytes, bytearray)):
+            found.append(obj.decode("latin-1") if isinstance(obj, (bytes, bytearray)) else obj)
+            continue
+        if isinstance(obj, (int, float, bool, type)) or callable(obj) and not isinstance(
+                obj, BaseException):
+            continue
+        if isinstance(obj, BaseException):
+            todo += [obj.__context__, obj.__cause__, obj.args, str(obj), repr(obj)]
+        if isinstance(obj, httpx.Headers):
+            todo += list(obj.raw)
+            continue
+        if isinstance(obj, httpx.Request):
+            todo += [obj.headers, str(obj.url), obj.extensions]
+            continue
+        if isinstance(obj, httpx.Response):
+            todo += [obj.headers, obj._request, obj.extensions]
+            continue
+        if isinstance(obj, dict):
+            todo += [*obj.keys(), *obj.values()]
+            continue
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            todo += list(obj)
+            continue
+        attrs = getattr(obj, "__dict__", None)
+        if isinstance(attrs, dict):
+            todo.append(attrs)
+        for name in getattr(type(obj), "__slots__", ()):
+            todo.append(getattr(obj, name, None))
+    return found
+
+
+def _status(code: int, body: dict[str, Any]) -> Any:
+    import httpx
+
+    return lambda request: httpx.Response(code, json=body)
+
+
+def _raises(exc: type[Exception]) -> Any:
+    def handler(request: Any) -> Any:
+        raise exc("boom", request=request)
+
+    return handler
+
+
+@pytest.mark.parametrize("handler", [
+    _status(401, {"error": {"type": "invalid_authentication_error", "message": "Invalid"}}),
+    _status(429, {"error": {"type": "rate_limit_reached_error", "message": "slow down"}}),
+    _status(500, {"error": {"type": "server_error", "message": "oops"}}),
+    "refused",
+    "read-timeout",
+    "connect-timeout",
+    "dropped",
+    "echo",
+], ids=["401", "429", "500", "refused", "read-timeout", "connect-timeout", "dropped",
+        "not-json-echo"])
+@pytest.mark.parametrize("call", ["list", "upload"])
+def test_no_key_is_reachable_from_a_raised_error(handler: Any, call: str, tmp_path: Path,
+                                                 no_wait: list[float]) -> None:
+    import socket
+
+    import httpx
+
+    handlers = {"read-timeout": _raises(httpx.ReadTimeout),
+                "connect-timeout": _raises(httpx.ConnectTimeout),
+                "dropped": _raises(httpx.RemoteProtocolError),
+                # a body that is not JSON and echoes the key (kept redacted, and its parser's
+                # error, which holds the whole body, must not be reachable)
+                "echo": lambda r: httpx.Response(200, content=r.headers["authorization"].encode())}
+    if handler == "refused":
+        with socket.socket() as s:  # a loopback port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        client = kf.KimiFiles(api_key=SECRET, base_url=f"http://127.0.0.1:{port}/v1",
+                              max_retries=1, cache=False)
+    else:
+        transport = httpx.MockTransport(handlers.get(handler, handler))
+        client = kf.KimiFiles(api_key=SECRET, base_url="http://127.0.0.1:9/v1", max_retries=1,
+                              cache=False, http_client=httpx.Client(transport=transport))
+    p = write(tmp_path / "a.txt", "some text\n")
+    with client, pytest.raises(kf.KimiError) as info:
+        client.list() if call == "list" else client.upload(p)
+    leaks = [s for s in _reachable_strings(info.value) if SECRET in s]
+    assert leaks == []
