@@ -87,8 +87,8 @@ def _reachable_strings(root: object) -> list[str]:
         if isinstance(obj, (str, bytes, bytearray)):
             found.append(obj.decode("latin-1") if isinstance(obj, (bytes, bytearray)) else obj)
             continue
-        if isinstance(obj, (int, float, bool, type)) or callable(obj) and not isinstance(
-                obj, BaseException):
+        if isinstance(obj, (int, float, bool, type)) or (callable(obj) and not isinstance(
+                obj, BaseException)):
             continue
         if isinstance(obj, BaseException):
             todo += [obj.__context__, obj.__cause__, obj.args, str(obj), repr(obj)]
