@@ -292,7 +292,8 @@ class _Run:
         return Blocking(functools.partial(
             self.store.done, local.path, size=local.size, mtime_ns=local.mtime_ns,
             sha256=item.sha256 or "", filename=local.filename, file_id=file_id,
-            purpose=self.purpose, settles=settles))
+            purpose=self.purpose, settles=settles, ctime_ns=local.ctime_ns or None,
+            inode=local.inode or None, device=local.device or None))
 
 
 def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOptions,

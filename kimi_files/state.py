@@ -29,8 +29,10 @@ Schema versions (``PRAGMA user_version``; ``PRAGMA application_id`` marks the fi
 0 is the first release (no marks); 1 adds ``purpose`` and ``server_time``; 2 adds the ledger of
 ``attempts`` (every upload begun whose copy has not been identified yet: a copy a killed or
 timed-out request stores late must never be taken for another file's) and the ``suspects``
-already reported (never adopted later). Older stores are migrated in place when opened; a
-newer one is refused.
+already reported (never adopted later); 3 adds ``ctime_ns``, ``inode`` and ``device`` to the
+uploads (a file is taken as unchanged without reading it only when its size, mtime, ctime,
+inode and device are all the recorded ones; a record without them is checked by its hash).
+Older stores are migrated in place when opened; a newer one is refused.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ __all__ = ["SCHEMA_VERSION", "OpenAttempt", "Record", "StateStore", "default_sta
            "sha256_of"]
 
 #: The schema this code writes; stores with a lower ``user_version`` are migrated to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: ``PRAGMA application_id`` of a kimi-files store (ASCII "KiFi"), set from version 1 on.
 APPLICATION_ID = 0x4B694669
 from .config import DEFAULT_PURPOSE  # noqa: E402  (beside the other constants)
@@ -102,14 +104,16 @@ _MIGRATE_V1_TO_V2 = (
     "SELECT path, filename, size, purpose, server_time, updated FROM uploads "
     "WHERE status = 'pending'",
 )
+_COLUMNS_V3 = ("ctime_ns", "inode", "device")
+_MIGRATE_V2_TO_V3 = tuple(f"ALTER TABLE uploads ADD COLUMN {c} INTEGER" for c in _COLUMNS_V3)
 _COLUMNS_V0 = ("path", "size", "mtime_ns", "sha256", "filename", "file_id", "status", "updated")
 _COLUMNS_V1 = (*_COLUMNS_V0, "purpose", "server_time")
 _MIGRATE_V0_TO_V1 = (
     "ALTER TABLE uploads ADD COLUMN purpose TEXT NOT NULL DEFAULT 'file-extract'",
     "ALTER TABLE uploads ADD COLUMN server_time INTEGER",
 )
-_SELECT = ("SELECT path, size, mtime_ns, sha256, filename, file_id, status, purpose, server_time "
-           "FROM uploads")
+_SELECT = ("SELECT path, size, mtime_ns, sha256, filename, file_id, status, purpose, server_time, "
+           "ctime_ns, inode, device FROM uploads")
 
 WAY_OUT = ("Use another state file (--state NEW; in Python state='NEW') "
            "or none (--no-state; state=False).")
@@ -152,6 +156,11 @@ class Record:
     purpose: str = DEFAULT_PURPOSE
     #: The server's clock (Unix seconds) when the attempt began; None if unknown.
     server_time: int | None = None
+    #: The file's ctime, inode and device when recorded uploaded (None: not recorded, by an
+    #: older version; the file is then checked by its hash).
+    ctime_ns: int | None = None
+    inode: int | None = None
+    device: int | None = None
 
 
 def sha256_of(path: Path, chunk: int = 1024 * 1024) -> str:
@@ -425,11 +434,16 @@ class StateStore:
             elif not {"attempts", "suspects"} <= tables:
                 raise self._error(f"{_DAMAGED[0]} (its ledger of attempts is missing); "
                                   f"{_DAMAGED[1]}")
+            if version < 3:
+                for column, statement in zip(_COLUMNS_V3, _MIGRATE_V2_TO_V3, strict=True):
+                    if column not in columns:
+                        db.execute(statement)
         elif app == 0 and not tables:  # new (or empty)
-            for statement in filter(str.strip, (_SCHEMA_V1 + _SCHEMA_V2).split(";")):
+            for statement in (*filter(str.strip, (_SCHEMA_V1 + _SCHEMA_V2).split(";")),
+                              *_MIGRATE_V2_TO_V3):
                 db.execute(statement)
         elif app == 0 and version == 0 and columns == _COLUMNS_V0:  # the first release
-            for statement in (*_MIGRATE_V0_TO_V1, *_MIGRATE_V1_TO_V2):
+            for statement in (*_MIGRATE_V0_TO_V1, *_MIGRATE_V1_TO_V2, *_MIGRATE_V2_TO_V3):
                 db.execute(statement)
         else:
             raise not_ours
@@ -544,7 +558,8 @@ class StateStore:
         self.close()
 
     @staticmethod
-    def _row(row: tuple[bytes, int, int, str, str, str | None, str, str, int | None]) -> Record:
+    def _row(row: tuple[bytes, int, int, str, str, str | None, str, str, int | None,
+                        int | None, int | None, int | None]) -> Record:
         return Record(os.fsdecode(row[0]), *row[1:])
 
     def get(self, path: str | os.PathLike[str]) -> Record | None:
@@ -584,8 +599,12 @@ class StateStore:
 
     def done(self, path: str | os.PathLike[str], *, size: int, mtime_ns: int, sha256: str,
              filename: str, file_id: str, purpose: str = DEFAULT_PURPOSE,
-             settles: int | None = None) -> None:
+             settles: int | None = None, ctime_ns: int | None = None, inode: int | None = None,
+             device: int | None = None) -> None:
         """Record a file stored on the server (``server_time`` of its intent is kept).
+
+        ``ctime_ns``, ``inode``, ``device``: the file's, as checked (without them, a later run
+        reads the file and compares its hash before taking it as unchanged).
 
         ``settles``: the attempt whose copy this is, and whose every copy is accounted for:
         it leaves the ledger. (An attempt that also lost an answer stays, so that a copy that
@@ -596,11 +615,14 @@ class StateStore:
                 db.execute("DELETE FROM attempts WHERE id = ?", (settles,))
             db.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, sha256, filename, file_id, status, "
-                "updated, purpose) VALUES (?, ?, ?, ?, ?, ?, 'uploaded', ?, ?) "
+                "updated, purpose, ctime_ns, inode, device) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'uploaded', ?, ?, ?, ?, ?) "
                 "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
                 "sha256=excluded.sha256, filename=excluded.filename, file_id=excluded.file_id, "
-                "status='uploaded', updated=excluded.updated, purpose=excluded.purpose",
-                (_key(path), size, mtime_ns, sha256, filename, file_id, time.time(), purpose))
+                "status='uploaded', updated=excluded.updated, purpose=excluded.purpose, "
+                "ctime_ns=excluded.ctime_ns, inode=excluded.inode, device=excluded.device",
+                (_key(path), size, mtime_ns, sha256, filename, file_id, time.time(), purpose,
+                 ctime_ns, inode, device))
 
     def attempts(self) -> list[OpenAttempt]:
         """The ledger: every attempt whose copy has not been identified, oldest first."""

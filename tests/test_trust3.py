@@ -167,3 +167,78 @@ def test_no_key_is_reachable_from_a_raised_error(handler: Any, call: str, tmp_pa
         client.list() if call == "list" else client.upload(p)
     leaks = [s for s in _reachable_strings(info.value) if SECRET in s]
     assert leaks == []
+
+
+# --- 3. a file rewritten at the same size with its mtime put back is not skipped --------------
+
+
+def _put_back_mtime(path: Path, content: bytes) -> None:
+    import os
+
+    st = path.stat()
+    path.write_bytes(content)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # as cp -p, tar or rsync -t would
+
+
+def test_a_same_size_rewrite_with_the_mtime_put_back_is_uploaded_again(
+        emulator: Any, client: kf.KimiFiles, tmp_path: Path) -> None:
+    p = write(tmp_path / "in" / "report.txt", "version one of it\n")
+    first = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    assert [r.status for r in first.results] == ["uploaded"]
+    _put_back_mtime(p, b"version TWO of it\n")
+    again = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    (result,) = again.results
+    assert result.status == "uploaded" and result.file_id != first.results[0].file_id
+    assert client.content(result.file_id).text == "version TWO of it\n"
+    # and now it is unchanged: skipped without being read
+    third = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    assert [(r.status, r.file_id) for r in third.results] == [("skipped", result.file_id)]
+
+
+def test_a_file_replaced_by_an_identical_copy_is_checked_by_its_hash(
+        emulator: Any, client: kf.KimiFiles, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from kimi_files.scan import _unchanged
+
+    p = write(tmp_path / "in" / "report.txt", "the same words\n")
+    first = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    with StateStore(tmp_path / "s.db") as store:
+        rec = store.get(p)
+    assert rec is not None and _unchanged(p, rec) is not None
+    copy = write(tmp_path / "copy.txt", "the same words\n")
+    shutil.copy2(p, copy)
+    os.replace(copy, p)  # another inode, the same size, mtime and content
+    assert _unchanged(p, rec) is None
+    again = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    assert [(r.status, r.file_id) for r in again.results] == [
+        ("skipped", first.results[0].file_id)]
+    with StateStore(tmp_path / "s.db") as store:  # the record now names the new inode
+        rec = store.get(p)
+    assert rec is not None and rec.inode == p.stat().st_ino and _unchanged(p, rec) is not None
+
+
+def test_a_v2_store_is_migrated_to_v3_and_its_records_are_checked_by_hash(
+        emulator: Any, client: kf.KimiFiles, tmp_path: Path) -> None:
+    from kimi_files.state import APPLICATION_ID, SCHEMA_VERSION
+
+    p = write(tmp_path / "in" / "report.txt", "version one of it\n")
+    first = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    db = sqlite3.connect(tmp_path / "s.db")  # make it what version 2 wrote
+    for column in ("ctime_ns", "inode", "device"):
+        db.execute(f"ALTER TABLE uploads DROP COLUMN {column}")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    _put_back_mtime(p, b"version TWO of it\n")
+    again = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    (result,) = again.results
+    assert result.status == "uploaded" and result.file_id != first.results[0].file_id
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert (db.execute("PRAGMA user_version").fetchone()[0],
+            db.execute("PRAGMA application_id").fetchone()[0]) == (SCHEMA_VERSION, APPLICATION_ID)
+    assert SCHEMA_VERSION == 3
+    row = db.execute("SELECT ctime_ns, inode FROM uploads").fetchone()
+    db.close()
+    assert row == (p.stat().st_ctime_ns, p.stat().st_ino)
