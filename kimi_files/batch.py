@@ -240,6 +240,10 @@ class _Run:
         self.fatal: StateError | None = None  # the state store broke: the run stops
         self.ghosts: dict[int, Attempt] = {}  # interrupted uploads on record (see planner)
         self.unnoted: list[tuple[str, str]] = []  # suspects reported, not yet in the store
+        self.suspected: dict[str, list[FileObject]] = {}  # absolute path -> its suspects
+        self.begun: list[int] = []  # this run's attempts (ledger ids)
+        self.unproven: list[int] = []  # ... begun before the server's clocks were checked
+        self.disproved = False  # ... all marked unproven: the clocks disagreed
         self.cache: ReuseCache | None = None
         self._lock = threading.Lock()
         self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
@@ -263,6 +267,7 @@ class _Run:
                 if f.id not in known:
                     known.add(f.id)
                     self.report.suspects.append(f)
+                    self.suspected.setdefault(os.path.abspath(path), []).append(f)
                     self.unnoted.append((path, f.id))
                     log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted or lost "
                                 "attempt stored, or someone else's; kept, not adopted",
@@ -275,6 +280,38 @@ class _Run:
                 r.file_id for r in self.report.results if r.file_id}
             self.report.suspects[:] = [f for f in self.report.suspects if f.id not in proven]
             self.unnoted[:] = [(p, i) for p, i in self.unnoted if i not in proven]
+
+    def begin(self, item: Item, since: int | None) -> int:
+        """Record the intent to send ``item`` (blocking work); its attempt's id. Its start is
+        proven only when the server's clocks were seen to agree (:meth:`prove_steps`)."""
+        assert self.store is not None
+        local = item.local
+        proven = self.client.clock.agrees is True
+        attempt = self.store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
+                                   sha256=item.sha256 or "", filename=local.filename,
+                                   purpose=self.purpose, server_time=since, proven=proven)
+        with self._lock:
+            self.begun.append(attempt)
+            if not proven:
+                self.unproven.append(attempt)
+        return attempt
+
+    def prove_steps(self) -> Steps[None]:
+        """Once a copy stored for us showed the server's clocks agree, the attempts this run
+        began before are proven too (the same clock, minutes apart); once they disagreed,
+        none is."""
+        agrees = self.client.clock.agrees
+        if self.store is None or agrees is None:
+            return
+        with self._lock:
+            if agrees:
+                ids, self.unproven = self.unproven, []
+            elif not self.disproved:
+                ids, self.disproved = list(self.begun), True
+            else:
+                ids = []
+        if ids:
+            yield Blocking(self.store.prove, (ids, bool(agrees)))
 
     def position(self) -> int:
         with self._lock:
@@ -537,10 +574,7 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
 
     def on_begin(since: int | None) -> None:
         # the intent, durable before the first byte goes out, with the server's time
-        assert store is not None
-        attempt.append(store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
-                                   sha256=item.sha256 or "", filename=local.filename,
-                                   purpose=run.purpose, server_time=since))
+        attempt.append(run.begin(item, since))
 
     def failed(error: KimiError) -> None:
         run.emit(FileResult(item.shown, "failed", bytes=local.size, error=error), item)
@@ -556,6 +590,7 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             # hashed as it was sent; when no attempt sent it whole (an adoption), read it
             item.sha256 = sent.sha256 or (yield Blocking(sha256_of, (local.path,)))
         if store is not None:
+            yield from run.prove_steps()  # a copy was stored: the clocks were checked
             yield run.done(item, sent.file.id,
                            settles=attempt[0] if attempt and sent.settled else None)
         if run.cache is not None and item.sha256 is not None and not sent.adopted:
@@ -563,13 +598,16 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,
                                                 sent.file.filename, local.size))
         note = "adopted after a lost response" if sent.adopted else ""
-        if sent.suspects:
-            run.suspect(sent.suspects, item.shown)
-            many = len(sent.suspects)
+        run.suspect(sent.suspects, item.shown)
+        # with those an interrupted run of this file left (reported when the batch began)
+        suspects = list(dict.fromkeys(f.id for f in (
+            *sent.suspects, *run.suspected.get(os.path.abspath(local.path), ()))))
+        if suspects:
+            many = len(suspects)
             note = ", ".join(filter(None, [
                 note, f"{many} possible extra cop{'y' if many == 1 else 'ies'} kept"]))
         run.emit(FileResult(item.shown, "uploaded", file_id=sent.file.id, bytes=local.size,
-                            note=note, suspects=tuple(f.id for f in sent.suspects)), item)
+                            note=note, suspects=tuple(suspects)), item)
     except StateError as exc:
         # the record of what was sent is gone or broken: stop the whole run, loudly
         run.fatal = exc

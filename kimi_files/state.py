@@ -31,7 +31,9 @@ Schema versions (``PRAGMA user_version``; ``PRAGMA application_id`` marks the fi
 timed-out request stores late must never be taken for another file's) and the ``suspects``
 already reported (never adopted later); 3 adds ``ctime_ns``, ``inode`` and ``device`` to the
 uploads (a file is taken as unchanged without reading it only when its size, mtime, ctime,
-inode and device are all the recorded ones; a record without them is checked by its hash).
+inode and device are all the recorded ones; a record without them is checked by its hash) and
+``proven`` to the attempts (the start time was taken by a server clock seen to agree with the
+``created_at`` of our own uploads; an attempt not proven is never adopted).
 Older stores are migrated in place when opened; a newer one is refused.
 """
 
@@ -105,7 +107,11 @@ _MIGRATE_V1_TO_V2 = (
     "WHERE status = 'pending'",
 )
 _COLUMNS_V3 = ("ctime_ns", "inode", "device")
-_MIGRATE_V2_TO_V3 = tuple(f"ALTER TABLE uploads ADD COLUMN {c} INTEGER" for c in _COLUMNS_V3)
+_MIGRATE_V2_TO_V3 = (
+    *(f"ALTER TABLE uploads ADD COLUMN {c} INTEGER" for c in _COLUMNS_V3),
+    # an older version's start times were never checked against created_at: not proven
+    "ALTER TABLE attempts ADD COLUMN proven INTEGER NOT NULL DEFAULT 0",
+)
 _COLUMNS_V0 = ("path", "size", "mtime_ns", "sha256", "filename", "file_id", "status", "updated")
 _COLUMNS_V1 = (*_COLUMNS_V0, "purpose", "server_time")
 _MIGRATE_V0_TO_V1 = (
@@ -135,13 +141,17 @@ class OpenAttempt:
     server_time: int | None
     #: The local wall clock when it began (only ever compared with the local wall clock).
     started: float
+    #: ``server_time`` was taken by a server whose clocks were seen to agree (``Date`` and
+    #: the ``created_at`` of our own uploads): only then may a copy be adopted by it.
+    proven: bool = True
 
     @property
     def attempt(self) -> Attempt:
-        """What the adoption rules need of it."""
+        """What the adoption rules need of it (no start when it is not proven)."""
         from .adoption import Attempt
 
-        return Attempt(self.filename, self.size, self.purpose, self.server_time)
+        return Attempt(self.filename, self.size, self.purpose,
+                       self.server_time if self.proven else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,8 +445,10 @@ class StateStore:
                 raise self._error(f"{_DAMAGED[0]} (its ledger of attempts is missing); "
                                   f"{_DAMAGED[1]}")
             if version < 3:
-                for column, statement in zip(_COLUMNS_V3, _MIGRATE_V2_TO_V3, strict=True):
-                    if column not in columns:
+                attempt_columns = {r[1] for r in db.execute("PRAGMA table_info(attempts)")}
+                for column, statement in zip((*_COLUMNS_V3, "proven"), _MIGRATE_V2_TO_V3,
+                                             strict=True):
+                    if column not in set(columns) | attempt_columns:
                         db.execute(statement)
         elif app == 0 and not tables:  # new (or empty)
             for statement in (*filter(str.strip, (_SCHEMA_V1 + _SCHEMA_V2).split(";")),
@@ -573,19 +585,20 @@ class StateStore:
         return [self._row(r) for r in rows]
 
     def begin(self, path: str | os.PathLike[str], *, size: int, mtime_ns: int, sha256: str,
-              filename: str, purpose: str = DEFAULT_PURPOSE, server_time: int | None = None
-              ) -> int:
+              filename: str, purpose: str = DEFAULT_PURPOSE, server_time: int | None = None,
+              proven: bool = True) -> int:
         """Record the intent to upload, right before the first byte is sent, and open its
         attempt in the ledger; returns the attempt's id (for :meth:`done`).
 
-        ``server_time``: the server's clock (Unix seconds) when this attempt began.
+        ``server_time``: the server's clock (Unix seconds) when this attempt began;
+        ``proven``: that clock was seen to agree with ``created_at`` (see :meth:`prove`).
         """
         now = time.time()
         with self._transaction() as db:
             attempt = db.execute(
-                "INSERT INTO attempts (path, filename, size, purpose, server_time, started) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (_key(path), filename, size, purpose, server_time, now)).lastrowid
+                "INSERT INTO attempts (path, filename, size, purpose, server_time, started, "
+                "proven) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (_key(path), filename, size, purpose, server_time, now, int(proven))).lastrowid
             db.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, sha256, filename, file_id, status, "
                 "updated, purpose, server_time) VALUES (?, ?, ?, ?, ?, NULL, 'pending', ?, ?, ?) "
@@ -627,9 +640,16 @@ class StateStore:
     def attempts(self) -> list[OpenAttempt]:
         """The ledger: every attempt whose copy has not been identified, oldest first."""
         with self._using() as db:
-            rows = db.execute("SELECT id, path, filename, size, purpose, server_time, started "
-                              "FROM attempts ORDER BY id").fetchall()
-        return [OpenAttempt(r[0], os.fsdecode(r[1]), *r[2:]) for r in rows]
+            rows = db.execute("SELECT id, path, filename, size, purpose, server_time, started, "
+                              "proven FROM attempts ORDER BY id").fetchall()
+        return [OpenAttempt(r[0], os.fsdecode(r[1]), *r[2:7], proven=bool(r[7])) for r in rows]
+
+    def prove(self, attempt_ids: Iterable[int], proven: bool = True) -> None:
+        """Mark attempts of this run as begun by a server clock seen to agree with the
+        ``created_at`` of our own uploads (or, ``proven=False``, found to disagree)."""
+        with self._using() as db:
+            db.executemany("UPDATE attempts SET proven = ? WHERE id = ?",
+                           [(int(proven), i) for i in attempt_ids])
 
     def settle(self, attempt_ids: Iterable[int]) -> None:
         """Take attempts out of the ledger: their copies are accounted for, or can no longer

@@ -242,3 +242,177 @@ def test_a_v2_store_is_migrated_to_v3_and_its_records_are_checked_by_hash(
     row = db.execute("SELECT ctime_ns, inode FROM uploads").fetchone()
     db.close()
     assert row == (p.stat().st_ctime_ns, p.stat().st_ino)
+
+
+def test_attempts_an_older_version_left_are_migrated_unproven(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "s.db") as store:
+        store.begin("/d/a.txt", size=1, mtime_ns=1, sha256="", filename="a.txt", server_time=5)
+    db = sqlite3.connect(tmp_path / "s.db")  # make it what version 2 wrote
+    db.execute("ALTER TABLE attempts DROP COLUMN proven")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with StateStore(tmp_path / "s.db") as store:
+        (a,) = store.attempts()
+        # its start was never checked against created_at: it proves nothing
+        assert (a.server_time, a.proven, a.attempt.since) == (5, False, None)
+
+
+# --- 1. a lying clock: adoption by time only when the server's clocks agree --------------------
+
+DAY = 86400
+
+#: One batch run in a process of its own, to be killed with SIGKILL.
+INGEST = ("import sys, kimi_files as kf; "
+          "kf.ingest([sys.argv[2]], state=sys.argv[1], concurrency=4)")
+
+
+def _killed_run(emulator: Any, folder: Path, state: Path, fault: Any) -> None:
+    """A run that sends its upload(s), is killed with SIGKILL once the server holds the one
+    ``fault`` catches, and is gone; then the fault is released (no race with real time)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import API_KEY
+
+    env = {**os.environ, "MOONSHOT_API_KEY": API_KEY, "MOONSHOT_BASE_URL": emulator.base_url}
+    proc = subprocess.Popen([sys.executable, "-c", INGEST, str(state), str(folder)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert fault.held.wait(60), "the run never sent its upload"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    fault.release.set()
+
+
+def test_a_date_behind_never_adopts_an_older_look_alike_after_a_kill(
+        emulator: Any, client: kf.KimiFiles, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    emulator.state.date_offset = -DAY  # the gateway's Date runs a day behind created_at
+    p = write(tmp_path / "in" / "report.txt", "our own report\n")
+    stranger = emulator.seed("report.txt", p.stat().st_size,
+                             created_at=int(time.time()) - 3600)
+    fault = emulator.state.add_fault("hang", release=threading.Event())  # nothing stored
+    _killed_run(emulator, tmp_path / "in", tmp_path / "s.db", fault)
+    report = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    (result,) = report.results
+    assert result.status == "uploaded" and result.file_id != stranger.id
+    assert client.content(result.file_id).text == "our own report\n"
+    assert [f.id for f in report.suspects] == [stranger.id]  # kept, reported
+    assert result.suspects == (stranger.id,)
+    assert stranger.id in {f.id for f in emulator.state.listing()}
+
+
+def test_a_date_ahead_reports_the_copy_a_killed_run_stored(
+        emulator: Any, client: kf.KimiFiles, tmp_path: Path) -> None:
+    import threading
+
+    emulator.state.date_offset = 30 * DAY  # the gateway's Date runs 30 days ahead
+    write(tmp_path / "in" / "report.txt", "our own report\n")
+    fault = emulator.state.add_fault("store_late", release=threading.Event())
+    _killed_run(emulator, tmp_path / "in", tmp_path / "s.db", fault)
+    assert fault.stored.wait(60)  # the server stored it after the run was killed
+    (copy,) = emulator.state.listing()
+    report = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    (result,) = report.results
+    assert result.status == "uploaded" and result.file_id != copy.id
+    # never silently a second copy: said in the report and in the file's own result
+    assert [f.id for f in report.suspects] == [copy.id]
+    assert result.suspects == (copy.id,)
+
+
+def test_the_server_clock_checks_date_against_created_at() -> None:
+    from kimi_files.adoption import CLOCK_TOLERANCE, ServerClock
+
+    now = [0.0]
+    clock = ServerClock(monotonic=lambda: now[0])
+    clock.observe_stored(1_000)  # no Date seen: nothing to check against
+    assert clock.agrees is None and clock.since() == 1_000
+    clock.observe(2_000)
+    since = clock.since()
+    clock.observe_stored(2_000 + CLOCK_TOLERANCE, since)  # within the tolerance
+    assert clock.agrees is True
+
+    behind = ServerClock(monotonic=lambda: now[0])  # Date a day behind created_at
+    behind.observe(2_000 - DAY)
+    behind.observe_stored(2_000, behind.since())
+    assert behind.agrees is False and behind.since() is None
+    behind.observe_stored(2_000 - DAY, behind.since())  # once disagreed, for good
+    assert behind.agrees is False
+
+    ahead = ServerClock(monotonic=lambda: now[0])  # Date 30 days ahead
+    ahead.observe(2_000 + 30 * DAY)
+    since = ahead.since()
+    ahead.observe_stored(2_000, since)
+    assert ahead.agrees is False and ahead.since() is None
+
+
+def test_attempts_begun_before_the_clock_was_checked_are_proven_by_a_later_store(
+        emulator: Any, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float]) -> None:
+    import threading
+
+    for i in range(3):
+        write(tmp_path / "in" / f"f{i}.txt", f"document {i}\n")
+    held = emulator.state.add_fault("hang", release=threading.Event())
+    proofs: list[tuple[list[int], bool]] = []
+
+    class Watching(StateStore):
+        def prove(self, ids: Any, proven: bool = True) -> None:
+            proofs.append((list(ids), proven))
+            super().prove(ids, proven)
+            held.release.set()  # f0's attempt ends (dropped) only once the others proved it
+
+    with Watching(tmp_path / "s.db") as store:
+        report = kf.ingest([tmp_path / "in"], client=client, state=store, concurrency=3,
+                           max_retries=0)
+        assert report.count("uploaded") == 2
+        assert len(proofs) == 1 and proofs[0][1] is True and len(proofs[0][0]) == 3
+        # f0's attempt (its answer lost) stays open, and proven: a re-run may adopt by it
+        (left,) = store.attempts()
+        assert left.proven and left.attempt.since is not None
+
+
+def test_a_run_whose_clocks_disagree_marks_every_attempt_unproven(
+        emulator: Any, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float]) -> None:
+    import threading
+
+    emulator.state.date_offset = -DAY
+    for i in range(3):
+        write(tmp_path / "in" / f"f{i}.txt", f"document {i}\n")
+    held = emulator.state.add_fault("hang", release=threading.Event())
+
+    class Watching(StateStore):
+        def prove(self, ids: Any, proven: bool = True) -> None:
+            super().prove(ids, proven)
+            held.release.set()
+
+    with Watching(tmp_path / "s.db") as store:
+        kf.ingest([tmp_path / "in"], client=client, state=store, concurrency=3, max_retries=0)
+        (left,) = store.attempts()
+        assert not left.proven and left.attempt.since is None
+
+
+def test_the_emulator_dates_its_answers_by_its_clock_and_offset() -> None:
+    from email.utils import parsedate_to_datetime
+
+    import httpx
+
+    from kimi_files.emulator import Emulator
+
+    from .conftest import API_KEY
+
+    wall = [1_700_000_000.0]
+    with Emulator(api_key=API_KEY, wall=lambda: wall[0], date_offset=-DAY) as emu:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        r = httpx.post(f"{emu.base_url}/files", headers=headers, data={"purpose": "file-extract"},
+                       files={"file": ("a.txt", b"some text", "text/plain")})
+        assert r.json()["created_at"] == 1_700_000_000
+        assert r.headers.get_list("date") == [r.headers["date"]]  # one Date, the emulated one
+        assert parsedate_to_datetime(r.headers["date"]).timestamp() == 1_700_000_000 - DAY
+        emu.state.date_offset = None
+        assert "date" not in httpx.get(f"{emu.base_url}/files", headers=headers).headers

@@ -23,7 +23,8 @@ cover every row of the error table and every wording captured from real accounts
 (:data:`CAPTURED_ROWS`), plus HTML gateway pages, garbage and truncated bodies, delays,
 hangs, dropped connections, "store the file, then drop the connection" and "store it late,
 after the client gave up". Tiers can be emulated with ``max_concurrency`` and ``rpm``; the
-clocks are injectable (``clock=``, ``wall=``). Needs the ``emulator`` extra:
+clocks are injectable (``clock=``, ``wall=``), and the ``Date`` header can be made to disagree
+with ``created_at`` (``date_offset=``, seconds; None: no ``Date``). Needs the ``emulator`` extra:
 ``pip install 'kimi-files[emulator]'``.
 """
 
@@ -64,7 +65,7 @@ class Emulator:
     Keyword arguments other than ``host``, ``port`` and ``log_level`` configure the
     :class:`EmulatorState` (``api_key``, ``max_files``, ``max_total_bytes``,
     ``max_file_bytes``, ``extract_delay``, ``max_concurrency``, ``rpm``, ``rate_window``,
-    ``storage_dir``, ``extract_images``, ``clock``, ``wall``).
+    ``storage_dir``, ``extract_images``, ``clock``, ``wall``, ``date_offset``).
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
@@ -112,6 +113,7 @@ class Emulator:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=1,
+            date_header=False,  # the app sends the emulated one
             timeout_keep_alive=30,
         )
         self._server = uvicorn.Server(config)

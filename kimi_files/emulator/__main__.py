@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extract-images", action="store_true",
                         help="accept images under file-extract (older behaviour; the newest "
                              "guide says they are no longer extracted)")
+    parser.add_argument("--date-offset", type=float, default=0.0, metavar="SECONDS",
+                        help="send a Date header this far from the clock of created_at, as a "
+                             "gateway whose clock is wrong would (negative: behind)")
+    parser.add_argument("--no-date", action="store_true", help="send no Date header")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
@@ -65,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         max_total_bytes=args.max_total_bytes, max_file_bytes=args.max_file_bytes,
         extract_delay=args.extract_delay, max_concurrency=args.max_concurrency, rpm=args.rpm,
         rate_window=args.rate_window, extract_images=args.extract_images,
+        date_offset=None if args.no_date else args.date_offset,
     )
     if args.chaos:
         state.set_chaos(args.chaos)
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     try:
         uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
-                    access_log=False, lifespan="off")
+                    access_log=False, lifespan="off", date_header=False)
     finally:
         state.close()
     return 0

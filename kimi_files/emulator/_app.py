@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,10 @@ class Emulated:
         try:
             fault = self.state.take_fault(endpoint)
             if fault is not None and fault.kind in ("delay", "hang"):
+                if fault.kind == "hang":
+                    fault.held.set()
+                if fault.kind == "hang" and fault.release is not None:
+                    await self._released(fault.release)
                 deadline = asyncio.get_running_loop().time() + fault.delay
                 while not self.state.closing and asyncio.get_running_loop().time() < deadline:
                     await asyncio.sleep(min(0.05, fault.delay))
@@ -186,6 +191,9 @@ class Emulated:
                 tmp.unlink(missing_ok=True)
                 return refusal
             if fault is not None and fault.kind == "store_late":
+                fault.held.set()
+                if fault.release is not None:
+                    await self._released(fault.release)
                 await self._until_client_left(request, fault.delay)
             # "error" is the documented status of a failed extraction
             status = "error" if fault is not None and fault.kind == "status_failed" else "ok"
@@ -204,6 +212,11 @@ class Emulated:
             return JSONResponse(stored.to_dict())
         finally:
             await form.close()
+
+    async def _released(self, release: threading.Event) -> None:
+        """Wait until a test sets ``release`` (or the server stops)."""
+        while not self.state.closing and not release.is_set():
+            await asyncio.sleep(0.01)
 
     async def _until_client_left(self, request: Request, delay: float) -> None:
         """Wait ``delay`` seconds, then until the client has gone (at most a minute more)."""
@@ -442,10 +455,12 @@ def _docx_text(path: Path) -> str | None:
 
 class _KeepSend:
     """Outermost ASGI layer: remembers the server's own ``send`` so a fault can drop the line,
-    and gives every answer a ``Msh-Request-Id`` header, as the service does."""
+    and gives every answer a ``Msh-Request-Id`` header, as the service does, and its ``Date``
+    (:meth:`EmulatorState.date_header`: the emulated clock, not the ASGI server's)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, state: EmulatorState) -> None:
         self.app = app
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -459,6 +474,9 @@ class _KeepSend:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((b"msh-request-id", request_id.encode()))
+                date = self.state.date_header()
+                if date is not None:
+                    headers.append((b"date", date.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -482,4 +500,4 @@ def create_app(state: EmulatorState) -> ASGIApp:
         route("/v1/files/{file_id}", "delete", h.delete, "DELETE"),
         route("/v1/files/{file_id}/content", "content", h.content, "GET"),
     ])
-    return _KeepSend(app)
+    return _KeepSend(app, state)
