@@ -642,7 +642,8 @@ class StateStore:
         with self._using() as db:
             rows = db.execute("SELECT id, path, filename, size, purpose, server_time, started, "
                               "proven FROM attempts ORDER BY id").fetchall()
-        return [OpenAttempt(r[0], os.fsdecode(r[1]), *r[2:7], proven=bool(r[7])) for r in rows]
+        return [OpenAttempt(r[0], os.fsdecode(r[1]), r[2], r[3], r[4], r[5], r[6], bool(r[7]))
+                for r in rows]
 
     def prove(self, attempt_ids: Iterable[int], proven: bool = True) -> None:
         """Mark attempts of this run as begun by a server clock seen to agree with the

@@ -442,8 +442,9 @@ def send_steps(
 
     ``on_begin(since)`` is called once (as blocking work, off an event loop), right before the
     first byte is sent, with the server's time then (a lower bound, Unix seconds; None if
-    never seen, or when the server's clocks disagree): the batch records its intent there. ``ghosts``: interrupted uploads on
-    record that could own a stored copy too (never adopted for this one). ``sha256``: the
+    never seen, or when the server's clocks disagree): the batch records its intent there.
+    ``ghosts``: interrupted uploads on record that could own a stored copy too (never
+    adopted for this one). ``sha256``: the
     content's hash as taken before; the bytes sent are hashed again and must agree (a file
     rewritten since, even with its mtime put back, fails and its copy is deleted).
     ``hash_sent``: hash the bytes as they are sent, for :attr:`Sent.sha256`.

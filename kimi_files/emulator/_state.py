@@ -199,9 +199,10 @@ class EmulatorState:
     ``clock`` (monotonic seconds) drives the rate windows and ``wall`` (Unix seconds) the
     ``created_at`` of files, the ``Date`` header of answers and the request log, so tests can
     inject both. ``date_offset`` (seconds) sets the ``Date`` header that far from ``wall``, as
-    a gateway whose clock disagrees with the storage's would; None sends no ``Date`` at all. ``extract_images``
-    restores the older behaviour of accepting images under ``file-extract`` (the newest guide
-    says they are no longer extracted, so they are refused by default).
+    a gateway whose clock disagrees with the storage's would; None sends no ``Date`` at all.
+    ``extract_images`` restores the older behaviour of accepting images under
+    ``file-extract`` (the newest guide says they are no longer extracted, so they are refused
+    by default).
     """
 
     def __init__(
