@@ -37,7 +37,7 @@ from .errors import ConfigurationError, KimiError, LocalFileError, StateError, U
 from .models import FileList, FileObject
 from .options import UploadKwargs, UploadOptions
 from .pacing import Pacer, check_limits
-from .planner import BatchPlan, plan_batch
+from .planner import BatchPlan, plan_batch, plan_deferred
 from .progress import ProgressBar, short_label
 from .report import STATUSES, BatchReport, FileResult, Status
 from .scan import Item, check_files, check_unverified, collect, hash_where_needed, matches_filters
@@ -406,7 +406,10 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
             # stopped while making room: what was deleted is in the report; nothing is sent
             _not_started(run, plan)
             return report
-        yield from _upload(run, plan)
+        yield from _upload(run, plan.groups, plan.claimed)
+        if plan.deferred and run.fatal is None and not stop.is_set():
+            yield from _deferred(run, plan)
+        _not_started(run, plan)
         if run.fatal is not None:
             raise run.fatal  # the state store failed: nothing more can be recorded
         yield from _emit_twins(run, plan)
@@ -425,6 +428,25 @@ def _read_state(store: StateStore | None
     if store is None:
         return [], [], set()
     return store.records(), store.attempts(), store.suspects()
+
+
+def _deferred(run: _Run, plan: BatchPlan) -> Steps[None]:
+    """The files an interrupted run was sending, after the rest: list again, adopt the
+    copies that landed meanwhile when provably theirs (:func:`plan_deferred`), report the
+    other candidates, and send what is left."""
+    listing: FileList = yield Call("list")
+    run.report.list_calls += 1
+    records, ledger, reported = (yield Blocking(_read_state, (run.store,)))
+    # nothing listed before (considered when the batch began), recorded, reported or
+    # claimed by this run can be the copy of a deferred file
+    claimed = (plan.claimed | {r.file_id for r in records if r.file_id} | reported
+               | run.client.attempts.claimed()
+               | {r.file_id for r in run.report.results if r.file_id})
+    late = plan_deferred([i for g in plan.deferred for i in g], listing.data, records, ledger,
+                         claimed, server_now=run.client.clock.now(), wall_now=time.time())
+    run.ghosts = late.ghosts
+    yield from _settle(run, late)
+    yield from _upload(run, late.groups, late.claimed)
 
 
 def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
@@ -489,7 +511,8 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
                                 error=plan.refusal), item)
         yield from _emit_twins(run, plan)
         return
-    run.report.plan = plan.room
+    if plan.room is not None:  # (a plan of deferred files has none of its own)
+        run.report.plan = plan.room
     if run.settings.dry_run:
         for item in plan.uploads:
             run.emit(FileResult(item.shown, "planned", bytes=item.local.size,
@@ -512,21 +535,21 @@ def _emit_twins(run: _Run, plan: BatchPlan) -> Steps[None]:
                             error=first.error, note=note), item)
 
 
-def _upload(run: _Run, plan: BatchPlan) -> Steps[None]:
-    """Send every group of the plan, at most ``concurrency`` at once."""
-    groups = plan.groups
+def _upload(run: _Run, groups: Sequence[Sequence[Item]],
+            claimed: frozenset[str]) -> Steps[None]:
+    """Send every group, at most ``concurrency`` at once; ``claimed``: ids none may adopt."""
     if not groups:
         return
-    claims = Claims(plan.claimed)
-    overall = ProgressBar(total=sum(i.local.size for i in plan.uploads),
-                          desc=f"{len(plan.uploads)} file(s)", enabled=run.options.progress,
+    claims = Claims(claimed)
+    items = [i for g in groups for i in g]
+    overall = ProgressBar(total=sum(i.local.size for i in items),
+                          desc=f"{len(items)} file(s)", enabled=run.options.progress,
                           position=0)
     try:
         yield Parallel([_group_steps(run, group, claims, overall) for group in groups],
                        run.settings.concurrency)
     finally:
         overall.close()
-    _not_started(run, plan)
 
 
 def _not_started(run: _Run, plan: BatchPlan) -> None:

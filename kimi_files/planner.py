@@ -25,7 +25,7 @@ from .quota import FreeQuota, RoomPlan, plan_room
 from .scan import Item
 from .state import OpenAttempt, Record
 
-__all__ = ["BatchPlan", "Skip", "Twin", "plan_batch"]
+__all__ = ["BatchPlan", "Skip", "Twin", "plan_batch", "plan_deferred"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,9 @@ class BatchPlan:
     #: the files to send, in groups: the files of a group (same name as sent, size and
     #: purpose) could be taken for one another, so they go one after the other
     groups: tuple[tuple[Item, ...], ...] = ()
+    #: files (in groups) an interrupted run was sending, whose copy may still land: sent
+    #: after the others, once the account is listed again (:func:`plan_deferred`)
+    deferred: tuple[tuple[Item, ...], ...] = ()
     room: RoomPlan | None = None
     #: set when the batch cannot fit: then nothing is sent and nothing deleted
     refusal: NoRoomError | None = None
@@ -77,7 +80,8 @@ class BatchPlan:
 
     @property
     def uploads(self) -> list[Item]:
-        return [item for group in self.groups for item in group]
+        """Every file to send, the deferred ones last."""
+        return [item for group in (*self.groups, *self.deferred) for item in group]
 
 
 from .adoption import GHOST_TTL  # noqa: E402
@@ -141,8 +145,11 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
             todo.append(item)
 
     protected = {s.file_id for s in skips}
+    late = {id(i) for i in todo if os.path.abspath(i.local.path) in ledger_plan.open_paths}
     common = {
-        "skips": tuple(skips), "twins": tuple(twins), "groups": _groups(todo),
+        "skips": tuple(skips), "twins": tuple(twins),
+        "groups": _groups([i for i in todo if id(i) not in late]),
+        "deferred": _groups([i for i in todo if id(i) in late]),
         "suspects": tuple(ledger_plan.suspects), "ghosts": ledger_plan.ghosts,
         "settle": tuple(ledger_plan.settle),
         "forget_reported": tuple(sorted(set(reported) - set(on_server))),
@@ -183,12 +190,35 @@ def _groups(todo: Sequence[Item]) -> tuple[tuple[Item, ...], ...]:
     return tuple(tuple(g) for g in groups.values())
 
 
+def plan_deferred(deferred: Sequence[Item], listing: Sequence[FileObject],
+                  records: Sequence[Record], ledger: Sequence[OpenAttempt],
+                  claimed: Collection[str], *, server_now: int | None = None,
+                  wall_now: float | None = None) -> BatchPlan:
+    """The deferred files of a plan, decided again on a new listing, taken after the rest of
+    the batch was sent: a copy an interrupted run's request stored meanwhile is adopted by
+    the rules of :func:`plan_batch` (one-to-one, name, size, purpose, time by a proven server
+    clock, no other claimant); every other candidate is a suspect; the rest is sent. Pure.
+
+    ``claimed``: ids no attempt may own (recorded, reported before, or this run's own).
+    """
+    by_path = {os.path.abspath(i.local.path): i for i in deferred}
+    found = _resume(records, listing, set(claimed), by_path, ledger, server_now, wall_now)
+    skips = [Skip(i, found.adopted[p], adopted=True) for p, i in by_path.items()
+             if p in found.adopted]
+    todo = [i for p, i in by_path.items() if p not in found.adopted]
+    return BatchPlan(skips=tuple(skips), groups=_groups(todo), suspects=tuple(found.suspects),
+                     ghosts=found.ghosts, settle=tuple(found.settle),
+                     claimed=frozenset({f.id for f in listing} | set(claimed)))
+
+
 @dataclass
 class _Ledger:
     adopted: dict[str, str] = field(default_factory=dict)
     suspects: list[tuple[str, FileObject]] = field(default_factory=list)
     ghosts: dict[int, Attempt] = field(default_factory=dict)
     settle: list[int] = field(default_factory=list)
+    #: paths with an attempt still open (a copy of it may yet land)
+    open_paths: set[str] = field(default_factory=set)
 
 
 def _resume(records: Sequence[Record], listing: Sequence[FileObject], claimed: set[str],
@@ -225,6 +255,7 @@ def _resume(records: Sequence[Record], listing: Sequence[FileObject], claimed: s
             out.settle.append(a.id)
         else:
             out.ghosts[a.id] = attempts[a.id]
+            out.open_paths.add(a.path)
     return out
 
 

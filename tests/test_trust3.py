@@ -416,3 +416,115 @@ def test_the_emulator_dates_its_answers_by_its_clock_and_offset() -> None:
         assert parsedate_to_datetime(r.headers["date"]).timestamp() == 1_700_000_000 - DAY
         emu.state.date_offset = None
         assert "date" not in httpx.get(f"{emu.base_url}/files", headers=headers).headers
+
+
+# --- 12. copies a killed run's requests store late are adopted, not duplicated ----------------
+
+
+def _kill_with_late_stores(emulator: Any, folder: Path, state: Path, late: int) -> Any:
+    """A run of every file in ``folder`` (4 at once) whose last ``late`` uploads the server
+    holds (a slow extraction), killed with SIGKILL once the others are recorded; the held
+    requests store their copies when the returned event is set."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from .conftest import API_KEY
+
+    release = threading.Event()
+    others = len(list(folder.iterdir())) - late
+    emulator.state.add_fault("delay", times=others)  # answered at once, in the fault's turn
+    faults = [emulator.state.add_fault("store_late", release=release) for _ in range(late)]
+    env = {**os.environ, "MOONSHOT_API_KEY": API_KEY, "MOONSHOT_BASE_URL": emulator.base_url}
+    proc = subprocess.Popen([sys.executable, "-c", INGEST, str(state), str(folder)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def recorded() -> int:
+        if not state.exists():
+            return 0
+        with sqlite3.connect(state) as db:
+            try:
+                return int(db.execute(
+                    "SELECT count(*) FROM uploads WHERE status = 'uploaded'").fetchone()[0])
+            except sqlite3.OperationalError:  # not created yet
+                return 0
+
+    try:
+        for f in faults:
+            assert f.held.wait(60), "the run never sent its uploads"
+        deadline = time.monotonic() + 60
+        while recorded() < others and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
+        assert recorded() == others
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    release.faults = faults  # type: ignore[attr-defined]
+    return release
+
+
+def test_copies_a_killed_run_stores_late_are_adopted_when_the_rerun_reaches_them(
+        emulator: Any, client: kf.KimiFiles, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    for i in range(4):
+        write(folder / f"doc{i}.txt", f"document number {i}\n")
+    release = _kill_with_late_stores(emulator, folder, tmp_path / "s.db", late=2)
+    posts = sum(r.method == "POST" for r in emulator.requests)
+
+    def on_result(result: Any) -> None:  # the killed run's requests land during the re-run
+        release.set()
+        for f in release.faults:  # type: ignore[attr-defined]
+            assert f.stored.wait(60)
+
+    report = kf.ingest([folder], client=client, state=tmp_path / "s.db", on_result=on_result)
+    assert report.suspects == [] and report.ok, report.summary()
+    notes = sorted(r.note for r in report.results)
+    assert [r.status for r in report.results] == ["skipped"] * 4
+    assert notes == ["already uploaded, unchanged"] * 2 + ["stored by an interrupted run; adopted"] * 2
+    assert sum(r.method == "POST" for r in emulator.requests) == posts  # nothing sent again
+    stored = {f.id: f for f in emulator.state.listing()}
+    assert len(stored) == 4  # one copy each, each with its own content
+    for r in report.results:
+        assert client.content(r.file_id).text == Path(r.path).read_text()
+    with StateStore(tmp_path / "s.db") as store:
+        assert store.attempts() == [] and {r.status for r in store.records()} == {"uploaded"}
+
+
+def test_a_copy_that_lands_after_the_relisting_is_reported_and_the_command_exits_1(
+        emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import kimi_files.batch as batch
+    from kimi_files.cli import upload_main
+
+    from .conftest import API_KEY
+
+    folder = tmp_path / "in"
+    for i in range(2):
+        write(folder / f"doc{i}.txt", f"document number {i}\n")
+    release = _kill_with_late_stores(emulator, folder, tmp_path / "s.db", late=1)
+    real = batch._late_copies
+
+    def land_then_look(*args: Any) -> Any:  # too slow: it lands after the file was sent again
+        release.set()
+        assert release.faults[0].stored.wait(60)  # type: ignore[attr-defined]
+        return (yield from real(*args))
+
+    monkeypatch.setattr(batch, "_late_copies", land_then_look)
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    monkeypatch.setenv("MOONSHOT_BASE_URL", emulator.base_url)
+    code = upload_main(["--json", "--no-progress", "--state", str(tmp_path / "s.db"),
+                        str(folder)])
+    out, err = capsys.readouterr()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert sorted(r["status"] for r in rows) == ["skipped", "uploaded"]
+    late = [f for f in emulator.state.listing() if f.id not in {r["file_id"] for r in rows}]
+    assert len(late) == 1 and late[0].id in err  # said, with the command that removes it
+    assert f"kimi-files delete {late[0].id}" in err
+    assert code == 1  # a duplicate remains: not the clean run exit 0 promises
+    report = batch.BatchReport(suspects=late)
+    assert report.suspects_remain and not batch.BatchReport().suspects_remain
