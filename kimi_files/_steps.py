@@ -32,9 +32,10 @@ if TYPE_CHECKING:
     from .cache import ReuseCache
     from .config import Limits, RetryPolicy
     from .pacing import Pacer
+    from .uploader import FileBody
 
-__all__ = ["Action", "Blocking", "Call", "ClientLike", "Parallel", "Request", "Steps", "Wait", "run_async",
-           "run_sync"]
+__all__ = ["Action", "Blocking", "Call", "ClientLike", "CreateFile", "DeleteFile", "GetContent", "ListFiles",
+           "Parallel", "Request", "Steps", "Wait", "run_async", "run_sync"]
 
 T = TypeVar("T")
 
@@ -46,6 +47,38 @@ class Request:
     method: str
     path: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ListFiles:
+    """The account's listing (a :class:`~kimi_files.FileList`). ``shared``: a listing already
+    in flight on this client may answer instead (a preflight's: any recent one will do)."""
+
+    shared: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CreateFile:
+    """One upload request (no retry), streamed from ``body``; the stored file object."""
+
+    body: FileBody
+    filename: str
+    purpose: str
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteFile:
+    """Delete a file by id; the deletion's answer."""
+
+    file_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetContent:
+    """A file's extracted text (a :class:`~kimi_files.FileContent`)."""
+
+    file_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +126,7 @@ class Parallel:
     concurrency: int
 
 
-Action = Request | Call | Wait | Blocking | Parallel
+Action = Request | ListFiles | CreateFile | DeleteFile | GetContent | Call | Wait | Blocking | Parallel
 Steps = Generator[Action, Any, T]
 
 
@@ -134,6 +167,8 @@ def run_sync(steps: Steps[T], client: Any, stop: threading.Event | None = None) 
 def _perform_sync(action: Action, client: Any, stop: threading.Event | None) -> Any:
     if isinstance(action, Request):
         return client.request(action.method, action.path, **action.kwargs)
+    if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
+        return _files_call(action, client)
     if isinstance(action, Call):
         return getattr(client, action.name)(*action.args, **action.kwargs)
     if isinstance(action, Wait):
@@ -143,6 +178,20 @@ def _perform_sync(action: Action, client: Any, stop: threading.Event | None) -> 
     if isinstance(action, Blocking):
         return action.fn(*action.args)
     return _parallel_sync(action, client, stop)
+
+
+def _files_call(action: ListFiles | CreateFile | DeleteFile | GetContent, client: Any) -> Any:
+    """The client method for a Files API action: a value from a sync client, an awaitable
+    from an async one (both have the same methods)."""
+    match action:
+        case ListFiles(shared=shared):
+            return client.list(shared=shared)
+        case CreateFile(body=body, filename=filename, purpose=purpose, content_type=ctype):
+            return client.create(body, filename=filename, purpose=purpose, content_type=ctype)
+        case DeleteFile(file_id=file_id):
+            return client.delete(file_id)
+        case GetContent(file_id=file_id):
+            return client.content(file_id)
 
 
 def _parallel_sync(action: Parallel, client: Any, stop: threading.Event | None) -> list[Any]:
@@ -201,6 +250,8 @@ async def run_async(steps: Steps[T], client: Any, stop: threading.Event | None =
 async def _perform_async(action: Action, client: Any, stop: threading.Event | None) -> Any:
     if isinstance(action, Request):
         return await client.request(action.method, action.path, **action.kwargs)
+    if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
+        return await _files_call(action, client)
     if isinstance(action, Call):
         return await getattr(client, action.name)(*action.args, **action.kwargs)
     if isinstance(action, Wait):

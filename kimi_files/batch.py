@@ -30,7 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from ._steps import Blocking, Call, ClientLike, Parallel, Steps
+from ._hashing import sha256_of
+from ._steps import Blocking, ClientLike, ListFiles, Parallel, Steps
 from .adoption import Attempt, resolve
 from .cache import ReuseCache
 from .errors import ConfigurationError, KimiError, LocalFileError, StateError, UploadCancelledError
@@ -41,7 +42,7 @@ from .planner import BatchPlan, plan_batch, plan_deferred
 from .progress import ProgressBar, short_label
 from .report import STATUSES, BatchReport, FileResult, Status
 from .scan import Item, check_files, check_unverified, collect, hash_where_needed, matches_filters
-from .state import OpenAttempt, Record, StateStore, sha256_of
+from .state import OpenAttempt, Record, StateStore
 from .uploader import Claims, free_room_steps, send_steps
 
 if TYPE_CHECKING:
@@ -368,7 +369,7 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
                 report.interrupted = True
         if not items:
             return report
-        listing: FileList = yield Call("list")
+        listing: FileList = yield ListFiles()
         report.list_calls += 1
         listed = {f.id for f in listing.data}
         # files taken as unchanged from their records, whose copy is gone: checked in full now
@@ -434,7 +435,7 @@ def _deferred(run: _Run, plan: BatchPlan) -> Steps[None]:
     """The files an interrupted run was sending, after the rest: list again, adopt the
     copies that landed meanwhile when provably theirs (:func:`plan_deferred`), report the
     other candidates, and send what is left."""
-    listing: FileList = yield Call("list")
+    listing: FileList = yield ListFiles()
     run.report.list_calls += 1
     records, ledger, reported = (yield Blocking(_read_state, (run.store,)))
     # nothing listed before (considered when the batch began), recorded, reported or
@@ -462,7 +463,7 @@ def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
     attempts.update({("client", k): a for k, a in run.client.attempts.others(-1).items()})
     if not attempts:
         return
-    late: FileList = yield Call("list")
+    late: FileList = yield ListFiles()
     run.report.list_calls += 1
     claimed = (plan.claimed | run.client.attempts.claimed()
                | {r.file_id for r in run.report.results if r.file_id})

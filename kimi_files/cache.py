@@ -54,8 +54,8 @@ CREATE TABLE IF NOT EXISTS texts (
     recorded REAL NOT NULL
 );
 """
-#: ``PRAGMA application_id`` of a kimi-files reuse cache (ASCII "KiFc").
-APPLICATION_ID = 0x4B694663
+from .config import CACHE_APPLICATION_ID as APPLICATION_ID  # noqa: E402
+
 WAY_OUT = ("Empty it (kimi-files cache clear, which also removes a damaged one) or do without "
            "it (reuse=False, --no-reuse).")
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._steps import Blocking, Call, Steps
+from ._steps import Blocking, DeleteFile, Steps
 from .errors import KimiError, NotFoundError
 from .models import FileContent, UploadedFile
 from .options import UploadOptions
@@ -215,7 +215,7 @@ def _cleanup_steps(created: dict[str, UploadedFile]) -> Steps[list[str]]:
     for file_id, up in list(created.items()):
         try:
             with contextlib.suppress(NotFoundError):
-                yield Call("delete", (file_id,))
+                yield DeleteFile(file_id)
         except KimiError as exc:
             log.error("could not delete %s (%s) at the end of the session: %s", file_id,
                       up.filename, exc)

@@ -226,7 +226,7 @@ class _ClientBase:
         if response.is_success:
             return response
         if response.is_redirect:
-            from .errors import redact
+            from ._redact import redact
 
             # a server may put anything in the Location, the key included (it saw it)
             location = redact(response.headers.get("location", "?"), self._key.get())
@@ -799,7 +799,7 @@ def _detached(error: KimiError) -> NoReturn:
 
 
 def _json(response: httpx.Response) -> Any:
-    from .errors import redact, redact_value
+    from ._redact import redact, redact_value
 
     try:
         data = response.json()

@@ -25,6 +25,11 @@ __all__ = [
     "resolve_base_url",
 ]
 
+#: ``PRAGMA application_id`` of a kimi-files state store (ASCII "KiFi"), set from version 1 on.
+STATE_APPLICATION_ID = 0x4B694669
+#: ``PRAGMA application_id`` of a kimi-files reuse cache (ASCII "KiFc").
+CACHE_APPLICATION_ID = 0x4B694663
+
 #: The international platform (platform.kimi.ai).
 DEFAULT_BASE_URL = "https://api.moonshot.ai/v1"
 #: The China platform (platform.kimi.com).

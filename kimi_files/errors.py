@@ -69,21 +69,20 @@ retryable 429s and a 503): :func:`kimi_files.retry.is_slow_down` reads it for th
 Every error pickles (``pickle.loads(pickle.dumps(e))`` keeps its type and attributes), so it can
 cross a process pool.
 
-This module is pure: :func:`error_from_response` turns a status code, headers and body bytes
-into the right exception and never raises anything itself. Rate-limit messages are recognised
-in the documented wording and in the wordings real accounts get ("max organization
+This module holds the tree and is pure. :func:`error_from_response` (in ``_answers.py``, the one
+place answers are mapped to classes) turns a status code, headers and body bytes into the right
+exception and never raises anything itself; key redaction is in ``_redact.py``. Rate-limit
+messages are recognised in the documented wording and in the wordings real accounts get ("max organization
 concurrency: N", "max request: N", "Organization Rate limit exceeded", "project TPM rate
 limit"), with or without the leading ``Your account {org}<{ak}>``.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import quote, quote_plus
+
+from ._redact import is_kimi_code_url
 
 __all__ = [
     "APIConnectionError",
@@ -542,143 +541,6 @@ class MalformedResponseError(APIStatusError):
     retryable = True
 
 
-# --- mapping responses to classes ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Rule:
-    status: int
-    etype: str | None  # None: any type
-    pattern: re.Pattern[str] | None  # None: any message
-    cls: type[APIStatusError]
-
-
-def _rx(text: str) -> re.Pattern[str]:
-    return re.compile(text, re.IGNORECASE | re.DOTALL)
-
-
-# Rows of the platform's error table, most specific first. Named groups become attributes.
-_RULES: tuple[_Rule, ...] = (
-    _Rule(400, "content_filter", None, ContentFilterError),
-    # captured from real accounts, answered to an upload: "text extract error: 没有解析出内容"
-    _Rule(400, None, _rx(r"text extract error"), NoExtractableTextError),
-    _Rule(400, "invalid_request_error", _rx(r"input token length too long"), InputTooLongError),
-    _Rule(
-        400,
-        "invalid_request_error",
-        _rx(r"exceeded model token limit\s*:?\s*(?P<max_model_length>\d+)"),
-        ModelTokenLimitError,
-    ),
-    _Rule(400, "invalid_request_error", _rx(r"invalid purpose"), ServerInvalidPurposeError),
-    _Rule(400, "invalid_request_error", _rx(r"file size is too large"), ServerFileTooLargeError),
-    _Rule(400, "invalid_request_error", _rx(r"file size is zero"), ServerEmptyFileError),
-    _Rule(
-        400,
-        "invalid_request_error",
-        _rx(r"exceeded the max file count\s*(?P<max_file_count>\d+)?"),
-        ServerTooManyFilesError,
-    ),
-    _Rule(400, "invalid_request_error", None, InvalidRequestError),
-    _Rule(401, "invalid_authentication_error", None, InvalidAuthenticationError),
-    _Rule(401, "incorrect_api_key_error", None, IncorrectAPIKeyError),
-    _Rule(403, None, _rx(r"is not open"), APINotOpenError),
-    _Rule(403, None, _rx(r"other user info"), OtherUserInfoError),
-    _Rule(404, None, _rx(r"not found the model"), ModelNotFoundError),
-    _Rule(429, "engine_overloaded_error", None, EngineOverloadedError),
-    _Rule(429, "exceeded_current_quota_error", _rx(r"suspended"), AccountSuspendedError),
-    _Rule(429, "exceeded_current_quota_error", _rx(r"token quota"), TokenQuotaExceededError),
-    _Rule(429, "exceeded_current_quota_error", None, ExceededQuotaError),
-    # "organization max concurrency: N" (the table), "max organization concurrency: N" (seen)
-    _Rule(
-        429,
-        None,
-        _rx(r"max\s+(?:organization\s+)?concurrency\s*:?\s*(?P<limit>\d+)"),
-        ConcurrencyLimitError,
-    ),
-    # "organization max RPM: N" (the table), "max request: N" (seen)
-    _Rule(
-        429,
-        None,
-        _rx(r"max\s+(?:organization\s+)?(?:rpm|requests?)\s*:?\s*(?P<limit>\d+)"),
-        RPMLimitError,
-    ),
-    _Rule(
-        429,
-        None,
-        _rx(r"tpm rate limit.*?current\s*:?\s*(?P<current>\d+).*?limit\s*:?\s*(?P<limit>\d+)"),
-        TPMLimitError,
-    ),
-    _Rule(
-        429,
-        None,
-        _rx(r"tpd rate limit.*?current\s*:?\s*(?P<current>\d+).*?limit\s*:?\s*(?P<limit>\d+)"),
-        TPDLimitError,
-    ),
-    # "Organization Rate limit exceeded, please try again after 1 seconds" (seen): no number
-    _Rule(429, None, _rx(r"rate limit exceeded"), RateLimitReachedError),
-    _Rule(429, "rate_limit_reached_error", None, RateLimitReachedError),
-    _Rule(500, None, _rx(r"failed to extract file"), ExtractionFailedError),
-    _Rule(500, "unexpected_output", None, InvalidStateTransitionError),
-    _Rule(500, None, _rx(r"invalid state transition"), InvalidStateTransitionError),
-)
-
-_BY_STATUS: dict[int, type[APIStatusError]] = {
-    400: BadRequestError,
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    413: ServerFileTooLargeError,
-    429: RateLimitError,
-    502: GatewayError,
-    503: GatewayOverloadedError,
-    504: GatewayError,
-}
-
-_AFTER = re.compile(r"(?:try again )?after\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
-
-
-_KIMI_CODE_KEY_PREFIX = "sk-kimi-"
-# anything shaped like an API key: "sk-" and at least six more key characters (after anything
-# but a letter: "%20sk-..." in a URL is one too)
-_KEY_LIKE = re.compile(r"(?<![A-Za-z])sk-[A-Za-z0-9][A-Za-z0-9_-]{5,}")
-# a bearer credential, whatever its shape, as written in a header, a log line or a URL
-_BEARER = re.compile(r"\b(bearer)(\s+|%20|\+)[A-Za-z0-9._~+/=%-]+", re.IGNORECASE)
-REDACTED = "sk-***"
-
-
-def is_kimi_code_key(key: str | None) -> bool:
-    """True for a key shaped like a Kimi Code subscription key (``sk-kimi-...``)."""
-    return bool(key) and str(key).startswith(_KIMI_CODE_KEY_PREFIX)
-
-
-def is_kimi_code_url(base_url: str | None) -> bool:
-    """True for Kimi Code's API (``https://api.kimi.com/coding/...``), not the platform's."""
-    return bool(base_url) and "://api.kimi.com/coding" in str(base_url).lower()
-
-
-def redact(text: str, secret: str | None = None) -> str:
-    """``text`` with ``secret`` (8 characters or more; as it is, in any case and
-    percent-encoded) and every ``sk-...`` token replaced by ``sk-***``, and every
-    ``Bearer <token>`` by ``Bearer ***``. Pure."""
-    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
-    if secret and len(secret) >= 8:
-        for form in {secret, quote(secret, safe=""), quote_plus(secret, safe="")}:
-            text = re.sub(re.escape(form), REDACTED, text, flags=re.IGNORECASE)
-    return _KEY_LIKE.sub(REDACTED, text)
-
-
-def redact_value(value: Any, secret: str | None = None) -> Any:
-    """:func:`redact` applied to every string in ``value`` (a parsed JSON body: strings,
-    lists, dicts; keys too). Pure."""
-    if isinstance(value, str):
-        return redact(value, secret)
-    if isinstance(value, dict):
-        return {redact_value(k, secret): redact_value(v, secret) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_value(v, secret) for v in value]
-    return value
-
-
 def _rebuild(cls: type[KimiError], args: tuple[Any, ...], state: dict[str, Any]) -> KimiError:
     """Unpickle an error without calling its ``__init__`` (see :meth:`KimiError.__reduce__`)."""
     error = cls.__new__(cls)
@@ -721,110 +583,5 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
-def _decode_error_body(body: bytes) -> tuple[Any, str | None, str | None]:
-    """(parsed body or text, error.type, error.message); never raises."""
-    text = body.decode("utf-8", "replace")
-    try:
-        parsed = json.loads(text)
-    except (ValueError, RecursionError):
-        return text, None, None
-    if isinstance(parsed, dict):
-        err = parsed.get("error")
-        if isinstance(err, dict):
-            etype = err.get("type")
-            msg = err.get("message")
-            return (
-                parsed,
-                etype if isinstance(etype, str) else None,
-                msg if isinstance(msg, str) else None,
-            )
-        if isinstance(err, str):
-            return parsed, None, err
-        msg = parsed.get("message") or parsed.get("detail")
-        if isinstance(msg, str):
-            return parsed, None, msg
-    return parsed, None, None
-
-
-def _summarise_text(text: str, limit: int = 200) -> str:
-    """A short one-line summary of a non-JSON body (the <title> of an HTML page if any)."""
-    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
-    if title:
-        text = title.group(1)
-    text = re.sub(r"<[^>]+>", " ", text)
-    text = " ".join(text.split())
-    return text[:limit] + ("..." if len(text) > limit else "")
-
-
-def error_from_response(
-    status_code: int,
-    body: bytes,
-    headers: Mapping[str, str] | None = None,
-    *,
-    base_url: str | None = None,
-    secret: str | None = None,
-) -> APIStatusError:
-    """Build the exception for an error response. Pure; never raises.
-
-    ``secret`` is the API key the request carried: a server that echoes it in its message
-    has it replaced by ``sk-***`` (as is any ``sk-...`` token) in ``message`` and ``body``. It
-    is not kept; a 401 only notes whether it looked like a Kimi Code key.
-
-    Raises:
-        Nothing: any body, however malformed, gives an error object.
-    """
-    try:
-        parsed, etype, message = _decode_error_body(body)
-        parsed = redact_value(parsed, secret)
-        if message is not None:
-            message = redact(message, secret)
-        json_error = etype is not None or message is not None
-        cls: type[APIStatusError] | None = None
-        numbers: dict[str, float] = {}
-        if json_error:
-            for rule in _RULES:
-                if rule.status != status_code or (rule.etype and rule.etype != etype):
-                    continue
-                if rule.pattern is None:
-                    cls = rule.cls
-                    break
-                match = rule.pattern.search(message or "")
-                if match:
-                    cls = rule.cls
-                    numbers = {k: float(v) for k, v in match.groupdict().items() if v is not None}
-                    break
-        if cls is None:
-            cls = _BY_STATUS.get(status_code)
-        if cls is None:
-            if status_code >= 500:
-                cls = InternalServerError if json_error else GatewayError
-            else:
-                cls = APIStatusError
-        if message is None:
-            summary = _summarise_text(parsed) if isinstance(parsed, str) else ""
-            message = (
-                f"unexpected {'empty ' if not body.strip() else ''}response from the server"
-                + (f": {summary}" if summary else "")
-            )
-        if "retry_after" not in numbers and cls is not None and issubclass(cls, RateLimitError):
-            after = _AFTER.search(message)
-            if after:
-                numbers["retry_after"] = float(after.group(1))
-        error = cls(
-            message,
-            status_code=status_code,
-            type=etype,
-            body=parsed,
-            headers={k: redact(v, secret) for k, v in (headers or {}).items()},
-            base_url=base_url,
-            numbers=numbers,
-        )
-        if isinstance(error, AuthenticationError) and is_kimi_code_key(secret):
-            error.kimi_code_key = True
-        return error
-    except Exception as exc:  # pragma: no cover - last resort: parsing must never raise
-        return APIStatusError(
-            f"unreadable error response ({type(exc).__name__})",
-            status_code=status_code,
-            base_url=base_url,
-        )
+# the mapping of answers to these classes, public here for compatibility
+from ._answers import error_from_response  # noqa: E402

@@ -13,7 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import MalformedResponseError, redact_value
+from ._redact import redact_value
+from .errors import MalformedResponseError
 
 __all__ = ["FileContent", "FileDeleted", "FileList", "FileObject", "UploadedFile"]
 

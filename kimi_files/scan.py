@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from ._hashing import sha256_of
 from .config import Limits
 from .errors import KimiError, LocalFileError
-from .preflight import LocalFile, inspect_file_head, upload_filename
+from .filerules import upload_filename
+from .preflight import LocalFile, inspect_file_head
 from .report import FileResult
-from .state import Record, sha256_of
+from .state import Record
 
 __all__ = ["SAMPLE_BYTES", "SKIPPED_DIRS", "Item", "check_files", "check_unverified", "collect",
            "hash_where_needed", "matches_filters"]

@@ -60,14 +60,12 @@ if TYPE_CHECKING:
 
     from .adoption import Attempt
 
-__all__ = ["SCHEMA_VERSION", "OpenAttempt", "Record", "StateStore", "default_state_path",
-           "sha256_of"]
+__all__ = ["SCHEMA_VERSION", "OpenAttempt", "Record", "StateStore", "default_state_path"]
 
 #: The schema this code writes; stores with a lower ``user_version`` are migrated to it.
 SCHEMA_VERSION = 3
-#: ``PRAGMA application_id`` of a kimi-files store (ASCII "KiFi"), set from version 1 on.
-APPLICATION_ID = 0x4B694669
 from .config import DEFAULT_PURPOSE  # noqa: E402  (beside the other constants)
+from .config import STATE_APPLICATION_ID as APPLICATION_ID  # noqa: E402
 
 _SCHEMA_V1 = """
 CREATE TABLE uploads (
@@ -171,14 +169,6 @@ class Record:
     ctime_ns: int | None = None
     inode: int | None = None
     device: int | None = None
-
-
-def sha256_of(path: Path, chunk: int = 1024 * 1024) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def default_state_dir() -> Path:

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import retry as _retry
-from ._steps import Blocking, Call, ClientLike, Steps, Wait
+from ._hashing import sha256_of
+from ._steps import Blocking, ClientLike, CreateFile, DeleteFile, GetContent, ListFiles, Steps, Wait
 from .adoption import Attempt, Verdict, could_be_loosely, resolve, wire_name
 from .cache import ReuseCache, pick
 from .config import RetryPolicy
@@ -54,7 +55,6 @@ from .options import UploadOptions
 from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
 from .quota import RoomPlan, plan_room
-from .state import sha256_of
 
 __all__ = ["PIECE_BYTES", "Claims", "FileBody", "MultipartBody", "PieceDigest", "Preflight", "Sent",
            "delete_steps", "extract_steps", "free_room_steps", "preflight_steps", "send_steps",
@@ -251,7 +251,7 @@ def _checked(client: ClientLike, path: str | os.PathLike[str],
         inspect_file, path, purpose=options.purpose, limits=client.limits,
         allow_any_type=options.allow_any_type))
     # any listing taken since this upload began will do: uploads at once share one
-    listing: FileList = yield Call("list", kwargs={"shared": True})
+    listing: FileList = yield ListFiles(shared=True)
     return local, listing.data
 
 
@@ -278,7 +278,7 @@ def _check_unchanged(local: LocalFile, now: tuple[int, int] | None = None) -> No
 def delete_steps(file_id: str) -> Steps[None]:
     """Delete a file; one already gone is fine."""
     with contextlib.suppress(NotFoundError):
-        yield Call("delete", (file_id,))
+        yield DeleteFile(file_id)
 
 
 def free_room_steps(plan: RoomPlan, *, what: str, stop: threading.Event | None = None,
@@ -390,7 +390,7 @@ class _Reconciler:
             if pause and not (yield Wait(pause, stop=self.stop)):
                 raise UploadCancelledError(f"{self.shown}: cancelled while looking for the "
                                            "copy a lost answer may have stored")
-            listing: FileList = yield Call("list")
+            listing: FileList = yield ListFiles()
             verdict = self._verdict(listing.data)
             if verdict.adopted is not None and self.claim(verdict.adopted.id):
                 log.info("%s: the answer was lost but the server stored it as %s; adopted",
@@ -418,7 +418,7 @@ class _Reconciler:
 
     def late_twins(self) -> Steps[None]:
         """After the upload succeeded: report copies an earlier lost attempt stored late."""
-        listing: FileList = yield Call("list")
+        listing: FileList = yield ListFiles()
         verdict = self._verdict(listing.data)
         self.suspect(c for c in (verdict.adopted, *verdict.suspects) if c is not None)
 
@@ -634,9 +634,8 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
         error: KimiError
         try:
             lost.in_flight = True
-            obj: FileObject = yield Call("create", (body,), {
-                "filename": local.filename, "purpose": purpose,
-                "content_type": local.mime_type})
+            obj: FileObject = yield CreateFile(body, local.filename, purpose,
+                                                local.mime_type)
             lost.in_flight = False
             _answer_fits(obj, local)
         except KimiError as exc:
@@ -768,7 +767,7 @@ def content_steps_for(client: ClientLike, path: str | os.PathLike[str],
             if body is not None:  # this very content was read before: no request at all
                 return FileContent.from_body(body), None
     uploaded = yield from upload_steps(client, path, options, sha256)
-    content: FileContent = yield Call("content", (uploaded.id,))
+    content: FileContent = yield GetContent(uploaded.id)
     digest = sha256 or uploaded.sha256
     if cache is not None and digest is not None:
         yield Blocking(cache.remember_text, (digest, uploaded.id, content.raw or content.text))
@@ -794,10 +793,10 @@ def extract_steps(client: ClientLike, path: str | os.PathLike[str] | None, file_
     Raises:
         ConfigurationError: not exactly one of ``path`` and ``file_id`` was given.
     """
-    if (path is None) == (file_id is None):
+    if file_id is not None and path is None:
+        fetched: FileContent = yield GetContent(file_id)
+        return fetched.text
+    if path is None or file_id is not None:
         raise ConfigurationError("extract() takes a path, or file_id=..., and not both")
-    if path is not None:
-        content, _ = yield from content_steps_for(client, path, options)
-        return content.text
-    fetched: FileContent = yield Call("content", (file_id,))
-    return fetched.text
+    content, _ = yield from content_steps_for(client, path, options)
+    return content.text

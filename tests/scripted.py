@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kimi_files._steps import Blocking, Call, Parallel, Request, Steps, Wait
+from kimi_files._steps import (
+    Blocking,
+    CreateFile,
+    DeleteFile,
+    GetContent,
+    ListFiles,
+    Parallel,
+    Request,
+    Steps,
+    Wait,
+)
 from kimi_files.adoption import AttemptRegistry, ServerClock
 from kimi_files.config import Limits, RetryPolicy
 from kimi_files.errors import error_from_response
@@ -53,7 +63,7 @@ def answer(status: int, type_: str, message: str) -> Exception:
     return error_from_response(status, body, {})
 
 
-Outcome = Any  # a value, an exception (thrown in), or a function of (args, kwargs)
+Outcome = Any  # a value, an exception (thrown in), or a function of the action
 
 
 @dataclass
@@ -83,7 +93,7 @@ class Script:
         return self.cache
 
     def on(self, name: str, *outcomes: Outcome) -> Script:
-        """Queue answers for calls of ``name`` (``list``, ``create``, ``delete``, ...)."""
+        """Queue answers for ``name``: ``list``, ``create``, ``delete`` or ``content``."""
         self.answers.setdefault(name, deque()).extend(outcomes)
         return self
 
@@ -94,28 +104,33 @@ class Script:
     def waits(self) -> list[float]:
         return [seconds for seconds in self.calls("wait")]
 
-    def _answer(self, action: Call) -> Any:
-        queue = self.answers.get(action.name)
-        if action.name == "create":
-            body = action.args[0]
-            body.seek(0)
-            sent = b"".join(body.pieces())  # what the transport would send
-            self.log.append(("create", (action.kwargs["filename"], len(sent))))
-        else:
-            self.log.append((action.name, action.args))
+    def _answer(self, action: ListFiles | CreateFile | DeleteFile | GetContent) -> Any:
+        match action:
+            case ListFiles():
+                name, detail = "list", ()
+            case CreateFile(body=body, filename=filename):
+                body.seek(0)
+                sent = b"".join(body.pieces())  # what the transport would send
+                name, detail = "create", (filename, len(sent))
+            case DeleteFile(file_id=file_id):
+                name, detail = "delete", (file_id,)
+            case GetContent(file_id=file_id):
+                name, detail = "content", (file_id,)
+        self.log.append((name, detail))
+        queue = self.answers.get(name)
         if not queue:
-            if action.name == "delete":
+            if name == "delete":
                 return None
-            raise AssertionError(f"the steps made a {action.name} call the script did not expect")
-        outcome = queue[0] if len(queue) == 1 and action.name == "list" else queue.popleft()
+            raise AssertionError(f"the steps made a {name} call the script did not expect")
+        outcome = queue[0] if len(queue) == 1 and name == "list" else queue.popleft()
         if callable(outcome) and not isinstance(outcome, (FileObject, FileList)):
-            outcome = outcome(action.args, action.kwargs)
+            outcome = outcome(action)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
     def perform(self, action: Any) -> Any:
-        if isinstance(action, Call):
+        if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
             return self._answer(action)
         if isinstance(action, Wait):
             self.log.append(("wait", action.seconds))
@@ -156,8 +171,3 @@ class Script:
 
 def names(files: Iterable[FileObject]) -> list[str]:
     return [f.id for f in files]
-
-
-def answering(fn: Callable[[tuple[Any, ...], dict[str, Any]], Any]) -> Callable[..., Any]:
-    """An outcome computed from the call (its args and kwargs)."""
-    return fn

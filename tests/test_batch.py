@@ -147,7 +147,7 @@ def test_pending_intent_after_a_crash_is_adopted(emulator: Emulator, client: kf.
     with StateStore(state) as store, p.open("rb") as fh:
         # what a killed run leaves: the intent recorded (with the server's time, learned from
         # an answer's Date header), the file stored, no answer recorded
-        from kimi_files.state import sha256_of
+        from kimi_files._hashing import sha256_of
 
         client.list()
         store.begin(p, size=6, mtime_ns=p.stat().st_mtime_ns, sha256=sha256_of(p),
@@ -274,7 +274,7 @@ def test_hash_is_taken_while_sending_and_recorded(emulator: Emulator, client: kf
                                                   tmp_path: Path, no_wait: list[float],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import kimi_files.scan as scan_mod
-    from kimi_files.state import sha256_of
+    from kimi_files._hashing import sha256_of
 
     size = scan_mod.SAMPLE_BYTES + 5000
     a = write(tmp_path / "in" / "a.txt", _text(size + 1))  # a size no other file has

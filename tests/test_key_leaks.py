@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 import kimi_files as kf
+from kimi_files._redact import redact, redact_value
 from kimi_files.cli import main, upload_main
 from kimi_files.cli._output import _RedactingFilter
-from kimi_files.errors import redact, redact_value
 
 #: A key with no "sk-" prefix: only the exact-key redaction (and Bearer rule) can catch it.
 PLAIN_KEY = "PlainKey0123456789abcdefXYZ"

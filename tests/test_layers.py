@@ -13,8 +13,8 @@ import kimi_files as kf
 
 PACKAGE = Path(kf.__file__).resolve().parent
 #: Decisions with no I/O: they must not import an I/O library.
-PURE = ("adoption", "planner", "quota", "retry", "errors", "models", "options", "config",
-        "report", "_steps")
+PURE = ("adoption", "planner", "quota", "retry", "errors", "_answers", "_redact", "models",
+        "options", "config", "report", "_steps", "filerules")
 IO_LIBRARIES = {"httpx", "httpcore", "sqlite3", "magic", "tqdm", "starlette", "uvicorn"}
 
 

@@ -22,18 +22,16 @@ import kimi_files as kf
 from kimi_files.batch import collect, ingest
 from kimi_files.config import Limits
 from kimi_files.emulator import Emulator
-from kimi_files.preflight import (
+from kimi_files.filerules import (
     IMAGE_TYPES,
     PDF_TEXT_PAGES,
     VIDEO_TYPES,
     LocalFile,
     check_jsonl_lines,
     classify_type,
-    detect_mime,
-    inspect_file,
-    pdf_text_warning,
     type_refusal,
 )
+from kimi_files.preflight import inspect_file, pdf_text_warning
 
 from .conftest import write
 
@@ -114,7 +112,7 @@ def _blank_pdf(path: Path, pages: int = 1) -> Path:
 def test_a_link_is_typed_and_sized_as_its_target(tmp_path: Path) -> None:
     link = tmp_path / "intro-link.pdf"
     link.symlink_to(TEXT_PDF)
-    assert detect_mime(link) == "application/pdf"  # libmagic given the name: inode/symlink
+    # libmagic given the link's name would answer inode/symlink
     local = inspect_file(link, purpose="file-extract", limits=Limits())
     assert local.mime_type == "application/pdf" and local.size == TEXT_PDF.stat().st_size
     assert local.filename == "intro-link.pdf" and local.warnings == ()
@@ -596,7 +594,9 @@ def test_file_extract_refuses_binary_formats_libmagic_names_many_ways(tmp_path: 
                                                                       name: str) -> None:
     data, mime, kind = BINARIES[name]
     path = write(tmp_path / name, data)
-    assert detect_mime(path) == mime  # what libmagic really says, not what the test assumes
+    # what libmagic really says, not what the test assumes
+    assert inspect_file(path, purpose="file-extract", limits=Limits(),
+                        allow_any_type=True).mime_type == mime
     with pytest.raises(kf.UnsupportedFileTypeError, match=(
             rf"{name}: the content is {mime.replace('.', '[.]')} \({kind}\), which purpose "
             r"'file-extract' cannot use \(executables, archives, packages, databases, disk "

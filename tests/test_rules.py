@@ -12,8 +12,8 @@ import kimi_files as kf
 from kimi_files.batch import matches_filters
 from kimi_files.config import Limits, RetryPolicy
 from kimi_files.errors import error_from_response
+from kimi_files.filerules import check_purpose, check_size, classify_type
 from kimi_files.pacing import Pacer, next_start
-from kimi_files.preflight import check_purpose, check_size, classify_type
 from kimi_files.quota import Usage, deficit, plan_room, select_candidates, select_for_deletion
 from kimi_files.retry import (
     MIN_SERVER_WAIT,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import kimi_files as kf
+from kimi_files._hashing import sha256_of
 from kimi_files.errors import StateError
 from kimi_files.state import (
     APPLICATION_ID,
@@ -17,7 +18,6 @@ from kimi_files.state import (
     Record,
     StateStore,
     default_state_path,
-    sha256_of,
 )
 
 from .conftest import API_KEY, write

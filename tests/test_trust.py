@@ -321,7 +321,7 @@ def test_relisting_is_bounded() -> None:
 
 
 def _pending(store: Any, path: Path, server_time: int | None, name: str | None = None) -> None:
-    from kimi_files.state import sha256_of
+    from kimi_files._hashing import sha256_of
 
     store.begin(path, size=path.stat().st_size, mtime_ns=path.stat().st_mtime_ns,
                 sha256=sha256_of(path), filename=name or path.name, server_time=server_time)
@@ -516,7 +516,8 @@ def test_a_late_copy_of_an_interrupted_attempt_is_never_adopted_for_another_file
         emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
     """Run 3 sends f1 and is killed (the server keeps extracting); run 4 re-sends f1 and is
     killed after beginning f2; run 3's copy of f1 lands; run 5 must not take it for f2."""
-    from kimi_files.state import StateStore, sha256_of
+    from kimi_files._hashing import sha256_of
+    from kimi_files.state import StateStore
 
     f1 = write(tmp_path / "data" / "f1" / "report.txt", "report number 0001\n")
     f2 = write(tmp_path / "data" / "f2" / "report.txt", "report number 0002\n")

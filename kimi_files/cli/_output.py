@@ -11,8 +11,8 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .._redact import redact
 from ..config import API_KEY_ENV, FALLBACK_API_KEY_ENV
-from ..errors import redact
 from ..progress import shown
 
 if TYPE_CHECKING:
