@@ -466,8 +466,13 @@ def _kill_with_late_stores(emulator: Any, folder: Path, state: Path, late: int) 
     return release
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
 def test_copies_a_killed_run_stores_late_are_adopted_when_the_rerun_reaches_them(
-        emulator: Any, client: kf.KimiFiles, tmp_path: Path) -> None:
+        emulator: Any, tmp_path: Path, kind: str) -> None:
+    import asyncio
+
+    from .conftest import API_KEY
+
     folder = tmp_path / "in"
     for i in range(4):
         write(folder / f"doc{i}.txt", f"document number {i}\n")
@@ -479,7 +484,10 @@ def test_copies_a_killed_run_stores_late_are_adopted_when_the_rerun_reaches_them
         for f in release.faults:  # type: ignore[attr-defined]
             assert f.stored.wait(60)
 
-    report = kf.ingest([folder], client=client, state=tmp_path / "s.db", on_result=on_result)
+    options: dict[str, Any] = {"api_key": API_KEY, "base_url": emulator.base_url,
+                               "state": tmp_path / "s.db", "on_result": on_result}
+    report = (kf.ingest([folder], **options) if kind == "sync"
+              else asyncio.run(kf.aingest([folder], **options)))
     assert report.suspects == [] and report.ok, report.summary()
     notes = sorted(r.note for r in report.results)
     assert [r.status for r in report.results] == ["skipped"] * 4
@@ -488,7 +496,8 @@ def test_copies_a_killed_run_stores_late_are_adopted_when_the_rerun_reaches_them
     stored = {f.id: f for f in emulator.state.listing()}
     assert len(stored) == 4  # one copy each, each with its own content
     for r in report.results:
-        assert client.content(r.file_id).text == Path(r.path).read_text()
+        copy = stored[r.file_id]
+        assert copy.path is not None and copy.path.read_bytes() == Path(r.path).read_bytes()
     with StateStore(tmp_path / "s.db") as store:
         assert store.attempts() == [] and {r.status for r in store.records()} == {"uploaded"}
 
