@@ -537,3 +537,15 @@ def test_a_copy_that_lands_after_the_relisting_is_reported_and_the_command_exits
     assert code == 1  # a duplicate remains: not the clean run exit 0 promises
     report = batch.BatchReport(suspects=late)
     assert report.suspects_remain and not batch.BatchReport().suspects_remain
+
+
+def test_once_the_clocks_disagree_a_lost_answer_adopts_nothing_in_the_run(
+        emulator: Any, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float]) -> None:
+    emulator.state.date_offset = -DAY
+    first = client.upload(write(tmp_path / "a.txt", "first document\n"))
+    assert client.clock.agrees is False  # its created_at was a day after the Date
+    emulator.fail_next("store_then_drop")
+    up = client.upload(write(tmp_path / "b.txt", "second document\n"))
+    stored = [f.id for f in emulator.state.listing() if f.id not in (first.id, up.id)]
+    # its own copy, maybe, but proven by nothing: kept and said, the file sent again
+    assert not up.adopted and [f.id for f in up.suspects] == stored and len(stored) == 1
