@@ -76,9 +76,11 @@ class DeleteFile:
 
 @dataclass(frozen=True, slots=True)
 class GetContent:
-    """A file's extracted text (a :class:`~kimi_files.FileContent`)."""
+    """A file's extracted text (a :class:`~kimi_files.FileContent`); ``raw``: the body as
+    stored, for a batch file (its JSONL)."""
 
     file_id: str
+    raw: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +192,8 @@ def _files_call(action: ListFiles | CreateFile | DeleteFile | GetContent, client
             return client.create(body, filename=filename, purpose=purpose, content_type=ctype)
         case DeleteFile(file_id=file_id):
             return client.delete(file_id)
-        case GetContent(file_id=file_id):
-            return client.content(file_id)
+        case GetContent(file_id=file_id, raw=raw):
+            return client.content(file_id, raw=raw)
 
 
 def _parallel_sync(action: Parallel, client: Any, stop: threading.Event | None) -> list[Any]:

@@ -41,9 +41,17 @@ from .pacing import Pacer, check_limits
 from .planner import BatchPlan, plan_batch, plan_deferred
 from .progress import ProgressBar, short_label
 from .report import STATUSES, BatchReport, FileResult, Status
-from .scan import Item, check_files, check_unverified, collect, hash_where_needed, matches_filters
+from .scan import (
+    Item,
+    check_files,
+    check_patterns,
+    check_unverified,
+    collect,
+    hash_where_needed,
+    matches_filters,
+)
 from .state import OpenAttempt, Record, StateStore
-from .uploader import Claims, free_room_steps, send_steps
+from .uploader import Claims, delete_steps, free_room_steps, send_steps
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -71,14 +79,19 @@ class IngestKwargs(UploadKwargs, total=False):
     rpm: int | None
     #: The rate window in seconds (60).
     rate_period: float
-    #: Globs: only files whose name or relative path matches one.
+    #: Patterns (gitignore rules): only files they match.
     include: Sequence[str]
-    #: Globs: files whose name or relative path matches one are left out.
+    #: Patterns (gitignore rules: a folder's name leaves out the folder, ``!`` takes back):
+    #: files they match are left out.
     exclude: Sequence[str]
     #: A path, a StateStore, None (the default location) or False (no state, no resume).
     state: StateArg
     #: Take links that lead outside the folders given (default: reported, not followed).
     follow_links: bool
+    #: Once a changed file's new copy is stored, delete the copy this tool stored for that
+    #: path before (only one whose id came in its own upload answer, still listed as that
+    #: file, and that nothing else maps to; needs the state). Default: kept, and said.
+    replace: bool
     #: When another run holds the same state: wait (True, or seconds) instead of failing.
     wait: bool | float
     #: Called as each file ends (from worker threads, one at a time).
@@ -100,6 +113,7 @@ class BatchOptions:
     exclude: Sequence[str] = ()
     state: StateArg = None
     follow_links: bool = False
+    replace: bool = False
     wait: bool | float = False
     on_result: Callable[[FileResult], None] | None = None
     stop: threading.Event | None = None
@@ -110,6 +124,7 @@ class BatchOptions:
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not all(isinstance(p, str) for p in value):
                 raise ConfigurationError(f"{name} must be a list of glob patterns, not {value!r}")
+            check_patterns(value, what=name)
 
     @classmethod
     def of(cls, options: IngestKwargs | dict[str, Any]) -> BatchOptions:
@@ -246,6 +261,10 @@ class _Run:
         self.unproven: list[int] = []  # ... begun before the server's clocks were checked
         self.disproved = False  # ... all marked unproven: the clocks disagreed
         self.cache: ReuseCache | None = None
+        self.listing: Sequence[FileObject] = ()  # the account, as the plan saw it
+        self.current: dict[str, str] = {}  # absolute path -> the file id it maps to now
+        self.moved: set[str] = set()  # absolute paths mapped to another file by this run
+        self.planned: set[str] = set()  # absolute paths a dry run would upload
         self._lock = threading.Lock()
         self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
 
@@ -253,6 +272,12 @@ class _Run:
         with self._lock:
             if item is not None:
                 self.results[id(item)] = result
+                if result.file_id and result.status in ("uploaded", "skipped", "reused"):
+                    self.current[os.path.abspath(item.local.path)] = result.file_id
+                    if result.status != "skipped":
+                        self.moved.add(os.path.abspath(item.local.path))
+                elif result.status == "planned":
+                    self.planned.add(os.path.abspath(item.local.path))
             self.report.results.append(result)
             if self.settings.on_result is not None:
                 try:
@@ -396,7 +421,10 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
                           reported=reported, server_now=client.clock.now(),
                           wall_now=time.time(), reusable=reusable, reuse=run.options.reuse)
         run.ghosts = plan.ghosts
+        run.listing = listing.data
         yield from _settle(run, plan)
+        if plan.refusal is None and settings.dry_run:
+            yield from _earlier_copies(run)  # what --replace would delete
         if plan.refusal is not None or settings.dry_run:
             return report
         assert plan.room is not None  # no refusal: the batch fits
@@ -416,6 +444,7 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         yield from _emit_twins(run, plan)
         if not stop.is_set():
             yield from _late_copies(run, plan)
+        yield from _earlier_copies(run)
         run.drop_proven_suspects()
         return report
     finally:
@@ -473,6 +502,83 @@ def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
     yield from _note_suspects(run)
 
 
+def _earlier_copies(run: _Run) -> Steps[None]:
+    """Earlier copies this tool stored for the paths of this batch, now superseded (see
+    :mod:`kimi_files.replace`): said, or with ``replace`` deleted once verified by a fresh
+    listing (never when stopped: that starts nothing new; a re-run deletes them)."""
+    from .replace import earlier_copies, replace_plan
+
+    store = run.store
+    if store is None or not (run.planned if run.settings.dry_run else run.current):
+        return
+    if run.settings.dry_run:
+        if run.settings.replace:
+            yield from _would_replace(run, store)
+        return
+    copies = earlier_copies(run.current, (yield Blocking(store.stored)))
+    if not copies:
+        return
+    shown = {os.path.abspath(p): p for p in (r.path for r in run.report.results)}
+    if not run.settings.replace or run.stop.is_set():
+        # said once: for the paths this run stored (or found) anew, not on every re-run
+        listed = {f.id: f for f in run.listing}
+        for copy in copies:
+            if copy.file_id in listed and copy.path in run.moved:
+                run.report.earlier.append((shown.get(copy.path, copy.path),
+                                           listed[copy.file_id], ""))
+        gone = [c.file_id for c in copies if c.file_id not in listed]
+        if gone:  # never to be deleted: nothing to remember
+            yield Blocking(store.forget_stored, (gone,))
+        return
+    fresh: FileList = yield ListFiles()
+    run.report.list_calls += 1
+    records = yield Blocking(store.records)
+    in_use = ({r.file_id for r in records if r.file_id} | set(run.current.values())
+              | (yield Blocking(store.suspects)))
+    plan = replace_plan(copies, fresh.data, in_use=in_use)
+    done = [c.file_id for c in plan.gone]
+    try:
+        for copy, f in plan.delete:
+            if run.stop.is_set():
+                break
+            path = shown.get(copy.path, copy.path)
+            try:
+                yield from delete_steps(f.id)
+            except KimiError as exc:
+                log.info("%s: its earlier copy %s was not deleted: %s", path, f.id, exc)
+                run.report.earlier.append((path, f, f"could not be deleted ({exc})"))
+                continue
+            done.append(f.id)
+            run.report.replaced.append((path, f))
+            log.info("deleted %s (%s, %d bytes), the earlier copy of %s, replaced by %s",
+                     f.id, f.filename, f.bytes, path, run.current[copy.path])
+    finally:
+        if done:
+            yield Blocking(store.forget_stored, (done,))
+            if run.cache is not None:
+                yield Blocking(run.cache.forget, (done,))
+    listed = {f.id: f for f in fresh.data}
+    for copy, why in plan.kept:
+        run.report.earlier.append((shown.get(copy.path, copy.path), listed[copy.file_id], why))
+
+
+def _would_replace(run: _Run, store: StateStore) -> Steps[None]:
+    """A dry run with ``replace``: the earlier copies the run would delete once the files it
+    plans are stored (against the listing the plan saw; the run itself lists again)."""
+    from .replace import replace_plan
+
+    copies = [c for c in (yield Blocking(store.stored)) if c.path in run.planned]
+    if not copies:
+        return
+    records = yield Blocking(store.records)
+    # a planned path's own record is re-pointed at its new copy: only others' hold a file
+    in_use = ({r.file_id for r in records if r.file_id and r.path not in run.planned}
+              | set(run.current.values()) | (yield Blocking(store.suspects)))
+    shown = {os.path.abspath(p): p for p in (r.path for r in run.report.results)}
+    plan = replace_plan(copies, run.listing, in_use=in_use)
+    run.report.replaced.extend((shown.get(c.path, c.path), f) for c, f in plan.delete)
+
+
 def _note_suspects(run: _Run) -> Steps[None]:
     """Remember what was reported, so that no later run adopts it."""
     run.drop_proven_suspects()
@@ -500,12 +606,14 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
             note = ("the account holds this content already" if same else
                     f"the account holds this content already, stored as {skip.stored_as!r}")
             run.emit(FileResult(skip.item.shown, "reused", file_id=skip.file_id,
-                                bytes=skip.item.local.size, note=note), skip.item)
+                                bytes=skip.item.local.size, note=note, stored_as=skip.stored_as,
+                                purpose=run.purpose), skip.item)
             continue
         note = ("stored by an interrupted run; adopted" if skip.adopted
                 else "already uploaded, unchanged")
         run.emit(FileResult(skip.item.shown, "skipped", file_id=skip.file_id,
-                            bytes=skip.item.local.size, note=note), skip.item)
+                            bytes=skip.item.local.size, note=note, stored_as=skip.stored_as,
+                            purpose=run.purpose), skip.item)
     if plan.refusal is not None:
         for item in plan.uploads:
             run.emit(FileResult(item.shown, "rejected", bytes=item.local.size,
@@ -533,7 +641,8 @@ def _emit_twins(run: _Run, plan: BatchPlan) -> Steps[None]:
                 yield run.done(item, first.file_id)
             status = "skipped"
         run.emit(FileResult(item.shown, status, file_id=first.file_id, bytes=item.local.size,
-                            error=first.error, note=note), item)
+                            error=first.error, note=note, stored_as=first.stored_as,
+                            purpose=first.purpose), item)
 
 
 def _upload(run: _Run, groups: Sequence[Sequence[Item]],
@@ -617,6 +726,12 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             yield from run.prove_steps()  # a copy was stored: the clocks were checked
             yield run.done(item, sent.file.id,
                            settles=attempt[0] if attempt and sent.settled else None)
+        if store is not None and not sent.adopted:
+            # its id came in our own answer: the only kind of copy --replace may delete later
+            yield Blocking(functools.partial(
+                store.note_stored, local.path, file_id=sent.file.id,
+                filename=sent.file.filename, size=sent.file.bytes,
+                purpose=sent.file.purpose or run.purpose))
         if run.cache is not None and item.sha256 is not None and not sent.adopted:
             # only a copy whose id came in our own answer is a fact to reuse later
             yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,
@@ -631,7 +746,9 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             note = ", ".join(filter(None, [
                 note, f"{many} possible extra cop{'y' if many == 1 else 'ies'} kept"]))
         run.emit(FileResult(item.shown, "uploaded", file_id=sent.file.id, bytes=local.size,
-                            note=note, suspects=tuple(suspects)), item)
+                            note=note, suspects=tuple(suspects),
+                            stored_as=sent.file.filename, purpose=sent.file.purpose or run.purpose),
+                 item)
     except StateError as exc:
         # the record of what was sent is gone or broken: stop the whole run, loudly
         run.fatal = exc

@@ -29,8 +29,13 @@ from ._steps import Request, Steps, Wait, run_async, run_sync
 from ._version import __version__
 from .adoption import AttemptRegistry, ServerClock
 from .config import (
+    CONNECT_TIMEOUT,
     DEFAULT_BASE_URL,
     DEFAULT_PURPOSE,
+    EMULATOR_HEADER,
+    POOL_TIMEOUT,
+    READ_TIMEOUT,
+    WRITE_TIMEOUT,
     Limits,
     RetryPolicy,
     is_loopback_url,
@@ -72,7 +77,8 @@ T = TypeVar("T")
 #: Suits a 100 MB upload on a slow link: each write may take 2 minutes, and the answer
 #: (after server-side extraction) may take 5. The read time-out is longer than the server's
 #: own 5-minute limit, so its 504 is seen and handled rather than raced.
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0, read=330.0, write=120.0, pool=600.0)
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_TIMEOUT, read=READ_TIMEOUT, write=WRITE_TIMEOUT,
+                                pool=POOL_TIMEOUT)
 
 
 class _Secret:
@@ -126,6 +132,10 @@ class _ClientBase:
         self.clock = ServerClock()
         #: This client's uploads that could own a stored copy, and the ids they claimed.
         self.attempts = AttemptRegistry()
+        #: What a loopback server said of itself in ``X-Kimi-Files-Emulator`` (the bundled
+        #: emulator: ``ephemeral`` or ``persistent``); None for any other server.
+        self.emulator: str | None = None
+        self._loopback = is_loopback_url(self.base_url)
         self._user_agent = f"kimi-files/{__version__} httpx/{httpx.__version__}"
 
     def _http_options(self, timeout: httpx.Timeout | float | None) -> dict[str, Any]:
@@ -135,8 +145,11 @@ class _ClientBase:
             "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
             # TLS is verified for every https base URL. A plain-http base URL (the emulator on
             # loopback, or --allow-http) never reaches a TLS host, since no redirect is
-            # followed, so it skips building a certificate store it cannot use (~70 ms).
-            "verify": not self.base_url.startswith("http://"),
+            # followed, so it builds no TLS context at all: not the certificate store (~70 ms),
+            # nor the unverified context verify=False would build. httpx hands None on to
+            # httpcore, which would build its default context, verifying, only if an https
+            # connection were ever opened.
+            "verify": None if self.base_url.startswith("http://") else True,
             # Proxy settings from the environment (HTTP_PROXY, ...) never apply to a loopback
             # base URL: the key would travel in clear to the proxy.
             "trust_env": not is_loopback_url(self.base_url),
@@ -150,6 +163,12 @@ class _ClientBase:
         from .state import default_state_path
 
         return default_state_path(self.base_url, self._key.get())
+
+    @property
+    def ephemeral_server(self) -> bool:
+        """True once a loopback server answered as the bundled emulator with nothing it
+        stores outliving it: state and cache kept for it would only pile up."""
+        return self.emulator == "ephemeral"
 
     def reuse_cache(self) -> ReuseCache | None:
         """The reuse cache of this account (opened on first use), or None when the client
@@ -223,6 +242,8 @@ class _ClientBase:
         the pacer learns from it)."""
         log.debug("%s %s -> %s", method, url, response.status_code)
         self.clock.observe_date(response.headers.get("date"))
+        if self._loopback:
+            self.emulator = response.headers.get(EMULATOR_HEADER) or self.emulator
         if response.is_success:
             return response
         if response.is_redirect:
@@ -282,7 +303,8 @@ class KimiFiles(_ClientBase):
                          pacer=pacer, cache=cache)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(**self._http_options(timeout))
-        self._listing: cf.Future[FileList] | None = None  # a shared listing in flight
+        #: a shared listing in flight (None as its result: its leader was interrupted)
+        self._listing: cf.Future[FileList | None] | None = None
         self._listing_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -348,25 +370,34 @@ class KimiFiles(_ClientBase):
         """
         if not shared:
             return self.run(list_steps(self.retry_policy))
-        with self._listing_lock:
-            joined = self._listing
-            if joined is None:
-                self._listing = cf.Future()
-        if joined is not None:
-            return joined.result()
-        future = self._listing
-        assert future is not None
-        try:
-            listing = self.run(list_steps(self.retry_policy))
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        else:
-            future.set_result(listing)
-            return listing
-        finally:
+        while True:
             with self._listing_lock:
-                self._listing = None
+                joined = future = self._listing
+                if joined is None:
+                    future = self._listing = cf.Future()
+            assert future is not None
+            if joined is not None:
+                shared_listing = joined.result()
+                if shared_listing is not None:
+                    return shared_listing
+                continue  # its leader was interrupted, not failed: list anew
+            listing: FileList | None = None
+            error: Exception | None = None
+            try:
+                listing = self.run(list_steps(self.retry_policy))
+                return listing
+            except Exception as exc:
+                error = exc
+                raise
+            finally:
+                with self._listing_lock:
+                    self._listing = None
+                # an interruption of this thread (KeyboardInterrupt...) is no answer for the
+                # others: they get None and list anew; a failure of the listing they share
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(listing)
 
     def retrieve(self, file_id: str) -> FileObject:
         """One file's object.
@@ -388,15 +419,19 @@ class KimiFiles(_ClientBase):
         """
         return self.run(delete_file_steps(self.retry_policy, file_id))
 
-    def content(self, file_id: str) -> FileContent:
+    def content(self, file_id: str, *, raw: bool = False) -> FileContent:
         """The extracted text of an uploaded file (and the platform's JSON document).
+        ``raw=True``: the body as the service keeps it, for a ``batch`` file (its JSONL).
 
         Raises:
+            MalformedResponseError: the answer was not the JSON document with a string
+                ``content`` (cut-off JSON, an empty body, an HTML page), or with ``raw`` an
+                empty body or an HTML page, every attempt.
             APIStatusError: the service refused it (NotFoundError for an unknown id), or kept
                 failing until the retries ran out.
             APIConnectionError: the service could not be reached (after the retries).
         """
-        return self.run(content_steps(self.retry_policy, file_id))
+        return self.run(content_steps(self.retry_policy, file_id, raw=raw))
 
     def create(self, file: IO[bytes] | FileBody, *, filename: str, purpose: str = DEFAULT_PURPOSE,
                content_type: str = "application/octet-stream") -> FileObject:
@@ -512,7 +547,8 @@ class AsyncKimiFiles(_ClientBase):
                          pacer=pacer, cache=cache)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(**self._http_options(timeout))
-        self._alisting: asyncio.Future[FileList] | None = None  # a shared listing in flight
+        #: a shared listing in flight (None as its result: its leader was cancelled)
+        self._alisting: asyncio.Future[FileList | None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -548,13 +584,21 @@ class AsyncKimiFiles(_ClientBase):
         """
         url = self._url(path)
         content = kwargs.get("content")
+        reader = None
         if isinstance(content, Iterable) and isinstance(content, AsyncIterable):
-            kwargs["content"] = content.__aiter__()  # read the async way (off the event loop)
-        async with self.pacer.aslot():
-            with self._translate(method, url):
-                response = await self._http.request(method, url, headers=self._headers(
-                    kwargs.pop("headers", None)), **kwargs)
-            return self._check(method, url, path, response)
+            # read the async way (off the event loop); closed whatever happens (an answer, an
+            # error, a cancellation), so no reading outlives the request and its file
+            reader = kwargs["content"] = content.__aiter__()
+        try:
+            async with self.pacer.aslot():
+                with self._translate(method, url):
+                    response = await self._http.request(method, url, headers=self._headers(
+                        kwargs.pop("headers", None)), **kwargs)
+                return self._check(method, url, path, response)
+        finally:
+            aclose = getattr(reader, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def run(self, steps: Steps[T], stop: threading.Event | None = None) -> T:
         """Perform ``steps`` (see :mod:`kimi_files._steps`) with this client.
@@ -578,23 +622,34 @@ class AsyncKimiFiles(_ClientBase):
 
         if not shared:
             return await self.run(list_steps(self.retry_policy))
-        joined = self._alisting
-        if joined is not None and not joined.done():
-            return await asyncio.shield(joined)
-        future: asyncio.Future[FileList] = asyncio.get_running_loop().create_future()
-        self._alisting = future
-        try:
-            listing = await self.run(list_steps(self.retry_policy))
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when none joined
-            raise
-        else:
-            future.set_result(listing)
-            return listing
-        finally:
-            if self._alisting is future:
-                self._alisting = None
+        while True:
+            joined = self._alisting
+            if joined is not None and not joined.done():
+                # shielded: cancelling this waiter never cancels the listing others wait for
+                shared_listing = await asyncio.shield(joined)
+                if shared_listing is not None:
+                    return shared_listing
+                continue  # its leader was cancelled, not failed: list anew
+            future: asyncio.Future[FileList | None] = asyncio.get_running_loop().create_future()
+            self._alisting = future
+            listing: FileList | None = None
+            error: Exception | None = None
+            try:
+                listing = await self.run(list_steps(self.retry_policy))
+                return listing
+            except Exception as exc:
+                error = exc
+                raise
+            finally:
+                if self._alisting is future:
+                    self._alisting = None
+                # this task's cancellation is no answer for the others: they get None and
+                # list anew; a failure of the listing they share
+                if error is not None:
+                    future.set_exception(error)
+                    future.exception()  # retrieved: no "never retrieved" warning
+                else:
+                    future.set_result(listing)
 
     async def retrieve(self, file_id: str) -> FileObject:
         """One file's object.
@@ -616,15 +671,16 @@ class AsyncKimiFiles(_ClientBase):
         """
         return await self.run(delete_file_steps(self.retry_policy, file_id))
 
-    async def content(self, file_id: str) -> FileContent:
-        """The extracted text of an uploaded file (and the platform's JSON document).
+    async def content(self, file_id: str, *, raw: bool = False) -> FileContent:
+        """The extracted text of an uploaded file (``raw``: see :meth:`KimiFiles.content`).
 
         Raises:
+            MalformedResponseError: as :meth:`KimiFiles.content`.
             APIStatusError: the service refused it (NotFoundError for an unknown id), or kept
                 failing until the retries ran out.
             APIConnectionError: the service could not be reached (after the retries).
         """
-        return await self.run(content_steps(self.retry_policy, file_id))
+        return await self.run(content_steps(self.retry_policy, file_id, raw=raw))
 
     async def create(self, file: IO[bytes] | FileBody, *, filename: str,
                      purpose: str = DEFAULT_PURPOSE,
@@ -743,8 +799,49 @@ def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], pol
                        left=_retry.remaining(started, policy, now))
 
 
+#: The most pages one listing follows (1,000 files a page for 10,000 pages is far beyond any
+#: account): a server that keeps saying ``has_more`` with new ids cannot loop forever.
+MAX_LIST_PAGES = 10_000
+
+
 def list_steps(policy: RetryPolicy) -> Steps[FileList]:
-    return call_steps("GET", "files", lambda r: FileList.from_dict(_json(r)), policy)
+    """Every file of the account, each id once. The platform documents no paging; a server
+    that pages (``has_more``, as openai-style servers and the emulator do) is followed with
+    ``after`` the last id of each page, each page retried on its own.
+
+    Raises:
+        MalformedResponseError: a page says there is more but gives no way on (no files, or
+            a last id already gone on from: the same page again), or the pages never end.
+    """
+    files: list[FileObject] = []
+    after: set[str] = set()
+    params: dict[str, Any] = {}
+    url = "files"
+    for _ in range(MAX_LIST_PAGES):
+        page, more, url = yield from call_steps("GET", "files", _page, policy, **params)
+        files.extend(page.data)
+        if not more:
+            return FileList.of(files, page.object)
+        last = page.data[-1].id if page.data else None
+        if last is None or last in after:
+            way = "no files on the page" if last is None else f"the page ends at {last!r:.80} again"
+            raise MalformedResponseError(
+                f"GET {url}: the listing says it has more files (has_more) but gives no way on "
+                f"({way}); the account's files cannot be listed whole from this server",
+                status_code=200)
+        after.add(last)
+        params = {"params": {"after": last}}
+    raise MalformedResponseError(
+        f"GET {url.split('?')[0]}: the listing still says it has more files after "
+        f"{MAX_LIST_PAGES:,} pages "
+        f"({len(files):,} files); the account's files cannot be listed whole from this server",
+        status_code=200)
+
+
+def _page(response: httpx.Response) -> tuple[FileList, bool, str]:
+    """One page of the listing, whether it says there is more, and its URL."""
+    data = _json(response)
+    return FileList.from_dict(data), data.get("has_more") is True, str(response.request.url)
 
 
 def retrieve_steps(policy: RetryPolicy, file_id: str) -> Steps[FileObject]:
@@ -757,8 +854,12 @@ def delete_file_steps(policy: RetryPolicy, file_id: str) -> Steps[FileDeleted]:
                       lambda r: FileDeleted.from_dict(_json(r)), policy, delete=True)
 
 
-def content_steps(policy: RetryPolicy, file_id: str) -> Steps[FileContent]:
-    return call_steps("GET", f"files/{_id(file_id)}/content", _content, policy)
+def content_steps(policy: RetryPolicy, file_id: str, *, raw: bool = False) -> Steps[FileContent]:
+    """The content of a file: the platform's JSON document, or with ``raw`` any body but an
+    empty one or an HTML page (a batch file's JSONL). Anything else is a malformed success,
+    retried like one."""
+    return call_steps("GET", f"files/{_id(file_id)}/content",
+                      _raw_content if raw else _content, policy)
 
 
 def create_steps(file: IO[bytes] | FileBody, filename: str, purpose: str,
@@ -783,6 +884,16 @@ def _id(file_id: str) -> str:
 
 
 def _content(response: httpx.Response) -> FileContent:
+    content = FileContent.from_document(response.text)
+    if content is None:
+        raise _not_content(response, "not the content document (a JSON object with a string "
+                                     "'content'; a batch file's JSONL is asked for raw)")
+    return content
+
+
+def _raw_content(response: httpx.Response) -> FileContent:
+    if not response.content or "html" in response.headers.get("content-type", "").lower():
+        raise _not_content(response, "empty" if not response.content else "an HTML page")
     return FileContent.from_body(response.text)
 
 
@@ -796,6 +907,18 @@ def _detached(error: KimiError) -> NoReturn:
     except KimiError as exc:
         exc.__context__ = exc.__cause__ = None
         raise
+
+
+def _not_content(response: httpx.Response, what: str) -> MalformedResponseError:
+    from ._answers import _summarise_text
+    from ._redact import redact
+
+    text = response.text
+    seen = f": {_summarise_text(redact(text), 80)!r}" if text.strip() else " (empty)"
+    return MalformedResponseError(
+        f"{response.request.method} {response.request.url}: the server answered "
+        f"{response.status_code} with a body that is {what}{seen}",
+        status_code=response.status_code, body=redact(text[:500]))
 
 
 def _json(response: httpx.Response) -> Any:

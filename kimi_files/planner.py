@@ -36,8 +36,9 @@ class Skip:
     file_id: str
     adopted: bool  # stored by an interrupted run (else: uploaded before, unchanged)
     #: the account holds this content from another upload (another path, the library, the
-    #: CLI): reused, not uploaded again; ``stored_as`` is the name it is stored under
+    #: CLI): reused, not uploaded again
     reused: bool = False
+    #: the name the file ``file_id`` is stored under (as the listing shows it)
     stored_as: str = ""
 
 
@@ -133,9 +134,10 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
         if item.sha256 is None:
             todo.append(item)
         elif found is not None:
-            skips.append(Skip(item, found, adopted=True))
+            skips.append(Skip(item, found, adopted=True, stored_as=on_server[found].filename))
         elif mine.get(path, ("", ""))[0] == item.sha256:
-            skips.append(Skip(item, mine[path][1], adopted=False))
+            skips.append(Skip(item, mine[path][1], adopted=False,
+                              stored_as=on_server[mine[path][1]].filename))
         elif (hit := known.get(item.sha256)) is not None:
             skips.append(Skip(item, hit[0], adopted=False, reused=True, stored_as=hit[1]))
         elif item.sha256 in first_by_sha:

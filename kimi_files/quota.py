@@ -21,9 +21,9 @@ from .config import Limits
 from .errors import ConfigurationError, NotEnoughFileSlotsError, NotEnoughStorageError
 from .models import FileObject
 
-__all__ = ["FreeQuota", "RoomPlan", "Usage", "check_free_quota", "deficit", "fmt_bytes", "plan_room",
-           "select_candidates", "select_for_deletion",
-           "select_for_pruning"]
+__all__ = ["FreeQuota", "RoomPlan", "Usage", "check_free_quota", "deficit", "fmt_bytes",
+           "implausibly_dated", "plan_room", "plausibly_dated", "select_candidates",
+           "select_for_deletion", "select_for_pruning"]
 
 #: "never", "oldest", a predicate over the account's files, or file ids in deletion order
 #: (a list or tuple: a bare string is never taken for a list of ids).
@@ -220,6 +220,33 @@ def select_for_deletion(files: Sequence[FileObject], *, ids: Sequence[str], matc
     return sorted(chosen, key=lambda f: (f.created_at, f.id))
 
 
+#: How far past ``now`` a ``created_at`` may lie and still be a time (clocks disagree).
+FUTURE_SLACK = 86_400
+
+
+def plausibly_dated(f: FileObject, now: float) -> bool:
+    """Does the listing give ``f`` a time it could have been made at: after 1970 and no
+    later than a day past ``now``? (Parsing made a ``created_at`` that is no number, such as
+    ``true`` or text, 0.) Pure."""
+    return 0 < f.created_at <= now + FUTURE_SLACK
+
+
+def _prunable_scope(files: Sequence[FileObject], match: str | None,
+                    purpose: str) -> list[FileObject]:
+    """The files of ``purpose`` whose name matches ``match`` (all of them without one)."""
+    import fnmatch
+
+    return [f for f in files if f.purpose == purpose
+            and (match is None or fnmatch.fnmatchcase(f.filename, match))]
+
+
+def implausibly_dated(files: Sequence[FileObject], *, match: str | None, purpose: str,
+                      now: float) -> list[FileObject]:
+    """The files ``prune`` would consider but cannot date (see :func:`plausibly_dated`):
+    never pruned, never counted among the newest; the caller says so. Pure."""
+    return [f for f in _prunable_scope(files, match, purpose) if not plausibly_dated(f, now)]
+
+
 def select_for_pruning(files: Sequence[FileObject], *, keep: int | None,
                        older_than_days: float | None, match: str | None, purpose: str,
                        now: float) -> list[FileObject]:
@@ -228,13 +255,14 @@ def select_for_pruning(files: Sequence[FileObject], *, keep: int | None,
     Only files of ``purpose`` (and whose name matches the glob ``match``, if given) are ever
     considered. ``keep``: all but the ``keep`` newest of those; ``older_than_days``: those
     made more than that many days before ``now``. With both, a file must meet both. A file
-    with no ``created_at`` is never chosen.
+    the listing gives no plausible ``created_at`` (:func:`implausibly_dated`) is never chosen
+    and never counted among the newest. (A listing holds each id once: FileList.of.)
     """
     if keep is None and older_than_days is None:
         return []
     # a file whose age the listing does not give is never pruned
-    dated = [f for f in files if f.purpose == purpose and f.created_at > 0]
-    considered = select_for_deletion(dated, ids=(), match=match, older_than_days=None,
+    dated = [f for f in _prunable_scope(files, match, purpose) if plausibly_dated(f, now)]
+    considered = select_for_deletion(dated, ids=(), match=None, older_than_days=None,
                                      everything=True, now=now)
     chosen = considered if keep is None else considered[:max(0, len(considered) - keep)]
     if older_than_days is None:

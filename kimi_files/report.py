@@ -30,12 +30,18 @@ class FileResult:
     note: str = ""
     #: ids of files that may be extra copies of this one (never adopted or deleted)
     suspects: tuple[str, ...] = ()
+    #: the name the stored file ``file_id`` has on the server (it keeps base names only, and
+    #: a reused file keeps the name it was first stored under), and its purpose
+    stored_as: str | None = None
+    purpose: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "status": self.status,
             "file_id": self.file_id,
+            "stored_as": self.stored_as,
+            "purpose": self.purpose,
             "bytes": self.bytes,
             "suspects": list(self.suspects),
             "error": None if self.error is None else {
@@ -59,6 +65,12 @@ class BatchReport:
     #: Files that may be extra copies stored by lost or interrupted attempts of this batch
     #: (or a look-alike someone else uploaded): kept, never adopted or deleted.
     suspects: list[FileObject] = field(default_factory=list)
+    #: Earlier copies of changed files (this tool stored them for that path before): kept on
+    #: the account, as (path, file, why: "" when ``replace`` was not asked for)
+    earlier: list[tuple[str, FileObject, str]] = field(default_factory=list)
+    #: Earlier copies deleted by ``replace`` once the newer copy was stored (in a dry run:
+    #: that would be), as (path, file)
+    replaced: list[tuple[str, FileObject]] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -96,6 +108,22 @@ class BatchReport:
             for victim in self.plan.deletions:
                 lines.append(f"  would delete {victim.id} {victim.filename} "
                              f"({victim.bytes:,} bytes, created_at {victim.created_at})")
+        for path, f in self.replaced:
+            lines.append(f"  would replace: delete {f.id} {f.filename} ({f.bytes:,} bytes), the "
+                         f"earlier copy of {path}, once its new copy is stored" if self.dry_run
+                         else f"  replaced: deleted {f.id} {f.filename} ({f.bytes:,} bytes), "
+                              f"the earlier copy of {path}")
+        if self.earlier:
+            plain = [(p, f) for p, f, why in self.earlier if not why]
+            if plain:
+                many = len({p for p, _ in plain})
+                lines.append(f"  {many} file(s) uploaded again after a change: their earlier "
+                             "copies stay on the account (--replace, replace=True, deletes "
+                             "them once the new copy is stored):")
+                lines.extend(f"    {f.id} {f.filename} ({f.bytes:,} bytes), earlier copy of "
+                             f"{p}" for p, f in plain)
+            lines.extend(f"  kept {f.id} {f.filename}, the earlier copy of {p}: {why}"
+                         for p, f, why in self.earlier if why)
         # a batch-wide refusal is one error shared by every file: said once
         groups: dict[int, list[FileResult]] = {}
         cancelled = 0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -140,3 +141,37 @@ def api(request: pytest.FixtureRequest, emulator: Emulator) -> Iterator[Api]:
     face = Api(request.param, api_key=API_KEY, base_url=emulator.base_url)
     yield face
     face.close()
+
+
+@contextlib.contextmanager
+def emulator_process(*options: str) -> Iterator[str]:
+    """An emulator in a process of its own (its base URL), for what must not count the
+    server's own memory or threads (tracemalloc traces the whole process)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    proc = subprocess.Popen([sys.executable, "-m", "kimi_files.emulator", "--port", str(port),
+                             "--api-key", API_KEY, "--log-level", "warning", *options],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(400):
+            try:
+                httpx.get(f"{base_url}/files", headers={"Authorization": f"Bearer {API_KEY}"})
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:  # pragma: no cover
+            pytest.fail("the emulator did not start")
+        yield base_url
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -43,7 +43,8 @@ def test_json_output_is_one_object_per_input_file(env: Emulator, tmp_path: Path,
     assert {r["status"] for r in rows} == {"uploaded", "rejected"}
     assert len(rows) == 4
     for r in rows:
-        assert set(r) == {"path", "status", "file_id", "bytes", "error", "suspects"}
+        assert set(r) == {"path", "status", "file_id", "stored_as", "purpose", "bytes", "error",
+                          "suspects"}
     rejected = {r["path"]: r for r in rows if r["status"] == "rejected"}
     empty = rejected[str(tmp_path / "in" / "empty.txt")]["error"]
     assert isinstance(empty, dict) and empty["type"] == "LocalEmptyFileError"

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..config import CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_TIMEOUT
 from ..errors import ConfigurationError, KimiError
 
 if TYPE_CHECKING:
@@ -100,7 +101,8 @@ def _connection_options() -> argparse.ArgumentParser:
                    help="allow plain http to a non-loopback host (the key travels unencrypted)")
     g.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                    help="give up on a request with no progress for this long, at most a day "
-                        "(default: 15 s to connect, 120 s per write, 300 s for an answer)")
+                        f"(default: {CONNECT_TIMEOUT:g} s to connect, {WRITE_TIMEOUT:g} s per "
+                        f"write, {READ_TIMEOUT:g} s for an answer)")
     g.add_argument("--emulator", action="store_true",
                    help="start the bundled emulator in-process and use it (no key, no network)")
     g.add_argument("-v", "--verbose", action="count", default=0,
@@ -131,8 +133,30 @@ def _client(args: argparse.Namespace, retries: int | None = None) -> Iterator[Ki
         return
     with KimiFiles(base_url=args.base_url, platform=args.platform, allow_http=args.allow_http,
                    max_retries=retries, timeout=args.timeout, limits=limits) as c:
-        yield c
+        try:
+            yield c
+        finally:
+            c.close()
+            _tidy(c)
 
+
+def _tidy(client: KimiFiles) -> None:
+    """State for an ephemeral emulator must not pile up (one set per port): an account whose
+    loopback server said it is one is marked, and the state, lock and cache of every marked
+    account whose port no longer answers (its emulator gone, with all it stored) are removed;
+    ours only, never while a run holds the lock. While it runs, re-runs resume and reuse as
+    against any server; an explicit --state is the user's and stays."""
+    import logging
+
+    from ..cache import cache_path_for
+    from ..state import mark_ephemeral, sweep_ephemeral
+
+    where = client.state_path()
+    if client.emulator is not None and (where.exists() or cache_path_for(where).exists()):
+        mark_ephemeral(where, client.ephemeral_server)
+    for path in sweep_ephemeral(where.parent):
+        logging.getLogger("kimi_files").info("removed %s (kept for an emulator that is gone)",
+                                             path)
 
 
 class _Signalled(BaseException):

@@ -32,13 +32,15 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     me = sub.add_parser("messages", parents=parents,
                         help="print the system messages of a chat request for documents, as "
                              "JSON")
-    me.add_argument("paths", nargs="+", metavar="PATH")
+    me.add_argument("paths", nargs="+", metavar="PATH",
+                    help="the documents, in the order of the messages (uploaded or reused)")
     me.add_argument("--max-chars", type=_whole(1), metavar="N",
                     help="keep the total under N characters, cutting the largest first")
     me.add_argument("--strict", action="store_true",
                     help="fail on a document the service cannot read (default: leave it out)")
     me.add_argument("--purpose", choices=sorted(KNOWN_PURPOSES), default="file-extract",
-                    help=argparse.SUPPRESS)
+                    help="the purpose to upload under (default file-extract: messages hold "
+                         "the extracted text)")
     me.add_argument("--no-reuse", action="store_true",
                     help="upload even what the account already holds")
     me.set_defaults(func=_do_messages)

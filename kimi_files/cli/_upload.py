@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import KNOWN_PURPOSES
+from ..config import KNOWN_PURPOSES, RetryPolicy
 from ..errors import KimiError, NoRoomError
 
 if TYPE_CHECKING:
@@ -58,11 +58,20 @@ def _add_upload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpm", type=_whole(1, 1_000_000), metavar="N",
                    help="at most N requests a minute (learned from 429s if not given)")
     p.add_argument("--retries", type=_whole(0, 100), metavar="N",
-                   help="retries per request (default 5)")
-    p.add_argument("--include", action="append", default=[], metavar="GLOB",
-                   help="only files whose name or relative path matches (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="skip files whose name or relative path matches (repeatable)")
+                   help=f"retries per request (default {RetryPolicy().max_attempts - 1})")
+    p.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                   help="only files the pattern matches, by gitignore rules (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="skip what the pattern matches, by gitignore rules: a name is a file "
+                        "or folder at any depth (notes skips the folder notes/), ** spans "
+                        "folders, !PATTERN takes back (repeatable; after --exclude-from)")
+    p.add_argument("--exclude-from", action="append", default=[], metavar="FILE",
+                   help="skip what the patterns of FILE match, one a line, as a .gitignore "
+                        "(repeatable)")
+    p.add_argument("--replace", action="store_true",
+                   help="once a changed file's new copy is stored, delete the copy this tool "
+                        "stored for it before (only that very file, checked by the listing; "
+                        "default: keep it, and say so)")
     p.add_argument("--no-reuse", action="store_true",
                    help="upload even what the account already holds with the same content "
                         "(default: reuse it)")
@@ -125,6 +134,12 @@ def _do_upload(args: argparse.Namespace) -> int:
 
     if args.no_state and args.state:
         raise _Usage("--state and --no-state cannot be used together")
+    if args.replace and args.no_state:
+        raise _Usage("--replace needs the state (it knows which copies this tool stored): "
+                     "drop --no-state")
+    from ..scan import read_patterns
+
+    exclude = [p for f in args.exclude_from for p in read_patterns(f)] + args.exclude
     if args.no_progress:
         from ..progress import disable_progress_bars
 
@@ -173,7 +188,7 @@ def _do_upload(args: argparse.Namespace) -> int:
                     args.paths, client=client, purpose=args.purpose,
                     free_quota=args.free_quota, dry_run=args.dry_run,
                     concurrency=args.concurrency, rpm=args.rpm, include=args.include,
-                    exclude=args.exclude, state=state,
+                    exclude=exclude, state=state, replace=args.replace,
                     progress=None if not args.no_progress else False,
                     allow_any_type=args.allow_any_type, on_result=on_result, stop=stop,
                     reuse=not args.no_reuse,

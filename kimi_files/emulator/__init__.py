@@ -18,7 +18,8 @@ service it answers ``text extract error: 没有解析出内容`` to a PDF withou
 5 KiB of one repeated character, checks each purpose's content types (images are refused
 under ``file-extract`` unless ``extract_images=True``), sends ``Msh-Request-Id`` on every
 answer and no ``Retry-After`` / ``X-RateLimit-*`` on 429s. The list honours ``after`` and
-``limit`` and answers ``has_more``. Uploads are streamed to disk. Faults (``fail_next``)
+``limit`` and answers ``has_more`` (``page_size`` pages it by default). Uploads are streamed
+to disk. Faults (``fail_next``)
 cover every row of the error table and every wording captured from real accounts
 (:data:`CAPTURED_ROWS`), plus HTML gateway pages, garbage and truncated bodies, delays,
 hangs, dropped connections, "store the file, then drop the connection" and "store it late,
@@ -65,7 +66,7 @@ class Emulator:
     Keyword arguments other than ``host``, ``port`` and ``log_level`` configure the
     :class:`EmulatorState` (``api_key``, ``max_files``, ``max_total_bytes``,
     ``max_file_bytes``, ``extract_delay``, ``max_concurrency``, ``rpm``, ``rate_window``,
-    ``storage_dir``, ``extract_images``, ``clock``, ``wall``, ``date_offset``).
+    ``storage_dir``, ``extract_images``, ``page_size``, ``clock``, ``wall``, ``date_offset``).
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",

@@ -22,11 +22,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..config import EMULATOR_HEADER
 from ._state import ERROR_ROWS, EmulatorState, Fault, LoggedRequest, StoredFile
 
 _HTML = ("<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}"
          "</h1></center><hr><center>nginx</center></body></html>")
-_REASONS = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+_REASONS = {200: "OK", 502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 
 
 class _Dropped(Response):
@@ -80,6 +81,8 @@ def _fault_response(request: Request, fault: Fault) -> Response | None:
                         media_type="application/json")
     if kind == "no_data":
         return JSONResponse({"object": "list"})
+    if kind == "empty_200":
+        return Response(b"", status_code=200, media_type="application/json")
     if kind == "drop":
         return _drop(request)
     return None
@@ -126,6 +129,10 @@ class Emulated:
                     return _drop(request)
                 fault = None
             response: Response = await handler(request, fault, entry)
+            if fault is not None and fault.kind == "cut_body" and response.status_code == 200:
+                whole = bytes(response.body)
+                return Response(whole[:len(whole) // 2], status_code=200,
+                                media_type=response.media_type)
             return response
         finally:
             self.state.release()
@@ -241,7 +248,7 @@ class Emulated:
             else:
                 files = [f for f in files if f.id > after]
         limit_text = request.query_params.get("limit")
-        has_more = False
+        limit = self.state.page_size
         if limit_text is not None:
             try:
                 limit = int(limit_text)
@@ -249,10 +256,21 @@ class Emulated:
                 limit = 0
             if not 1 <= limit <= 10_000:
                 return _row("invalid_request", detail=f"limit must be 1 to 10000, not {limit_text!r}")
-            has_more = len(files) > limit
+        if fault is not None and fault.kind == "has_more_stuck":
+            files = self.state.listing()  # the first page again, whatever `after` said
+        has_more = limit is not None and len(files) > limit
+        if limit is not None:
             files = files[:limit]
-        return JSONResponse({"object": "list", "data": [f.to_dict() for f in files],
-                             "has_more": has_more})
+        rows = [f.to_dict() for f in files]
+        if fault is not None and rows:
+            if fault.kind == "repeated_ids":
+                rows += [dict(rows[-1]), dict(rows[-1])]
+            elif fault.kind == "bad_created_at":
+                rows[-1]["created_at"] = fault.value
+        if fault is not None and fault.kind in ("has_more_stuck", "has_more_empty"):
+            has_more = True
+            rows = [] if fault.kind == "has_more_empty" else rows
+        return JSONResponse({"object": "list", "data": rows, "has_more": has_more})
 
     async def retrieve(self, request: Request, fault: Fault | None,
                        entry: LoggedRequest) -> Response:
@@ -455,8 +473,11 @@ def _docx_text(path: Path) -> str | None:
 
 class _KeepSend:
     """Outermost ASGI layer: remembers the server's own ``send`` so a fault can drop the line,
-    and gives every answer a ``Msh-Request-Id`` header, as the service does, and its ``Date``
-    (:meth:`EmulatorState.date_header`: the emulated clock, not the ASGI server's)."""
+    and gives every answer a ``Msh-Request-Id`` header, as the service does, its ``Date``
+    (:meth:`EmulatorState.date_header`: the emulated clock, not the ASGI server's), and the
+    emulator's own ``X-Kimi-Files-Emulator: ephemeral|persistent`` (what it stores goes when
+    it stops, or survives in its storage folder): a client keeps no state for an ephemeral
+    one."""
 
     def __init__(self, app: ASGIApp, state: EmulatorState) -> None:
         self.app = app
@@ -474,6 +495,8 @@ class _KeepSend:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((b"msh-request-id", request_id.encode()))
+                headers.append((EMULATOR_HEADER.lower().encode(),
+                                b"persistent" if self.state.persistent else b"ephemeral"))
                 date = self.state.date_header()
                 if date is not None:
                     headers.append((b"date", date.encode()))

@@ -113,6 +113,14 @@ TRANSPORT_FAULTS = frozenset({
                         # out), store the file, then drop: a slow extraction stored late
     "no_id",            # upload: store the file, answer 200 with its object but an empty id
     "no_data",          # 200 with {"object": "list"} and no data array
+    "cut_body",         # the normal answer (a file stored, a document...) with its body cut
+                        # in the middle: a 200 with JSON cut off
+    "empty_200",        # 200 with an empty body
+    "html_200",         # 200 with an HTML page (a gateway's or a captive portal's)
+    "repeated_ids",     # list: the newest file listed three times
+    "bad_created_at",   # list: the newest file's created_at is `value` (default true)
+    "has_more_stuck",   # list: has_more true and the same first page, whatever `after` says
+    "has_more_empty",   # list: has_more true with no files (no last id to go on from)
 })
 FAULT_KINDS = frozenset(ERROR_ROWS) | TRANSPORT_FAULTS
 #: The faults a client should survive by retrying: the default mix of :meth:`set_chaos`.
@@ -134,6 +142,8 @@ class Fault:
     current: int = 1000
     detail: str = "emulated failure"
     delay: float = 0.0
+    #: what ``bad_created_at`` puts in place of the newest file's ``created_at``
+    value: Any = True
     #: set once a fault that stores (store_then_drop, store_late) has stored its file
     stored: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
     #: hang and store_late: when given, wait until it is set instead of for ``delay`` (a
@@ -154,6 +164,10 @@ class Fault:
         message = template.format(limit=self.limit, after=after, current=self.current,
                                   detail=self.detail)
         return status, {"error": {"type": etype, "message": message}}
+
+
+#: The file of a persistent storage folder that lists what it holds (one JSON array).
+INDEX_NAME = "index.json"
 
 
 @dataclass
@@ -219,6 +233,7 @@ class EmulatorState:
         rate_window: float = 60.0,
         purposes: frozenset[str] = frozenset({"file-extract", "image", "video", "batch"}),
         extract_images: bool = False,
+        page_size: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         date_offset: float | None = 0.0,
@@ -226,6 +241,9 @@ class EmulatorState:
         self.api_key = api_key
         self.date_offset = date_offset
         self.extract_images = extract_images
+        #: list at most this many files per page unless ``limit`` says otherwise, with
+        #: ``has_more`` (as openai-style servers page); None: every file at once
+        self.page_size = page_size
         self.clock = clock
         self.wall = wall
         self.max_files = max_files
@@ -240,6 +258,8 @@ class EmulatorState:
         self.storage = Path(storage_dir or tempfile.mkdtemp(prefix="kimi-emulator-"))
         self.storage.mkdir(parents=True, exist_ok=True)
         self.files: dict[str, StoredFile] = {}
+        if self.persistent:
+            self._load()
         self.faults: list[Fault] = []
         self.requests: list[LoggedRequest] = []
         self._in_flight = 0
@@ -251,6 +271,54 @@ class EmulatorState:
         self._seq = itertools.count(1)
         self._chaos: tuple[float, tuple[str, ...], str, Any] = (0.0, (), "upload", None)
         self.lock = threading.RLock()
+
+    # --- a storage folder that survives a restart ---------------------------------------------
+
+    @property
+    def persistent(self) -> bool:
+        """True when the files live in a folder given (``storage_dir``, ``--storage-dir``):
+        kept when the emulator stops, and served again when it starts on that folder."""
+        return not self._own_dir
+
+    @property
+    def _index(self) -> Path:
+        return self.storage / INDEX_NAME
+
+    def _load(self) -> None:
+        """Serve again what an earlier emulator stored in this folder (its index, and each
+        file's content where it is still there); leftovers of uploads cut off are removed."""
+        import json
+
+        for leftover in self.storage.glob(".incoming-*"):
+            leftover.unlink(missing_ok=True)
+        try:
+            rows = json.loads(self._index.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"the emulator's index {self._index} cannot be read ({exc}); "
+                               "move it aside to start with an empty account") from None
+        for row in rows:
+            content = self.storage / row["id"]
+            f = StoredFile(**{k: v for k, v in row.items() if k != "has_content"})
+            f.path = content if row.get("has_content") and content.exists() else None
+            self.files[f.id] = f
+
+    def _save(self) -> None:
+        """Write the index (atomically: a crash leaves the old one or the new one)."""
+        if not self.persistent:
+            return
+        import json
+
+        with self.lock:
+            rows = [{"id": f.id, "filename": f.filename, "bytes": f.bytes,
+                     "created_at": f.created_at, "purpose": f.purpose, "status": f.status,
+                     "status_details": f.status_details, "content_type": f.content_type,
+                     "has_content": f.path is not None} for f in self.files.values()]
+            fd, tmp = tempfile.mkstemp(dir=self.storage, prefix=".index-")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(rows, fh)
+            os.replace(tmp, self._index)
 
     # --- ids and files ----------------------------------------------------------------------
 
@@ -267,6 +335,7 @@ class EmulatorState:
             ts = int(self.wall()) if created_at is None else created_at
             f = StoredFile(self.new_id(ts), filename, size, ts, purpose, status)
             self.files[f.id] = f
+            self._save()
             return f
 
     def store(self, filename: str, src: Path, size: int, purpose: str, content_type: str,
@@ -279,11 +348,14 @@ class EmulatorState:
             self.files[f.id] = f
         shutil.move(os.fspath(src), dest)
         f.path = dest
+        self._save()
         return f
 
     def delete(self, file_id: str) -> StoredFile | None:
         with self.lock:
             f = self.files.pop(file_id, None)
+            if f is not None:
+                self._save()
         if f is not None and f.path is not None:
             f.path.unlink(missing_ok=True)
         return f
@@ -396,6 +468,7 @@ class EmulatorState:
             self.rpm = limits.pop("rpm", None)
             self.rate_window = limits.pop("rate_window", 60.0)
             self.extract_images = limits.pop("extract_images", False)
+            self.page_size = limits.pop("page_size", None)
             self.date_offset = limits.pop("date_offset", 0.0)
             if limits:
                 raise TypeError(f"unknown options: {sorted(limits)}")
@@ -403,3 +476,5 @@ class EmulatorState:
     def close(self) -> None:
         if self._own_dir:
             shutil.rmtree(self.storage, ignore_errors=True)
+        else:
+            self._save()  # statuses changed since the last upload or deletion
