@@ -149,6 +149,11 @@ class ClientLike(Protocol):
 
 def run_sync(steps: Steps[T], client: Any, stop: threading.Event | None = None) -> T:
     """Drive ``steps`` with blocking calls on ``client`` (a :class:`~kimi_files.KimiFiles`)."""
+    with _retry.stops_with(stop):  # a wait with no stop of its own (the pacer's) ends on it
+        return _drive_sync(steps, client, stop)
+
+
+def _drive_sync(steps: Steps[T], client: Any, stop: threading.Event | None) -> T:
     result: Any = None
     error: BaseException | None = None
     try:
@@ -170,7 +175,8 @@ def _perform_sync(action: Action, client: Any, stop: threading.Event | None) -> 
     if isinstance(action, Request):
         return client.request(action.method, action.path, **action.kwargs)
     if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
-        return _files_call(action, client)
+        with _retry.doing(_label(action)):  # names the file in a long wait's line
+            return _files_call(action, client)
     if isinstance(action, Call):
         return getattr(client, action.name)(*action.args, **action.kwargs)
     if isinstance(action, Wait):
@@ -180,6 +186,11 @@ def _perform_sync(action: Action, client: Any, stop: threading.Event | None) -> 
     if isinstance(action, Blocking):
         return action.fn(*action.args)
     return _parallel_sync(action, client, stop)
+
+
+def _label(action: ListFiles | CreateFile | DeleteFile | GetContent) -> str | None:
+    """What a long wait of this action is announced as, when more than its request says."""
+    return f"{action.filename} (upload)" if isinstance(action, CreateFile) else None
 
 
 def _files_call(action: ListFiles | CreateFile | DeleteFile | GetContent, client: Any) -> Any:
@@ -232,6 +243,11 @@ async def run_async(steps: Steps[T], client: Any, stop: threading.Event | None =
 
     Cancellation is asyncio's: the task that awaits this is cancelled where it awaits, the
     steps are closed (their ``with`` blocks unwind) and CancelledError propagates."""
+    with _retry.stops_with(stop):
+        return await _drive_async(steps, client, stop)
+
+
+async def _drive_async(steps: Steps[T], client: Any, stop: threading.Event | None) -> T:
     result: Any = None
     error: BaseException | None = None
     try:
@@ -253,7 +269,8 @@ async def _perform_async(action: Action, client: Any, stop: threading.Event | No
     if isinstance(action, Request):
         return await client.request(action.method, action.path, **action.kwargs)
     if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
-        return await _files_call(action, client)
+        with _retry.doing(_label(action)):
+            return await _files_call(action, client)
     if isinstance(action, Call):
         return await getattr(client, action.name)(*action.args, **action.kwargs)
     if isinstance(action, Wait):

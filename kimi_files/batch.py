@@ -34,12 +34,21 @@ from ._hashing import sha256_of
 from ._steps import Blocking, ClientLike, ListFiles, Parallel, Steps
 from .adoption import Attempt, resolve
 from .cache import ReuseCache
-from .errors import ConfigurationError, KimiError, LocalFileError, StateError, UploadCancelledError
+from .errors import (
+    ConfigurationError,
+    KimiError,
+    LocalFileError,
+    NoRoomError,
+    ServerTooManyFilesError,
+    StateError,
+    UploadCancelledError,
+)
 from .models import FileList, FileObject
 from .options import UploadKwargs, UploadOptions
 from .pacing import Pacer, check_limits
-from .planner import BatchPlan, plan_batch, plan_deferred
-from .progress import ProgressBar, short_label
+from .planner import BatchPlan, plan_batch, plan_interrupted
+from .progress import Heartbeat, ProgressBar, short_label, status_line
+from .quota import account_full_error
 from .report import STATUSES, BatchReport, FileResult, Status
 from .scan import (
     Item,
@@ -261,6 +270,10 @@ class _Run:
         self.unproven: list[int] = []  # ... begun before the server's clocks were checked
         self.disproved = False  # ... all marked unproven: the clocks disagreed
         self.cache: ReuseCache | None = None
+        self.heartbeat: Heartbeat | None = None  # while uploads run: a result is news
+        #: set when the server said the account is full: the reason every file not sent
+        #: from then on is deferred (one error, said once)
+        self.full: NoRoomError | None = None
         self.listing: Sequence[FileObject] = ()  # the account, as the plan saw it
         self.current: dict[str, str] = {}  # absolute path -> the file id it maps to now
         self.moved: set[str] = set()  # absolute paths mapped to another file by this run
@@ -279,11 +292,23 @@ class _Run:
                 elif result.status == "planned":
                     self.planned.add(os.path.abspath(item.local.path))
             self.report.results.append(result)
+            if self.heartbeat is not None:
+                self.heartbeat.touch()
             if self.settings.on_result is not None:
                 try:
                     self.settings.on_result(result)
                 except Exception as exc:  # the caller's callback must not lose the result
                     log.error("on_result failed for %s: %r", result.path, exc)
+
+    def account_full(self, error: ServerTooManyFilesError, path: str) -> tuple[NoRoomError, bool]:
+        """The shared reason once the server said the account is full, and whether this is
+        the first such answer (whose caller lists the account once and completes it)."""
+        with self._lock:
+            if self.full is not None:
+                return self.full, False
+            self.full = account_full_error(path, error.message, error.max_file_count, None,
+                                           self.client.limits.max_files)
+            return self.full, True
 
     def suspect(self, files: Iterable[FileObject], path: str) -> None:
         """Report files that may be extra copies of ``path``; they are never adopted."""
@@ -394,7 +419,14 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
                 report.interrupted = True
         if not items:
             return report
-        listing: FileList = yield ListFiles()
+        try:
+            listing: FileList = yield ListFiles()
+        except UploadCancelledError:  # stopped while the listing waited its turn
+            for item in items:
+                run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
+                                    error=UploadCancelledError(f"{item.shown}: not started "
+                                                               "(interrupted)")), item)
+            return report
         report.list_calls += 1
         listed = {f.id for f in listing.data}
         # files taken as unchanged from their records, whose copy is gone: checked in full now
@@ -436,8 +468,8 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
             _not_started(run, plan)
             return report
         yield from _upload(run, plan.groups, plan.claimed)
-        if plan.deferred and run.fatal is None and not stop.is_set():
-            yield from _deferred(run, plan)
+        if plan.interrupted and run.fatal is None and not stop.is_set():
+            yield from _interrupted(run, plan)
         _not_started(run, plan)
         if run.fatal is not None:
             raise run.fatal  # the state store failed: nothing more can be recorded
@@ -460,9 +492,9 @@ def _read_state(store: StateStore | None
     return store.records(), store.attempts(), store.suspects()
 
 
-def _deferred(run: _Run, plan: BatchPlan) -> Steps[None]:
+def _interrupted(run: _Run, plan: BatchPlan) -> Steps[None]:
     """The files an interrupted run was sending, after the rest: list again, adopt the
-    copies that landed meanwhile when provably theirs (:func:`plan_deferred`), report the
+    copies that landed meanwhile when provably theirs (:func:`plan_interrupted`), report the
     other candidates, and send what is left."""
     listing: FileList = yield ListFiles()
     run.report.list_calls += 1
@@ -472,8 +504,9 @@ def _deferred(run: _Run, plan: BatchPlan) -> Steps[None]:
     claimed = (plan.claimed | {r.file_id for r in records if r.file_id} | reported
                | run.client.attempts.claimed()
                | {r.file_id for r in run.report.results if r.file_id})
-    late = plan_deferred([i for g in plan.deferred for i in g], listing.data, records, ledger,
-                         claimed, server_now=run.client.clock.now(), wall_now=time.time())
+    late = plan_interrupted([i for g in plan.interrupted for i in g], listing.data, records,
+                            ledger, claimed, server_now=run.client.clock.now(),
+                            wall_now=time.time())
     run.ghosts = late.ghosts
     yield from _settle(run, late)
     yield from _upload(run, late.groups, late.claimed)
@@ -620,8 +653,11 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
                                 error=plan.refusal), item)
         yield from _emit_twins(run, plan)
         return
-    if plan.room is not None:  # (a plan of deferred files has none of its own)
+    if plan.room is not None:  # (a plan of interrupted files has none of its own)
         run.report.plan = plan.room
+    for item in plan.deferred:  # decided now: said now
+        run.emit(FileResult(item.shown, "deferred", bytes=item.local.size,
+                            error=plan.deferral, note="no room for it now"), item)
     if run.settings.dry_run:
         for item in plan.uploads:
             run.emit(FileResult(item.shown, "planned", bytes=item.local.size,
@@ -653,12 +689,19 @@ def _upload(run: _Run, groups: Sequence[Sequence[Item]],
     claims = Claims(claimed)
     items = [i for g in groups for i in g]
     overall = ProgressBar(total=sum(i.local.size for i in items),
-                          desc=f"{len(items)} file(s)", enabled=run.options.progress,
-                          position=0)
+                          files=len(items), enabled=run.options.progress, position=0)
+    started = time.monotonic()
+
+    def status() -> str:
+        return status_line(overall.files_done, len(items), overall.n, overall.total or 0,
+                           time.monotonic() - started, run.client.pacer.describe())
+
     try:
-        yield Parallel([_group_steps(run, group, claims, overall) for group in groups],
-                       run.settings.concurrency)
+        with Heartbeat(status) as run.heartbeat:
+            yield Parallel([_group_steps(run, group, claims, overall) for group in groups],
+                           run.settings.concurrency)
     finally:
+        run.heartbeat = None
         overall.close()
 
 
@@ -677,6 +720,11 @@ def _group_steps(run: _Run, group: Sequence[Item], claims: Claims,
     for item in group:
         if run.stop.is_set():
             return
+        if run.full is not None:  # the account is full: nothing more is sent
+            run.emit(FileResult(item.shown, "deferred", bytes=item.local.size, error=run.full,
+                                note="the account is full"), item)
+            overall.file_done()
+            continue
         yield from _item_steps(run, item, claims, overall)
 
 
@@ -754,6 +802,20 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         run.fatal = exc
         run.stop.set()
         failed(exc)
+    except ServerTooManyFilesError as exc:
+        # the account is full: stop sending, list once to say how full, report once
+        full, first = run.account_full(exc, item.shown)
+        if first:
+            try:
+                listing: FileList = yield ListFiles()
+                run.report.list_calls += 1
+                full.message = account_full_error(
+                    item.shown, exc.message, exc.max_file_count, len(listing.data),
+                    run.client.limits.max_files).message
+            except KimiError as again:
+                log.info("listing after the account was full failed: %s", again)
+        run.emit(FileResult(item.shown, "deferred", bytes=local.size, error=full,
+                            note="the account is full"), item)
     except KimiError as exc:
         failed(exc)
     except OSError as exc:
@@ -763,4 +825,5 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         failed(KimiError(f"{item.shown}: unexpected error {type(exc).__name__}: {exc}"))
     finally:
         bar.close()
+        overall.file_done()
         run.release(position)

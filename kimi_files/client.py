@@ -51,6 +51,7 @@ from .errors import (
     KimiError,
     MalformedResponseError,
     NotFoundError,
+    ServerUnreachableError,
     error_from_response,
 )
 from .models import FileContent, FileDeleted, FileList, FileObject
@@ -132,6 +133,9 @@ class _ClientBase:
         self.clock = ServerClock()
         #: This client's uploads that could own a stored copy, and the ids they claimed.
         self.attempts = AttemptRegistry()
+        #: Whether the server has answered this client at least once (any status): until it
+        #: has, a connection that finds no server fails at once (ServerUnreachableError).
+        self.answered = False
         #: What a loopback server said of itself in ``X-Kimi-Files-Emulator`` (the bundled
         #: emulator: ``ephemeral`` or ``persistent``); None for any other server.
         self.emulator: str | None = None
@@ -222,6 +226,11 @@ class _ClientBase:
                 request_sent=True,
             ))
         except httpx.ConnectError as exc:
+            reason = _retry.connect_failure(exc, self.answered)
+            if reason is not None:
+                _detached(ServerUnreachableError(
+                    _retry.unreachable_message(method, url, self.base_url, reason, str(exc)),
+                    reason=reason))
             _detached(APIConnectionError(f"{where}: could not connect ({exc})"))
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             _detached(ConnectionLostError(
@@ -241,6 +250,7 @@ class _ClientBase:
         """The answer, or the kimi-files error it means (raised inside the pacer's slot, so
         the pacer learns from it)."""
         log.debug("%s %s -> %s", method, url, response.status_code)
+        self.answered = True
         self.clock.observe_date(response.headers.get("date"))
         if self._loopback:
             self.emulator = response.headers.get(EMULATOR_HEADER) or self.emulator
@@ -340,7 +350,7 @@ class KimiFiles(_ClientBase):
             APIConnectionError: no complete answer (time-out, refused, dropped).
         """
         url = self._url(path)
-        with self.pacer.slot():
+        with self.pacer.slot(f"{method} {path}"):
             with self._translate(method, url):
                 response = self._http.request(method, url, headers=self._headers(
                     kwargs.pop("headers", None)), **kwargs)
@@ -590,7 +600,7 @@ class AsyncKimiFiles(_ClientBase):
             # error, a cancellation), so no reading outlives the request and its file
             reader = kwargs["content"] = content.__aiter__()
         try:
-            async with self.pacer.aslot():
+            async with self.pacer.aslot(f"{method} {path}"):
                 with self._translate(method, url):
                     response = await self._http.request(method, url, headers=self._headers(
                         kwargs.pop("headers", None)), **kwargs)

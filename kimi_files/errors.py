@@ -19,7 +19,9 @@
     │       └── NotEnoughStorageError
     ├── APIConnectionError               no HTTP answer at all
     │   ├── APITimeoutError
-    │   └── ConnectionLostError          the connection dropped mid-request or mid-response
+    │   ├── ConnectionLostError          the connection dropped mid-request or mid-response
+    │   └── ServerUnreachableError       the first request of a client found no server there
+    │                                    (refused, unknown host, TLS mismatch): never retried
     └── APIStatusError                   the server answered with an error (.status_code, .type)
         ├── BadRequestError                          400
         │   ├── ContentFilterError
@@ -134,6 +136,7 @@ __all__ = [
     "ServerFileTooLargeError",
     "ServerInvalidPurposeError",
     "ServerTooManyFilesError",
+    "ServerUnreachableError",
     "StateError",
     "StateLockedError",
     "TPDLimitError",
@@ -307,6 +310,20 @@ class APITimeoutError(APIConnectionError):
 
 class ConnectionLostError(APIConnectionError):
     """The connection dropped before a complete answer arrived."""
+
+
+class ServerUnreachableError(APIConnectionError):
+    """The first request of a client found no server at its base URL: the connection was
+    refused, the host name is unknown, or the TLS handshake failed (an https URL to a plain
+    http server, say). Said at once, never retried: a wrong base URL is the likely cause, and
+    the message names the URL and the fix. (Once the server has answered, the same failures
+    are retried within the budget.) ``.reason`` is "refused", "unknown host" or "tls"."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, reason: str = "", request_sent: bool = False) -> None:
+        super().__init__(message, request_sent=request_sent)
+        self.reason = reason
 
 
 # --- server answers -----------------------------------------------------------------------------

@@ -7,15 +7,17 @@ from typing import Any, Literal
 
 from .errors import KimiError, UploadCancelledError
 from .models import FileObject
-from .quota import RoomPlan
+from .quota import RoomPlan, fmt_bytes, fmt_time
 
 __all__ = ["STATUSES", "BatchReport", "FileResult", "Status"]
 
 #: What became of a file: uploaded (or adopted), skipped (this very file is there already),
 #: reused (the account holds its content from another upload), rejected (refused before
-#: sending), failed (sending did not succeed), planned (a dry run).
-Status = Literal["uploaded", "skipped", "reused", "rejected", "failed", "planned"]
-STATUSES: tuple[Status, ...] = ("uploaded", "skipped", "reused", "rejected", "failed", "planned")
+#: sending), failed (sending did not succeed), deferred (not sent: no room for it now; the
+#: error says why and what would finish it), planned (a dry run).
+Status = Literal["uploaded", "skipped", "reused", "rejected", "failed", "deferred", "planned"]
+STATUSES: tuple[Status, ...] = ("uploaded", "skipped", "reused", "rejected", "failed",
+                                "deferred", "planned")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +103,13 @@ class BatchReport:
             + f"; {self.uploaded_bytes:,} bytes uploaded in {self.elapsed:.1f}s"
             + (" (interrupted)" if self.interrupted else "")
         ]
-        for victim in self.deleted:
-            lines.append(f"  deleted {victim.id} {victim.filename} ({victim.bytes:,} bytes) "
-                         "to make room")
+        if self.deleted:  # each was said as it was deleted: counted here, not repeated
+            lines.append(f"  deleted {len(self.deleted)} file(s) to make room "
+                         f"({fmt_bytes(sum(v.bytes for v in self.deleted))}), each named above")
         if self.dry_run and self.plan is not None:
             for victim in self.plan.deletions:
                 lines.append(f"  would delete {victim.id} {victim.filename} "
-                             f"({victim.bytes:,} bytes, created_at {victim.created_at})")
+                             f"({fmt_bytes(victim.bytes)}, made {fmt_time(victim.created_at)})")
         for path, f in self.replaced:
             lines.append(f"  would replace: delete {f.id} {f.filename} ({f.bytes:,} bytes), the "
                          f"earlier copy of {path}, once its new copy is stored" if self.dry_run
@@ -128,7 +130,7 @@ class BatchReport:
         groups: dict[int, list[FileResult]] = {}
         cancelled = 0
         for r in self.results:
-            if r.status not in ("rejected", "failed") or r.error is None:
+            if r.status not in ("rejected", "failed", "deferred") or r.error is None:
                 continue
             if isinstance(r.error, UploadCancelledError):
                 cancelled += 1
@@ -146,8 +148,8 @@ class BatchReport:
             lines.append(f"  {many} possible extra cop{'y' if many == 1 else 'ies'} on the "
                          "server, kept because they cannot be proven this run's own:")
             for f in self.suspects:
-                lines.append(f"    {f.id} {f.filename} ({f.bytes:,} bytes, created_at "
-                             f"{f.created_at})")
+                lines.append(f"    {f.id} {f.filename} ({f.bytes:,} bytes, made "
+                             f"{fmt_time(f.created_at)})")
             lines.append("    remove what is yours with: kimi-files delete "
                          + " ".join(f.id for f in self.suspects))
         return lines

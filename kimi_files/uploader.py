@@ -53,7 +53,7 @@ from .models import FileContent, FileList, FileObject, UploadedFile
 from .options import UploadOptions
 from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
-from .quota import RoomPlan, plan_room
+from .quota import RoomPlan, fmt_bytes, fmt_time, plan_room
 
 if TYPE_CHECKING:
     import queue
@@ -401,8 +401,8 @@ def free_room_steps(plan: RoomPlan, *, what: str, stop: threading.Event | None =
             raise UploadCancelledError(f"cancelled while freeing room for {what}")
         yield from delete_steps(victim.id)
         deleted.append(victim)
-        log.warning("deleted %s (%s, %d bytes, created_at %d) to make room for %s",
-                    victim.id, victim.filename, victim.bytes, victim.created_at, what)
+        log.warning("deleted %s (%s, %s, made %s) to make room for %s", victim.id,
+                    victim.filename, fmt_bytes(victim.bytes), fmt_time(victim.created_at), what)
     return deleted
 
 

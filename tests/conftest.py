@@ -23,7 +23,7 @@ disable_progress_bars()
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("MOONSHOT_API_KEY", "MOONSHOT_BASE_URL", "KIMI_API_KEY", "KIMI_BASE_URL",
-                 "KIMI_FILES_STATE_DIR"):
+                 "KIMI_FILES_STATE_DIR", "KIMI_FILES_MAX_FILES", "KIMI_FILES_MAX_BYTES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 

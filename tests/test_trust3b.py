@@ -22,7 +22,7 @@ from kimi_files.chat import build_messages, fit_budget
 from kimi_files.cli import main
 from kimi_files.emulator import Emulator
 from kimi_files.models import FileContent, FileList, FileObject
-from kimi_files.quota import implausibly_dated, select_for_pruning
+from kimi_files.quota import implausibly_dated, select_for_deletion, select_for_pruning
 
 from .conftest import API_KEY, Api, write
 
@@ -77,6 +77,22 @@ def test_a_created_at_that_is_no_time_is_neither_pruned_nor_counted_newest(
     assert main(["prune", "--older-than", "0", "--dry-run"]) == 0
     out, err = capsys.readouterr()
     assert f"would delete {old.id}" in out and odd.id not in out and err.count(warning) == 1
+
+
+def test_delete_older_than_never_chooses_a_file_it_cannot_date(
+        env: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    old = env.seed("old.txt", 3, created_at=NOW - 100 * 86400)
+    odd = env.seed("odd.txt", 4, created_at=NOW - 50 * 86400)
+    env.fail_next("bad_created_at", endpoint="list", value="soon")
+    assert main(["delete", "--older-than", "1", "--yes"]) == 0
+    out, err = capsys.readouterr()
+    assert f"deleted {old.id}" in out and odd.id not in out
+    assert err.count(f"kimi-files: {odd.id} (odd.txt): the listing gives it no plausible "
+                     "created_at; --older-than leaves it alone") == 1
+    assert [f.id for f in env.state.listing()] == [odd.id]
+    files = [FileObject.from_dict({"id": "x", "created_at": True, "purpose": "file-extract"})]
+    assert select_for_deletion(files, ids=[], match=None, older_than_days=0, everything=False,
+                               now=NOW) == []
 
 
 def test_plausible_dates_are_a_pure_rule() -> None:

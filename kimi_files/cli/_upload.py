@@ -38,7 +38,8 @@ def _upload_parser(prog: str, parents: list[argparse.ArgumentParser]) -> argpars
         description="Upload files and folders to the Kimi Files API: every file is checked "
                     "first, the whole batch is planned against the account's quota, uploads "
                     "are paced, retried safely and recorded so a re-run resumes.",
-        epilog="Exit codes: 0 all uploaded or skipped; 1 any rejected or failed; 2 usage; "
+        epilog="Exit codes: 0 all uploaded or skipped; 1 any rejected, failed or deferred; "
+               "2 usage; "
                "130/143/129 stopped by Ctrl-C/SIGTERM/SIGHUP; 141 output closed.")
     _add_upload_options(p)
     return p
@@ -112,7 +113,9 @@ class _ResultLines:
             note = f" ({r.note})" if r.note else ""
             return f"{r.status:9} {r.path}{tail}{note}"
         first = self._seen.setdefault(id(r.error), r)
-        if isinstance(r.error, NoRoomError):
+        if r.status == "deferred":
+            reason = f"{r.note or 'deferred'} (see below)"
+        elif isinstance(r.error, NoRoomError):
             reason = "no room for this batch (see below)"
         elif first is not r:
             reason = f"{r.note or 'same error as ' + first.path} (see below)"
