@@ -12,6 +12,8 @@ script is reused by the CLI and the other way round.
   (:func:`pick`), so a file deleted on the server is uploaded again, never handed back dead.
 * ``texts``: sha256 -> the whole JSON text of ``files.content`` for that content (one content
   call per document per account, ever).
+* ``tokens``: (sha256 of a list of messages, model) -> its estimated tokens (one estimate per
+  document and model, ever; see :mod:`kimi_files.tokens`).
 
 Every failure is a :class:`~kimi_files.errors.CacheError` naming the file and the way out.
 """
@@ -48,6 +50,13 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (sha256, purpose, file_id)
 );
 CREATE INDEX IF NOT EXISTS files_id ON files (file_id);
+CREATE TABLE IF NOT EXISTS tokens (
+    sha256   TEXT NOT NULL,
+    model    TEXT NOT NULL,
+    count    INTEGER NOT NULL,
+    recorded REAL NOT NULL,
+    PRIMARY KEY (sha256, model)
+);
 CREATE TABLE IF NOT EXISTS texts (
     sha256   TEXT PRIMARY KEY,
     file_id  TEXT NOT NULL,
@@ -68,7 +77,7 @@ def _ours(application_id: int, tables: set[str]) -> bool:
     Ours carry :data:`APPLICATION_ID`; one made before it was set has none and no table but
     ours. Pure."""
     return application_id == APPLICATION_ID or (application_id == 0
-                                                and tables <= {"files", "texts"})
+                                                and tables <= {"files", "texts", "tokens"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +235,18 @@ class ReuseCache:
             db.execute("INSERT OR REPLACE INTO texts VALUES (?, ?, ?, ?)",
                        (sha256, file_id, body, time.time()))
 
+    def token_count(self, sha256: str, model: str) -> int | None:
+        """The tokens a message of this content was estimated at for ``model``, if it was."""
+        with self._using() as db:
+            row = db.execute("SELECT count FROM tokens WHERE sha256 = ? AND model = ?",
+                             (sha256, model)).fetchone()
+        return None if row is None else int(row[0])
+
+    def remember_tokens(self, sha256: str, model: str, count: int) -> None:
+        with self._using() as db:
+            db.execute("INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?)",
+                       (sha256, model, count, time.time()))
+
     def counts(self) -> tuple[int, int]:
         """(files, texts) recorded."""
         with self._using() as db:
@@ -238,6 +259,7 @@ class ReuseCache:
         with self._using() as db:
             db.execute("DELETE FROM files")
             db.execute("DELETE FROM texts")
+            db.execute("DELETE FROM tokens")
 
 
 def prove_ours(path: Path) -> None:

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from .client import AsyncKimiFiles, KimiFiles
     from .options import UploadKwargs
 
-__all__ = ["AsyncSession", "Messages", "Session", "cut_marker", "fit_budget", "left_out",
-           "messages_steps"]
+__all__ = ["AsyncSession", "Messages", "Session", "cut_marker", "document_steps", "fit_budget",
+           "left_out", "messages_steps"]
 
 log = logging.getLogger("kimi_files")
 
@@ -185,10 +185,24 @@ def left_out(exc: KimiError) -> bool:
             or type(exc) is InvalidRequestError)  # the service refused this file's content
 
 
+def document_steps(client: ClientLike, path: str, options: UploadOptions, *, strict: bool,
+                   what: str) -> Steps[tuple[FileContent, UploadedFile | None] | KimiError]:
+    """One document's content (and its upload, None from the cache), or its own failure
+    (:func:`left_out`, said once: it is left out of ``what``); ``strict``, or a failure
+    that is not the document's own, is raised."""
+    try:
+        return (yield from content_steps_for(client, path, options))
+    except KimiError as exc:
+        if strict or not left_out(exc):
+            raise
+        log.warning("%s: left out of the %s: %s", path, what, exc)
+        return exc
+
+
 def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
                    options: UploadOptions, *, max_chars: int | None = None,
-                   strict: bool = False,
-                   on_file: Any = None) -> Steps[Messages]:
+                   strict: bool = False, on_file: Any = None, max_tokens: int | None = None,
+                   model: str | None = None) -> Steps[Messages]:
     """The system messages for ``paths`` (see the module docstring).
 
     A document the service cannot read (no text, a refused type...: :func:`left_out`) is left
@@ -207,19 +221,20 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
 
         raise ConfigurationError(f"max_chars must be a whole number of at least 1, not "
                                  f"{max_chars!r}")
+    if max_chars is not None and max_tokens is not None:
+        from .errors import ConfigurationError
+
+        raise ConfigurationError("give max_chars or max_tokens, not both")
     found: list[tuple[str, FileContent]] = []
     failed: dict[str, KimiError] = {}
     files: dict[str, UploadedFile | None] = {}
     for raw in paths:
         path = os.fsdecode(raw)
-        try:
-            content, uploaded = yield from content_steps_for(client, path, options)
-        except KimiError as exc:
-            if strict or not left_out(exc):
-                raise
-            log.warning("%s: left out of the messages: %s", path, exc)
-            failed[path] = exc
+        got = yield from document_steps(client, path, options, strict=strict, what="messages")
+        if isinstance(got, KimiError):
+            failed[path] = got
             continue
+        content, uploaded = got
         if on_file is not None and uploaded is not None:
             on_file(path, uploaded)
         if files.get(path) is None:  # a path given twice keeps what its first time did
@@ -228,6 +243,11 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
     out = build_messages(found, max_chars)
     out.failed.update(failed)
     out.files.update(files)
+    if max_tokens is not None:  # in tokens, as the platform estimates them: kimi_files.tokens
+        from .tokens import DEFAULT_MODEL, fit_tokens_steps
+
+        out = yield from fit_tokens_steps(client, found, out, model=model or DEFAULT_MODEL,
+                                          max_tokens=max_tokens)
     return out
 
 
@@ -299,10 +319,12 @@ class _SessionBase:
         return content.text
 
     def _messages(self, paths: Sequence[str | os.PathLike[str]], max_chars: int | None,
-                  strict: bool, options: UploadKwargs) -> Steps[Messages]:
+                  strict: bool, options: UploadKwargs, max_tokens: int | None = None,
+                  model: str | None = None) -> Steps[Messages]:
         return (yield from messages_steps(self.client, paths, UploadOptions.of(options),
                                           max_chars=max_chars, strict=strict,
-                                          on_file=self._keep))
+                                          on_file=self._keep, max_tokens=max_tokens,
+                                          model=model))
 
     def _close(self) -> Steps[None]:
         leases = _leases(self.client)
@@ -356,13 +378,15 @@ class Session(_SessionBase):
         return self.client.run(self._extract(path, options))
 
     def messages(self, paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None = None,
-                 strict: bool = False, **options: Unpack[UploadKwargs]) -> Messages:
+                 strict: bool = False, max_tokens: int | None = None, model: str | None = None,
+                 **options: Unpack[UploadKwargs]) -> Messages:
         """:func:`kimi_files.messages` through this session.
 
         Raises:
             KimiError: as :func:`kimi_files.messages`.
         """
-        return self.client.run(self._messages(paths, max_chars, strict, options))
+        return self.client.run(self._messages(paths, max_chars, strict, options, max_tokens,
+                                              model))
 
     def close(self) -> None:
         """Delete the files this session stored (with ``delete_on_exit``).
@@ -410,13 +434,15 @@ class AsyncSession(_SessionBase):
 
     async def messages(self, paths: Sequence[str | os.PathLike[str]], *,
                        max_chars: int | None = None, strict: bool = False,
+                       max_tokens: int | None = None, model: str | None = None,
                        **options: Unpack[UploadKwargs]) -> Messages:
         """:meth:`Session.messages`, awaited.
 
         Raises:
             KimiError: as :func:`kimi_files.messages`.
         """
-        return await self.client.run(self._messages(paths, max_chars, strict, options))
+        return await self.client.run(self._messages(paths, max_chars, strict, options,
+                                                    max_tokens, model))
 
     async def aclose(self) -> None:
         """:meth:`Session.close`, awaited.

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -31,6 +31,7 @@ from .adoption import AttemptRegistry, ServerClock
 from .config import (
     CONNECT_TIMEOUT,
     DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
     DEFAULT_PURPOSE,
     EMULATOR_HEADER,
     POOL_TIMEOUT,
@@ -63,10 +64,12 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .batch import BatchReport, IngestKwargs
+    from .batches import AsyncBatches, Batches
     from .cache import ReuseCache
     from .chat import AsyncSession, Messages, Session
     from .models import UploadedFile
     from .pacing import Pacer
+    from .tokens import TokenReport
     from .uploader import FileBody, Preflight
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncKimiFiles", "KimiFiles"]
@@ -505,7 +508,8 @@ class KimiFiles(_ClientBase):
     # --- from documents to a chat request --------------------------------------------------
 
     def messages(self, paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None = None,
-                 strict: bool = False, **options: Unpack[UploadKwargs]) -> Messages:
+                 strict: bool = False, max_tokens: int | None = None, model: str | None = None,
+                 **options: Unpack[UploadKwargs]) -> Messages:
         """The system messages for a chat request: see :func:`kimi_files.messages`.
 
         Raises:
@@ -514,7 +518,42 @@ class KimiFiles(_ClientBase):
         from .chat import messages_steps
 
         return self.run(messages_steps(self, paths, UploadOptions.of(options),
-                                       max_chars=max_chars, strict=strict))
+                                       max_chars=max_chars, strict=strict,
+                                       max_tokens=max_tokens, model=model))
+
+    def estimate_tokens(self, messages: Sequence[Mapping[str, Any]], *,
+                        model: str = DEFAULT_MODEL) -> int:
+        """The platform's estimate of a chat request's tokens
+        (``POST /v1/tokenizers/estimate-token-count``).
+
+        Raises:
+            ModelNotFoundError: the platform does not know the model.
+            APIStatusError: the platform refused it.
+        """
+        from .tokens import estimate_steps
+
+        return self.run(estimate_steps(self.retry_policy, model, messages))
+
+    def tokens(self, paths: Sequence[str | os.PathLike[str]], *, model: str = DEFAULT_MODEL,
+               **options: Unpack[UploadKwargs]) -> TokenReport:
+        """Each document's tokens, the total, and whether it fits the model's context window
+        (each document estimated once per model, ever: the count is cached).
+
+        Raises:
+            KimiError: the estimate failed (ModelNotFoundError for an unknown model).
+        """
+        from .tokens import tokens_steps
+
+        return self.run(tokens_steps(self, paths, model=model, options=UploadOptions.of(
+            {"progress": False, **options})))
+
+    @property
+    def batches(self) -> Batches:
+        """The platform's Batch API: ``client.batches.create/retrieve/list/cancel`` and the
+        helpers ``build/check/submit/wait/results`` (see :mod:`kimi_files.batches`)."""
+        from .batches import Batches
+
+        return Batches(self)
 
     def session(self, *, delete_on_exit: bool = True) -> Session:
         """Uploads and extractions cleaned up when the block ends:
@@ -753,6 +792,7 @@ class AsyncKimiFiles(_ClientBase):
 
     async def messages(self, paths: Sequence[str | os.PathLike[str]], *,
                        max_chars: int | None = None, strict: bool = False,
+                       max_tokens: int | None = None, model: str | None = None,
                        **options: Unpack[UploadKwargs]) -> Messages:
         """:meth:`KimiFiles.messages`, awaited.
 
@@ -762,7 +802,38 @@ class AsyncKimiFiles(_ClientBase):
         from .chat import messages_steps
 
         return await self.run(messages_steps(self, paths, UploadOptions.of(options),
-                                             max_chars=max_chars, strict=strict))
+                                             max_chars=max_chars, strict=strict,
+                                             max_tokens=max_tokens, model=model))
+
+    async def estimate_tokens(self, messages: Sequence[Mapping[str, Any]], *,
+                              model: str = DEFAULT_MODEL) -> int:
+        """:meth:`KimiFiles.estimate_tokens`, awaited.
+
+        Raises:
+            APIStatusError: as :meth:`KimiFiles.estimate_tokens`.
+        """
+        from .tokens import estimate_steps
+
+        return await self.run(estimate_steps(self.retry_policy, model, messages))
+
+    async def tokens(self, paths: Sequence[str | os.PathLike[str]], *,
+                     model: str = DEFAULT_MODEL, **options: Unpack[UploadKwargs]) -> TokenReport:
+        """:meth:`KimiFiles.tokens`, awaited.
+
+        Raises:
+            KimiError: as :meth:`KimiFiles.tokens`.
+        """
+        from .tokens import tokens_steps
+
+        return await self.run(tokens_steps(self, paths, model=model, options=UploadOptions.of(
+            {"progress": False, **options})))
+
+    @property
+    def batches(self) -> AsyncBatches:
+        """:attr:`KimiFiles.batches`, awaited (:class:`kimi_files.batches.AsyncBatches`)."""
+        from .batches import AsyncBatches
+
+        return AsyncBatches(self)
 
     def session(self, *, delete_on_exit: bool = True) -> AsyncSession:
         """``async with client.session() as s:``; see :class:`kimi_files.chat.AsyncSession`.
@@ -779,9 +850,10 @@ class AsyncKimiFiles(_ClientBase):
 
 
 def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], policy: RetryPolicy,
-               *, delete: bool = False, **kwargs: Any) -> Steps[T]:
+               *, delete: bool = False, once_sent: bool = False, **kwargs: Any) -> Steps[T]:
     """A request, its answer parsed by ``parse``, retried by the platform's rules (for
-    idempotent calls; a malformed answer is retried too)."""
+    idempotent calls; a malformed answer is retried too). ``once_sent``: a call that must
+    not run twice (it creates something) is retried only when it surely did nothing."""
     started = time.monotonic()
     attempt = 0
     lost = False
@@ -797,7 +869,7 @@ def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], pol
                 return parse(httpx.Response(200, json={"id": file_id, "deleted": True}))
             raise
         except KimiError as exc:
-            if not _retry.should_retry(exc):
+            if not _retry.should_retry(exc) or (once_sent and _retry.may_have_stored(exc)):
                 raise
             lost = lost or _retry.may_have_stored(exc)
             wait = _retry.retry_wait(exc, attempt, policy)

@@ -70,6 +70,8 @@ WRITE_TIMEOUT = 120.0
 POOL_TIMEOUT = 600.0
 
 DEFAULT_PURPOSE = "file-extract"
+#: The model token estimates and budgets ask about when none is named (the guides' model).
+DEFAULT_MODEL = "kimi-k2.5"
 KNOWN_PURPOSES = frozenset({"file-extract", "image", "video", "batch"})
 
 

@@ -14,9 +14,16 @@
     │   ├── LocalEmptyFileError          (+ EmptyFileError)
     │   ├── LocalFileTooLargeError       (+ FileTooLargeError)
     │   ├── UnsupportedFileTypeError
-    │   └── NoRoomError                  the account has no room (.files_to_free, .bytes_to_free)
-    │       ├── NotEnoughFileSlotsError  (+ TooManyFilesError)
-    │       └── NotEnoughStorageError
+    │   ├── NoRoomError                  the account has no room (.files_to_free, .bytes_to_free)
+    │   │   ├── NotEnoughFileSlotsError  (+ TooManyFilesError)
+    │   │   └── NotEnoughStorageError
+    │   └── BatchInputError              a Batch API input file breaks its rules (.violations)
+    ├── BatchError                       a Batch API batch did not complete (.batch_id, .status,
+    │   │                                .errors: the platform's own list)
+    │   ├── BatchFailedError             failed (its input was refused while validating)
+    │   ├── BatchExpiredError            not done within its completion window (partial results)
+    │   ├── BatchCancelledError          cancelled (partial results)
+    │   └── BatchNotFinishedError        still running: its results cannot be read yet
     ├── APIConnectionError               no HTTP answer at all
     │   ├── APITimeoutError
     │   ├── ConnectionLostError          the connection dropped mid-request or mid-response
@@ -94,6 +101,12 @@ __all__ = [
     "AccountSuspendedError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchCancelledError",
+    "BatchError",
+    "BatchExpiredError",
+    "BatchFailedError",
+    "BatchInputError",
+    "BatchNotFinishedError",
     "CacheError",
     "ConcurrencyLimitError",
     "ConfigurationError",
@@ -288,6 +301,51 @@ class NotEnoughFileSlotsError(NoRoomError, TooManyFilesError):
 
 class NotEnoughStorageError(NoRoomError):
     """Not enough free storage (10 GB per account)."""
+
+
+class BatchInputError(PreflightError):
+    """A Batch API input file breaks the platform's rules; nothing was sent.
+
+    ``.violations`` lists every refusal found, each naming its line (0: the whole file) and
+    its rule (see :mod:`kimi_files.batch_input`); the message shows the first of them."""
+
+    def __init__(self, message: str, *, path: str | None = None, rule: str = "",
+                 violations: tuple[Any, ...] = ()) -> None:
+        super().__init__(message, path=path, rule=rule)
+        self.violations = violations
+
+
+# --- batches that did not complete --------------------------------------------------------------
+
+
+class BatchError(KimiError):
+    """A Batch API batch ended (or stands) without completing.
+
+    ``.batch_id`` and ``.status`` name it; ``.errors`` is the platform's own list of what went
+    wrong (``{"code", "message", "line", "param"}`` each), shown in the message."""
+
+    def __init__(self, message: str, *, batch_id: str = "", status: str = "",
+                 errors: tuple[Mapping[str, Any], ...] = ()) -> None:
+        super().__init__(message)
+        self.batch_id = batch_id
+        self.status = status
+        self.errors = errors
+
+
+class BatchFailedError(BatchError):
+    """The batch failed: the platform refused its input while validating (see ``.errors``)."""
+
+
+class BatchExpiredError(BatchError):
+    """The batch was not done within its completion window; the requests done have results."""
+
+
+class BatchCancelledError(BatchError):
+    """The batch was cancelled; the requests done before have results."""
+
+
+class BatchNotFinishedError(BatchError):
+    """The batch is still running: wait for it before reading its results."""
 
 
 # --- transport ----------------------------------------------------------------------------------

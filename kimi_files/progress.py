@@ -147,6 +147,16 @@ class ProgressBar:
             self._bar.set_postfix_str(note, refresh=False)
         self._bar.refresh()
 
+    @property
+    def drawn(self) -> bool:
+        """Whether a bar is on the terminal (else progress is silent)."""
+        return self._bar is not None
+
+    def note(self, text: str) -> None:
+        """Show ``text`` after the bar (a count beside the main one)."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -8,6 +8,8 @@
     kimi-files quota [--json]                files and bytes used of 1,000 and 10 GB
     kimi-files delete ID... | --match GLOB | --older-than DAYS | --all  [--dry-run] [--yes]
     kimi-files content ID... [-o DIR] | --all -o DIR   the extracted text
+    kimi-files tokens PATH... [--model M]    each document's tokens, and whether they fit
+    kimi-files batch build|check|submit|wait|results|status|cancel|list   the Batch API
     kimi-files map [PATH...] [--json]        which stored file each document maps to
     kimi-files state [list] | clean          the state and cache files of this machine
     kimi-files emulator [--port N] ...       serve the local emulator
@@ -43,7 +45,7 @@ if "httpx" not in sys.modules:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from ..progress import shown
-from . import _cache, _content, _files, _map, _messages, _state, _upload
+from . import _batch, _cache, _content, _files, _map, _messages, _state, _tokens, _upload
 from ._common import _connection_options, _run
 from ._content import output_name
 
@@ -53,7 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["main", "output_name", "shown", "upload_main"]
 
 #: The command modules, each with ``register(sub, parents)``; their order is --help's.
-_COMMANDS = (_upload, _files, _content, _cache, _messages, _map, _state)
+_COMMANDS = (_upload, _files, _content, _cache, _messages, _map, _state, _tokens, _batch)
 
 
 def upload_main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> int:

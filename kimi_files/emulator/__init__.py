@@ -25,7 +25,12 @@ cover every row of the error table and every wording captured from real accounts
 hangs, dropped connections, "store the file, then drop the connection" and "store it late,
 after the client gave up". Tiers can be emulated with ``max_concurrency`` and ``rpm``; the
 clocks are injectable (``clock=``, ``wall=``), and the ``Date`` header can be made to disagree
-with ``created_at`` (``date_offset=``, seconds; None: no ``Date``). Needs the ``emulator`` extra:
+with ``created_at`` (``date_offset=``, seconds; None: no ``Date``). It also serves the Batch
+API (``/v1/batches``: create, retrieve, list, cancel; output and error files in the OpenAI
+line shape, a deterministic answer per request, faults ``batch_line_errors`` and ``batch_expire``) and the
+token estimate (``/v1/tokenizers/estimate-token-count``, a documented formula): see
+``emu.state.batches`` (progress by the injectable clock, per look, or ``advance()``) and
+``kimi_files.emulator._batches``. Needs the ``emulator`` extra:
 ``pip install 'kimi-files[emulator]'``.
 """
 

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="send a Date header this far from the clock of created_at, as a "
                              "gateway whose clock is wrong would (negative: behind)")
     parser.add_argument("--no-date", action="store_true", help="send no Date header")
+    parser.add_argument("--batch-phase-seconds", type=float, default=1.0, metavar="S",
+                        help="seconds a batch spends in each phase (validating, in_progress "
+                             "twice, finalizing; default 1)")
     parser.add_argument("--page-size", type=int, metavar="N",
                         help="list at most N files per page (with has_more), as openai-style "
                              "servers do (default: every file at once)")
@@ -89,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         page_size=args.page_size,
         date_offset=None if args.no_date else args.date_offset,
     )
+    state.batches.phase_seconds = args.batch_phase_seconds
+    state.batches.default_phase_seconds = args.batch_phase_seconds
     if args.chaos:
         state.set_chaos(args.chaos)
     for kind, times, endpoint in args.fail:

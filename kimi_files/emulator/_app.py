@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import EMULATOR_HEADER
+from ._batches import MODELS, EmuBatch, estimate_tokens, json_rows
 from ._state import ERROR_ROWS, EmulatorState, Fault, LoggedRequest, StoredFile
 
 _HTML = ("<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}"
@@ -54,6 +55,10 @@ def _drop(request: Request) -> Response:
 
 def _error(status: int, etype: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"type": etype, "message": message}}, status_code=status)
+
+
+def _not_found(what: str, key: str) -> JSONResponse:
+    return _error(404, "resource_not_found_error", f"Not found the {what} {key} or Permission denied")
 
 
 def _row(name: str, **fmt: Any) -> JSONResponse:
@@ -149,10 +154,7 @@ class Emulated:
     def _file(self, file_id: str) -> StoredFile | JSONResponse:
         with self.state.lock:
             stored = self.state.files.get(file_id)
-        if stored is None:
-            return _error(404, "resource_not_found_error",
-                          f"Not found the file {file_id} or Permission denied")
-        return stored
+        return _not_found("file", file_id) if stored is None else stored
 
     # --- endpoints ----------------------------------------------------------------------------
 
@@ -301,7 +303,7 @@ class Emulated:
         stored = self._file(request.path_params["file_id"])
         if isinstance(stored, JSONResponse):
             return stored
-        if stored.purpose == "batch" and stored.path is not None:
+        if stored.purpose in ("batch", "batch_output") and stored.path is not None:
             # a batch file is not extracted: its content is the JSONL as uploaded
             raw = await run_in_threadpool(stored.path.read_bytes)
             return Response(raw, media_type="application/jsonl")
@@ -309,6 +311,83 @@ class Emulated:
         doc = {"content": text, "file_type": file_type, "filename": stored.filename,
                "title": "", "type": "file"}
         return Response(json.dumps(doc, ensure_ascii=False), media_type="application/json")
+
+    # --- the Batch API and the token estimate ---------------------------------------------------
+
+    async def _json_body(self, request: Request) -> Any:
+        try:
+            return json.loads(await request.body())
+        except ValueError:
+            return None
+
+    async def batch_create(self, request: Request, fault: Fault | None,
+                           entry: LoggedRequest) -> Response:
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        made = self.state.batches.create(await self._json_body(request), fault)
+        if isinstance(made, tuple):
+            return _row("invalid_request", detail=made[1])
+        entry.outcome = f"created {made.id}"
+        return JSONResponse(made.to_dict())
+
+    def _batch(self, request: Request, fault: Fault | None) -> EmuBatch | Response:
+        """The batch the path names, or the answer instead (a fault's, or a 404)."""
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        batch_id = request.path_params["batch_id"]
+        with self.state.lock:
+            batch = self.state.batches.batches.get(batch_id)
+        return _not_found("batch", batch_id) if batch is None else batch
+
+    async def batch_retrieve(self, request: Request, fault: Fault | None,
+                             entry: LoggedRequest) -> Response:
+        batch = self._batch(request, fault)
+        if isinstance(batch, Response):
+            return batch
+        await run_in_threadpool(self.state.batches.look, batch)
+        return JSONResponse(batch.to_dict())
+
+    async def batch_list(self, request: Request, fault: Fault | None,
+                         entry: LoggedRequest) -> Response:
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        text = request.query_params.get("limit", "20")
+        try:
+            limit = int(text)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            return _row("invalid_request", detail=f"limit must be 1 to 100, not {text!r}")
+        items, has_more = self.state.batches.listing(request.query_params.get("after"), limit)
+        for b in items:
+            await run_in_threadpool(self.state.batches.look, b)
+        data = [b.to_dict() for b in items]
+        return JSONResponse({"object": "list", "data": data,
+                             "first_id": data[0]["id"] if data else None,
+                             "last_id": data[-1]["id"] if data else None, "has_more": has_more})
+
+    async def batch_cancel(self, request: Request, fault: Fault | None,
+                           entry: LoggedRequest) -> Response:
+        batch = self._batch(request, fault)
+        if isinstance(batch, Response):
+            return batch
+        refused = self.state.batches.cancel(batch)
+        if refused is not None:
+            return _row("invalid_request", detail=refused)
+        return JSONResponse(batch.to_dict())
+
+    async def tokens(self, request: Request, fault: Fault | None,
+                     entry: LoggedRequest) -> Response:
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        body = await self._json_body(request)
+        model = body.get("model") if isinstance(body, dict) else None
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(model, str) or not isinstance(messages, list):
+            return _row("invalid_request", detail="model and messages are required")
+        if model not in MODELS:
+            return _row("model_not_found", detail=model)
+        return JSONResponse({"data": {"total_tokens": estimate_tokens(messages)}})
 
 
 def _form_decode(name: str) -> str:
@@ -376,14 +455,8 @@ def _batch_refusal(path: Path, filename: str) -> JSONResponse | None:
         return _row("invalid_request",
                     detail=f"purpose 'batch' takes a .jsonl file, not {filename}")
     with path.open("rb") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                row = None
-            if not isinstance(row, dict):
+        for number, row in json_rows(fh):
+            if row is None:
                 return _row("invalid_request",
                             detail=f"purpose 'batch': line {number} of {filename} is not a "
                                    "JSON object")
@@ -522,5 +595,10 @@ def create_app(state: EmulatorState) -> ASGIApp:
         route("/v1/files/{file_id}", "retrieve", h.retrieve, "GET"),
         route("/v1/files/{file_id}", "delete", h.delete, "DELETE"),
         route("/v1/files/{file_id}/content", "content", h.content, "GET"),
+        route("/v1/batches", "batch_create", h.batch_create, "POST"),
+        route("/v1/batches", "batch_list", h.batch_list, "GET"),
+        route("/v1/batches/{batch_id}", "batch_retrieve", h.batch_retrieve, "GET"),
+        route("/v1/batches/{batch_id}/cancel", "batch_cancel", h.batch_cancel, "POST"),
+        route("/v1/tokenizers/estimate-token-count", "tokens", h.tokens, "POST"),
     ])
     return _KeepSend(app, state)

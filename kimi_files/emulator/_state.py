@@ -122,12 +122,16 @@ TRANSPORT_FAULTS = frozenset({
     "has_more_stuck",   # list: has_more true and the same first page, whatever `after` says
     "has_more_empty",   # list: has_more true with no files (no last id to go on from)
 })
-FAULT_KINDS = frozenset(ERROR_ROWS) | TRANSPORT_FAULTS
+#: Faults of the Batch API, taken when a batch is created (``endpoint="batch_create"``): some
+#: requests fail (every ``limit``-th one), or the batch expires half-way.
+BATCH_FAULTS = frozenset({"batch_line_errors", "batch_expire"})
+FAULT_KINDS = frozenset(ERROR_ROWS) | TRANSPORT_FAULTS | BATCH_FAULTS
 #: The faults a client should survive by retrying: the default mix of :meth:`set_chaos`.
 CHAOS_KINDS = ("extraction_failed", "invalid_state", "engine_overloaded", "max_concurrency",
                "max_rpm", "html_502", "html_503", "html_504", "empty_500", "garbage", "drop",
                "store_then_drop", "status_failed")
-ENDPOINTS = frozenset({"upload", "list", "retrieve", "delete", "content", "*"})
+ENDPOINTS = frozenset({"upload", "list", "retrieve", "delete", "content", "batch_create",
+                       "batch_retrieve", "batch_list", "batch_cancel", "tokens", "*"})
 
 
 @dataclass
@@ -271,6 +275,10 @@ class EmulatorState:
         self._seq = itertools.count(1)
         self._chaos: tuple[float, tuple[str, ...], str, Any] = (0.0, (), "upload", None)
         self.lock = threading.RLock()
+        from ._batches import BatchBook
+
+        #: the Batch API's batches (see kimi_files.emulator._batches)
+        self.batches = BatchBook(self)
 
     # --- a storage folder that survives a restart ---------------------------------------------
 
@@ -350,6 +358,13 @@ class EmulatorState:
         f.path = dest
         self._save()
         return f
+
+    def store_bytes(self, filename: str, data: bytes, purpose: str) -> StoredFile:
+        """Store a file the service writes itself (a batch's output or errors)."""
+        fd, name = tempfile.mkstemp(dir=self.storage, prefix=".made-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        return self.store(filename, Path(name), len(data), purpose, "application/jsonl")
 
     def delete(self, file_id: str) -> StoredFile | None:
         with self.lock:
@@ -454,6 +469,7 @@ class EmulatorState:
         (the platform's unless given)."""
         for fid in list(self.files):
             self.delete(fid)
+        self.batches.reset()
         with self.lock:
             self.faults.clear()
             self.requests.clear()
