@@ -234,21 +234,28 @@ class ServerClock:
     def _bound(seen: tuple[int, float], at: float) -> int:
         return seen[0] + max(0, math.floor(at - seen[1]))
 
-    def observe_stored(self, created_at: int, since: int | None = None) -> None:
+    def observe_stored(self, created_at: int, since: int | None = None) -> int | None:
         """Note the ``created_at`` the server gave a file it just stored for us: the clock
         ``created_at`` is counted by, which a gateway's ``Date`` may run ahead of (or behind).
 
         ``since``: this clock's :meth:`now` when the upload began. The file was stored after
         that and before the answer (whose ``Date`` was just observed): a ``created_at``
-        outside those bounds (with :data:`CLOCK_TOLERANCE`) means the clocks disagree."""
+        outside those bounds (with :data:`CLOCK_TOLERANCE`) means the clocks disagree.
+        Returns, the first time they disagree, by how much (seconds: ``created_at`` minus the
+        ``Date`` bound); else None."""
         at = self._monotonic()
+        first: int | None = None
         with self._lock:
             if self._seen is not None:
-                ahead = created_at > self._bound(self._seen, at) + CLOCK_TOLERANCE
+                dated = self._bound(self._seen, at)
+                ahead = created_at > dated + CLOCK_TOLERANCE
                 behind = since is not None and created_at < since - CLOCK_TOLERANCE
+                if (ahead or behind) and self._agrees is not False:
+                    first = created_at - (dated if ahead or since is None else since)
                 self._agrees = not (ahead or behind) and self._agrees is not False
             if self._stored is None or created_at > self._bound(self._stored, at):
                 self._stored = (created_at, at)
+        return first
 
     @property
     def agrees(self) -> bool | None:

@@ -755,7 +755,14 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
         else:
             lost.registry.own(obj.id)
             lost.claims.add(obj.id)
-            client.clock.observe_stored(obj.created_at, lost.attempt.since)
+            apart = client.clock.observe_stored(obj.created_at, lost.attempt.since)
+            if apart is not None:  # said once: it costs an extra copy after a lost answer
+                log.warning(
+                    "the server's clock disagrees with itself: %s stored at created_at %d, "
+                    "%s its Date headers allow (by about %ds); no copy is adopted by time "
+                    "from now on: after a lost answer or a crash the file is sent again and "
+                    "what may be its copy is reported", obj.id, obj.created_at,
+                    "later than" if apart > 0 else "earlier than", abs(apart))
             if (_file_stat(fh) != before or _path_changed(local, before)
                     or (check.digest is not None and (yield Blocking(check.differs)))):
                 # ours (its id came in our answer), and not what was checked: remove it

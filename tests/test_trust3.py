@@ -348,8 +348,9 @@ def test_the_server_clock_checks_date_against_created_at() -> None:
     ahead = ServerClock(monotonic=lambda: now[0])  # Date 30 days ahead
     ahead.observe(2_000 + 30 * DAY)
     since = ahead.since()
-    ahead.observe_stored(2_000, since)
+    assert ahead.observe_stored(2_000, since) == -30 * DAY  # said the first time only
     assert ahead.agrees is False and ahead.since() is None
+    assert ahead.observe_stored(2_000, since) is None
 
 
 def test_attempts_begun_before_the_clock_was_checked_are_proven_by_a_later_store(
@@ -540,12 +541,17 @@ def test_a_copy_that_lands_after_the_relisting_is_reported_and_the_command_exits
 
 
 def test_once_the_clocks_disagree_a_lost_answer_adopts_nothing_in_the_run(
-        emulator: Any, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float]) -> None:
+        emulator: Any, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float],
+        caplog: pytest.LogCaptureFixture) -> None:
     emulator.state.date_offset = -DAY
     first = client.upload(write(tmp_path / "a.txt", "first document\n"))
     assert client.clock.agrees is False  # its created_at was a day after the Date
+    said = [r.getMessage() for r in caplog.records if "clock disagrees" in r.getMessage()]
+    assert len(said) == 1 and "later than its Date headers allow (by about 8640" in said[0]
+    assert "no copy is adopted by time" in said[0]
     emulator.fail_next("store_then_drop")
     up = client.upload(write(tmp_path / "b.txt", "second document\n"))
     stored = [f.id for f in emulator.state.listing() if f.id not in (first.id, up.id)]
     # its own copy, maybe, but proven by nothing: kept and said, the file sent again
     assert not up.adopted and [f.id for f in up.suspects] == stored and len(stored) == 1
+    assert sum("clock disagrees" in r.getMessage() for r in caplog.records) == 1  # once
