@@ -43,7 +43,10 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .batch import BatchReport, FileResult, IngestKwargs, aingest, ingest
-    from .batches import AsyncBatches, Batch, Batches, BatchList, BuildReport, Manifest, ResultsReport
+    from .batch_build import BuildReport
+    from .batch_flow import Manifest, ResultsReport
+    from .batch_models import Batch, BatchList
+    from .batches import AsyncBatches, Batches
     from .chat import AsyncSession, Messages, Session
     from .client import AsyncKimiFiles, KimiFiles
     from .options import UploadKwargs, UploadOptions
@@ -80,13 +83,13 @@ _LAZY = {
     "waiting_disabled": "retry",
     "disable_progress_bars": "progress",
     "enable_progress_bars": "progress",
-    "Batch": "batches",
-    "BatchList": "batches",
+    "Batch": "batch_models",
+    "BatchList": "batch_models",
     "Batches": "batches",
     "AsyncBatches": "batches",
-    "Manifest": "batches",
-    "BuildReport": "batches",
-    "ResultsReport": "batches",
+    "Manifest": "batch_flow",
+    "BuildReport": "batch_build",
+    "ResultsReport": "batch_flow",
     "TokenReport": "tokens",
 }
 

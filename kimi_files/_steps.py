@@ -2,7 +2,8 @@
 
 Every decision that makes kimi-files trustworthy (retry or not, how long to wait, which stored
 file is ours, what to record before and after) is written once, as a generator of *actions*
-(:class:`Request`, :class:`Call`, :class:`Wait`, :class:`Blocking`, :class:`Parallel`). A
+(:class:`Request`, the Files API calls :class:`ListFiles`, :class:`CreateFile`, :class:`DeleteFile` and
+:class:`GetContent`, :class:`Wait`, :class:`Blocking`, :class:`Parallel`). A
 generator never touches a socket, a clock or the disk itself: it yields an action, and the
 driver sends back the action's result (or throws its exception in). :func:`run_sync` performs
 the actions with blocking calls and threads; :func:`run_async` with ``await`` and tasks.
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from .pacing import Pacer
     from .uploader import FileBody
 
-__all__ = ["Action", "Blocking", "Call", "ClientLike", "CreateFile", "DeleteFile", "GetContent", "ListFiles",
+__all__ = ["Action", "Blocking", "ClientLike", "CreateFile", "DeleteFile", "GetContent", "ListFiles",
            "Parallel", "Request", "Steps", "Wait", "run_async", "run_sync"]
 
 T = TypeVar("T")
@@ -84,15 +85,6 @@ class GetContent:
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
-    """One call of a client method (``list``, ``create``, ``delete``...); its result."""
-
-    name: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
 class Wait:
     """Wait before a retry (or a re-listing); True, or False when a stop was asked for.
 
@@ -128,7 +120,7 @@ class Parallel:
     concurrency: int
 
 
-Action = Request | ListFiles | CreateFile | DeleteFile | GetContent | Call | Wait | Blocking | Parallel
+Action = Request | ListFiles | CreateFile | DeleteFile | GetContent | Wait | Blocking | Parallel
 Steps = Generator[Action, Any, T]
 
 
@@ -177,8 +169,6 @@ def _perform_sync(action: Action, client: Any, stop: threading.Event | None) -> 
     if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
         with _retry.doing(_label(action)):  # names the file in a long wait's line
             return _files_call(action, client)
-    if isinstance(action, Call):
-        return getattr(client, action.name)(*action.args, **action.kwargs)
     if isinstance(action, Wait):
         return _retry.sleep(action.seconds, action.stop or stop, error=action.error,
                             attempt=action.attempt, left=action.left, what=action.what,
@@ -271,8 +261,6 @@ async def _perform_async(action: Action, client: Any, stop: threading.Event | No
     if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
         with _retry.doing(_label(action)):
             return await _files_call(action, client)
-    if isinstance(action, Call):
-        return await getattr(client, action.name)(*action.args, **action.kwargs)
     if isinstance(action, Wait):
         return await _retry.asleep(action.seconds, action.stop or stop, error=action.error,
                                    attempt=action.attempt, left=action.left, what=action.what,

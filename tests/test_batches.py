@@ -25,6 +25,7 @@ from kimi_files import (
     KimiFiles,
     NotFoundError,
 )
+from kimi_files.batch_flow import check_file, poll_delay, submit_steps
 from kimi_files.batch_input import (
     RULES,
     InputChecker,
@@ -33,7 +34,7 @@ from kimi_files.batch_input import (
     join_results,
     request_line,
 )
-from kimi_files.batches import Batch, check_file, poll_delay, submit_steps
+from kimi_files.batch_models import Batch
 from kimi_files.cli import main
 from kimi_files.emulator import Emulator
 

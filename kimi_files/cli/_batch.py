@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..batches import Batch
+    from ..batch_models import Batch
     from ._common import Subparsers
 
 from ..progress import shown
@@ -62,7 +62,7 @@ def _do_build(args: argparse.Namespace) -> int:
 
 
 def _do_check(args: argparse.Namespace) -> int:
-    from ..batches import check_file
+    from ..batch_flow import check_file
 
     checker = check_file(args.file)
     if not checker.ok:
@@ -121,7 +121,7 @@ def _show(batches: list[Batch], as_json: bool) -> None:
 
 
 def _do_status(args: argparse.Namespace) -> int:
-    from ..batches import resolve_target
+    from ..batch_flow import resolve_target
 
     ids = resolve_target(args.target).ids  # a bad manifest is said before any key is needed
     with _client(args) as client:
@@ -131,7 +131,7 @@ def _do_status(args: argparse.Namespace) -> int:
 
 
 def _do_cancel(args: argparse.Namespace) -> int:
-    from ..batches import resolve_target
+    from ..batch_flow import resolve_target
 
     ids = resolve_target(args.target).ids
     with _client(args) as client:
@@ -178,7 +178,7 @@ class _Bar:
 
 
 def _do_wait(args: argparse.Namespace) -> int:
-    from ..batches import raise_for_batches, resolve_target, wait_steps
+    from ..batch_flow import raise_for_batches, resolve_target, wait_steps
 
     manifest = resolve_target(args.target)
     bar = _Bar()
@@ -204,12 +204,12 @@ def _do_wait(args: argparse.Namespace) -> int:
 
 
 def _do_results(args: argparse.Namespace) -> int:
-    from ..batches import resolve_target
+    from ..batch_flow import resolve_target
 
     target = resolve_target(args.target)
     ids = None
     if args.map is not None:
-        from ..batches import _load_map
+        from ..batch_flow import _load_map
 
         ids = _load_map(args.map)
         if ids is None:
@@ -231,7 +231,7 @@ def _target(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
-    from ..batches import DEFAULT_COMPLETION_WINDOW
+    from ..batch_models import DEFAULT_COMPLETION_WINDOW
 
     top = sub.add_parser("batch", help="ask the same question of many documents with the "
                                        "platform's Batch API (build, check, submit, wait, "
