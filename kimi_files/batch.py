@@ -46,7 +46,7 @@ from .errors import (
 from .models import FileList, FileObject
 from .options import UploadKwargs, UploadOptions
 from .pacing import Pacer, check_limits
-from .planner import BatchPlan, plan_batch
+from .planner import BatchPlan, plan_batch, plan_interrupted
 from .progress import Heartbeat, ProgressBar, short_label, status_line
 from .quota import account_full_error
 from .report import STATUSES, BatchReport, FileResult, Status
@@ -265,6 +265,10 @@ class _Run:
         self.fatal: StateError | None = None  # the state store broke: the run stops
         self.ghosts: dict[int, Attempt] = {}  # interrupted uploads on record (see planner)
         self.unnoted: list[tuple[str, str]] = []  # suspects reported, not yet in the store
+        self.suspected: dict[str, list[FileObject]] = {}  # absolute path -> its suspects
+        self.begun: list[int] = []  # this run's attempts (ledger ids)
+        self.unproven: list[int] = []  # ... begun before the server's clocks were checked
+        self.disproved = False  # ... all marked unproven: the clocks disagreed
         self.cache: ReuseCache | None = None
         self.heartbeat: Heartbeat | None = None  # while uploads run: a result is news
         #: set when the server said the account is full: the reason every file not sent
@@ -314,6 +318,7 @@ class _Run:
                 if f.id not in known:
                     known.add(f.id)
                     self.report.suspects.append(f)
+                    self.suspected.setdefault(os.path.abspath(path), []).append(f)
                     self.unnoted.append((path, f.id))
                     log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted or lost "
                                 "attempt stored, or someone else's; kept, not adopted",
@@ -326,6 +331,38 @@ class _Run:
                 r.file_id for r in self.report.results if r.file_id}
             self.report.suspects[:] = [f for f in self.report.suspects if f.id not in proven]
             self.unnoted[:] = [(p, i) for p, i in self.unnoted if i not in proven]
+
+    def begin(self, item: Item, since: int | None) -> int:
+        """Record the intent to send ``item`` (blocking work); its attempt's id. Its start is
+        proven only when the server's clocks were seen to agree (:meth:`prove_steps`)."""
+        assert self.store is not None
+        local = item.local
+        proven = self.client.clock.agrees is True
+        attempt = self.store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
+                                   sha256=item.sha256 or "", filename=local.filename,
+                                   purpose=self.purpose, server_time=since, proven=proven)
+        with self._lock:
+            self.begun.append(attempt)
+            if not proven:
+                self.unproven.append(attempt)
+        return attempt
+
+    def prove_steps(self) -> Steps[None]:
+        """Once a copy stored for us showed the server's clocks agree, the attempts this run
+        began before are proven too (the same clock, minutes apart); once they disagreed,
+        none is."""
+        agrees = self.client.clock.agrees
+        if self.store is None or agrees is None:
+            return
+        with self._lock:
+            if agrees:
+                ids, self.unproven = self.unproven, []
+            elif not self.disproved:
+                ids, self.disproved = list(self.begun), True
+            else:
+                ids = []
+        if ids:
+            yield Blocking(self.store.prove, (ids, bool(agrees)))
 
     def position(self) -> int:
         with self._lock:
@@ -343,7 +380,8 @@ class _Run:
         return Blocking(functools.partial(
             self.store.done, local.path, size=local.size, mtime_ns=local.mtime_ns,
             sha256=item.sha256 or "", filename=local.filename, file_id=file_id,
-            purpose=self.purpose, settles=settles))
+            purpose=self.purpose, settles=settles, ctime_ns=local.ctime_ns or None,
+            inode=local.inode or None, device=local.device or None))
 
 
 def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOptions,
@@ -429,7 +467,10 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
             # stopped while making room: what was deleted is in the report; nothing is sent
             _not_started(run, plan)
             return report
-        yield from _upload(run, plan)
+        yield from _upload(run, plan.groups, plan.claimed)
+        if plan.interrupted and run.fatal is None and not stop.is_set():
+            yield from _interrupted(run, plan)
+        _not_started(run, plan)
         if run.fatal is not None:
             raise run.fatal  # the state store failed: nothing more can be recorded
         yield from _emit_twins(run, plan)
@@ -449,6 +490,26 @@ def _read_state(store: StateStore | None
     if store is None:
         return [], [], set()
     return store.records(), store.attempts(), store.suspects()
+
+
+def _interrupted(run: _Run, plan: BatchPlan) -> Steps[None]:
+    """The files an interrupted run was sending, after the rest: list again, adopt the
+    copies that landed meanwhile when provably theirs (:func:`plan_interrupted`), report the
+    other candidates, and send what is left."""
+    listing: FileList = yield ListFiles()
+    run.report.list_calls += 1
+    records, ledger, reported = (yield Blocking(_read_state, (run.store,)))
+    # nothing listed before (considered when the batch began), recorded, reported or
+    # claimed by this run can be the copy of a deferred file
+    claimed = (plan.claimed | {r.file_id for r in records if r.file_id} | reported
+               | run.client.attempts.claimed()
+               | {r.file_id for r in run.report.results if r.file_id})
+    late = plan_interrupted([i for g in plan.interrupted for i in g], listing.data, records,
+                            ledger, claimed, server_now=run.client.clock.now(),
+                            wall_now=time.time())
+    run.ghosts = late.ghosts
+    yield from _settle(run, late)
+    yield from _upload(run, late.groups, late.claimed)
 
 
 def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
@@ -592,7 +653,8 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
                                 error=plan.refusal), item)
         yield from _emit_twins(run, plan)
         return
-    run.report.plan = plan.room
+    if plan.room is not None:  # (a plan of interrupted files has none of its own)
+        run.report.plan = plan.room
     for item in plan.deferred:  # decided now: said now
         run.emit(FileResult(item.shown, "deferred", bytes=item.local.size,
                             error=plan.deferral, note="no room for it now"), item)
@@ -619,18 +681,19 @@ def _emit_twins(run: _Run, plan: BatchPlan) -> Steps[None]:
                             purpose=first.purpose), item)
 
 
-def _upload(run: _Run, plan: BatchPlan) -> Steps[None]:
-    """Send every group of the plan, at most ``concurrency`` at once."""
-    groups = plan.groups
+def _upload(run: _Run, groups: Sequence[Sequence[Item]],
+            claimed: frozenset[str]) -> Steps[None]:
+    """Send every group, at most ``concurrency`` at once; ``claimed``: ids none may adopt."""
     if not groups:
         return
-    claims = Claims(plan.claimed)
-    overall = ProgressBar(total=sum(i.local.size for i in plan.uploads),
-                          files=len(plan.uploads), enabled=run.options.progress, position=0)
+    claims = Claims(claimed)
+    items = [i for g in groups for i in g]
+    overall = ProgressBar(total=sum(i.local.size for i in items),
+                          files=len(items), enabled=run.options.progress, position=0)
     started = time.monotonic()
 
     def status() -> str:
-        return status_line(overall.files_done, len(plan.uploads), overall.n, overall.total or 0,
+        return status_line(overall.files_done, len(items), overall.n, overall.total or 0,
                            time.monotonic() - started, run.client.pacer.describe())
 
     try:
@@ -640,7 +703,6 @@ def _upload(run: _Run, plan: BatchPlan) -> Steps[None]:
     finally:
         run.heartbeat = None
         overall.close()
-    _not_started(run, plan)
 
 
 def _not_started(run: _Run, plan: BatchPlan) -> None:
@@ -693,10 +755,7 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
 
     def on_begin(since: int | None) -> None:
         # the intent, durable before the first byte goes out, with the server's time
-        assert store is not None
-        attempt.append(store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
-                                   sha256=item.sha256 or "", filename=local.filename,
-                                   purpose=run.purpose, server_time=since))
+        attempt.append(run.begin(item, since))
 
     def failed(error: KimiError) -> None:
         run.emit(FileResult(item.shown, "failed", bytes=local.size, error=error), item)
@@ -712,6 +771,7 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             # hashed as it was sent; when no attempt sent it whole (an adoption), read it
             item.sha256 = sent.sha256 or (yield Blocking(sha256_of, (local.path,)))
         if store is not None:
+            yield from run.prove_steps()  # a copy was stored: the clocks were checked
             yield run.done(item, sent.file.id,
                            settles=attempt[0] if attempt and sent.settled else None)
         if store is not None and not sent.adopted:
@@ -725,13 +785,16 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,
                                                 sent.file.filename, local.size))
         note = "adopted after a lost response" if sent.adopted else ""
-        if sent.suspects:
-            run.suspect(sent.suspects, item.shown)
-            many = len(sent.suspects)
+        run.suspect(sent.suspects, item.shown)
+        # with those an interrupted run of this file left (reported when the batch began)
+        suspects = list(dict.fromkeys(f.id for f in (
+            *sent.suspects, *run.suspected.get(os.path.abspath(local.path), ()))))
+        if suspects:
+            many = len(suspects)
             note = ", ".join(filter(None, [
                 note, f"{many} possible extra cop{'y' if many == 1 else 'ies'} kept"]))
         run.emit(FileResult(item.shown, "uploaded", file_id=sent.file.id, bytes=local.size,
-                            note=note, suspects=tuple(f.id for f in sent.suspects),
+                            note=note, suspects=tuple(suspects),
                             stored_as=sent.file.filename, purpose=sent.file.purpose or run.purpose),
                  item)
     except StateError as exc:

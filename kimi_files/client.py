@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import quote, unquote
 
 import httpx
@@ -222,32 +222,32 @@ class _ClientBase:
         except KimiError:
             raise
         except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise APITimeoutError(f"{where}: timed out connecting ({exc})") from None
+            _detached(APITimeoutError(f"{where}: timed out connecting ({exc})"))
         except httpx.TimeoutException as exc:
-            raise APITimeoutError(
+            _detached(APITimeoutError(
                 f"{where}: timed out waiting for the server ({type(exc).__name__})",
                 request_sent=True,
-            ) from None
+            ))
         except httpx.ConnectError as exc:
             reason = _retry.connect_failure(exc, self.answered)
             if reason is not None:
-                raise ServerUnreachableError(
+                _detached(ServerUnreachableError(
                     _retry.unreachable_message(method, url, self.base_url, reason, str(exc)),
-                    reason=reason) from None
-            raise APIConnectionError(f"{where}: could not connect ({exc})") from None
+                    reason=reason))
+            _detached(APIConnectionError(f"{where}: could not connect ({exc})"))
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise ConnectionLostError(
+            _detached(ConnectionLostError(
                 f"{where}: the connection was lost before a complete answer ({exc or type(exc).__name__})",
                 request_sent=True,
-            ) from None
+            ))
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise ConfigurationError(f"{where}: {exc}") from None
+            _detached(ConfigurationError(f"{where}: {exc}"))
         except httpx.HTTPError as exc:
-            raise APIConnectionError(
+            _detached(APIConnectionError(
                 f"{where}: {type(exc).__name__}: {exc}", request_sent=True
-            ) from None
+            ))
         except OSError as exc:  # e.g. a socket error httpx did not map
-            raise ConnectionLostError(f"{where}: {exc}", request_sent=True) from None
+            _detached(ConnectionLostError(f"{where}: {exc}", request_sent=True))
 
     def _check(self, method: str, url: str, path: str, response: httpx.Response) -> httpx.Response:
         """The answer, or the kimi-files error it means (raised inside the pacer's slot, so
@@ -979,6 +979,18 @@ def _raw_content(response: httpx.Response) -> FileContent:
     return FileContent.from_body(response.text)
 
 
+def _detached(error: KimiError) -> NoReturn:
+    """Raise ``error`` with nothing chained to it. ``raise ... from None`` only hides the
+    exception being handled: it stays reachable as ``__context__``, and an httpx exception
+    holds its request, whose headers hold the API key (a JSON error, the body that may echo
+    it)."""
+    try:
+        raise error
+    except KimiError as exc:
+        exc.__context__ = exc.__cause__ = None
+        raise
+
+
 def _not_content(response: httpx.Response, what: str) -> MalformedResponseError:
     from ._answers import _summarise_text
     from ._redact import redact
@@ -997,12 +1009,12 @@ def _json(response: httpx.Response) -> Any:
     try:
         data = response.json()
     except ValueError:
-        raise MalformedResponseError(
+        _detached(MalformedResponseError(
             f"{response.request.method} {response.request.url}: the server answered "
             f"{response.status_code} with a body that is not JSON",
             status_code=response.status_code,
             body=redact(response.text[:500]),  # a body may echo the key
-        ) from None
+        ))
     if not isinstance(data, dict):
         raise MalformedResponseError(
             "the server answered with JSON that is not an object",

@@ -30,7 +30,7 @@ from .quota import FreeQuota, RoomPlan, Usage, fit_in_order, no_room_error, plan
 from .scan import Item
 from .state import OpenAttempt, Record
 
-__all__ = ["BatchPlan", "Skip", "Twin", "plan_batch"]
+__all__ = ["BatchPlan", "Skip", "Twin", "plan_batch", "plan_interrupted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,9 @@ class BatchPlan:
     #: the files to send, in groups: the files of a group (same name as sent, size and
     #: purpose) could be taken for one another, so they go one after the other
     groups: tuple[tuple[Item, ...], ...] = ()
+    #: files (in groups) an interrupted run was sending, whose copy may still land: sent
+    #: after the others, once the account is listed again (:func:`plan_interrupted`)
+    interrupted: tuple[tuple[Item, ...], ...] = ()
     room: RoomPlan | None = None
     #: set when the batch cannot fit: then nothing is sent and nothing deleted
     refusal: NoRoomError | None = None
@@ -87,7 +90,8 @@ class BatchPlan:
 
     @property
     def uploads(self) -> list[Item]:
-        return [item for group in self.groups for item in group]
+        """Every file to send, those an interrupted run was sending last."""
+        return [item for group in (*self.groups, *self.interrupted) for item in group]
 
 
 from .adoption import GHOST_TTL  # noqa: E402
@@ -152,8 +156,15 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
             todo.append(item)
 
     protected = {s.file_id for s in skips}
+    late = {id(i) for i in todo if os.path.abspath(i.local.path) in ledger_plan.open_paths}
+
+    def split(send: Sequence[Item]) -> dict[str, tuple[tuple[Item, ...], ...]]:
+        """The files to send in groups, those an interrupted run was sending apart (last)."""
+        return {"groups": _groups([i for i in send if id(i) not in late]),
+                "interrupted": _groups([i for i in send if id(i) in late])}
+
     common = {
-        "skips": tuple(skips), "twins": tuple(twins), "groups": _groups(todo),
+        "skips": tuple(skips), "twins": tuple(twins), **split(todo),
         "suspects": tuple(ledger_plan.suspects), "ghosts": ledger_plan.ghosts,
         "settle": tuple(ledger_plan.settle),
         "forget_reported": tuple(sorted(set(reported) - set(on_server))),
@@ -174,7 +185,7 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
         deferred = [i for k, i in enumerate(todo) if k not in taken]
         own = protected | {r.file_id for r in records
                            if r.file_id and r.path in by_path} | set(adopted.values())
-        common["groups"] = _groups(sent)
+        common.update(split(sent))
         room = plan_room(listing, len(sent), sum(i.local.size for i in sent), limits)
         deferral = no_room_error(
             usage, len(todo), sum(i.local.size for i in todo), "all of this batch",
@@ -238,12 +249,36 @@ def _groups(todo: Sequence[Item]) -> tuple[tuple[Item, ...], ...]:
     return tuple(tuple(g) for g in groups.values())
 
 
+def plan_interrupted(files: Sequence[Item], listing: Sequence[FileObject],
+                     records: Sequence[Record], ledger: Sequence[OpenAttempt],
+                     claimed: Collection[str], *, server_now: int | None = None,
+                     wall_now: float | None = None) -> BatchPlan:
+    """The files of a plan an interrupted run was sending (:attr:`BatchPlan.interrupted`),
+    decided again on a new listing, taken after the rest of the batch was sent: a copy an
+    interrupted run's request stored meanwhile is adopted by the rules of :func:`plan_batch`
+    (one-to-one, name, size, purpose, time by a proven server clock, no other claimant);
+    every other candidate is a suspect; the rest is sent. Pure.
+
+    ``claimed``: ids no attempt may own (recorded, reported before, or this run's own).
+    """
+    by_path = {os.path.abspath(i.local.path): i for i in files}
+    found = _resume(records, listing, set(claimed), by_path, ledger, server_now, wall_now)
+    skips = [Skip(i, found.adopted[p], adopted=True) for p, i in by_path.items()
+             if p in found.adopted]
+    todo = [i for p, i in by_path.items() if p not in found.adopted]
+    return BatchPlan(skips=tuple(skips), groups=_groups(todo), suspects=tuple(found.suspects),
+                     ghosts=found.ghosts, settle=tuple(found.settle),
+                     claimed=frozenset({f.id for f in listing} | set(claimed)))
+
+
 @dataclass
 class _Ledger:
     adopted: dict[str, str] = field(default_factory=dict)
     suspects: list[tuple[str, FileObject]] = field(default_factory=list)
     ghosts: dict[int, Attempt] = field(default_factory=dict)
     settle: list[int] = field(default_factory=list)
+    #: paths with an attempt still open (a copy of it may yet land)
+    open_paths: set[str] = field(default_factory=set)
 
 
 def _resume(records: Sequence[Record], listing: Sequence[FileObject], claimed: set[str],
@@ -280,6 +315,7 @@ def _resume(records: Sequence[Record], listing: Sequence[FileObject], claimed: s
             out.settle.append(a.id)
         else:
             out.ghosts[a.id] = attempts[a.id]
+            out.open_paths.add(a.path)
     return out
 
 

@@ -84,6 +84,12 @@ class BatchReport:
             r.status in ("uploaded", "skipped", "reused", "planned") for r in self.results)
 
     @property
+    def suspects_remain(self) -> bool:
+        """True when possible extra copies were reported (:attr:`suspects`): the account may
+        hold a duplicate, or a look-alike nobody could tell apart. The command line exits 1."""
+        return bool(self.suspects)
+
+    @property
     def uploaded_bytes(self) -> int:
         return sum(r.bytes for r in self.results if r.status == "uploaded")
 

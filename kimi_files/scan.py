@@ -229,8 +229,9 @@ class Item:
     shown: str
     #: None until a decision needs it: see :func:`hash_where_needed`
     sha256: str | None = None
-    #: False for a file taken as unchanged from its record (size and mtime as recorded): not
-    #: opened, and its ``local.mime_type`` unknown, until :func:`check_unverified` checks it
+    #: False for a file taken as unchanged from its record (size, mtime, ctime, inode and
+    #: device as recorded): not opened, and its ``local.mime_type`` unknown, until
+    #: :func:`check_unverified` checks it
     checked: bool = True
     #: the file id its record holds, when taken as unchanged from it (nothing to rewrite)
     record_id: str | None = None
@@ -304,15 +305,21 @@ PARALLEL_CHECK_SECONDS = 150e-6
 
 
 def _unchanged(path: Path, rec: Record) -> LocalFile | None:
-    """The file as its record describes it, when its size and mtime are the recorded ones."""
+    """The file as its record describes it, when its size, mtime, ctime, inode and device are
+    the recorded ones (as git and rsync judge: a rewrite with its mtime put back changes the
+    ctime, a file put in its place the inode). A record without them (an older version's)
+    proves nothing: the file is checked and hashed."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns):
+    if not stat.S_ISREG(st.st_mode) or (
+            st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev) != (
+            rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode, rec.device):
         return None
     return LocalFile(path=path, filename=upload_filename(path)[0], size=st.st_size,
-                     mtime_ns=st.st_mtime_ns, mime_type="")
+                     mtime_ns=st.st_mtime_ns, mime_type="", ctime_ns=st.st_ctime_ns,
+                     inode=st.st_ino, device=st.st_dev)
 
 
 def check_unverified(items: Sequence[Item], records: Sequence[Record],

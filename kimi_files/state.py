@@ -7,8 +7,9 @@ never the key), by default ``$KIMI_FILES_STATE_DIR`` or ``$XDG_STATE_HOME/kimi-f
 Each file gets a row *before* its upload starts (``pending``: the intent, with the server's
 clock when the attempt began) and is marked ``uploaded`` with its file id once the server
 answered. After a crash (even SIGKILL) a ``pending`` row says "this may be on the server": the
-next run looks for it there before sending again. Every change is its own committed
-transaction in WAL mode, so the store survives a kill at any moment.
+next run looks for it there before sending again. Every change is one committed transaction
+in WAL mode (an intent and its ledger entry together; a record of a copy and the end of its
+attempt together), so the store survives a kill at any moment.
 
 One run per state: a :class:`StateStore` holds an exclusive ``flock`` on ``<state>.lock`` (which
 records the holder's pid) for its whole life; a second store on the same file, in this process
@@ -36,10 +37,15 @@ Schema versions (``PRAGMA user_version``; ``PRAGMA application_id`` marks the fi
 0 is the first release (no marks); 1 adds ``purpose`` and ``server_time``; 2 adds the ledger of
 ``attempts`` (every upload begun whose copy has not been identified yet: a copy a killed or
 timed-out request stores late must never be taken for another file's) and the ``suspects``
-already reported (never adopted later). Older stores are migrated in place when opened; a
-newer one is refused. The table ``stored`` (every file whose id came in this tool's own upload
-answer, by path: the only copies ``--replace`` may ever delete) is added to any store it opens,
-without a new version: a kimi-files that does not know it leaves it alone.
+already reported (never adopted later); 3 adds ``ctime_ns``, ``inode`` and ``device`` to the
+uploads (a file is taken as unchanged without reading it only when its size, mtime, ctime,
+inode and device are all the recorded ones; a record without them is checked by its hash) and
+``proven`` to the attempts (the start time was taken by a server clock seen to agree with the
+``created_at`` of our own uploads; an attempt not proven is never adopted). Older stores are
+migrated in place when opened; a newer one is refused. The table ``stored`` (every file whose
+id came in this tool's own upload answer, by path: the only copies ``--replace`` may ever
+delete) is added to any store it opens, without a new version: a kimi-files that does not know
+it leaves it alone.
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ __all__ = ["SCHEMA_VERSION", "OpenAttempt", "Record", "StateFile", "StateStore",
            "state_files"]
 
 #: The schema this code writes; stores with a lower ``user_version`` are migrated to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 from .config import CACHE_APPLICATION_ID, DEFAULT_PURPOSE  # noqa: E402  (beside the others)
 from .config import STATE_APPLICATION_ID as APPLICATION_ID  # noqa: E402
 
@@ -111,6 +117,12 @@ _MIGRATE_V1_TO_V2 = (
     "SELECT path, filename, size, purpose, server_time, updated FROM uploads "
     "WHERE status = 'pending'",
 )
+_COLUMNS_V3 = ("ctime_ns", "inode", "device")
+_MIGRATE_V2_TO_V3 = (
+    *(f"ALTER TABLE uploads ADD COLUMN {c} INTEGER" for c in _COLUMNS_V3),
+    # an older version's start times were never checked against created_at: not proven
+    "ALTER TABLE attempts ADD COLUMN proven INTEGER NOT NULL DEFAULT 0",
+)
 #: added to every store opened (a table older code ignores; see the module docstring)
 _SCHEMA_STORED = """
 CREATE TABLE IF NOT EXISTS stored (
@@ -128,8 +140,8 @@ _MIGRATE_V0_TO_V1 = (
     "ALTER TABLE uploads ADD COLUMN purpose TEXT NOT NULL DEFAULT 'file-extract'",
     "ALTER TABLE uploads ADD COLUMN server_time INTEGER",
 )
-_SELECT = ("SELECT path, size, mtime_ns, sha256, filename, file_id, status, purpose, server_time "
-           "FROM uploads")
+_SELECT = ("SELECT path, size, mtime_ns, sha256, filename, file_id, status, purpose, server_time, "
+           "ctime_ns, inode, device FROM uploads")
 
 WAY_OUT = ("Use another state file (--state NEW; in Python state='NEW') "
            "or none (--no-state; state=False).")
@@ -151,13 +163,17 @@ class OpenAttempt:
     server_time: int | None
     #: The local wall clock when it began (only ever compared with the local wall clock).
     started: float
+    #: ``server_time`` was taken by a server whose clocks were seen to agree (``Date`` and
+    #: the ``created_at`` of our own uploads): only then may a copy be adopted by it.
+    proven: bool = True
 
     @property
     def attempt(self) -> Attempt:
-        """What the adoption rules need of it."""
+        """What the adoption rules need of it (no start when it is not proven)."""
         from .adoption import Attempt
 
-        return Attempt(self.filename, self.size, self.purpose, self.server_time)
+        return Attempt(self.filename, self.size, self.purpose,
+                       self.server_time if self.proven else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +199,11 @@ class Record:
     purpose: str = DEFAULT_PURPOSE
     #: The server's clock (Unix seconds) when the attempt began; None if unknown.
     server_time: int | None = None
+    #: The file's ctime, inode and device when recorded uploaded (None: not recorded, by an
+    #: older version; the file is then checked by its hash).
+    ctime_ns: int | None = None
+    inode: int | None = None
+    device: int | None = None
 
 
 def default_state_dir() -> Path:
@@ -464,11 +485,18 @@ class StateStore:
             elif not {"attempts", "suspects"} <= tables:
                 raise self._error(f"{_DAMAGED[0]} (its ledger of attempts is missing); "
                                   f"{_DAMAGED[1]}")
+            if version < 3:
+                attempt_columns = {r[1] for r in db.execute("PRAGMA table_info(attempts)")}
+                for column, statement in zip((*_COLUMNS_V3, "proven"), _MIGRATE_V2_TO_V3,
+                                             strict=True):
+                    if column not in set(columns) | attempt_columns:
+                        db.execute(statement)
         elif app == 0 and not tables:  # new (or empty)
-            for statement in filter(str.strip, (_SCHEMA_V1 + _SCHEMA_V2).split(";")):
+            for statement in (*filter(str.strip, (_SCHEMA_V1 + _SCHEMA_V2).split(";")),
+                              *_MIGRATE_V2_TO_V3):
                 db.execute(statement)
         elif app == 0 and version == 0 and columns == _COLUMNS_V0:  # the first release
-            for statement in (*_MIGRATE_V0_TO_V1, *_MIGRATE_V1_TO_V2):
+            for statement in (*_MIGRATE_V0_TO_V1, *_MIGRATE_V1_TO_V2, *_MIGRATE_V2_TO_V3):
                 db.execute(statement)
         else:
             raise not_ours
@@ -540,6 +568,22 @@ class StateStore:
             except (sqlite3.Error, OSError) as exc:
                 raise self._failed(exc) from exc
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`_using` as one transaction: every statement in it is kept, or none (a kill
+        or a failure between two of them leaves the store as it was)."""
+        import sqlite3
+
+        with self._using() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
     def close(self) -> None:
         """Close the database and release the run's lock (again: no-op)."""
         import sqlite3
@@ -572,7 +616,8 @@ class StateStore:
         self.close()
 
     @staticmethod
-    def _row(row: tuple[bytes, int, int, str, str, str | None, str, str, int | None]) -> Record:
+    def _row(row: tuple[bytes, int, int, str, str, str | None, str, str, int | None,
+                        int | None, int | None, int | None]) -> Record:
         return Record(os.fsdecode(row[0]), *row[1:])
 
     def get(self, path: str | os.PathLike[str]) -> Record | None:
@@ -586,19 +631,20 @@ class StateStore:
         return [self._row(r) for r in rows]
 
     def begin(self, path: str | os.PathLike[str], *, size: int, mtime_ns: int, sha256: str,
-              filename: str, purpose: str = DEFAULT_PURPOSE, server_time: int | None = None
-              ) -> int:
+              filename: str, purpose: str = DEFAULT_PURPOSE, server_time: int | None = None,
+              proven: bool = True) -> int:
         """Record the intent to upload, right before the first byte is sent, and open its
         attempt in the ledger; returns the attempt's id (for :meth:`done`).
 
-        ``server_time``: the server's clock (Unix seconds) when this attempt began.
+        ``server_time``: the server's clock (Unix seconds) when this attempt began;
+        ``proven``: that clock was seen to agree with ``created_at`` (see :meth:`prove`).
         """
         now = time.time()
-        with self._using() as db:
+        with self._transaction() as db:
             attempt = db.execute(
-                "INSERT INTO attempts (path, filename, size, purpose, server_time, started) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (_key(path), filename, size, purpose, server_time, now)).lastrowid
+                "INSERT INTO attempts (path, filename, size, purpose, server_time, started, "
+                "proven) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (_key(path), filename, size, purpose, server_time, now, int(proven))).lastrowid
             db.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, sha256, filename, file_id, status, "
                 "updated, purpose, server_time) VALUES (?, ?, ?, ?, ?, NULL, 'pending', ?, ?, ?) "
@@ -612,22 +658,30 @@ class StateStore:
 
     def done(self, path: str | os.PathLike[str], *, size: int, mtime_ns: int, sha256: str,
              filename: str, file_id: str, purpose: str = DEFAULT_PURPOSE,
-             settles: int | None = None) -> None:
+             settles: int | None = None, ctime_ns: int | None = None, inode: int | None = None,
+             device: int | None = None) -> None:
         """Record a file stored on the server (``server_time`` of its intent is kept).
+
+        ``ctime_ns``, ``inode``, ``device``: the file's, as checked (without them, a later run
+        reads the file and compares its hash before taking it as unchanged).
 
         ``settles``: the attempt whose copy this is, and whose every copy is accounted for:
         it leaves the ledger. (An attempt that also lost an answer stays, so that a copy that
-        lands late is reported, never adopted for another file.)"""
-        with self._using() as db:
+        lands late is reported, never adopted for another file.) One transaction: the
+        attempt never leaves the ledger without the record of its copy."""
+        with self._transaction() as db:
             if settles is not None:
                 db.execute("DELETE FROM attempts WHERE id = ?", (settles,))
             db.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, sha256, filename, file_id, status, "
-                "updated, purpose) VALUES (?, ?, ?, ?, ?, ?, 'uploaded', ?, ?) "
+                "updated, purpose, ctime_ns, inode, device) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'uploaded', ?, ?, ?, ?, ?) "
                 "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
                 "sha256=excluded.sha256, filename=excluded.filename, file_id=excluded.file_id, "
-                "status='uploaded', updated=excluded.updated, purpose=excluded.purpose",
-                (_key(path), size, mtime_ns, sha256, filename, file_id, time.time(), purpose))
+                "status='uploaded', updated=excluded.updated, purpose=excluded.purpose, "
+                "ctime_ns=excluded.ctime_ns, inode=excluded.inode, device=excluded.device",
+                (_key(path), size, mtime_ns, sha256, filename, file_id, time.time(), purpose,
+                 ctime_ns, inode, device))
 
     def note_stored(self, path: str | os.PathLike[str], *, file_id: str, filename: str,
                     size: int, purpose: str) -> None:
@@ -652,9 +706,17 @@ class StateStore:
     def attempts(self) -> list[OpenAttempt]:
         """The ledger: every attempt whose copy has not been identified, oldest first."""
         with self._using() as db:
-            rows = db.execute("SELECT id, path, filename, size, purpose, server_time, started "
-                              "FROM attempts ORDER BY id").fetchall()
-        return [OpenAttempt(r[0], os.fsdecode(r[1]), *r[2:]) for r in rows]
+            rows = db.execute("SELECT id, path, filename, size, purpose, server_time, started, "
+                              "proven FROM attempts ORDER BY id").fetchall()
+        return [OpenAttempt(r[0], os.fsdecode(r[1]), r[2], r[3], r[4], r[5], r[6], bool(r[7]))
+                for r in rows]
+
+    def prove(self, attempt_ids: Iterable[int], proven: bool = True) -> None:
+        """Mark attempts of this run as begun by a server clock seen to agree with the
+        ``created_at`` of our own uploads (or, ``proven=False``, found to disagree)."""
+        with self._using() as db:
+            db.executemany("UPDATE attempts SET proven = ? WHERE id = ?",
+                           [(int(proven), i) for i in attempt_ids])
 
     def settle(self, attempt_ids: Iterable[int]) -> None:
         """Take attempts out of the ledger: their copies are accounted for, or can no longer

@@ -454,6 +454,7 @@ class _Reconciler:
     def __init__(self, client: ClientLike, attempt: Attempt, claims: Claims, shown: str,
                  stop: threading.Event | None, ghosts: Mapping[Any, Attempt]) -> None:
         self.registry = client.attempts
+        self.clock = client.clock
         self.token = self.registry.open(attempt, client.clock.now())
         self.attempt = attempt
         self.claims = claims
@@ -477,7 +478,9 @@ class _Reconciler:
     def _verdict(self, listing: Sequence[FileObject]) -> Verdict:
         owners: dict[Any, Attempt] = {("ghost", k): a for k, a in self.ghosts.items()}
         owners.update({("other", k): a for k, a in self.registry.others(self.token).items()})
-        owners[self] = self.attempt
+        # clocks found to disagree since the attempt began: its start proves nothing
+        owners[self] = (self.attempt if self.clock.agrees is not False
+                        else dataclasses.replace(self.attempt, since=None))
         claimed = self.claims.snapshot() | self.registry.claimed()
         return resolve(owners, listing, claimed)[self]
 
@@ -546,8 +549,9 @@ def send_steps(
 
     ``on_begin(since)`` is called once (as blocking work, off an event loop), right before the
     first byte is sent, with the server's time then (a lower bound, Unix seconds; None if
-    never seen): the batch records its intent there. ``ghosts``: interrupted uploads on
-    record that could own a stored copy too (never adopted for this one). ``sha256``: the
+    never seen, or when the server's clocks disagree): the batch records its intent there.
+    ``ghosts``: interrupted uploads on record that could own a stored copy too (never
+    adopted for this one). ``sha256``: the
     content's hash as taken before; the bytes sent are hashed again and must agree (a file
     rewritten since, even with its mtime put back, fails and its copy is deleted).
     ``hash_sent``: hash the bytes as they are sent, for :attr:`Sent.sha256`.
@@ -563,7 +567,7 @@ def send_steps(
         before = _file_stat(fh)
         _check_unchanged(local, before[:2])
         lost = _Reconciler(client, Attempt(local.filename, local.size, purpose,
-                                           client.clock.now()),
+                                           client.clock.since()),
                            claims, shown, stop, ghosts or {})
         check = _Recheck(sha256, hash_sent)
         body = FileBody(fh, local.size, shown, check.reader(on_read),
@@ -751,7 +755,14 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
         else:
             lost.registry.own(obj.id)
             lost.claims.add(obj.id)
-            client.clock.observe_stored(obj.created_at)
+            apart = client.clock.observe_stored(obj.created_at, lost.attempt.since)
+            if apart is not None:  # said once: it costs an extra copy after a lost answer
+                log.warning(
+                    "the server's clock disagrees with itself: %s stored at created_at %d, "
+                    "%s its Date headers allow (by about %ds); no copy is adopted by time "
+                    "from now on: after a lost answer or a crash the file is sent again and "
+                    "what may be its copy is reported", obj.id, obj.created_at,
+                    "later than" if apart > 0 else "earlier than", abs(apart))
             if (_file_stat(fh) != before or _path_changed(local, before)
                     or (check.digest is not None and (yield Blocking(check.differs)))):
                 # ours (its id came in our answer), and not what was checked: remove it

@@ -236,7 +236,9 @@ def _do_upload(args: argparse.Namespace) -> int:
         return EXIT_BROKEN_PIPE
     if report.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if report.ok and report.results else EXIT_FAILED
+    # possible extra copies on the account: not the clean run the exit code 0 promises
+    return (EXIT_OK if report.ok and report.results and not report.suspects_remain
+            else EXIT_FAILED)
 
 
 

@@ -24,9 +24,10 @@ cover every row of the error table and every wording captured from real accounts
 (:data:`CAPTURED_ROWS`), plus HTML gateway pages, garbage and truncated bodies, delays,
 hangs, dropped connections, "store the file, then drop the connection" and "store it late,
 after the client gave up". Tiers can be emulated with ``max_concurrency`` and ``rpm``; the
-clocks are injectable (``clock=``, ``wall=``). It also serves the Batch API (``/v1/batches``:
-create, retrieve, list, cancel; output and error files in the OpenAI line shape, a
-deterministic answer per request, faults ``batch_line_errors`` and ``batch_expire``) and the
+clocks are injectable (``clock=``, ``wall=``), and the ``Date`` header can be made to disagree
+with ``created_at`` (``date_offset=``, seconds; None: no ``Date``). It also serves the Batch
+API (``/v1/batches``: create, retrieve, list, cancel; output and error files in the OpenAI
+line shape, a deterministic answer per request, faults ``batch_line_errors`` and ``batch_expire``) and the
 token estimate (``/v1/tokenizers/estimate-token-count``, a documented formula): see
 ``emu.state.batches`` (progress by the injectable clock, per look, or ``advance()``) and
 ``kimi_files.emulator._batches``. Needs the ``emulator`` extra:
@@ -70,7 +71,7 @@ class Emulator:
     Keyword arguments other than ``host``, ``port`` and ``log_level`` configure the
     :class:`EmulatorState` (``api_key``, ``max_files``, ``max_total_bytes``,
     ``max_file_bytes``, ``extract_delay``, ``max_concurrency``, ``rpm``, ``rate_window``,
-    ``storage_dir``, ``extract_images``, ``page_size``, ``clock``, ``wall``).
+    ``storage_dir``, ``extract_images``, ``page_size``, ``clock``, ``wall``, ``date_offset``).
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
@@ -118,6 +119,7 @@ class Emulator:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=1,
+            date_header=False,  # the app sends the emulated one
             timeout_keep_alive=30,
         )
         self._server = uvicorn.Server(config)

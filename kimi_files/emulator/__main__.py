@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--extract-images", action="store_true",
                         help="accept images under file-extract (older behaviour; the newest "
                              "guide says they are no longer extracted)")
+    parser.add_argument("--date-offset", type=float, default=0.0, metavar="SECONDS",
+                        help="send a Date header this far from the clock of created_at, as a "
+                             "gateway whose clock is wrong would (negative: behind)")
+    parser.add_argument("--no-date", action="store_true", help="send no Date header")
     parser.add_argument("--batch-phase-seconds", type=float, default=1.0, metavar="S",
                         help="seconds a batch spends in each phase (validating, in_progress "
                              "twice, finalizing; default 1)")
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         extract_delay=args.extract_delay, max_concurrency=args.max_concurrency, rpm=args.rpm,
         rate_window=args.rate_window, extract_images=args.extract_images,
         page_size=args.page_size,
+        date_offset=None if args.no_date else args.date_offset,
     )
     state.batches.phase_seconds = args.batch_phase_seconds
     state.batches.default_phase_seconds = args.batch_phase_seconds
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     try:
         uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
-                    access_log=False, lifespan="off")
+                    access_log=False, lifespan="off", date_header=False)
     finally:
         state.close()
     return 0

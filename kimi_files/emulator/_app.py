@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,10 @@ class Emulated:
         try:
             fault = self.state.take_fault(endpoint)
             if fault is not None and fault.kind in ("delay", "hang"):
+                if fault.kind == "hang":
+                    fault.held.set()
+                if fault.kind == "hang" and fault.release is not None:
+                    await self._released(fault.release)
                 deadline = asyncio.get_running_loop().time() + fault.delay
                 while not self.state.closing and asyncio.get_running_loop().time() < deadline:
                     await asyncio.sleep(min(0.05, fault.delay))
@@ -195,6 +200,9 @@ class Emulated:
                 tmp.unlink(missing_ok=True)
                 return refusal
             if fault is not None and fault.kind == "store_late":
+                fault.held.set()
+                if fault.release is not None:
+                    await self._released(fault.release)
                 await self._until_client_left(request, fault.delay)
             # "error" is the documented status of a failed extraction
             status = "error" if fault is not None and fault.kind == "status_failed" else "ok"
@@ -213,6 +221,11 @@ class Emulated:
             return JSONResponse(stored.to_dict())
         finally:
             await form.close()
+
+    async def _released(self, release: threading.Event) -> None:
+        """Wait until a test sets ``release`` (or the server stops)."""
+        while not self.state.closing and not release.is_set():
+            await asyncio.sleep(0.01)
 
     async def _until_client_left(self, request: Request, delay: float) -> None:
         """Wait ``delay`` seconds, then until the client has gone (at most a minute more)."""
@@ -533,7 +546,8 @@ def _docx_text(path: Path) -> str | None:
 
 class _KeepSend:
     """Outermost ASGI layer: remembers the server's own ``send`` so a fault can drop the line,
-    and gives every answer a ``Msh-Request-Id`` header, as the service does, and the
+    and gives every answer a ``Msh-Request-Id`` header, as the service does, its ``Date``
+    (:meth:`EmulatorState.date_header`: the emulated clock, not the ASGI server's), and the
     emulator's own ``X-Kimi-Files-Emulator: ephemeral|persistent`` (what it stores goes when
     it stops, or survives in its storage folder): a client keeps no state for an ephemeral
     one."""
@@ -556,6 +570,9 @@ class _KeepSend:
                 headers.append((b"msh-request-id", request_id.encode()))
                 headers.append((EMULATOR_HEADER.lower().encode(),
                                 b"persistent" if self.state.persistent else b"ephemeral"))
+                date = self.state.date_header()
+                if date is not None:
+                    headers.append((b"date", date.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -106,7 +106,8 @@ TRANSPORT_FAULTS = frozenset({
     "drop",             # close the connection without answering; nothing stored
     "store_then_drop",  # store the file, then close the connection without answering
     "status_failed",    # store the file with status "error" (extraction failed)
-    "hang",             # answer nothing for `delay` seconds (client time-outs), then drop
+    "hang",             # answer nothing for `delay` seconds (client time-outs), then drop;
+                        # nothing stored
     "delay",            # wait `delay` seconds, then answer normally
     "store_late",       # hold the answer; once `delay` s passed and the client left (timed
                         # out), store the file, then drop: a slow extraction stored late
@@ -149,6 +150,11 @@ class Fault:
     value: Any = True
     #: set once a fault that stores (store_then_drop, store_late) has stored its file
     stored: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    #: hang and store_late: when given, wait until it is set instead of for ``delay`` (a
+    #: test decides when, with no race against real time)
+    release: threading.Event | None = field(default=None, repr=False, compare=False)
+    #: set once a hang or store_late request is held (for store_late: its whole body read)
+    held: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -209,9 +215,12 @@ class EmulatorState:
     """Everything the emulated account holds. Thread-safe.
 
     ``clock`` (monotonic seconds) drives the rate windows and ``wall`` (Unix seconds) the
-    ``created_at`` of files and the request log, so tests can inject both. ``extract_images``
-    restores the older behaviour of accepting images under ``file-extract`` (the newest guide
-    says they are no longer extracted, so they are refused by default).
+    ``created_at`` of files, the ``Date`` header of answers and the request log, so tests can
+    inject both. ``date_offset`` (seconds) sets the ``Date`` header that far from ``wall``, as
+    a gateway whose clock disagrees with the storage's would; None sends no ``Date`` at all.
+    ``extract_images`` restores the older behaviour of accepting images under
+    ``file-extract`` (the newest guide says they are no longer extracted, so they are refused
+    by default).
     """
 
     def __init__(
@@ -231,8 +240,10 @@ class EmulatorState:
         page_size: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        date_offset: float | None = 0.0,
     ) -> None:
         self.api_key = api_key
+        self.date_offset = date_offset
         self.extract_images = extract_images
         #: list at most this many files per page unless ``limit`` says otherwise, with
         #: ``has_more`` (as openai-style servers page); None: every file at once
@@ -439,6 +450,14 @@ class EmulatorState:
 
     # --- log ----------------------------------------------------------------------------------
 
+    def date_header(self) -> str | None:
+        """The ``Date`` of an answer now (None: none is sent)."""
+        if self.date_offset is None:
+            return None
+        from email.utils import formatdate
+
+        return formatdate(self.wall() + self.date_offset, usegmt=True)
+
     def log(self, method: str, path: str) -> LoggedRequest:
         entry = LoggedRequest(method, path, at=self.wall())
         with self.lock:
@@ -466,6 +485,7 @@ class EmulatorState:
             self.rate_window = limits.pop("rate_window", 60.0)
             self.extract_images = limits.pop("extract_images", False)
             self.page_size = limits.pop("page_size", None)
+            self.date_offset = limits.pop("date_offset", 0.0)
             if limits:
                 raise TypeError(f"unknown options: {sorted(limits)}")
 
