@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from kimi_files import AsyncKimiFiles, KimiFiles
 from kimi_files.emulator import Emulator
@@ -19,6 +20,11 @@ API_KEY = "sk-test-0123456789abcdefSECRET"
 
 disable_progress_bars()
 
+
+# Property tests check rules, not speed: no per-example deadline (on 2 busy cores a slow
+# example is load, not a failure), and the same examples on every run of CI.
+settings.register_profile("kimi-files", deadline=None, derandomize=bool(os.environ.get("CI")))
+settings.load_profile("kimi-files")
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
