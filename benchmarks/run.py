@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/run.py            # everything, about 5 minutes on 2 cores
     .venv/bin/python benchmarks/run.py --quick    # smaller sizes, 2 repeats, under a minute
-    .venv/bin/python benchmarks/run.py --only fast   # one part: fast, growth, async, reuse, emulator, extract
+    .venv/bin/python benchmarks/run.py --only fast   # one part: fast, growth, async, asyncspeed,
+                                                     # reuse, emulator, extract
 
 The main table runs against ``benchmarks/fastserver.py``, a raw-socket server in a process of
 its own that drains bodies as fast as they come and answers at once, so the client is the
@@ -351,6 +352,48 @@ KIMI_MESSAGES = textwrap.dedent("""
 """).replace("KEY", repr(KEY))
 
 
+# Issue #20: upload() calls, sync or async, with the reuse cache (the default: the bytes are
+# hashed as they are sent) or without (cache=False: nothing hashed). "first" is the process's
+# first call (what the client's first requests import and set up included); "inner" the next
+# one, after the fast server forgot the first (so nothing is reused, nothing hashed twice).
+KIMI_TWO_CALLS = textwrap.dedent("""
+    import asyncio, json, sys, time, urllib.request
+    import kimi_files
+    mode, path, base, cache = sys.argv[1:5]
+    kw = {} if cache == "cache" else {"cache": False}
+    def reset():
+        req = urllib.request.Request(base.rsplit("/v1", 1)[0] + "/bench/reset", method="POST")
+        urllib.request.urlopen(req).read()
+    took, cpu = [], []
+    if mode == "sync":
+        with kimi_files.KimiFiles(api_key=KEY, base_url=base, **kw) as client:
+            for _ in range(2):
+                reset()
+                c, t = time.process_time(), time.perf_counter()
+                client.upload(path, progress=False)
+                took.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
+    else:
+        async def main():
+            async with kimi_files.AsyncKimiFiles(api_key=KEY, base_url=base, **kw) as client:
+                for _ in range(2):
+                    reset()
+                    c, t = time.process_time(), time.perf_counter()
+                    await client.upload(path, progress=False)
+                    took.append(time.perf_counter() - t)
+                    cpu.append(time.process_time() - c)
+        asyncio.run(main())
+    print(json.dumps({"inner": took[1], "first": took[0], "cpu": cpu[1]}))
+""").replace("KEY", repr(KEY))
+
+# Issue #20: the cold path, a whole process: import, build the client, one small upload.
+KIMI_COLD = textwrap.dedent("""
+    import sys
+    import kimi_files
+    kimi_files.upload(sys.argv[1], base_url=sys.argv[2], progress=False)
+""")
+
+
 def kimi_upload(*args: str) -> list[str]:
     return [str(BIN / "kimi-upload"), "--no-progress", *args]
 
@@ -687,6 +730,70 @@ def async_table(tmp: Path, o: Opts, r: Report) -> None:
     r.table(["figure", "threaded", "async", "goal (#10)", "goal"], rows)
 
 
+def asyncspeed_table(tmp: Path, o: Opts, r: Report) -> None:
+    """Issue #20: the async client's large upload against the sync one's, and the cold path."""
+    big = make_text_file(tmp / f"big-{o.big_mb}mib.txt", o.big_mb * MiB)
+    small = make_text_file(tmp / "small-2kb.txt", 2000)
+    calls = tmp / "kimi_two_calls.py"
+    calls.write_text(KIMI_TWO_CALLS)
+    cold = tmp / "kimi_cold.py"
+    cold.write_text(KIMI_COLD)
+    # one state for every run, made by the warm-up: a returning user's (the cache exists)
+    env = child_env(KIMI_FILES_STATE_DIR=str(tmp / "state-asyncspeed"))
+    rows: list[list[object]] = []
+    with fast_server() as srv:
+        base = srv.base
+
+        def tool(cmd: list[str]) -> Callable[[], Run]:
+            return lambda: measure(cmd, env)
+
+        for warm in ([PY, str(calls), "sync", str(small), base, "cache"],
+                     [PY, str(calls), "async", str(small), base, "cache"],
+                     [PY, str(cold), str(small), base]):
+            srv.reset()
+            measure(warm, env)  # compile and cache before anything is timed
+        for cache, what in (("cache", "reuse cache on (the default: hashed as sent)"),
+                            ("nocache", "`cache=False` (nothing hashed)")):
+            res = interleave(o.repeat, {
+                mode: tool([PY, str(calls), mode, str(big), base, cache])
+                for mode in ("sync", "async")})
+            sync, asy = res["sync"], res["async"]
+            assert sync.inner_seconds is not None and asy.inner_seconds is not None
+            ratio = asy.inner_seconds / sync.inner_seconds
+            first = asy.extra["first"] / sync.extra["first"]
+            rows.append([f"{o.big_mb} MiB, {what}", f"{s(sync.inner_seconds)} (CPU {s(sync.extra['cpu'])})",
+                         f"{s(asy.inner_seconds)}: **{ratio:.2f}x sync** (CPU {s(asy.extra['cpu'])})",
+                         f"{s(sync.extra['first'])} / {s(asy.extra['first'])}: {first:.2f}x",
+                         f"{s(sync.seconds)} / {s(asy.seconds)}: {asy.seconds / sync.seconds:.2f}x, "
+                         f"{mb(sync.rss_mb)} / {mb(asy.rss_mb)}",
+                         "<= 1.25x sync", verdict(ratio <= 1.25)])
+        start = interleave(max(o.repeat, 5), {
+            "python": tool([PY, "-c", "pass"]),
+            "import": tool([PY, "-c", "import kimi_files"]),
+            "cold": tool([PY, str(cold), str(small), base]),
+            "curl": tool(curl_upload(small, base)),
+        }, before=srv.reset)
+    r.say("## Async at sync speed, and the cold path (issue #20)")
+    r.say()
+    r.say("Against the fast server (no delay), sync and async interleaved, medians of "
+          f"{o.repeat}. The call: the second `upload()` of a process, on a client that made "
+          "requests before (the first call also pays for what the client's first requests "
+          "import, anyio's asyncio backend under httpx's async client); then the first call, "
+          "and the whole process (import, client, two uploads, exit). CPU: the process's, all "
+          "threads, over the call (the loop's, the reader's, the hasher's; not the server's).")
+    r.say()
+    r.table(["case", "`KimiFiles` call", "`AsyncKimiFiles` call", "first call (sync / async)",
+             "whole process (sync / async), peak RSS", "goal", "verdict"], rows)
+    r.say()
+    r.say(f"Cold path, whole processes (medians of {max(o.repeat, 5)}): `python -c pass` "
+          f"{s(start['python'].seconds)}, `python -c 'import kimi_files'` "
+          f"{s(start['import'].seconds)}, `import kimi_files; kimi_files.upload(small)` (one "
+          f"2 KB file over plain http to loopback, the reuse cache on) "
+          f"**{s(start['cold'].seconds)}**, {mb(start['cold'].rss_mb)}; curl -F "
+          f"{s(start['curl'].seconds)}.")
+    r.say()
+
+
 def reuse_table(tmp: Path, o: Opts, r: Report) -> None:
     """Issue #11's figures. Skipped until kimi_files.messages exists."""
     import kimi_files
@@ -899,14 +1006,15 @@ def extract_tables(tmp: Path, o: Opts, r: Report) -> None:
 
 # --- main ------------------------------------------------------------------------------------
 
-PARTS = ("fast", "growth", "async", "reuse", "emulator", "extract")
+PARTS = ("fast", "growth", "async", "asyncspeed", "reuse", "emulator", "extract")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="Parts: fast (issue #12's table against benchmarks/fastserver.py), growth "
-               "(1/10/100 MiB; 1,000/10,000/50,000 files), async (#10), reuse (#11), emulator, "
+               "(1/10/100 MiB; 1,000/10,000/50,000 files), async (#10), asyncspeed (#20: async "
+               "vs sync at 100 MiB, the cold path), reuse (#11), emulator, "
                "extract (#17).")
     parser.add_argument("--quick", action="store_true",
                         help="20 MiB, 2 repeats, 200 tiny files, 5,000 at most for planning")
@@ -945,7 +1053,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if part in parts:
                 t = time.perf_counter()
                 {"fast": fast_tables, "growth": growth_table, "async": async_table,
-                 "reuse": reuse_table, "emulator": emulator_tables,
+                 "asyncspeed": asyncspeed_table, "reuse": reuse_table,
+                 "emulator": emulator_tables,
                  "extract": extract_tables}[part](tmp, o, r)
                 print(f"({part}: {time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
     r.say(f"Whole run: {time.perf_counter() - started:.0f} s.")

@@ -27,6 +27,7 @@ from ._version import __version__
 from .config import (
     CHINA_BASE_URL,
     DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
     KNOWN_PURPOSES,
     MAX_FILE_BYTES,
     MAX_FILES,
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .batch import BatchReport, FileResult, IngestKwargs, aingest, ingest
+    from .batch_build import BuildReport
+    from .batch_flow import Manifest, ResultsReport
+    from .batch_models import Batch, BatchList
+    from .batches import AsyncBatches, Batches
     from .chat import AsyncSession, Messages, Session
     from .client import AsyncKimiFiles, KimiFiles
     from .extraction import (
@@ -60,6 +65,7 @@ if TYPE_CHECKING:
     from .quota import FreeQuota, RoomPlan, Usage
     from .retry import waiting_disabled
     from .state import StateStore
+    from .tokens import TokenReport
     from .uploader import Preflight
 
 #: Public names that load their module on first use, so ``import kimi_files`` stays light.
@@ -93,6 +99,14 @@ _LAZY = {
     "waiting_disabled": "retry",
     "disable_progress_bars": "progress",
     "enable_progress_bars": "progress",
+    "Batch": "batch_models",
+    "BatchList": "batch_models",
+    "Batches": "batches",
+    "AsyncBatches": "batches",
+    "Manifest": "batch_flow",
+    "BuildReport": "batch_build",
+    "ResultsReport": "batch_flow",
+    "TokenReport": "tokens",
 }
 
 
@@ -178,7 +192,8 @@ async def aupload(path: str | os.PathLike[str], *, api_key: str | None = None,
 
 
 def messages(paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None = None,
-             strict: bool = False, api_key: str | None = None, base_url: str | None = None,
+             strict: bool = False, max_tokens: int | None = None, model: str | None = None,
+             api_key: str | None = None, base_url: str | None = None,
              client: KimiFiles | None = None, **options: Unpack[UploadKwargs]) -> Messages:
     """The system messages a chat request needs for these documents, in input order: one
     ``{"role": "system", "content": <the whole JSON text of files.content>}`` each, as the
@@ -186,8 +201,12 @@ def messages(paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None =
     the account holds its content) and its text fetched at most once (cached by content).
 
     ``max_chars`` keeps the total under a budget by cutting the largest documents first, with
-    a visible marker; ``.cut`` says which. A document the service cannot read is left out and
-    named in ``.failed`` with its reason, unless ``strict=True``.
+    a visible marker; ``.cut`` says which. ``max_tokens`` does the same in tokens, as the
+    platform estimates them for ``model`` (default ``kimi-k2.5``): each document is estimated
+    once per model (the count is cached) and the final list checked once. The same documents
+    give byte-identical messages, in input order, so the platform's prefix cache hits. A
+    document the service cannot read is left out and named in ``.failed`` with its reason,
+    unless ``strict=True``.
 
     Raises:
         ConfigurationError: a missing key, a malformed base URL or an invalid option.
@@ -195,14 +214,16 @@ def messages(paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None =
     """
     c, owned = _client(api_key, base_url, client)
     try:
-        return c.messages(paths, max_chars=max_chars, strict=strict, **options)
+        return c.messages(paths, max_chars=max_chars, strict=strict, max_tokens=max_tokens,
+                          model=model, **options)
     finally:
         if owned:
             c.close()
 
 
 async def amessages(paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None = None,
-                    strict: bool = False, api_key: str | None = None,
+                    strict: bool = False, max_tokens: int | None = None,
+                    model: str | None = None, api_key: str | None = None,
                     base_url: str | None = None, client: AsyncKimiFiles | None = None,
                     **options: Unpack[UploadKwargs]) -> Messages:
     """:func:`messages` for asyncio.
@@ -212,7 +233,8 @@ async def amessages(paths: Sequence[str | os.PathLike[str]], *, max_chars: int |
     """
     c, owned = _aclient(api_key, base_url, client)
     try:
-        return await c.messages(paths, max_chars=max_chars, strict=strict, **options)
+        return await c.messages(paths, max_chars=max_chars, strict=strict,
+                                max_tokens=max_tokens, model=model, **options)
     finally:
         if owned:
             await c.aclose()
@@ -253,7 +275,7 @@ async def aextract(path: str | os.PathLike[str] | None = None, *, file_id: str |
 
 
 __all__ = [
-    "CHINA_BASE_URL", "DEFAULT_BASE_URL", "KNOWN_PURPOSES", "MAX_FILES", "MAX_FILE_BYTES",
+    "CHINA_BASE_URL", "DEFAULT_BASE_URL", "DEFAULT_MODEL", "KNOWN_PURPOSES", "MAX_FILES", "MAX_FILE_BYTES",
     "MAX_TOTAL_BYTES", "AsyncKimiFiles", "AsyncSession", "Messages", "Session", "amessages",
     "messages", "BatchReport", "FileContent", "FileDeleted", "FileList",
     "FileObject", "FileResult", "FreeQuota", "IngestKwargs", "KimiFiles", "Limits", "LocalFile",
@@ -262,5 +284,6 @@ __all__ = [
     "AsyncExtraction", "ExtractKwargs", "ExtractResult", "ExtractSummary", "Extraction",
     "aextract_many", "extract_many",
     "disable_progress_bars", "enable_progress_bars", "extract", "ingest", "upload",
-    "waiting_disabled", *_error_names,
+    "waiting_disabled", "AsyncBatches", "Batch", "BatchList", "Batches", "BuildReport",
+    "Manifest", "ResultsReport", "TokenReport", *_error_names,
 ]

@@ -2,7 +2,8 @@
 
 Every decision that makes kimi-files trustworthy (retry or not, how long to wait, which stored
 file is ours, what to record before and after) is written once, as a generator of *actions*
-(:class:`Request`, :class:`Call`, :class:`Wait`, :class:`Blocking`, :class:`Parallel`). A
+(:class:`Request`, the Files API calls :class:`ListFiles`, :class:`CreateFile`, :class:`DeleteFile` and
+:class:`GetContent`, :class:`Wait`, :class:`Blocking`, :class:`Parallel`). A
 generator never touches a socket, a clock or the disk itself: it yields an action, and the
 driver sends back the action's result (or throws its exception in). :func:`run_sync` performs
 the actions with blocking calls and threads; :func:`run_async` with ``await`` and tasks.
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from .pacing import Pacer
     from .uploader import FileBody
 
-__all__ = ["Action", "Blocking", "Call", "ClientLike", "CreateFile", "DeleteFile", "GetContent", "ListFiles",
+__all__ = ["Action", "Blocking", "ClientLike", "CreateFile", "DeleteFile", "GetContent", "ListFiles",
            "Parallel", "Request", "Steps", "Wait", "run_async", "run_sync"]
 
 T = TypeVar("T")
@@ -76,18 +77,11 @@ class DeleteFile:
 
 @dataclass(frozen=True, slots=True)
 class GetContent:
-    """A file's extracted text (a :class:`~kimi_files.FileContent`)."""
+    """A file's extracted text (a :class:`~kimi_files.FileContent`); ``raw``: the body as
+    stored, for a batch file (its JSONL)."""
 
     file_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One call of a client method (``list``, ``create``, ``delete``...); its result."""
-
-    name: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    raw: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +120,7 @@ class Parallel:
     concurrency: int
 
 
-Action = Request | ListFiles | CreateFile | DeleteFile | GetContent | Call | Wait | Blocking | Parallel
+Action = Request | ListFiles | CreateFile | DeleteFile | GetContent | Wait | Blocking | Parallel
 Steps = Generator[Action, Any, T]
 
 
@@ -147,6 +141,11 @@ class ClientLike(Protocol):
 
 def run_sync(steps: Steps[T], client: Any, stop: threading.Event | None = None) -> T:
     """Drive ``steps`` with blocking calls on ``client`` (a :class:`~kimi_files.KimiFiles`)."""
+    with _retry.stops_with(stop):  # a wait with no stop of its own (the pacer's) ends on it
+        return _drive_sync(steps, client, stop)
+
+
+def _drive_sync(steps: Steps[T], client: Any, stop: threading.Event | None) -> T:
     result: Any = None
     error: BaseException | None = None
     try:
@@ -168,9 +167,8 @@ def _perform_sync(action: Action, client: Any, stop: threading.Event | None) -> 
     if isinstance(action, Request):
         return client.request(action.method, action.path, **action.kwargs)
     if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
-        return _files_call(action, client)
-    if isinstance(action, Call):
-        return getattr(client, action.name)(*action.args, **action.kwargs)
+        with _retry.doing(_label(action)):  # names the file in a long wait's line
+            return _files_call(action, client)
     if isinstance(action, Wait):
         return _retry.sleep(action.seconds, action.stop or stop, error=action.error,
                             attempt=action.attempt, left=action.left, what=action.what,
@@ -178,6 +176,11 @@ def _perform_sync(action: Action, client: Any, stop: threading.Event | None) -> 
     if isinstance(action, Blocking):
         return action.fn(*action.args)
     return _parallel_sync(action, client, stop)
+
+
+def _label(action: ListFiles | CreateFile | DeleteFile | GetContent) -> str | None:
+    """What a long wait of this action is announced as, when more than its request says."""
+    return f"{action.filename} (upload)" if isinstance(action, CreateFile) else None
 
 
 def _files_call(action: ListFiles | CreateFile | DeleteFile | GetContent, client: Any) -> Any:
@@ -190,8 +193,8 @@ def _files_call(action: ListFiles | CreateFile | DeleteFile | GetContent, client
             return client.create(body, filename=filename, purpose=purpose, content_type=ctype)
         case DeleteFile(file_id=file_id):
             return client.delete(file_id)
-        case GetContent(file_id=file_id):
-            return client.content(file_id)
+        case GetContent(file_id=file_id, raw=raw):
+            return client.content(file_id, raw=raw)
 
 
 def _parallel_sync(action: Parallel, client: Any, stop: threading.Event | None) -> list[Any]:
@@ -230,6 +233,11 @@ async def run_async(steps: Steps[T], client: Any, stop: threading.Event | None =
 
     Cancellation is asyncio's: the task that awaits this is cancelled where it awaits, the
     steps are closed (their ``with`` blocks unwind) and CancelledError propagates."""
+    with _retry.stops_with(stop):
+        return await _drive_async(steps, client, stop)
+
+
+async def _drive_async(steps: Steps[T], client: Any, stop: threading.Event | None) -> T:
     result: Any = None
     error: BaseException | None = None
     try:
@@ -251,9 +259,8 @@ async def _perform_async(action: Action, client: Any, stop: threading.Event | No
     if isinstance(action, Request):
         return await client.request(action.method, action.path, **action.kwargs)
     if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
-        return await _files_call(action, client)
-    if isinstance(action, Call):
-        return await getattr(client, action.name)(*action.args, **action.kwargs)
+        with _retry.doing(_label(action)):
+            return await _files_call(action, client)
     if isinstance(action, Wait):
         return await _retry.asleep(action.seconds, action.stop or stop, error=action.error,
                                    attempt=action.attempt, left=action.left, what=action.what,

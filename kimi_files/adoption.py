@@ -13,7 +13,10 @@ A listed file *could be* the copy an attempt stored (:func:`could_be`) when it h
   server may keep the encoded form, decode all of it, or decode part of it);
 * a ``created_at`` no earlier than the attempt began, *by the server's clock*
   (:class:`ServerClock` keeps the server's time from its ``Date`` headers; the local clock is
-  never compared with ``created_at``);
+  never compared with ``created_at``), and only while that clock is not known to disagree
+  with the ``created_at`` the server gives our own uploads (:attr:`ServerClock.agrees`); an
+  attempt on record for a later run (the state's ledger) is adopted by only when they were
+  seen to agree in the run that made it (its ``proven`` mark);
 * an id nobody has claimed (no record of the state store, no other upload of this run).
 
 Beside these *strict* candidates, :func:`resolve` also looks for *loose* ones: any unclaimed
@@ -182,6 +185,13 @@ def resolve(
     return verdicts
 
 
+#: How far (seconds) the ``created_at`` of a file the server just stored for us may lie
+#: outside what its ``Date`` headers allow (after the attempt began, before the answer was
+#: dated) and the two still count as one clock: whole seconds on both sides, a gateway's
+#: cached ``Date``.
+CLOCK_TOLERANCE = 5
+
+
 class ServerClock:
     """The server's time, as a lower bound, from the ``Date`` headers of its answers.
 
@@ -189,12 +199,17 @@ class ServerClock:
     local seconds after it arrived the server's time is ``>= D + t``. :meth:`now` gives the
     largest such bound over what was seen, in whole seconds, so a file the server creates
     later has ``created_at >= now()``. The local wall clock is never used. Thread-safe.
+
+    Each file the server stores for us checks the ``Date`` clock against the clock of
+    ``created_at`` (:meth:`observe_stored`): :attr:`agrees` is None until one was checked,
+    then False for good once one disagreed by more than :data:`CLOCK_TOLERANCE`.
     """
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._monotonic = monotonic
         self._seen: tuple[int, float] | None = None
         self._stored: tuple[int, float] | None = None  # from our own uploads' created_at
+        self._agrees: bool | None = None
         self._lock = threading.Lock()
 
     def observe(self, server_seconds: int) -> None:
@@ -219,13 +234,40 @@ class ServerClock:
     def _bound(seen: tuple[int, float], at: float) -> int:
         return seen[0] + max(0, math.floor(at - seen[1]))
 
-    def observe_stored(self, created_at: int) -> None:
+    def observe_stored(self, created_at: int, since: int | None = None) -> int | None:
         """Note the ``created_at`` the server gave a file it just stored for us: the clock
-        ``created_at`` is counted by, which a gateway's ``Date`` may run ahead of."""
+        ``created_at`` is counted by, which a gateway's ``Date`` may run ahead of (or behind).
+
+        ``since``: this clock's :meth:`now` when the upload began. The file was stored after
+        that and before the answer (whose ``Date`` was just observed): a ``created_at``
+        outside those bounds (with :data:`CLOCK_TOLERANCE`) means the clocks disagree.
+        Returns, the first time they disagree, by how much (seconds: ``created_at`` minus the
+        ``Date`` bound); else None."""
         at = self._monotonic()
+        first: int | None = None
         with self._lock:
+            if self._seen is not None:
+                dated = self._bound(self._seen, at)
+                ahead = created_at > dated + CLOCK_TOLERANCE
+                behind = since is not None and created_at < since - CLOCK_TOLERANCE
+                if (ahead or behind) and self._agrees is not False:
+                    first = created_at - (dated if ahead or since is None else since)
+                self._agrees = not (ahead or behind) and self._agrees is not False
             if self._stored is None or created_at > self._bound(self._stored, at):
                 self._stored = (created_at, at)
+        return first
+
+    @property
+    def agrees(self) -> bool | None:
+        """Do the ``Date`` clock and the ``created_at`` clock agree? None: never checked
+        (nothing stored for us yet, or no ``Date``); False once they disagreed."""
+        with self._lock:
+            return self._agrees
+
+    def since(self) -> int | None:
+        """The start of an attempt for adoption in this run: :meth:`now`, or None when the
+        clocks are known to disagree (then nothing is adopted by time)."""
+        return None if self.agrees is False else self.now()
 
     def now(self) -> int | None:
         """A lower bound of the server's time now (Unix seconds), or None if never seen.

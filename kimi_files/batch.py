@@ -34,16 +34,33 @@ from ._hashing import sha256_of
 from ._steps import Blocking, ClientLike, ListFiles, Parallel, Steps
 from .adoption import Attempt, resolve
 from .cache import ReuseCache
-from .errors import ConfigurationError, KimiError, LocalFileError, StateError, UploadCancelledError
+from .errors import (
+    ConfigurationError,
+    KimiError,
+    LocalFileError,
+    NoRoomError,
+    ServerTooManyFilesError,
+    StateError,
+    UploadCancelledError,
+)
 from .models import FileList, FileObject
 from .options import UploadKwargs, UploadOptions
 from .pacing import Pacer, check_limits
-from .planner import BatchPlan, plan_batch
-from .progress import ProgressBar, short_label
+from .planner import BatchPlan, plan_batch, plan_interrupted
+from .progress import Heartbeat, ProgressBar, short_label, status_line
+from .quota import account_full_error
 from .report import STATUSES, BatchReport, FileResult, Status
-from .scan import Item, check_files, check_unverified, collect, hash_where_needed, matches_filters
+from .scan import (
+    Item,
+    check_files,
+    check_patterns,
+    check_unverified,
+    collect,
+    hash_where_needed,
+    matches_filters,
+)
 from .state import OpenAttempt, Record, StateStore
-from .uploader import Claims, free_room_steps, send_steps
+from .uploader import Claims, delete_steps, free_room_steps, send_steps
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -71,14 +88,19 @@ class IngestKwargs(UploadKwargs, total=False):
     rpm: int | None
     #: The rate window in seconds (60).
     rate_period: float
-    #: Globs: only files whose name or relative path matches one.
+    #: Patterns (gitignore rules): only files they match.
     include: Sequence[str]
-    #: Globs: files whose name or relative path matches one are left out.
+    #: Patterns (gitignore rules: a folder's name leaves out the folder, ``!`` takes back):
+    #: files they match are left out.
     exclude: Sequence[str]
     #: A path, a StateStore, None (the default location) or False (no state, no resume).
     state: StateArg
     #: Take links that lead outside the folders given (default: reported, not followed).
     follow_links: bool
+    #: Once a changed file's new copy is stored, delete the copy this tool stored for that
+    #: path before (only one whose id came in its own upload answer, still listed as that
+    #: file, and that nothing else maps to; needs the state). Default: kept, and said.
+    replace: bool
     #: When another run holds the same state: wait (True, or seconds) instead of failing.
     wait: bool | float
     #: Called as each file ends (from worker threads, one at a time).
@@ -100,6 +122,7 @@ class BatchOptions:
     exclude: Sequence[str] = ()
     state: StateArg = None
     follow_links: bool = False
+    replace: bool = False
     wait: bool | float = False
     on_result: Callable[[FileResult], None] | None = None
     stop: threading.Event | None = None
@@ -110,6 +133,7 @@ class BatchOptions:
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not all(isinstance(p, str) for p in value):
                 raise ConfigurationError(f"{name} must be a list of glob patterns, not {value!r}")
+            check_patterns(value, what=name)
 
     @classmethod
     def of(cls, options: IngestKwargs | dict[str, Any]) -> BatchOptions:
@@ -241,7 +265,19 @@ class _Run:
         self.fatal: StateError | None = None  # the state store broke: the run stops
         self.ghosts: dict[int, Attempt] = {}  # interrupted uploads on record (see planner)
         self.unnoted: list[tuple[str, str]] = []  # suspects reported, not yet in the store
+        self.suspected: dict[str, list[FileObject]] = {}  # absolute path -> its suspects
+        self.begun: list[int] = []  # this run's attempts (ledger ids)
+        self.unproven: list[int] = []  # ... begun before the server's clocks were checked
+        self.disproved = False  # ... all marked unproven: the clocks disagreed
         self.cache: ReuseCache | None = None
+        self.heartbeat: Heartbeat | None = None  # while uploads run: a result is news
+        #: set when the server said the account is full: the reason every file not sent
+        #: from then on is deferred (one error, said once)
+        self.full: NoRoomError | None = None
+        self.listing: Sequence[FileObject] = ()  # the account, as the plan saw it
+        self.current: dict[str, str] = {}  # absolute path -> the file id it maps to now
+        self.moved: set[str] = set()  # absolute paths mapped to another file by this run
+        self.planned: set[str] = set()  # absolute paths a dry run would upload
         self._lock = threading.Lock()
         self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
 
@@ -249,12 +285,30 @@ class _Run:
         with self._lock:
             if item is not None:
                 self.results[id(item)] = result
+                if result.file_id and result.status in ("uploaded", "skipped", "reused"):
+                    self.current[os.path.abspath(item.local.path)] = result.file_id
+                    if result.status != "skipped":
+                        self.moved.add(os.path.abspath(item.local.path))
+                elif result.status == "planned":
+                    self.planned.add(os.path.abspath(item.local.path))
             self.report.results.append(result)
+            if self.heartbeat is not None:
+                self.heartbeat.touch()
             if self.settings.on_result is not None:
                 try:
                     self.settings.on_result(result)
                 except Exception as exc:  # the caller's callback must not lose the result
                     log.error("on_result failed for %s: %r", result.path, exc)
+
+    def account_full(self, error: ServerTooManyFilesError, path: str) -> tuple[NoRoomError, bool]:
+        """The shared reason once the server said the account is full, and whether this is
+        the first such answer (whose caller lists the account once and completes it)."""
+        with self._lock:
+            if self.full is not None:
+                return self.full, False
+            self.full = account_full_error(path, error.message, error.max_file_count, None,
+                                           self.client.limits.max_files)
+            return self.full, True
 
     def suspect(self, files: Iterable[FileObject], path: str) -> None:
         """Report files that may be extra copies of ``path``; they are never adopted."""
@@ -264,6 +318,7 @@ class _Run:
                 if f.id not in known:
                     known.add(f.id)
                     self.report.suspects.append(f)
+                    self.suspected.setdefault(os.path.abspath(path), []).append(f)
                     self.unnoted.append((path, f.id))
                     log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted or lost "
                                 "attempt stored, or someone else's; kept, not adopted",
@@ -276,6 +331,38 @@ class _Run:
                 r.file_id for r in self.report.results if r.file_id}
             self.report.suspects[:] = [f for f in self.report.suspects if f.id not in proven]
             self.unnoted[:] = [(p, i) for p, i in self.unnoted if i not in proven]
+
+    def begin(self, item: Item, since: int | None) -> int:
+        """Record the intent to send ``item`` (blocking work); its attempt's id. Its start is
+        proven only when the server's clocks were seen to agree (:meth:`prove_steps`)."""
+        assert self.store is not None
+        local = item.local
+        proven = self.client.clock.agrees is True
+        attempt = self.store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
+                                   sha256=item.sha256 or "", filename=local.filename,
+                                   purpose=self.purpose, server_time=since, proven=proven)
+        with self._lock:
+            self.begun.append(attempt)
+            if not proven:
+                self.unproven.append(attempt)
+        return attempt
+
+    def prove_steps(self) -> Steps[None]:
+        """Once a copy stored for us showed the server's clocks agree, the attempts this run
+        began before are proven too (the same clock, minutes apart); once they disagreed,
+        none is."""
+        agrees = self.client.clock.agrees
+        if self.store is None or agrees is None:
+            return
+        with self._lock:
+            if agrees:
+                ids, self.unproven = self.unproven, []
+            elif not self.disproved:
+                ids, self.disproved = list(self.begun), True
+            else:
+                ids = []
+        if ids:
+            yield Blocking(self.store.prove, (ids, bool(agrees)))
 
     def position(self) -> int:
         with self._lock:
@@ -293,7 +380,8 @@ class _Run:
         return Blocking(functools.partial(
             self.store.done, local.path, size=local.size, mtime_ns=local.mtime_ns,
             sha256=item.sha256 or "", filename=local.filename, file_id=file_id,
-            purpose=self.purpose, settles=settles))
+            purpose=self.purpose, settles=settles, ctime_ns=local.ctime_ns or None,
+            inode=local.inode or None, device=local.device or None))
 
 
 def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOptions,
@@ -331,7 +419,14 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
                 report.interrupted = True
         if not items:
             return report
-        listing: FileList = yield ListFiles()
+        try:
+            listing: FileList = yield ListFiles()
+        except UploadCancelledError:  # stopped while the listing waited its turn
+            for item in items:
+                run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
+                                    error=UploadCancelledError(f"{item.shown}: not started "
+                                                               "(interrupted)")), item)
+            return report
         report.list_calls += 1
         listed = {f.id for f in listing.data}
         # files taken as unchanged from their records, whose copy is gone: checked in full now
@@ -358,7 +453,10 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
                           reported=reported, server_now=client.clock.now(),
                           wall_now=time.time(), reusable=reusable, reuse=run.options.reuse)
         run.ghosts = plan.ghosts
+        run.listing = listing.data
         yield from _settle(run, plan)
+        if plan.refusal is None and settings.dry_run:
+            yield from _earlier_copies(run)  # what --replace would delete
         if plan.refusal is not None or settings.dry_run:
             return report
         assert plan.room is not None  # no refusal: the batch fits
@@ -369,12 +467,16 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
             # stopped while making room: what was deleted is in the report; nothing is sent
             _not_started(run, plan)
             return report
-        yield from _upload(run, plan)
+        yield from _upload(run, plan.groups, plan.claimed)
+        if plan.interrupted and run.fatal is None and not stop.is_set():
+            yield from _interrupted(run, plan)
+        _not_started(run, plan)
         if run.fatal is not None:
             raise run.fatal  # the state store failed: nothing more can be recorded
         yield from _emit_twins(run, plan)
         if not stop.is_set():
             yield from _late_copies(run, plan)
+        yield from _earlier_copies(run)
         run.drop_proven_suspects()
         return report
     finally:
@@ -388,6 +490,26 @@ def _read_state(store: StateStore | None
     if store is None:
         return [], [], set()
     return store.records(), store.attempts(), store.suspects()
+
+
+def _interrupted(run: _Run, plan: BatchPlan) -> Steps[None]:
+    """The files an interrupted run was sending, after the rest: list again, adopt the
+    copies that landed meanwhile when provably theirs (:func:`plan_interrupted`), report the
+    other candidates, and send what is left."""
+    listing: FileList = yield ListFiles()
+    run.report.list_calls += 1
+    records, ledger, reported = (yield Blocking(_read_state, (run.store,)))
+    # nothing listed before (considered when the batch began), recorded, reported or
+    # claimed by this run can be the copy of a deferred file
+    claimed = (plan.claimed | {r.file_id for r in records if r.file_id} | reported
+               | run.client.attempts.claimed()
+               | {r.file_id for r in run.report.results if r.file_id})
+    late = plan_interrupted([i for g in plan.interrupted for i in g], listing.data, records,
+                            ledger, claimed, server_now=run.client.clock.now(),
+                            wall_now=time.time())
+    run.ghosts = late.ghosts
+    yield from _settle(run, late)
+    yield from _upload(run, late.groups, late.claimed)
 
 
 def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
@@ -411,6 +533,83 @@ def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
         found = [f for f in (verdict.adopted, *verdict.suspects) if f is not None]
         run.suspect(found, paths.get(key, "an interrupted upload"))
     yield from _note_suspects(run)
+
+
+def _earlier_copies(run: _Run) -> Steps[None]:
+    """Earlier copies this tool stored for the paths of this batch, now superseded (see
+    :mod:`kimi_files.replace`): said, or with ``replace`` deleted once verified by a fresh
+    listing (never when stopped: that starts nothing new; a re-run deletes them)."""
+    from .replace import earlier_copies, replace_plan
+
+    store = run.store
+    if store is None or not (run.planned if run.settings.dry_run else run.current):
+        return
+    if run.settings.dry_run:
+        if run.settings.replace:
+            yield from _would_replace(run, store)
+        return
+    copies = earlier_copies(run.current, (yield Blocking(store.stored)))
+    if not copies:
+        return
+    shown = {os.path.abspath(p): p for p in (r.path for r in run.report.results)}
+    if not run.settings.replace or run.stop.is_set():
+        # said once: for the paths this run stored (or found) anew, not on every re-run
+        listed = {f.id: f for f in run.listing}
+        for copy in copies:
+            if copy.file_id in listed and copy.path in run.moved:
+                run.report.earlier.append((shown.get(copy.path, copy.path),
+                                           listed[copy.file_id], ""))
+        gone = [c.file_id for c in copies if c.file_id not in listed]
+        if gone:  # never to be deleted: nothing to remember
+            yield Blocking(store.forget_stored, (gone,))
+        return
+    fresh: FileList = yield ListFiles()
+    run.report.list_calls += 1
+    records = yield Blocking(store.records)
+    in_use = ({r.file_id for r in records if r.file_id} | set(run.current.values())
+              | (yield Blocking(store.suspects)))
+    plan = replace_plan(copies, fresh.data, in_use=in_use)
+    done = [c.file_id for c in plan.gone]
+    try:
+        for copy, f in plan.delete:
+            if run.stop.is_set():
+                break
+            path = shown.get(copy.path, copy.path)
+            try:
+                yield from delete_steps(f.id)
+            except KimiError as exc:
+                log.info("%s: its earlier copy %s was not deleted: %s", path, f.id, exc)
+                run.report.earlier.append((path, f, f"could not be deleted ({exc})"))
+                continue
+            done.append(f.id)
+            run.report.replaced.append((path, f))
+            log.info("deleted %s (%s, %d bytes), the earlier copy of %s, replaced by %s",
+                     f.id, f.filename, f.bytes, path, run.current[copy.path])
+    finally:
+        if done:
+            yield Blocking(store.forget_stored, (done,))
+            if run.cache is not None:
+                yield Blocking(run.cache.forget, (done,))
+    listed = {f.id: f for f in fresh.data}
+    for copy, why in plan.kept:
+        run.report.earlier.append((shown.get(copy.path, copy.path), listed[copy.file_id], why))
+
+
+def _would_replace(run: _Run, store: StateStore) -> Steps[None]:
+    """A dry run with ``replace``: the earlier copies the run would delete once the files it
+    plans are stored (against the listing the plan saw; the run itself lists again)."""
+    from .replace import replace_plan
+
+    copies = [c for c in (yield Blocking(store.stored)) if c.path in run.planned]
+    if not copies:
+        return
+    records = yield Blocking(store.records)
+    # a planned path's own record is re-pointed at its new copy: only others' hold a file
+    in_use = ({r.file_id for r in records if r.file_id and r.path not in run.planned}
+              | set(run.current.values()) | (yield Blocking(store.suspects)))
+    shown = {os.path.abspath(p): p for p in (r.path for r in run.report.results)}
+    plan = replace_plan(copies, run.listing, in_use=in_use)
+    run.report.replaced.extend((shown.get(c.path, c.path), f) for c, f in plan.delete)
 
 
 def _note_suspects(run: _Run) -> Steps[None]:
@@ -440,19 +639,25 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
             note = ("the account holds this content already" if same else
                     f"the account holds this content already, stored as {skip.stored_as!r}")
             run.emit(FileResult(skip.item.shown, "reused", file_id=skip.file_id,
-                                bytes=skip.item.local.size, note=note), skip.item)
+                                bytes=skip.item.local.size, note=note, stored_as=skip.stored_as,
+                                purpose=run.purpose), skip.item)
             continue
         note = ("stored by an interrupted run; adopted" if skip.adopted
                 else "already uploaded, unchanged")
         run.emit(FileResult(skip.item.shown, "skipped", file_id=skip.file_id,
-                            bytes=skip.item.local.size, note=note), skip.item)
+                            bytes=skip.item.local.size, note=note, stored_as=skip.stored_as,
+                            purpose=run.purpose), skip.item)
     if plan.refusal is not None:
         for item in plan.uploads:
             run.emit(FileResult(item.shown, "rejected", bytes=item.local.size,
                                 error=plan.refusal), item)
         yield from _emit_twins(run, plan)
         return
-    run.report.plan = plan.room
+    if plan.room is not None:  # (a plan of interrupted files has none of its own)
+        run.report.plan = plan.room
+    for item in plan.deferred:  # decided now: said now
+        run.emit(FileResult(item.shown, "deferred", bytes=item.local.size,
+                            error=plan.deferral, note="no room for it now"), item)
     if run.settings.dry_run:
         for item in plan.uploads:
             run.emit(FileResult(item.shown, "planned", bytes=item.local.size,
@@ -472,24 +677,32 @@ def _emit_twins(run: _Run, plan: BatchPlan) -> Steps[None]:
                 yield run.done(item, first.file_id)
             status = "skipped"
         run.emit(FileResult(item.shown, status, file_id=first.file_id, bytes=item.local.size,
-                            error=first.error, note=note), item)
+                            error=first.error, note=note, stored_as=first.stored_as,
+                            purpose=first.purpose), item)
 
 
-def _upload(run: _Run, plan: BatchPlan) -> Steps[None]:
-    """Send every group of the plan, at most ``concurrency`` at once."""
-    groups = plan.groups
+def _upload(run: _Run, groups: Sequence[Sequence[Item]],
+            claimed: frozenset[str]) -> Steps[None]:
+    """Send every group, at most ``concurrency`` at once; ``claimed``: ids none may adopt."""
     if not groups:
         return
-    claims = Claims(plan.claimed)
-    overall = ProgressBar(total=sum(i.local.size for i in plan.uploads),
-                          desc=f"{len(plan.uploads)} file(s)", enabled=run.options.progress,
-                          position=0)
+    claims = Claims(claimed)
+    items = [i for g in groups for i in g]
+    overall = ProgressBar(total=sum(i.local.size for i in items),
+                          files=len(items), enabled=run.options.progress, position=0)
+    started = time.monotonic()
+
+    def status() -> str:
+        return status_line(overall.files_done, len(items), overall.n, overall.total or 0,
+                           time.monotonic() - started, run.client.pacer.describe())
+
     try:
-        yield Parallel([_group_steps(run, group, claims, overall) for group in groups],
-                       run.settings.concurrency)
+        with Heartbeat(status) as run.heartbeat:
+            yield Parallel([_group_steps(run, group, claims, overall) for group in groups],
+                           run.settings.concurrency)
     finally:
+        run.heartbeat = None
         overall.close()
-    _not_started(run, plan)
 
 
 def _not_started(run: _Run, plan: BatchPlan) -> None:
@@ -507,6 +720,11 @@ def _group_steps(run: _Run, group: Sequence[Item], claims: Claims,
     for item in group:
         if run.stop.is_set():
             return
+        if run.full is not None:  # the account is full: nothing more is sent
+            run.emit(FileResult(item.shown, "deferred", bytes=item.local.size, error=run.full,
+                                note="the account is full"), item)
+            overall.file_done()
+            continue
         yield from _item_steps(run, item, claims, overall)
 
 
@@ -537,10 +755,7 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
 
     def on_begin(since: int | None) -> None:
         # the intent, durable before the first byte goes out, with the server's time
-        assert store is not None
-        attempt.append(store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
-                                   sha256=item.sha256 or "", filename=local.filename,
-                                   purpose=run.purpose, server_time=since))
+        attempt.append(run.begin(item, since))
 
     def failed(error: KimiError) -> None:
         run.emit(FileResult(item.shown, "failed", bytes=local.size, error=error), item)
@@ -556,25 +771,51 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             # hashed as it was sent; when no attempt sent it whole (an adoption), read it
             item.sha256 = sent.sha256 or (yield Blocking(sha256_of, (local.path,)))
         if store is not None:
+            yield from run.prove_steps()  # a copy was stored: the clocks were checked
             yield run.done(item, sent.file.id,
                            settles=attempt[0] if attempt and sent.settled else None)
+        if store is not None and not sent.adopted:
+            # its id came in our own answer: the only kind of copy --replace may delete later
+            yield Blocking(functools.partial(
+                store.note_stored, local.path, file_id=sent.file.id,
+                filename=sent.file.filename, size=sent.file.bytes,
+                purpose=sent.file.purpose or run.purpose))
         if run.cache is not None and item.sha256 is not None and not sent.adopted:
             # only a copy whose id came in our own answer is a fact to reuse later
             yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,
                                                 sent.file.filename, local.size))
         note = "adopted after a lost response" if sent.adopted else ""
-        if sent.suspects:
-            run.suspect(sent.suspects, item.shown)
-            many = len(sent.suspects)
+        run.suspect(sent.suspects, item.shown)
+        # with those an interrupted run of this file left (reported when the batch began)
+        suspects = list(dict.fromkeys(f.id for f in (
+            *sent.suspects, *run.suspected.get(os.path.abspath(local.path), ()))))
+        if suspects:
+            many = len(suspects)
             note = ", ".join(filter(None, [
                 note, f"{many} possible extra cop{'y' if many == 1 else 'ies'} kept"]))
         run.emit(FileResult(item.shown, "uploaded", file_id=sent.file.id, bytes=local.size,
-                            note=note, suspects=tuple(f.id for f in sent.suspects)), item)
+                            note=note, suspects=tuple(suspects),
+                            stored_as=sent.file.filename, purpose=sent.file.purpose or run.purpose),
+                 item)
     except StateError as exc:
         # the record of what was sent is gone or broken: stop the whole run, loudly
         run.fatal = exc
         run.stop.set()
         failed(exc)
+    except ServerTooManyFilesError as exc:
+        # the account is full: stop sending, list once to say how full, report once
+        full, first = run.account_full(exc, item.shown)
+        if first:
+            try:
+                listing: FileList = yield ListFiles()
+                run.report.list_calls += 1
+                full.message = account_full_error(
+                    item.shown, exc.message, exc.max_file_count, len(listing.data),
+                    run.client.limits.max_files).message
+            except KimiError as again:
+                log.info("listing after the account was full failed: %s", again)
+        run.emit(FileResult(item.shown, "deferred", bytes=local.size, error=full,
+                            note="the account is full"), item)
     except KimiError as exc:
         failed(exc)
     except OSError as exc:
@@ -584,4 +825,5 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         failed(KimiError(f"{item.shown}: unexpected error {type(exc).__name__}: {exc}"))
     finally:
         bar.close()
+        overall.file_done()
         run.release(position)

@@ -12,6 +12,8 @@ script is reused by the CLI and the other way round.
   (:func:`pick`), so a file deleted on the server is uploaded again, never handed back dead.
 * ``texts``: sha256 -> the whole JSON text of ``files.content`` for that content (one content
   call per document per account, ever).
+* ``tokens``: (sha256 of a list of messages, model) -> its estimated tokens (one estimate per
+  document and model, ever; see :mod:`kimi_files.tokens`).
 
 Every failure is a :class:`~kimi_files.errors.CacheError` naming the file and the way out.
 """
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
 
     from .models import FileObject
 
-__all__ = ["CacheEntry", "ReuseCache", "cache_path_for", "pick", "remove_cache_files"]
+__all__ = ["CacheEntry", "ReuseCache", "cache_path_for", "pick", "prove_ours",
+           "remove_cache_files"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -47,6 +50,13 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (sha256, purpose, file_id)
 );
 CREATE INDEX IF NOT EXISTS files_id ON files (file_id);
+CREATE TABLE IF NOT EXISTS tokens (
+    sha256   TEXT NOT NULL,
+    model    TEXT NOT NULL,
+    count    INTEGER NOT NULL,
+    recorded REAL NOT NULL,
+    PRIMARY KEY (sha256, model)
+);
 CREATE TABLE IF NOT EXISTS texts (
     sha256   TEXT PRIMARY KEY,
     file_id  TEXT NOT NULL,
@@ -56,8 +66,18 @@ CREATE TABLE IF NOT EXISTS texts (
 """
 from .config import CACHE_APPLICATION_ID as APPLICATION_ID  # noqa: E402
 
-WAY_OUT = ("Empty it (kimi-files cache clear, which also removes a damaged one) or do without "
-           "it (reuse=False, --no-reuse).")
+WAY_OUT = ("Empty it (kimi-files cache clear, which also removes a damaged one it can tell is "
+           "its own) or do without it (reuse=False, --no-reuse).")
+#: The first bytes of every SQLite database file.
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _ours(application_id: int, tables: set[str]) -> bool:
+    """Is a database with this ``application_id`` and these tables a kimi-files reuse cache?
+    Ours carry :data:`APPLICATION_ID`; one made before it was set has none and no table but
+    ours. Pure."""
+    return application_id == APPLICATION_ID or (application_id == 0
+                                                and tables <= {"files", "texts", "tokens"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +131,7 @@ class ReuseCache:
             app = db.execute("PRAGMA application_id").fetchone()[0]
             tables = {r[0] for r in db.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if app not in (0, APPLICATION_ID) or (app == 0 and tables - {"files", "texts"}):
+            if not _ours(app, tables):
                 raise self._error("is not a kimi-files reuse cache; leave it alone, or point "
                                   "the cache elsewhere")
             db.execute("PRAGMA journal_mode=WAL")
@@ -215,6 +235,18 @@ class ReuseCache:
             db.execute("INSERT OR REPLACE INTO texts VALUES (?, ?, ?, ?)",
                        (sha256, file_id, body, time.time()))
 
+    def token_count(self, sha256: str, model: str) -> int | None:
+        """The tokens a message of this content was estimated at for ``model``, if it was."""
+        with self._using() as db:
+            row = db.execute("SELECT count FROM tokens WHERE sha256 = ? AND model = ?",
+                             (sha256, model)).fetchone()
+        return None if row is None else int(row[0])
+
+    def remember_tokens(self, sha256: str, model: str, count: int) -> None:
+        with self._using() as db:
+            db.execute("INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?)",
+                       (sha256, model, count, time.time()))
+
     def counts(self) -> tuple[int, int]:
         """(files, texts) recorded."""
         with self._using() as db:
@@ -227,11 +259,62 @@ class ReuseCache:
         with self._using() as db:
             db.execute("DELETE FROM files")
             db.execute("DELETE FROM texts")
+            db.execute("DELETE FROM tokens")
+
+
+def prove_ours(path: Path) -> None:
+    """Nothing when ``path`` is provably a kimi-files reuse cache, even one too damaged to
+    open (its header carries our application id, or it has none and no table but ours), or
+    holds nothing (absent, empty).
+
+    Raises:
+        CacheError: anything else (another program's database, a file that is no database):
+            it names the file; nothing is deleted.
+    """
+    import sqlite3
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(100)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CacheError(f"reuse cache {path} cannot be read ({exc.strerror or exc}); nothing "
+                         "was deleted", path=str(path)) from None
+    if not head:
+        return  # an empty file is an empty database: nobody's data
+    if head.startswith(_SQLITE_MAGIC) and len(head) >= 72:
+        application_id = int.from_bytes(head[68:72], "big")
+        tables: set[str] = set()
+        if application_id == 0:
+            try:
+                db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+                try:
+                    tables = {r[0] for r in db.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                finally:
+                    db.close()
+            except sqlite3.Error:
+                application_id = -1  # unreadable, and no id of ours: not provably ours
+        if _ours(application_id, tables):
+            return
+        what = "another program's SQLite database"
+    else:
+        what = "not an SQLite database at all"
+    raise CacheError(
+        f"{path} is not provably a kimi-files reuse cache ({what}); nothing was deleted. "
+        "Leave it alone; if it is a cache kimi-files made, remove it by hand", path=str(path))
 
 
 def remove_cache_files(path: Path) -> list[Path]:
-    """Remove a cache file and its journal files (for a cache too damaged to open); the
-    paths removed."""
+    """Remove a cache file and its journal files (for a cache too damaged to open), once it
+    is proven ours (:func:`prove_ours`); the paths removed.
+
+    Raises:
+        CacheError: the file is not provably a kimi-files reuse cache (nothing removed), or
+            could not be removed.
+    """
+    prove_ours(path)
     removed = []
     for p in cache_files(path):
         try:

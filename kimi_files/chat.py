@@ -5,8 +5,9 @@ clean up after themselves.
   reuses each document, takes its extracted text (from the reuse cache when this content was
   read before: no request at all), and returns one ``{"role": "system", "content": <the whole
   JSON text of files.content>}`` per document, in input order, as the platform's docs put it.
-  With ``max_chars`` the total is kept under the budget by cutting the largest documents first
-  (:func:`fit_budget`), with a visible marker in each text cut.
+  With ``max_chars`` the total of the messages' contents, wrappers and markers included, is
+  at most the budget: the largest documents are cut first (:func:`fit_budget`), with a visible
+  marker in each text cut; a budget that cannot hold that is a ConfigurationError.
 * :class:`Session` (``client.session()``) and :class:`AsyncSession` upload and extract
   through themselves and, with ``delete_on_exit``, delete exactly the files they stored
   (never one they reused) when the block ends, even when it raises.
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
     from .client import AsyncKimiFiles, KimiFiles
     from .options import UploadKwargs
 
-__all__ = ["AsyncSession", "Messages", "Session", "cut_marker", "fit_budget", "messages_steps"]
+__all__ = ["AsyncSession", "Messages", "Session", "cut_marker", "document_steps", "fit_budget",
+           "left_out", "messages_steps"]
 
 log = logging.getLogger("kimi_files")
 
@@ -54,25 +56,25 @@ class Messages(list[dict[str, str]]):
         self.files: dict[str, UploadedFile | None] = {}
 
 
-def fit_budget(lengths: Sequence[int], budget: int) -> list[int]:
+def fit_budget(lengths: Sequence[int], budget: int, *, mark: int = 0) -> list[int] | None:
     """How many characters of each text to keep so the total fits ``budget``, cutting the
     largest first: every text longer than a common cap is cut to it, the cap as high as the
-    budget allows. Pure."""
-    budget = max(0, budget)
+    budget allows, when each text cut also costs ``mark`` (its marker). None when even
+    cutting every text to nothing cannot fit. Pure.
+
+    (``sum(min(n, cap)) + mark * (texts longer than cap)`` drops by ``mark`` wherever the cap
+    reaches a text's length, so each stretch between two lengths is tried, highest first.)
+    """
     if sum(lengths) <= budget:
         return list(lengths)
-    order = sorted(lengths)
-    left, count = budget, len(order)
-    cap = 0
-    for i, n in enumerate(order):
-        share = left // (count - i)
-        if n > share:
-            cap = share
-            break
-        left -= n
-    else:  # pragma: no cover - the sum exceeds the budget, so some text exceeds its share
-        cap = order[-1]
-    return [min(n, cap) for n in lengths]
+    order = sorted(set(lengths))
+    for floor, ceiling in reversed(list(zip([0, *order], order, strict=False))):
+        whole = sum(n for n in lengths if n <= floor)  # kept whole for a cap in this stretch
+        cut = sum(1 for n in lengths if n >= ceiling)
+        left = budget - whole - cut * mark
+        if left >= 0 and (cap := min(ceiling - 1, left // cut)) >= floor:
+            return [min(n, cap) for n in lengths]
+    return None
 
 
 def cut_marker(cut: int, total: int) -> str:
@@ -124,7 +126,8 @@ def build_messages(found: Sequence[tuple[str, FileContent]], max_chars: int | No
     each cut one marked. Pure.
 
     Raises:
-        ConfigurationError: ``max_chars`` cannot hold even the documents' wrappers.
+        ConfigurationError: ``max_chars`` cannot hold the documents' wrappers and a marker in
+            each text that must be cut.
     """
     if max_chars is None:
         return Messages(content.as_message() for _, content in found)
@@ -132,21 +135,17 @@ def build_messages(found: Sequence[tuple[str, FileContent]], max_chars: int | No
     docs = [(path, *_document(content)) for path, content in found]
     wrappers = [len(_message(doc, "")["content"]) for _, doc, _ in docs]
     lengths = [_json_length(text) if doc is not None else len(text) for _, doc, text in docs]
-    if sum(wrappers) > max_chars:
+    # room for the marker of any text cut: its JSON length with the largest numbers it can show
+    mark = max((_json_length(cut_marker(len(text), len(text))) for _, _, text in docs), default=0)
+    keep = fit_budget(lengths, max_chars - sum(wrappers), mark=mark)
+    if keep is None:
         from .errors import ConfigurationError
 
         raise ConfigurationError(
             f"max_chars={max_chars:,} cannot hold {len(docs)} document(s): their JSON "
-            f"wrappers alone take {sum(wrappers):,} characters")
-    cut: set[int] = set()
-    keep = lengths
-    for _ in range(len(docs) + 1):  # room for a marker in each text cut, until it settles
-        room = max_chars - sum(wrappers) - sum(_MARKER_ROOM for _ in cut)
-        keep = fit_budget(lengths, room)
-        now_cut = {i for i, (k, n) in enumerate(zip(keep, lengths, strict=True)) if k < n}
-        if now_cut <= cut:
-            break
-        cut |= now_cut
+            f"wrappers take {sum(wrappers):,} characters, and each text cut needs "
+            f"{mark} more for its marker; give a larger budget or fewer documents")
+    cut = {i for i, (k, n) in enumerate(zip(keep, lengths, strict=True)) if k < n}
     for i, ((path, doc, text), kept) in enumerate(zip(docs, keep, strict=True)):
         if i not in cut or kept >= lengths[i]:
             out.append(_message(doc, text))
@@ -158,23 +157,63 @@ def build_messages(found: Sequence[tuple[str, FileContent]], max_chars: int | No
     return out
 
 
-#: Room reserved for the marker in each text cut (its JSON length, with the largest numbers).
-_MARKER_ROOM = _json_length(cut_marker(10**12, 10**12))
+
+def left_out(exc: KimiError) -> bool:
+    """Is ``exc`` a failure of that one document, left out of the messages (and named in
+    ``.failed``): no text in it, refused by preflight for that file (missing, unreadable,
+    empty, too large, an unsupported type) or by the service for that file (its size, its
+    content, its extraction)? Everything else (the key, a permission, the account's quota or
+    room, the network, the service, a malformed answer, an option such as the purpose) is
+    raised: a chat request must not go out without its documents for those. Pure."""
+    from .errors import (
+        ContentFilterError,
+        EmptyFileError,
+        ExtractionFailedError,
+        FileTooLargeError,
+        InvalidPurposeError,
+        InvalidRequestError,
+        NoExtractableTextError,
+        NoRoomError,
+        PreflightError,
+        TooManyFilesError,
+    )
+
+    if isinstance(exc, (NoRoomError, InvalidPurposeError, TooManyFilesError)):
+        return False  # the account's room or an option: the same for every document
+    return (isinstance(exc, (PreflightError, NoExtractableTextError, ContentFilterError,
+                             FileTooLargeError, EmptyFileError, ExtractionFailedError))
+            or type(exc) is InvalidRequestError)  # the service refused this file's content
+
+
+def document_steps(client: ClientLike, path: str, options: UploadOptions, *, strict: bool,
+                   what: str) -> Steps[tuple[FileContent, UploadedFile | None] | KimiError]:
+    """One document's content (and its upload, None from the cache), or its own failure
+    (:func:`left_out`, said once: it is left out of ``what``); ``strict``, or a failure
+    that is not the document's own, is raised."""
+    try:
+        return (yield from content_steps_for(client, path, options))
+    except KimiError as exc:
+        if strict or not left_out(exc):
+            raise
+        log.warning("%s: left out of the %s: %s", path, what, exc)
+        return exc
 
 
 def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
                    options: UploadOptions, *, max_chars: int | None = None,
-                   strict: bool = False,
-                   on_file: Any = None) -> Steps[Messages]:
+                   strict: bool = False, on_file: Any = None, max_tokens: int | None = None,
+                   model: str | None = None) -> Steps[Messages]:
     """The system messages for ``paths`` (see the module docstring).
 
-    A document the service cannot read (no text, a refused type...) is left out and named in
-    ``.failed`` with its error; ``strict=True`` raises that error instead. ``on_file(path,
+    A document the service cannot read (no text, a refused type...: :func:`left_out`) is left
+    out and named in ``.failed`` with its error; ``strict=True`` raises that error instead.
+    Any other failure (a wrong key, no room, the network...) is raised either way. ``on_file(path,
     uploaded)`` sees every file uploaded or reused (a session keeps what it created).
 
     Raises:
-        KimiError: with ``strict``, the first document that failed; a ConfigurationError
-            for a bad option either way.
+        KimiError: with ``strict``, the first document that failed; either way, a failure
+            that is not the document's own (AuthenticationError, PermissionDeniedError,
+            NoRoomError, ExceededQuotaError, APIConnectionError, ConfigurationError...).
     """
     if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int)
                                   or max_chars < 1):
@@ -182,19 +221,20 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
 
         raise ConfigurationError(f"max_chars must be a whole number of at least 1, not "
                                  f"{max_chars!r}")
+    if max_chars is not None and max_tokens is not None:
+        from .errors import ConfigurationError
+
+        raise ConfigurationError("give max_chars or max_tokens, not both")
     found: list[tuple[str, FileContent]] = []
     failed: dict[str, KimiError] = {}
     files: dict[str, UploadedFile | None] = {}
     for raw in paths:
         path = os.fsdecode(raw)
-        try:
-            content, uploaded = yield from content_steps_for(client, path, options)
-        except KimiError as exc:
-            if strict:
-                raise
-            log.warning("%s: left out of the messages: %s", path, exc)
-            failed[path] = exc
+        got = yield from document_steps(client, path, options, strict=strict, what="messages")
+        if isinstance(got, KimiError):
+            failed[path] = got
             continue
+        content, uploaded = got
         if on_file is not None and uploaded is not None:
             on_file(path, uploaded)
         if files.get(path) is None:  # a path given twice keeps what its first time did
@@ -203,6 +243,11 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
     out = build_messages(found, max_chars)
     out.failed.update(failed)
     out.files.update(files)
+    if max_tokens is not None:  # in tokens, as the platform estimates them: kimi_files.tokens
+        from .tokens import DEFAULT_MODEL, fit_tokens_steps
+
+        out = yield from fit_tokens_steps(client, found, out, model=model or DEFAULT_MODEL,
+                                          max_tokens=max_tokens)
     return out
 
 
@@ -274,10 +319,12 @@ class _SessionBase:
         return content.text
 
     def _messages(self, paths: Sequence[str | os.PathLike[str]], max_chars: int | None,
-                  strict: bool, options: UploadKwargs) -> Steps[Messages]:
+                  strict: bool, options: UploadKwargs, max_tokens: int | None = None,
+                  model: str | None = None) -> Steps[Messages]:
         return (yield from messages_steps(self.client, paths, UploadOptions.of(options),
                                           max_chars=max_chars, strict=strict,
-                                          on_file=self._keep))
+                                          on_file=self._keep, max_tokens=max_tokens,
+                                          model=model))
 
     def _close(self) -> Steps[None]:
         leases = _leases(self.client)
@@ -331,13 +378,15 @@ class Session(_SessionBase):
         return self.client.run(self._extract(path, options))
 
     def messages(self, paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None = None,
-                 strict: bool = False, **options: Unpack[UploadKwargs]) -> Messages:
+                 strict: bool = False, max_tokens: int | None = None, model: str | None = None,
+                 **options: Unpack[UploadKwargs]) -> Messages:
         """:func:`kimi_files.messages` through this session.
 
         Raises:
             KimiError: as :func:`kimi_files.messages`.
         """
-        return self.client.run(self._messages(paths, max_chars, strict, options))
+        return self.client.run(self._messages(paths, max_chars, strict, options, max_tokens,
+                                              model))
 
     def close(self) -> None:
         """Delete the files this session stored (with ``delete_on_exit``).
@@ -385,13 +434,15 @@ class AsyncSession(_SessionBase):
 
     async def messages(self, paths: Sequence[str | os.PathLike[str]], *,
                        max_chars: int | None = None, strict: bool = False,
+                       max_tokens: int | None = None, model: str | None = None,
                        **options: Unpack[UploadKwargs]) -> Messages:
         """:meth:`Session.messages`, awaited.
 
         Raises:
             KimiError: as :func:`kimi_files.messages`.
         """
-        return await self.client.run(self._messages(paths, max_chars, strict, options))
+        return await self.client.run(self._messages(paths, max_chars, strict, options,
+                                                    max_tokens, model))
 
     async def aclose(self) -> None:
         """:meth:`Session.close`, awaited.

@@ -16,10 +16,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import quote, unquote
 
 import httpx
@@ -29,8 +29,14 @@ from ._steps import Request, Steps, Wait, run_async, run_sync
 from ._version import __version__
 from .adoption import AttemptRegistry, ServerClock
 from .config import (
+    CONNECT_TIMEOUT,
     DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
     DEFAULT_PURPOSE,
+    EMULATOR_HEADER,
+    POOL_TIMEOUT,
+    READ_TIMEOUT,
+    WRITE_TIMEOUT,
     Limits,
     RetryPolicy,
     is_loopback_url,
@@ -46,6 +52,7 @@ from .errors import (
     KimiError,
     MalformedResponseError,
     NotFoundError,
+    ServerUnreachableError,
     error_from_response,
 )
 from .models import FileContent, FileDeleted, FileList, FileObject
@@ -57,11 +64,13 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .batch import BatchReport, IngestKwargs
+    from .batches import AsyncBatches, Batches
     from .cache import ReuseCache
     from .chat import AsyncSession, Messages, Session
     from .extraction import AsyncExtraction, Extraction, ExtractKwargs
     from .models import UploadedFile
     from .pacing import Pacer
+    from .tokens import TokenReport
     from .uploader import FileBody, Preflight
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncKimiFiles", "KimiFiles"]
@@ -73,7 +82,8 @@ T = TypeVar("T")
 #: Suits a 100 MB upload on a slow link: each write may take 2 minutes, and the answer
 #: (after server-side extraction) may take 5. The read time-out is longer than the server's
 #: own 5-minute limit, so its 504 is seen and handled rather than raced.
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0, read=330.0, write=120.0, pool=600.0)
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_TIMEOUT, read=READ_TIMEOUT, write=WRITE_TIMEOUT,
+                                pool=POOL_TIMEOUT)
 
 
 class _Secret:
@@ -127,6 +137,13 @@ class _ClientBase:
         self.clock = ServerClock()
         #: This client's uploads that could own a stored copy, and the ids they claimed.
         self.attempts = AttemptRegistry()
+        #: Whether the server has answered this client at least once (any status): until it
+        #: has, a connection that finds no server fails at once (ServerUnreachableError).
+        self.answered = False
+        #: What a loopback server said of itself in ``X-Kimi-Files-Emulator`` (the bundled
+        #: emulator: ``ephemeral`` or ``persistent``); None for any other server.
+        self.emulator: str | None = None
+        self._loopback = is_loopback_url(self.base_url)
         self._user_agent = f"kimi-files/{__version__} httpx/{httpx.__version__}"
 
     def _http_options(self, timeout: httpx.Timeout | float | None) -> dict[str, Any]:
@@ -136,8 +153,11 @@ class _ClientBase:
             "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
             # TLS is verified for every https base URL. A plain-http base URL (the emulator on
             # loopback, or --allow-http) never reaches a TLS host, since no redirect is
-            # followed, so it skips building a certificate store it cannot use (~70 ms).
-            "verify": not self.base_url.startswith("http://"),
+            # followed, so it builds no TLS context at all: not the certificate store (~70 ms),
+            # nor the unverified context verify=False would build. httpx hands None on to
+            # httpcore, which would build its default context, verifying, only if an https
+            # connection were ever opened.
+            "verify": None if self.base_url.startswith("http://") else True,
             # Proxy settings from the environment (HTTP_PROXY, ...) never apply to a loopback
             # base URL: the key would travel in clear to the proxy.
             "trust_env": not is_loopback_url(self.base_url),
@@ -151,6 +171,12 @@ class _ClientBase:
         from .state import default_state_path
 
         return default_state_path(self.base_url, self._key.get())
+
+    @property
+    def ephemeral_server(self) -> bool:
+        """True once a loopback server answered as the bundled emulator with nothing it
+        stores outliving it: state and cache kept for it would only pile up."""
+        return self.emulator == "ephemeral"
 
     def reuse_cache(self) -> ReuseCache | None:
         """The reuse cache of this account (opened on first use), or None when the client
@@ -197,33 +223,41 @@ class _ClientBase:
         except KimiError:
             raise
         except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise APITimeoutError(f"{where}: timed out connecting ({exc})") from None
+            _detached(APITimeoutError(f"{where}: timed out connecting ({exc})"))
         except httpx.TimeoutException as exc:
-            raise APITimeoutError(
+            _detached(APITimeoutError(
                 f"{where}: timed out waiting for the server ({type(exc).__name__})",
                 request_sent=True,
-            ) from None
+            ))
         except httpx.ConnectError as exc:
-            raise APIConnectionError(f"{where}: could not connect ({exc})") from None
+            reason = _retry.connect_failure(exc, self.answered)
+            if reason is not None:
+                _detached(ServerUnreachableError(
+                    _retry.unreachable_message(method, url, self.base_url, reason, str(exc)),
+                    reason=reason))
+            _detached(APIConnectionError(f"{where}: could not connect ({exc})"))
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise ConnectionLostError(
+            _detached(ConnectionLostError(
                 f"{where}: the connection was lost before a complete answer ({exc or type(exc).__name__})",
                 request_sent=True,
-            ) from None
+            ))
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise ConfigurationError(f"{where}: {exc}") from None
+            _detached(ConfigurationError(f"{where}: {exc}"))
         except httpx.HTTPError as exc:
-            raise APIConnectionError(
+            _detached(APIConnectionError(
                 f"{where}: {type(exc).__name__}: {exc}", request_sent=True
-            ) from None
+            ))
         except OSError as exc:  # e.g. a socket error httpx did not map
-            raise ConnectionLostError(f"{where}: {exc}", request_sent=True) from None
+            _detached(ConnectionLostError(f"{where}: {exc}", request_sent=True))
 
     def _check(self, method: str, url: str, path: str, response: httpx.Response) -> httpx.Response:
         """The answer, or the kimi-files error it means (raised inside the pacer's slot, so
         the pacer learns from it)."""
         log.debug("%s %s -> %s", method, url, response.status_code)
+        self.answered = True
         self.clock.observe_date(response.headers.get("date"))
+        if self._loopback:
+            self.emulator = response.headers.get(EMULATOR_HEADER) or self.emulator
         if response.is_success:
             return response
         if response.is_redirect:
@@ -283,7 +317,8 @@ class KimiFiles(_ClientBase):
                          pacer=pacer, cache=cache)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(**self._http_options(timeout))
-        self._listing: cf.Future[FileList] | None = None  # a shared listing in flight
+        #: a shared listing in flight (None as its result: its leader was interrupted)
+        self._listing: cf.Future[FileList | None] | None = None
         self._listing_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -319,7 +354,7 @@ class KimiFiles(_ClientBase):
             APIConnectionError: no complete answer (time-out, refused, dropped).
         """
         url = self._url(path)
-        with self.pacer.slot():
+        with self.pacer.slot(f"{method} {path}"):
             with self._translate(method, url):
                 response = self._http.request(method, url, headers=self._headers(
                     kwargs.pop("headers", None)), **kwargs)
@@ -349,25 +384,34 @@ class KimiFiles(_ClientBase):
         """
         if not shared:
             return self.run(list_steps(self.retry_policy))
-        with self._listing_lock:
-            joined = self._listing
-            if joined is None:
-                self._listing = cf.Future()
-        if joined is not None:
-            return joined.result()
-        future = self._listing
-        assert future is not None
-        try:
-            listing = self.run(list_steps(self.retry_policy))
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        else:
-            future.set_result(listing)
-            return listing
-        finally:
+        while True:
             with self._listing_lock:
-                self._listing = None
+                joined = future = self._listing
+                if joined is None:
+                    future = self._listing = cf.Future()
+            assert future is not None
+            if joined is not None:
+                shared_listing = joined.result()
+                if shared_listing is not None:
+                    return shared_listing
+                continue  # its leader was interrupted, not failed: list anew
+            listing: FileList | None = None
+            error: Exception | None = None
+            try:
+                listing = self.run(list_steps(self.retry_policy))
+                return listing
+            except Exception as exc:
+                error = exc
+                raise
+            finally:
+                with self._listing_lock:
+                    self._listing = None
+                # an interruption of this thread (KeyboardInterrupt...) is no answer for the
+                # others: they get None and list anew; a failure of the listing they share
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(listing)
 
     def retrieve(self, file_id: str) -> FileObject:
         """One file's object.
@@ -389,15 +433,19 @@ class KimiFiles(_ClientBase):
         """
         return self.run(delete_file_steps(self.retry_policy, file_id))
 
-    def content(self, file_id: str) -> FileContent:
+    def content(self, file_id: str, *, raw: bool = False) -> FileContent:
         """The extracted text of an uploaded file (and the platform's JSON document).
+        ``raw=True``: the body as the service keeps it, for a ``batch`` file (its JSONL).
 
         Raises:
+            MalformedResponseError: the answer was not the JSON document with a string
+                ``content`` (cut-off JSON, an empty body, an HTML page), or with ``raw`` an
+                empty body or an HTML page, every attempt.
             APIStatusError: the service refused it (NotFoundError for an unknown id), or kept
                 failing until the retries ran out.
             APIConnectionError: the service could not be reached (after the retries).
         """
-        return self.run(content_steps(self.retry_policy, file_id))
+        return self.run(content_steps(self.retry_policy, file_id, raw=raw))
 
     def create(self, file: IO[bytes] | FileBody, *, filename: str, purpose: str = DEFAULT_PURPOSE,
                content_type: str = "application/octet-stream") -> FileObject:
@@ -473,7 +521,8 @@ class KimiFiles(_ClientBase):
     # --- from documents to a chat request --------------------------------------------------
 
     def messages(self, paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None = None,
-                 strict: bool = False, **options: Unpack[UploadKwargs]) -> Messages:
+                 strict: bool = False, max_tokens: int | None = None, model: str | None = None,
+                 **options: Unpack[UploadKwargs]) -> Messages:
         """The system messages for a chat request: see :func:`kimi_files.messages`.
 
         Raises:
@@ -482,7 +531,42 @@ class KimiFiles(_ClientBase):
         from .chat import messages_steps
 
         return self.run(messages_steps(self, paths, UploadOptions.of(options),
-                                       max_chars=max_chars, strict=strict))
+                                       max_chars=max_chars, strict=strict,
+                                       max_tokens=max_tokens, model=model))
+
+    def estimate_tokens(self, messages: Sequence[Mapping[str, Any]], *,
+                        model: str = DEFAULT_MODEL) -> int:
+        """The platform's estimate of a chat request's tokens
+        (``POST /v1/tokenizers/estimate-token-count``).
+
+        Raises:
+            ModelNotFoundError: the platform does not know the model.
+            APIStatusError: the platform refused it.
+        """
+        from .tokens import estimate_steps
+
+        return self.run(estimate_steps(self.retry_policy, model, messages))
+
+    def tokens(self, paths: Sequence[str | os.PathLike[str]], *, model: str = DEFAULT_MODEL,
+               **options: Unpack[UploadKwargs]) -> TokenReport:
+        """Each document's tokens, the total, and whether it fits the model's context window
+        (each document estimated once per model, ever: the count is cached).
+
+        Raises:
+            KimiError: the estimate failed (ModelNotFoundError for an unknown model).
+        """
+        from .tokens import tokens_steps
+
+        return self.run(tokens_steps(self, paths, model=model, options=UploadOptions.of(
+            {"progress": False, **options})))
+
+    @property
+    def batches(self) -> Batches:
+        """The platform's Batch API: ``client.batches.create/retrieve/list/cancel`` and the
+        helpers ``build/check/submit/wait/results`` (see :mod:`kimi_files.batches`)."""
+        from .batches import Batches
+
+        return Batches(self)
 
     def session(self, *, delete_on_exit: bool = True) -> Session:
         """Uploads and extractions cleaned up when the block ends:
@@ -525,7 +609,8 @@ class AsyncKimiFiles(_ClientBase):
                          pacer=pacer, cache=cache)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(**self._http_options(timeout))
-        self._alisting: asyncio.Future[FileList] | None = None  # a shared listing in flight
+        #: a shared listing in flight (None as its result: its leader was cancelled)
+        self._alisting: asyncio.Future[FileList | None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -561,13 +646,21 @@ class AsyncKimiFiles(_ClientBase):
         """
         url = self._url(path)
         content = kwargs.get("content")
+        reader = None
         if isinstance(content, Iterable) and isinstance(content, AsyncIterable):
-            kwargs["content"] = content.__aiter__()  # read the async way (off the event loop)
-        async with self.pacer.aslot():
-            with self._translate(method, url):
-                response = await self._http.request(method, url, headers=self._headers(
-                    kwargs.pop("headers", None)), **kwargs)
-            return self._check(method, url, path, response)
+            # read the async way (off the event loop); closed whatever happens (an answer, an
+            # error, a cancellation), so no reading outlives the request and its file
+            reader = kwargs["content"] = content.__aiter__()
+        try:
+            async with self.pacer.aslot(f"{method} {path}"):
+                with self._translate(method, url):
+                    response = await self._http.request(method, url, headers=self._headers(
+                        kwargs.pop("headers", None)), **kwargs)
+                return self._check(method, url, path, response)
+        finally:
+            aclose = getattr(reader, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def run(self, steps: Steps[T], stop: threading.Event | None = None) -> T:
         """Perform ``steps`` (see :mod:`kimi_files._steps`) with this client.
@@ -591,23 +684,34 @@ class AsyncKimiFiles(_ClientBase):
 
         if not shared:
             return await self.run(list_steps(self.retry_policy))
-        joined = self._alisting
-        if joined is not None and not joined.done():
-            return await asyncio.shield(joined)
-        future: asyncio.Future[FileList] = asyncio.get_running_loop().create_future()
-        self._alisting = future
-        try:
-            listing = await self.run(list_steps(self.retry_policy))
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when none joined
-            raise
-        else:
-            future.set_result(listing)
-            return listing
-        finally:
-            if self._alisting is future:
-                self._alisting = None
+        while True:
+            joined = self._alisting
+            if joined is not None and not joined.done():
+                # shielded: cancelling this waiter never cancels the listing others wait for
+                shared_listing = await asyncio.shield(joined)
+                if shared_listing is not None:
+                    return shared_listing
+                continue  # its leader was cancelled, not failed: list anew
+            future: asyncio.Future[FileList | None] = asyncio.get_running_loop().create_future()
+            self._alisting = future
+            listing: FileList | None = None
+            error: Exception | None = None
+            try:
+                listing = await self.run(list_steps(self.retry_policy))
+                return listing
+            except Exception as exc:
+                error = exc
+                raise
+            finally:
+                if self._alisting is future:
+                    self._alisting = None
+                # this task's cancellation is no answer for the others: they get None and
+                # list anew; a failure of the listing they share
+                if error is not None:
+                    future.set_exception(error)
+                    future.exception()  # retrieved: no "never retrieved" warning
+                else:
+                    future.set_result(listing)
 
     async def retrieve(self, file_id: str) -> FileObject:
         """One file's object.
@@ -629,15 +733,16 @@ class AsyncKimiFiles(_ClientBase):
         """
         return await self.run(delete_file_steps(self.retry_policy, file_id))
 
-    async def content(self, file_id: str) -> FileContent:
-        """The extracted text of an uploaded file (and the platform's JSON document).
+    async def content(self, file_id: str, *, raw: bool = False) -> FileContent:
+        """The extracted text of an uploaded file (``raw``: see :meth:`KimiFiles.content`).
 
         Raises:
+            MalformedResponseError: as :meth:`KimiFiles.content`.
             APIStatusError: the service refused it (NotFoundError for an unknown id), or kept
                 failing until the retries ran out.
             APIConnectionError: the service could not be reached (after the retries).
         """
-        return await self.run(content_steps(self.retry_policy, file_id))
+        return await self.run(content_steps(self.retry_policy, file_id, raw=raw))
 
     async def create(self, file: IO[bytes] | FileBody, *, filename: str,
                      purpose: str = DEFAULT_PURPOSE,
@@ -712,6 +817,7 @@ class AsyncKimiFiles(_ClientBase):
 
     async def messages(self, paths: Sequence[str | os.PathLike[str]], *,
                        max_chars: int | None = None, strict: bool = False,
+                       max_tokens: int | None = None, model: str | None = None,
                        **options: Unpack[UploadKwargs]) -> Messages:
         """:meth:`KimiFiles.messages`, awaited.
 
@@ -721,7 +827,38 @@ class AsyncKimiFiles(_ClientBase):
         from .chat import messages_steps
 
         return await self.run(messages_steps(self, paths, UploadOptions.of(options),
-                                             max_chars=max_chars, strict=strict))
+                                             max_chars=max_chars, strict=strict,
+                                             max_tokens=max_tokens, model=model))
+
+    async def estimate_tokens(self, messages: Sequence[Mapping[str, Any]], *,
+                              model: str = DEFAULT_MODEL) -> int:
+        """:meth:`KimiFiles.estimate_tokens`, awaited.
+
+        Raises:
+            APIStatusError: as :meth:`KimiFiles.estimate_tokens`.
+        """
+        from .tokens import estimate_steps
+
+        return await self.run(estimate_steps(self.retry_policy, model, messages))
+
+    async def tokens(self, paths: Sequence[str | os.PathLike[str]], *,
+                     model: str = DEFAULT_MODEL, **options: Unpack[UploadKwargs]) -> TokenReport:
+        """:meth:`KimiFiles.tokens`, awaited.
+
+        Raises:
+            KimiError: as :meth:`KimiFiles.tokens`.
+        """
+        from .tokens import tokens_steps
+
+        return await self.run(tokens_steps(self, paths, model=model, options=UploadOptions.of(
+            {"progress": False, **options})))
+
+    @property
+    def batches(self) -> AsyncBatches:
+        """:attr:`KimiFiles.batches`, awaited (:class:`kimi_files.batches.AsyncBatches`)."""
+        from .batches import AsyncBatches
+
+        return AsyncBatches(self)
 
     def session(self, *, delete_on_exit: bool = True) -> AsyncSession:
         """``async with client.session() as s:``; see :class:`kimi_files.chat.AsyncSession`.
@@ -738,9 +875,10 @@ class AsyncKimiFiles(_ClientBase):
 
 
 def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], policy: RetryPolicy,
-               *, delete: bool = False, **kwargs: Any) -> Steps[T]:
+               *, delete: bool = False, once_sent: bool = False, **kwargs: Any) -> Steps[T]:
     """A request, its answer parsed by ``parse``, retried by the platform's rules (for
-    idempotent calls; a malformed answer is retried too)."""
+    idempotent calls; a malformed answer is retried too). ``once_sent``: a call that must
+    not run twice (it creates something) is retried only when it surely did nothing."""
     started = time.monotonic()
     attempt = 0
     lost = False
@@ -756,7 +894,7 @@ def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], pol
                 return parse(httpx.Response(200, json={"id": file_id, "deleted": True}))
             raise
         except KimiError as exc:
-            if not _retry.should_retry(exc):
+            if not _retry.should_retry(exc) or (once_sent and _retry.may_have_stored(exc)):
                 raise
             lost = lost or _retry.may_have_stored(exc)
             wait = _retry.retry_wait(exc, attempt, policy)
@@ -768,8 +906,49 @@ def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], pol
                        left=_retry.remaining(started, policy, now))
 
 
+#: The most pages one listing follows (1,000 files a page for 10,000 pages is far beyond any
+#: account): a server that keeps saying ``has_more`` with new ids cannot loop forever.
+MAX_LIST_PAGES = 10_000
+
+
 def list_steps(policy: RetryPolicy) -> Steps[FileList]:
-    return call_steps("GET", "files", lambda r: FileList.from_dict(_json(r)), policy)
+    """Every file of the account, each id once. The platform documents no paging; a server
+    that pages (``has_more``, as openai-style servers and the emulator do) is followed with
+    ``after`` the last id of each page, each page retried on its own.
+
+    Raises:
+        MalformedResponseError: a page says there is more but gives no way on (no files, or
+            a last id already gone on from: the same page again), or the pages never end.
+    """
+    files: list[FileObject] = []
+    after: set[str] = set()
+    params: dict[str, Any] = {}
+    url = "files"
+    for _ in range(MAX_LIST_PAGES):
+        page, more, url = yield from call_steps("GET", "files", _page, policy, **params)
+        files.extend(page.data)
+        if not more:
+            return FileList.of(files, page.object)
+        last = page.data[-1].id if page.data else None
+        if last is None or last in after:
+            way = "no files on the page" if last is None else f"the page ends at {last!r:.80} again"
+            raise MalformedResponseError(
+                f"GET {url}: the listing says it has more files (has_more) but gives no way on "
+                f"({way}); the account's files cannot be listed whole from this server",
+                status_code=200)
+        after.add(last)
+        params = {"params": {"after": last}}
+    raise MalformedResponseError(
+        f"GET {url.split('?')[0]}: the listing still says it has more files after "
+        f"{MAX_LIST_PAGES:,} pages "
+        f"({len(files):,} files); the account's files cannot be listed whole from this server",
+        status_code=200)
+
+
+def _page(response: httpx.Response) -> tuple[FileList, bool, str]:
+    """One page of the listing, whether it says there is more, and its URL."""
+    data = _json(response)
+    return FileList.from_dict(data), data.get("has_more") is True, str(response.request.url)
 
 
 def retrieve_steps(policy: RetryPolicy, file_id: str) -> Steps[FileObject]:
@@ -782,8 +961,12 @@ def delete_file_steps(policy: RetryPolicy, file_id: str) -> Steps[FileDeleted]:
                       lambda r: FileDeleted.from_dict(_json(r)), policy, delete=True)
 
 
-def content_steps(policy: RetryPolicy, file_id: str) -> Steps[FileContent]:
-    return call_steps("GET", f"files/{_id(file_id)}/content", _content, policy)
+def content_steps(policy: RetryPolicy, file_id: str, *, raw: bool = False) -> Steps[FileContent]:
+    """The content of a file: the platform's JSON document, or with ``raw`` any body but an
+    empty one or an HTML page (a batch file's JSONL). Anything else is a malformed success,
+    retried like one."""
+    return call_steps("GET", f"files/{_id(file_id)}/content",
+                      _raw_content if raw else _content, policy)
 
 
 def create_steps(file: IO[bytes] | FileBody, filename: str, purpose: str,
@@ -808,7 +991,41 @@ def _id(file_id: str) -> str:
 
 
 def _content(response: httpx.Response) -> FileContent:
+    content = FileContent.from_document(response.text)
+    if content is None:
+        raise _not_content(response, "not the content document (a JSON object with a string "
+                                     "'content'; a batch file's JSONL is asked for raw)")
+    return content
+
+
+def _raw_content(response: httpx.Response) -> FileContent:
+    if not response.content or "html" in response.headers.get("content-type", "").lower():
+        raise _not_content(response, "empty" if not response.content else "an HTML page")
     return FileContent.from_body(response.text)
+
+
+def _detached(error: KimiError) -> NoReturn:
+    """Raise ``error`` with nothing chained to it. ``raise ... from None`` only hides the
+    exception being handled: it stays reachable as ``__context__``, and an httpx exception
+    holds its request, whose headers hold the API key (a JSON error, the body that may echo
+    it)."""
+    try:
+        raise error
+    except KimiError as exc:
+        exc.__context__ = exc.__cause__ = None
+        raise
+
+
+def _not_content(response: httpx.Response, what: str) -> MalformedResponseError:
+    from ._answers import _summarise_text
+    from ._redact import redact
+
+    text = response.text
+    seen = f": {_summarise_text(redact(text), 80)!r}" if text.strip() else " (empty)"
+    return MalformedResponseError(
+        f"{response.request.method} {response.request.url}: the server answered "
+        f"{response.status_code} with a body that is {what}{seen}",
+        status_code=response.status_code, body=redact(text[:500]))
 
 
 def _json(response: httpx.Response) -> Any:
@@ -817,12 +1034,12 @@ def _json(response: httpx.Response) -> Any:
     try:
         data = response.json()
     except ValueError:
-        raise MalformedResponseError(
+        _detached(MalformedResponseError(
             f"{response.request.method} {response.request.url}: the server answered "
             f"{response.status_code} with a body that is not JSON",
             status_code=response.status_code,
             body=redact(response.text[:500]),  # a body may echo the key
-        ) from None
+        ))
     if not isinstance(data, dict):
         raise MalformedResponseError(
             "the server answered with JSON that is not an object",

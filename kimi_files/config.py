@@ -55,7 +55,23 @@ MAX_FILES = 1000
 #: Bytes per account: "10 GB", enforced as 10 GiB = 10,737,418,240 bytes.
 MAX_TOTAL_BYTES = 10 * 1024**3
 
+#: The header the bundled emulator sends on every answer: ``ephemeral`` when what it stores
+#: goes when it stops (no ``--storage-dir``), ``persistent`` when it survives a restart. A
+#: client seeing ``ephemeral`` from a loopback server leaves no state or cache behind it
+#: (see :func:`kimi_files.state.ephemeral_server`).
+EMULATOR_HEADER = "X-Kimi-Files-Emulator"
+
+#: Default time-outs of a request, in seconds: to connect, to wait for the answer (longer
+#: than the server's own 5-minute limit, so its 504 is seen and handled), per write, and for
+#: a free connection of the pool.
+CONNECT_TIMEOUT = 15.0
+READ_TIMEOUT = 330.0
+WRITE_TIMEOUT = 120.0
+POOL_TIMEOUT = 600.0
+
 DEFAULT_PURPOSE = "file-extract"
+#: The model token estimates and budgets ask about when none is named (the guides' model).
+DEFAULT_MODEL = "kimi-k2.5"
 KNOWN_PURPOSES = frozenset({"file-extract", "image", "video", "batch"})
 
 

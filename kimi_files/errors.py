@@ -14,12 +14,21 @@
     │   ├── LocalEmptyFileError          (+ EmptyFileError)
     │   ├── LocalFileTooLargeError       (+ FileTooLargeError)
     │   ├── UnsupportedFileTypeError
-    │   └── NoRoomError                  the account has no room (.files_to_free, .bytes_to_free)
-    │       ├── NotEnoughFileSlotsError  (+ TooManyFilesError)
-    │       └── NotEnoughStorageError
+    │   ├── NoRoomError                  the account has no room (.files_to_free, .bytes_to_free)
+    │   │   ├── NotEnoughFileSlotsError  (+ TooManyFilesError)
+    │   │   └── NotEnoughStorageError
+    │   └── BatchInputError              a Batch API input file breaks its rules (.violations)
+    ├── BatchError                       a Batch API batch did not complete (.batch_id, .status,
+    │   │                                .errors: the platform's own list)
+    │   ├── BatchFailedError             failed (its input was refused while validating)
+    │   ├── BatchExpiredError            not done within its completion window (partial results)
+    │   ├── BatchCancelledError          cancelled (partial results)
+    │   └── BatchNotFinishedError        still running: its results cannot be read yet
     ├── APIConnectionError               no HTTP answer at all
     │   ├── APITimeoutError
-    │   └── ConnectionLostError          the connection dropped mid-request or mid-response
+    │   ├── ConnectionLostError          the connection dropped mid-request or mid-response
+    │   └── ServerUnreachableError       the first request of a client found no server there
+    │                                    (refused, unknown host, TLS mismatch): never retried
     └── APIStatusError                   the server answered with an error (.status_code, .type)
         ├── BadRequestError                          400
         │   ├── ContentFilterError
@@ -82,67 +91,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ._headers import _header, parse_retry_after
 from ._redact import is_kimi_code_url
 
 __all__ = [
-    "APIConnectionError",
-    "APINotOpenError",
-    "APIStatusError",
-    "APITimeoutError",
-    "AccountSuspendedError",
-    "AuthenticationError",
-    "BadRequestError",
-    "CacheError",
-    "ConcurrencyLimitError",
-    "ConfigurationError",
-    "ConnectionLostError",
-    "ContentFilterError",
-    "EmptyFileError",
-    "EngineOverloadedError",
-    "ExceededQuotaError",
-    "ExtractionFailedError",
-    "FileTooLargeError",
-    "GatewayError",
-    "GatewayOverloadedError",
-    "IncorrectAPIKeyError",
-    "InputTooLongError",
-    "InternalServerError",
-    "InvalidAuthenticationError",
-    "InvalidPurposeError",
-    "InvalidRequestError",
-    "InvalidStateTransitionError",
-    "KimiError",
-    "LocalEmptyFileError",
-    "LocalFileError",
-    "LocalFileTooLargeError",
-    "LocalInvalidPurposeError",
-    "MalformedResponseError",
-    "ModelNotFoundError",
-    "ModelTokenLimitError",
-    "NoExtractableTextError",
-    "NoRoomError",
-    "NotEnoughFileSlotsError",
-    "NotEnoughStorageError",
-    "NotFoundError",
-    "OtherUserInfoError",
-    "PermissionDeniedError",
-    "PreflightError",
-    "RPMLimitError",
-    "RateLimitError",
-    "RateLimitReachedError",
-    "ServerEmptyFileError",
-    "ServerFileTooLargeError",
-    "ServerInvalidPurposeError",
-    "ServerTooManyFilesError",
-    "StateError",
-    "StateLockedError",
-    "TPDLimitError",
-    "TPMLimitError",
-    "TokenQuotaExceededError",
-    "TooManyFilesError",
-    "UnsupportedFileTypeError",
-    "UploadCancelledError",
-    "error_from_response",
+    "APIConnectionError", "APINotOpenError", "APIStatusError", "APITimeoutError",
+    "AccountSuspendedError", "AuthenticationError", "BadRequestError", "BatchCancelledError",
+    "BatchError", "BatchExpiredError", "BatchFailedError", "BatchInputError",
+    "BatchNotFinishedError", "CacheError", "ConcurrencyLimitError", "ConfigurationError",
+    "ConnectionLostError", "ContentFilterError", "EmptyFileError", "EngineOverloadedError",
+    "ExceededQuotaError", "ExtractionFailedError", "FileTooLargeError", "GatewayError",
+    "GatewayOverloadedError", "IncorrectAPIKeyError", "InputTooLongError", "InternalServerError",
+    "InvalidAuthenticationError", "InvalidPurposeError", "InvalidRequestError",
+    "InvalidStateTransitionError", "KimiError", "LocalEmptyFileError", "LocalFileError",
+    "LocalFileTooLargeError", "LocalInvalidPurposeError", "MalformedResponseError",
+    "ModelNotFoundError", "ModelTokenLimitError", "NoExtractableTextError", "NoRoomError",
+    "NotEnoughFileSlotsError", "NotEnoughStorageError", "NotFoundError", "OtherUserInfoError",
+    "PermissionDeniedError", "PreflightError", "RPMLimitError", "RateLimitError",
+    "RateLimitReachedError", "ServerEmptyFileError", "ServerFileTooLargeError",
+    "ServerInvalidPurposeError", "ServerTooManyFilesError", "ServerUnreachableError", "StateError",
+    "StateLockedError", "TPDLimitError", "TPMLimitError", "TokenQuotaExceededError",
+    "TooManyFilesError", "UnsupportedFileTypeError", "UploadCancelledError", "error_from_response",
     "parse_retry_after",
 ]
 
@@ -287,6 +256,51 @@ class NotEnoughStorageError(NoRoomError):
     """Not enough free storage (10 GB per account)."""
 
 
+class BatchInputError(PreflightError):
+    """A Batch API input file breaks the platform's rules; nothing was sent.
+
+    ``.violations`` lists every refusal found, each naming its line (0: the whole file) and
+    its rule (see :mod:`kimi_files.batch_input`); the message shows the first of them."""
+
+    def __init__(self, message: str, *, path: str | None = None, rule: str = "",
+                 violations: tuple[Any, ...] = ()) -> None:
+        super().__init__(message, path=path, rule=rule)
+        self.violations = violations
+
+
+# --- batches that did not complete --------------------------------------------------------------
+
+
+class BatchError(KimiError):
+    """A Batch API batch ended (or stands) without completing.
+
+    ``.batch_id`` and ``.status`` name it; ``.errors`` is the platform's own list of what went
+    wrong (``{"code", "message", "line", "param"}`` each), shown in the message."""
+
+    def __init__(self, message: str, *, batch_id: str = "", status: str = "",
+                 errors: tuple[Mapping[str, Any], ...] = ()) -> None:
+        super().__init__(message)
+        self.batch_id = batch_id
+        self.status = status
+        self.errors = errors
+
+
+class BatchFailedError(BatchError):
+    """The batch failed: the platform refused its input while validating (see ``.errors``)."""
+
+
+class BatchExpiredError(BatchError):
+    """The batch was not done within its completion window; the requests done have results."""
+
+
+class BatchCancelledError(BatchError):
+    """The batch was cancelled; the requests done before have results."""
+
+
+class BatchNotFinishedError(BatchError):
+    """The batch is still running: wait for it before reading its results."""
+
+
 # --- transport ----------------------------------------------------------------------------------
 
 
@@ -307,6 +321,20 @@ class APITimeoutError(APIConnectionError):
 
 class ConnectionLostError(APIConnectionError):
     """The connection dropped before a complete answer arrived."""
+
+
+class ServerUnreachableError(APIConnectionError):
+    """The first request of a client found no server at its base URL: the connection was
+    refused, the host name is unknown, or the TLS handshake failed (an https URL to a plain
+    http server, say). Said at once, never retried: a wrong base URL is the likely cause, and
+    the message names the URL and the fix. (Once the server has answered, the same failures
+    are retried within the budget.) ``.reason`` is "refused", "unknown host" or "tls"."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, reason: str = "", request_sent: bool = False) -> None:
+        super().__init__(message, request_sent=request_sent)
+        self.reason = reason
 
 
 # --- server answers -----------------------------------------------------------------------------
@@ -547,40 +575,6 @@ def _rebuild(cls: type[KimiError], args: tuple[Any, ...], state: dict[str, Any])
     Exception.__init__(error, *args)
     error.__dict__.update(state)
     return error
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta seconds or an HTTP date); None if absent/bad.
-
-    Raises:
-        Nothing.
-    """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        import time
-        from email.utils import parsedate_to_datetime
-
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - time.time()
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN or inf
-        return None
-    return max(0.0, seconds)
 
 
 # the mapping of answers to these classes, public here for compatibility

@@ -179,6 +179,12 @@ class LocalFile:
     mtime_ns: int
     mime_type: str
     warnings: tuple[str, ...] = ()
+    #: the inode's change time, number and device when checked: with size and mtime, what
+    #: says "unchanged" without reading the file (a rewrite with its mtime put back changes
+    #: the ctime; a file replaced by another, the inode)
+    ctime_ns: int = 0
+    inode: int = 0
+    device: int = 0
 
 
 # --- pure rules -------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ without a ``data`` array. The body kept on the error is redacted (a server may e
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,18 @@ def _size(value: Any) -> int | None:
     if not isinstance(value, int) or not 0 <= value <= MAX_LISTED_BYTES:
         return None
     return value
+
+
+def _created_at(value: Any) -> int:
+    """A file object's ``created_at`` as a whole number (``12``, ``12.0``, ``12.5``), or 0,
+    undated, when it is no number at all: true/false, text, null, NaN. Whether the number is
+    a plausible time is judged where a clock is known (:func:`kimi_files.quota.plausibly_dated`);
+    the number is kept, so a listing shows what the server said. Pure."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0
+    return int(value)
 
 
 def _str(value: Any) -> str:
@@ -101,7 +114,7 @@ class FileObject:
         return cls(
             id=file_id,
             bytes=size,
-            created_at=_int(data.get("created_at")),
+            created_at=_created_at(data.get("created_at")),
             filename=_str(data.get("filename")),
             object=_str(data.get("object")) or "file",
             purpose=_str(data.get("purpose")),
@@ -160,6 +173,13 @@ class UploadedFile(FileObject):
     #: The SHA-256 of the content, when it was taken (for reuse, or while sending).
     sha256: str | None = None
 
+    @property
+    def stored_as(self) -> str:
+        """The name the server stores the file under (its ``filename``: the server keeps base
+        names only, so ``a/d1.txt`` and ``b/d1.txt`` are both ``d1.txt`` there; a reused file
+        keeps the name it was first stored under)."""
+        return self.filename
+
     @classmethod
     def of(cls, obj: FileObject, **kw: Any) -> UploadedFile:
         base = {k: getattr(obj, k) for k in FileObject._KNOWN}
@@ -168,10 +188,20 @@ class UploadedFile(FileObject):
 
 @dataclass(frozen=True, slots=True)
 class FileList:
-    """All files of the account (the API has no paging)."""
+    """All files of the account, each id once (the client follows the pages of a server that
+    pages its listing, see :func:`kimi_files.client.list_steps`)."""
 
     data: tuple[FileObject, ...] = ()
     object: str = "list"
+
+    @classmethod
+    def of(cls, files: Iterable[FileObject], object: str = "list") -> FileList:
+        """A listing holding each id once, as it first appears: a listing that repeats an id
+        must not make one file count, or be deleted, more than once."""
+        unique: dict[str, FileObject] = {}
+        for f in files:
+            unique.setdefault(f.id, f)
+        return cls(data=tuple(unique.values()), object=object)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FileList:
@@ -184,10 +214,8 @@ class FileList:
                 status_code=200,
                 body=redact_value(dict(data)),
             )
-        return cls(
-            data=tuple(FileObject.from_dict(x) for x in rows if isinstance(x, Mapping)),
-            object=_str(data.get("object")) or "list",
-        )
+        return cls.of((FileObject.from_dict(x) for x in rows if isinstance(x, Mapping)),
+                      _str(data.get("object")) or "list")
 
     def __iter__(self) -> Iterator[FileObject]:
         return iter(self.data)
@@ -231,17 +259,25 @@ class FileContent:
 
     @classmethod
     def from_body(cls, body: str) -> FileContent:
+        """The content of a body: the platform's JSON document when it is one, else the body
+        as text (a batch file's JSONL)."""
+        return cls.from_document(body) or cls(text=body, raw=body)
+
+    @classmethod
+    def from_document(cls, body: str) -> FileContent | None:
+        """The content of a body that is the platform's JSON document (an object with a string
+        ``content``); None for anything else (cut-off JSON, an empty body, an HTML page)."""
         import json
 
-        stripped = body.lstrip()
-        if stripped.startswith("{"):
-            try:
-                doc = json.loads(body)
-            except ValueError:
-                doc = None
-            if isinstance(doc, dict) and isinstance(doc.get("content"), str):
-                return cls(text=doc["content"], document=doc, raw=body)
-        return cls(text=body, raw=body)
+        if not body.lstrip().startswith("{"):
+            return None
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+        if isinstance(doc, dict) and isinstance(doc.get("content"), str):
+            return cls(text=doc["content"], document=doc, raw=body)
+        return None
 
     def as_message(self) -> dict[str, str]:
         """``{"role": "system", "content": <the whole JSON text>}``: the system message the

@@ -8,6 +8,11 @@ which are twins of another file of the batch (same content: uploaded once), whic
 uploaded (in groups that could be taken for one another, sent one after the other), what is
 deleted to make room, and what is reported as a possible extra copy. Resume decisions are
 made and tested here.
+
+When the batch does not fit and freeing was not asked (``free_quota="never"``), the part that
+fits is sent: in input order, each file that still fits what those before it left
+(:func:`~kimi_files.quota.fit_in_order`); the rest is ``deferred``, with one error that says
+why and what would finish them. Nothing is deleted.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from .cache import CacheEntry
 from .config import Limits
 from .errors import NoRoomError
 from .models import FileObject
-from .quota import FreeQuota, RoomPlan, plan_room
+from .quota import FreeQuota, RoomPlan, Usage, fit_in_order, no_room_error, plan_room
 from .scan import Item
 from .state import OpenAttempt, Record
 
-__all__ = ["BatchPlan", "Skip", "Twin", "plan_batch"]
+__all__ = ["BatchPlan", "Skip", "Twin", "plan_batch", "plan_interrupted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +41,9 @@ class Skip:
     file_id: str
     adopted: bool  # stored by an interrupted run (else: uploaded before, unchanged)
     #: the account holds this content from another upload (another path, the library, the
-    #: CLI): reused, not uploaded again; ``stored_as`` is the name it is stored under
+    #: CLI): reused, not uploaded again
     reused: bool = False
+    #: the name the file ``file_id`` is stored under (as the listing shows it)
     stored_as: str = ""
 
 
@@ -58,9 +64,16 @@ class BatchPlan:
     #: the files to send, in groups: the files of a group (same name as sent, size and
     #: purpose) could be taken for one another, so they go one after the other
     groups: tuple[tuple[Item, ...], ...] = ()
+    #: files (in groups) an interrupted run was sending, whose copy may still land: sent
+    #: after the others, once the account is listed again (:func:`plan_interrupted`)
+    interrupted: tuple[tuple[Item, ...], ...] = ()
     room: RoomPlan | None = None
     #: set when the batch cannot fit: then nothing is sent and nothing deleted
     refusal: NoRoomError | None = None
+    #: files left out because they do not fit (freeing was not asked): not sent now
+    deferred: tuple[Item, ...] = ()
+    #: why they were deferred, and what would finish them (one error for all)
+    deferral: NoRoomError | None = None
     #: (path, file): stored files that may be copies of that path's interrupted upload but
     #: cannot be proven so; kept and reported (those not reported before)
     suspects: tuple[tuple[str, FileObject], ...] = ()
@@ -77,7 +90,8 @@ class BatchPlan:
 
     @property
     def uploads(self) -> list[Item]:
-        return [item for group in self.groups for item in group]
+        """Every file to send, those an interrupted run was sending last."""
+        return [item for group in (*self.groups, *self.interrupted) for item in group]
 
 
 from .adoption import GHOST_TTL  # noqa: E402
@@ -129,9 +143,10 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
         if item.sha256 is None:
             todo.append(item)
         elif found is not None:
-            skips.append(Skip(item, found, adopted=True))
+            skips.append(Skip(item, found, adopted=True, stored_as=on_server[found].filename))
         elif mine.get(path, ("", ""))[0] == item.sha256:
-            skips.append(Skip(item, mine[path][1], adopted=False))
+            skips.append(Skip(item, mine[path][1], adopted=False,
+                              stored_as=on_server[mine[path][1]].filename))
         elif (hit := known.get(item.sha256)) is not None:
             skips.append(Skip(item, hit[0], adopted=False, reused=True, stored_as=hit[1]))
         elif item.sha256 in first_by_sha:
@@ -141,8 +156,15 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
             todo.append(item)
 
     protected = {s.file_id for s in skips}
+    late = {id(i) for i in todo if os.path.abspath(i.local.path) in ledger_plan.open_paths}
+
+    def split(send: Sequence[Item]) -> dict[str, tuple[tuple[Item, ...], ...]]:
+        """The files to send in groups, those an interrupted run was sending apart (last)."""
+        return {"groups": _groups([i for i in send if id(i) not in late]),
+                "interrupted": _groups([i for i in send if id(i) in late])}
+
     common = {
-        "skips": tuple(skips), "twins": tuple(twins), "groups": _groups(todo),
+        "skips": tuple(skips), "twins": tuple(twins), **split(todo),
         "suspects": tuple(ledger_plan.suspects), "ghosts": ledger_plan.ghosts,
         "settle": tuple(ledger_plan.settle),
         "forget_reported": tuple(sorted(set(reported) - set(on_server))),
@@ -153,8 +175,52 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
                          free_quota, protected=protected,
                          what=f"this batch of {len(todo)} file(s)")
     except NoRoomError as exc:
-        return BatchPlan(refusal=exc, **common)  # type: ignore[arg-type]
+        if not (isinstance(free_quota, str) and free_quota == "never"):
+            return BatchPlan(refusal=exc, **common)  # type: ignore[arg-type]
+        # freeing was not asked: send the part that fits, defer the rest
+        usage = Usage.of(listing, limits)
+        taken = set(fit_in_order([i.local.size for i in todo], usage.free_files,
+                                 usage.free_bytes))
+        sent = [i for k, i in enumerate(todo) if k in taken]
+        deferred = [i for k, i in enumerate(todo) if k not in taken]
+        own = protected | {r.file_id for r in records
+                           if r.file_id and r.path in by_path} | set(adopted.values())
+        common.update(split(sent))
+        room = plan_room(listing, len(sent), sum(i.local.size for i in sent), limits)
+        deferral = no_room_error(
+            usage, len(todo), sum(i.local.size for i in todo), "all of this batch",
+            _finish_advice(listing, todo, deferred, limits, protected, own, purpose,
+                           len(sent)))
+        return BatchPlan(room=room, deferred=tuple(deferred), deferral=deferral,
+                         **common)  # type: ignore[arg-type]
     return BatchPlan(room=room, **common)  # type: ignore[arg-type]
+
+
+def _finish_advice(listing: Sequence[FileObject], todo: Sequence[Item],
+                   deferred: Sequence[Item], limits: Limits, protected: Collection[str],
+                   own: Collection[str], purpose: str, sent: int) -> str:
+    """What was done and what would finish the deferred files: freeing the oldest files
+    (suggested only when a run with it would delete none of this batch's own: ``own``, its
+    files on the server, earlier versions included), deleting by hand, or (text) reading
+    them without keeping them."""
+    said = (f"Sending the {sent:,} that fit, in input order; {len(deferred):,} deferred. "
+            if sent else f"Nothing fits; all {len(deferred):,} deferred. ")
+    ways = []
+    try:
+        plan = plan_room(listing, len(todo), sum(i.local.size for i in todo), limits,
+                         "oldest", protected=protected)  # as that run would plan
+    except NoRoomError:
+        plan = None
+    if plan is not None and not any(f.id in own for f in plan.deletions):
+        ways.append(f"run again with --free-quota oldest (free_quota='oldest'): it deletes the "
+                    f"{len(plan.deletions):,} oldest file(s) of the account, none of this "
+                    "batch's")
+    ways.append("delete files you no longer need (kimi-files list, then kimi-files delete ID... "
+                "or kimi-files prune) and run again")
+    if purpose == "file-extract":
+        ways.append("for their text only, kimi-files extract PATH... reads them within the "
+                    "quota and keeps no file")
+    return said + "To finish them: " + "; or ".join(ways) + "."
 
 
 def _groups(todo: Sequence[Item]) -> tuple[tuple[Item, ...], ...]:
@@ -183,12 +249,36 @@ def _groups(todo: Sequence[Item]) -> tuple[tuple[Item, ...], ...]:
     return tuple(tuple(g) for g in groups.values())
 
 
+def plan_interrupted(files: Sequence[Item], listing: Sequence[FileObject],
+                     records: Sequence[Record], ledger: Sequence[OpenAttempt],
+                     claimed: Collection[str], *, server_now: int | None = None,
+                     wall_now: float | None = None) -> BatchPlan:
+    """The files of a plan an interrupted run was sending (:attr:`BatchPlan.interrupted`),
+    decided again on a new listing, taken after the rest of the batch was sent: a copy an
+    interrupted run's request stored meanwhile is adopted by the rules of :func:`plan_batch`
+    (one-to-one, name, size, purpose, time by a proven server clock, no other claimant);
+    every other candidate is a suspect; the rest is sent. Pure.
+
+    ``claimed``: ids no attempt may own (recorded, reported before, or this run's own).
+    """
+    by_path = {os.path.abspath(i.local.path): i for i in files}
+    found = _resume(records, listing, set(claimed), by_path, ledger, server_now, wall_now)
+    skips = [Skip(i, found.adopted[p], adopted=True) for p, i in by_path.items()
+             if p in found.adopted]
+    todo = [i for p, i in by_path.items() if p not in found.adopted]
+    return BatchPlan(skips=tuple(skips), groups=_groups(todo), suspects=tuple(found.suspects),
+                     ghosts=found.ghosts, settle=tuple(found.settle),
+                     claimed=frozenset({f.id for f in listing} | set(claimed)))
+
+
 @dataclass
 class _Ledger:
     adopted: dict[str, str] = field(default_factory=dict)
     suspects: list[tuple[str, FileObject]] = field(default_factory=list)
     ghosts: dict[int, Attempt] = field(default_factory=dict)
     settle: list[int] = field(default_factory=list)
+    #: paths with an attempt still open (a copy of it may yet land)
+    open_paths: set[str] = field(default_factory=set)
 
 
 def _resume(records: Sequence[Record], listing: Sequence[FileObject], claimed: set[str],
@@ -225,6 +315,7 @@ def _resume(records: Sequence[Record], listing: Sequence[FileObject], claimed: s
             out.settle.append(a.id)
         else:
             out.ghosts[a.id] = attempts[a.id]
+            out.open_paths.add(a.path)
     return out
 
 

@@ -340,4 +340,7 @@ def inspect_file_head(
         mtime_ns=st.st_mtime_ns,
         mime_type=mime,
         warnings=name_warnings + type_warnings + content_warnings,
+        ctime_ns=st.st_ctime_ns,
+        inode=st.st_ino,
+        device=st.st_dev,
     ), head

@@ -6,14 +6,19 @@ terminal. ``KIMI_FILES_NO_PROGRESS=1`` (or :func:`disable_progress_bars`) turns 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ProgressBar", "disable_progress_bars", "enable_progress_bars", "progress_enabled",
-           "shown", "write_line"]
+__all__ = ["Heartbeat", "ProgressBar", "disable_progress_bars", "enable_progress_bars",
+           "progress_enabled", "shown", "status_due", "status_line", "write_line"]
+
+log = logging.getLogger("kimi_files")
 
 ENV_VAR = "KIMI_FILES_NO_PROGRESS"
 _switch: dict[str, bool] = {"off": False}
@@ -84,9 +89,14 @@ class ProgressBar:
     """
 
     def __init__(self, *, total: int | None, desc: str = "", enabled: bool | None = None,
-                 **kwargs: Any) -> None:
+                 files: int | None = None, **kwargs: Any) -> None:
         self.total = total
         self.n = 0
+        #: files done and in all (``files``: the bar counts them too, in its label)
+        self.files_done = 0
+        self.files = files
+        if files is not None:
+            desc = files_label(0, files)
         self._bar: Any = None
         self._lock = threading.Lock()  # one bar may count for several upload threads
         if not progress_enabled(enabled):
@@ -111,6 +121,13 @@ class ProgressBar:
                 if self._bar is not None:
                     self._bar.update(n)
 
+    def file_done(self) -> None:
+        """One more file ended (uploaded or not): the label says so."""
+        with self._lock:
+            self.files_done += 1
+            if self._bar is not None and self.files is not None:
+                self._bar.set_description_str(files_label(self.files_done, self.files))
+
     def back(self, n: int) -> None:
         """Move back by ``n`` (bytes of an attempt that will be sent again)."""
         with self._lock:
@@ -130,10 +147,15 @@ class ProgressBar:
             self._bar.set_postfix_str(note, refresh=False)
         self._bar.refresh()
 
+    @property
+    def drawn(self) -> bool:
+        """Whether a bar is on the terminal (else progress is silent)."""
+        return self._bar is not None
+
     def note(self, text: str) -> None:
-        """Show ``text`` beside the bar (what a count of items leaves out: their bytes)."""
+        """Show ``text`` after the bar (a count beside the main one)."""
         if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.set_postfix_str(text)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -144,3 +166,86 @@ class ProgressBar:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def files_label(done: int, total: int) -> str:
+    """A batch bar's label: files done of all, as ``3/12 files``. Pure."""
+    return f"{done}/{total} file{'s' if total != 1 else ''}"
+
+
+# --- the status line of a long run ---------------------------------------------------------------
+
+#: With nothing else shown for this many seconds, a long run says where it is.
+STATUS_EVERY = 30.0
+
+
+def status_due(now: float, last_shown: float, every: float = STATUS_EVERY) -> bool:
+    """Is a status line due: nothing shown for ``every`` seconds? Pure."""
+    return now - last_shown >= every
+
+
+def status_line(files_done: int, files: int, sent: int, total: int, elapsed: float,
+                pacing: str = "") -> str:
+    """The status line of a batch: files and bytes done, time so far and, when requests are
+    being paced, how. Pure."""
+    from .quota import fmt_bytes
+
+    line = (f"still working: {files_label(files_done, files)} done, {fmt_bytes(sent)} of "
+            f"{fmt_bytes(total)} sent, {elapsed:.0f}s so far")
+    return f"{line}; {pacing}" if pacing else line
+
+
+class Heartbeat:
+    """Says :func:`status_line` (via ``describe``) at WARNING whenever nothing was shown for
+    :data:`STATUS_EVERY` seconds: a line logged at WARNING by kimi-files, or :meth:`touch`
+    (a result printed). A thread looks once a second (``start``); tests call :meth:`tick`
+    with an injected ``clock``. Use as a context manager."""
+
+    def __init__(self, describe: Callable[[], str], *, every: float = STATUS_EVERY,
+                 clock: Callable[[], float] = time.monotonic, start: bool = True) -> None:
+        self._describe = describe
+        self._every = every
+        self._clock = clock
+        self._last = clock()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start = start
+
+    def touch(self) -> None:
+        """Something was shown just now."""
+        self._last = self._clock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """A filter on kimi-files' logger (not a handler: one would stop Python's last-resort
+        output to stderr for a program that set up no logging): a WARNING is news."""
+        if record.levelno >= logging.WARNING:
+            self.touch()
+        return True
+
+    def tick(self) -> bool:
+        """Say the status if it is due; whether it was said."""
+        if not status_due(self._clock(), self._last, self._every):
+            return False
+        log.warning("%s", self._describe())  # the filter touches
+        self.touch()
+        return True
+
+    def _run(self) -> None:
+        while not self._done.wait(1.0):
+            try:
+                self.tick()
+            except Exception:  # a status line must never break the run
+                log.debug("status line failed", exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        log.addFilter(self)
+        if self._start:
+            self._thread = threading.Thread(target=self._run, name="kimi-status", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        log.removeFilter(self)

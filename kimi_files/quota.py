@@ -18,12 +18,27 @@ from dataclasses import dataclass
 from typing import Literal, NoReturn
 
 from .config import Limits
-from .errors import ConfigurationError, NotEnoughFileSlotsError, NotEnoughStorageError
+from .errors import ConfigurationError, NoRoomError, NotEnoughFileSlotsError, NotEnoughStorageError
 from .models import FileObject
 
-__all__ = ["FreeQuota", "RoomPlan", "Usage", "check_free_quota", "deficit", "fmt_bytes", "plan_room",
-           "select_candidates", "select_for_deletion",
-           "select_for_pruning"]
+__all__ = [
+    "FreeQuota",
+    "RoomPlan",
+    "Usage",
+    "account_full_error",
+    "check_free_quota",
+    "deficit",
+    "fit_in_order",
+    "fmt_bytes",
+    "fmt_time",
+    "implausibly_dated",
+    "no_room_error",
+    "plan_room",
+    "plausibly_dated",
+    "select_candidates",
+    "select_for_deletion",
+    "select_for_pruning",
+]
 
 #: "never", "oldest", a predicate over the account's files, or file ids in deletion order
 #: (a list or tuple: a bare string is never taken for a list of ids).
@@ -138,6 +153,19 @@ def fmt_bytes(n: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def fmt_time(ts: int | float) -> str:
+    """A server's Unix time as a readable UTC date (``2026-12-05 07:55:06Z``); a time that is
+    no date (0, nonsense) as the number. Pure."""
+    import datetime as dt
+
+    if not ts or ts < 0:
+        return f"{ts} (no date)"
+    try:
+        return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return str(ts)
+
+
 def plan_room(
     files: Sequence[FileObject],
     need_files: int,
@@ -186,6 +214,14 @@ def _no_room(
     what: str,
     hint: str,
 ) -> NoReturn:
+    raise no_room_error(usage, need_files, need_bytes, what, f"To make room: {hint}.")
+
+
+def no_room_error(usage: Usage, need_files: int, need_bytes: int, what: str,
+                  advice: str) -> NoRoomError:
+    """The error for ``need_files`` files of ``need_bytes`` that do not fit ``usage``: how
+    much must go, then ``advice`` (whole sentences). Pure."""
+    short_files, short_bytes = deficit(usage, need_files, need_bytes)
     parts = []
     if short_files:
         parts.append(f"{short_files:,} file(s) must go (the account holds {usage.files:,} of "
@@ -194,16 +230,50 @@ def _no_room(
         parts.append(f"{fmt_bytes(short_bytes)} must go (the account holds "
                      f"{fmt_bytes(usage.bytes)} of {fmt_bytes(usage.max_bytes)})")
     message = (f"No room for {what} ({need_files:,} file(s), {fmt_bytes(need_bytes)}): "
-               + "; ".join(parts) + f". To make room: {hint}.")
+               + "; ".join(parts) + f". {advice}")
     cls = NotEnoughFileSlotsError if short_files else NotEnoughStorageError
-    raise cls(message, files_to_free=short_files, bytes_to_free=short_bytes)
+    return cls(message, files_to_free=short_files, bytes_to_free=short_bytes)
+
+
+def account_full_error(refused: str, answer: str, server_limit: int | None,
+                       held: int | None, planned_limit: int) -> NotEnoughFileSlotsError:
+    """The one error for every file a batch did not send once the server said the account
+    holds its maximum number of files: ``refused`` is the file it refused, ``answer`` the
+    server's words, ``held`` the files listed just after (None: not known), ``planned_limit``
+    the limit the plan assumed. Pure."""
+    holds = f"; it holds {held:,} file(s) now" if held is not None else ""
+    real = server_limit or held
+    limit = ""
+    if real is not None and real < planned_limit:
+        limit = (f" The account's real limit looks like {real:,} files, not the "
+                 f"{planned_limit:,} planned for: pass --max-files {real} (or set "
+                 f"KIMI_FILES_MAX_FILES={real}; Limits(max_files={real}) in code) so the "
+                 "plan knows it.")
+    return NotEnoughFileSlotsError(
+        f"The account is full: the server refused {refused} ({answer!r}){holds}. Nothing "
+        "more was sent; the files not sent are deferred. To finish them: delete files you "
+        "no longer need (kimi-files list, then kimi-files delete ID... or kimi-files prune) "
+        f"and run again.{limit}", files_to_free=1)
+
+
+def fit_in_order(sizes: Sequence[int], free_files: int, free_bytes: int) -> list[int]:
+    """The indexes of the files to send when not all fit: in input order, each file that
+    still fits the free slots and bytes left by those taken before it (first fit). Pure."""
+    taken: list[int] = []
+    for i, size in enumerate(sizes):
+        if free_files >= 1 and size <= free_bytes:
+            taken.append(i)
+            free_files -= 1
+            free_bytes -= size
+    return taken
 
 
 def select_for_deletion(files: Sequence[FileObject], *, ids: Sequence[str], match: str | None,
                         older_than_days: float | None, everything: bool,
                         now: float) -> list[FileObject]:
     """The files ``kimi-files delete`` names: by id, or matching all the filters given
-    (``everything`` with none), oldest first. Pure."""
+    (``everything`` with none), oldest first. ``older_than_days`` never chooses a file the
+    listing gives no plausible date (:func:`plausibly_dated`): its age is unknown. Pure."""
     import fnmatch
 
     if ids:
@@ -214,10 +284,37 @@ def select_for_deletion(files: Sequence[FileObject], *, ids: Sequence[str], matc
         chosen = [f for f in chosen if fnmatch.fnmatchcase(f.filename, match)]
     if older_than_days is not None:
         cutoff = now - older_than_days * 86400
-        chosen = [f for f in chosen if f.created_at < cutoff]
+        chosen = [f for f in chosen if plausibly_dated(f, now) and f.created_at < cutoff]
     if not (everything or match is not None or older_than_days is not None):
         return []
     return sorted(chosen, key=lambda f: (f.created_at, f.id))
+
+
+#: How far past ``now`` a ``created_at`` may lie and still be a time (clocks disagree).
+FUTURE_SLACK = 86_400
+
+
+def plausibly_dated(f: FileObject, now: float) -> bool:
+    """Does the listing give ``f`` a time it could have been made at: after 1970 and no
+    later than a day past ``now``? (Parsing made a ``created_at`` that is no number, such as
+    ``true`` or text, 0.) Pure."""
+    return 0 < f.created_at <= now + FUTURE_SLACK
+
+
+def _prunable_scope(files: Sequence[FileObject], match: str | None,
+                    purpose: str) -> list[FileObject]:
+    """The files of ``purpose`` whose name matches ``match`` (all of them without one)."""
+    import fnmatch
+
+    return [f for f in files if f.purpose == purpose
+            and (match is None or fnmatch.fnmatchcase(f.filename, match))]
+
+
+def implausibly_dated(files: Sequence[FileObject], *, match: str | None, purpose: str,
+                      now: float) -> list[FileObject]:
+    """The files ``prune`` would consider but cannot date (see :func:`plausibly_dated`):
+    never pruned, never counted among the newest; the caller says so. Pure."""
+    return [f for f in _prunable_scope(files, match, purpose) if not plausibly_dated(f, now)]
 
 
 def select_for_pruning(files: Sequence[FileObject], *, keep: int | None,
@@ -228,13 +325,14 @@ def select_for_pruning(files: Sequence[FileObject], *, keep: int | None,
     Only files of ``purpose`` (and whose name matches the glob ``match``, if given) are ever
     considered. ``keep``: all but the ``keep`` newest of those; ``older_than_days``: those
     made more than that many days before ``now``. With both, a file must meet both. A file
-    with no ``created_at`` is never chosen.
+    the listing gives no plausible ``created_at`` (:func:`implausibly_dated`) is never chosen
+    and never counted among the newest. (A listing holds each id once: FileList.of.)
     """
     if keep is None and older_than_days is None:
         return []
     # a file whose age the listing does not give is never pruned
-    dated = [f for f in files if f.purpose == purpose and f.created_at > 0]
-    considered = select_for_deletion(dated, ids=(), match=match, older_than_days=None,
+    dated = [f for f in _prunable_scope(files, match, purpose) if plausibly_dated(f, now)]
+    considered = select_for_deletion(dated, ids=(), match=None, older_than_days=None,
                                      everything=True, now=now)
     chosen = considered if keep is None else considered[:max(0, len(considered) - keep)]
     if older_than_days is None:

@@ -6,6 +6,8 @@
 * :func:`attempts_left` - may another attempt start after that wait?
 * :func:`is_slow_down` - does this error ask for fewer requests (for the pacer)?
 * :func:`wait_notice` - the WARNING line a wait deserves, if any.
+* :func:`connect_failure` and :func:`unreachable_message` - a first contact that found no
+  server (refused, unknown host, TLS mismatch) fails at once, naming the URL and the fix.
 
 :func:`sleep` is the one place that waits; given the error it waits for, it logs the line of
 :func:`wait_notice` at WARNING (a long wait, or the first connection that could not be made).
@@ -18,6 +20,7 @@ without sleeping.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import math
 import random
@@ -39,12 +42,18 @@ from .errors import (
 __all__ = [
     "asleep",
     "attempts_left",
+    "connect_failure",
+    "current_doing",
+    "current_stop",
+    "doing",
     "is_slow_down",
     "may_have_stored",
     "remaining",
     "retry_wait",
     "should_retry",
     "sleep",
+    "stops_with",
+    "unreachable_message",
     "wait_notice",
     "waiting_disabled",
 ]
@@ -178,9 +187,106 @@ def wait_notice(
     return None
 
 
+# --- a first contact that finds no server ---------------------------------------------------------
+
+
+def connect_failure(error: BaseException, answered: bool) -> str | None:
+    """Why a connection could not be made, when that should end the run at once: "refused",
+    "unknown host" or "tls" (the handshake failed), found in ``error``'s chain of causes; None
+    once the server has ``answered`` this client (the failure is then likely passing and
+    is retried), or for any other failure (a time-out may be a slow network). Pure."""
+    import socket
+    import ssl
+
+    if answered:
+        return None
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "refused"
+        if isinstance(cause, socket.gaierror):
+            return "unknown host"
+        if isinstance(cause, ssl.SSLError):
+            return "tls"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def unreachable_message(method: str, url: str, base_url: str, reason: str, detail: str) -> str:
+    """The error for a first contact that found no server at ``base_url``: what failed, and
+    the likely fix. Pure."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    host = parts.hostname or base_url
+    if reason == "refused":
+        why = (f"nothing accepts connections at {parts.netloc}: is the base URL right (host "
+               "and port), and is the server (or the emulator) running?")
+    elif reason == "unknown host":
+        why = (f"the host name {host!r} is unknown: check the spelling of the base URL "
+               "(or this machine's network and DNS)")
+    else:
+        plain = "http://" + base_url[len("https://"):] if base_url.startswith("https://") else ""
+        why = ("the TLS handshake failed: "
+               + (f"if the server speaks plain http (the emulator does), use {plain}"
+                  if plain else "the server's certificate or protocol does not match"))
+    return (f"{method} {url}: could not connect ({detail}); {why}. Set it with --base-url or "
+            f"MOONSHOT_BASE_URL (now {base_url}). Not retried: the server has not answered once.")
+
+
 # --- the one place that waits ---------------------------------------------------------------------
 
 _global: dict[str, list[float] | None] = {"waits": None}
+
+#: The stop event of the run being driven here (set by the drivers of kimi_files._steps): a
+#: wait given no stop of its own (the pacer's) ends when it is set, so Ctrl-C ends every wait.
+_run_stop: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "kimi_files_run_stop", default=None)
+
+
+@contextlib.contextmanager
+def stops_with(stop: threading.Event | None) -> Iterator[None]:
+    """For the length of the block (in this thread or task), waits without a stop of their
+    own end when ``stop`` is set (None: keep the one in force)."""
+    if stop is None:
+        yield
+        return
+    token = _run_stop.set(stop)
+    try:
+        yield
+    finally:
+        _run_stop.reset(token)
+
+
+#: What the request being made is for, in words (an upload's file name), for the lines its
+#: waits are announced with (set by the drivers, read by the pacer).
+_doing: contextvars.ContextVar[str | None] = contextvars.ContextVar("kimi_files_doing",
+                                                                  default=None)
+
+
+@contextlib.contextmanager
+def doing(label: str | None) -> Iterator[None]:
+    """For the length of the block, requests are for ``label`` (None: keep the one in force)."""
+    if label is None:
+        yield
+        return
+    token = _doing.set(label)
+    try:
+        yield
+    finally:
+        _doing.reset(token)
+
+
+def current_doing() -> str | None:
+    """What the requests being made are for (see :func:`doing`), if said."""
+    return _doing.get()
+
+
+def current_stop() -> threading.Event | None:
+    """The stop event in force (see :func:`stops_with`), if any."""
+    return _run_stop.get()
 
 
 def sleep(
@@ -200,7 +306,10 @@ def sleep(
 
     Given the ``error`` a retry waits for (and its ``attempt`` number and the ``left``
     seconds of the budget), the line of :func:`wait_notice` is logged at WARNING first.
+    With no ``stop``, the run's (:func:`stops_with`) ends the wait: every wait is an event's,
+    so a stop ends it at once.
     """
+    stop = stop or _run_stop.get()
     done = None if real else _begin_wait(seconds, stop, error, attempt, left, what)
     if done is not None:
         return done
@@ -224,6 +333,7 @@ async def asleep(
     blocking the event loop (a cancellation ends it, as usual)."""
     import asyncio
 
+    stop = stop or _run_stop.get()
     done = None if real else _begin_wait(seconds, stop, error, attempt, left, what)
     if done is not None:
         return done

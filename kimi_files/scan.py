@@ -8,7 +8,7 @@ files whose content could match something already known.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import fnmatch
+import functools
 import hashlib
 import os
 import stat
@@ -18,18 +18,21 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ._hashing import sha256_of
 from .config import Limits
-from .errors import KimiError, LocalFileError
+from .errors import ConfigurationError, KimiError, LocalFileError
 from .filerules import upload_filename
 from .preflight import LocalFile, inspect_file_head
 from .report import FileResult
 from .state import Record
 
-__all__ = ["SAMPLE_BYTES", "SKIPPED_DIRS", "Item", "check_files", "check_unverified", "collect",
-           "hash_where_needed", "matches_filters"]
+if TYPE_CHECKING:
+    import pathspec
+
+__all__ = ["SAMPLE_BYTES", "SKIPPED_DIRS", "Item", "check_files", "check_patterns",
+           "check_unverified", "collect", "hash_where_needed", "matches_filters", "read_patterns"]
 
 #: Folders never walked into (besides hidden ones): build caches, not documents.
 SKIPPED_DIRS = frozenset({"__pycache__"})
@@ -37,20 +40,60 @@ SKIPPED_DIRS = frozenset({"__pycache__"})
 T = TypeVar("T")
 
 
-def matches_filters(rel: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
-    """Is a file (path relative to its root, '/'-separated) selected by the glob filters?
+@functools.lru_cache(maxsize=64)
+def _spec(patterns: tuple[str, ...]) -> pathspec.GitIgnoreSpec:
+    import pathspec
 
-    A pattern matches the relative path or the file's name. With includes, one must match;
-    no exclude may.
+    return pathspec.GitIgnoreSpec.from_lines(patterns)
+
+
+def check_patterns(patterns: Sequence[str], *, what: str) -> None:
+    """Refuse a pattern gitignore rules cannot read, naming it (``what``: where it came from).
+
+    Raises:
+        ConfigurationError: the pattern and why.
     """
-    name = rel.rsplit("/", 1)[-1]
+    for pattern in patterns:
+        try:
+            _spec((pattern,))
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"{what}: bad pattern {pattern!r} ({exc}); patterns follow "
+                                     "gitignore rules") from None
 
-    def hit(pattern: str) -> bool:
-        return fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(name, pattern)
 
-    if include and not any(hit(p) for p in include):
+def read_patterns(path: str | os.PathLike[str]) -> list[str]:
+    """The patterns of a file in gitignore form (``--exclude-from .gitignore``): one a line;
+    blank lines and ``#`` comments are kept for the matcher, which skips them.
+
+    Raises:
+        ConfigurationError: the file cannot be read, or holds a bad pattern (both named).
+    """
+    shown = os.fsdecode(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigurationError(f"{shown}: cannot read the patterns file ({why})") from None
+    check_patterns(lines, what=shown)
+    return lines
+
+
+def matches_filters(rel: str, include: Sequence[str], exclude: Sequence[str], *,
+                    is_dir: bool = False) -> bool:
+    """Is a file (path relative to its root, '/'-separated) selected by the filters?
+
+    The patterns follow gitignore rules (pathspec's implementation of git's wildmatch): a
+    pattern without a slash matches a name at any depth (``notes`` is the file or the folder
+    ``notes`` anywhere, and everything under it), one with a slash is anchored to the root,
+    ``**/`` spans folders, a trailing ``/`` matches folders only, and a later ``!pattern``
+    takes back what an earlier one matched. With includes, the file must match them; it must
+    not match the excludes. ``is_dir``: ``rel`` is a folder.
+    """
+    shown = rel + "/" if is_dir else rel
+    if include and not _spec(tuple(include)).match_file(shown):
         return False
-    return not any(hit(p) for p in exclude)
+    return not (exclude and _spec(tuple(exclude)).match_file(shown))
 
 
 def _inside(real: str, root_real: str) -> bool:
@@ -113,6 +156,7 @@ def collect(
             return "a hidden or skipped path inside the folder, which the walk leaves out"
         return None
 
+    prune = bool(exclude) and not any(p.lstrip().startswith("!") for p in exclude)
     for raw in paths:
         root = Path(raw)
         shown = os.fsdecode(root)
@@ -127,9 +171,13 @@ def collect(
                     if d.startswith(".") or d in SKIPPED_DIRS:
                         continue
                     sub = here / d
+                    if prune and not matches_filters(sub.relative_to(root).as_posix(), (),
+                                                     exclude, is_dir=True):
+                        continue  # excluded, and no "!" pattern could take a file back
                     real = os.path.realpath(sub) if follow_links else ""
                     if sub.is_symlink():
-                        if not matches_filters(sub.relative_to(root).as_posix(), (), exclude):
+                        if not matches_filters(sub.relative_to(root).as_posix(), (), exclude,
+                                               is_dir=True):
                             continue
                         why = link_verdict(sub, root_real)
                         if why is None:
@@ -181,8 +229,9 @@ class Item:
     shown: str
     #: None until a decision needs it: see :func:`hash_where_needed`
     sha256: str | None = None
-    #: False for a file taken as unchanged from its record (size and mtime as recorded): not
-    #: opened, and its ``local.mime_type`` unknown, until :func:`check_unverified` checks it
+    #: False for a file taken as unchanged from its record (size, mtime, ctime, inode and
+    #: device as recorded): not opened, and its ``local.mime_type`` unknown, until
+    #: :func:`check_unverified` checks it
     checked: bool = True
     #: the file id its record holds, when taken as unchanged from it (nothing to rewrite)
     record_id: str | None = None
@@ -256,15 +305,21 @@ PARALLEL_CHECK_SECONDS = 150e-6
 
 
 def _unchanged(path: Path, rec: Record) -> LocalFile | None:
-    """The file as its record describes it, when its size and mtime are the recorded ones."""
+    """The file as its record describes it, when its size, mtime, ctime, inode and device are
+    the recorded ones (as git and rsync judge: a rewrite with its mtime put back changes the
+    ctime, a file put in its place the inode). A record without them (an older version's)
+    proves nothing: the file is checked and hashed."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns):
+    if not stat.S_ISREG(st.st_mode) or (
+            st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev) != (
+            rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode, rec.device):
         return None
     return LocalFile(path=path, filename=upload_filename(path)[0], size=st.st_size,
-                     mtime_ns=st.st_mtime_ns, mime_type="")
+                     mtime_ns=st.st_mtime_ns, mime_type="", ctime_ns=st.st_ctime_ns,
+                     inode=st.st_ino, device=st.st_dev)
 
 
 def check_unverified(items: Sequence[Item], records: Sequence[Record],

@@ -7,8 +7,9 @@ never the key), by default ``$KIMI_FILES_STATE_DIR`` or ``$XDG_STATE_HOME/kimi-f
 Each file gets a row *before* its upload starts (``pending``: the intent, with the server's
 clock when the attempt began) and is marked ``uploaded`` with its file id once the server
 answered. After a crash (even SIGKILL) a ``pending`` row says "this may be on the server": the
-next run looks for it there before sending again. Every change is its own committed
-transaction in WAL mode, so the store survives a kill at any moment.
+next run looks for it there before sending again. Every change is one committed transaction
+in WAL mode (an intent and its ledger entry together; a record of a copy and the end of its
+attempt together), so the store survives a kill at any moment.
 
 One run per state: a :class:`StateStore` holds an exclusive ``flock`` on ``<state>.lock`` (which
 records the holder's pid) for its whole life; a second store on the same file, in this process
@@ -17,8 +18,16 @@ kernel drops the lock when the process dies, however it dies. The lock lives in 
 rather than on the database because SQLite locks the database with POSIX record locks, which
 a second descriptor on the same file can silently drop and which NFS merges with ``flock``;
 and a separate lock is taken before the database is opened, so it also serialises creating,
-checking and migrating it, and works when the database is damaged. The lock file is never
-deleted (deleting it would let a newcomer lock a fresh file while the old one is still held).
+checking and migrating it, and works when the database is damaged. The lock file goes with its
+run: the holder removes it before it lets the lock go, and a run that took the lock checks that
+its file is still the one at the path (else it takes the new one), so a newcomer that opened
+the old file just before it was removed never holds a lock nobody else sees. A run killed
+leaves its lock file; the next run takes it over (and removes it when it ends).
+
+:func:`state_files` lists the state and cache files of a folder (account, size, last use),
+recognised as ours by their header (``application_id``) the way the store recognises its own
+databases; :func:`clean_choice` (pure) picks those to remove, and :func:`remove_account_files`
+removes them, never one whose lock a live run holds.
 
 Every failure of the store is a :class:`~kimi_files.errors.StateError` naming the file and the
 way out, never a bare ``sqlite3`` or ``OSError``. A store removed or replaced during the run is
@@ -28,8 +37,15 @@ Schema versions (``PRAGMA user_version``; ``PRAGMA application_id`` marks the fi
 0 is the first release (no marks); 1 adds ``purpose`` and ``server_time``; 2 adds the ledger of
 ``attempts`` (every upload begun whose copy has not been identified yet: a copy a killed or
 timed-out request stores late must never be taken for another file's) and the ``suspects``
-already reported (never adopted later). Older stores are migrated in place when opened; a
-newer one is refused.
+already reported (never adopted later); 3 adds ``ctime_ns``, ``inode`` and ``device`` to the
+uploads (a file is taken as unchanged without reading it only when its size, mtime, ctime,
+inode and device are all the recorded ones; a record without them is checked by its hash) and
+``proven`` to the attempts (the start time was taken by a server clock seen to agree with the
+``created_at`` of our own uploads; an attempt not proven is never adopted). Older stores are
+migrated in place when opened; a newer one is refused. The table ``stored`` (every file whose
+id came in this tool's own upload answer, by path: the only copies ``--replace`` may ever
+delete) is added to any store it opens, without a new version: a kimi-files that does not know
+it leaves it alone.
 """
 
 from __future__ import annotations
@@ -41,7 +57,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,11 +71,13 @@ if TYPE_CHECKING:
 
     from .adoption import Attempt
 
-__all__ = ["SCHEMA_VERSION", "OpenAttempt", "Record", "StateStore", "default_state_path"]
+__all__ = ["SCHEMA_VERSION", "OpenAttempt", "Record", "StateFile", "StateStore", "StoredCopy",
+           "clean_choice", "default_state_path", "remove_account", "remove_account_files",
+           "state_files"]
 
 #: The schema this code writes; stores with a lower ``user_version`` are migrated to it.
-SCHEMA_VERSION = 2
-from .config import DEFAULT_PURPOSE  # noqa: E402  (beside the other constants)
+SCHEMA_VERSION = 3
+from .config import CACHE_APPLICATION_ID, DEFAULT_PURPOSE  # noqa: E402  (beside the others)
 from .config import STATE_APPLICATION_ID as APPLICATION_ID  # noqa: E402
 
 _SCHEMA_V1 = """
@@ -99,14 +117,31 @@ _MIGRATE_V1_TO_V2 = (
     "SELECT path, filename, size, purpose, server_time, updated FROM uploads "
     "WHERE status = 'pending'",
 )
+_COLUMNS_V3 = ("ctime_ns", "inode", "device")
+_MIGRATE_V2_TO_V3 = (
+    *(f"ALTER TABLE uploads ADD COLUMN {c} INTEGER" for c in _COLUMNS_V3),
+    # an older version's start times were never checked against created_at: not proven
+    "ALTER TABLE attempts ADD COLUMN proven INTEGER NOT NULL DEFAULT 0",
+)
+#: added to every store opened (a table older code ignores; see the module docstring)
+_SCHEMA_STORED = """
+CREATE TABLE IF NOT EXISTS stored (
+    file_id     TEXT PRIMARY KEY,
+    path        BLOB NOT NULL,
+    filename    TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    purpose     TEXT NOT NULL,
+    recorded    REAL NOT NULL
+)
+"""
 _COLUMNS_V0 = ("path", "size", "mtime_ns", "sha256", "filename", "file_id", "status", "updated")
 _COLUMNS_V1 = (*_COLUMNS_V0, "purpose", "server_time")
 _MIGRATE_V0_TO_V1 = (
     "ALTER TABLE uploads ADD COLUMN purpose TEXT NOT NULL DEFAULT 'file-extract'",
     "ALTER TABLE uploads ADD COLUMN server_time INTEGER",
 )
-_SELECT = ("SELECT path, size, mtime_ns, sha256, filename, file_id, status, purpose, server_time "
-           "FROM uploads")
+_SELECT = ("SELECT path, size, mtime_ns, sha256, filename, file_id, status, purpose, server_time, "
+           "ctime_ns, inode, device FROM uploads")
 
 WAY_OUT = ("Use another state file (--state NEW; in Python state='NEW') "
            "or none (--no-state; state=False).")
@@ -128,13 +163,28 @@ class OpenAttempt:
     server_time: int | None
     #: The local wall clock when it began (only ever compared with the local wall clock).
     started: float
+    #: ``server_time`` was taken by a server whose clocks were seen to agree (``Date`` and
+    #: the ``created_at`` of our own uploads): only then may a copy be adopted by it.
+    proven: bool = True
 
     @property
     def attempt(self) -> Attempt:
-        """What the adoption rules need of it."""
+        """What the adoption rules need of it (no start when it is not proven)."""
         from .adoption import Attempt
 
-        return Attempt(self.filename, self.size, self.purpose, self.server_time)
+        return Attempt(self.filename, self.size, self.purpose,
+                       self.server_time if self.proven else None)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCopy:
+    """A file this tool stored for ``path``: its id came in our own upload answer."""
+
+    file_id: str
+    path: str
+    filename: str
+    size: int
+    purpose: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +199,11 @@ class Record:
     purpose: str = DEFAULT_PURPOSE
     #: The server's clock (Unix seconds) when the attempt began; None if unknown.
     server_time: int | None = None
+    #: The file's ctime, inode and device when recorded uploaded (None: not recorded, by an
+    #: older version; the file is then checked by its hash).
+    ctime_ns: int | None = None
+    inode: int | None = None
+    device: int | None = None
 
 
 def default_state_dir() -> Path:
@@ -220,6 +275,15 @@ def describe_failure(exc: BaseException) -> str:
 
 def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
+
+
+def _same_file(fh: IO[bytes], path: Path) -> bool:
+    """Is the open file ``fh`` still the one at ``path``?"""
+    try:
+        st, now = os.fstat(fh.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _read_pid(fh: IO[bytes]) -> int | None:
@@ -334,12 +398,19 @@ class StateStore:
             while True:
                 try:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
                 except BlockingIOError:
                     left = None if deadline is None else deadline - _clock()
                     if left is not None and left <= 0:
                         raise self._locked(_read_pid(fh), patience or 0.0) from None
                     _poll_sleep(POLL_INTERVAL if left is None else min(POLL_INTERVAL, left))
+                    continue
+                if _same_file(fh, self.lock_path):
+                    break
+                # its run removed it as it ended, after this one opened it: take the new one
+                fh.close()
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                             0o644)
+                fh = os.fdopen(fd, "r+b", buffering=0)
             fh.truncate(0)
             fh.write(f"{os.getpid()}\n".encode())
         except OSError as exc:
@@ -414,14 +485,22 @@ class StateStore:
             elif not {"attempts", "suspects"} <= tables:
                 raise self._error(f"{_DAMAGED[0]} (its ledger of attempts is missing); "
                                   f"{_DAMAGED[1]}")
+            if version < 3:
+                attempt_columns = {r[1] for r in db.execute("PRAGMA table_info(attempts)")}
+                for column, statement in zip((*_COLUMNS_V3, "proven"), _MIGRATE_V2_TO_V3,
+                                             strict=True):
+                    if column not in set(columns) | attempt_columns:
+                        db.execute(statement)
         elif app == 0 and not tables:  # new (or empty)
-            for statement in filter(str.strip, (_SCHEMA_V1 + _SCHEMA_V2).split(";")):
+            for statement in (*filter(str.strip, (_SCHEMA_V1 + _SCHEMA_V2).split(";")),
+                              *_MIGRATE_V2_TO_V3):
                 db.execute(statement)
         elif app == 0 and version == 0 and columns == _COLUMNS_V0:  # the first release
-            for statement in (*_MIGRATE_V0_TO_V1, *_MIGRATE_V1_TO_V2):
+            for statement in (*_MIGRATE_V0_TO_V1, *_MIGRATE_V1_TO_V2, *_MIGRATE_V2_TO_V3):
                 db.execute(statement)
         else:
             raise not_ours
+        db.execute(_SCHEMA_STORED)
 
     # --- a store removed or replaced under the run ------------------------------------------
 
@@ -489,6 +568,22 @@ class StateStore:
             except (sqlite3.Error, OSError) as exc:
                 raise self._failed(exc) from exc
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`_using` as one transaction: every statement in it is kept, or none (a kill
+        or a failure between two of them leaves the store as it was)."""
+        import sqlite3
+
+        with self._using() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
     def close(self) -> None:
         """Close the database and release the run's lock (again: no-op)."""
         import sqlite3
@@ -508,6 +603,10 @@ class StateStore:
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
             finally:
+                # the lock file goes with its run: removed while still held (see the module)
+                if _same_file(self._lock_file, self.lock_path):
+                    with suppress(OSError):
+                        self.lock_path.unlink()
                 self._lock_file.close()  # releases the flock
 
     def __enter__(self) -> StateStore:
@@ -517,7 +616,8 @@ class StateStore:
         self.close()
 
     @staticmethod
-    def _row(row: tuple[bytes, int, int, str, str, str | None, str, str, int | None]) -> Record:
+    def _row(row: tuple[bytes, int, int, str, str, str | None, str, str, int | None,
+                        int | None, int | None, int | None]) -> Record:
         return Record(os.fsdecode(row[0]), *row[1:])
 
     def get(self, path: str | os.PathLike[str]) -> Record | None:
@@ -531,19 +631,20 @@ class StateStore:
         return [self._row(r) for r in rows]
 
     def begin(self, path: str | os.PathLike[str], *, size: int, mtime_ns: int, sha256: str,
-              filename: str, purpose: str = DEFAULT_PURPOSE, server_time: int | None = None
-              ) -> int:
+              filename: str, purpose: str = DEFAULT_PURPOSE, server_time: int | None = None,
+              proven: bool = True) -> int:
         """Record the intent to upload, right before the first byte is sent, and open its
         attempt in the ledger; returns the attempt's id (for :meth:`done`).
 
-        ``server_time``: the server's clock (Unix seconds) when this attempt began.
+        ``server_time``: the server's clock (Unix seconds) when this attempt began;
+        ``proven``: that clock was seen to agree with ``created_at`` (see :meth:`prove`).
         """
         now = time.time()
-        with self._using() as db:
+        with self._transaction() as db:
             attempt = db.execute(
-                "INSERT INTO attempts (path, filename, size, purpose, server_time, started) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (_key(path), filename, size, purpose, server_time, now)).lastrowid
+                "INSERT INTO attempts (path, filename, size, purpose, server_time, started, "
+                "proven) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (_key(path), filename, size, purpose, server_time, now, int(proven))).lastrowid
             db.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, sha256, filename, file_id, status, "
                 "updated, purpose, server_time) VALUES (?, ?, ?, ?, ?, NULL, 'pending', ?, ?, ?) "
@@ -557,29 +658,65 @@ class StateStore:
 
     def done(self, path: str | os.PathLike[str], *, size: int, mtime_ns: int, sha256: str,
              filename: str, file_id: str, purpose: str = DEFAULT_PURPOSE,
-             settles: int | None = None) -> None:
+             settles: int | None = None, ctime_ns: int | None = None, inode: int | None = None,
+             device: int | None = None) -> None:
         """Record a file stored on the server (``server_time`` of its intent is kept).
+
+        ``ctime_ns``, ``inode``, ``device``: the file's, as checked (without them, a later run
+        reads the file and compares its hash before taking it as unchanged).
 
         ``settles``: the attempt whose copy this is, and whose every copy is accounted for:
         it leaves the ledger. (An attempt that also lost an answer stays, so that a copy that
-        lands late is reported, never adopted for another file.)"""
-        with self._using() as db:
+        lands late is reported, never adopted for another file.) One transaction: the
+        attempt never leaves the ledger without the record of its copy."""
+        with self._transaction() as db:
             if settles is not None:
                 db.execute("DELETE FROM attempts WHERE id = ?", (settles,))
             db.execute(
                 "INSERT INTO uploads (path, size, mtime_ns, sha256, filename, file_id, status, "
-                "updated, purpose) VALUES (?, ?, ?, ?, ?, ?, 'uploaded', ?, ?) "
+                "updated, purpose, ctime_ns, inode, device) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'uploaded', ?, ?, ?, ?, ?) "
                 "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
                 "sha256=excluded.sha256, filename=excluded.filename, file_id=excluded.file_id, "
-                "status='uploaded', updated=excluded.updated, purpose=excluded.purpose",
-                (_key(path), size, mtime_ns, sha256, filename, file_id, time.time(), purpose))
+                "status='uploaded', updated=excluded.updated, purpose=excluded.purpose, "
+                "ctime_ns=excluded.ctime_ns, inode=excluded.inode, device=excluded.device",
+                (_key(path), size, mtime_ns, sha256, filename, file_id, time.time(), purpose,
+                 ctime_ns, inode, device))
+
+    def note_stored(self, path: str | os.PathLike[str], *, file_id: str, filename: str,
+                    size: int, purpose: str) -> None:
+        """Remember a file whose id came in this tool's own upload answer for ``path`` (the
+        only kind ``--replace`` may delete once a newer copy of the path is stored)."""
+        with self._using() as db:
+            db.execute("INSERT OR REPLACE INTO stored VALUES (?, ?, ?, ?, ?, ?)",
+                       (file_id, _key(path), filename, size, purpose, time.time()))
+
+    def stored(self) -> list[StoredCopy]:
+        """Every file remembered by :meth:`note_stored`, oldest first."""
+        with self._using() as db:
+            rows = db.execute("SELECT file_id, path, filename, size, purpose FROM stored "
+                              "ORDER BY recorded, file_id").fetchall()
+        return [StoredCopy(r[0], os.fsdecode(r[1]), *r[2:]) for r in rows]
+
+    def forget_stored(self, file_ids: Iterable[str]) -> None:
+        """Forget stored files (deleted, or gone from the server)."""
+        with self._using() as db:
+            db.executemany("DELETE FROM stored WHERE file_id = ?", [(f,) for f in file_ids])
 
     def attempts(self) -> list[OpenAttempt]:
         """The ledger: every attempt whose copy has not been identified, oldest first."""
         with self._using() as db:
-            rows = db.execute("SELECT id, path, filename, size, purpose, server_time, started "
-                              "FROM attempts ORDER BY id").fetchall()
-        return [OpenAttempt(r[0], os.fsdecode(r[1]), *r[2:]) for r in rows]
+            rows = db.execute("SELECT id, path, filename, size, purpose, server_time, started, "
+                              "proven FROM attempts ORDER BY id").fetchall()
+        return [OpenAttempt(r[0], os.fsdecode(r[1]), r[2], r[3], r[4], r[5], r[6], bool(r[7]))
+                for r in rows]
+
+    def prove(self, attempt_ids: Iterable[int], proven: bool = True) -> None:
+        """Mark attempts of this run as begun by a server clock seen to agree with the
+        ``created_at`` of our own uploads (or, ``proven=False``, found to disagree)."""
+        with self._using() as db:
+            db.executemany("UPDATE attempts SET proven = ? WHERE id = ?",
+                           [(int(proven), i) for i in attempt_ids])
 
     def settle(self, attempt_ids: Iterable[int]) -> None:
         """Take attempts out of the ledger: their copies are accounted for, or can no longer
@@ -617,3 +754,312 @@ class StateStore:
 # seams for tests: the clock and the pause of a store waiting for the lock
 _clock = time.monotonic
 _poll_sleep = time.sleep
+
+
+# --- the files of a state folder: listing and cleaning ------------------------------------------
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_SUFFIXES = {".cache.sqlite3": "cache", ".sqlite3": "state"}
+
+
+def file_kind(path: Path) -> str | None:
+    """"state" or "cache" when ``path`` is a kimi-files database, recognised as the store
+    recognises its own: by its header (the SQLite magic and the ``application_id`` at byte 68,
+    what ``PRAGMA application_id`` reads) and its tables; else None. Takes no lock and writes
+    nothing."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(100)
+    except OSError:
+        return None
+    if len(head) < 100 or not head.startswith(_SQLITE_MAGIC):
+        return None
+    app = int.from_bytes(head[68:72], "big")
+    kind = {APPLICATION_ID: "state", CACHE_APPLICATION_ID: "cache"}.get(app)
+    return kind if kind is not None and _schema_is(path, kind) else None
+
+
+def _schema_is(path: Path, kind: str) -> bool:
+    """Does the database hold the tables of a state store (``uploads`` with every column of
+    schema 1 on) or of a reuse cache (``files`` and ``texts``)? Read as an immutable file: no
+    lock, no journal replayed, nothing written (what only a journal holds is not seen, so a
+    file is rather not recognised than wrongly)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        db = sqlite3.connect(f"file:{quote(os.fspath(path))}?immutable=1", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if kind == "cache":
+            return {"files", "texts"} <= tables
+        columns = {r[1] for r in db.execute("PRAGMA table_info(uploads)")}
+        return set(_COLUMNS_V1) <= columns
+    except sqlite3.Error:
+        return False
+    finally:
+        db.close()
+
+
+@dataclass(frozen=True, slots=True)
+class StateFile:
+    """A state store or reuse cache of the state folder (with its journal files)."""
+
+    path: Path
+    #: "state" or "cache"
+    kind: str
+    #: ``<host>_<port>-<hash of the key>``: the base URL and the account (never the key)
+    account: str
+    #: bytes of the database and its journal files (and lock)
+    size: int
+    #: the last change to any of them (Unix seconds)
+    last_used: float
+    #: a live run holds the account's lock (its state is in use)
+    in_use: bool
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The database, its journal files and (for a state) its lock file."""
+        extra = (_lock_path(self.path),) if self.kind == "state" else ()
+        return (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"), *extra)
+
+
+def _account_of(name: str) -> tuple[str, str] | None:
+    """(account, kind by name) of a file name the state folder uses, else None. Pure."""
+    for suffix, kind in _SUFFIXES.items():
+        if name.endswith(suffix):
+            return name[: -len(suffix)], kind
+    return None
+
+
+def lock_held(lock: Path) -> bool:
+    """Does a live run hold this lock file? (Taken and let go at once when free; a missing
+    lock file is free.)"""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def state_files(folder: Path | None = None) -> list[StateFile]:
+    """The state stores and reuse caches in ``folder`` (default: the state folder), by name,
+    each recognised as ours by its header (another program's database of the same name is not
+    listed)."""
+    folder = default_state_dir() if folder is None else folder
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        named = _account_of(name)
+        if named is None:
+            continue
+        path = folder / name
+        account, kind = named
+        if kind == "state" and account.endswith(".cache"):
+            continue  # named as a cache: listed as one
+        if file_kind(path) != kind:
+            continue
+        size, last = 0, 0.0
+        lock = _lock_path(folder / f"{account}.sqlite3")
+        members = (path, Path(f"{path}-wal"), Path(f"{path}-shm"),
+                   *((lock,) if kind == "state" else ()))
+        for member in members:
+            with suppress(OSError):
+                st = os.stat(member)
+                size += st.st_size
+                last = max(last, st.st_mtime)
+        out.append(StateFile(path, kind, account, size, last, lock_held(lock)))
+    return out
+
+
+def loopback_address(account: str) -> tuple[str, int] | None:
+    """(host, port) of an account whose base URL is this machine (``127.0.0.1_8000-…``,
+    ``localhost_8000-…``, ``_1_8000-…`` for ``::1``), else None. Pure."""
+    where = account.rsplit("-", 1)[0]
+    host, _, port = where.rpartition("_")
+    if not port.isdigit() or not (host == "localhost" or host.startswith("127.")
+                                  or host == "_1"):  # ::1
+        return None
+    return ("::1" if host == "_1" else host), int(port)
+
+
+def loopback_port(account: str) -> int | None:
+    """The port of an account whose base URL is this machine, else None. Pure."""
+    found = loopback_address(account)
+    return None if found is None else found[1]
+
+
+def answers(address: tuple[str, int]) -> bool:
+    """Does anything listen at this loopback address? (Only ever called for loopback
+    addresses: never the network.)"""
+    import socket
+
+    try:
+        with socket.create_connection(address, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def clean_choice(files: Iterable[StateFile], *, now: float, older_than_days: float | None,
+                 unreachable: Iterable[str] = ()) -> list[StateFile]:
+    """The files ``state clean`` removes: those unused for more than ``older_than_days``
+    days, and those of the ``unreachable`` accounts; never one whose account's lock a live
+    run holds. Pure."""
+    gone = set(unreachable)
+    out = []
+    for f in files:
+        if f.in_use:
+            continue
+        old = older_than_days is not None and f.last_used < now - older_than_days * 86400
+        if old or f.account in gone:
+            out.append(f)
+    return out
+
+
+def remove_account_files(chosen: StateFile) -> list[Path]:
+    """Remove a state store or cache (with its journal files; a state with its lock file),
+    under the account's lock and only while its header still says it is ours; the paths
+    removed. Nothing is removed when a live run holds the lock.
+
+    Raises:
+        StateLockedError: a run took the lock meanwhile.
+        StateError: a file cannot be removed.
+    """
+    import fcntl
+
+    lock = _lock_path(chosen.path.with_name(f"{chosen.account}.sqlite3"))
+    fd = None
+    had_lock = lock.exists()
+    if chosen.kind == "state" or had_lock:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            assert fd is not None
+            os.close(fd)
+            raise StateLockedError(f"state file {chosen.path} is in use by another run; "
+                                   "nothing removed", path=str(chosen.path)) from None
+        except OSError as exc:
+            if fd is not None:
+                os.close(fd)
+            raise StateError(f"state file {chosen.path}: its lock {lock} "
+                             f"{describe_failure(exc)}", path=str(chosen.path)) from None
+    removed: list[Path] = []
+    try:
+        if file_kind(chosen.path) != chosen.kind:
+            return removed  # changed since it was listed: not ours any more, left alone
+        # the journal files first: a database left without them is whole (what they held
+        # is lost with it anyway), while journal files left without their database would be
+        # replayed into the next database of that name
+        db_file, wal, shm = chosen.files[:3]
+        for member in (wal, shm, db_file):
+            try:
+                member.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StateError(f"{member} cannot be removed ({describe_failure(exc)}); "
+                                 "remove it by hand", path=str(member)) from None
+            removed.append(member)
+        if fd is not None and chosen.kind == "state":
+            with suppress(FileNotFoundError):
+                lock.unlink()  # while held, as a run's own lock goes (see the module)
+                if had_lock:
+                    removed.append(lock)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return removed
+
+
+def remove_account(state_path: Path) -> list[Path]:
+    """Remove the state store at ``state_path`` and the reuse cache beside it, as
+    :func:`remove_account_files` does (ours only, not while a live run holds the lock; a lock
+    held or a file that cannot go is left, and said at DEBUG); the paths removed. What a run
+    against an ephemeral emulator does as it ends (nothing it recorded outlives the server)."""
+    import logging
+
+    account = state_path.name.removesuffix(".sqlite3")
+    removed: list[Path] = []
+    for f in state_files(state_path.parent):
+        if f.account != account or f.in_use:
+            continue
+        try:
+            removed += remove_account_files(f)
+        except StateError as exc:
+            logging.getLogger("kimi_files").debug("left in place: %s", exc)
+    return removed
+
+
+#: Beside the state of an account whose server said it is an ephemeral emulator: an empty
+#: file ``<account>.ephemeral``; once nothing answers on that loopback port any more, the
+#: account's state, lock and cache can only pile up (:func:`sweep_ephemeral`).
+EPHEMERAL_SUFFIX = ".ephemeral"
+
+
+def mark_ephemeral(state_path: Path, ephemeral: bool) -> None:
+    """Mark (or, for a server that keeps its files, unmark) the account of ``state_path`` as
+    an ephemeral emulator's."""
+    marker = state_path.with_name(state_path.name.removesuffix(".sqlite3") + EPHEMERAL_SUFFIX)
+    with suppress(OSError):
+        if ephemeral:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        else:
+            marker.unlink()
+
+
+def sweep_ephemeral(folder: Path | None = None, *,
+                    alive: Callable[[tuple[str, int]], bool] = answers) -> list[Path]:
+    """Remove the state, lock and cache of every account marked as an ephemeral emulator's
+    whose loopback port no longer answers (the emulator is gone, and all it stored with it);
+    ours only, never while a run holds the lock. The paths removed."""
+    folder = default_state_dir() if folder is None else folder
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed: list[Path] = []
+    for name in sorted(names):
+        if not name.endswith(EPHEMERAL_SUFFIX):
+            continue
+        account = name[: -len(EPHEMERAL_SUFFIX)]
+        address = loopback_address(account)
+        marker = folder / name
+        if address is None or marker.is_symlink() or not marker.is_file() or alive(address):
+            continue
+        removed += remove_account(folder / f"{account}.sqlite3")
+    return removed + drop_orphan_markers(folder)
+
+
+def drop_orphan_markers(folder: Path) -> list[Path]:
+    """Remove the ephemeral marks of accounts with no state or cache left; those removed."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    left = {f.account for f in state_files(folder)}
+    removed = []
+    for name in sorted(names):
+        marker = folder / name
+        if (name.endswith(EPHEMERAL_SUFFIX) and name[: -len(EPHEMERAL_SUFFIX)] not in left
+                and not marker.is_symlink() and marker.is_file()
+                and marker.stat().st_size == 0):
+            with suppress(OSError):
+                marker.unlink()
+                removed.append(marker)
+    return removed

@@ -25,13 +25,12 @@ import functools
 import hashlib
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import retry as _retry
 from ._hashing import sha256_of
@@ -54,9 +53,13 @@ from .models import FileContent, FileList, FileObject, UploadedFile
 from .options import UploadOptions
 from .preflight import LocalFile, inspect_file
 from .progress import ProgressBar, short_label
-from .quota import RoomPlan, plan_room
+from .quota import RoomPlan, fmt_bytes, fmt_time, plan_room
 
-__all__ = ["PIECE_BYTES", "Claims", "FileBody", "MultipartBody", "PieceDigest", "Preflight", "Sent",
+if TYPE_CHECKING:
+    import queue
+
+__all__ = ["PIECE_BYTES", "READ_AHEAD", "Claims", "FileBody", "MultipartBody", "PieceDigest",
+           "Preflight", "ReadAhead", "Sent",
            "delete_steps", "extract_steps", "free_room_steps", "preflight_steps", "send_steps",
            "upload_steps"]
 
@@ -182,7 +185,8 @@ class MultipartBody:
     (:meth:`FileBody.pieces`) and yields the framing's head, the file in
     :data:`PIECE_BYTES` pieces and the tail; a file of one piece goes out as one buffer.
     ``headers`` hold the Content-Type (with the boundary) and the exact Content-Length. The
-    async iteration reads each piece in a thread, off the event loop."""
+    async iteration reads off the event loop: a file of one piece in one hop to a thread, a
+    larger one on a worker thread that reads ahead of the sending (:class:`ReadAhead`)."""
 
     def __init__(self, body: FileBody, *, filename: str, purpose: str,
                  content_type: str) -> None:
@@ -211,12 +215,115 @@ class MultipartBody:
         yield from pieces
         yield self._tail
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._body.size > PIECE_BYTES:
+            return ReadAhead(iter(self))
+        return self._at_once()
+
+    async def _at_once(self) -> AsyncIterator[bytes]:
+        """A file of one piece: the whole body read in one hop to a thread."""
         import asyncio
 
-        pieces = iter(self)
-        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+        for piece in await asyncio.to_thread(list, iter(self)):
             yield piece
+
+
+#: Pieces an async upload reads ahead of the sending, at most: the one httpx is sending
+#: included (memory: this many MiB).
+READ_AHEAD = 2
+
+
+class ReadAhead:
+    """The pieces of a (blocking) iterator, for an event loop: one worker thread reads them
+    at most ``depth`` pieces ahead of the consumer, so the disk read (and everything the
+    iterator does per piece: the unchanged-file checks, progress, hashing) overlaps the send,
+    and the loop never waits for a thread when the next piece is already read.
+
+    A piece counts against ``depth`` from its read until the consumer asks for the one after
+    it. An exception of the iterator is raised to the consumer in its place. :meth:`aclose`
+    (the async client calls it after every request, whatever happened: an answer, an error,
+    a cancellation) stops the worker, waiting for the read it may be in (one piece at most),
+    so the file can be closed once it returns. A reader dropped without it (or whose loop
+    closed) stops its worker all the same, once its read is done; the worker holds no
+    reference to the reader.
+    """
+
+    def __init__(self, pieces: Iterator[bytes], depth: int = READ_AHEAD) -> None:
+        import asyncio
+
+        self._pieces = pieces
+        self._room = threading.Semaphore(depth)
+        self._stop = threading.Event()
+        self._ready: asyncio.Queue[bytes | Exception | None] = asyncio.Queue()
+        self._thread: threading.Thread | None = None
+        self._holding = False  # the consumer holds a piece: its room is freed at the next ask
+        self._ended = False
+
+    def __aiter__(self) -> ReadAhead:
+        return self
+
+    async def __anext__(self) -> bytes:
+        import asyncio
+
+        if self._ended:
+            raise StopAsyncIteration
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=ReadAhead._work, name="kimi-read", daemon=True,
+                args=(self._pieces, self._room, self._stop, self._ready.put_nowait,
+                      asyncio.get_running_loop()))
+            self._thread.start()
+        if self._holding:
+            self._holding = False
+            self._room.release()
+        item = await self._ready.get()
+        if item is None or isinstance(item, Exception):
+            self.close()
+            if item is None:
+                raise StopAsyncIteration
+            raise item
+        self._holding = True
+        return item
+
+    @staticmethod
+    def _work(pieces: Iterator[bytes], room: threading.Semaphore, stop: threading.Event,
+              hand: Callable[[bytes | Exception | None], None], loop: Any) -> None:
+        while True:
+            room.acquire()
+            if stop.is_set():
+                return
+            item: bytes | Exception | None
+            try:
+                item = next(pieces, None)
+            except Exception as exc:  # the consumer raises it
+                item = exc
+            try:
+                loop.call_soon_threadsafe(hand, item)
+            except RuntimeError:  # the loop is closed: nobody is waiting
+                return
+            if not isinstance(item, bytes):
+                return
+
+    def close(self) -> None:
+        """Stop the worker (after the read it may be in) and close the iterator."""
+        self._ended = True
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            self._room.release()  # a worker waiting for room wakes, and sees the stop
+            thread.join()
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, for ``aclosing`` and the async client."""
+        self.close()
+
+    def __del__(self) -> None:
+        if self._thread is not None:  # dropped unclosed: let the worker end (no join here)
+            self._stop.set()
+            self._room.release()
 
 
 # --- preflight (public on its own) ------------------------------------------------------------
@@ -294,8 +401,8 @@ def free_room_steps(plan: RoomPlan, *, what: str, stop: threading.Event | None =
             raise UploadCancelledError(f"cancelled while freeing room for {what}")
         yield from delete_steps(victim.id)
         deleted.append(victim)
-        log.warning("deleted %s (%s, %d bytes, created_at %d) to make room for %s",
-                    victim.id, victim.filename, victim.bytes, victim.created_at, what)
+        log.warning("deleted %s (%s, %s, made %s) to make room for %s", victim.id,
+                    victim.filename, fmt_bytes(victim.bytes), fmt_time(victim.created_at), what)
     return deleted
 
 
@@ -347,6 +454,7 @@ class _Reconciler:
     def __init__(self, client: ClientLike, attempt: Attempt, claims: Claims, shown: str,
                  stop: threading.Event | None, ghosts: Mapping[Any, Attempt]) -> None:
         self.registry = client.attempts
+        self.clock = client.clock
         self.token = self.registry.open(attempt, client.clock.now())
         self.attempt = attempt
         self.claims = claims
@@ -370,7 +478,9 @@ class _Reconciler:
     def _verdict(self, listing: Sequence[FileObject]) -> Verdict:
         owners: dict[Any, Attempt] = {("ghost", k): a for k, a in self.ghosts.items()}
         owners.update({("other", k): a for k, a in self.registry.others(self.token).items()})
-        owners[self] = self.attempt
+        # clocks found to disagree since the attempt began: its start proves nothing
+        owners[self] = (self.attempt if self.clock.agrees is not False
+                        else dataclasses.replace(self.attempt, since=None))
         claimed = self.claims.snapshot() | self.registry.claimed()
         return resolve(owners, listing, claimed)[self]
 
@@ -439,8 +549,9 @@ def send_steps(
 
     ``on_begin(since)`` is called once (as blocking work, off an event loop), right before the
     first byte is sent, with the server's time then (a lower bound, Unix seconds; None if
-    never seen): the batch records its intent there. ``ghosts``: interrupted uploads on
-    record that could own a stored copy too (never adopted for this one). ``sha256``: the
+    never seen, or when the server's clocks disagree): the batch records its intent there.
+    ``ghosts``: interrupted uploads on record that could own a stored copy too (never
+    adopted for this one). ``sha256``: the
     content's hash as taken before; the bytes sent are hashed again and must agree (a file
     rewritten since, even with its mtime put back, fails and its copy is deleted).
     ``hash_sent``: hash the bytes as they are sent, for :attr:`Sent.sha256`.
@@ -456,7 +567,7 @@ def send_steps(
         before = _file_stat(fh)
         _check_unchanged(local, before[:2])
         lost = _Reconciler(client, Attempt(local.filename, local.size, purpose,
-                                           client.clock.now()),
+                                           client.clock.since()),
                            claims, shown, stop, ghosts or {})
         check = _Recheck(sha256, hash_sent)
         body = FileBody(fh, local.size, shown, check.reader(on_read),
@@ -522,6 +633,8 @@ class PieceDigest:
             if len(piece) < PIECE_BYTES:
                 self._hash.update(piece)
                 return
+            import queue  # here: a file of one piece (the common case) never needs it
+
             self._queue = queue.Queue(QUEUED_PIECES)
             self._thread = threading.Thread(target=self._work, args=(self._hash, self._queue),
                                             name="kimi-hash", daemon=True)
@@ -549,7 +662,7 @@ class PieceDigest:
 
 
 #: Pieces waiting for :class:`PieceDigest`'s thread at most (memory: this many MiB).
-QUEUED_PIECES = 4
+QUEUED_PIECES = 1
 
 
 class _Recheck:
@@ -642,7 +755,14 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
         else:
             lost.registry.own(obj.id)
             lost.claims.add(obj.id)
-            client.clock.observe_stored(obj.created_at)
+            apart = client.clock.observe_stored(obj.created_at, lost.attempt.since)
+            if apart is not None:  # said once: it costs an extra copy after a lost answer
+                log.warning(
+                    "the server's clock disagrees with itself: %s stored at created_at %d, "
+                    "%s its Date headers allow (by about %ds); no copy is adopted by time "
+                    "from now on: after a lost answer or a crash the file is sent again and "
+                    "what may be its copy is reported", obj.id, obj.created_at,
+                    "later than" if apart > 0 else "earlier than", abs(apart))
             if (_file_stat(fh) != before or _path_changed(local, before)
                     or (check.digest is not None and (yield Blocking(check.differs)))):
                 # ours (its id came in our answer), and not what was checked: remove it
@@ -753,19 +873,25 @@ def content_steps_for(client: ClientLike, path: str | os.PathLike[str],
                       options: UploadOptions) -> Steps[tuple[FileContent, UploadedFile | None]]:
     """The content document of a local file: from the reuse cache when this content was
     extracted before (no request at all), else uploaded (or reused) and fetched, and then
-    cached. The upload is None when the text came from the cache."""
+    cached. The upload is None when the text came from the cache.
+
+    Only the platform's JSON document with a string ``content`` is cached or taken from the
+    cache (anything else was a malformed answer, retried by the content call); a ``batch``
+    file's content is its JSONL as stored, fetched raw and never cached."""
+    raw = options.purpose == "batch"
     cache = (yield Blocking(client.reuse_cache)) if options.reuse else None
     sha256 = None
     if cache is not None:
         sha256 = yield Blocking(_hash_if_readable, (path,))
-        if sha256 is not None:
+        if sha256 is not None and not raw:
             body = yield Blocking(cache.text, (sha256,))
-            if body is not None:  # this very content was read before: no request at all
-                return FileContent.from_body(body), None
+            cached = FileContent.from_document(body) if body is not None else None
+            if cached is not None:  # this very content was read before: no request at all
+                return cached, None
     uploaded = yield from upload_steps(client, path, options, sha256)
-    content: FileContent = yield GetContent(uploaded.id)
+    content: FileContent = yield GetContent(uploaded.id, raw=raw)
     digest = sha256 or uploaded.sha256
-    if cache is not None and digest is not None:
+    if cache is not None and digest is not None and content.document is not None and not raw:
         yield Blocking(cache.remember_text, (digest, uploaded.id, content.raw or content.text))
     return content, uploaded
 

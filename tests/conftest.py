@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from kimi_files import AsyncKimiFiles, KimiFiles
 from kimi_files.emulator import Emulator
@@ -19,10 +21,15 @@ API_KEY = "sk-test-0123456789abcdefSECRET"
 disable_progress_bars()
 
 
+# Property tests check rules, not speed: no per-example deadline (on 2 busy cores a slow
+# example is load, not a failure), and the same examples on every run of CI.
+settings.register_profile("kimi-files", deadline=None, derandomize=bool(os.environ.get("CI")))
+settings.load_profile("kimi-files")
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("MOONSHOT_API_KEY", "MOONSHOT_BASE_URL", "KIMI_API_KEY", "KIMI_BASE_URL",
-                 "KIMI_FILES_STATE_DIR"):
+                 "KIMI_FILES_STATE_DIR", "KIMI_FILES_MAX_FILES", "KIMI_FILES_MAX_BYTES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
@@ -140,3 +147,37 @@ def api(request: pytest.FixtureRequest, emulator: Emulator) -> Iterator[Api]:
     face = Api(request.param, api_key=API_KEY, base_url=emulator.base_url)
     yield face
     face.close()
+
+
+@contextlib.contextmanager
+def emulator_process(*options: str) -> Iterator[str]:
+    """An emulator in a process of its own (its base URL), for what must not count the
+    server's own memory or threads (tracemalloc traces the whole process)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    proc = subprocess.Popen([sys.executable, "-m", "kimi_files.emulator", "--port", str(port),
+                             "--api-key", API_KEY, "--log-level", "warning", *options],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(400):
+            try:
+                httpx.get(f"{base_url}/files", headers={"Authorization": f"Bearer {API_KEY}"})
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:  # pragma: no cover
+            pytest.fail("the emulator did not start")
+        yield base_url
+    finally:
+        proc.terminate()
+        proc.wait(10)

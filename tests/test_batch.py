@@ -93,18 +93,19 @@ def test_folder_without_eligible_files(client: kf.KimiFiles, tmp_path: Path) -> 
     assert "no eligible files in this folder" in str(report.results[0].error)
 
 
-def test_batch_that_cannot_fit_uploads_nothing(emulator: Emulator, tmp_path: Path,
-                                               limited: Any) -> None:
+def test_batch_that_cannot_fit_sends_what_fits_and_defers_the_rest(
+        emulator: Emulator, tmp_path: Path, limited: Any) -> None:
     client = limited(max_files=5)
     for i in range(3):
         emulator.seed(f"old{i}", 1, created_at=i)
     _tree(tmp_path / "in", 4)
     report = ingest([tmp_path / "in"], client=client, state=False)
-    assert _statuses(report) == {"rejected": 4}
-    err = report.results[0].error
+    assert _statuses(report) == {"uploaded": 2, "deferred": 2}  # issue #18: the part that fits
+    err = next(r.error for r in report.results if r.status == "deferred")
     assert isinstance(err, kf.NotEnoughFileSlotsError) and err.files_to_free == 2
     assert "2 file(s) must go" in str(err)
-    assert [r.method for r in emulator.requests] == ["GET"]
+    assert [r.method for r in emulator.requests] == ["GET", "POST", "POST"]
+    assert report.deleted == []
 
 
 def test_free_quota_deletes_only_what_the_batch_needs(emulator: Emulator, tmp_path: Path,

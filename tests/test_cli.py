@@ -43,7 +43,8 @@ def test_json_output_is_one_object_per_input_file(env: Emulator, tmp_path: Path,
     assert {r["status"] for r in rows} == {"uploaded", "rejected"}
     assert len(rows) == 4
     for r in rows:
-        assert set(r) == {"path", "status", "file_id", "bytes", "error", "suspects"}
+        assert set(r) == {"path", "status", "file_id", "stored_as", "purpose", "bytes", "error",
+                          "suspects"}
     rejected = {r["path"]: r for r in rows if r["status"] == "rejected"}
     empty = rejected[str(tmp_path / "in" / "empty.txt")]["error"]
     assert isinstance(empty, dict) and empty["type"] == "LocalEmptyFileError"
@@ -77,12 +78,14 @@ def test_no_room_exit_1_with_numbers(env: Emulator, tmp_path: Path,
     out, err = capsys.readouterr()
     assert code == 1
     assert "1 file(s) must go" in err and "--free-quota oldest" in err
-    assert [r.method for r in env.requests] == ["GET"]
-    # said once, in the summary; each file's line names the refusal briefly
+    # issue #18: the part that fits is sent, the rest deferred (exit 1)
+    assert [r.method for r in env.requests] == ["GET", "POST"]
+    # said once, in the summary; the deferred file's line names the reason briefly
     assert (out + err).count("1 file(s) must go") == 1
-    assert out.splitlines() == [f"rejected  {tmp_path / 'in' / n}: no room for this batch "
-                                "(see below)" for n in ("a.txt", "b.txt")]
-    assert "rejected (2 files): " in err
+    lines = out.splitlines()
+    assert lines[0] == f"deferred  {tmp_path / 'in' / 'b.txt'}: no room for it now (see below)"
+    assert lines[1].startswith(f"uploaded  {tmp_path / 'in' / 'a.txt'} -> ")
+    assert "deferred (1 file): " not in err and "deferred: No room for all of this batch" in err
 
 
 def test_limits_seam_reaches_the_preflight_and_the_quota(env: Emulator, tmp_path: Path,

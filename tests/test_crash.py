@@ -24,7 +24,7 @@ KIMI_UPLOAD = str(Path(sys.executable).parent / "kimi-upload")
 #: A run of the async batch in a process of its own (the CLI is the sync one).
 AINGEST = ("import asyncio, sys, kimi_files as kf; "
            "r = asyncio.run(kf.aingest([sys.argv[2]], state=sys.argv[1], concurrency=4)); "
-           "sys.exit(0 if r.ok else 1)")
+           "sys.exit(0 if r.ok and not r.suspects_remain else 1)")
 
 
 def _run(emu: Emulator, folder: Path, state: Path, kill_after: float | None,
@@ -99,11 +99,15 @@ def test_kill_9_next_to_look_alikes_never_records_the_wrong_file(emulator: Emula
     state = tmp_path / "state.sqlite3"
     for _ in range(3):
         _run(emulator, folder, state, kill_after=rng.uniform(0.0, 0.2), mode=mode)
-    assert _run(emulator, folder, state, kill_after=None, mode=mode) == 0
+    code = _run(emulator, folder, state, kill_after=None, mode=mode)
     stored = {f.id: f for f in emulator.state.listing()}
     assert outsider.id in stored  # someone else's look-alike is never touched
     with StateStore(state) as store:
         records = store.records()
+        reported = store.suspects()
+    # look-alikes next to killed requests cannot always be told apart: then the copies are
+    # reported and the run exits 1 (possible extra copies remain), else 0
+    assert code == 0 or (code == 1 and reported), code
     assert len(records) == len(paths) and {r.status for r in records} == {"uploaded"}
     for rec in records:
         copy = stored[rec.file_id]

@@ -37,3 +37,11 @@ def test_chat_messages_follow_the_docs() -> None:
     assert [m["role"] for m in messages] == ["system", "system", "system", "user"]
     doc = json.loads(messages[1]["content"])
     assert doc["filename"] == "季度报告.txt" and "收入" in doc["content"]
+
+
+def test_batch_answers_go_from_documents_to_one_answer_each() -> None:
+    r = _run("batch_answers.py")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [x.split(":")[0] for x in lines] == ["季度报告.txt", "sales.csv", "README.md"]
+    assert all("[emulated answer] doc-" in x for x in lines) and "completed 3/3" in r.stderr

@@ -14,7 +14,8 @@ import kimi_files as kf
 PACKAGE = Path(kf.__file__).resolve().parent
 #: Decisions with no I/O: they must not import an I/O library.
 PURE = ("adoption", "planner", "quota", "retry", "errors", "_answers", "_redact", "models",
-        "options", "config", "report", "_steps", "filerules", "extract_rules")
+        "options", "config", "report", "_steps", "filerules", "batch_models", "replace", "batch_input",
+        "tokens", "extract_rules")
 IO_LIBRARIES = {"httpx", "httpcore", "sqlite3", "magic", "tqdm", "starlette", "uvicorn"}
 
 

@@ -644,6 +644,7 @@ def test_another_state_store_in_the_folder_is_never_uploaded(
     root = tmp_path / "docs"
     write(root / "a.txt", "a document\n")
     kf.StateStore(root / "old.sqlite3").close()  # an earlier run's state, inside the folder
+    (root / "old.sqlite3.lock").write_text("4242\n")  # and the lock a killed run left
     _sqlite_db(root / "plain.sqlite3")  # someone else's database
     with pytest.raises(kf.UnsupportedFileTypeError, match=(
             r"old\.sqlite3: the content is \S+ \(a SQLite database\): a kimi-files state store, "

@@ -374,7 +374,7 @@ def test_glob_filters() -> None:
 
 
 def test_delete_selection() -> None:
-    files = [kf.FileObject(id="a", filename="x.pdf", created_at=0),
+    files = [kf.FileObject(id="a", filename="x.pdf", created_at=1),
              kf.FileObject(id="b", filename="y.txt", created_at=86400 * 10)]
     now = 86400 * 11
     kw = {"ids": [], "match": None, "older_than_days": None, "everything": False, "now": now}
@@ -383,6 +383,9 @@ def test_delete_selection() -> None:
     assert select_for_deletion(files, **kw) == []
     assert select_for_deletion(files, **{**kw, "everything": True}) == files
     assert select_for_deletion(files, **{**kw, "ids": ["b"]}) == files[1:]
+    # a file with no plausible date (0: what parsing makes of none) is never old enough
+    undated = kf.FileObject(id="c", filename="z.txt", created_at=0)
+    assert select_for_deletion([undated], **{**kw, "older_than_days": 5}) == []
 
 
 def test_short_text_is_text() -> None:

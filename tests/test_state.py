@@ -117,7 +117,7 @@ def test_record_built_positionally_as_before() -> None:
 
 def test_a_new_store_is_marked_with_its_schema_version(tmp_path: Path) -> None:
     StateStore(tmp_path / "s.db").close()
-    assert _pragmas(tmp_path / "s.db") == (SCHEMA_VERSION, APPLICATION_ID) == (2, APPLICATION_ID)
+    assert _pragmas(tmp_path / "s.db") == (SCHEMA_VERSION, APPLICATION_ID) == (3, APPLICATION_ID)
 
 
 def test_a_v0_store_is_migrated_in_place(tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ def test_a_v0_store_is_migrated_in_place(tmp_path: Path) -> None:
         assert [(a.path, a.server_time) for a in store.attempts()] == [
             (str(tmp_path / "b.txt"), None), (str(tmp_path / "c.txt"), 42)]
         assert store.integrity_ok()
-    assert path.stat().st_ino == inode and _pragmas(path) == (2, APPLICATION_ID)
+    assert path.stat().st_ino == inode and _pragmas(path) == (3, APPLICATION_ID)
     with StateStore(path) as again:  # opening a current store changes nothing
         assert len(again.records()) == 3 and len(again.attempts()) == 2
 
@@ -156,17 +156,17 @@ def test_a_store_from_a_newer_version_is_refused_and_left_alone(tmp_path: Path) 
     path = tmp_path / "s.db"
     StateStore(path).close()
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 3")
+    db.execute("PRAGMA user_version = 4")
     db.commit()
     db.close()
     with pytest.raises(StateError) as info:
         StateStore(path)
     text = str(info.value)
-    assert text.startswith(f"state file {path} was made by a newer kimi-files (schema 3; "
-                           "this one knows up to 2): upgrade kimi-files")
+    assert text.startswith(f"state file {path} was made by a newer kimi-files (schema 4; "
+                           "this one knows up to 3): upgrade kimi-files")
     assert "--state NEW" in text and "--no-state" in text and info.value.path == str(path)
     assert isinstance(info.value, kf.ConfigurationError)
-    assert _pragmas(path) == (3, APPLICATION_ID)
+    assert _pragmas(path) == (4, APPLICATION_ID)
 
 
 def test_forget_deletes_a_row(tmp_path: Path) -> None:
@@ -227,4 +227,4 @@ def test_a_v1_store_is_migrated_to_the_ledger(tmp_path: Path) -> None:
     db.close()
     with StateStore(path) as store:
         assert [(a.path, a.server_time) for a in store.attempts()] == [("/d/a.txt", 5)]
-    assert _pragmas(path) == (2, APPLICATION_ID)
+    assert _pragmas(path) == (3, APPLICATION_ID)

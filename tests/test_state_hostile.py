@@ -60,8 +60,12 @@ def release(proc: subprocess.Popen[str]) -> None:
 
 
 def lock_is_free(path: Path) -> bool:
-    """Whether nobody holds the store's lock (taken and dropped again at once)."""
-    fd = os.open(f"{path}.lock", os.O_RDWR)
+    """Whether nobody holds the store's lock (taken and dropped again at once; a lock file
+    gone with its run is free)."""
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDWR)
+    except FileNotFoundError:
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True

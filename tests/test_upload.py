@@ -18,7 +18,7 @@ from kimi_files.emulator import Emulator
 from kimi_files.progress import ProgressBar
 from kimi_files.uploader import RELIST_WAITS, FileBody
 
-from .conftest import API_KEY, write
+from .conftest import API_KEY, emulator_process, write
 
 CORPUS = Path(__file__).resolve().parent.parent / "examples" / "corpus"
 
@@ -349,8 +349,7 @@ def test_progress_is_quiet_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) 
         kf.disable_progress_bars()
 
 
-def test_a_large_upload_streams_in_constant_memory(emulator: Emulator, client: kf.KimiFiles,
-                                                  tmp_path: Path) -> None:
+def test_a_large_upload_streams_in_constant_memory(tmp_path: Path) -> None:
     import tracemalloc
 
     line = b"constant memory: the file is read in chunks, never whole.\n"
@@ -360,14 +359,17 @@ def test_a_large_upload_streams_in_constant_memory(emulator: Emulator, client: k
         for _ in range(48):
             fh.write(block)
     size = big.stat().st_size
-    tracemalloc.start()
-    try:
-        up = client.upload(big, progress=False)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    # the emulator in a process of its own: what is traced is the client's memory alone
+    with emulator_process() as base_url, \
+            kf.KimiFiles(api_key=API_KEY, base_url=base_url, cache=False) as client:
+        tracemalloc.start()
+        try:
+            up = client.upload(big, progress=False)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
     assert up.bytes == size
-    # the client (and the emulator in this process) never hold the file: well under its size
+    # the client never holds the file: well under its size
     assert peak < 8 * 1024 * 1024 < size / 5, f"peak {peak:,} bytes for a {size:,}-byte upload"
 
 

@@ -10,6 +10,10 @@
     kimi-files content ID... [-o DIR] | --all -o DIR   the extracted text
     kimi-files extract PATH... -o OUT        the text of a corpus of any size (upload, read,
                                              delete, within the quota)
+    kimi-files tokens PATH... [--model M]    each document's tokens, and whether they fit
+    kimi-files batch build|check|submit|wait|results|status|cancel|list   the Batch API
+    kimi-files map [PATH...] [--json]        which stored file each document maps to
+    kimi-files state [list] | clean          the state and cache files of this machine
     kimi-files emulator [--port N] ...       serve the local emulator
 
 Exit codes: 0 success; 1 a file was rejected or failed, or an API call failed; 2 a usage or
@@ -43,7 +47,7 @@ if "httpx" not in sys.modules:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from ..progress import shown
-from . import _cache, _content, _extract, _files, _messages, _upload
+from . import _batch, _cache, _content, _extract, _files, _map, _messages, _state, _tokens, _upload
 from ._common import _connection_options, _run
 from ._content import output_name
 
@@ -53,7 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["main", "output_name", "shown", "upload_main"]
 
 #: The command modules, each with ``register(sub, parents)``; their order is --help's.
-_COMMANDS = (_upload, _files, _content, _extract, _cache, _messages)
+_COMMANDS = (_upload, _files, _content, _extract, _cache, _messages, _map, _state, _tokens, _batch)
 
 
 def upload_main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> int:
@@ -64,13 +68,8 @@ def upload_main(argv: Sequence[str] | None = None, *, limits: Limits | None = No
     return _run(_upload._do_upload, args, "kimi-upload")
 
 
-def main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> int:
-    """``kimi-files``. ``limits``: the account's limits, if not the platform's (tests)."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["emulator"]:  # its options are the emulator's own
-        from ..emulator.__main__ import main as emulator_main
-
-        return emulator_main(args_list[1:])
+def _parser() -> argparse.ArgumentParser:
+    """The parser of ``kimi-files``, every command registered."""
     parser = argparse.ArgumentParser(
         prog="kimi-files", description="Manage files of the Kimi Files API.",
         epilog="Exit codes: 0 success; 1 failure; 2 usage or configuration error; "
@@ -80,6 +79,17 @@ def main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> 
     for command in _COMMANDS:
         command.register(sub, parents)
     sub.add_parser("emulator", help="serve the local emulator (kimi-files emulator --help)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> int:
+    """``kimi-files``. ``limits``: the account's limits, if not the platform's (tests)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["emulator"]:  # its options are the emulator's own
+        from ..emulator.__main__ import main as emulator_main
+
+        return emulator_main(args_list[1:])
+    parser = _parser()
     args = parser.parse_args(args_list)
     refused = getattr(args, "not_on_emulator", None)
     if refused and args.emulator:

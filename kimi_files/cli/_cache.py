@@ -56,7 +56,9 @@ def _do_cache(args: argparse.Namespace) -> int:
 def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     ca = sub.add_parser("cache", parents=parents,
                         help="show or empty the reuse cache (content -> stored file, texts)")
-    ca.add_argument("action", choices=["show", "clear"])
+    ca.add_argument("action", choices=["show", "clear"],
+                    help="show: what the cache records; clear: forget it all (and remove a "
+                         "cache too damaged to open)")
     ca.add_argument("--json", action="store_true", help="show: as JSON")
     ca.set_defaults(func=_do_cache,
                     not_on_emulator="the emulator keeps no reuse cache (it is new each run)")

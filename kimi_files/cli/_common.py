@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
 import math
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..config import CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_TIMEOUT
 from ..errors import ConfigurationError, KimiError
 
 if TYPE_CHECKING:
@@ -100,12 +100,67 @@ def _connection_options() -> argparse.ArgumentParser:
                    help="allow plain http to a non-loopback host (the key travels unencrypted)")
     g.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                    help="give up on a request with no progress for this long, at most a day "
-                        "(default: 15 s to connect, 120 s per write, 300 s for an answer)")
+                        f"(default: {CONNECT_TIMEOUT:g} s to connect, {WRITE_TIMEOUT:g} s per "
+                        f"write, {READ_TIMEOUT:g} s for an answer)")
     g.add_argument("--emulator", action="store_true",
                    help="start the bundled emulator in-process and use it (no key, no network)")
     g.add_argument("-v", "--verbose", action="count", default=0,
                    help="log more to stderr (-v: info, -vv: debug)")
+    a = p.add_argument_group("account limits (when the account's are not the platform's)")
+    a.add_argument("--max-files", type=_whole(1), metavar="N",
+                   help=f"the account holds at most N files (default: ${MAX_FILES_ENV} or "
+                        "1,000)")
+    a.add_argument("--max-bytes", type=_byte_count, metavar="SIZE",
+                   help=f"the account holds at most SIZE bytes in all, e.g. 10GiB or 500MB "
+                        f"(default: ${MAX_BYTES_ENV} or 10 GiB)")
     return p
+
+
+#: The environment variables of the account's limits (--max-files, --max-bytes).
+MAX_FILES_ENV, MAX_BYTES_ENV = "KIMI_FILES_MAX_FILES", "KIMI_FILES_MAX_BYTES"
+
+_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+          "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3,
+          "t": 1024**4, "tib": 1024**4}
+
+
+def _byte_count(text: str) -> int:
+    """An argparse type: a number of bytes, with an optional unit (KB, MB, GB: powers of
+    1,000; K/KiB, M/MiB, G/GiB: of 1,024), at least 1."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 500MB, 10GiB or 1048576, got {text!r}")
+    value = int(float(m.group(1).replace(",", "").replace("_", "")) * _UNITS[unit])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a size of at least 1 byte, got {text!r}")
+    return value
+
+
+def _limits(args: argparse.Namespace, environ: Mapping[str, str]) -> Limits | None:
+    """The account's limits: --max-files and --max-bytes, else their environment variables,
+    else the platform's (None). A malformed variable is a usage error naming it."""
+    from ..config import Limits
+
+    given: Limits | None = getattr(args, "limits", None)  # the tests' seam
+    if given is not None:
+        return given
+    values: dict[str, int] = {}
+    for field, option, env, parse in (
+            ("max_files", "max_files", MAX_FILES_ENV, _whole(1)),
+            ("max_total_bytes", "max_bytes", MAX_BYTES_ENV, _byte_count)):
+        value = getattr(args, option, None)
+        if value is None and environ.get(env, "").strip():
+            try:
+                value = parse(environ[env])
+            except argparse.ArgumentTypeError as exc:
+                raise ConfigurationError(f"${env}: {exc}") from None
+        if value is not None:
+            values[field] = value
+    return Limits(**values) if values else None
 
 
 
@@ -113,7 +168,7 @@ def _connection_options() -> argparse.ArgumentParser:
 def _client(args: argparse.Namespace, retries: int | None = None) -> Iterator[KimiFiles]:
     from ..client import KimiFiles
 
-    limits: Limits | None = getattr(args, "limits", None)
+    limits = _limits(args, os.environ)
     if args.emulator:
         try:
             from ..emulator import Emulator
@@ -131,8 +186,30 @@ def _client(args: argparse.Namespace, retries: int | None = None) -> Iterator[Ki
         return
     with KimiFiles(base_url=args.base_url, platform=args.platform, allow_http=args.allow_http,
                    max_retries=retries, timeout=args.timeout, limits=limits) as c:
-        yield c
+        try:
+            yield c
+        finally:
+            c.close()
+            _tidy(c)
 
+
+def _tidy(client: KimiFiles) -> None:
+    """State for an ephemeral emulator must not pile up (one set per port): an account whose
+    loopback server said it is one is marked, and the state, lock and cache of every marked
+    account whose port no longer answers (its emulator gone, with all it stored) are removed;
+    ours only, never while a run holds the lock. While it runs, re-runs resume and reuse as
+    against any server; an explicit --state is the user's and stays."""
+    import logging
+
+    from ..cache import cache_path_for
+    from ..state import mark_ephemeral, sweep_ephemeral
+
+    where = client.state_path()
+    if client.emulator is not None and (where.exists() or cache_path_for(where).exists()):
+        mark_ephemeral(where, client.ephemeral_server)
+    for path in sweep_ephemeral(where.parent):
+        logging.getLogger("kimi_files").info("removed %s (kept for an emulator that is gone)",
+                                             path)
 
 
 class _Signalled(BaseException):
@@ -242,8 +319,7 @@ def _exit_now(code: int) -> None:
 
 
 def _when(ts: int) -> str:
-    try:
-        return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):  # a server's nonsense time
-        return str(ts)
+    from ..quota import fmt_time
+
+    return fmt_time(ts)
 

@@ -84,6 +84,7 @@ def _do_content(args: argparse.Namespace) -> int:
                          f"{exc.strerror or exc}") from None
     with _client(args) as client:
         names: dict[str, str] = {}
+        batch: set[str] = set()  # files whose content is their JSONL as stored
         if args.ids:
             ids = list(dict.fromkeys(args.ids))
         else:
@@ -91,11 +92,12 @@ def _do_content(args: argparse.Namespace) -> int:
             ids = list(dict.fromkeys(f.id for f in listing))
             for f in listing:
                 names.setdefault(f.id, f.filename)
+            batch = {f.id for f in listing if f.purpose == "batch"}
         failed = False
         taken: set[str] = set()
         for fid in ids:
             try:
-                content = client.content(fid)
+                content = client.content(fid, raw=args.raw or fid in batch)
             except KimiError as exc:
                 _say(f"kimi-files: {fid}: {exc}")
                 failed = True
@@ -119,8 +121,12 @@ def _do_content(args: argparse.Namespace) -> int:
 
 def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     co = sub.add_parser("content", parents=parents, help="print or save extracted text")
-    co.add_argument("ids", nargs="*", metavar="ID")
+    co.add_argument("ids", nargs="*", metavar="ID",
+                    help="the ids of the files whose extracted text to print or save")
     co.add_argument("--all", action="store_true", help="every file (needs --output)")
     co.add_argument("-o", "--output", metavar="DIR",
                     help="write ID-NAME.txt files into DIR (names made safe; never outside DIR)")
+    co.add_argument("--raw", action="store_true",
+                    help="the body as stored, for batch files (their JSONL); without it an "
+                         "answer that is not the extracted-text document is an error")
     co.set_defaults(func=_do_content)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..config import KNOWN_PURPOSES
 from ..errors import KimiError
 from ..progress import shown
-from ..quota import fmt_bytes, select_for_deletion
+from ..quota import fmt_bytes, plausibly_dated, select_for_deletion
 
 if TYPE_CHECKING:
     from ..client import KimiFiles
@@ -31,12 +31,13 @@ def _do_list(args: argparse.Namespace) -> int:
     if not files.data:
         print("no files", file=sys.stderr)
         return EXIT_OK
-    rows = [(shown(f.id), fmt_bytes(f.bytes), _when(f.created_at), shown(f.status), f.filename)
-            for f in files]
-    head = ("ID", "SIZE", "CREATED", "STATUS", "FILENAME")
-    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(4)]
+    rows = [(shown(f.id), fmt_bytes(f.bytes), _when(f.created_at), shown(f.purpose),
+             shown(f.status), f.filename) for f in files]
+    head = ("ID", "SIZE", "CREATED", "PURPOSE", "STATUS", "FILENAME")
+    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(5)]
     for r in [head, *rows]:
-        _emit(sys.stdout, "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+        _emit(sys.stdout, "  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True))
+              + "  " + r[5])
     return EXIT_OK
 
 
@@ -63,10 +64,15 @@ def _do_delete(args: argparse.Namespace) -> int:
     if args.ids and (args.match or args.older_than is not None or args.all):
         raise _Usage("give file ids or filters, not both")
     with _client(args) as client:
-        files = client.list().data
+        files, now = client.list().data, time.time()
+        if args.older_than is not None:
+            for f in files:
+                if not plausibly_dated(f, now):
+                    _say(f"kimi-files: {shown(f.id)} ({shown(f.filename)}): the listing gives "
+                         "it no plausible created_at; --older-than leaves it alone")
         chosen = select_for_deletion(files, ids=args.ids, match=args.match,
                                      older_than_days=args.older_than, everything=args.all,
-                                     now=time.time())
+                                     now=now)
         missing = sorted(set(args.ids) - {f.id for f in chosen})
         for fid in missing:
             _say(f"kimi-files: no file {fid} in this account")
@@ -104,14 +110,17 @@ def _delete_each(client: KimiFiles, files: Sequence[FileObject]) -> int:
 
 
 def _do_prune(args: argparse.Namespace) -> int:
-    from ..quota import select_for_pruning
+    from ..quota import implausibly_dated, select_for_pruning
 
     if args.keep is None and args.older_than is None:
         raise _Usage("say what to keep: --keep N (the N newest) and/or --older-than DAYS")
     with _client(args) as client:
-        chosen = select_for_pruning(client.list().data, keep=args.keep,
-                                    older_than_days=args.older_than, match=args.match,
-                                    purpose=args.purpose, now=time.time())
+        files, now = client.list().data, time.time()
+        for f in implausibly_dated(files, match=args.match, purpose=args.purpose, now=now):
+            _say(f"kimi-files: {shown(f.id)} ({shown(f.filename)}): the listing gives it no "
+                 "plausible created_at; it is neither pruned nor counted among the newest")
+        chosen = select_for_pruning(files, keep=args.keep, older_than_days=args.older_than,
+                                    match=args.match, purpose=args.purpose, now=now)
         if args.dry_run or not args.yes:
             for f in chosen:
                 _emit(sys.stdout, f"would delete {f.id}  {f.filename}  ({f.bytes:,} bytes, "
@@ -132,10 +141,11 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     ls.add_argument("--json", action="store_true", help="the API's list object as JSON")
     ls.set_defaults(func=_do_list)
     qu = sub.add_parser("quota", parents=parents, help="files and bytes used and free")
-    qu.add_argument("--json", action="store_true")
+    qu.add_argument("--json", action="store_true",
+                    help="as JSON: files, max_files, free_files, bytes, max_bytes, free_bytes")
     qu.set_defaults(func=_do_quota)
     de = sub.add_parser("delete", parents=parents, help="delete files by id or by filter")
-    de.add_argument("ids", nargs="*", metavar="ID")
+    de.add_argument("ids", nargs="*", metavar="ID", help="the ids of the files to delete")
     de.add_argument("--match", metavar="GLOB", help="files whose name matches")
     de.add_argument("--older-than", type=_days, metavar="DAYS", help="files older than DAYS")
     de.add_argument("--all", action="store_true", help="every file (with --yes)")

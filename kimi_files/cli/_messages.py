@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ..config import KNOWN_PURPOSES
+from ..config import DEFAULT_MODEL, KNOWN_PURPOSES
 
 if TYPE_CHECKING:
     from ._common import Subparsers
@@ -18,10 +18,12 @@ from ._output import _emit_json, _say
 def _do_messages(args: argparse.Namespace) -> int:
     with _client(args) as client:
         found = client.messages(args.paths, max_chars=args.max_chars, strict=args.strict,
+                                max_tokens=args.max_tokens, model=args.model,
                                 purpose=args.purpose, reuse=not args.no_reuse)
     _emit_json(sys.stdout, list(found))
     for path, (total, kept) in found.cut.items():
-        _say(f"kimi-files: {path}: cut to {kept:,} of {total:,} characters (--max-chars)")
+        _say(f"kimi-files: {path}: cut to {kept:,} of {total:,} characters "
+             f"({'--max-tokens' if args.max_tokens else '--max-chars'})")
     for path, exc in found.failed.items():
         _say(f"kimi-files: {path}: left out: {exc}")
     return EXIT_FAILED if found.failed else EXIT_OK
@@ -32,13 +34,20 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     me = sub.add_parser("messages", parents=parents,
                         help="print the system messages of a chat request for documents, as "
                              "JSON")
-    me.add_argument("paths", nargs="+", metavar="PATH")
+    me.add_argument("paths", nargs="+", metavar="PATH",
+                    help="the documents, in the order of the messages (uploaded or reused)")
     me.add_argument("--max-chars", type=_whole(1), metavar="N",
                     help="keep the total under N characters, cutting the largest first")
+    me.add_argument("--max-tokens", type=_whole(1), metavar="N",
+                    help="keep the request's estimated tokens under N (the platform's "
+                         "estimate), cutting the largest first")
+    me.add_argument("--model", metavar="M",
+                    help=f"the model --max-tokens counts for (default {DEFAULT_MODEL})")
     me.add_argument("--strict", action="store_true",
                     help="fail on a document the service cannot read (default: leave it out)")
     me.add_argument("--purpose", choices=sorted(KNOWN_PURPOSES), default="file-extract",
-                    help=argparse.SUPPRESS)
+                    help="the purpose to upload under (default file-extract: messages hold "
+                         "the extracted text)")
     me.add_argument("--no-reuse", action="store_true",
                     help="upload even what the account already holds")
     me.set_defaults(func=_do_messages)

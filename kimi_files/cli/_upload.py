@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import KNOWN_PURPOSES
+from ..config import KNOWN_PURPOSES, RetryPolicy
 from ..errors import KimiError, NoRoomError
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ def _upload_parser(prog: str, parents: list[argparse.ArgumentParser]) -> argpars
         description="Upload files and folders to the Kimi Files API: every file is checked "
                     "first, the whole batch is planned against the account's quota, uploads "
                     "are paced, retried safely and recorded so a re-run resumes.",
-        epilog="Exit codes: 0 all uploaded or skipped; 1 any rejected or failed; 2 usage; "
+        epilog="Exit codes: 0 all uploaded or skipped; 1 any rejected, failed or deferred; "
+               "2 usage; "
                "130/143/129 stopped by Ctrl-C/SIGTERM/SIGHUP; 141 output closed.")
     _add_upload_options(p)
     return p
@@ -58,11 +59,20 @@ def _add_upload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpm", type=_whole(1, 1_000_000), metavar="N",
                    help="at most N requests a minute (learned from 429s if not given)")
     p.add_argument("--retries", type=_whole(0, 100), metavar="N",
-                   help="retries per request (default 5)")
-    p.add_argument("--include", action="append", default=[], metavar="GLOB",
-                   help="only files whose name or relative path matches (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="skip files whose name or relative path matches (repeatable)")
+                   help=f"retries per request (default {RetryPolicy().max_attempts - 1})")
+    p.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                   help="only files the pattern matches, by gitignore rules (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="skip what the pattern matches, by gitignore rules: a name is a file "
+                        "or folder at any depth (notes skips the folder notes/), ** spans "
+                        "folders, !PATTERN takes back (repeatable; after --exclude-from)")
+    p.add_argument("--exclude-from", action="append", default=[], metavar="FILE",
+                   help="skip what the patterns of FILE match, one a line, as a .gitignore "
+                        "(repeatable)")
+    p.add_argument("--replace", action="store_true",
+                   help="once a changed file's new copy is stored, delete the copy this tool "
+                        "stored for it before (only that very file, checked by the listing; "
+                        "default: keep it, and say so)")
     p.add_argument("--no-reuse", action="store_true",
                    help="upload even what the account already holds with the same content "
                         "(default: reuse it)")
@@ -103,7 +113,9 @@ class _ResultLines:
             note = f" ({r.note})" if r.note else ""
             return f"{r.status:9} {r.path}{tail}{note}"
         first = self._seen.setdefault(id(r.error), r)
-        if isinstance(r.error, NoRoomError):
+        if r.status == "deferred":
+            reason = f"{r.note or 'deferred'} (see below)"
+        elif isinstance(r.error, NoRoomError):
             reason = "no room for this batch (see below)"
         elif first is not r:
             reason = f"{r.note or 'same error as ' + first.path} (see below)"
@@ -125,6 +137,12 @@ def _do_upload(args: argparse.Namespace) -> int:
 
     if args.no_state and args.state:
         raise _Usage("--state and --no-state cannot be used together")
+    if args.replace and args.no_state:
+        raise _Usage("--replace needs the state (it knows which copies this tool stored): "
+                     "drop --no-state")
+    from ..scan import read_patterns
+
+    exclude = [p for f in args.exclude_from for p in read_patterns(f)] + args.exclude
     if args.no_progress:
         from ..progress import disable_progress_bars
 
@@ -173,7 +191,7 @@ def _do_upload(args: argparse.Namespace) -> int:
                     args.paths, client=client, purpose=args.purpose,
                     free_quota=args.free_quota, dry_run=args.dry_run,
                     concurrency=args.concurrency, rpm=args.rpm, include=args.include,
-                    exclude=args.exclude, state=state,
+                    exclude=exclude, state=state, replace=args.replace,
                     progress=None if not args.no_progress else False,
                     allow_any_type=args.allow_any_type, on_result=on_result, stop=stop,
                     reuse=not args.no_reuse,
@@ -218,7 +236,9 @@ def _do_upload(args: argparse.Namespace) -> int:
         return EXIT_BROKEN_PIPE
     if report.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if report.ok and report.results else EXIT_FAILED
+    # possible extra copies on the account: not the clean run the exit code 0 promises
+    return (EXIT_OK if report.ok and report.results and not report.suspects_remain
+            else EXIT_FAILED)
 
 
 

@@ -18,12 +18,19 @@ service it answers ``text extract error: 没有解析出内容`` to a PDF withou
 5 KiB of one repeated character, checks each purpose's content types (images are refused
 under ``file-extract`` unless ``extract_images=True``), sends ``Msh-Request-Id`` on every
 answer and no ``Retry-After`` / ``X-RateLimit-*`` on 429s. The list honours ``after`` and
-``limit`` and answers ``has_more``. Uploads are streamed to disk. Faults (``fail_next``)
+``limit`` and answers ``has_more`` (``page_size`` pages it by default). Uploads are streamed
+to disk. Faults (``fail_next``)
 cover every row of the error table and every wording captured from real accounts
 (:data:`CAPTURED_ROWS`), plus HTML gateway pages, garbage and truncated bodies, delays,
 hangs, dropped connections, "store the file, then drop the connection" and "store it late,
 after the client gave up". Tiers can be emulated with ``max_concurrency`` and ``rpm``; the
-clocks are injectable (``clock=``, ``wall=``). Needs the ``emulator`` extra:
+clocks are injectable (``clock=``, ``wall=``), and the ``Date`` header can be made to disagree
+with ``created_at`` (``date_offset=``, seconds; None: no ``Date``). It also serves the Batch
+API (``/v1/batches``: create, retrieve, list, cancel; output and error files in the OpenAI
+line shape, a deterministic answer per request, faults ``batch_line_errors`` and ``batch_expire``) and the
+token estimate (``/v1/tokenizers/estimate-token-count``, a documented formula): see
+``emu.state.batches`` (progress by the injectable clock, per look, or ``advance()``) and
+``kimi_files.emulator._batches``. Needs the ``emulator`` extra:
 ``pip install 'kimi-files[emulator]'``.
 """
 
@@ -64,7 +71,7 @@ class Emulator:
     Keyword arguments other than ``host``, ``port`` and ``log_level`` configure the
     :class:`EmulatorState` (``api_key``, ``max_files``, ``max_total_bytes``,
     ``max_file_bytes``, ``extract_delay``, ``max_concurrency``, ``rpm``, ``rate_window``,
-    ``storage_dir``, ``extract_images``, ``clock``, ``wall``).
+    ``storage_dir``, ``extract_images``, ``page_size``, ``clock``, ``wall``, ``date_offset``).
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
@@ -112,6 +119,7 @@ class Emulator:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=1,
+            date_header=False,  # the app sends the emulated one
             timeout_keep_alive=30,
         )
         self._server = uvicorn.Server(config)

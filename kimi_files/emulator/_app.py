@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..config import EMULATOR_HEADER
+from ._batches import MODELS, EmuBatch, estimate_tokens, json_rows
 from ._state import ERROR_ROWS, EmulatorState, Fault, LoggedRequest, StoredFile
 
 _HTML = ("<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}"
          "</h1></center><hr><center>nginx</center></body></html>")
-_REASONS = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+_REASONS = {200: "OK", 502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 
 
 class _Dropped(Response):
@@ -54,6 +57,10 @@ def _error(status: int, etype: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"type": etype, "message": message}}, status_code=status)
 
 
+def _not_found(what: str, key: str) -> JSONResponse:
+    return _error(404, "resource_not_found_error", f"Not found the {what} {key} or Permission denied")
+
+
 def _row(name: str, **fmt: Any) -> JSONResponse:
     status, etype, template = ERROR_ROWS[name]
     return _error(status, etype, template.format(**fmt))
@@ -79,6 +86,8 @@ def _fault_response(request: Request, fault: Fault) -> Response | None:
                         media_type="application/json")
     if kind == "no_data":
         return JSONResponse({"object": "list"})
+    if kind == "empty_200":
+        return Response(b"", status_code=200, media_type="application/json")
     if kind == "drop":
         return _drop(request)
     return None
@@ -114,6 +123,10 @@ class Emulated:
         try:
             fault = self.state.take_fault(endpoint)
             if fault is not None and fault.kind in ("delay", "hang"):
+                if fault.kind == "hang":
+                    fault.held.set()
+                if fault.kind == "hang" and fault.release is not None:
+                    await self._released(fault.release)
                 deadline = asyncio.get_running_loop().time() + fault.delay
                 while not self.state.closing and asyncio.get_running_loop().time() < deadline:
                     await asyncio.sleep(min(0.05, fault.delay))
@@ -121,6 +134,10 @@ class Emulated:
                     return _drop(request)
                 fault = None
             response: Response = await handler(request, fault, entry)
+            if fault is not None and fault.kind == "cut_body" and response.status_code == 200:
+                whole = bytes(response.body)
+                return Response(whole[:len(whole) // 2], status_code=200,
+                                media_type=response.media_type)
             return response
         finally:
             self.state.release()
@@ -137,10 +154,7 @@ class Emulated:
     def _file(self, file_id: str) -> StoredFile | JSONResponse:
         with self.state.lock:
             stored = self.state.files.get(file_id)
-        if stored is None:
-            return _error(404, "resource_not_found_error",
-                          f"Not found the file {file_id} or Permission denied")
-        return stored
+        return _not_found("file", file_id) if stored is None else stored
 
     # --- endpoints ----------------------------------------------------------------------------
 
@@ -181,6 +195,9 @@ class Emulated:
                 tmp.unlink(missing_ok=True)
                 return refusal
             if fault is not None and fault.kind == "store_late":
+                fault.held.set()
+                if fault.release is not None:
+                    await self._released(fault.release)
                 await self._until_client_left(request, fault.delay)
             # "error" is the documented status of a failed extraction
             status = "error" if fault is not None and fault.kind == "status_failed" else "ok"
@@ -202,6 +219,11 @@ class Emulated:
             return JSONResponse(stored.to_dict())
         finally:
             await form.close()
+
+    async def _released(self, release: threading.Event) -> None:
+        """Wait until a test sets ``release`` (or the server stops)."""
+        while not self.state.closing and not release.is_set():
+            await asyncio.sleep(0.01)
 
     async def _until_client_left(self, request: Request, delay: float) -> None:
         """Wait ``delay`` seconds, then until the client has gone (at most a minute more)."""
@@ -226,7 +248,7 @@ class Emulated:
             else:
                 files = [f for f in files if f.id > after]
         limit_text = request.query_params.get("limit")
-        has_more = False
+        limit = self.state.page_size
         if limit_text is not None:
             try:
                 limit = int(limit_text)
@@ -234,10 +256,21 @@ class Emulated:
                 limit = 0
             if not 1 <= limit <= 10_000:
                 return _row("invalid_request", detail=f"limit must be 1 to 10000, not {limit_text!r}")
-            has_more = len(files) > limit
+        if fault is not None and fault.kind == "has_more_stuck":
+            files = self.state.listing()  # the first page again, whatever `after` said
+        has_more = limit is not None and len(files) > limit
+        if limit is not None:
             files = files[:limit]
-        return JSONResponse({"object": "list", "data": [f.to_dict() for f in files],
-                             "has_more": has_more})
+        rows = [f.to_dict() for f in files]
+        if fault is not None and rows:
+            if fault.kind == "repeated_ids":
+                rows += [dict(rows[-1]), dict(rows[-1])]
+            elif fault.kind == "bad_created_at":
+                rows[-1]["created_at"] = fault.value
+        if fault is not None and fault.kind in ("has_more_stuck", "has_more_empty"):
+            has_more = True
+            rows = [] if fault.kind == "has_more_empty" else rows
+        return JSONResponse({"object": "list", "data": rows, "has_more": has_more})
 
     async def retrieve(self, request: Request, fault: Fault | None,
                        entry: LoggedRequest) -> Response:
@@ -268,7 +301,7 @@ class Emulated:
         stored = self._file(request.path_params["file_id"])
         if isinstance(stored, JSONResponse):
             return stored
-        if stored.purpose == "batch" and stored.path is not None:
+        if stored.purpose in ("batch", "batch_output") and stored.path is not None:
             # a batch file is not extracted: its content is the JSONL as uploaded
             raw = await run_in_threadpool(stored.path.read_bytes)
             return Response(raw, media_type="application/jsonl")
@@ -276,6 +309,83 @@ class Emulated:
         doc = {"content": text, "file_type": file_type, "filename": stored.filename,
                "title": "", "type": "file"}
         return Response(json.dumps(doc, ensure_ascii=False), media_type="application/json")
+
+    # --- the Batch API and the token estimate ---------------------------------------------------
+
+    async def _json_body(self, request: Request) -> Any:
+        try:
+            return json.loads(await request.body())
+        except ValueError:
+            return None
+
+    async def batch_create(self, request: Request, fault: Fault | None,
+                           entry: LoggedRequest) -> Response:
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        made = self.state.batches.create(await self._json_body(request), fault)
+        if isinstance(made, tuple):
+            return _row("invalid_request", detail=made[1])
+        entry.outcome = f"created {made.id}"
+        return JSONResponse(made.to_dict())
+
+    def _batch(self, request: Request, fault: Fault | None) -> EmuBatch | Response:
+        """The batch the path names, or the answer instead (a fault's, or a 404)."""
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        batch_id = request.path_params["batch_id"]
+        with self.state.lock:
+            batch = self.state.batches.batches.get(batch_id)
+        return _not_found("batch", batch_id) if batch is None else batch
+
+    async def batch_retrieve(self, request: Request, fault: Fault | None,
+                             entry: LoggedRequest) -> Response:
+        batch = self._batch(request, fault)
+        if isinstance(batch, Response):
+            return batch
+        await run_in_threadpool(self.state.batches.look, batch)
+        return JSONResponse(batch.to_dict())
+
+    async def batch_list(self, request: Request, fault: Fault | None,
+                         entry: LoggedRequest) -> Response:
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        text = request.query_params.get("limit", "20")
+        try:
+            limit = int(text)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            return _row("invalid_request", detail=f"limit must be 1 to 100, not {text!r}")
+        items, has_more = self.state.batches.listing(request.query_params.get("after"), limit)
+        for b in items:
+            await run_in_threadpool(self.state.batches.look, b)
+        data = [b.to_dict() for b in items]
+        return JSONResponse({"object": "list", "data": data,
+                             "first_id": data[0]["id"] if data else None,
+                             "last_id": data[-1]["id"] if data else None, "has_more": has_more})
+
+    async def batch_cancel(self, request: Request, fault: Fault | None,
+                           entry: LoggedRequest) -> Response:
+        batch = self._batch(request, fault)
+        if isinstance(batch, Response):
+            return batch
+        refused = self.state.batches.cancel(batch)
+        if refused is not None:
+            return _row("invalid_request", detail=refused)
+        return JSONResponse(batch.to_dict())
+
+    async def tokens(self, request: Request, fault: Fault | None,
+                     entry: LoggedRequest) -> Response:
+        if fault is not None and (early := _fault_response(request, fault)) is not None:
+            return early
+        body = await self._json_body(request)
+        model = body.get("model") if isinstance(body, dict) else None
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(model, str) or not isinstance(messages, list):
+            return _row("invalid_request", detail="model and messages are required")
+        if model not in MODELS:
+            return _row("model_not_found", detail=model)
+        return JSONResponse({"data": {"total_tokens": estimate_tokens(messages)}})
 
 
 def _full(state: EmulatorState, what: str) -> JSONResponse:
@@ -351,14 +461,8 @@ def _batch_refusal(path: Path, filename: str) -> JSONResponse | None:
         return _row("invalid_request",
                     detail=f"purpose 'batch' takes a .jsonl file, not {filename}")
     with path.open("rb") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                row = None
-            if not isinstance(row, dict):
+        for number, row in json_rows(fh):
+            if row is None:
                 return _row("invalid_request",
                             detail=f"purpose 'batch': line {number} of {filename} is not a "
                                    "JSON object")
@@ -448,10 +552,15 @@ def _docx_text(path: Path) -> str | None:
 
 class _KeepSend:
     """Outermost ASGI layer: remembers the server's own ``send`` so a fault can drop the line,
-    and gives every answer a ``Msh-Request-Id`` header, as the service does."""
+    and gives every answer a ``Msh-Request-Id`` header, as the service does, its ``Date``
+    (:meth:`EmulatorState.date_header`: the emulated clock, not the ASGI server's), and the
+    emulator's own ``X-Kimi-Files-Emulator: ephemeral|persistent`` (what it stores goes when
+    it stops, or survives in its storage folder): a client keeps no state for an ephemeral
+    one."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, state: EmulatorState) -> None:
         self.app = app
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -465,6 +574,11 @@ class _KeepSend:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((b"msh-request-id", request_id.encode()))
+                headers.append((EMULATOR_HEADER.lower().encode(),
+                                b"persistent" if self.state.persistent else b"ephemeral"))
+                date = self.state.date_header()
+                if date is not None:
+                    headers.append((b"date", date.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -487,5 +601,10 @@ def create_app(state: EmulatorState) -> ASGIApp:
         route("/v1/files/{file_id}", "retrieve", h.retrieve, "GET"),
         route("/v1/files/{file_id}", "delete", h.delete, "DELETE"),
         route("/v1/files/{file_id}/content", "content", h.content, "GET"),
+        route("/v1/batches", "batch_create", h.batch_create, "POST"),
+        route("/v1/batches", "batch_list", h.batch_list, "GET"),
+        route("/v1/batches/{batch_id}", "batch_retrieve", h.batch_retrieve, "GET"),
+        route("/v1/batches/{batch_id}/cancel", "batch_cancel", h.batch_cancel, "POST"),
+        route("/v1/tokenizers/estimate-token-count", "tokens", h.tokens, "POST"),
     ])
-    return _KeepSend(app)
+    return _KeepSend(app, state)

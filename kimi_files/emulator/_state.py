@@ -106,19 +106,32 @@ TRANSPORT_FAULTS = frozenset({
     "drop",             # close the connection without answering; nothing stored
     "store_then_drop",  # store the file, then close the connection without answering
     "status_failed",    # store the file with status "error" (extraction failed)
-    "hang",             # answer nothing for `delay` seconds (client time-outs), then drop
+    "hang",             # answer nothing for `delay` seconds (client time-outs), then drop;
+                        # nothing stored
     "delay",            # wait `delay` seconds, then answer normally
     "store_late",       # hold the answer; once `delay` s passed and the client left (timed
                         # out), store the file, then drop: a slow extraction stored late
     "no_id",            # upload: store the file, answer 200 with its object but an empty id
     "no_data",          # 200 with {"object": "list"} and no data array
+    "cut_body",         # the normal answer (a file stored, a document...) with its body cut
+                        # in the middle: a 200 with JSON cut off
+    "empty_200",        # 200 with an empty body
+    "html_200",         # 200 with an HTML page (a gateway's or a captive portal's)
+    "repeated_ids",     # list: the newest file listed three times
+    "bad_created_at",   # list: the newest file's created_at is `value` (default true)
+    "has_more_stuck",   # list: has_more true and the same first page, whatever `after` says
+    "has_more_empty",   # list: has_more true with no files (no last id to go on from)
 })
-FAULT_KINDS = frozenset(ERROR_ROWS) | TRANSPORT_FAULTS
+#: Faults of the Batch API, taken when a batch is created (``endpoint="batch_create"``): some
+#: requests fail (every ``limit``-th one), or the batch expires half-way.
+BATCH_FAULTS = frozenset({"batch_line_errors", "batch_expire"})
+FAULT_KINDS = frozenset(ERROR_ROWS) | TRANSPORT_FAULTS | BATCH_FAULTS
 #: The faults a client should survive by retrying: the default mix of :meth:`set_chaos`.
 CHAOS_KINDS = ("extraction_failed", "invalid_state", "engine_overloaded", "max_concurrency",
                "max_rpm", "html_502", "html_503", "html_504", "empty_500", "garbage", "drop",
                "store_then_drop", "status_failed")
-ENDPOINTS = frozenset({"upload", "list", "retrieve", "delete", "content", "*"})
+ENDPOINTS = frozenset({"upload", "list", "retrieve", "delete", "content", "batch_create",
+                       "batch_retrieve", "batch_list", "batch_cancel", "tokens", "*"})
 
 
 @dataclass
@@ -133,8 +146,15 @@ class Fault:
     current: int = 1000
     detail: str = "emulated failure"
     delay: float = 0.0
+    #: what ``bad_created_at`` puts in place of the newest file's ``created_at``
+    value: Any = True
     #: set once a fault that stores (store_then_drop, store_late) has stored its file
     stored: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    #: hang and store_late: when given, wait until it is set instead of for ``delay`` (a
+    #: test decides when, with no race against real time)
+    release: threading.Event | None = field(default=None, repr=False, compare=False)
+    #: set once a hang or store_late request is held (for store_late: its whole body read)
+    held: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -148,6 +168,10 @@ class Fault:
         message = template.format(limit=self.limit, after=after, current=self.current,
                                   detail=self.detail)
         return status, {"error": {"type": etype, "message": message}}
+
+
+#: The file of a persistent storage folder that lists what it holds (one JSON array).
+INDEX_NAME = "index.json"
 
 
 @dataclass
@@ -191,9 +215,12 @@ class EmulatorState:
     """Everything the emulated account holds. Thread-safe.
 
     ``clock`` (monotonic seconds) drives the rate windows and ``wall`` (Unix seconds) the
-    ``created_at`` of files and the request log, so tests can inject both. ``extract_images``
-    restores the older behaviour of accepting images under ``file-extract`` (the newest guide
-    says they are no longer extracted, so they are refused by default).
+    ``created_at`` of files, the ``Date`` header of answers and the request log, so tests can
+    inject both. ``date_offset`` (seconds) sets the ``Date`` header that far from ``wall``, as
+    a gateway whose clock disagrees with the storage's would; None sends no ``Date`` at all.
+    ``extract_images`` restores the older behaviour of accepting images under
+    ``file-extract`` (the newest guide says they are no longer extracted, so they are refused
+    by default).
     """
 
     def __init__(
@@ -210,11 +237,17 @@ class EmulatorState:
         rate_window: float = 60.0,
         purposes: frozenset[str] = frozenset({"file-extract", "image", "video", "batch"}),
         extract_images: bool = False,
+        page_size: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        date_offset: float | None = 0.0,
     ) -> None:
         self.api_key = api_key
+        self.date_offset = date_offset
         self.extract_images = extract_images
+        #: list at most this many files per page unless ``limit`` says otherwise, with
+        #: ``has_more`` (as openai-style servers page); None: every file at once
+        self.page_size = page_size
         self.clock = clock
         self.wall = wall
         self.max_files = max_files
@@ -229,6 +262,8 @@ class EmulatorState:
         self.storage = Path(storage_dir or tempfile.mkdtemp(prefix="kimi-emulator-"))
         self.storage.mkdir(parents=True, exist_ok=True)
         self.files: dict[str, StoredFile] = {}
+        if self.persistent:
+            self._load()
         self.faults: list[Fault] = []
         self.requests: list[LoggedRequest] = []
         self._in_flight = 0
@@ -240,6 +275,58 @@ class EmulatorState:
         self._seq = itertools.count(1)
         self._chaos: tuple[float, tuple[str, ...], str, Any] = (0.0, (), "upload", None)
         self.lock = threading.RLock()
+        from ._batches import BatchBook
+
+        #: the Batch API's batches (see kimi_files.emulator._batches)
+        self.batches = BatchBook(self)
+
+    # --- a storage folder that survives a restart ---------------------------------------------
+
+    @property
+    def persistent(self) -> bool:
+        """True when the files live in a folder given (``storage_dir``, ``--storage-dir``):
+        kept when the emulator stops, and served again when it starts on that folder."""
+        return not self._own_dir
+
+    @property
+    def _index(self) -> Path:
+        return self.storage / INDEX_NAME
+
+    def _load(self) -> None:
+        """Serve again what an earlier emulator stored in this folder (its index, and each
+        file's content where it is still there); leftovers of uploads cut off are removed."""
+        import json
+
+        for leftover in self.storage.glob(".incoming-*"):
+            leftover.unlink(missing_ok=True)
+        try:
+            rows = json.loads(self._index.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"the emulator's index {self._index} cannot be read ({exc}); "
+                               "move it aside to start with an empty account") from None
+        for row in rows:
+            content = self.storage / row["id"]
+            f = StoredFile(**{k: v for k, v in row.items() if k != "has_content"})
+            f.path = content if row.get("has_content") and content.exists() else None
+            self.files[f.id] = f
+
+    def _save(self) -> None:
+        """Write the index (atomically: a crash leaves the old one or the new one)."""
+        if not self.persistent:
+            return
+        import json
+
+        with self.lock:
+            rows = [{"id": f.id, "filename": f.filename, "bytes": f.bytes,
+                     "created_at": f.created_at, "purpose": f.purpose, "status": f.status,
+                     "status_details": f.status_details, "content_type": f.content_type,
+                     "has_content": f.path is not None} for f in self.files.values()]
+            fd, tmp = tempfile.mkstemp(dir=self.storage, prefix=".index-")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(rows, fh)
+            os.replace(tmp, self._index)
 
     # --- ids and files ----------------------------------------------------------------------
 
@@ -256,6 +343,7 @@ class EmulatorState:
             ts = int(self.wall()) if created_at is None else created_at
             f = StoredFile(self.new_id(ts), filename, size, ts, purpose, status)
             self.files[f.id] = f
+            self._save()
             return f
 
     def room_for(self, size: int) -> str | None:
@@ -268,11 +356,12 @@ class EmulatorState:
         return None
 
     def store(self, filename: str, src: Path, size: int, purpose: str, content_type: str,
-              status: str = "ok") -> StoredFile | str:
+              status: str = "ok", *, limits: bool = True) -> StoredFile | str:
         """Store a file, or say why it does not fit (:meth:`room_for`): the limits are
-        checked and the file counted under one lock, so uploads at once never pass them."""
+        checked and the file counted under one lock, so uploads at once never pass them.
+        ``limits=False``: a file the service writes itself, stored whatever the count."""
         with self.lock:
-            full = self.room_for(size)
+            full = self.room_for(size) if limits else None
             if full is not None:
                 return full
             ts = int(self.wall())
@@ -282,11 +371,24 @@ class EmulatorState:
             self.files[f.id] = f
         shutil.move(os.fspath(src), dest)
         f.path = dest
+        self._save()
         return f
+
+    def store_bytes(self, filename: str, data: bytes, purpose: str) -> StoredFile:
+        """Store a file the service writes itself (a batch's output or errors)."""
+        fd, name = tempfile.mkstemp(dir=self.storage, prefix=".made-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        stored = self.store(filename, Path(name), len(data), purpose, "application/jsonl",
+                            limits=False)
+        assert isinstance(stored, StoredFile)
+        return stored
 
     def delete(self, file_id: str) -> StoredFile | None:
         with self.lock:
             f = self.files.pop(file_id, None)
+            if f is not None:
+                self._save()
         if f is not None and f.path is not None:
             f.path.unlink(missing_ok=True)
         return f
@@ -366,6 +468,14 @@ class EmulatorState:
 
     # --- log ----------------------------------------------------------------------------------
 
+    def date_header(self) -> str | None:
+        """The ``Date`` of an answer now (None: none is sent)."""
+        if self.date_offset is None:
+            return None
+        from email.utils import formatdate
+
+        return formatdate(self.wall() + self.date_offset, usegmt=True)
+
     def log(self, method: str, path: str) -> LoggedRequest:
         entry = LoggedRequest(method, path, at=self.wall())
         with self.lock:
@@ -377,6 +487,7 @@ class EmulatorState:
         (the platform's unless given)."""
         for fid in list(self.files):
             self.delete(fid)
+        self.batches.reset()
         with self.lock:
             self.faults.clear()
             self.requests.clear()
@@ -391,9 +502,13 @@ class EmulatorState:
             self.rpm = limits.pop("rpm", None)
             self.rate_window = limits.pop("rate_window", 60.0)
             self.extract_images = limits.pop("extract_images", False)
+            self.page_size = limits.pop("page_size", None)
+            self.date_offset = limits.pop("date_offset", 0.0)
             if limits:
                 raise TypeError(f"unknown options: {sorted(limits)}")
 
     def close(self) -> None:
         if self._own_dir:
             shutil.rmtree(self.storage, ignore_errors=True)
+        else:
+            self._save()  # statuses changed since the last upload or deletion

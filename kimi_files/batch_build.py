@@ -1,0 +1,146 @@
+"""Build a Batch API input file: one chat request per document, its extracted text as the
+system message, a stable ``custom_id`` per path and the map of ids to paths beside it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._steps import Blocking, Steps
+from .batch_input import (
+    custom_id_for,
+    request_line,
+)
+from .batch_models import (
+    MAP_KIND,
+)
+from .errors import (
+    ConfigurationError,
+    KimiError,
+)
+from .options import UploadOptions
+
+if TYPE_CHECKING:
+    from ._steps import ClientLike
+
+
+
+log = logging.getLogger("kimi_files")
+
+
+# --- build: one request per document --------------------------------------------------------------
+
+
+def map_path_for(requests: str | os.PathLike[str]) -> Path:
+    """Where ``batch build`` keeps the map ``custom_id -> path`` of an input file."""
+    p = Path(requests)
+    return p.with_name(p.name + ".map.json")
+
+
+def manifest_path_for(requests: str | os.PathLike[str]) -> Path:
+    """Where ``batch submit`` records the batches an input file was sent as."""
+    p = Path(requests)
+    return p.with_name(p.name + ".batches.json")
+
+
+@dataclass
+class BuildReport:
+    """What ``build`` wrote: the input file, its map, the requests (``ids``: custom_id ->
+    path, in order) and the documents left out (``failed``: path -> the error)."""
+
+    path: Path
+    map_path: Path
+    model: str
+    ids: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, KimiError] = field(default_factory=dict)
+
+
+class AtomicWriter:
+    """A file written beside its final name and moved there only when complete."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        self.tmp = Path(name)
+        self.fh = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.fh.write(data)
+
+    def commit(self) -> None:
+        self.fh.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value: Any) -> None:
+    w = AtomicWriter(path)
+    try:
+        w.write(json.dumps(value, ensure_ascii=False, indent=1).encode() + b"\n")
+    except BaseException:
+        w.abort()
+        raise
+    w.commit()
+
+
+def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, model: str,
+                prompt: str, output: str | os.PathLike[str],
+                body: Mapping[str, Any] | None = None, strict: bool = False,
+                options: UploadOptions | None = None) -> Steps[BuildReport]:
+    """Write ``output`` (one chat request per document) and its map beside it.
+
+    Each document's text comes through the extraction path (the reuse cache's text when this
+    content was read before: no request at all); its system message is the one
+    :func:`kimi_files.messages` builds, so identical documents give identical bytes. A path
+    given twice is one request. A document the service cannot read is left out and named in
+    ``.failed`` (``strict``: raised). Both files are written whole or not at all.
+
+    Raises:
+        ConfigurationError: an empty model or prompt.
+        KimiError: with ``strict``, the first document that failed; either way, a failure
+            that is not a document's own (AuthenticationError, NoRoomError, the network...).
+    """
+    from .chat import document_steps
+
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigurationError("a batch needs a model (--model)")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigurationError("a batch needs a prompt (--prompt or --prompt-file)")
+    options = options or UploadOptions(progress=False)
+    out = Path(output)
+    report = BuildReport(out, map_path_for(out), model)
+    writer: AtomicWriter = yield Blocking(AtomicWriter, (out,))
+    try:
+        for raw in paths:
+            path = os.fsdecode(raw)
+            cid = custom_id_for(path)
+            if cid in report.ids:
+                continue
+            got = yield from document_steps(client, path, options, strict=strict, what="batch")
+            if isinstance(got, KimiError):
+                report.failed[path] = got
+                continue
+            content = got[0]
+            report.ids[cid] = path
+            yield Blocking(writer.write, (request_line(cid, model, content.as_message(), prompt,
+                                                       body),))
+    except BaseException:  # no yield here: a closed generator (Ctrl-C, a cancelled task) may not
+        writer.abort()
+        raise
+    yield Blocking(write_json, (report.map_path, {"kind": MAP_KIND, "version": 1,
+                                                   "input": out.name, "model": model,
+                                                   "ids": report.ids}))
+    yield Blocking(writer.commit)
+    return report
+
+

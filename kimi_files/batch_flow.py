@@ -1,0 +1,521 @@
+"""The steps of the Batch API (:mod:`kimi_files._steps`): its endpoints, and the way from
+documents to answers: build, check, submit, wait, results. Written once for both clients."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from ._steps import Blocking, DeleteFile, Steps, Wait
+from .batch_build import AtomicWriter, manifest_path_for, map_path_for, write_json
+from .batch_input import (
+    CHAT_ENDPOINT,
+    MAX_INPUT_BYTES,
+    MAX_METADATA_KEYS,
+    InputChecker,
+    join_results,
+)
+from .batch_models import (
+    DEFAULT_COMPLETION_WINDOW,
+    MANIFEST_KIND,
+    POLL_FACTOR,
+    POLL_FIRST,
+    POLL_MAX,
+    Batch,
+    BatchList,
+)
+from .errors import (
+    BatchInputError,
+    BatchNotFinishedError,
+    ConfigurationError,
+    KimiError,
+    NotFoundError,
+)
+from .options import UploadOptions
+from .retry import may_have_stored
+
+if TYPE_CHECKING:
+    from ._steps import ClientLike
+    from .config import RetryPolicy
+
+
+log = logging.getLogger("kimi_files")
+
+# --- the endpoints' steps -----------------------------------------------------------------------
+
+
+def _batch_id(batch_id: str) -> str:
+    if not isinstance(batch_id, str) or not batch_id.strip() or set(batch_id.strip()) <= {"."}:
+        raise ConfigurationError(f"Invalid batch id {batch_id!r}")
+    return quote(batch_id.strip(), safe="")
+
+
+def _parse_batch(response: Any) -> Batch:
+    from .client import _json
+
+    return Batch.from_dict(_json(response))
+
+
+def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """The metadata, checked: at most 16 keys, strings only. Pure.
+
+    Raises:
+        ConfigurationError: too many keys, or a key or value that is not a string.
+    """
+    if metadata is None:
+        return {}
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise ConfigurationError(f"a batch takes at most {MAX_METADATA_KEYS} metadata keys, "
+                                 f"not {len(metadata)}")
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ConfigurationError(f"batch metadata takes strings, not {k!r}: {v!r}")
+    return dict(metadata)
+
+
+def create_batch_steps(policy: RetryPolicy, input_file_id: str, *, endpoint: str = CHAT_ENDPOINT,
+                       completion_window: str = DEFAULT_COMPLETION_WINDOW,
+                       metadata: Mapping[str, str] | None = None) -> Steps[Batch]:
+    """``POST /v1/batches``. Retried only when the request surely created nothing (a 429, no
+    connection): after a lost answer a batch may exist, and a second would run twice."""
+    from .client import call_steps
+
+    body: dict[str, Any] = {"input_file_id": input_file_id, "endpoint": endpoint,
+                            "completion_window": completion_window}
+    if metadata:
+        body["metadata"] = check_metadata(metadata)
+    try:
+        return (yield from call_steps("POST", "batches", _parse_batch, policy, once_sent=True,
+                                      json=body))
+    except KimiError as exc:
+        if may_have_stored(exc):
+            exc.message += ("; the batch may have been created all the same, so it is not sent "
+                            "again: `kimi-files batch list` (client.batches.list()) shows it")
+        raise
+
+
+def retrieve_batch_steps(policy: RetryPolicy, batch_id: str) -> Steps[Batch]:
+    from .client import call_steps
+
+    return (yield from call_steps("GET", f"batches/{_batch_id(batch_id)}", _parse_batch, policy))
+
+
+def list_batches_steps(policy: RetryPolicy, *, limit: int | None = None,
+                       after: str | None = None) -> Steps[BatchList]:
+    from .client import _json, call_steps
+
+    params: dict[str, Any] = {}
+    if limit is not None:
+        params["limit"] = limit
+    if after:
+        params["after"] = after
+
+    def parse(response: Any) -> BatchList:
+        data = _json(response)
+        items = data.get("data")
+        return BatchList(tuple(Batch.from_dict(b) for b in items if isinstance(b, Mapping))
+                         if isinstance(items, list) else (), bool(data.get("has_more")))
+
+    return (yield from call_steps("GET", "batches", parse, policy, params=params))
+
+
+def cancel_batch_steps(policy: RetryPolicy, batch_id: str) -> Steps[Batch]:
+    """``POST /v1/batches/{id}/cancel`` (asking twice is harmless: retried)."""
+    from .client import call_steps
+
+    return (yield from call_steps("POST", f"batches/{_batch_id(batch_id)}/cancel", _parse_batch,
+                                  policy))
+
+
+def _file_bytes_steps(policy: RetryPolicy, file_id: str) -> Steps[bytes]:
+    from .client import _id, call_steps
+
+    return (yield from call_steps("GET", f"files/{_id(file_id)}/content", lambda r: r.content,
+                                  policy))
+
+
+# --- check ----------------------------------------------------------------------------------------
+
+
+def _lines(path: Path) -> Iterable[bytes]:
+    with path.open("rb") as fh:
+        yield from fh
+
+
+def check_file(path: str | os.PathLike[str], limit: int = MAX_INPUT_BYTES) -> InputChecker:
+    """Every rule of the platform's input file (see :data:`~kimi_files.batch_input.RULES`),
+    read once, line by line; nothing is sent. The checker holds the refusals and the parts
+    the input would be sent as.
+
+    Raises:
+        BatchInputError: the file cannot be read (rule ``readable``).
+    """
+    p = Path(path)
+    try:
+        return InputChecker(p.name, limit=limit).feed_all(_lines(p))
+    except OSError as exc:
+        raise BatchInputError(f"{os.fsdecode(path)}: cannot be read ({exc.strerror or exc})",
+                              path=os.fsdecode(path), rule="readable") from None
+
+
+def input_error(path: str, checker: InputChecker) -> BatchInputError:
+    """The error for an input that breaks rules: the first few refusals, and the count."""
+    shown = "\n".join(f"  {path}: {v}" for v in checker.violations[:10])
+    more = f"\n  ... and {checker.count - 10:,} more" if checker.count > 10 else ""
+    first = checker.violations[0]
+    return BatchInputError(f"{path}: {checker.count:,} refusal(s); nothing was sent:\n{shown}{more}",
+                           path=path, rule=first.rule, violations=tuple(checker.violations))
+
+
+# --- submit ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Manifest:
+    """The batches an input file was sent as (one unless it was over 100 MB), and where its
+    map is: what ``wait`` and ``results`` take instead of a batch id."""
+
+    input: str
+    map: str | None
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [str(b["id"]) for b in self.batches]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": MANIFEST_KIND, "version": 1, "input": self.input, "map": self.map,
+                "batches": self.batches}
+
+    def save(self) -> None:
+        if self.path is not None:
+            write_json(self.path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Manifest:
+        """Raises:
+            ConfigurationError: not a readable manifest.
+        """
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"{p}: not a readable batch manifest ({exc})") from None
+        if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND or not isinstance(
+                data.get("batches"), list):
+            raise ConfigurationError(f"{p}: not a kimi-files batch manifest (written by "
+                                     "kimi-files batch submit)")
+        return cls(str(data.get("input") or ""), data.get("map"),
+                   [b for b in data["batches"] if isinstance(b, dict) and b.get("id")], p)
+
+
+def _write_parts(path: Path, parts: Sequence[int]) -> list[Path]:
+    """The input cut into files of the given numbers of lines, in a new temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="kimi-batch-parts-"))
+    out: list[Path] = []
+    with path.open("rb") as src:
+        for n, count in enumerate(parts, 1):
+            part = folder / f"{path.stem}.part{n}of{len(parts)}.jsonl"
+            with part.open("wb") as dst:
+                for _ in range(count):
+                    dst.write(src.readline())
+            out.append(part)
+    return out
+
+
+def _remove_parts(parts: Sequence[Path]) -> None:
+    for part in parts:
+        part.unlink(missing_ok=True)
+    if parts:
+        with_folder = parts[0].parent
+        with contextlib.suppress(OSError):
+            with_folder.rmdir()
+
+
+def _load_map(path: str | None) -> dict[str, str] | None:
+    if not path:
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ids = data.get("ids") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in ids.items()} if isinstance(ids, dict) else None
+
+
+def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
+                 completion_window: str = DEFAULT_COMPLETION_WINDOW,
+                 metadata: Mapping[str, str] | None = None,
+                 limit: int = MAX_INPUT_BYTES, progress: bool | None = False) -> Steps[Manifest]:
+    """Check the input (every rule), upload it with purpose ``batch`` (reused when the
+    account holds this content) and create its batch; an input over ``limit`` (100 MB) is
+    cut between lines into several batches. The manifest (beside the input) is written after
+    each batch is created, so a crash loses no batch id.
+
+    Raises:
+        BatchInputError: the input breaks a rule (nothing was sent).
+        ConfigurationError: bad metadata.
+        KimiError: an upload or a create failed (the batches created before are in the
+            manifest).
+    """
+    metadata = check_metadata(metadata)
+    p = Path(path)
+    shown = os.fsdecode(path)
+    checker: InputChecker = yield Blocking(check_file, (p, limit))
+    if not checker.ok:
+        raise input_error(shown, checker)
+    map_file = map_path_for(p)
+    manifest = Manifest(os.path.abspath(p), os.path.abspath(map_file) if map_file.is_file()
+                        else None, path=manifest_path_for(p))
+    previous = yield Blocking(_previous_ids, (manifest.path,))
+    if previous:
+        log.warning("%s: replacing the manifest of batch(es) %s (they still run; kimi-files "
+                    "batch list shows them)", manifest.path, ", ".join(previous))
+    parts = [p]
+    if len(checker.parts) > 1:
+        log.warning("%s: %s bytes is over the %s MB a batch takes: sending it as %d batches",
+                    shown, f"{checker.size:,}", limit // (1024 * 1024), len(checker.parts))
+        parts = yield Blocking(_write_parts, (p, checker.parts))
+    options = UploadOptions(purpose="batch", progress=progress)
+    try:
+        from .uploader import upload_steps
+
+        for part, lines in zip(parts, checker.parts, strict=True):
+            uploaded = yield from upload_steps(client, part, options)
+            if uploaded.reused:
+                log.info("%s: the account holds this input already (%s): reused", part.name,
+                         uploaded.id)
+            batch = yield from create_batch_steps(client.retry_policy, uploaded.id,
+                                                  completion_window=completion_window,
+                                                  metadata=metadata)
+            manifest.batches.append({"id": batch.id, "input_file_id": uploaded.id,
+                                     "lines": lines, "part": part.name})
+            yield Blocking(manifest.save)
+    finally:  # no yield here: a closed generator (Ctrl-C, a cancelled task) may not
+        if len(parts) > 1:
+            _remove_parts(parts)
+    return manifest
+
+
+def _previous_ids(path: Path | None) -> list[str]:
+    if path is None or not path.is_file():
+        return []
+    try:
+        return Manifest.load(path).ids
+    except ConfigurationError:
+        return []
+
+
+def resolve_target(target: str | os.PathLike[str] | Manifest | Batch) -> Manifest:
+    """A batch id, a manifest file (written by submit) or a :class:`Manifest`, as a
+    manifest (one with no map for a bare id).
+
+    Raises:
+        ConfigurationError: a path that is no manifest.
+    """
+    if isinstance(target, Manifest):
+        return target
+    if isinstance(target, Batch):
+        return Manifest("", None, [{"id": target.id, "input_file_id": target.input_file_id}])
+    text = os.fsdecode(target)
+    if os.path.exists(text):
+        return Manifest.load(text)
+    if os.sep in text or text.endswith(".json"):
+        raise ConfigurationError(f"{text}: no such manifest file")
+    _batch_id(text)  # refuses an empty or dotted id
+    return Manifest("", None, [{"id": text}])
+
+
+# --- wait -----------------------------------------------------------------------------------------
+
+
+def poll_delay(polls: int, *, first: float = POLL_FIRST, factor: float = POLL_FACTOR,
+               most: float = POLL_MAX) -> float:
+    """Seconds before look number ``polls + 1`` at a running batch: ``first``, growing by
+    ``factor`` each time, at most ``most``. Pure."""
+    return float(min(most, first * factor ** max(0, polls)))
+
+
+def wait_steps(client: ClientLike, ids: Sequence[str], *,
+               on_update: Callable[[list[Batch]], None] | None = None,
+               timeout: float | None = None, first: float = POLL_FIRST,
+               most: float = POLL_MAX) -> Steps[list[Batch]]:
+    """Poll the batches until every one is done (or ``timeout`` seconds of waiting passed);
+    their last objects, in order. ``on_update`` sees them after every look.
+
+    The waits are the client's (:func:`kimi_files.retry.sleep`): ``waiting_disabled()``
+    skips them, and a stop asked for ends the wait early (the batches keep running)."""
+    latest: dict[str, Batch] = {}
+    polls = 0
+    waited = 0.0
+    while True:
+        for batch_id in ids:
+            if batch_id not in latest or not latest[batch_id].done:
+                latest[batch_id] = yield from retrieve_batch_steps(client.retry_policy, batch_id)
+        batches = [latest[i] for i in ids]
+        if on_update is not None:
+            on_update(batches)
+        if all(b.done for b in batches):
+            return batches
+        delay = poll_delay(polls, first=first, most=most)
+        if timeout is not None and waited + delay > timeout:
+            return batches
+        if (yield Wait(delay)) is False:
+            return batches
+        polls += 1
+        waited += delay
+
+
+def raise_for_batches(batches: Sequence[Batch]) -> None:
+    """Raise the error of the first batch that failed or expired or was cancelled.
+
+    Raises:
+        BatchError: as :meth:`Batch.error`.
+    """
+    for b in batches:
+        error = b.error()
+        if error is not None:
+            raise error
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResultsReport:
+    """What ``results`` wrote: one line per request in ``path``; ``counts`` by status
+    (``ok``, ``error``, ``missing``); the batches read; the files deleted (``--cleanup``)."""
+
+    path: Path
+    counts: dict[str, int]
+    batches: list[Batch]
+    deleted: list[str] = field(default_factory=list)
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    return data.splitlines()
+
+
+def _write_results(path: Path, rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    counts = {"ok": 0, "error": 0, "missing": 0}
+    w = AtomicWriter(path)
+    try:
+        for row in rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+            w.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+    except BaseException:
+        w.abort()
+        raise
+    w.commit()
+    return counts
+
+
+def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest | Batch,
+                  output: str | os.PathLike[str], *, ids: Mapping[str, str] | None = None,
+                  cleanup: bool = False) -> Steps[ResultsReport]:
+    """Download every batch's output and error files and write ``output``: one line per
+    request (``custom_id``, ``path``, ``status``, ``answer``, ``usage``, ``error``), in the
+    input's order, joined to the documents by ``custom_id`` (the map of ``build``, found
+    through the manifest, or ``ids``). An expired or cancelled batch gives the results it has
+    (the rest ``missing``, said once). ``cleanup`` deletes the batches' input, output and
+    error files afterwards.
+
+    Raises:
+        BatchNotFinishedError: a batch is still running.
+        BatchFailedError: a batch failed (it has no results; its errors are in the message).
+        ConfigurationError: a target that is no batch id nor manifest.
+    """
+    manifest = yield Blocking(resolve_target, (target,))
+    if ids is None:
+        ids = yield Blocking(_load_map, (manifest.map,))
+        if ids is None and manifest.map:
+            log.warning("%s: the map of custom_id to path cannot be read: results have no path",
+                        manifest.map)
+    batches: list[Batch] = []
+    outputs: list[bytes] = []
+    errors: list[bytes] = []
+    for batch_id in manifest.ids:
+        batch = yield from retrieve_batch_steps(client.retry_policy, batch_id)
+        batches.append(batch)
+        if not batch.done:
+            c = batch.request_counts
+            raise BatchNotFinishedError(
+                f"batch {batch.id} is {batch.status} ({c.completed + c.failed} of {c.total} "
+                f"requests done): wait for it first (kimi-files batch wait {batch.id})",
+                batch_id=batch.id, status=batch.status, errors=batch.errors)
+        if batch.status == "failed":
+            error = batch.error()
+            assert error is not None
+            raise error
+        if batch.status != "completed":
+            log.warning("%s", batch.error())
+        for file_id, into in ((batch.output_file_id, outputs), (batch.error_file_id, errors)):
+            if file_id:
+                data = yield from _file_bytes_steps(client.retry_policy, file_id)
+                into.extend(_split_lines(data))
+    rows = join_results(ids or {}, outputs, errors)
+    counts = yield Blocking(_write_results, (Path(output), rows))
+    report = ResultsReport(Path(output), counts, batches)
+    if cleanup:
+        report.deleted = yield from _cleanup_steps(client, batches)
+    return report
+
+
+def files_to_clean(batches: Sequence[Batch], others: Iterable[Batch]) -> tuple[list[str], list[str]]:
+    """(the files of ``batches`` to delete, the input files kept because another batch that
+    is still running reads them too: its input was reused). Pure."""
+    mine = {b.id for b in batches}
+    busy = {b.input_file_id for b in others if b.id not in mine and not b.done}
+    delete: list[str] = []
+    kept: list[str] = []
+    for b in batches:
+        for file_id in (b.input_file_id, b.output_file_id, b.error_file_id):
+            if not file_id or file_id in delete or file_id in kept:
+                continue
+            (kept if file_id in busy else delete).append(file_id)
+    return delete, kept
+
+
+def _cleanup_steps(client: ClientLike, batches: Sequence[Batch]) -> Steps[list[str]]:
+    """Delete the batches' input, output and error files (each once; one already gone is
+    fine), except an input another running batch reads too (said); the ids deleted. The
+    reuse cache forgets them."""
+    others: list[Batch] = []
+    after: str | None = None
+    while True:  # every batch of the account: which inputs are still being read
+        page = yield from list_batches_steps(client.retry_policy, limit=100, after=after)
+        others.extend(page.data)
+        if not page.has_more or not page.data:
+            break
+        after = page.data[-1].id
+    delete, kept = files_to_clean(batches, others)
+    for file_id in kept:
+        log.warning("kept %s: another batch that is still running reads it too", file_id)
+    deleted: list[str] = []
+    for file_id in delete:
+        with contextlib.suppress(NotFoundError):
+            yield DeleteFile(file_id)
+        deleted.append(file_id)
+        log.info("deleted %s", file_id)
+    cache = yield Blocking(client.reuse_cache)
+    if cache is not None and deleted:
+        yield Blocking(cache.forget, (deleted,))
+    return deleted
+
+
+
+def _check_steps(path: str | os.PathLike[str]) -> Steps[InputChecker]:
+    checker: InputChecker = yield Blocking(check_file, (path,))
+    if not checker.ok:
+        raise input_error(os.fsdecode(path), checker)
+    return checker
+
