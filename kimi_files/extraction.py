@@ -390,7 +390,11 @@ def extract_steps(client: ClientLike, store: StateStore | None, settings: Extrac
                   paths: Sequence[str | os.PathLike[str]], stop: threading.Event,
                   sink: Callable[[ExtractResult], bool]) -> Steps[ExtractSummary]:
     """The whole run (see the module docstring), as steps for either client. ``sink(result)``
-    takes each result as it ends, without blocking: False when it cannot take it yet."""
+    takes each result as it ends, without blocking: False when it cannot take it yet.
+
+    Run them without a driver's stop: ``stop`` is passed where the steps wait for their own
+    work, and the deletions after a stop must not end with it (the driver's stop ends every
+    wait for a turn, the pacer's included)."""
     run = _Run(client, store, settings, stop, sink)
     return (yield from _counted(_run_steps(run, paths), run))
 
@@ -823,7 +827,7 @@ class Extraction(Iterator[ExtractResult]):
             store = _open_state(self._settings.state, self._client, self._settings.wait)
             outcome.summary = self._client.run(extract_steps(
                 self._client, store, self._settings, self._paths, self._stop,
-                self._results.offer), self._stop)
+                self._results.offer))
         except BaseException as exc:
             outcome.error = exc
         finally:
@@ -914,7 +918,7 @@ class AsyncExtraction(AsyncIterator[ExtractResult]):
                                             self._settings.wait)
             outcome.summary = await self._client.run(extract_steps(
                 self._client, store, self._settings, self._paths, self._stop,
-                self._results.offer), self._stop)
+                self._results.offer))
         except BaseException as exc:
             outcome.error = exc
         finally:

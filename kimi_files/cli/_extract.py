@@ -256,7 +256,8 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     ex.add_argument("--allow-any-type", action="store_true",
                     help="send files of types the extractor cannot read")
     ex.add_argument("--purpose", choices=sorted(KNOWN_PURPOSES), default="file-extract",
-                    help=argparse.SUPPRESS)
+                    help="the purpose to upload under (default file-extract: the extracted "
+                         "text; batch: the JSONL as uploaded)")
     ex.add_argument("--state", metavar="FILE",
                     help="the run's state, which finds what a killed run left (default: per "
                          "account, in $XDG_STATE_HOME/kimi-files)")
