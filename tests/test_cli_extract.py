@@ -214,7 +214,7 @@ def test_kill_9_then_rerun(emulator: Emulator, tmp_path: Path) -> None:
 def test_kill_9_many_times(emulator: Emulator, tmp_path: Path) -> None:
     for seed in range(5):
         emulator.state.reset()
-        crash_then_finish(emulator, tmp_path / str(seed), files=60, kills=4, seed=seed)
+        crash_then_finish(emulator, tmp_path / str(seed), files=150, kills=4, seed=seed)
 
 
 def test_sigterm_stops_deletes_what_was_stored_and_exits_143(emulator: Emulator,
