@@ -277,8 +277,7 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
         error: KimiError
         try:
             lost.in_flight = True
-            obj: FileObject = yield CreateFile(body, local.filename, purpose,
-                                                local.mime_type)
+            obj: FileObject = yield CreateFile(body, local.filename, purpose, local.mime_type)
             lost.in_flight = False
             _answer_fits(obj, local)
         except KimiError as exc:
@@ -287,24 +286,7 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
             if _retry.may_have_stored(exc):
                 lost.pending = exc
         else:
-            lost.registry.own(obj.id)
-            lost.claims.add(obj.id)
-            apart = client.clock.observe_stored(obj.created_at, lost.attempt.since)
-            if apart is not None:  # said once: it costs an extra copy after a lost answer
-                log.warning(
-                    "the server's clock disagrees with itself: %s stored at created_at %d, "
-                    "%s its Date headers allow (by about %ds); no copy is adopted by time "
-                    "from now on: after a lost answer or a crash the file is sent again and "
-                    "what may be its copy is reported", obj.id, obj.created_at,
-                    "later than" if apart > 0 else "earlier than", abs(apart))
-            if (_file_stat(fh) != before or _path_changed(local, before)
-                    or (check.digest is not None and (yield Blocking(check.differs)))):
-                # ours (its id came in our answer), and not what was checked: remove it
-                yield from delete_steps(obj.id)
-                raise LocalFileError(
-                    f"{shown}: the file changed while it was sent (or since it was hashed); "
-                    f"the copy the server stored ({obj.id}) was deleted. Upload it again once "
-                    "it is complete", path=shown, rule="unchanged")
+            yield from _own_unchanged(client, local, fh, before, lost, check, obj)
             if not obj.failed:
                 if lost.unresolved:
                     yield from lost.late_twins()
@@ -319,16 +301,47 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
         now = time.monotonic()
         if not (_retry.should_retry(error) and _retry.attempts_left(
                 lost.attempts, started, wait, policy, now, error=error)):
-            if lost.pending is not None:
-                adopted = yield from lost.look(relist=_may_store_later(lost.pending))
-                if adopted is not None:
-                    return sent(adopted, lost.attempts, True)
-            raise error
+            return sent((yield from _adopted_or_raise(lost, error)), lost.attempts, True)
         log.info("%s: attempt %d failed (%s); retrying in %.1fs", shown, lost.attempts, error,
                  wait)
         if not (yield Wait(wait, error=error, attempt=lost.attempts, stop=stop,
                            left=_retry.remaining(started, policy, now), what=shown)):
             raise UploadCancelledError(f"{shown}: cancelled while waiting to retry") from error
+
+
+def _own_unchanged(client: ClientLike, local: LocalFile, fh: IO[bytes],
+                   before: tuple[int, int, int], lost: _Reconciler, check: _Recheck,
+                   obj: FileObject) -> Steps[None]:
+    """A stored attempt of :func:`_attempts`: its file is ours (its id came in our answer);
+    kept only when the file sent is the one checked, else deleted (and the upload fails)."""
+    shown = lost.shown
+    lost.registry.own(obj.id)
+    lost.claims.add(obj.id)
+    apart = client.clock.observe_stored(obj.created_at, lost.attempt.since)
+    if apart is not None:  # said once: it costs an extra copy after a lost answer
+        log.warning(
+            "the server's clock disagrees with itself: %s stored at created_at %d, "
+            "%s its Date headers allow (by about %ds); no copy is adopted by time "
+            "from now on: after a lost answer or a crash the file is sent again and "
+            "what may be its copy is reported", obj.id, obj.created_at,
+            "later than" if apart > 0 else "earlier than", abs(apart))
+    if (_file_stat(fh) != before or _path_changed(local, before)
+            or (check.digest is not None and (yield Blocking(check.differs)))):
+        # ours (its id came in our answer), and not what was checked: remove it
+        yield from delete_steps(obj.id)
+        raise LocalFileError(
+            f"{shown}: the file changed while it was sent (or since it was hashed); "
+            f"the copy the server stored ({obj.id}) was deleted. Upload it again once "
+            "it is complete", path=shown, rule="unchanged")
+
+
+def _adopted_or_raise(lost: _Reconciler, error: KimiError) -> Steps[FileObject]:
+    """No retry is left: the copy a lost answer stored, when proven ours; else ``error``."""
+    if lost.pending is not None:
+        adopted = yield from lost.look(relist=_may_store_later(lost.pending))
+        if adopted is not None:
+            return adopted
+    raise error
 
 
 def _path_changed(local: LocalFile, before: tuple[int, int, int]) -> bool:
