@@ -34,8 +34,8 @@ def _lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def _corpus(folder: Path, n: int) -> list[Path]:
-    return [write(folder / f"d{i % 4}" / f"doc{i:03d}.txt", f"document {i}\n" * (i + 1))
+def _corpus(folder: Path, n: int, tag: str = "") -> list[Path]:
+    return [write(folder / f"d{i % 4}" / f"doc{i:03d}.txt", f"document {i}{tag}\n" * (i + 1))
             for i in range(n)]
 
 
@@ -190,7 +190,7 @@ def _run(emu: Emulator, folder: Path, out: Path, state: Path,
 
 def crash_then_finish(emu: Emulator, tmp_path: Path, files: int, kills: int, seed: int) -> None:
     rng = random.Random(seed)
-    docs = _corpus(tmp_path / "in", files)
+    docs = _corpus(tmp_path / "in", files, tag=f" of round {seed}")  # none in the text cache
     out, state = tmp_path / "out.jsonl", tmp_path / "extract.sqlite3"
     emu.state.extract_delay = 0.03
     emu.state.max_files = 10  # a small account: the window matters
