@@ -8,7 +8,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ._batch_run import _read_state, _Run, _settle
 from ._hashing import sha256_of
@@ -20,7 +20,7 @@ from .progress import Heartbeat, ProgressBar, short_label, status_line
 from .quota import account_full_error
 from .report import FileResult
 from .scan import Item
-from .uploader import Claims, send_steps
+from .uploader import Claims, Sent, send_steps
 
 log = logging.getLogger("kimi_files")
 
@@ -90,22 +90,11 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
     position = run.position()
     bar = ProgressBar(total=local.size, desc=short_label(local.filename),
                       enabled=run.options.progress, position=position, leave=False)
-    sent_bytes = [0]
+    on_read, on_rewind = _progress(bar, overall)
     # the hash goes into the state's record and the reuse cache: taken as the bytes are sent
     # when not taken before (send_steps, beside the sending), and only for them (no state,
     # no cache: no hash at all)
     wanted = item.sha256 is None and (store is not None or run.cache is not None)
-
-    def on_read(chunk: bytes) -> None:
-        sent_bytes[0] += len(chunk)
-        bar.advance(len(chunk))
-        overall.advance(len(chunk))
-
-    def on_rewind(attempt: int) -> None:
-        bar.rewind(f"retry {attempt}")
-        overall.back(sent_bytes[0])
-        sent_bytes[0] = 0
-
     attempt: list[int] = []
 
     def on_begin(since: int | None) -> None:
@@ -122,55 +111,15 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             on_read=on_read, on_rewind=on_rewind,
             on_begin=on_begin if store is not None else None, stop=run.stop,
             ghosts=run.ghosts, sha256=item.sha256, hash_sent=wanted)
-        if wanted:
-            # hashed as it was sent; when no attempt sent it whole (an adoption), read it
-            item.sha256 = sent.sha256 or (yield Blocking(sha256_of, (local.path,)))
-        if store is not None:
-            yield from run.prove_steps()  # a copy was stored: the clocks were checked
-            yield run.done(item, sent.file.id,
-                           settles=attempt[0] if attempt and sent.settled else None)
-        if store is not None and not sent.adopted:
-            # its id came in our own answer: the only kind of copy --replace may delete later
-            yield Blocking(functools.partial(
-                store.note_stored, local.path, file_id=sent.file.id,
-                filename=sent.file.filename, size=sent.file.bytes,
-                purpose=sent.file.purpose or run.purpose))
-        if run.cache is not None and item.sha256 is not None and not sent.adopted:
-            # only a copy whose id came in our own answer is a fact to reuse later
-            yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,
-                                                sent.file.filename, local.size))
-        note = "adopted after a lost response" if sent.adopted else ""
-        run.suspect(sent.suspects, item.shown)
-        # with those an interrupted run of this file left (reported when the batch began)
-        suspects = list(dict.fromkeys(f.id for f in (
-            *sent.suspects, *run.suspected.get(os.path.abspath(local.path), ()))))
-        if suspects:
-            many = len(suspects)
-            note = ", ".join(filter(None, [
-                note, f"{many} possible extra cop{'y' if many == 1 else 'ies'} kept"]))
-        run.emit(FileResult(item.shown, "uploaded", file_id=sent.file.id, bytes=local.size,
-                            note=note, suspects=tuple(suspects),
-                            stored_as=sent.file.filename, purpose=sent.file.purpose or run.purpose),
-                 item)
+        yield from _record_sent(run, item, sent, attempt, wanted)
+        _report_sent(run, item, sent)
     except StateError as exc:
         # the record of what was sent is gone or broken: stop the whole run, loudly
         run.fatal = exc
         run.stop.set()
         failed(exc)
     except ServerTooManyFilesError as exc:
-        # the account is full: stop sending, list once to say how full, report once
-        full, first = run.account_full(exc, item.shown)
-        if first:
-            try:
-                listing: FileList = yield ListFiles()
-                run.report.list_calls += 1
-                full.message = account_full_error(
-                    item.shown, exc.message, exc.max_file_count, len(listing.data),
-                    run.client.limits.max_files).message
-            except KimiError as again:
-                log.info("listing after the account was full failed: %s", again)
-        run.emit(FileResult(item.shown, "deferred", bytes=local.size, error=full,
-                            note="the account is full"), item)
+        yield from _account_full(run, item, exc)
     except KimiError as exc:
         failed(exc)
     except OSError as exc:
@@ -182,3 +131,80 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         bar.close()
         overall.file_done()
         run.release(position)
+
+
+def _progress(bar: ProgressBar, overall: ProgressBar
+              ) -> tuple[Callable[[bytes], None], Callable[[int], None]]:
+    """The callbacks that move one file's bar and the overall one as its bytes are read,
+    and take them back when a retry starts over."""
+    sent_bytes = [0]
+
+    def on_read(chunk: bytes) -> None:
+        sent_bytes[0] += len(chunk)
+        bar.advance(len(chunk))
+        overall.advance(len(chunk))
+
+    def on_rewind(attempt: int) -> None:
+        bar.rewind(f"retry {attempt}")
+        overall.back(sent_bytes[0])
+        sent_bytes[0] = 0
+
+    return on_read, on_rewind
+
+
+def _record_sent(run: _Run, item: Item, sent: Sent, attempt: Sequence[int],
+                 wanted: bool) -> Steps[None]:
+    """Record a file stored: its hash, its record (settling its attempt), the copy as ours,
+    and the reuse cache."""
+    local, store = item.local, run.store
+    if wanted:
+        # hashed as it was sent; when no attempt sent it whole (an adoption), read it
+        item.sha256 = sent.sha256 or (yield Blocking(sha256_of, (local.path,)))
+    if store is not None:
+        yield from run.prove_steps()  # a copy was stored: the clocks were checked
+        yield run.done(item, sent.file.id,
+                       settles=attempt[0] if attempt and sent.settled else None)
+    if store is not None and not sent.adopted:
+        # its id came in our own answer: the only kind of copy --replace may delete later
+        yield Blocking(functools.partial(
+            store.note_stored, local.path, file_id=sent.file.id,
+            filename=sent.file.filename, size=sent.file.bytes,
+            purpose=sent.file.purpose or run.purpose))
+    if run.cache is not None and item.sha256 is not None and not sent.adopted:
+        # only a copy whose id came in our own answer is a fact to reuse later
+        yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,
+                                            sent.file.filename, local.size))
+
+
+def _report_sent(run: _Run, item: Item, sent: Sent) -> None:
+    """The result of a file stored, with the possible extra copies kept."""
+    local = item.local
+    note = "adopted after a lost response" if sent.adopted else ""
+    run.suspect(sent.suspects, item.shown)
+    # with those an interrupted run of this file left (reported when the batch began)
+    suspects = list(dict.fromkeys(f.id for f in (
+        *sent.suspects, *run.suspected.get(os.path.abspath(local.path), ()))))
+    if suspects:
+        many = len(suspects)
+        note = ", ".join(filter(None, [
+            note, f"{many} possible extra cop{'y' if many == 1 else 'ies'} kept"]))
+    run.emit(FileResult(item.shown, "uploaded", file_id=sent.file.id, bytes=local.size,
+                        note=note, suspects=tuple(suspects),
+                        stored_as=sent.file.filename, purpose=sent.file.purpose or run.purpose),
+             item)
+
+
+def _account_full(run: _Run, item: Item, exc: ServerTooManyFilesError) -> Steps[None]:
+    """The account is full: stop sending, list once to say how full, report once."""
+    full, first = run.account_full(exc, item.shown)
+    if first:
+        try:
+            listing: FileList = yield ListFiles()
+            run.report.list_calls += 1
+            full.message = account_full_error(
+                item.shown, exc.message, exc.max_file_count, len(listing.data),
+                run.client.limits.max_files).message
+        except KimiError as again:
+            log.info("listing after the account was full failed: %s", again)
+    run.emit(FileResult(item.shown, "deferred", bytes=item.local.size, error=full,
+                        note="the account is full"), item)

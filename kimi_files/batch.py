@@ -42,7 +42,7 @@ from .errors import ConfigurationError, UploadCancelledError
 from .models import FileList
 from .options import UploadKwargs, UploadOptions
 from .pacing import Pacer, check_limits
-from .planner import plan_batch
+from .planner import BatchPlan, plan_batch
 from .report import STATUSES, BatchReport, FileResult, Status
 from .scan import (
     Item,
@@ -53,12 +53,13 @@ from .scan import (
     hash_where_needed,
     matches_filters,
 )
-from .state import StateStore
+from .state import OpenAttempt, Record, StateStore
 from .uploader import free_room_steps
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from .cache import CacheEntry
     from .client import AsyncKimiFiles, KimiFiles
 
 __all__ = ["STATUSES", "BatchOptions", "BatchReport", "FileResult", "IngestKwargs", "Status",
@@ -251,62 +252,13 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
     report = run.report
     started = time.monotonic()
     try:
-        skip = list(store.files) if store is not None else []
-        # reuse=False does without the cache altogether (a broken one included)
-        cache = (yield Blocking(client.reuse_cache)) if run.options.reuse else None
-        run.cache = cache
-        if cache is not None:
-            skip += cache.files
-        files, rejected = yield Blocking(functools.partial(
-            collect, paths, include=settings.include, exclude=settings.exclude, skip=skip,
-            follow_links=settings.follow_links))
-        for r in rejected:
-            run.emit(r)
-        items: list[Item] = []
-        records, ledger, reported = (yield Blocking(_read_state, (store,)))
-        checked = yield Blocking(functools.partial(
-            check_files, files, purpose=run.purpose, limits=client.limits,
-            allow_any_type=run.options.allow_any_type, stop=stop, records=records))
-        for outcome in checked:
-            if isinstance(outcome, Item):
-                items.append(outcome)
-                for warning in outcome.local.warnings:
-                    log.warning("%s", warning)
-            elif outcome is not None:
-                run.emit(outcome)
-            else:
-                report.interrupted = True
+        items, records, ledger, reported = yield from _checked_items(run, paths)
         if not items:
             return report
-        try:
-            listing: FileList = yield ListFiles()
-        except UploadCancelledError:  # stopped while the listing waited its turn
-            for item in items:
-                run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
-                                    error=UploadCancelledError(f"{item.shown}: not started "
-                                                               "(interrupted)")), item)
+        listing = yield from _list_account(run, items)
+        if listing is None:
             return report
-        report.list_calls += 1
-        listed = {f.id for f in listing.data}
-        # files taken as unchanged from their records, whose copy is gone: checked in full now
-        for item, failure in (yield Blocking(functools.partial(
-                check_unverified, items, records, listed,
-                purpose=run.purpose, limits=client.limits,
-                allow_any_type=run.options.allow_any_type))):
-            if failure is not None:
-                items.remove(item)
-                run.emit(failure, item)
-            else:
-                for warning in item.local.warnings:
-                    log.warning("%s", warning)
-        reusable = (yield Blocking(cache.entries)) if cache is not None else []
-        # a reuse is possible only where a cached file is still listed: only those sizes
-        # make a file worth hashing before it is sent
-        sizes = {e.size for e in reusable if e.purpose == run.purpose and e.file_id in listed}
-        for item, failure in (yield Blocking(functools.partial(
-                hash_where_needed, items, records, sizes, listed=listed, purpose=run.purpose))):
-            items.remove(item)
-            run.emit(failure, item)
+        reusable = yield from _recheck_and_hash(run, items, records, listing)
         plan = plan_batch(items, listing.data, records, client.limits, run.options.free_quota,
                           purpose=run.purpose, resume=not settings.dry_run, ledger=ledger,
                           reported=reported, server_now=client.clock.now(),
@@ -318,27 +270,110 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
             yield from _earlier_copies(run)  # what --replace would delete
         if plan.refusal is not None or settings.dry_run:
             return report
-        assert plan.room is not None  # no refusal: the batch fits
-        try:
-            yield from free_room_steps(plan.room, what="this batch", stop=stop,
-                                       deleted=report.deleted)
-        except UploadCancelledError:
-            # stopped while making room: what was deleted is in the report; nothing is sent
-            _not_started(run, plan)
-            return report
-        yield from _upload(run, plan.groups, plan.claimed)
-        if plan.interrupted and run.fatal is None and not stop.is_set():
-            yield from _interrupted(run, plan)
-        _not_started(run, plan)
-        if run.fatal is not None:
-            raise run.fatal  # the state store failed: nothing more can be recorded
-        yield from _emit_twins(run, plan)
-        if not stop.is_set():
-            yield from _late_copies(run, plan)
-        yield from _earlier_copies(run)
-        run.drop_proven_suspects()
+        yield from _carry_out(run, plan)
         return report
     finally:
         if stop.is_set():
             report.interrupted = True
         report.elapsed = time.monotonic() - started
+
+
+def _checked_items(run: _Run, paths: Sequence[str | os.PathLike[str]]
+                   ) -> Steps[tuple[list[Item], list[Record], list[OpenAttempt], set[str]]]:
+    """Walk the paths and check every file locally (each refusal a result); the files that
+    passed, with the state's records, open attempts and reported suspects."""
+    client, store, settings = run.client, run.store, run.settings
+    skip = list(store.files) if store is not None else []
+    # reuse=False does without the cache altogether (a broken one included)
+    cache = (yield Blocking(client.reuse_cache)) if run.options.reuse else None
+    run.cache = cache
+    if cache is not None:
+        skip += cache.files
+    files, rejected = yield Blocking(functools.partial(
+        collect, paths, include=settings.include, exclude=settings.exclude, skip=skip,
+        follow_links=settings.follow_links))
+    for r in rejected:
+        run.emit(r)
+    items: list[Item] = []
+    records, ledger, reported = (yield Blocking(_read_state, (store,)))
+    checked = yield Blocking(functools.partial(
+        check_files, files, purpose=run.purpose, limits=client.limits,
+        allow_any_type=run.options.allow_any_type, stop=run.stop, records=records))
+    for outcome in checked:
+        if isinstance(outcome, Item):
+            items.append(outcome)
+            for warning in outcome.local.warnings:
+                log.warning("%s", warning)
+        elif outcome is not None:
+            run.emit(outcome)
+        else:
+            run.report.interrupted = True
+    return items, records, ledger, reported
+
+
+def _list_account(run: _Run, items: Sequence[Item]) -> Steps[FileList | None]:
+    """The account's listing, once; None when stopped while it waited its turn (then every
+    file is a result: not started)."""
+    try:
+        listing: FileList = yield ListFiles()
+    except UploadCancelledError:  # stopped while the listing waited its turn
+        for item in items:
+            run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
+                                error=UploadCancelledError(f"{item.shown}: not started "
+                                                           "(interrupted)")), item)
+        return None
+    run.report.list_calls += 1
+    return listing
+
+
+def _recheck_and_hash(run: _Run, items: list[Item], records: list[Record],
+                       listing: FileList) -> Steps[list[CacheEntry]]:
+    """Check in full the files taken as unchanged whose copy is gone, and hash those whose
+    content could match something known (each failure a result, its file out of ``items``);
+    the reuse cache's entries."""
+    listed = {f.id for f in listing.data}
+    # files taken as unchanged from their records, whose copy is gone: checked in full now
+    for item, failure in (yield Blocking(functools.partial(
+            check_unverified, items, records, listed,
+            purpose=run.purpose, limits=run.client.limits,
+            allow_any_type=run.options.allow_any_type))):
+        if failure is not None:
+            items.remove(item)
+            run.emit(failure, item)
+        else:
+            for warning in item.local.warnings:
+                log.warning("%s", warning)
+    reusable = (yield Blocking(run.cache.entries)) if run.cache is not None else []
+    # a reuse is possible only where a cached file is still listed: only those sizes
+    # make a file worth hashing before it is sent
+    sizes = {e.size for e in reusable if e.purpose == run.purpose and e.file_id in listed}
+    for item, failure in (yield Blocking(functools.partial(
+            hash_where_needed, items, records, sizes, listed=listed, purpose=run.purpose))):
+        items.remove(item)
+        run.emit(failure, item)
+    return reusable
+
+
+def _carry_out(run: _Run, plan: BatchPlan) -> Steps[None]:
+    """Run a plan that fits: make room, send, then the interrupted files, the twins, the late
+    and the earlier copies."""
+    stop = run.stop
+    assert plan.room is not None  # no refusal: the batch fits
+    try:
+        yield from free_room_steps(plan.room, what="this batch", stop=stop,
+                                   deleted=run.report.deleted)
+    except UploadCancelledError:
+        # stopped while making room: what was deleted is in the report; nothing is sent
+        _not_started(run, plan)
+        return
+    yield from _upload(run, plan.groups, plan.claimed)
+    if plan.interrupted and run.fatal is None and not stop.is_set():
+        yield from _interrupted(run, plan)
+    _not_started(run, plan)
+    if run.fatal is not None:
+        raise run.fatal  # the state store failed: nothing more can be recorded
+    yield from _emit_twins(run, plan)
+    if not stop.is_set():
+        yield from _late_copies(run, plan)
+    yield from _earlier_copies(run)
+    run.drop_proven_suspects()
