@@ -118,5 +118,3 @@ def _would_replace(run: _Run, store: StateStore) -> Steps[None]:
     shown = {os.path.abspath(p): p for p in (r.path for r in run.report.results)}
     plan = replace_plan(copies, run.listing, in_use=in_use)
     run.report.replaced.extend((shown.get(c.path, c.path), f) for c, f in plan.delete)
-
-

@@ -247,5 +247,3 @@ def _not_started(run: _Run, plan: BatchPlan) -> None:
             run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
                                 error=UploadCancelledError(f"{item.shown}: not started "
                                                            "(interrupted)")), item)
-
-

@@ -61,7 +61,6 @@ class StoredCopy:
     purpose: str
 
 
-
 class Ledger:
     """The ledger's rows, for :class:`~kimi_files.state.StateStore` (which provides the
     connection)."""
@@ -127,4 +126,3 @@ class Ledger:
         """Forget reported files that are gone from the server."""
         with self._using() as db:
             db.executemany("DELETE FROM suspects WHERE file_id = ?", [(f,) for f in file_ids])
-

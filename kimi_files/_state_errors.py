@@ -52,7 +52,6 @@ def describe_failure(exc: BaseException) -> str:
     return f"{words} ({detail})" + (f"; {advice}" if advice else "")
 
 
-
 def _after_loss(state_file: bool, removed: bool) -> str:
     """What a re-run can and cannot know once a run's state file or lock file was taken from
     it mid-run (see ``StateStore._check_still_ours``)."""

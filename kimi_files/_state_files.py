@@ -46,7 +46,6 @@ def default_state_path(base_url: str, api_key: str) -> Path:
     return default_state_dir() / f"{where}-{account}.sqlite3"
 
 
-
 def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 

@@ -432,7 +432,6 @@ def hash_where_needed(items: Sequence[Item], records: Sequence[Record],
     return [failures[id(i)] for i in items if id(i) in failures]
 
 
-
 def _each(fn: Callable[[Item], T], items: Sequence[Item]) -> list[T]:
     """``fn`` over ``items`` in order, on as many threads as cores (hashlib and file reads
     release the GIL), or in this thread for one item."""

@@ -96,7 +96,6 @@ class Record:
     device: int | None = None
 
 
-
 def _same_file(fh: IO[bytes], path: Path) -> bool:
     """Is the open file ``fh`` still the one at ``path``?"""
     try:
@@ -126,7 +125,6 @@ def _wait_deadline(wait: bool | float) -> float | None:
 
 
 # --- the store ----------------------------------------------------------------------------------
-
 
 
 class StateStore(Ledger):
