@@ -312,3 +312,4 @@ async def _parallel_async(action: Parallel, client: Any, stop: threading.Event |
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
