@@ -59,9 +59,9 @@ def _batch_id(batch_id: str) -> str:
 
 
 def _parse_batch(response: Any) -> Batch:
-    from .client import _json
+    from ._endpoints import json_of
 
-    return Batch.from_dict(_json(response))
+    return Batch.from_dict(json_of(response))
 
 
 def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -86,7 +86,7 @@ def create_batch_steps(policy: RetryPolicy, input_file_id: str, *, endpoint: str
                        metadata: Mapping[str, str] | None = None) -> Steps[Batch]:
     """``POST /v1/batches``. Retried only when the request surely created nothing (a 429, no
     connection): after a lost answer a batch may exist, and a second would run twice."""
-    from .client import call_steps
+    from ._endpoints import call_steps
 
     body: dict[str, Any] = {"input_file_id": input_file_id, "endpoint": endpoint,
                             "completion_window": completion_window}
@@ -103,14 +103,14 @@ def create_batch_steps(policy: RetryPolicy, input_file_id: str, *, endpoint: str
 
 
 def retrieve_batch_steps(policy: RetryPolicy, batch_id: str) -> Steps[Batch]:
-    from .client import call_steps
+    from ._endpoints import call_steps
 
     return (yield from call_steps("GET", f"batches/{_batch_id(batch_id)}", _parse_batch, policy))
 
 
 def list_batches_steps(policy: RetryPolicy, *, limit: int | None = None,
                        after: str | None = None) -> Steps[BatchList]:
-    from .client import _json, call_steps
+    from ._endpoints import call_steps, json_of
 
     params: dict[str, Any] = {}
     if limit is not None:
@@ -119,7 +119,7 @@ def list_batches_steps(policy: RetryPolicy, *, limit: int | None = None,
         params["after"] = after
 
     def parse(response: Any) -> BatchList:
-        data = _json(response)
+        data = json_of(response)
         items = data.get("data")
         return BatchList(tuple(Batch.from_dict(b) for b in items if isinstance(b, Mapping))
                          if isinstance(items, list) else (), bool(data.get("has_more")))
@@ -129,16 +129,16 @@ def list_batches_steps(policy: RetryPolicy, *, limit: int | None = None,
 
 def cancel_batch_steps(policy: RetryPolicy, batch_id: str) -> Steps[Batch]:
     """``POST /v1/batches/{id}/cancel`` (asking twice is harmless: retried)."""
-    from .client import call_steps
+    from ._endpoints import call_steps
 
     return (yield from call_steps("POST", f"batches/{_batch_id(batch_id)}/cancel", _parse_batch,
                                   policy))
 
 
 def _file_bytes_steps(policy: RetryPolicy, file_id: str) -> Steps[bytes]:
-    from .client import _id, call_steps
+    from ._endpoints import call_steps, quoted_id
 
-    return (yield from call_steps("GET", f"files/{_id(file_id)}/content", lambda r: r.content,
+    return (yield from call_steps("GET", f"files/{quoted_id(file_id)}/content", lambda r: r.content,
                                   policy))
 
 

@@ -91,11 +91,11 @@ def estimate_steps(policy: RetryPolicy, model: str,
         ModelNotFoundError: the platform does not know the model.
         MalformedResponseError: an answer without ``data.total_tokens``.
     """
-    from .client import _json, call_steps
+    from ._endpoints import call_steps, json_of
     from .errors import MalformedResponseError
 
     def parse(response: Any) -> int:
-        data = _json(response).get("data")
+        data = json_of(response).get("data")
         total = data.get("total_tokens") if isinstance(data, dict) else None
         if not isinstance(total, int) or isinstance(total, bool) or total < 0:
             raise MalformedResponseError("the token estimate has no data.total_tokens",

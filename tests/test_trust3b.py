@@ -141,7 +141,7 @@ def test_a_page_that_says_more_and_gives_no_way_on_fails_clearly(
 
 def test_a_listing_that_never_ends_is_bounded(emulator: Emulator, api: Api,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import kimi_files.client as client_module
+    import kimi_files._endpoints as client_module
 
     monkeypatch.setattr(client_module, "MAX_LIST_PAGES", 3)
     emulator.state.page_size = 1

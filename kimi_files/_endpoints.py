@@ -1,0 +1,202 @@
+"""The Files endpoints' steps, shared by both clients: list (following pages), retrieve,
+delete, content and create, each with the platform's retry rules for what it may retry."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, unquote
+
+import httpx
+
+from . import retry as _retry
+from ._steps import Request, Steps, Wait
+from ._transport import detached
+from .config import (
+    RetryPolicy,
+)
+from .errors import (
+    ConfigurationError,
+    KimiError,
+    MalformedResponseError,
+    NotFoundError,
+)
+from .models import FileContent, FileDeleted, FileList, FileObject
+
+if TYPE_CHECKING:
+
+
+    from .uploader import FileBody
+
+
+log = logging.getLogger("kimi_files")
+T = TypeVar("T")
+
+
+
+# --- the endpoints' steps, shared by both clients ---------------------------------------------------
+
+
+def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], policy: RetryPolicy,
+               *, delete: bool = False, once_sent: bool = False, **kwargs: Any) -> Steps[T]:
+    """A request, its answer parsed by ``parse``, retried by the platform's rules (for
+    idempotent calls; a malformed answer is retried too). ``once_sent``: a call that must
+    not run twice (it creates something) is retried only when it surely did nothing."""
+    started = time.monotonic()
+    attempt = 0
+    lost = False
+    while True:
+        attempt += 1
+        try:
+            response = yield Request(method, path, kwargs)
+            return parse(response)
+        except NotFoundError:
+            if delete and lost:
+                # an earlier attempt's answer was lost, and the file is gone now: it worked
+                file_id = unquote(path.rsplit("/", 1)[-1])
+                return parse(httpx.Response(200, json={"id": file_id, "deleted": True}))
+            raise
+        except KimiError as exc:
+            if not _retry.should_retry(exc) or (once_sent and _retry.may_have_stored(exc)):
+                raise
+            lost = lost or _retry.may_have_stored(exc)
+            wait = _retry.retry_wait(exc, attempt, policy)
+            now = time.monotonic()
+            if not _retry.attempts_left(attempt, started, wait, policy, now, error=exc):
+                raise
+            log.info("%s %s failed (%s); retry %d in %.1fs", method, path, exc, attempt, wait)
+            yield Wait(wait, error=exc, attempt=attempt, what=f"{method} {path}",
+                       left=_retry.remaining(started, policy, now))
+
+
+#: The most pages one listing follows (1,000 files a page for 10,000 pages is far beyond any
+#: account): a server that keeps saying ``has_more`` with new ids cannot loop forever.
+MAX_LIST_PAGES = 10_000
+
+
+def list_steps(policy: RetryPolicy) -> Steps[FileList]:
+    """Every file of the account, each id once. The platform documents no paging; a server
+    that pages (``has_more``, as openai-style servers and the emulator do) is followed with
+    ``after`` the last id of each page, each page retried on its own.
+
+    Raises:
+        MalformedResponseError: a page says there is more but gives no way on (no files, or
+            a last id already gone on from: the same page again), or the pages never end.
+    """
+    files: list[FileObject] = []
+    after: set[str] = set()
+    params: dict[str, Any] = {}
+    url = "files"
+    for _ in range(MAX_LIST_PAGES):
+        page, more, url = yield from call_steps("GET", "files", _page, policy, **params)
+        files.extend(page.data)
+        if not more:
+            return FileList.of(files, page.object)
+        last = page.data[-1].id if page.data else None
+        if last is None or last in after:
+            way = "no files on the page" if last is None else f"the page ends at {last!r:.80} again"
+            raise MalformedResponseError(
+                f"GET {url}: the listing says it has more files (has_more) but gives no way on "
+                f"({way}); the account's files cannot be listed whole from this server",
+                status_code=200)
+        after.add(last)
+        params = {"params": {"after": last}}
+    raise MalformedResponseError(
+        f"GET {url.split('?')[0]}: the listing still says it has more files after "
+        f"{MAX_LIST_PAGES:,} pages "
+        f"({len(files):,} files); the account's files cannot be listed whole from this server",
+        status_code=200)
+
+
+def _page(response: httpx.Response) -> tuple[FileList, bool, str]:
+    """One page of the listing, whether it says there is more, and its URL."""
+    data = json_of(response)
+    return FileList.from_dict(data), data.get("has_more") is True, str(response.request.url)
+
+
+def retrieve_steps(policy: RetryPolicy, file_id: str) -> Steps[FileObject]:
+    return call_steps("GET", f"files/{quoted_id(file_id)}", lambda r: FileObject.from_dict(json_of(r)),
+                      policy)
+
+
+def delete_file_steps(policy: RetryPolicy, file_id: str) -> Steps[FileDeleted]:
+    return call_steps("DELETE", f"files/{quoted_id(file_id)}",
+                      lambda r: FileDeleted.from_dict(json_of(r)), policy, delete=True)
+
+
+def content_steps(policy: RetryPolicy, file_id: str, *, raw: bool = False) -> Steps[FileContent]:
+    """The content of a file: the platform's JSON document, or with ``raw`` any body but an
+    empty one or an HTML page (a batch file's JSONL). Anything else is a malformed success,
+    retried like one."""
+    return call_steps("GET", f"files/{quoted_id(file_id)}/content",
+                      _raw_content if raw else _content, policy)
+
+
+def create_steps(file: IO[bytes] | FileBody, filename: str, purpose: str,
+                 content_type: str) -> Steps[FileObject]:
+    multipart = getattr(file, "multipart", None)
+    if multipart is not None:  # a FileBody: the framing built once, the file in large pieces
+        body = multipart(filename=filename, purpose=purpose, content_type=content_type)
+        response = yield Request("POST", "files", {"content": body, "headers": body.headers})
+    else:
+        response = yield Request("POST", "files", {
+            "data": {"purpose": purpose}, "files": {"file": (filename, file, content_type)}})
+    return FileObject.from_dict(json_of(response))
+
+
+def quoted_id(file_id: str) -> str:
+    """A file id as one path segment: every character that could leave it is encoded, and
+    ``.`` and ``..`` (which an HTTP client would resolve away) are encoded whole."""
+    if not isinstance(file_id, str) or not file_id.strip():
+        raise ConfigurationError(f"Invalid file id {file_id!r}")
+    segment = quote(file_id.strip(), safe="")
+    return segment.replace(".", "%2E") if set(segment) == {"."} else segment
+
+
+def _content(response: httpx.Response) -> FileContent:
+    content = FileContent.from_document(response.text)
+    if content is None:
+        raise _not_content(response, "not the content document (a JSON object with a string "
+                                     "'content'; a batch file's JSONL is asked for raw)")
+    return content
+
+
+def _raw_content(response: httpx.Response) -> FileContent:
+    if not response.content or "html" in response.headers.get("content-type", "").lower():
+        raise _not_content(response, "empty" if not response.content else "an HTML page")
+    return FileContent.from_body(response.text)
+
+
+def _not_content(response: httpx.Response, what: str) -> MalformedResponseError:
+    from ._answers import _summarise_text
+    from ._redact import redact
+
+    text = response.text
+    seen = f": {_summarise_text(redact(text), 80)!r}" if text.strip() else " (empty)"
+    return MalformedResponseError(
+        f"{response.request.method} {response.request.url}: the server answered "
+        f"{response.status_code} with a body that is {what}{seen}",
+        status_code=response.status_code, body=redact(text[:500]))
+
+
+def json_of(response: httpx.Response) -> Any:
+    from ._redact import redact, redact_value
+
+    try:
+        data = response.json()
+    except ValueError:
+        detached(MalformedResponseError(
+            f"{response.request.method} {response.request.url}: the server answered "
+            f"{response.status_code} with a body that is not JSON",
+            status_code=response.status_code,
+            body=redact(response.text[:500]),  # a body may echo the key
+        ))
+    if not isinstance(data, dict):
+        raise MalformedResponseError(
+            "the server answered with JSON that is not an object",
+            status_code=response.status_code,
+            body=redact_value(data),
+        )
+    return data
