@@ -292,12 +292,13 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
         for part, lines in zip(parts, checker.parts, strict=True):
             uploaded = yield from upload_steps(client, part, options)
             if uploaded.reused:
-                log.info("%s: the account holds this input already (%s): reused", part.name,
-                         uploaded.id)
+                log.warning("%s: the account holds this input already (%s): reused, so "
+                            "results --cleanup will keep it", part.name, uploaded.id)
             batch = yield from create_batch_steps(client.retry_policy, uploaded.id,
                                                   completion_window=completion_window,
                                                   metadata=metadata)
             manifest.batches.append({"id": batch.id, "input_file_id": uploaded.id,
+                                     "input_uploaded": not uploaded.reused,
                                      "lines": lines, "part": part.name})
             yield Blocking(manifest.save)
     finally:  # no yield here: a closed generator (Ctrl-C, a cancelled task) may not
@@ -427,7 +428,8 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
     input's order, joined to the documents by ``custom_id`` (the map of ``build``, found
     through the manifest, or ``ids``). An expired or cancelled batch gives the results it has
     (the rest ``missing``, said once). ``cleanup`` deletes the batches' input, output and
-    error files afterwards.
+    error files afterwards, and the input files submit itself uploaded (never one it reused,
+    nor one of a bare batch id: those are kept, and said).
 
     Raises:
         BatchNotFinishedError: a batch is still running.
@@ -466,29 +468,52 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
     counts = yield Blocking(_write_results, (Path(output), rows))
     report = ResultsReport(Path(output), counts, batches)
     if cleanup:
-        report.deleted = yield from _cleanup_steps(client, batches)
+        report.deleted = yield from _cleanup_steps(client, batches, {
+            str(b["id"]): b["input_uploaded"] for b in manifest.batches
+            if isinstance(b.get("input_uploaded"), bool)})
     return report
 
 
-def files_to_clean(batches: Sequence[Batch], others: Iterable[Batch]) -> tuple[list[str], list[str]]:
-    """(the files of ``batches`` to delete, the input files kept because another batch that
-    is still running reads them too: its input was reused). Pure."""
+#: Why an input file is kept by ``--cleanup``.
+KEPT_BUSY = "another batch that is still running reads it too"
+KEPT_REUSED = ("submit did not upload it (the account held this content already: it was "
+               "reused), so it may be yours")
+KEPT_UNKNOWN = ("no manifest says submit uploaded it (a bare batch id), so it may be yours; "
+                "delete it yourself with kimi-files delete ID if it is not")
+
+
+def files_to_clean(batches: Sequence[Batch], others: Iterable[Batch],
+                   uploaded: Mapping[str, bool] | None = None
+                   ) -> tuple[list[str], list[tuple[str, str]]]:
+    """(the files of ``batches`` to delete, the input files kept with the reason). An input
+    is deleted only when ``uploaded`` (batch id -> whether submit itself uploaded its input,
+    as the manifest records) says so, and no other batch still running reads it; output and
+    error files are the batches' own. Pure."""
+    uploaded = uploaded or {}
     mine = {b.id for b in batches}
     busy = {b.input_file_id for b in others if b.id not in mine and not b.done}
     delete: list[str] = []
-    kept: list[str] = []
+    kept: list[tuple[str, str]] = []
+    ours = {b.input_file_id for b in batches if uploaded.get(b.id) is True}
     for b in batches:
         for file_id in (b.input_file_id, b.output_file_id, b.error_file_id):
-            if not file_id or file_id in delete or file_id in kept:
+            if not file_id or file_id in delete or file_id in {k for k, _ in kept}:
                 continue
-            (kept if file_id in busy else delete).append(file_id)
+            if file_id == b.input_file_id:
+                why = (KEPT_BUSY if file_id in busy else None) if file_id in ours else (
+                    KEPT_REUSED if b.id in uploaded else KEPT_UNKNOWN)
+                if why is not None:
+                    kept.append((file_id, why))
+                    continue
+            delete.append(file_id)
     return delete, kept
 
 
-def _cleanup_steps(client: ClientLike, batches: Sequence[Batch]) -> Steps[list[str]]:
-    """Delete the batches' input, output and error files (each once; one already gone is
-    fine), except an input another running batch reads too (said); the ids deleted. The
-    reuse cache forgets them."""
+def _cleanup_steps(client: ClientLike, batches: Sequence[Batch],
+                   uploaded: Mapping[str, bool]) -> Steps[list[str]]:
+    """Delete the batches' output and error files, and the inputs submit itself uploaded
+    (each once; one already gone is fine), except an input another running batch reads too;
+    each input kept is said with the reason; the ids deleted. The reuse cache forgets them."""
     others: list[Batch] = []
     after: str | None = None
     while True:  # every batch of the account: which inputs are still being read
@@ -497,9 +522,9 @@ def _cleanup_steps(client: ClientLike, batches: Sequence[Batch]) -> Steps[list[s
         if not page.has_more or not page.data:
             break
         after = page.data[-1].id
-    delete, kept = files_to_clean(batches, others)
-    for file_id in kept:
-        log.warning("kept %s: another batch that is still running reads it too", file_id)
+    delete, kept = files_to_clean(batches, others, uploaded)
+    for file_id, why in kept:
+        log.warning("kept the input file %s: %s", file_id, why)
     deleted: list[str] = []
     for file_id in delete:
         with contextlib.suppress(NotFoundError):

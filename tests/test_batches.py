@@ -619,3 +619,33 @@ def test_an_interrupted_build_leaves_no_file(client: KimiFiles, tmp_path: Path,
         client.batches.build(_docs(tmp_path, 1), model="m", prompt="Q",
                              output=tmp_path / "r.jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]
+
+
+def test_cleanup_deletes_only_an_input_submit_itself_uploaded(client: KimiFiles,
+                                                               stepped: Emulator,
+                                                               tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    mine = write(tmp_path / "mine.jsonl", _line("a"))
+    up = client.upload(mine, purpose="batch")  # the user's own upload
+    manifest = client.batches.submit(mine)
+    assert manifest.batches[0]["input_file_id"] == up.id
+    assert manifest.batches[0]["input_uploaded"] is False
+    assert "reused, so results --cleanup will keep it" in caplog.text
+    client.batches.wait(manifest)
+    report = client.batches.results(manifest.path, tmp_path / "out.jsonl",  # type: ignore[arg-type]
+                                    cleanup=True)
+    assert up.id not in report.deleted and len(report.deleted) == 1
+    assert up.id in {f.id for f in client.list()}
+    assert f"kept the input file {up.id}: submit did not upload it" in caplog.text
+
+
+def test_cleanup_of_a_bare_batch_id_never_deletes_its_input(client: KimiFiles, stepped: Emulator,
+                                                            tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    up = client.upload(write(tmp_path / "r.jsonl", _line("a")), purpose="batch")
+    batch = client.batches.create(input_file_id=up.id)
+    client.batches.wait(batch)
+    report = client.batches.results(batch.id, tmp_path / "out.jsonl", cleanup=True)
+    assert up.id not in report.deleted and len(report.deleted) == 1
+    assert up.id in {f.id for f in client.list()}
+    assert "no manifest says submit uploaded it (a bare batch id)" in caplog.text
