@@ -649,3 +649,57 @@ def test_cleanup_of_a_bare_batch_id_never_deletes_its_input(client: KimiFiles, s
     assert up.id not in report.deleted and len(report.deleted) == 1
     assert up.id in {f.id for f in client.list()}
     assert "no manifest says submit uploaded it (a bare batch id)" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["submit", "build", "messages"])
+def test_ctrl_c_during_an_upload_lets_it_end_and_a_rerun_reuses_it(
+        env: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], command: str) -> None:
+    import os
+    import signal
+
+    doc = write(tmp_path / "doc.jsonl", _line("a"))
+    argv = {"submit": ["batch", "submit", str(doc)],
+            "build": ["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", str(doc),
+                      "-o", str(tmp_path / "out.jsonl")],
+            "messages": ["messages", str(doc)]}[command]
+    original = KimiFiles.create
+
+    def interrupted_in_flight(self: KimiFiles, *args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the upload is on its way
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(KimiFiles, "create", interrupted_in_flight)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "waiting for the upload in flight to end and be recorded" in err
+    assert "interrupted (Ctrl-C)" in err
+    def stored() -> int:
+        return len([r for r in env.uploads() if r.path == "/v1/files"])
+
+    assert stored() == 1 and not env.state.batches.batches
+    monkeypatch.setattr(KimiFiles, "create", original)
+    assert main(argv) == 0
+    assert stored() == 1  # the re-run reused the upload the first run recorded
+
+
+def test_a_halt_lets_local_work_run_and_starts_no_new_request() -> None:
+    import threading
+
+    from kimi_files._steps import Blocking, Halted, Request, halts_with, run_sync
+
+    halt = threading.Event()
+    done: list[str] = []
+
+    def steps() -> Any:
+        yield Blocking(halt.set)  # Ctrl-C arrives while the upload is in flight
+        yield Blocking(done.append, ("recorded",))  # its record is still kept
+        try:
+            yield Request("POST", "batches")  # no new request starts
+        except Halted:
+            done.append("halted")
+            raise
+
+    with halts_with(halt), pytest.raises(KeyboardInterrupt):
+        run_sync(steps(), client=None)
+    assert done == ["recorded", "halted"]

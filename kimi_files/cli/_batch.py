@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from ._common import Subparsers
 
 from ..progress import shown
-from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _client, _Signalled, _Usage
+from ._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    _client,
+    _settling,
+    _Signalled,
+    _Usage,
+)
 from ._output import _emit, _emit_json, _say
 
 
@@ -53,8 +61,8 @@ def _do_build(args: argparse.Namespace) -> int:
     if not paths:
         raise _Usage("no documents to build requests for")
     with _client(args) as client:  # each document left out is logged (a warning) as it is
-        report = client.batches.build(paths, model=args.model, prompt=prompt, output=args.output,
-                                      strict=args.strict)
+        report = _settling("kimi-files", lambda: client.batches.build(
+            paths, model=args.model, prompt=prompt, output=args.output, strict=args.strict))
     left = f"; {len(report.failed) + refused:,} left out" if report.failed or refused else ""
     _say(f"kimi-files: wrote {len(report.ids):,} request(s) to {shown(str(report.path))} "
          f"(custom_id -> path in {shown(str(report.map_path))}){left}")
@@ -93,8 +101,9 @@ def _metadata(items: list[str] | None) -> dict[str, str]:
 
 def _do_submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        manifest = client.batches.submit(args.file, completion_window=args.completion_window,
-                                         metadata=_metadata(args.metadata))
+        metadata = _metadata(args.metadata)
+        manifest = _settling("kimi-files", lambda: client.batches.submit(
+            args.file, completion_window=args.completion_window, metadata=metadata))
     for b in manifest.batches:
         _emit(sys.stdout, str(b["id"]))
     where = shown(str(manifest.path))

@@ -11,15 +11,16 @@ from ..config import DEFAULT_MODEL, KNOWN_PURPOSES
 if TYPE_CHECKING:
     from ._common import Subparsers
 
-from ._common import EXIT_FAILED, EXIT_OK, _client, _whole
+from ._common import EXIT_FAILED, EXIT_OK, _client, _settling, _whole
 from ._output import _emit_json, _say
 
 
 def _do_messages(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        found = client.messages(args.paths, max_chars=args.max_chars, strict=args.strict,
-                                max_tokens=args.max_tokens, model=args.model,
-                                purpose=args.purpose, reuse=not args.no_reuse)
+        found = _settling("kimi-files", lambda: client.messages(
+            args.paths, max_chars=args.max_chars, strict=args.strict,
+            max_tokens=args.max_tokens, model=args.model, purpose=args.purpose,
+            reuse=not args.no_reuse))
     _emit_json(sys.stdout, list(found))
     for path, (total, kept) in found.cut.items():
         _say(f"kimi-files: {path}: cut to {kept:,} of {total:,} characters "
