@@ -33,6 +33,7 @@ from .batch_models import (
     BatchList,
 )
 from .errors import (
+    BatchAlreadySubmittedError,
     BatchInputError,
     BatchNotFinishedError,
     ConfigurationError,
@@ -181,20 +182,32 @@ def input_error(path: str, checker: InputChecker) -> BatchInputError:
 @dataclass
 class Manifest:
     """The batches an input file was sent as (one unless it was over 100 MB), and where its
-    map is: what ``wait`` and ``results`` take instead of a batch id."""
+    map is: what ``wait`` and ``results`` take instead of a batch id.
+
+    ``input_sha256`` is the input's content when it was submitted, ``parts`` how many batches
+    it is sent as; ``uploads`` records each part's input file (and whether submit itself
+    uploaded it) before its batch is created, so a re-run resumes; ``earlier`` keeps the
+    batches a ``--force`` submit replaced; ``cleaned`` the files ``--cleanup`` deleted."""
 
     input: str
     map: str | None
     batches: list[dict[str, Any]] = field(default_factory=list)
     path: Path | None = None
+    input_sha256: str | None = None
+    parts: int = 0
+    uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    earlier: list[dict[str, Any]] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
         return [str(b["id"]) for b in self.batches]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": MANIFEST_KIND, "version": 1, "input": self.input, "map": self.map,
-                "batches": self.batches}
+        return {"kind": MANIFEST_KIND, "version": 2, "input": self.input, "map": self.map,
+                "input_sha256": self.input_sha256, "parts": self.parts,
+                "batches": self.batches, "uploads": self.uploads, "earlier": self.earlier,
+                "cleaned": self.cleaned}
 
     def save(self) -> None:
         if self.path is not None:
@@ -214,8 +227,23 @@ class Manifest:
                 data.get("batches"), list):
             raise ConfigurationError(f"{p}: not a kimi-files batch manifest (written by "
                                      "kimi-files batch submit)")
-        return cls(str(data.get("input") or ""), data.get("map"),
-                   [b for b in data["batches"] if isinstance(b, dict) and b.get("id")], p)
+
+        def entries(key: str) -> list[dict[str, Any]]:
+            got = data.get(key)
+            return [b for b in got if isinstance(b, dict) and b.get("id")] if isinstance(
+                got, list) else []
+
+        uploads = data.get("uploads")
+        cleaned = data.get("cleaned")
+        sha = data.get("input_sha256")
+        parts = data.get("parts")
+        return cls(str(data.get("input") or ""), data.get("map"), entries("batches"), p,
+                   sha if isinstance(sha, str) else None,
+                   parts if isinstance(parts, int) else 0,
+                   {str(k): v for k, v in uploads.items() if isinstance(v, dict)}
+                   if isinstance(uploads, dict) else {},
+                   entries("earlier"),
+                   [str(x) for x in cleaned] if isinstance(cleaned, list) else [])
 
 
 def _write_parts(path: Path, parts: Sequence[int]) -> list[Path]:
@@ -255,50 +283,70 @@ def _load_map(path: str | None) -> dict[str, str] | None:
 def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
                  completion_window: str = DEFAULT_COMPLETION_WINDOW,
                  metadata: Mapping[str, str] | None = None,
-                 limit: int = MAX_INPUT_BYTES, progress: bool | None = False) -> Steps[Manifest]:
+                 limit: int = MAX_INPUT_BYTES, progress: bool | None = False,
+                 force: bool = False) -> Steps[Manifest]:
     """Check the input (every rule), upload it with purpose ``batch`` (reused when the
     account holds this content) and create its batch; an input over ``limit`` (100 MB) is
-    cut between lines into several batches. The manifest (beside the input) is written after
-    each batch is created, so a crash loses no batch id.
+    cut between lines into several batches. The manifest (beside the input) records each
+    part's upload before its batch is created and each batch after, so a crash loses no
+    batch id and a re-run resumes: the parts created already are not created again.
+
+    An input whose manifest lists batches already (all its parts, or a content that has
+    changed since) is refused, naming them and their statuses, unless ``force`` (the new
+    batches run every request again; the manifest keeps the old ones under ``earlier``).
 
     Raises:
         BatchInputError: the input breaks a rule (nothing was sent).
+        BatchAlreadySubmittedError: submitted before (nothing was sent).
         ConfigurationError: bad metadata.
         KimiError: an upload or a create failed (the batches created before are in the
             manifest).
     """
+    from ._hashing import sha256_of
+
     metadata = check_metadata(metadata)
     p = Path(path)
     shown = os.fsdecode(path)
     checker: InputChecker = yield Blocking(check_file, (p, limit))
     if not checker.ok:
         raise input_error(shown, checker)
+    sha: str = yield Blocking(sha256_of, (p,))
     map_file = map_path_for(p)
     manifest = Manifest(os.path.abspath(p), os.path.abspath(map_file) if map_file.is_file()
-                        else None, path=manifest_path_for(p))
-    previous = yield Blocking(_previous_ids, (manifest.path,))
-    if previous:
-        log.warning("%s: replacing the manifest of batch(es) %s (they still run; kimi-files "
-                    "batch list shows them)", manifest.path, ", ".join(previous))
+                        else None, path=manifest_path_for(p), input_sha256=sha,
+                        parts=len(checker.parts))
+    previous: Manifest | None = yield Blocking(_previous_manifest, (manifest.path,))
+    if previous is not None:
+        yield from _resume_or_refuse(client, shown, previous, manifest, force)
     parts = [p]
     if len(checker.parts) > 1:
         log.warning("%s: %s bytes is over the %s MB a batch takes: sending it as %d batches",
                     shown, f"{checker.size:,}", limit // (1024 * 1024), len(checker.parts))
         parts = yield Blocking(_write_parts, (p, checker.parts))
     options = UploadOptions(purpose="batch", progress=progress)
+    created = {b.get("index") for b in manifest.batches}
     try:
         from .uploader import upload_steps
 
-        for part, lines in zip(parts, checker.parts, strict=True):
+        for index, (part, lines) in enumerate(zip(parts, checker.parts, strict=True), 1):
+            if index in created:
+                continue
             uploaded = yield from upload_steps(client, part, options)
-            if uploaded.reused:
+            before = manifest.uploads.get(str(index), {})
+            # reused, but what a run of this submit uploaded itself: still submit's own
+            mine = not uploaded.reused or (before.get("input_file_id") == uploaded.id
+                                           and before.get("input_uploaded") is True)
+            if not mine:
                 log.warning("%s: the account holds this input already (%s): reused, so "
                             "results --cleanup will keep it", part.name, uploaded.id)
+            manifest.uploads[str(index)] = {"input_file_id": uploaded.id,
+                                            "input_uploaded": mine}
+            yield Blocking(manifest.save)
             batch = yield from create_batch_steps(client.retry_policy, uploaded.id,
                                                   completion_window=completion_window,
                                                   metadata=metadata)
             manifest.batches.append({"id": batch.id, "input_file_id": uploaded.id,
-                                     "input_uploaded": not uploaded.reused,
+                                     "input_uploaded": mine, "index": index,
                                      "lines": lines, "part": part.name})
             yield Blocking(manifest.save)
     finally:  # no yield here: a closed generator (Ctrl-C, a cancelled task) may not
@@ -307,13 +355,91 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
     return manifest
 
 
-def _previous_ids(path: Path | None) -> list[str]:
+def _previous_manifest(path: Path | None) -> Manifest | None:
     if path is None or not path.is_file():
-        return []
+        return None
     try:
-        return Manifest.load(path).ids
+        found = Manifest.load(path)
     except ConfigurationError:
-        return []
+        return None
+    return found if found.batches or found.uploads else None
+
+
+def _all_batches_steps(client: ClientLike) -> Steps[list[Batch]]:
+    """Every batch of the account, newest first."""
+    found: list[Batch] = []
+    after: str | None = None
+    while True:
+        page = yield from list_batches_steps(client.retry_policy, limit=100, after=after)
+        found.extend(page.data)
+        if not page.has_more or not page.data:
+            return found
+        after = page.data[-1].id
+
+
+def resume_plan(previous: Manifest, sha: str, parts: int) -> str:
+    """What a submit does with the manifest an earlier submit of this input left: ``resume``
+    (the same content, some parts not created yet), ``done`` (every part created) or
+    ``other`` (another content, or a manifest that does not say). Pure."""
+    if previous.input_sha256 != sha or previous.parts != parts:
+        return "other"
+    made = {b.get("index") for b in previous.batches}
+    return "done" if all(i in made for i in range(1, parts + 1)) else "resume"
+
+
+def _resume_or_refuse(client: ClientLike, shown: str, previous: Manifest, manifest: Manifest,
+                      force: bool) -> Steps[None]:
+    plan = resume_plan(previous, manifest.input_sha256 or "", manifest.parts)
+    manifest.earlier = list(previous.earlier)
+    if plan == "resume":
+        made = {b.get("index") for b in previous.batches}
+        known = {str(b["id"]) for b in (*previous.batches, *previous.earlier)}
+        lost: dict[str, str] = {}
+        if not force:  # a part uploaded, its batch not recorded: was the answer lost?
+            pending = {str(u.get("input_file_id")) for i, u in previous.uploads.items()
+                       if i.isdigit() and int(i) not in made}
+            if pending:
+                for b in (yield from _all_batches_steps(client)):
+                    if b.input_file_id in pending and b.id not in known:
+                        lost[b.id] = b.status
+        if lost:
+            raise BatchAlreadySubmittedError(
+                f"{shown}: a part's batch may have been created before its answer was lost: "
+                f"{_statuses(lost)} read(s) its input and no manifest lists it. Check it "
+                "(kimi-files batch status ID); --force creates the part again (run twice, "
+                "billed twice)", batches=lost)
+        manifest.batches = list(previous.batches)
+        manifest.uploads = dict(previous.uploads)
+        if previous.batches:
+            log.warning("%s: resuming the submit: part(s) %s created already as %s; "
+                        "creating the rest", shown,
+                        ", ".join(str(b.get("index")) for b in previous.batches),
+                        ", ".join(previous.ids))
+        return
+    if not previous.batches:  # uploads only, of another content: nothing runs
+        return
+    statuses: dict[str, str] = {}
+    for batch_id in previous.ids:
+        try:
+            statuses[batch_id] = (yield from retrieve_batch_steps(client.retry_policy,
+                                                                  batch_id)).status
+        except NotFoundError:
+            statuses[batch_id] = "not found"
+    what = ("was submitted already as" if plan == "done" else
+            "has changed since it was submitted (or its manifest is older) as")
+    if not force:
+        raise BatchAlreadySubmittedError(
+            f"{shown} {what} {_statuses(statuses)} (manifest {previous.path}); submitting "
+            "it again would run and bill every request again. Wait for them (kimi-files "
+            "batch wait MANIFEST) and read the results; --force submits it again as new "
+            "batches", batches=statuses)
+    log.warning("%s %s %s: submitting it again (--force); the manifest keeps them under "
+                "\"earlier\"", shown, what, _statuses(statuses))
+    manifest.earlier.extend(previous.batches)
+
+
+def _statuses(batches: Mapping[str, str]) -> str:
+    return ", ".join(f"batch {i} ({s})" for i, s in batches.items())
 
 
 def resolve_target(target: str | os.PathLike[str] | Manifest | Batch) -> Manifest:
@@ -514,14 +640,7 @@ def _cleanup_steps(client: ClientLike, batches: Sequence[Batch],
     """Delete the batches' output and error files, and the inputs submit itself uploaded
     (each once; one already gone is fine), except an input another running batch reads too;
     each input kept is said with the reason; the ids deleted. The reuse cache forgets them."""
-    others: list[Batch] = []
-    after: str | None = None
-    while True:  # every batch of the account: which inputs are still being read
-        page = yield from list_batches_steps(client.retry_policy, limit=100, after=after)
-        others.extend(page.data)
-        if not page.has_more or not page.data:
-            break
-        after = page.data[-1].id
+    others = yield from _all_batches_steps(client)  # which inputs are still being read
     delete, kept = files_to_clean(batches, others, uploaded)
     for file_id, why in kept:
         log.warning("kept the input file %s: %s", file_id, why)

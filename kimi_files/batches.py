@@ -119,15 +119,16 @@ class Batches:
 
     def submit(self, path: str | os.PathLike[str], *,
                completion_window: str = DEFAULT_COMPLETION_WINDOW,
-               metadata: Mapping[str, str] | None = None) -> Manifest:
-        """Check, upload (or reuse) and create: see :func:`submit_steps`.
+               metadata: Mapping[str, str] | None = None, force: bool = False) -> Manifest:
+        """Check, upload (or reuse) and create, resuming an earlier submit of this input:
+        see :func:`submit_steps`.
 
         Raises:
             KimiError: as :func:`submit_steps`.
         """
         return self._client.run(submit_steps(self._client, path,
                                              completion_window=completion_window,
-                                             metadata=metadata))
+                                             metadata=metadata, force=force))
 
     def wait(self, target: str | os.PathLike[str] | Manifest | Batch, *,
              on_update: Callable[[_Batches], None] | None = None,
@@ -216,7 +217,8 @@ class AsyncBatches:
 
     async def submit(self, path: str | os.PathLike[str], *,
                      completion_window: str = DEFAULT_COMPLETION_WINDOW,
-                     metadata: Mapping[str, str] | None = None) -> Manifest:
+                     metadata: Mapping[str, str] | None = None,
+                     force: bool = False) -> Manifest:
         """:meth:`Batches.submit`, awaited.
 
         Raises:
@@ -224,7 +226,7 @@ class AsyncBatches:
         """
         return await self._client.run(submit_steps(self._client, path,
                                                    completion_window=completion_window,
-                                                   metadata=metadata))
+                                                   metadata=metadata, force=force))
 
     async def wait(self, target: str | os.PathLike[str] | Manifest | Batch, *,
                    on_update: Callable[[_Batches], None] | None = None,

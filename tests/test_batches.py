@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from kimi_files import (
     APIConnectionError,
+    BatchAlreadySubmittedError,
     BatchCancelledError,
     BatchExpiredError,
     BatchFailedError,
@@ -275,7 +276,7 @@ def test_submit_reuses_the_input_the_account_holds(client: KimiFiles, emulator: 
                                                    tmp_path: Path) -> None:
     req = write(tmp_path / "req.jsonl", _line("a") + _line("b"))
     first = client.batches.submit(req)
-    second = client.batches.submit(req)
+    second = client.batches.submit(req, force=True)
     assert first.batches[0]["input_file_id"] == second.batches[0]["input_file_id"]
     assert len(emulator.uploads()) - 2 == 1  # two creates, one upload
     assert first.ids != second.ids
@@ -597,7 +598,7 @@ def test_cleanup_keeps_an_input_another_running_batch_reads(client: KimiFiles, s
     first = client.batches.submit(req)
     client.batches.wait(first)
     stepped.state.batches.steps_per_poll = 0
-    second = client.batches.submit(req)  # the same content: the input file is reused
+    second = client.batches.submit(req, force=True)  # the same content: its input is reused
     assert second.batches[0]["input_file_id"] == first.batches[0]["input_file_id"]
     report = client.batches.results(first, tmp_path / "out.jsonl", cleanup=True)
     assert first.batches[0]["input_file_id"] not in report.deleted and len(report.deleted) == 1
@@ -703,3 +704,79 @@ def test_a_halt_lets_local_work_run_and_starts_no_new_request() -> None:
     with halts_with(halt), pytest.raises(KeyboardInterrupt):
         run_sync(steps(), client=None)
     assert done == ["recorded", "halted"]
+
+
+def _two_part_submit_whose_second_create_is_lost(client: KimiFiles, emulator: Emulator,
+                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> tuple[Path, int]:
+    import kimi_files.batch_flow as flow
+
+    req = write(tmp_path / "req.jsonl", b"".join(_line(f"r{i}") for i in range(4)))
+    limit = len(_line("r0")) * 2
+    original = flow.create_batch_steps
+    calls: list[int] = []
+
+    def second_lost(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            emulator.fail_next("drop", endpoint="batch_create")
+        return (yield from original(*args, **kwargs))
+
+    monkeypatch.setattr(flow, "create_batch_steps", second_lost)
+    with pytest.raises(APIConnectionError, match="may have been created all the same"):
+        client.run(submit_steps(client, req, limit=limit))
+    monkeypatch.setattr(flow, "create_batch_steps", original)
+    return req, limit
+
+
+def test_submit_again_resumes_and_creates_only_the_parts_not_created(
+        client: KimiFiles, emulator: Emulator, tmp_path: Path, no_wait: list[float],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    req, limit = _two_part_submit_whose_second_create_is_lost(client, emulator, tmp_path,
+                                                              monkeypatch)
+    first = json.loads((tmp_path / "req.jsonl.batches.json").read_text())
+    assert [b["index"] for b in first["batches"]] == [1] and set(first["uploads"]) == {"1", "2"}
+    manifest = client.run(submit_steps(client, req, limit=limit))
+    assert [b["index"] for b in manifest.batches] == [1, 2]
+    assert manifest.ids[0] == first["batches"][0]["id"]
+    assert len(emulator.state.batches.batches) == 2  # part 1 was not created again
+    assert all(b["input_uploaded"] for b in manifest.batches)  # this submit's own uploads
+    assert "resuming the submit: part(s) 1 created already" in caplog.text
+    with pytest.raises(BatchAlreadySubmittedError) as info:  # everything is created now
+        client.run(submit_steps(client, req, limit=limit))
+    assert set(info.value.batches) == set(manifest.ids)
+    assert "was submitted already as batch" in str(info.value) and "--force" in str(info.value)
+    assert len(emulator.state.batches.batches) == 2
+
+
+def test_a_part_whose_create_answer_was_lost_is_not_created_again_unasked(
+        client: KimiFiles, emulator: Emulator, tmp_path: Path, no_wait: list[float],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    req, limit = _two_part_submit_whose_second_create_is_lost(client, emulator, tmp_path,
+                                                              monkeypatch)
+    saved = json.loads((tmp_path / "req.jsonl.batches.json").read_text())
+    # as if the platform had created part 2's batch and only its answer was lost
+    twin = client.batches.create(input_file_id=saved["uploads"]["2"]["input_file_id"])
+    with pytest.raises(BatchAlreadySubmittedError, match="may have been created before its "
+                                                         "answer was lost") as info:
+        client.run(submit_steps(client, req, limit=limit))
+    assert info.value.batches == {twin.id: "validating"}
+    manifest = client.run(submit_steps(client, req, limit=limit, force=True))
+    assert [b["index"] for b in manifest.batches] == [1, 2] and twin.id not in manifest.ids
+
+
+def test_submit_again_refuses_naming_the_batches_and_their_real_status(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    req = write(tmp_path / "r.jsonl", _line("a"))
+    assert main(["batch", "submit", str(req)]) == 0
+    batch_id = capsys.readouterr().out.strip()
+    assert main(["batch", "wait", str(req) + ".batches.json"]) == 0
+    capsys.readouterr()
+    assert main(["batch", "submit", str(req)]) == 1
+    err = capsys.readouterr().err
+    assert f"was submitted already as batch {batch_id} (completed)" in err
+    assert "running" not in err and len(env.state.batches.batches) == 1
+    assert main(["batch", "submit", str(req), "--force"]) == 0
+    assert len(env.state.batches.batches) == 2
+    saved = json.loads((tmp_path / "r.jsonl.batches.json").read_text())
+    assert [b["id"] for b in saved["earlier"]] == [batch_id]

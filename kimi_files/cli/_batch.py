@@ -103,7 +103,8 @@ def _do_submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
         metadata = _metadata(args.metadata)
         manifest = _settling("kimi-files", lambda: client.batches.submit(
-            args.file, completion_window=args.completion_window, metadata=metadata))
+            args.file, completion_window=args.completion_window, metadata=metadata,
+            force=args.force))
     for b in manifest.batches:
         _emit(sys.stdout, str(b["id"]))
     where = shown(str(manifest.path))
@@ -276,6 +277,10 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
                    help=f"time the platform has to finish (default {DEFAULT_COMPLETION_WINDOW})")
     s.add_argument("--metadata", action="append", metavar="K=V",
                    help="a metadata pair of the batch (at most 16)")
+    s.add_argument("--force", action="store_true",
+                   help="submit again an input whose manifest lists batches already (they "
+                        "run, and are billed, again); without it a re-run resumes and "
+                        "creates only the parts not created yet")
     s.set_defaults(func=_do_submit)
 
     for name, func, text in (("status", _do_status, "show a batch's status and counts"),
