@@ -3,6 +3,7 @@ system message, a stable ``custom_id`` per path and the map of ids to paths besi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -62,7 +63,8 @@ class BuildReport:
 
 
 class AtomicWriter:
-    """A file written beside its final name and moved there only when complete."""
+    """A file written beside its final name and moved there only when complete; ``sha256``
+    is the hash of what was written."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -70,9 +72,15 @@ class AtomicWriter:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         self.tmp = Path(name)
         self.fh = os.fdopen(fd, "wb")
+        self.digest = hashlib.sha256()
 
     def write(self, data: bytes) -> None:
         self.fh.write(data)
+        self.digest.update(data)
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.hexdigest()
 
     def commit(self) -> None:
         self.fh.close()
@@ -103,7 +111,9 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
     content was read before: no request at all); its system message is the one
     :func:`kimi_files.messages` builds, so identical documents give identical bytes. A path
     given twice is one request. A document the service cannot read is left out and named in
-    ``.failed`` (``strict``: raised). Both files are written whole or not at all.
+    ``.failed`` (``strict``: raised). Both files are written whole or not at all. The map
+    names each document by its absolute path (its ``custom_id`` is a hash of it) and records
+    the input's SHA-256, so ``results`` can tell it belongs to the input that was submitted.
 
     Raises:
         ConfigurationError: an empty model or prompt.
@@ -122,13 +132,15 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
     writer: AtomicWriter = yield Blocking(AtomicWriter, (out,))
     try:
         for raw in paths:
-            path = os.fsdecode(raw)
+            given = os.fsdecode(raw)
+            path = os.path.abspath(given)  # the map names it wherever results are read
             cid = custom_id_for(path)
             if cid in report.ids:
                 continue
-            got = yield from document_steps(client, path, options, strict=strict, what="batch")
+            got = yield from document_steps(client, given, options, strict=strict,
+                                            what="batch")
             if isinstance(got, KimiError):
-                report.failed[path] = got
+                report.failed[given] = got
                 continue
             content = got[0]
             report.ids[cid] = path
@@ -137,9 +149,10 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
     except BaseException:  # no yield here: a closed generator (Ctrl-C, a cancelled task) may not
         writer.abort()
         raise
-    yield Blocking(write_json, (report.map_path, {"kind": MAP_KIND, "version": 1,
-                                                   "input": out.name, "model": model,
-                                                   "ids": report.ids}))
+    yield Blocking(write_json, (report.map_path, {"kind": MAP_KIND, "version": 2,
+                                                   "input": out.name,
+                                                   "input_sha256": writer.sha256,
+                                                   "model": model, "ids": report.ids}))
     yield Blocking(writer.commit)
     return report
 

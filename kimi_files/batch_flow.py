@@ -269,7 +269,17 @@ def _remove_parts(parts: Sequence[Path]) -> None:
             with_folder.rmdir()
 
 
-def _load_map(path: str | None) -> dict[str, str] | None:
+@dataclass(frozen=True)
+class BatchMap:
+    """A map written by ``build``: custom_id -> path, and the SHA-256 of the input it was
+    written with (None from an older kimi-files)."""
+
+    ids: dict[str, str]
+    input_sha256: str | None
+
+
+def load_map(path: str | os.PathLike[str] | None) -> BatchMap | None:
+    """The map at ``path``; None when there is none or it is no map."""
     if not path:
         return None
     try:
@@ -277,7 +287,41 @@ def _load_map(path: str | None) -> dict[str, str] | None:
     except (OSError, ValueError):
         return None
     ids = data.get("ids") if isinstance(data, dict) else None
-    return {str(k): str(v) for k, v in ids.items()} if isinstance(ids, dict) else None
+    if not isinstance(ids, dict):
+        return None
+    sha = data.get("input_sha256")
+    return BatchMap({str(k): str(v) for k, v in ids.items()},
+                    sha if isinstance(sha, str) else None)
+
+
+def _load_map(path: str | None) -> dict[str, str] | None:
+    found = load_map(path)
+    return None if found is None else found.ids
+
+
+def check_pairing(manifest: Manifest, batches: Sequence[Batch], found: BatchMap | None,
+                  map_path: str | None) -> None:
+    """Refuse to join results to documents through files that do not belong together: a
+    batch that read another input file than the manifest recorded, or a map written with
+    another input than the one submitted. Pure.
+
+    Raises:
+        ConfigurationError: naming the files and what differs.
+    """
+    for b, entry in zip(batches, manifest.batches, strict=False):
+        recorded = entry.get("input_file_id")
+        if recorded and b.input_file_id and b.input_file_id != recorded:
+            raise ConfigurationError(
+                f"{manifest.path}: batch {b.id} read the input file {b.input_file_id}, not "
+                f"{recorded} as the manifest records: this manifest is not that batch's; "
+                "nothing was written")
+    if found is not None and found.input_sha256 and manifest.input_sha256 and (
+            found.input_sha256 != manifest.input_sha256):
+        raise ConfigurationError(
+            f"{map_path}: this map was written with another input than the one "
+            f"{manifest.path} submitted (its SHA-256 differs: another build, other documents "
+            "or another prompt): its paths would name the wrong documents; nothing was "
+            "written. Give the map of the input submitted (--map)")
 
 
 def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
@@ -312,7 +356,13 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
         raise input_error(shown, checker)
     sha: str = yield Blocking(sha256_of, (p,))
     map_file = map_path_for(p)
-    manifest = Manifest(os.path.abspath(p), os.path.abspath(map_file) if map_file.is_file()
+    beside: BatchMap | None = yield Blocking(load_map, (map_file,))
+    if beside is not None and beside.input_sha256 not in (None, sha):
+        log.warning("%s: written with another input than %s (another build): not recorded "
+                    "in the manifest; results will name no paths unless given the right map "
+                    "(--map)", map_file, shown)
+        beside = None
+    manifest = Manifest(os.path.abspath(p), os.path.abspath(map_file) if beside is not None
                         else None, path=manifest_path_for(p), input_sha256=sha,
                         parts=len(checker.parts))
     previous: Manifest | None = yield Blocking(_previous_manifest, (manifest.path,))
@@ -548,11 +598,13 @@ def _write_results(path: Path, rows: Iterable[dict[str, Any]]) -> dict[str, int]
 
 def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest | Batch,
                   output: str | os.PathLike[str], *, ids: Mapping[str, str] | None = None,
+                  map_file: str | os.PathLike[str] | None = None,
                   cleanup: bool = False) -> Steps[ResultsReport]:
     """Download every batch's output and error files and write ``output``: one line per
     request (``custom_id``, ``path``, ``status``, ``answer``, ``usage``, ``error``), in the
     input's order, joined to the documents by ``custom_id`` (the map of ``build``, found
-    through the manifest, or ``ids``). An expired or cancelled batch gives the results it has
+    through the manifest, or ``map_file``, or ``ids``), after checking they belong together
+    (:func:`check_pairing`). An expired or cancelled batch gives the results it has
     (the rest ``missing``, said once). ``cleanup`` deletes the batches' input, output and
     error files afterwards, and the input files submit itself uploaded (never one it reused,
     nor one of a bare batch id: those are kept, and said).
@@ -563,11 +615,14 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
         ConfigurationError: a target that is no batch id nor manifest.
     """
     manifest = yield Blocking(resolve_target, (target,))
+    found: BatchMap | None = None
+    where = os.fsdecode(map_file) if map_file is not None else manifest.map
     if ids is None:
-        ids = yield Blocking(_load_map, (manifest.map,))
-        if ids is None and manifest.map:
+        found = yield Blocking(load_map, (where,))
+        if found is None and where:
             log.warning("%s: the map of custom_id to path cannot be read: results have no path",
-                        manifest.map)
+                        where)
+        ids = None if found is None else found.ids
     batches: list[Batch] = []
     outputs: list[bytes] = []
     errors: list[bytes] = []
@@ -590,6 +645,7 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
             if file_id:
                 data = yield from _file_bytes_steps(client.retry_policy, file_id)
                 into.extend(_split_lines(data))
+    check_pairing(manifest, batches, found, where)
     rows = join_results(ids or {}, outputs, errors)
     counts = yield Blocking(_write_results, (Path(output), rows))
     report = ResultsReport(Path(output), counts, batches)

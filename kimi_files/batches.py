@@ -147,6 +147,7 @@ class Batches:
 
     def results(self, target: str | os.PathLike[str] | Manifest | Batch,
                 output: str | os.PathLike[str], *, ids: Mapping[str, str] | None = None,
+                map_file: str | os.PathLike[str] | None = None,
                 cleanup: bool = False) -> ResultsReport:
         """The answers joined to the documents: see :func:`results_steps`.
 
@@ -154,7 +155,7 @@ class Batches:
             KimiError: as :func:`results_steps`.
         """
         return self._client.run(results_steps(self._client, target, output, ids=ids,
-                                              cleanup=cleanup))
+                                              map_file=map_file, cleanup=cleanup))
 
 
 class AsyncBatches:
@@ -244,6 +245,7 @@ class AsyncBatches:
 
     async def results(self, target: str | os.PathLike[str] | Manifest | Batch,
                       output: str | os.PathLike[str], *, ids: Mapping[str, str] | None = None,
+                      map_file: str | os.PathLike[str] | None = None,
                       cleanup: bool = False) -> ResultsReport:
         """:meth:`Batches.results`, awaited.
 
@@ -251,6 +253,6 @@ class AsyncBatches:
             KimiError: as :func:`results_steps`.
         """
         return await self._client.run(results_steps(self._client, target, output, ids=ids,
-                                                    cleanup=cleanup))
+                                                    map_file=map_file, cleanup=cleanup))
 
 

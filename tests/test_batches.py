@@ -451,7 +451,7 @@ def test_four_commands_from_a_folder_to_answers(env: Emulator, tmp_path: Path,
     assert "completed" in capsys.readouterr().out
     assert main(["batch", "results", "requests.jsonl.batches.json", "-o", "results.jsonl"]) == 0
     rows = [json.loads(x) for x in Path("results.jsonl").read_text().splitlines()]
-    assert [r["path"] for r in rows] == [str(Path("docs") / f"d{i}.txt") for i in range(3)]
+    assert [r["path"] for r in rows] == [str(tmp_path / "docs" / f"d{i}.txt") for i in range(3)]
     assert all(r["status"] == "ok" and r["custom_id"] in r["answer"] for r in rows)
     assert "3 answered, 0 failed, 0 missing" in capsys.readouterr().err
 
@@ -780,3 +780,37 @@ def test_submit_again_refuses_naming_the_batches_and_their_real_status(
     assert len(env.state.batches.batches) == 2
     saved = json.loads((tmp_path / "r.jsonl.batches.json").read_text())
     assert [b["id"] for b in saved["earlier"]] == [batch_id]
+
+
+def test_results_name_each_document_absolutely_and_refuse_files_that_do_not_belong(
+        env: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for folder, prompt in (("proj", "Q1"), ("other", "Q2")):
+        write(tmp_path / folder / "docs" / "d0.txt", f"the text of {folder}")
+        monkeypatch.chdir(tmp_path / folder)
+        assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt", prompt, "docs",
+                     "-o", "q.jsonl"]) == 0
+        assert main(["batch", "submit", "q.jsonl"]) == 0
+        assert main(["batch", "wait", "q.jsonl.batches.json"]) == 0
+    proj, other = tmp_path / "proj", tmp_path / "other"
+    ids = [json.loads((d / "q.jsonl.map.json").read_text())["ids"] for d in (proj, other)]
+    assert set(ids[0]).isdisjoint(ids[1])  # the same relative path, two documents, two ids
+    capsys.readouterr()
+    # run from the other folder: the path still names proj's document
+    assert main(["batch", "results", str(proj / "q.jsonl.batches.json"), "-o", "r.jsonl"]) == 0
+    [row] = [json.loads(x) for x in (other / "r.jsonl").read_text().splitlines()]
+    assert row["path"] == str(proj / "docs" / "d0.txt")
+    # another build's map: refused, nothing written
+    assert main(["batch", "results", str(proj / "q.jsonl.batches.json"), "--map",
+                 str(other / "q.jsonl.map.json"), "-o", "r2.jsonl"]) == 2
+    assert "this map was written with another input" in capsys.readouterr().err
+    assert not (other / "r2.jsonl").exists()
+    # a manifest whose batch read another input than it records: refused
+    saved = json.loads((proj / "q.jsonl.batches.json").read_text())
+    saved["batches"][0]["id"] = json.loads(
+        (other / "q.jsonl.batches.json").read_text())["batches"][0]["id"]
+    (proj / "q.jsonl.batches.json").write_text(json.dumps(saved))
+    assert main(["batch", "results", str(proj / "q.jsonl.batches.json"), "-o", "r3.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert "read the input file" in err and "as the manifest records" in err
+    assert not (other / "r3.jsonl").exists()

@@ -217,15 +217,14 @@ def _do_results(args: argparse.Namespace) -> int:
     from ..batch_flow import resolve_target
 
     target = resolve_target(args.target)
-    ids = None
     if args.map is not None:
-        from ..batch_flow import _load_map
+        from ..batch_flow import load_map
 
-        ids = _load_map(args.map)
-        if ids is None:
+        if load_map(args.map) is None:
             raise _Usage(f"--map {args.map}: not a map written by kimi-files batch build")
     with _client(args) as client:
-        report = client.batches.results(target, args.output, ids=ids, cleanup=args.cleanup)
+        report = client.batches.results(target, args.output, map_file=args.map,
+                                        cleanup=args.cleanup)
     c = report.counts
     _say(f"kimi-files: wrote {sum(c.values()):,} result(s) to {shown(str(report.path))}: "
          f"{c.get('ok', 0):,} answered, {c.get('error', 0):,} failed, {c.get('missing', 0):,} "
