@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from .batch_input import (
     request_line,
 )
 from .batch_models import (
+    MANIFEST_KIND,
     MAP_KIND,
 )
 from .errors import (
@@ -48,6 +50,39 @@ def manifest_path_for(requests: str | os.PathLike[str]) -> Path:
     """Where ``batch submit`` records the batches an input file was sent as."""
     p = Path(requests)
     return p.with_name(p.name + ".batches.json")
+
+
+#: The start of a line kimi-files writes in a Batch API file: a request (``method``) or a
+#: result (``path``), its custom_id first.
+_OWN_LINE = re.compile(rb'\{"custom_id": ?"(?:[^"\\]|\\.)*", ?"(method|path)": ?')
+
+
+def own_batch_file(path: str | os.PathLike[str]) -> str | None:
+    """What kimi-files wrote this file as, when it is one of the batch steps' own files (a
+    map, a manifest, an input file of requests, a results file), else None: a folder walked
+    for documents leaves them out. Reads the first 4 KB at most."""
+    p = Path(path)
+    kinds = {MAP_KIND: "a map written by kimi-files batch build",
+             MANIFEST_KIND: "a manifest written by kimi-files batch submit"}
+    name = p.name
+    try:
+        if name.endswith((".map.json", ".batches.json")):
+            with p.open("rb") as fh:
+                head = fh.read(4096)
+            kind = re.search(rb'"kind": ?"([^"]*)"', head)
+            return kinds.get(kind.group(1).decode("utf-8", "replace")) if kind else None
+        if name.endswith(".jsonl"):
+            if map_path_for(p).is_file() or manifest_path_for(p).is_file():
+                return "an input file written by kimi-files batch build"
+            with p.open("rb") as fh:
+                head = fh.read(4096)
+            line = _OWN_LINE.match(head)
+            if line is not None:
+                return ("a Batch API input file (requests)" if line.group(1) == b"method"
+                        else "a results file written by kimi-files batch results")
+    except OSError:
+        return None
+    return None
 
 
 @dataclass

@@ -299,6 +299,19 @@ def _load_map(path: str | None) -> dict[str, str] | None:
     return None if found is None else found.ids
 
 
+def refuse_output_onto(output: str | os.PathLike[str], files: Mapping[str, str | None]) -> None:
+    """Refuse to write ``output`` onto one of ``files`` (what it is -> its path).
+
+    Raises:
+        ConfigurationError: naming the file and what it is.
+    """
+    target = os.path.realpath(os.fsdecode(output))
+    for what, path in files.items():
+        if path and os.path.realpath(path) == target:
+            raise ConfigurationError(f"-o {os.fsdecode(output)}: that is the batch's {what} "
+                                     "file; write the results to another file")
+
+
 def check_pairing(manifest: Manifest, batches: Sequence[Batch], found: BatchMap | None,
                   map_path: str | None) -> None:
     """Refuse to join results to documents through files that do not belong together: a
@@ -617,6 +630,8 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
     manifest = yield Blocking(resolve_target, (target,))
     found: BatchMap | None = None
     where = os.fsdecode(map_file) if map_file is not None else manifest.map
+    refuse_output_onto(output, {"input": manifest.input, "map": where,
+                                "manifest": os.fsdecode(manifest.path) if manifest.path else None})
     if ids is None:
         found = yield Blocking(load_map, (where,))
         if found is None and where:

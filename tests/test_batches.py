@@ -814,3 +814,37 @@ def test_results_name_each_document_absolutely_and_refuse_files_that_do_not_belo
     err = capsys.readouterr().err
     assert "read the input file" in err and "as the manifest records" in err
     assert not (other / "r3.jsonl").exists()
+
+
+def test_build_again_leaves_out_its_own_files_and_results_never_overwrite_them(
+        env: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _docs(tmp_path, 2)
+    monkeypatch.chdir(tmp_path)
+    build = ["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", "docs",
+             "-o", "docs/s.jsonl"]
+    assert main(build) == 0
+    assert main(["batch", "submit", "docs/s.jsonl"]) == 0
+    assert main(["batch", "wait", "docs/s.jsonl.batches.json"]) == 0
+    manifest = "docs/s.jsonl.batches.json"
+    for onto in ("docs/s.jsonl", "docs/s.jsonl.map.json", manifest):
+        before = Path(onto).read_bytes()
+        assert main(["batch", "results", manifest, "-o", onto]) == 2
+        assert "write the results to another file" in capsys.readouterr().err
+        assert Path(onto).read_bytes() == before
+    assert main(["batch", "results", manifest, "-o", "docs/results.jsonl"]) == 0
+    write(tmp_path / "docs" / "other.jsonl", _line("x"))  # a request file of another tool run
+    capsys.readouterr()
+    assert main([*build[:-1], "docs/t.jsonl"]) == 0
+    err = capsys.readouterr().err
+    for name, what in (("s.jsonl.map.json", "a map written by"),
+                       ("s.jsonl.batches.json", "a manifest written by"),
+                       ("s.jsonl", "an input file written by"),
+                       ("results.jsonl", "a results file written by"),
+                       ("other.jsonl", "a Batch API input file")):
+        assert f"docs/{name}: left out: {what}" in err
+    assert "wrote 2 request(s)" in err
+    # named explicitly, a file is the user's choice
+    assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", "docs/d0.txt",
+                 "docs/other.jsonl", "-o", "u.jsonl"]) == 0
+    assert "wrote 2 request(s)" in capsys.readouterr().err

@@ -38,12 +38,25 @@ from ._output import _emit, _emit_json, _say
 def _paths(args: argparse.Namespace) -> tuple[list[str], int]:
     """The documents (files as named, folders walked as uploads walk them), and how many
     paths were refused (each said)."""
+    from ..batch_build import own_batch_file
     from ..scan import collect
 
     files, rejected = collect(args.paths)
     for r in rejected:
         _say(f"kimi-files: {shown(r.path)}: left out: {r.error}")
-    return [os.fsdecode(f) for f in files], len(rejected)
+    named = {os.path.abspath(os.fsdecode(p)) for p in args.paths}
+    out = os.path.abspath(args.output)
+    kept: list[str] = []
+    for f in files:
+        path = os.fsdecode(f)
+        full = os.path.abspath(path)
+        what = None if full in named else (
+            "the output of this build" if full == out else own_batch_file(path))
+        if what is not None:  # found by a walk: no document of the user's
+            _say(f"kimi-files: {shown(path)}: left out: {what}")
+            continue
+        kept.append(path)
+    return kept, len(rejected)
 
 
 def _prompt(args: argparse.Namespace) -> str:
