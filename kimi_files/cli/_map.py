@@ -50,6 +50,23 @@ def _by_content(client: KimiFiles, path: Path, listed: dict[str, FileObject]
     return e.file_id, e.filename, e.purpose, e.size
 
 
+def _changed(path: str, rec: Any) -> bool:
+    """Is the file at ``path`` no longer the one its record of an upload describes (size,
+    mtime, ctime, inode, device differ, as kimi-upload judges; by its hash for a record
+    without them), or gone?"""
+    from .._hashing import sha256_of
+    from ..scan import _unchanged
+
+    if _unchanged(Path(path), rec) is not None:
+        return False
+    if rec.ctime_ns is not None:
+        return True
+    try:  # an older record: its hash decides
+        return bool(sha256_of(Path(path)) != rec.sha256)
+    except OSError:
+        return True
+
+
 def _do_map(args: argparse.Namespace) -> int:
     from ..scan import collect
 
@@ -58,10 +75,11 @@ def _do_map(args: argparse.Namespace) -> int:
         records = _records(client, args.state)
         rows: list[dict[str, Any]] = []
 
-        def row(path: str, source: str, found: tuple[str, str, str, int] | None) -> None:
+        def row(path: str, source: str, found: tuple[str, str, str, int] | None,
+                changed: bool = False) -> None:
             if found is None:
                 rows.append({"path": path, "file_id": None, "stored_as": None, "purpose": None,
-                             "bytes": None, "listed": False, "source": None})
+                             "bytes": None, "listed": False, "source": None, "changed": False})
                 return
             fid, name, purpose, size = found
             f = listed.get(fid)
@@ -69,18 +87,28 @@ def _do_map(args: argparse.Namespace) -> int:
                          "stored_as": f.filename if f is not None else name,
                          "purpose": (f.purpose or purpose) if f is not None else purpose,
                          "bytes": f.bytes if f is not None else size,
-                         "listed": f is not None, "source": source})
+                         "listed": f is not None, "source": source, "changed": changed})
+
+        def from_state(path: str, rec: Any) -> None:
+            if not _changed(path, rec):
+                row(path, "state", (rec.file_id, rec.filename, rec.purpose, rec.size))
+                return
+            # its content now: a stored file the reuse cache knows, else the old record, said
+            now = _by_content(client, Path(path), listed) if os.path.isfile(path) else None
+            if now is not None:
+                row(path, "cache", now)
+            else:
+                row(path, "state", (rec.file_id, rec.filename, rec.purpose, rec.size), True)
 
         if not args.paths:
             for r in records.values():
-                row(r.path, "state", (r.file_id, r.filename, r.purpose, r.size))
+                from_state(r.path, r)
         else:
             files, missing = collect(args.paths, skip=[])
             for p in files:
                 rec = records.get(os.path.abspath(p))
                 if rec is not None:
-                    row(os.fsdecode(p), "state", (rec.file_id, rec.filename, rec.purpose,
-                                                 rec.size))
+                    from_state(os.fsdecode(p), rec)
                 else:
                     row(os.fsdecode(p), "cache", _by_content(client, p, listed))
             for m in missing:
@@ -93,9 +121,12 @@ def _do_map(args: argparse.Namespace) -> int:
                               "reuse cache knows no file with its content)")
         else:
             where = "listed" if r["listed"] else "NOT LISTED (gone from the account)"
+            changed = ("; CHANGED since it was stored: the stored file is an older version "
+                       "(upload it again)" if r["changed"] else "")
             _emit(sys.stdout, f"{r['path']} -> {r['file_id']} stored as {r['stored_as']!r} "
                               f"({r['purpose']}, {r['bytes']:,} bytes, {where}; from the "
-                              f"{r['source'] if r['source'] == 'state' else 'reuse cache'})")
+                              f"{r['source'] if r['source'] == 'state' else 'reuse cache'})"
+                              f"{changed}")
     return EXIT_OK
 
 
@@ -113,5 +144,5 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
                     help="the state file to read (default: this account's)")
     mp.add_argument("--json", action="store_true",
                     help="one JSON object per path: path, file_id, stored_as, purpose, bytes, "
-                         "listed, source")
+                         "listed, source, changed")
     mp.set_defaults(func=_do_map, not_on_emulator="the emulator is new each run: nothing to map")
