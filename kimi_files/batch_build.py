@@ -126,10 +126,20 @@ class AtomicWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def json_bytes(value: Any, indent: int | None = None) -> bytes:
+    """``value`` as UTF-8 JSON; a string that is no valid Unicode (a file name of bytes that
+    are not UTF-8, held as surrogate escapes) is written escaped (``\\udce9``), which reads
+    back as the same name."""
+    try:
+        return json.dumps(value, ensure_ascii=False, indent=indent).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, indent=indent).encode()
+
+
 def write_json(path: Path, value: Any) -> None:
     w = AtomicWriter(path)
     try:
-        w.write(json.dumps(value, ensure_ascii=False, indent=1).encode() + b"\n")
+        w.write(json_bytes(value, indent=1) + b"\n")
     except BaseException:
         w.abort()
         raise
@@ -181,13 +191,13 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
             report.ids[cid] = path
             yield Blocking(writer.write, (request_line(cid, model, content.as_message(), prompt,
                                                        body),))
+        yield Blocking(write_json, (report.map_path, {"kind": MAP_KIND, "version": 2,
+                                                       "input": out.name,
+                                                       "input_sha256": writer.sha256,
+                                                       "model": model, "ids": report.ids}))
     except BaseException:  # no yield here: a closed generator (Ctrl-C, a cancelled task) may not
         writer.abort()
         raise
-    yield Blocking(write_json, (report.map_path, {"kind": MAP_KIND, "version": 2,
-                                                   "input": out.name,
-                                                   "input_sha256": writer.sha256,
-                                                   "model": model, "ids": report.ids}))
     yield Blocking(writer.commit)
     return report
 

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ._steps import Blocking, DeleteFile, Steps, Wait
-from .batch_build import AtomicWriter, manifest_path_for, map_path_for, write_json
+from .batch_build import (
+    AtomicWriter,
+    json_bytes,
+    manifest_path_for,
+    map_path_for,
+    write_json,
+)
 from .batch_input import (
     CHAT_ENDPOINT,
     MAX_INPUT_BYTES,
@@ -601,7 +607,7 @@ def _write_results(path: Path, rows: Iterable[dict[str, Any]]) -> dict[str, int]
     try:
         for row in rows:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
-            w.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+            w.write(json_bytes(row) + b"\n")
     except BaseException:
         w.abort()
         raise

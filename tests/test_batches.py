@@ -848,3 +848,25 @@ def test_build_again_leaves_out_its_own_files_and_results_never_overwrite_them(
     assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", "docs/d0.txt",
                  "docs/other.jsonl", "-o", "u.jsonl"]) == 0
     assert "wrote 2 request(s)" in capsys.readouterr().err
+
+
+def test_a_file_name_that_is_not_utf8_is_built_and_joined(env: Emulator, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    odd = os.fsdecode(bytes(folder) + b"/caf\xe9.txt")
+    Path(odd).write_text("un document")
+    monkeypatch.chdir(tmp_path)
+    assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", "docs",
+                 "-o", "r.jsonl"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "xdg-state") == [
+        "docs", "r.jsonl", "r.jsonl.map.json"]  # no .part left
+    ids = json.loads(Path("r.jsonl.map.json").read_text(encoding="utf-8"))["ids"]
+    assert list(ids.values()) == [odd]  # read back as the very name
+    assert main(["batch", "submit", "r.jsonl"]) == 0
+    assert main(["batch", "wait", "r.jsonl.batches.json"]) == 0
+    assert main(["batch", "results", "r.jsonl.batches.json", "-o", "out.jsonl"]) == 0
+    [row] = [json.loads(x) for x in Path("out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert os.fsencode(row["path"]).endswith(b"caf\xe9.txt")
