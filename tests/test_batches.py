@@ -870,3 +870,15 @@ def test_a_file_name_that_is_not_utf8_is_built_and_joined(env: Emulator, tmp_pat
     assert main(["batch", "results", "r.jsonl.batches.json", "-o", "out.jsonl"]) == 0
     [row] = [json.loads(x) for x in Path("out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert os.fsencode(row["path"]).endswith(b"caf\xe9.txt")
+
+
+@pytest.mark.parametrize("command", ["build", "messages"])
+def test_strict_names_the_document_that_failed(env: Emulator, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               command: str) -> None:
+    scan = write(tmp_path / "scan.txt", "x" * 6000)  # "text extract error": no text found
+    argv = {"build": ["batch", "build", "--strict", "--model", "m", "--prompt", "Q",
+                      str(scan), "-o", str(tmp_path / "r.jsonl")],
+            "messages": ["messages", "--strict", str(scan)]}[command]
+    assert main(argv) == 1
+    assert f"error: {scan}: text extract error" in capsys.readouterr().err
