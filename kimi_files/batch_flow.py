@@ -24,6 +24,7 @@ from .batch_build import (
 )
 from .batch_input import (
     CHAT_ENDPOINT,
+    ENDED_EARLY,
     MAX_INPUT_BYTES,
     MAX_METADATA_KEYS,
     InputChecker,
@@ -40,6 +41,7 @@ from .batch_models import (
 )
 from .errors import (
     BatchAlreadySubmittedError,
+    BatchError,
     BatchInputError,
     BatchNotFinishedError,
     ConfigurationError,
@@ -589,12 +591,14 @@ def raise_for_batches(batches: Sequence[Batch]) -> None:
 @dataclass
 class ResultsReport:
     """What ``results`` wrote: one line per request in ``path``; ``counts`` by status
-    (``ok``, ``error``, ``missing``); the batches read; the files deleted (``--cleanup``)."""
+    (``ok``, ``error``, ``missing``); the batches read; the files deleted (``--cleanup``);
+    the errors of the batches that failed (their requests are ``missing``)."""
 
     path: Path
     counts: dict[str, int]
     batches: list[Batch]
     deleted: list[str] = field(default_factory=list)
+    failed: list[BatchError] = field(default_factory=list)
 
 
 def _split_lines(data: bytes) -> list[bytes]:
@@ -630,7 +634,9 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
 
     Raises:
         BatchNotFinishedError: a batch is still running.
-        BatchFailedError: a batch failed (it has no results; its errors are in the message).
+        BatchFailedError: every batch failed (none has results; the errors are in the
+            message); ``cleanup`` deletes their files first. When some failed and others
+            did not, the others' results are written and ``.failed`` names the failed.
         ConfigurationError: a target that is no batch id nor manifest.
     """
     manifest = yield Blocking(resolve_target, (target,))
@@ -647,6 +653,7 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
     batches: list[Batch] = []
     outputs: list[bytes] = []
     errors: list[bytes] = []
+    failed: list[BatchError] = []
     for batch_id in manifest.ids:
         batch = yield from retrieve_batch_steps(client.retry_policy, batch_id)
         batches.append(batch)
@@ -656,10 +663,11 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
                 f"batch {batch.id} is {batch.status} ({c.completed + c.failed} of {c.total} "
                 f"requests done): wait for it first (kimi-files batch wait {batch.id})",
                 batch_id=batch.id, status=batch.status, errors=batch.errors)
-        if batch.status == "failed":
+        if batch.status == "failed":  # no results of its own: the others' still are
             error = batch.error()
             assert error is not None
-            raise error
+            failed.append(error)
+            continue
         if batch.status != "completed":
             log.warning("%s", batch.error())
         for file_id, into in ((batch.output_file_id, outputs), (batch.error_file_id, errors)):
@@ -667,13 +675,22 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
                 data = yield from _file_bytes_steps(client.retry_policy, file_id)
                 into.extend(_split_lines(data))
     check_pairing(manifest, batches, found, where)
-    rows = join_results(ids or {}, outputs, errors)
+    uploaded = {str(b["id"]): b["input_uploaded"] for b in manifest.batches
+                if isinstance(b.get("input_uploaded"), bool)}
+    if failed and len(failed) == len(batches):  # nothing to write; its files may go
+        if cleanup:
+            deleted = yield from _cleanup_steps(client, batches, uploaded)
+            if deleted:
+                failed[0].message += f"; --cleanup deleted {', '.join(deleted)}"
+        raise failed[0]
+    for error in failed:
+        log.error("%s; its requests have no result (missing)", error)
+    rows = join_results(ids or {}, outputs, errors, missing=ENDED_EARLY + (
+        f", or its batch failed ({', '.join(e.batch_id for e in failed)})" if failed else ""))
     counts = yield Blocking(_write_results, (Path(output), rows))
-    report = ResultsReport(Path(output), counts, batches)
+    report = ResultsReport(Path(output), counts, batches, failed=failed)
     if cleanup:
-        report.deleted = yield from _cleanup_steps(client, batches, {
-            str(b["id"]): b["input_uploaded"] for b in manifest.batches
-            if isinstance(b.get("input_uploaded"), bool)})
+        report.deleted = yield from _cleanup_steps(client, batches, uploaded)
     return report
 
 

@@ -275,12 +275,18 @@ def _rows(lines: Iterable[bytes], source: str) -> Iterator[dict[str, Any]]:
         yield result_row(line)
 
 
+#: Why a request has no result, when no batch failed.
+ENDED_EARLY = "no result for this request: the batch ended before it was done"
+
+
 def join_results(ids: Mapping[str, str | None], output: Iterable[bytes],
-                 errors: Iterable[bytes] = ()) -> Iterator[dict[str, Any]]:
+                 errors: Iterable[bytes] = (), *,
+                 missing: str = ENDED_EARLY) -> Iterator[dict[str, Any]]:
     """One result per request, joined to its document by ``custom_id``: ``ids`` maps each
     custom_id to its path, in input order, and the results come in that order (then any line
     whose custom_id is unknown, with ``path`` None). A request with no line in either file
-    (the batch expired or was cancelled before it) is ``status: "missing"``. A custom_id in
+    (the batch expired or was cancelled before it, or failed) is ``status: "missing"``, with
+    the message ``missing``. A custom_id in
     both files keeps its answer. Pure (the lines are read once)."""
     found: dict[str, dict[str, Any]] = {}
     strays: list[dict[str, Any]] = []
@@ -295,9 +301,7 @@ def join_results(ids: Mapping[str, str | None], output: Iterable[bytes],
         joined = found.pop(cid, None)
         if joined is None:
             yield {"custom_id": cid, "path": path, "status": "missing", "answer": None,
-                   "usage": None, "error": {"code": "missing",
-                                            "message": "no result for this request: the batch "
-                                                       "ended before it was done"}}
+                   "usage": None, "error": {"code": "missing", "message": missing}}
         else:
             yield {"custom_id": cid, "path": path, **{k: v for k, v in joined.items()
                                                        if k != "custom_id"}}

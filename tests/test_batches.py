@@ -882,3 +882,40 @@ def test_strict_names_the_document_that_failed(env: Emulator, tmp_path: Path,
             "messages": ["messages", "--strict", str(scan)]}[command]
     assert main(argv) == 1
     assert f"error: {scan}: text extract error" in capsys.readouterr().err
+
+
+def test_a_failed_batch_of_a_manifest_does_not_block_the_others_results(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    req = write(tmp_path / "r.jsonl", _line("a"))
+    assert main(["batch", "submit", str(req)]) == 0
+    mpath = tmp_path / "r.jsonl.batches.json"
+    assert main(["batch", "wait", str(mpath)]) == 0
+    with KimiFiles(api_key=API_KEY, base_url=env.base_url) as c:
+        bad = c.upload(write(tmp_path / "bad.jsonl", _line("b") + _line("b")), purpose="batch")
+        failing = c.batches.create(input_file_id=bad.id)
+        assert any(c.batches.retrieve(failing.id).done for _ in range(10))  # stepped: moves per look
+    saved = json.loads(mpath.read_text())
+    saved["batches"].append({"id": failing.id, "input_file_id": bad.id, "input_uploaded": True,
+                             "index": 2, "lines": 2})
+    mpath.write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert main(["batch", "results", str(mpath), "-o", str(tmp_path / "out.jsonl"),
+                 "--cleanup"]) == 1
+    err = capsys.readouterr().err
+    assert f"batch {failing.id} failed" in err and "1 answered" in err
+    [row] = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert row["status"] == "ok"
+    assert bad.id in err and bad.id not in {f.id for f in env.state.listing()}  # cleaned up
+    # a manifest of failed batches only: nothing to write, but --cleanup still cleans
+    with KimiFiles(api_key=API_KEY, base_url=env.base_url) as c:
+        bad2 = c.upload(write(tmp_path / "bad2.jsonl", _line("c") + _line("c")), purpose="batch")
+        failing2 = c.batches.create(input_file_id=bad2.id)
+        assert any(c.batches.retrieve(failing2.id).done for _ in range(10))  # stepped: moves per look
+    only = tmp_path / "only.batches.json"
+    only.write_text(json.dumps({"kind": saved["kind"], "input": "", "map": None, "batches": [
+        {"id": failing2.id, "input_file_id": bad2.id, "input_uploaded": True}]}))
+    assert main(["batch", "results", str(only), "-o", str(tmp_path / "o2.jsonl"),
+                 "--cleanup"]) == 1
+    err = capsys.readouterr().err
+    assert f"--cleanup deleted {bad2.id}" in err and not (tmp_path / "o2.jsonl").exists()
+    assert bad2.id not in {f.id for f in env.state.listing()}

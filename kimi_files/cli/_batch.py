@@ -244,7 +244,8 @@ def _do_results(args: argparse.Namespace) -> int:
          "missing")
     if report.deleted:
         _say(f"kimi-files: deleted the batches' files {', '.join(report.deleted)} (--cleanup)")
-    return EXIT_OK if not c.get("error") and not c.get("missing") else EXIT_FAILED
+    return (EXIT_OK if not c.get("error") and not c.get("missing") and not report.failed
+            else EXIT_FAILED)
 
 
 def _target(p: argparse.ArgumentParser) -> None:
