@@ -85,6 +85,25 @@ def own_batch_file(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def check_output(out: Path, *, force: bool = False) -> None:
+    """Refuse an output a build must not write: a name not ``*.jsonl`` (the platform's rule),
+    or an existing file that is not a build's own input file (a document of the user's),
+    unless ``force``.
+
+    Raises:
+        ConfigurationError: naming the file and the rule.
+    """
+    shown = os.fsdecode(out)
+    if not out.name.endswith(".jsonl"):
+        raise ConfigurationError(f"-o {shown}: a batch input file is named *.jsonl (the "
+                                 "platform's rule); nothing was written")
+    if out.is_dir():
+        raise ConfigurationError(f"-o {shown}: is a folder; nothing was written")
+    if not force and out.exists() and own_batch_file(out) is None:
+        raise ConfigurationError(f"-o {shown}: exists and is no input file a build wrote; "
+                                 "not overwritten (--force overwrites it)")
+
+
 @dataclass
 class BuildReport:
     """What ``build`` wrote: the input file, its map, the requests (``ids``: custom_id ->
@@ -149,7 +168,8 @@ def write_json(path: Path, value: Any) -> None:
 def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, model: str,
                 prompt: str, output: str | os.PathLike[str],
                 body: Mapping[str, Any] | None = None, strict: bool = False,
-                options: UploadOptions | None = None) -> Steps[BuildReport]:
+                options: UploadOptions | None = None,
+                force: bool = False) -> Steps[BuildReport]:
     """Write ``output`` (one chat request per document) and its map beside it.
 
     Each document's text comes through the extraction path (the reuse cache's text when this
@@ -161,7 +181,8 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
     the input's SHA-256, so ``results`` can tell it belongs to the input that was submitted.
 
     Raises:
-        ConfigurationError: an empty model or prompt.
+        ConfigurationError: an empty model or prompt; an output not named ``*.jsonl``, or
+            one that exists and is no input file a build wrote (unless ``force``).
         KimiError: with ``strict``, the first document that failed; either way, a failure
             that is not a document's own (AuthenticationError, NoRoomError, the network...).
     """
@@ -173,6 +194,7 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
         raise ConfigurationError("a batch needs a prompt (--prompt or --prompt-file)")
     options = options or UploadOptions(progress=False)
     out = Path(output)
+    check_output(out, force=force)
     report = BuildReport(out, map_path_for(out), model)
     writer: AtomicWriter = yield Blocking(AtomicWriter, (out,))
     try:

@@ -100,14 +100,15 @@ class Batches:
 
     def build(self, paths: Iterable[str | os.PathLike[str]], *, model: str, prompt: str,
               output: str | os.PathLike[str], body: Mapping[str, Any] | None = None,
-              strict: bool = False) -> BuildReport:
+              strict: bool = False, force: bool = False) -> BuildReport:
         """One request per document: see :func:`build_steps`.
 
         Raises:
             KimiError: as :func:`build_steps`.
         """
         return self._client.run(build_steps(self._client, paths, model=model, prompt=prompt,
-                                            output=output, body=body, strict=strict))
+                                            output=output, body=body, strict=strict,
+                                            force=force))
 
     def check(self, path: str | os.PathLike[str]) -> InputChecker:
         """Every rule of an input file, nothing sent (no request at all).
@@ -198,7 +199,7 @@ class AsyncBatches:
 
     async def build(self, paths: Iterable[str | os.PathLike[str]], *, model: str, prompt: str,
                     output: str | os.PathLike[str], body: Mapping[str, Any] | None = None,
-                    strict: bool = False) -> BuildReport:
+                    strict: bool = False, force: bool = False) -> BuildReport:
         """:meth:`Batches.build`, awaited.
 
         Raises:
@@ -206,7 +207,7 @@ class AsyncBatches:
         """
         return await self._client.run(build_steps(self._client, paths, model=model,
                                                   prompt=prompt, output=output, body=body,
-                                                  strict=strict))
+                                                  strict=strict, force=force))
 
     async def check(self, path: str | os.PathLike[str]) -> InputChecker:
         """:meth:`Batches.check`, off the event loop.

@@ -919,3 +919,22 @@ def test_a_failed_batch_of_a_manifest_does_not_block_the_others_results(
     err = capsys.readouterr().err
     assert f"--cleanup deleted {bad2.id}" in err and not (tmp_path / "o2.jsonl").exists()
     assert bad2.id not in {f.id for f in env.state.listing()}
+
+
+def test_build_writes_only_a_jsonl_and_never_over_a_users_file(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    [doc] = _docs(tmp_path, 1)
+    sales = write(tmp_path / "sales.csv", "region,total\n")
+    mine = write(tmp_path / "notes.jsonl", '{"my": "own data"}\n')
+    base = ["batch", "build", "--model", "m", "--prompt", "Q", str(doc), "-o"]
+    assert main([*base, str(sales)]) == 2
+    assert "a batch input file is named *.jsonl" in capsys.readouterr().err
+    assert main([*base, str(mine)]) == 2
+    assert "exists and is no input file a build wrote; not overwritten" in (
+        capsys.readouterr().err)
+    assert sales.read_text() == "region,total\n" and mine.read_text() == '{"my": "own data"}\n'
+    assert main([*base, str(mine), "--force"]) == 0
+    assert main([*base, str(mine)]) == 0  # a build's own output: rebuilt
+    with KimiFiles(api_key=API_KEY, base_url=env.base_url) as c, \
+            pytest.raises(ConfigurationError, match=r"\*\.jsonl"):
+        c.batches.build([doc], model="m", prompt="Q", output=tmp_path / "e.txt")

@@ -69,13 +69,17 @@ def _prompt(args: argparse.Namespace) -> str:
 
 
 def _do_build(args: argparse.Namespace) -> int:
+    from ..batch_build import check_output
+
     prompt = _prompt(args)
+    check_output(Path(args.output), force=args.force)  # before any document is read
     paths, refused = _paths(args)
     if not paths:
         raise _Usage("no documents to build requests for")
     with _client(args) as client:  # each document left out is logged (a warning) as it is
         report = _settling("kimi-files", lambda: client.batches.build(
-            paths, model=args.model, prompt=prompt, output=args.output, strict=args.strict))
+            paths, model=args.model, prompt=prompt, output=args.output, strict=args.strict,
+            force=args.force))
     left = f"; {len(report.failed) + refused:,} left out" if report.failed or refused else ""
     _say(f"kimi-files: wrote {len(report.ids):,} request(s) to {shown(str(report.path))} "
          f"(custom_id -> path in {shown(str(report.map_path))}){left}")
@@ -274,6 +278,8 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
                    help="the input file to write (*.jsonl)")
     b.add_argument("--strict", action="store_true",
                    help="fail on a document the service cannot read (default: leave it out)")
+    b.add_argument("--force", action="store_true",
+                   help="overwrite an -o file that is no input file a build wrote")
     b.set_defaults(func=_do_build)
 
     c = cmds.add_parser("check", help="check every rule of an input file (nothing is sent)")
