@@ -649,6 +649,11 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
         if found is None and where:
             log.warning("%s: the map of custom_id to path cannot be read: results have no path",
                         where)
+        elif found is None:
+            log.warning("no map of custom_id to path (%s): every result has \"path\": null; "
+                        "give the map build wrote with --map (map_file=)",
+                        "a bare batch id" if manifest.path is None else
+                        f"{manifest.path} records none")
         ids = None if found is None else found.ids
     batches: list[Batch] = []
     outputs: list[bytes] = []

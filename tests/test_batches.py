@@ -938,3 +938,15 @@ def test_build_writes_only_a_jsonl_and_never_over_a_users_file(
     with KimiFiles(api_key=API_KEY, base_url=env.base_url) as c, \
             pytest.raises(ConfigurationError, match=r"\*\.jsonl"):
         c.batches.build([doc], model="m", prompt="Q", output=tmp_path / "e.txt")
+
+
+def test_results_without_a_map_say_once_that_paths_are_null(
+        client: KimiFiles, stepped: Emulator, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    up = client.upload(write(tmp_path / "r.jsonl", _line("a") + _line("b")), purpose="batch")
+    batch = client.batches.create(input_file_id=up.id)
+    client.batches.wait(batch)
+    client.batches.results(batch.id, tmp_path / "out.jsonl")
+    said = [r.getMessage() for r in caplog.records if "path\": null" in r.getMessage()]
+    assert said == ['no map of custom_id to path (a bare batch id): every result has "path": '
+                    'null; give the map build wrote with --map (map_file=)']
