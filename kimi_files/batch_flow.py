@@ -676,6 +676,11 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
         if batch.status != "completed":
             log.warning("%s", batch.error())
         for file_id, into in ((batch.output_file_id, outputs), (batch.error_file_id, errors)):
+            if file_id in manifest.cleaned:
+                raise ConfigurationError(
+                    f"{manifest.path}: batch {batch.id}'s file {file_id} was deleted by an "
+                    "earlier `results --cleanup` (the manifest records it): its results are "
+                    "in the results file written then; nothing was written")
             if file_id:
                 data = yield from _file_bytes_steps(client.retry_policy, file_id)
                 into.extend(_split_lines(data))
@@ -685,6 +690,7 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
     if failed and len(failed) == len(batches):  # nothing to write; its files may go
         if cleanup:
             deleted = yield from _cleanup_steps(client, batches, uploaded)
+            yield from _record_cleaned(manifest, deleted)
             if deleted:
                 failed[0].message += f"; --cleanup deleted {', '.join(deleted)}"
         raise failed[0]
@@ -696,7 +702,15 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
     report = ResultsReport(Path(output), counts, batches, failed=failed)
     if cleanup:
         report.deleted = yield from _cleanup_steps(client, batches, uploaded)
+        yield from _record_cleaned(manifest, report.deleted)
     return report
+
+
+def _record_cleaned(manifest: Manifest, deleted: Sequence[str]) -> Steps[None]:
+    """The manifest remembers the files ``--cleanup`` deleted: a later ``results`` says so."""
+    if deleted and manifest.path is not None:
+        manifest.cleaned.extend(d for d in deleted if d not in manifest.cleaned)
+        yield Blocking(manifest.save)
 
 
 #: Why an input file is kept by ``--cleanup``.

@@ -667,8 +667,14 @@ def test_ctrl_c_during_an_upload_lets_it_end_and_a_rerun_reuses_it(
     original = KimiFiles.create
 
     def interrupted_in_flight(self: KimiFiles, *args: Any, **kwargs: Any) -> Any:
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the upload is on its way
-        return original(self, *args, **kwargs)
+        from kimi_files._steps import _halt
+
+        stored = original(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the answer is on its way back
+        halt = _halt.get()
+        if halt is not None:  # the main thread took it before the upload ends
+            assert halt.wait(10)
+        return stored
 
     monkeypatch.setattr(KimiFiles, "create", interrupted_in_flight)
     assert main(argv) == 130
@@ -950,3 +956,18 @@ def test_results_without_a_map_say_once_that_paths_are_null(
     said = [r.getMessage() for r in caplog.records if "path\": null" in r.getMessage()]
     assert said == ['no map of custom_id to path (a bare batch id): every result has "path": '
                     'null; give the map build wrote with --map (map_file=)']
+
+
+def test_results_after_cleanup_say_the_files_were_deleted_by_it(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    req = write(tmp_path / "r.jsonl", _line("a"))
+    mpath = str(tmp_path / "r.jsonl.batches.json")
+    assert main(["batch", "submit", str(req)]) == 0
+    assert main(["batch", "wait", mpath]) == 0
+    assert main(["batch", "results", mpath, "-o", str(tmp_path / "out.jsonl"), "--cleanup"]) == 0
+    written = (tmp_path / "out.jsonl").read_bytes()
+    assert len(json.loads(Path(mpath).read_text())["cleaned"]) == 2
+    capsys.readouterr()
+    assert main(["batch", "results", mpath, "-o", str(tmp_path / "out.jsonl")]) == 2
+    assert "was deleted by an earlier `results --cleanup`" in capsys.readouterr().err
+    assert (tmp_path / "out.jsonl").read_bytes() == written
