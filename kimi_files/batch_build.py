@@ -85,6 +85,21 @@ def own_batch_file(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def check_model(model: str, *, any_model: bool = False) -> None:
+    """Refuse a model the platform is not known to serve (a typo shows up before a batch is
+    paid for), unless ``any_model`` (a model newer than this list).
+
+    Raises:
+        ConfigurationError: naming the model and the known ones.
+    """
+    from .tokens import CONTEXT_WINDOWS
+
+    if not any_model and model not in CONTEXT_WINDOWS:
+        raise ConfigurationError(
+            f"--model {model}: not a model the platform is known to serve "
+            f"({', '.join(sorted(CONTEXT_WINDOWS))}); --any-model sends it all the same")
+
+
 def check_output(out: Path, *, force: bool = False) -> None:
     """Refuse an output a build must not write: a name not ``*.jsonl`` (the platform's rule),
     or an existing file that is not a build's own input file (a document of the user's),
@@ -169,7 +184,7 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
                 prompt: str, output: str | os.PathLike[str],
                 body: Mapping[str, Any] | None = None, strict: bool = False,
                 options: UploadOptions | None = None,
-                force: bool = False) -> Steps[BuildReport]:
+                force: bool = False, any_model: bool = False) -> Steps[BuildReport]:
     """Write ``output`` (one chat request per document) and its map beside it.
 
     Each document's text comes through the extraction path (the reuse cache's text when this
@@ -181,7 +196,8 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
     the input's SHA-256, so ``results`` can tell it belongs to the input that was submitted.
 
     Raises:
-        ConfigurationError: an empty model or prompt; an output not named ``*.jsonl``, or
+        ConfigurationError: an empty model or prompt; a model the platform is not known to
+            serve (unless ``any_model``); an output not named ``*.jsonl``, or
             one that exists and is no input file a build wrote (unless ``force``).
         KimiError: with ``strict``, the first document that failed; either way, a failure
             that is not a document's own (AuthenticationError, NoRoomError, the network...).
@@ -192,6 +208,7 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
         raise ConfigurationError("a batch needs a model (--model)")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigurationError("a batch needs a prompt (--prompt or --prompt-file)")
+    check_model(model, any_model=any_model)
     options = options or UploadOptions(progress=False)
     out = Path(output)
     check_output(out, force=force)

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,17 +159,27 @@ def _lines(path: Path) -> Iterable[bytes]:
         yield from fh
 
 
-def check_file(path: str | os.PathLike[str], limit: int = MAX_INPUT_BYTES) -> InputChecker:
+def known_models(any_model: bool = False) -> Collection[str] | None:
+    """The models the platform is known to serve (None with ``any_model``: no name is
+    checked)."""
+    from .tokens import CONTEXT_WINDOWS
+
+    return None if any_model else frozenset(CONTEXT_WINDOWS)
+
+
+def check_file(path: str | os.PathLike[str], limit: int = MAX_INPUT_BYTES,
+               any_model: bool = False) -> InputChecker:
     """Every rule of the platform's input file (see :data:`~kimi_files.batch_input.RULES`),
     read once, line by line; nothing is sent. The checker holds the refusals and the parts
-    the input would be sent as.
+    the input would be sent as. ``any_model`` lets a model not in the known list pass.
 
     Raises:
         BatchInputError: the file cannot be read (rule ``readable``).
     """
     p = Path(path)
     try:
-        return InputChecker(p.name, limit=limit).feed_all(_lines(p))
+        return InputChecker(p.name, limit=limit, models=known_models(any_model)).feed_all(
+            _lines(p))
     except OSError as exc:
         raise BatchInputError(f"{os.fsdecode(path)}: cannot be read ({exc.strerror or exc})",
                               path=os.fsdecode(path), rule="readable") from None
@@ -349,7 +359,7 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
                  completion_window: str = DEFAULT_COMPLETION_WINDOW,
                  metadata: Mapping[str, str] | None = None,
                  limit: int = MAX_INPUT_BYTES, progress: bool | None = False,
-                 force: bool = False) -> Steps[Manifest]:
+                 force: bool = False, any_model: bool = False) -> Steps[Manifest]:
     """Check the input (every rule), upload it with purpose ``batch`` (reused when the
     account holds this content) and create its batch; an input over ``limit`` (100 MB) is
     cut between lines into several batches. The manifest (beside the input) records each
@@ -372,7 +382,7 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
     metadata = check_metadata(metadata)
     p = Path(path)
     shown = os.fsdecode(path)
-    checker: InputChecker = yield Blocking(check_file, (p, limit))
+    checker: InputChecker = yield Blocking(check_file, (p, limit, any_model))
     if not checker.ok:
         raise input_error(shown, checker)
     sha: str = yield Blocking(sha256_of, (p,))
@@ -770,8 +780,8 @@ def _cleanup_steps(client: ClientLike, batches: Sequence[Batch],
 
 
 
-def _check_steps(path: str | os.PathLike[str]) -> Steps[InputChecker]:
-    checker: InputChecker = yield Blocking(check_file, (path,))
+def _check_steps(path: str | os.PathLike[str], any_model: bool = False) -> Steps[InputChecker]:
+    checker: InputChecker = yield Blocking(check_file, (path, MAX_INPUT_BYTES, any_model))
     if not checker.ok:
         raise input_error(os.fsdecode(path), checker)
     return checker

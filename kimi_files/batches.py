@@ -100,7 +100,8 @@ class Batches:
 
     def build(self, paths: Iterable[str | os.PathLike[str]], *, model: str, prompt: str,
               output: str | os.PathLike[str], body: Mapping[str, Any] | None = None,
-              strict: bool = False, force: bool = False) -> BuildReport:
+              strict: bool = False, force: bool = False,
+              any_model: bool = False) -> BuildReport:
         """One request per document: see :func:`build_steps`.
 
         Raises:
@@ -108,19 +109,20 @@ class Batches:
         """
         return self._client.run(build_steps(self._client, paths, model=model, prompt=prompt,
                                             output=output, body=body, strict=strict,
-                                            force=force))
+                                            force=force, any_model=any_model))
 
-    def check(self, path: str | os.PathLike[str]) -> InputChecker:
+    def check(self, path: str | os.PathLike[str], *, any_model: bool = False) -> InputChecker:
         """Every rule of an input file, nothing sent (no request at all).
 
         Raises:
             BatchInputError: the file breaks a rule (``.violations`` lists them all).
         """
-        return self._client.run(_check_steps(path))
+        return self._client.run(_check_steps(path, any_model))
 
     def submit(self, path: str | os.PathLike[str], *,
                completion_window: str = DEFAULT_COMPLETION_WINDOW,
-               metadata: Mapping[str, str] | None = None, force: bool = False) -> Manifest:
+               metadata: Mapping[str, str] | None = None, force: bool = False,
+               any_model: bool = False) -> Manifest:
         """Check, upload (or reuse) and create, resuming an earlier submit of this input:
         see :func:`submit_steps`.
 
@@ -129,7 +131,8 @@ class Batches:
         """
         return self._client.run(submit_steps(self._client, path,
                                              completion_window=completion_window,
-                                             metadata=metadata, force=force))
+                                             metadata=metadata, force=force,
+                                             any_model=any_model))
 
     def wait(self, target: str | os.PathLike[str] | Manifest | Batch, *,
              on_update: Callable[[_Batches], None] | None = None,
@@ -199,7 +202,8 @@ class AsyncBatches:
 
     async def build(self, paths: Iterable[str | os.PathLike[str]], *, model: str, prompt: str,
                     output: str | os.PathLike[str], body: Mapping[str, Any] | None = None,
-                    strict: bool = False, force: bool = False) -> BuildReport:
+                    strict: bool = False, force: bool = False,
+                    any_model: bool = False) -> BuildReport:
         """:meth:`Batches.build`, awaited.
 
         Raises:
@@ -207,20 +211,22 @@ class AsyncBatches:
         """
         return await self._client.run(build_steps(self._client, paths, model=model,
                                                   prompt=prompt, output=output, body=body,
-                                                  strict=strict, force=force))
+                                                  strict=strict, force=force,
+                                                  any_model=any_model))
 
-    async def check(self, path: str | os.PathLike[str]) -> InputChecker:
+    async def check(self, path: str | os.PathLike[str], *,
+                    any_model: bool = False) -> InputChecker:
         """:meth:`Batches.check`, off the event loop.
 
         Raises:
             BatchInputError: as :meth:`Batches.check`.
         """
-        return await self._client.run(_check_steps(path))
+        return await self._client.run(_check_steps(path, any_model))
 
     async def submit(self, path: str | os.PathLike[str], *,
                      completion_window: str = DEFAULT_COMPLETION_WINDOW,
                      metadata: Mapping[str, str] | None = None,
-                     force: bool = False) -> Manifest:
+                     force: bool = False, any_model: bool = False) -> Manifest:
         """:meth:`Batches.submit`, awaited.
 
         Raises:
@@ -228,7 +234,8 @@ class AsyncBatches:
         """
         return await self._client.run(submit_steps(self._client, path,
                                                    completion_window=completion_window,
-                                                   metadata=metadata, force=force))
+                                                   metadata=metadata, force=force,
+                                                   any_model=any_model))
 
     async def wait(self, target: str | os.PathLike[str] | Manifest | Batch, *,
                    on_update: Callable[[_Batches], None] | None = None,

@@ -239,10 +239,10 @@ def test_build_writes_the_same_bytes_twice_and_reads_texts_from_the_cache(
 def test_build_leaves_out_what_cannot_be_read_and_refuses_an_empty_prompt(
         client: KimiFiles, tmp_path: Path) -> None:
     docs = [*_docs(tmp_path, 1), tmp_path / "missing.txt"]
-    report = client.batches.build(docs, model="m", prompt="Q", output=tmp_path / "r.jsonl")
+    report = client.batches.build(docs, model="kimi-k2.5", prompt="Q", output=tmp_path / "r.jsonl")
     assert list(report.failed) == [str(tmp_path / "missing.txt")] and len(report.ids) == 1
     with pytest.raises(ConfigurationError, match="a batch needs a prompt"):
-        client.batches.build(docs, model="m", prompt=" ", output=tmp_path / "r.jsonl")
+        client.batches.build(docs, model="kimi-k2.5", prompt=" ", output=tmp_path / "r.jsonl")
 
 
 def test_submit_refuses_a_broken_input_before_sending_anything(client: KimiFiles,
@@ -507,7 +507,7 @@ def test_build_says_what_it_left_out_and_exits_1(env: Emulator, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     [doc] = _docs(tmp_path, 1)
     write(tmp_path / "scan.txt", "x" * 6000)  # "text extract error": the service finds no text
-    assert main(["batch", "build", "--model", "m", "--prompt", "Q", str(doc),
+    assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", str(doc),
                  str(tmp_path / "nope.txt"), str(tmp_path / "scan.txt"),
                  "-o", str(tmp_path / "r.jsonl")]) == 1
     err = capsys.readouterr().err
@@ -573,7 +573,7 @@ def test_build_raises_what_is_not_a_documents_own_failure(emulator: Emulator,
     docs = _docs(tmp_path, 2)
     with KimiFiles(api_key="sk-wrong-0123456789", base_url=emulator.base_url) as c, \
             pytest.raises(AuthenticationError):
-        c.batches.build(docs, model="m", prompt="Q", output=tmp_path / "r.jsonl")
+        c.batches.build(docs, model="kimi-k2.5", prompt="Q", output=tmp_path / "r.jsonl")
     assert not (tmp_path / "r.jsonl").exists() and not list(tmp_path.glob(".r.jsonl.*"))
 
 
@@ -582,10 +582,10 @@ def test_prompt_file_and_bad_options(env: Emulator, tmp_path: Path,
     [doc] = _docs(tmp_path, 1)
     prompt = write(tmp_path / "q.txt", "Which year?\n")
     req = tmp_path / "r.jsonl"
-    assert main(["batch", "build", "--model", "m", "--prompt-file", str(prompt), str(doc),
+    assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt-file", str(prompt), str(doc),
                  "-o", str(req)]) == 0
     assert json.loads(req.read_bytes())["body"]["messages"][1]["content"] == "Which year?\n"
-    assert main(["batch", "build", "--model", "m", "--prompt-file", str(tmp_path / "none"),
+    assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt-file", str(tmp_path / "none"),
                  str(doc), "-o", str(req)]) == 2
     assert main(["batch", "submit", str(req), "--metadata", "novalue"]) == 2
     err = capsys.readouterr().err
@@ -617,7 +617,7 @@ def test_an_interrupted_build_leaves_no_file(client: KimiFiles, tmp_path: Path,
 
     monkeypatch.setattr("kimi_files.chat.content_steps_for", content_steps_for)
     with pytest.raises(KeyboardInterrupt):
-        client.batches.build(_docs(tmp_path, 1), model="m", prompt="Q",
+        client.batches.build(_docs(tmp_path, 1), model="kimi-k2.5", prompt="Q",
                              output=tmp_path / "r.jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]
 
@@ -883,7 +883,7 @@ def test_strict_names_the_document_that_failed(env: Emulator, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str],
                                                command: str) -> None:
     scan = write(tmp_path / "scan.txt", "x" * 6000)  # "text extract error": no text found
-    argv = {"build": ["batch", "build", "--strict", "--model", "m", "--prompt", "Q",
+    argv = {"build": ["batch", "build", "--strict", "--model", "kimi-k2.5", "--prompt", "Q",
                       str(scan), "-o", str(tmp_path / "r.jsonl")],
             "messages": ["messages", "--strict", str(scan)]}[command]
     assert main(argv) == 1
@@ -932,7 +932,7 @@ def test_build_writes_only_a_jsonl_and_never_over_a_users_file(
     [doc] = _docs(tmp_path, 1)
     sales = write(tmp_path / "sales.csv", "region,total\n")
     mine = write(tmp_path / "notes.jsonl", '{"my": "own data"}\n')
-    base = ["batch", "build", "--model", "m", "--prompt", "Q", str(doc), "-o"]
+    base = ["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", str(doc), "-o"]
     assert main([*base, str(sales)]) == 2
     assert "a batch input file is named *.jsonl" in capsys.readouterr().err
     assert main([*base, str(mine)]) == 2
@@ -943,7 +943,7 @@ def test_build_writes_only_a_jsonl_and_never_over_a_users_file(
     assert main([*base, str(mine)]) == 0  # a build's own output: rebuilt
     with KimiFiles(api_key=API_KEY, base_url=env.base_url) as c, \
             pytest.raises(ConfigurationError, match=r"\*\.jsonl"):
-        c.batches.build([doc], model="m", prompt="Q", output=tmp_path / "e.txt")
+        c.batches.build([doc], model="kimi-k2.5", prompt="Q", output=tmp_path / "e.txt")
 
 
 def test_results_without_a_map_say_once_that_paths_are_null(
@@ -971,3 +971,29 @@ def test_results_after_cleanup_say_the_files_were_deleted_by_it(
     assert main(["batch", "results", mpath, "-o", str(tmp_path / "out.jsonl")]) == 2
     assert "was deleted by an earlier `results --cleanup`" in capsys.readouterr().err
     assert (tmp_path / "out.jsonl").read_bytes() == written
+
+
+def test_an_unknown_model_is_refused_before_a_batch_and_fails_on_the_emulator(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    [doc] = _docs(tmp_path, 1)
+    out = tmp_path / "r.jsonl"
+    assert main(["batch", "build", "--model", "nosuchmodel", "--prompt", "Q", str(doc),
+                 "-o", str(out)]) == 2
+    assert "--model nosuchmodel: not a model the platform is known to serve" in (
+        capsys.readouterr().err)
+    assert not out.exists()
+    assert main(["batch", "build", "--model", "nosuchmodel", "--any-model", "--prompt", "Q",
+                 str(doc), "-o", str(out)]) == 0
+    assert main(["batch", "check", str(out)]) == 1
+    assert "rule known_model" in capsys.readouterr().out
+    assert main(["batch", "check", str(out), "--any-model"]) == 0
+    assert main(["batch", "submit", str(out)]) == 1
+    assert "is not one the platform is known to serve" in capsys.readouterr().err
+    assert not env.state.batches.batches
+    assert main(["batch", "submit", str(out), "--any-model"]) == 0
+    mpath = str(out) + ".batches.json"
+    assert main(["batch", "wait", mpath]) == 0
+    assert main(["batch", "results", mpath, "-o", str(tmp_path / "o.jsonl")]) == 1
+    [row] = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert row["status"] == "error"
+    assert "Not found the model nosuchmodel or Permission denied" in row["error"]["message"]

@@ -69,17 +69,18 @@ def _prompt(args: argparse.Namespace) -> str:
 
 
 def _do_build(args: argparse.Namespace) -> int:
-    from ..batch_build import check_output
+    from ..batch_build import check_model, check_output
 
     prompt = _prompt(args)
-    check_output(Path(args.output), force=args.force)  # before any document is read
+    check_model(args.model, any_model=args.any_model)  # before any document is read
+    check_output(Path(args.output), force=args.force)
     paths, refused = _paths(args)
     if not paths:
         raise _Usage("no documents to build requests for")
     with _client(args) as client:  # each document left out is logged (a warning) as it is
         report = _settling("kimi-files", lambda: client.batches.build(
             paths, model=args.model, prompt=prompt, output=args.output, strict=args.strict,
-            force=args.force))
+            force=args.force, any_model=args.any_model))
     left = f"; {len(report.failed) + refused:,} left out" if report.failed or refused else ""
     _say(f"kimi-files: wrote {len(report.ids):,} request(s) to {shown(str(report.path))} "
          f"(custom_id -> path in {shown(str(report.map_path))}){left}")
@@ -89,7 +90,7 @@ def _do_build(args: argparse.Namespace) -> int:
 def _do_check(args: argparse.Namespace) -> int:
     from ..batch_flow import check_file
 
-    checker = check_file(args.file)
+    checker = check_file(args.file, any_model=args.any_model)
     if not checker.ok:
         for v in checker.violations:
             _emit(sys.stdout, f"{shown(args.file)}: {v}")
@@ -121,7 +122,7 @@ def _do_submit(args: argparse.Namespace) -> int:
         metadata = _metadata(args.metadata)
         manifest = _settling("kimi-files", lambda: client.batches.submit(
             args.file, completion_window=args.completion_window, metadata=metadata,
-            force=args.force))
+            force=args.force, any_model=args.any_model))
     for b in manifest.batches:
         _emit(sys.stdout, str(b["id"]))
     where = shown(str(manifest.path))
@@ -252,6 +253,12 @@ def _do_results(args: argparse.Namespace) -> int:
             else EXIT_FAILED)
 
 
+def _any_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--any-model", action="store_true",
+                   help="take a model the platform is not known to serve (default: refuse "
+                        "it, as a typo would cost a whole batch)")
+
+
 def _target(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="ID|MANIFEST",
                    help="a batch id, or the manifest written by submit (FILE.batches.json)")
@@ -280,12 +287,14 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
                    help="fail on a document the service cannot read (default: leave it out)")
     b.add_argument("--force", action="store_true",
                    help="overwrite an -o file that is no input file a build wrote")
+    _any_model(b)
     b.set_defaults(func=_do_build)
 
     c = cmds.add_parser("check", help="check every rule of an input file (nothing is sent)")
     c.add_argument("file", metavar="FILE", help="the input file to check (*.jsonl)")
     c.add_argument("-v", "--verbose", action="count", default=0,
                    help="log more to stderr (-v: info, -vv: debug)")
+    _any_model(c)
     c.set_defaults(func=_do_check)
 
     s = cmds.add_parser("submit", parents=parents,
@@ -300,6 +309,7 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
                    help="submit again an input whose manifest lists batches already (they "
                         "run, and are billed, again); without it a re-run resumes and "
                         "creates only the parts not created yet")
+    _any_model(s)
     s.set_defaults(func=_do_submit)
 
     for name, func, text in (("status", _do_status, "show a batch's status and counts"),
