@@ -997,3 +997,12 @@ def test_an_unknown_model_is_refused_before_a_batch_and_fails_on_the_emulator(
     [row] = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert row["status"] == "error"
     assert "Not found the model nosuchmodel or Permission denied" in row["error"]["message"]
+
+
+def test_submit_shows_each_refusal_on_its_own_line(tmp_path: Path, env: Emulator,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    bad = write(tmp_path / "dup.jsonl", _line("a") + _line("a") + b"nope\n")
+    assert main(["batch", "submit", str(bad)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("2 refusal(s); nothing was sent:") and "\\n" not in "".join(err)
+    assert [x.split(": ", 2)[1] for x in err[1:]] == ["line 2", "line 3"]

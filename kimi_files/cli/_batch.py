@@ -118,6 +118,22 @@ def _metadata(items: list[str] | None) -> dict[str, str]:
 
 
 def _do_submit(args: argparse.Namespace) -> int:
+    from ..errors import BatchInputError
+
+    try:
+        return _submit(args)
+    except BatchInputError as exc:  # one line per refusal, as check shows them
+        _say(f"kimi-files: error: {exc.path}: {len(exc.violations):,} refusal(s); "
+             "nothing was sent:")
+        for v in exc.violations[:10]:
+            _say(f"  {exc.path}: {v}")
+        if len(exc.violations) > 10:
+            _say(f"  ... and {len(exc.violations) - 10:,} more (kimi-files batch check "
+                 f"{exc.path} lists them)")
+        return EXIT_FAILED
+
+
+def _submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
         metadata = _metadata(args.metadata)
         manifest = _settling("kimi-files", lambda: client.batches.submit(
