@@ -209,7 +209,8 @@ def tokens_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]], *,
                  model: str = DEFAULT_MODEL,
                  options: UploadOptions | None = None) -> Steps[TokenReport]:
     """Each document's tokens and the total (the documents as :func:`kimi_files.messages`
-    puts them), and whether they fit the model's context window.
+    puts them; a path given twice counts once), and whether they fit the model's context
+    window.
 
     Raises:
         ConfigurationError: a bad model.
@@ -219,6 +220,7 @@ def tokens_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]], *,
     from .options import UploadOptions
 
     _check_budget(1, model)
+    paths = list(dict.fromkeys(os.fsdecode(p) for p in paths))  # a path given twice: one row
     found = yield from messages_steps(client, paths, options or UploadOptions(progress=False))
     report = TokenReport(model, context_window=context_window(model), failed=dict(found.failed))
     readable = [os.fsdecode(p) for p in paths if os.fsdecode(p) not in found.failed]

@@ -183,3 +183,10 @@ def test_a_session_fits_max_tokens_too_and_still_cleans_up(client: KimiFiles, em
         out = s.messages([en], max_tokens=500)
         assert client.estimate_tokens(out) <= 500 and list(out.cut) == [str(en)]
     assert emulator.filenames() == []  # the file it stored was deleted
+
+
+def test_a_path_given_twice_is_counted_once(client: KimiFiles, tmp_path: Path) -> None:
+    en = write(tmp_path / "en.txt", EN)
+    once = client.tokens([en])
+    twice = client.tokens([en, str(en)])
+    assert list(twice.documents) == [str(en)] and twice.total == once.total
