@@ -190,3 +190,14 @@ def test_a_path_given_twice_is_counted_once(client: KimiFiles, tmp_path: Path) -
     once = client.tokens([en])
     twice = client.tokens([en, str(en)])
     assert list(twice.documents) == [str(en)] and twice.total == once.total
+
+
+def test_a_document_left_out_is_said_once(env: Emulator, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    en = write(tmp_path / "en.txt", EN)
+    missing = str(tmp_path / "missing.txt")
+    for command in (["tokens"], ["messages"]):
+        assert main([*command, str(en), missing]) == 1
+        err = capsys.readouterr().err
+        assert [x for x in err.splitlines() if "missing.txt" in x] == [err.splitlines()[0]]
+        assert "1 document(s) left out (named above)" in err

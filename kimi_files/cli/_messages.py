@@ -25,8 +25,8 @@ def _do_messages(args: argparse.Namespace) -> int:
     for path, (total, kept) in found.cut.items():
         _say(f"kimi-files: {path}: cut to {kept:,} of {total:,} characters "
              f"({'--max-tokens' if args.max_tokens else '--max-chars'})")
-    for path, exc in found.failed.items():
-        _say(f"kimi-files: {path}: left out: {exc}")
+    if found.failed:  # each was named as it was left out
+        _say(f"kimi-files: {len(found.failed):,} document(s) left out (named above)")
     return EXIT_FAILED if found.failed else EXIT_OK
 
 
