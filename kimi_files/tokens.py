@@ -68,7 +68,11 @@ def plan_cuts(counts: Sequence[int], budget: int) -> list[int]:
     """
     keep = fit_budget(counts, budget, mark=MARKER_TOKENS)
     if keep is None:
-        raise ConfigurationError(f"max_tokens={budget:,} cannot hold {len(counts)} document(s)")
+        need = MARKER_TOKENS * sum(1 for n in counts if n > 0)
+        raise ConfigurationError(
+            f"max_tokens={budget:,} cannot hold {len(counts)} document(s): each one cut still "
+            f"takes {MARKER_TOKENS} tokens for its marker, so at least {need:,} are needed "
+            f"(whole, they take about {sum(counts):,})")
     return keep
 
 

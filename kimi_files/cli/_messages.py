@@ -16,6 +16,9 @@ from ._output import _emit_json, _say
 
 
 def _do_messages(args: argparse.Namespace) -> int:
+    if args.model is not None and args.max_tokens is None:
+        _say(f"kimi-files: --model {args.model} is ignored: it names the model --max-tokens "
+             "counts for, and no --max-tokens was given")
     with _client(args) as client:
         found = _settling("kimi-files", lambda: client.messages(
             args.paths, max_chars=args.max_chars, strict=args.strict,
