@@ -198,3 +198,10 @@ def test_map_says_a_document_changed_since_it_was_stored(
     assert main(["map", "--json", "--state", state, str(doc)]) == 0
     [row] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert (row["file_id"], row["changed"], row["source"]) == (fresh, False, "cache")
+
+
+def test_map_of_a_missing_path_says_so_and_exits_1(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["map", str(tmp_path / "nope.txt")]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "nope.txt: no such file" in err

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from ..models import FileObject
     from ._common import Subparsers
 
-from ._common import EXIT_OK, _client
-from ._output import _emit, _emit_json
+from ._common import EXIT_FAILED, EXIT_OK, _client
+from ._output import _emit, _emit_json, _say
 
 
 def _records(client: KimiFiles, where: str | None) -> dict[str, Any]:
@@ -111,8 +111,7 @@ def _do_map(args: argparse.Namespace) -> int:
                     from_state(os.fsdecode(p), rec)
                 else:
                     row(os.fsdecode(p), "cache", _by_content(client, p, listed))
-            for m in missing:
-                row(m.path, "", None)
+    refused = [] if not args.paths else missing
     for r in rows:
         if args.json:
             _emit_json(sys.stdout, r)
@@ -127,7 +126,9 @@ def _do_map(args: argparse.Namespace) -> int:
                               f"({r['purpose']}, {r['bytes']:,} bytes, {where}; from the "
                               f"{r['source'] if r['source'] == 'state' else 'reuse cache'})"
                               f"{changed}")
-    return EXIT_OK
+    for m in refused:  # no such file, or none that could be stored: said, exit 1
+        _say(f"kimi-files: {m.path}: {m.error}")
+    return EXIT_FAILED if refused else EXIT_OK
 
 
 def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
