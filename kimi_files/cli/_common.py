@@ -306,6 +306,20 @@ class _Stops:
         """The exit code for the first signal received (128 + its number), if any."""
         return 128 + self.received[0] if self.received else None
 
+    def watch(self, worker: threading.Thread, first: Callable[[int], None],
+              again: Callable[[], None]) -> None:
+        """Until ``worker`` ends, the main thread takes the signals: ``first(signum)`` on the
+        first (let what is in flight finish), ``again()`` on each one after (stop at once)."""
+        told = 0
+        while worker.is_alive():
+            worker.join(0.05)
+            if len(self.received) > told:
+                told = len(self.received)
+                if told == 1:
+                    first(self.received[0])
+                else:
+                    again()
+
     @staticmethod
     def describe(signum: int) -> str:
         return _STOP_SIGNALS.get(signal.Signals(signum).name, signal.Signals(signum).name)
@@ -332,23 +346,20 @@ def _settling(prog: str, work: Callable[[], T]) -> T:
         except BaseException as exc:  # handed to the main thread, which raises it
             outcome.append((False, exc))
 
+    def first(signum: int) -> None:
+        halt.set()
+        _say(f"{prog}: {_Stops.describe(signum)}: no new request starts; waiting for the "
+             "upload in flight to end and be recorded (again to stop at once)")
+
+    def again() -> None:
+        _say(f"{prog}: stopped at once: an upload in flight was abandoned (a re-run may "
+             "store a second copy of it)")
+        _exit_now(stops.code or EXIT_INTERRUPTED)
+
     with _Stops() as stops:
         worker = threading.Thread(target=run, name=f"{prog}-work", daemon=True)
         worker.start()
-        told = 0
-        while worker.is_alive():
-            worker.join(0.05)
-            if len(stops.received) > told:
-                told = len(stops.received)
-                halt.set()
-                if told == 1:
-                    _say(f"{prog}: {_Stops.describe(stops.received[0])}: no new request "
-                         "starts; waiting for the upload in flight to end and be recorded "
-                         "(again to stop at once)")
-                else:
-                    _say(f"{prog}: stopped at once: an upload in flight was abandoned (a "
-                         "re-run may store a second copy of it)")
-                    _exit_now(stops.code or EXIT_INTERRUPTED)
+        stops.watch(worker, first, again)
     done, value = outcome[0]
     if stops.received and not done and isinstance(value, (KeyboardInterrupt, KimiError)):
         raise _Signalled(stops.received[0])

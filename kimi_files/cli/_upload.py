@@ -202,25 +202,24 @@ def _do_upload(args: argparse.Namespace) -> int:
         # the batch runs beside the main thread, which stays free to take signals
         worker = threading.Thread(target=run, name="kimi-batch", daemon=True)
         worker.start()
-        told = 0
-        while worker.is_alive():
-            worker.join(0.05)
-            if len(stops.received) > told:
-                told = len(stops.received)
-                stop.set()
-                if told == 1:
-                    _say(f"kimi-upload: {_Stops.describe(stops.received[0])}: no new upload "
-                         "starts; waiting for those in flight (again to stop at once)")
-                else:
-                    with out_lock:  # no result line is half-written now
-                        report = BatchReport(results=list(ended), interrupted=True,
-                                             elapsed=time.monotonic() - started)
-                        for line in _summary_lines(report, "kimi-upload"):
-                            _say(line)
-                        _say("kimi-upload: stopped at once: files without a line above "
-                             "were abandoned in flight or never started (a re-run settles "
-                             "them)")
-                        _exit_now(stops.code or EXIT_INTERRUPTED)
+
+        def first(signum: int) -> None:
+            stop.set()
+            _say(f"kimi-upload: {_Stops.describe(signum)}: no new upload starts; waiting for "
+                 "those in flight (again to stop at once)")
+
+        def again() -> None:
+            stop.set()
+            with out_lock:  # no result line is half-written now
+                report = BatchReport(results=list(ended), interrupted=True,
+                                     elapsed=time.monotonic() - started)
+                for line in _summary_lines(report, "kimi-upload"):
+                    _say(line)
+                _say("kimi-upload: stopped at once: files without a line above were "
+                     "abandoned in flight or never started (a re-run settles them)")
+                _exit_now(stops.code or EXIT_INTERRUPTED)
+
+        stops.watch(worker, first, again)
         result = outcome[0]
         if isinstance(result, BaseException):
             if stops.code is not None and isinstance(result, KimiError):
