@@ -517,6 +517,7 @@ def _resume_or_refuse(client: ClientLike, shown: str, previous: Manifest, manife
     log.warning("%s %s %s: submitting it again (--force); the manifest keeps them under "
                 "\"earlier\"", shown, what, _statuses(statuses))
     manifest.earlier.extend(previous.batches)
+    manifest.uploads = dict(previous.uploads)  # an input an earlier run uploaded stays its own
 
 
 def _statuses(batches: Mapping[str, str]) -> str:

@@ -786,6 +786,7 @@ def test_submit_again_refuses_naming_the_batches_and_their_real_status(
     assert len(env.state.batches.batches) == 2
     saved = json.loads((tmp_path / "r.jsonl.batches.json").read_text())
     assert [b["id"] for b in saved["earlier"]] == [batch_id]
+    assert saved["batches"][0]["input_uploaded"] is True  # the first submit uploaded it
 
 
 def test_results_name_each_document_absolutely_and_refuse_files_that_do_not_belong(
