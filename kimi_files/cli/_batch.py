@@ -123,7 +123,7 @@ def _do_submit(args: argparse.Namespace) -> int:
     try:
         return _submit(args)
     except BatchInputError as exc:  # one line per refusal, as check shows them
-        _say(f"kimi-files: error: {exc.path}: {len(exc.violations):,} refusal(s); "
+        _say(f"kimi-files batch: error: {exc.path}: {len(exc.violations):,} refusal(s); "
              "nothing was sent:")
         for v in exc.violations[:10]:
             _say(f"  {exc.path}: {v}")
