@@ -78,7 +78,7 @@ def _do_build(args: argparse.Namespace) -> int:
     if not paths:
         raise _Usage("no documents to build requests for")
     with _client(args) as client:  # each document left out is logged (a warning) as it is
-        report = _settling("kimi-files", lambda: client.batches.build(
+        report = _settling("kimi-files batch", lambda: client.batches.build(
             paths, model=args.model, prompt=prompt, output=args.output, strict=args.strict,
             force=args.force, any_model=args.any_model))
     left = f"; {len(report.failed) + refused:,} left out" if report.failed or refused else ""
@@ -136,7 +136,7 @@ def _do_submit(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
         metadata = _metadata(args.metadata)
-        manifest = _settling("kimi-files", lambda: client.batches.submit(
+        manifest = _settling("kimi-files batch", lambda: client.batches.submit(
             args.file, completion_window=args.completion_window, metadata=metadata,
             force=args.force, any_model=args.any_model))
     for b in manifest.batches:

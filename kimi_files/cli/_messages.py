@@ -20,7 +20,7 @@ def _do_messages(args: argparse.Namespace) -> int:
         _say(f"kimi-files: --model {args.model} is ignored: it names the model --max-tokens "
              "counts for, and no --max-tokens was given")
     with _client(args) as client:
-        found = _settling("kimi-files", lambda: client.messages(
+        found = _settling("kimi-files messages", lambda: client.messages(
             args.paths, max_chars=args.max_chars, strict=args.strict,
             max_tokens=args.max_tokens, model=args.model, purpose=args.purpose,
             reuse=not args.no_reuse))
