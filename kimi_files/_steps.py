@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from . import retry as _retry
 
 if TYPE_CHECKING:
+    from ._body import FileBody
     from .adoption import AttemptRegistry, ServerClock
     from .cache import ReuseCache
     from .config import Limits, RetryPolicy
     from .pacing import Pacer
-    from .uploader import FileBody
 
 __all__ = ["Action", "Blocking", "ClientLike", "CreateFile", "DeleteFile", "GetContent", "Halted",
            "ListFiles", "Parallel", "Request", "Steps", "Wait", "halts_with", "run_async",

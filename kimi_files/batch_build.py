@@ -241,3 +241,26 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
     return report
 
 
+@dataclass(frozen=True)
+class BatchMap:
+    """A map written by ``build``: custom_id -> path, and the SHA-256 of the input it was
+    written with (None from an older kimi-files)."""
+
+    ids: dict[str, str]
+    input_sha256: str | None
+
+
+def load_map(path: str | os.PathLike[str] | None) -> BatchMap | None:
+    """The map at ``path``; None when there is none or it is no map."""
+    if not path:
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ids = data.get("ids") if isinstance(data, dict) else None
+    if not isinstance(ids, dict):
+        return None
+    sha = data.get("input_sha256")
+    return BatchMap({str(k): str(v) for k, v in ids.items()},
+                    sha if isinstance(sha, str) else None)

@@ -14,21 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ._steps import Blocking, DeleteFile, Steps, Wait
+from ._steps import Blocking, Steps, Wait
 from .batch_build import (
-    AtomicWriter,
-    json_bytes,
+    load_map,
     manifest_path_for,
     map_path_for,
     write_json,
 )
 from .batch_input import (
     CHAT_ENDPOINT,
-    ENDED_EARLY,
     MAX_INPUT_BYTES,
     MAX_METADATA_KEYS,
     InputChecker,
-    join_results,
 )
 from .batch_models import (
     DEFAULT_COMPLETION_WINDOW,
@@ -41,9 +38,7 @@ from .batch_models import (
 )
 from .errors import (
     BatchAlreadySubmittedError,
-    BatchError,
     BatchInputError,
-    BatchNotFinishedError,
     ConfigurationError,
     KimiError,
     NotFoundError,
@@ -287,74 +282,6 @@ def _remove_parts(parts: Sequence[Path]) -> None:
             with_folder.rmdir()
 
 
-@dataclass(frozen=True)
-class BatchMap:
-    """A map written by ``build``: custom_id -> path, and the SHA-256 of the input it was
-    written with (None from an older kimi-files)."""
-
-    ids: dict[str, str]
-    input_sha256: str | None
-
-
-def load_map(path: str | os.PathLike[str] | None) -> BatchMap | None:
-    """The map at ``path``; None when there is none or it is no map."""
-    if not path:
-        return None
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    ids = data.get("ids") if isinstance(data, dict) else None
-    if not isinstance(ids, dict):
-        return None
-    sha = data.get("input_sha256")
-    return BatchMap({str(k): str(v) for k, v in ids.items()},
-                    sha if isinstance(sha, str) else None)
-
-
-def _load_map(path: str | None) -> dict[str, str] | None:
-    found = load_map(path)
-    return None if found is None else found.ids
-
-
-def refuse_output_onto(output: str | os.PathLike[str], files: Mapping[str, str | None]) -> None:
-    """Refuse to write ``output`` onto one of ``files`` (what it is -> its path).
-
-    Raises:
-        ConfigurationError: naming the file and what it is.
-    """
-    target = os.path.realpath(os.fsdecode(output))
-    for what, path in files.items():
-        if path and os.path.realpath(path) == target:
-            raise ConfigurationError(f"-o {os.fsdecode(output)}: that is the batch's {what} "
-                                     "file; write the results to another file")
-
-
-def check_pairing(manifest: Manifest, batches: Sequence[Batch], found: BatchMap | None,
-                  map_path: str | None) -> None:
-    """Refuse to join results to documents through files that do not belong together: a
-    batch that read another input file than the manifest recorded, or a map written with
-    another input than the one submitted. Pure.
-
-    Raises:
-        ConfigurationError: naming the files and what differs.
-    """
-    for b, entry in zip(batches, manifest.batches, strict=False):
-        recorded = entry.get("input_file_id")
-        if recorded and b.input_file_id and b.input_file_id != recorded:
-            raise ConfigurationError(
-                f"{manifest.path}: batch {b.id} read the input file {b.input_file_id}, not "
-                f"{recorded} as the manifest records: this manifest is not that batch's; "
-                "nothing was written")
-    if found is not None and found.input_sha256 and manifest.input_sha256 and (
-            found.input_sha256 != manifest.input_sha256):
-        raise ConfigurationError(
-            f"{map_path}: this map was written with another input than the one "
-            f"{manifest.path} submitted (its SHA-256 differs: another build, other documents "
-            "or another prompt): its paths would name the wrong documents; nothing was "
-            "written. Give the map of the input submitted (--map)")
-
-
 def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
                  completion_window: str = DEFAULT_COMPLETION_WINDOW,
                  metadata: Mapping[str, str] | None = None,
@@ -386,16 +313,9 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
     if not checker.ok:
         raise input_error(shown, checker)
     sha: str = yield Blocking(sha256_of, (p,))
-    map_file = map_path_for(p)
-    beside: BatchMap | None = yield Blocking(load_map, (map_file,))
-    if beside is not None and beside.input_sha256 not in (None, sha):
-        log.warning("%s: written with another input than %s (another build): not recorded "
-                    "in the manifest; results will name no paths unless given the right map "
-                    "(--map)", map_file, shown)
-        beside = None
-    manifest = Manifest(os.path.abspath(p), os.path.abspath(map_file) if beside is not None
-                        else None, path=manifest_path_for(p), input_sha256=sha,
-                        parts=len(checker.parts))
+    map_file: Path | None = yield Blocking(_map_beside, (p, sha))
+    manifest = Manifest(os.path.abspath(p), os.path.abspath(map_file) if map_file else None,
+                        path=manifest_path_for(p), input_sha256=sha, parts=len(checker.parts))
     previous: Manifest | None = yield Blocking(_previous_manifest, (manifest.path,))
     if previous is not None:
         yield from _resume_or_refuse(client, shown, previous, manifest, force)
@@ -405,35 +325,53 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
                     shown, f"{checker.size:,}", limit // (1024 * 1024), len(checker.parts))
         parts = yield Blocking(_write_parts, (p, checker.parts))
     options = UploadOptions(purpose="batch", progress=progress)
-    created = {b.get("index") for b in manifest.batches}
     try:
-        from .uploader import upload_steps
-
         for index, (part, lines) in enumerate(zip(parts, checker.parts, strict=True), 1):
-            if index in created:
-                continue
-            uploaded = yield from upload_steps(client, part, options)
-            before = manifest.uploads.get(str(index), {})
-            # reused, but what a run of this submit uploaded itself: still submit's own
-            mine = not uploaded.reused or (before.get("input_file_id") == uploaded.id
-                                           and before.get("input_uploaded") is True)
-            if not mine:
-                log.warning("%s: the account holds this input already (%s): reused, so "
-                            "results --cleanup will keep it", part.name, uploaded.id)
-            manifest.uploads[str(index)] = {"input_file_id": uploaded.id,
-                                            "input_uploaded": mine}
-            yield Blocking(manifest.save)
-            batch = yield from create_batch_steps(client.retry_policy, uploaded.id,
-                                                  completion_window=completion_window,
-                                                  metadata=metadata)
-            manifest.batches.append({"id": batch.id, "input_file_id": uploaded.id,
-                                     "input_uploaded": mine, "index": index,
-                                     "lines": lines, "part": part.name})
-            yield Blocking(manifest.save)
+            if index not in {b.get("index") for b in manifest.batches}:
+                yield from _send_part_steps(client, manifest, index, part, lines, options,
+                                            completion_window, metadata)
     finally:  # no yield here: a closed generator (Ctrl-C, a cancelled task) may not
         if len(parts) > 1:
             _remove_parts(parts)
     return manifest
+
+
+def _map_beside(p: Path, sha: str) -> Path | None:
+    """The map beside the input, when it was written with this very input (said when not)."""
+    map_file = map_path_for(p)
+    beside = load_map(map_file)
+    if beside is not None and beside.input_sha256 not in (None, sha):
+        log.warning("%s: written with another input than %s (another build): not recorded "
+                    "in the manifest; results will name no paths unless given the right map "
+                    "(--map)", map_file, os.fsdecode(p))
+        return None
+    return map_file if beside is not None else None
+
+
+def _send_part_steps(client: ClientLike, manifest: Manifest, index: int, part: Path,
+                     lines: int, options: UploadOptions, completion_window: str,
+                     metadata: Mapping[str, str]) -> Steps[None]:
+    """Upload one part (its upload recorded before its create) and create its batch
+    (recorded after)."""
+    from .uploader import upload_steps
+
+    uploaded = yield from upload_steps(client, part, options)
+    before = manifest.uploads.get(str(index), {})
+    # reused, but what a run of this submit uploaded itself: still submit's own
+    mine = not uploaded.reused or (before.get("input_file_id") == uploaded.id
+                                   and before.get("input_uploaded") is True)
+    if not mine:
+        log.warning("%s: the account holds this input already (%s): reused, so "
+                    "results --cleanup will keep it", part.name, uploaded.id)
+    manifest.uploads[str(index)] = {"input_file_id": uploaded.id, "input_uploaded": mine}
+    yield Blocking(manifest.save)
+    batch = yield from create_batch_steps(client.retry_policy, uploaded.id,
+                                          completion_window=completion_window,
+                                          metadata=metadata)
+    manifest.batches.append({"id": batch.id, "input_file_id": uploaded.id,
+                             "input_uploaded": mine, "index": index, "lines": lines,
+                             "part": part.name})
+    yield Blocking(manifest.save)
 
 
 def _previous_manifest(path: Path | None) -> Manifest | None:
@@ -594,191 +532,6 @@ def raise_for_batches(batches: Sequence[Batch]) -> None:
         error = b.error()
         if error is not None:
             raise error
-
-
-# --- results --------------------------------------------------------------------------------------
-
-
-@dataclass
-class ResultsReport:
-    """What ``results`` wrote: one line per request in ``path``; ``counts`` by status
-    (``ok``, ``error``, ``missing``); the batches read; the files deleted (``--cleanup``);
-    the errors of the batches that failed (their requests are ``missing``)."""
-
-    path: Path
-    counts: dict[str, int]
-    batches: list[Batch]
-    deleted: list[str] = field(default_factory=list)
-    failed: list[BatchError] = field(default_factory=list)
-
-
-def _split_lines(data: bytes) -> list[bytes]:
-    return data.splitlines()
-
-
-def _write_results(path: Path, rows: Iterable[dict[str, Any]]) -> dict[str, int]:
-    counts = {"ok": 0, "error": 0, "missing": 0}
-    w = AtomicWriter(path)
-    try:
-        for row in rows:
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
-            w.write(json_bytes(row) + b"\n")
-    except BaseException:
-        w.abort()
-        raise
-    w.commit()
-    return counts
-
-
-def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest | Batch,
-                  output: str | os.PathLike[str], *, ids: Mapping[str, str] | None = None,
-                  map_file: str | os.PathLike[str] | None = None,
-                  cleanup: bool = False) -> Steps[ResultsReport]:
-    """Download every batch's output and error files and write ``output``: one line per
-    request (``custom_id``, ``path``, ``status``, ``answer``, ``usage``, ``error``), in the
-    input's order, joined to the documents by ``custom_id`` (the map of ``build``, found
-    through the manifest, or ``map_file``, or ``ids``), after checking they belong together
-    (:func:`check_pairing`). An expired or cancelled batch gives the results it has
-    (the rest ``missing``, said once). ``cleanup`` deletes the batches' input, output and
-    error files afterwards, and the input files submit itself uploaded (never one it reused,
-    nor one of a bare batch id: those are kept, and said).
-
-    Raises:
-        BatchNotFinishedError: a batch is still running.
-        BatchFailedError: every batch failed (none has results; the errors are in the
-            message); ``cleanup`` deletes their files first. When some failed and others
-            did not, the others' results are written and ``.failed`` names the failed.
-        ConfigurationError: a target that is no batch id nor manifest.
-    """
-    manifest = yield Blocking(resolve_target, (target,))
-    found: BatchMap | None = None
-    where = os.fsdecode(map_file) if map_file is not None else manifest.map
-    refuse_output_onto(output, {"input": manifest.input, "map": where,
-                                "manifest": os.fsdecode(manifest.path) if manifest.path else None})
-    if ids is None:
-        found = yield Blocking(load_map, (where,))
-        if found is None and where:
-            log.warning("%s: the map of custom_id to path cannot be read: results have no path",
-                        where)
-        elif found is None:
-            log.warning("no map of custom_id to path (%s): every result has \"path\": null; "
-                        "give the map build wrote with --map (map_file=)",
-                        "a bare batch id" if manifest.path is None else
-                        f"{manifest.path} records none")
-        ids = None if found is None else found.ids
-    batches: list[Batch] = []
-    outputs: list[bytes] = []
-    errors: list[bytes] = []
-    failed: list[BatchError] = []
-    for batch_id in manifest.ids:
-        batch = yield from retrieve_batch_steps(client.retry_policy, batch_id)
-        batches.append(batch)
-        if not batch.done:
-            c = batch.request_counts
-            raise BatchNotFinishedError(
-                f"batch {batch.id} is {batch.status} ({c.completed + c.failed} of {c.total} "
-                f"requests done): wait for it first (kimi-files batch wait {batch.id})",
-                batch_id=batch.id, status=batch.status, errors=batch.errors)
-        if batch.status == "failed":  # no results of its own: the others' still are
-            error = batch.error()
-            assert error is not None
-            failed.append(error)
-            continue
-        if batch.status != "completed":
-            log.warning("%s", batch.error())
-        for file_id, into in ((batch.output_file_id, outputs), (batch.error_file_id, errors)):
-            if file_id in manifest.cleaned:
-                raise ConfigurationError(
-                    f"{manifest.path}: batch {batch.id}'s file {file_id} was deleted by an "
-                    "earlier `results --cleanup` (the manifest records it): its results are "
-                    "in the results file written then; nothing was written")
-            if file_id:
-                data = yield from _file_bytes_steps(client.retry_policy, file_id)
-                into.extend(_split_lines(data))
-    check_pairing(manifest, batches, found, where)
-    uploaded = {str(b["id"]): b["input_uploaded"] for b in manifest.batches
-                if isinstance(b.get("input_uploaded"), bool)}
-    if failed and len(failed) == len(batches):  # nothing to write; its files may go
-        if cleanup:
-            deleted = yield from _cleanup_steps(client, batches, uploaded)
-            yield from _record_cleaned(manifest, deleted)
-            if deleted:
-                failed[0].message += f"; --cleanup deleted {', '.join(deleted)}"
-        raise failed[0]
-    for error in failed:
-        log.error("%s; its requests have no result (missing)", error)
-    rows = join_results(ids or {}, outputs, errors, missing=ENDED_EARLY + (
-        f", or its batch failed ({', '.join(e.batch_id for e in failed)})" if failed else ""))
-    counts = yield Blocking(_write_results, (Path(output), rows))
-    report = ResultsReport(Path(output), counts, batches, failed=failed)
-    if cleanup:
-        report.deleted = yield from _cleanup_steps(client, batches, uploaded)
-        yield from _record_cleaned(manifest, report.deleted)
-    return report
-
-
-def _record_cleaned(manifest: Manifest, deleted: Sequence[str]) -> Steps[None]:
-    """The manifest remembers the files ``--cleanup`` deleted: a later ``results`` says so."""
-    if deleted and manifest.path is not None:
-        manifest.cleaned.extend(d for d in deleted if d not in manifest.cleaned)
-        yield Blocking(manifest.save)
-
-
-#: Why an input file is kept by ``--cleanup``.
-KEPT_BUSY = "another batch that is still running reads it too"
-KEPT_REUSED = ("submit did not upload it (the account held this content already: it was "
-               "reused), so it may be yours")
-KEPT_UNKNOWN = ("no manifest says submit uploaded it (a bare batch id), so it may be yours; "
-                "delete it yourself with kimi-files delete ID if it is not")
-
-
-def files_to_clean(batches: Sequence[Batch], others: Iterable[Batch],
-                   uploaded: Mapping[str, bool] | None = None
-                   ) -> tuple[list[str], list[tuple[str, str]]]:
-    """(the files of ``batches`` to delete, the input files kept with the reason). An input
-    is deleted only when ``uploaded`` (batch id -> whether submit itself uploaded its input,
-    as the manifest records) says so, and no other batch still running reads it; output and
-    error files are the batches' own. Pure."""
-    uploaded = uploaded or {}
-    mine = {b.id for b in batches}
-    busy = {b.input_file_id for b in others if b.id not in mine and not b.done}
-    delete: list[str] = []
-    kept: list[tuple[str, str]] = []
-    ours = {b.input_file_id for b in batches if uploaded.get(b.id) is True}
-    for b in batches:
-        for file_id in (b.input_file_id, b.output_file_id, b.error_file_id):
-            if not file_id or file_id in delete or file_id in {k for k, _ in kept}:
-                continue
-            if file_id == b.input_file_id:
-                why = (KEPT_BUSY if file_id in busy else None) if file_id in ours else (
-                    KEPT_REUSED if b.id in uploaded else KEPT_UNKNOWN)
-                if why is not None:
-                    kept.append((file_id, why))
-                    continue
-            delete.append(file_id)
-    return delete, kept
-
-
-def _cleanup_steps(client: ClientLike, batches: Sequence[Batch],
-                   uploaded: Mapping[str, bool]) -> Steps[list[str]]:
-    """Delete the batches' output and error files, and the inputs submit itself uploaded
-    (each once; one already gone is fine), except an input another running batch reads too;
-    each input kept is said with the reason; the ids deleted. The reuse cache forgets them."""
-    others = yield from _all_batches_steps(client)  # which inputs are still being read
-    delete, kept = files_to_clean(batches, others, uploaded)
-    for file_id, why in kept:
-        log.warning("kept the input file %s: %s", file_id, why)
-    deleted: list[str] = []
-    for file_id in delete:
-        with contextlib.suppress(NotFoundError):
-            yield DeleteFile(file_id)
-        deleted.append(file_id)
-        log.info("deleted %s", file_id)
-    cache = yield Blocking(client.reuse_cache)
-    if cache is not None and deleted:
-        yield Blocking(cache.forget, (deleted,))
-    return deleted
-
 
 
 def _check_steps(path: str | os.PathLike[str], any_model: bool = False) -> Steps[InputChecker]:

@@ -25,14 +25,12 @@ from typing import TYPE_CHECKING, Any
 from .batch_build import BuildReport, build_steps
 from .batch_flow import (
     Manifest,
-    ResultsReport,
     _check_steps,
     cancel_batch_steps,
     create_batch_steps,
     list_batches_steps,
     raise_for_batches,
     resolve_target,
-    results_steps,
     retrieve_batch_steps,
     submit_steps,
     wait_steps,
@@ -46,6 +44,7 @@ from .batch_models import (
     Batch,
     BatchList,
 )
+from .batch_results import ResultsReport, results_steps
 
 if TYPE_CHECKING:
     from .client import AsyncKimiFiles, KimiFiles

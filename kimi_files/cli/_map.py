@@ -112,8 +112,15 @@ def _do_map(args: argparse.Namespace) -> int:
                 else:
                     row(os.fsdecode(p), "cache", _by_content(client, p, listed))
     refused = [] if not args.paths else missing
+    _show(rows, args.json)
+    for m in refused:  # no such file, or none that could be stored: said, exit 1
+        _say(f"kimi-files: {m.path}: {m.error}")
+    return EXIT_FAILED if refused else EXIT_OK
+
+
+def _show(rows: list[dict[str, Any]], as_json: bool) -> None:
     for r in rows:
-        if args.json:
+        if as_json:
             _emit_json(sys.stdout, r)
         elif r["file_id"] is None:
             _emit(sys.stdout, f"{r['path']}: no stored file known (not in the state, and the "
@@ -126,9 +133,6 @@ def _do_map(args: argparse.Namespace) -> int:
                               f"({r['purpose']}, {r['bytes']:,} bytes, {where}; from the "
                               f"{r['source'] if r['source'] == 'state' else 'reuse cache'})"
                               f"{changed}")
-    for m in refused:  # no such file, or none that could be stored: said, exit 1
-        _say(f"kimi-files: {m.path}: {m.error}")
-    return EXIT_FAILED if refused else EXIT_OK
 
 
 def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
