@@ -44,8 +44,9 @@ if TYPE_CHECKING:
 
     from .batch import BatchReport, FileResult, IngestKwargs, aingest, ingest
     from .batch_build import BuildReport
-    from .batch_flow import Manifest, ResultsReport
+    from .batch_flow import Manifest
     from .batch_models import Batch, BatchList
+    from .batch_results import ResultsReport
     from .batches import AsyncBatches, Batches
     from .chat import AsyncSession, Messages, Session
     from .client import AsyncKimiFiles, KimiFiles
@@ -105,7 +106,7 @@ _LAZY = {
     "AsyncBatches": "batches",
     "Manifest": "batch_flow",
     "BuildReport": "batch_build",
-    "ResultsReport": "batch_flow",
+    "ResultsReport": "batch_results",
     "TokenReport": "tokens",
 }
 

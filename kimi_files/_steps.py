@@ -20,8 +20,10 @@ logic itself is plain Python that tests can drive step by step with no server at
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import contextvars
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -35,8 +37,9 @@ if TYPE_CHECKING:
     from .config import Limits, RetryPolicy
     from .pacing import Pacer
 
-__all__ = ["Action", "Blocking", "ClientLike", "CreateFile", "DeleteFile", "GetContent", "ListFiles",
-           "Parallel", "Request", "Steps", "Wait", "run_async", "run_sync"]
+__all__ = ["Action", "Blocking", "ClientLike", "CreateFile", "DeleteFile", "GetContent", "Halted",
+           "ListFiles", "Parallel", "Request", "Steps", "Wait", "halts_with", "run_async",
+           "run_sync"]
 
 T = TypeVar("T")
 
@@ -139,6 +142,36 @@ class ClientLike(Protocol):
     def reuse_cache(self) -> ReuseCache | None: ...
 
 
+class Halted(KeyboardInterrupt):
+    """Thrown into the steps at the first request after the halt in force
+    (:func:`halts_with`) was set: what a Ctrl-C would be, but between requests, so an upload
+    in flight ends and is recorded first."""
+
+
+#: The halt of the commands run here (sync driver): see :func:`halts_with`.
+_halt: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "kimi_files_halt", default=None)
+
+#: The actions a halt comes before: each starts new work on the server. Blocking work (the
+#: records kept of an upload), listings (a lost answer's look for its copy), deletions and
+#: waits still run, so what is in flight settles.
+_HALTS_BEFORE = (Request, CreateFile, GetContent)
+
+
+@contextlib.contextmanager
+def halts_with(halt: threading.Event) -> Iterator[None]:
+    """For the length of the block (in this thread), once ``halt`` is set the sync driver
+    starts no new request: it throws :class:`Halted` into the steps instead, after the
+    request in flight has ended and what follows it locally (recording an upload) is done.
+    Waits end early too (as with a stop)."""
+    token = _halt.set(halt)
+    try:
+        with _retry.stops_with(halt):
+            yield
+    finally:
+        _halt.reset(token)
+
+
 def run_sync(steps: Steps[T], client: Any, stop: threading.Event | None = None) -> T:
     """Drive ``steps`` with blocking calls on ``client`` (a :class:`~kimi_files.KimiFiles`)."""
     with _retry.stops_with(stop):  # a wait with no stop of its own (the pacer's) ends on it
@@ -148,6 +181,7 @@ def run_sync(steps: Steps[T], client: Any, stop: threading.Event | None = None) 
 def _drive_sync(steps: Steps[T], client: Any, stop: threading.Event | None) -> T:
     result: Any = None
     error: BaseException | None = None
+    halt = _halt.get()
     try:
         while True:
             try:
@@ -155,6 +189,9 @@ def _drive_sync(steps: Steps[T], client: Any, stop: threading.Event | None) -> T
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
             result, error = None, None
+            if halt is not None and halt.is_set() and isinstance(action, _HALTS_BEFORE):
+                error = Halted()
+                continue
             try:
                 result = _perform_sync(action, client, stop)
             except Exception as exc:  # thrown into the steps, which decide

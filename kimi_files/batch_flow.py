@@ -8,20 +8,24 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ._steps import Blocking, DeleteFile, Steps, Wait
-from .batch_build import AtomicWriter, manifest_path_for, map_path_for, write_json
+from ._steps import Blocking, Steps, Wait
+from .batch_build import (
+    load_map,
+    manifest_path_for,
+    map_path_for,
+    write_json,
+)
 from .batch_input import (
     CHAT_ENDPOINT,
     MAX_INPUT_BYTES,
     MAX_METADATA_KEYS,
     InputChecker,
-    join_results,
 )
 from .batch_models import (
     DEFAULT_COMPLETION_WINDOW,
@@ -33,8 +37,8 @@ from .batch_models import (
     BatchList,
 )
 from .errors import (
+    BatchAlreadySubmittedError,
     BatchInputError,
-    BatchNotFinishedError,
     ConfigurationError,
     KimiError,
     NotFoundError,
@@ -150,17 +154,27 @@ def _lines(path: Path) -> Iterable[bytes]:
         yield from fh
 
 
-def check_file(path: str | os.PathLike[str], limit: int = MAX_INPUT_BYTES) -> InputChecker:
+def known_models(any_model: bool = False) -> Collection[str] | None:
+    """The models the platform is known to serve (None with ``any_model``: no name is
+    checked)."""
+    from .tokens import CONTEXT_WINDOWS
+
+    return None if any_model else frozenset(CONTEXT_WINDOWS)
+
+
+def check_file(path: str | os.PathLike[str], limit: int = MAX_INPUT_BYTES,
+               any_model: bool = False) -> InputChecker:
     """Every rule of the platform's input file (see :data:`~kimi_files.batch_input.RULES`),
     read once, line by line; nothing is sent. The checker holds the refusals and the parts
-    the input would be sent as.
+    the input would be sent as. ``any_model`` lets a model not in the known list pass.
 
     Raises:
         BatchInputError: the file cannot be read (rule ``readable``).
     """
     p = Path(path)
     try:
-        return InputChecker(p.name, limit=limit).feed_all(_lines(p))
+        return InputChecker(p.name, limit=limit, models=known_models(any_model)).feed_all(
+            _lines(p))
     except OSError as exc:
         raise BatchInputError(f"{os.fsdecode(path)}: cannot be read ({exc.strerror or exc})",
                               path=os.fsdecode(path), rule="readable") from None
@@ -181,20 +195,32 @@ def input_error(path: str, checker: InputChecker) -> BatchInputError:
 @dataclass
 class Manifest:
     """The batches an input file was sent as (one unless it was over 100 MB), and where its
-    map is: what ``wait`` and ``results`` take instead of a batch id."""
+    map is: what ``wait`` and ``results`` take instead of a batch id.
+
+    ``input_sha256`` is the input's content when it was submitted, ``parts`` how many batches
+    it is sent as; ``uploads`` records each part's input file (and whether submit itself
+    uploaded it) before its batch is created, so a re-run resumes; ``earlier`` keeps the
+    batches a ``--force`` submit replaced; ``cleaned`` the files ``--cleanup`` deleted."""
 
     input: str
     map: str | None
     batches: list[dict[str, Any]] = field(default_factory=list)
     path: Path | None = None
+    input_sha256: str | None = None
+    parts: int = 0
+    uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    earlier: list[dict[str, Any]] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
         return [str(b["id"]) for b in self.batches]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": MANIFEST_KIND, "version": 1, "input": self.input, "map": self.map,
-                "batches": self.batches}
+        return {"kind": MANIFEST_KIND, "version": 2, "input": self.input, "map": self.map,
+                "input_sha256": self.input_sha256, "parts": self.parts,
+                "batches": self.batches, "uploads": self.uploads, "earlier": self.earlier,
+                "cleaned": self.cleaned}
 
     def save(self) -> None:
         if self.path is not None:
@@ -214,8 +240,23 @@ class Manifest:
                 data.get("batches"), list):
             raise ConfigurationError(f"{p}: not a kimi-files batch manifest (written by "
                                      "kimi-files batch submit)")
-        return cls(str(data.get("input") or ""), data.get("map"),
-                   [b for b in data["batches"] if isinstance(b, dict) and b.get("id")], p)
+
+        def entries(key: str) -> list[dict[str, Any]]:
+            got = data.get(key)
+            return [b for b in got if isinstance(b, dict) and b.get("id")] if isinstance(
+                got, list) else []
+
+        uploads = data.get("uploads")
+        cleaned = data.get("cleaned")
+        sha = data.get("input_sha256")
+        parts = data.get("parts")
+        return cls(str(data.get("input") or ""), data.get("map"), entries("batches"), p,
+                   sha if isinstance(sha, str) else None,
+                   parts if isinstance(parts, int) else 0,
+                   {str(k): v for k, v in uploads.items() if isinstance(v, dict)}
+                   if isinstance(uploads, dict) else {},
+                   entries("earlier"),
+                   [str(x) for x in cleaned] if isinstance(cleaned, list) else [])
 
 
 def _write_parts(path: Path, parts: Sequence[int]) -> list[Path]:
@@ -241,45 +282,43 @@ def _remove_parts(parts: Sequence[Path]) -> None:
             with_folder.rmdir()
 
 
-def _load_map(path: str | None) -> dict[str, str] | None:
-    if not path:
-        return None
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    ids = data.get("ids") if isinstance(data, dict) else None
-    return {str(k): str(v) for k, v in ids.items()} if isinstance(ids, dict) else None
-
-
 def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
                  completion_window: str = DEFAULT_COMPLETION_WINDOW,
                  metadata: Mapping[str, str] | None = None,
-                 limit: int = MAX_INPUT_BYTES, progress: bool | None = False) -> Steps[Manifest]:
+                 limit: int = MAX_INPUT_BYTES, progress: bool | None = False,
+                 force: bool = False, any_model: bool = False) -> Steps[Manifest]:
     """Check the input (every rule), upload it with purpose ``batch`` (reused when the
     account holds this content) and create its batch; an input over ``limit`` (100 MB) is
-    cut between lines into several batches. The manifest (beside the input) is written after
-    each batch is created, so a crash loses no batch id.
+    cut between lines into several batches. The manifest (beside the input) records each
+    part's upload before its batch is created and each batch after, so a crash loses no
+    batch id and a re-run resumes: the parts created already are not created again.
+
+    An input whose manifest lists batches already (all its parts, or a content that has
+    changed since) is refused, naming them and their statuses, unless ``force`` (the new
+    batches run every request again; the manifest keeps the old ones under ``earlier``).
 
     Raises:
         BatchInputError: the input breaks a rule (nothing was sent).
+        BatchAlreadySubmittedError: submitted before (nothing was sent).
         ConfigurationError: bad metadata.
         KimiError: an upload or a create failed (the batches created before are in the
             manifest).
     """
+    from ._hashing import sha256_of
+
     metadata = check_metadata(metadata)
     p = Path(path)
     shown = os.fsdecode(path)
-    checker: InputChecker = yield Blocking(check_file, (p, limit))
+    checker: InputChecker = yield Blocking(check_file, (p, limit, any_model))
     if not checker.ok:
         raise input_error(shown, checker)
-    map_file = map_path_for(p)
-    manifest = Manifest(os.path.abspath(p), os.path.abspath(map_file) if map_file.is_file()
-                        else None, path=manifest_path_for(p))
-    previous = yield Blocking(_previous_ids, (manifest.path,))
-    if previous:
-        log.warning("%s: replacing the manifest of batch(es) %s (they still run; kimi-files "
-                    "batch list shows them)", manifest.path, ", ".join(previous))
+    sha: str = yield Blocking(sha256_of, (p,))
+    map_file: Path | None = yield Blocking(_map_beside, (p, sha))
+    manifest = Manifest(os.path.abspath(p), os.path.abspath(map_file) if map_file else None,
+                        path=manifest_path_for(p), input_sha256=sha, parts=len(checker.parts))
+    previous: Manifest | None = yield Blocking(_previous_manifest, (manifest.path,))
+    if previous is not None:
+        yield from _resume_or_refuse(client, shown, previous, manifest, force)
     parts = [p]
     if len(checker.parts) > 1:
         log.warning("%s: %s bytes is over the %s MB a batch takes: sending it as %d batches",
@@ -287,32 +326,140 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
         parts = yield Blocking(_write_parts, (p, checker.parts))
     options = UploadOptions(purpose="batch", progress=progress)
     try:
-        from .uploader import upload_steps
-
-        for part, lines in zip(parts, checker.parts, strict=True):
-            uploaded = yield from upload_steps(client, part, options)
-            if uploaded.reused:
-                log.info("%s: the account holds this input already (%s): reused", part.name,
-                         uploaded.id)
-            batch = yield from create_batch_steps(client.retry_policy, uploaded.id,
-                                                  completion_window=completion_window,
-                                                  metadata=metadata)
-            manifest.batches.append({"id": batch.id, "input_file_id": uploaded.id,
-                                     "lines": lines, "part": part.name})
-            yield Blocking(manifest.save)
+        for index, (part, lines) in enumerate(zip(parts, checker.parts, strict=True), 1):
+            if index not in {b.get("index") for b in manifest.batches}:
+                yield from _send_part_steps(client, manifest, index, part, lines, options,
+                                            completion_window, metadata)
     finally:  # no yield here: a closed generator (Ctrl-C, a cancelled task) may not
         if len(parts) > 1:
             _remove_parts(parts)
     return manifest
 
 
-def _previous_ids(path: Path | None) -> list[str]:
+def _map_beside(p: Path, sha: str) -> Path | None:
+    """The map beside the input, when it was written with this very input (said when not)."""
+    map_file = map_path_for(p)
+    beside = load_map(map_file)
+    if beside is not None and beside.input_sha256 not in (None, sha):
+        log.warning("%s: written with another input than %s (another build): not recorded "
+                    "in the manifest; results will name no paths unless given the right map "
+                    "(--map)", map_file, os.fsdecode(p))
+        return None
+    return map_file if beside is not None else None
+
+
+def _send_part_steps(client: ClientLike, manifest: Manifest, index: int, part: Path,
+                     lines: int, options: UploadOptions, completion_window: str,
+                     metadata: Mapping[str, str]) -> Steps[None]:
+    """Upload one part (its upload recorded before its create) and create its batch
+    (recorded after)."""
+    from .uploader import upload_steps
+
+    uploaded = yield from upload_steps(client, part, options)
+    before = manifest.uploads.get(str(index), {})
+    # reused, but what a run of this submit uploaded itself: still submit's own
+    mine = not uploaded.reused or (before.get("input_file_id") == uploaded.id
+                                   and before.get("input_uploaded") is True)
+    if not mine:
+        log.warning("%s: the account holds this input already (%s): reused, so "
+                    "results --cleanup will keep it", part.name, uploaded.id)
+    manifest.uploads[str(index)] = {"input_file_id": uploaded.id, "input_uploaded": mine}
+    yield Blocking(manifest.save)
+    batch = yield from create_batch_steps(client.retry_policy, uploaded.id,
+                                          completion_window=completion_window,
+                                          metadata=metadata)
+    manifest.batches.append({"id": batch.id, "input_file_id": uploaded.id,
+                             "input_uploaded": mine, "index": index, "lines": lines,
+                             "part": part.name})
+    yield Blocking(manifest.save)
+
+
+def _previous_manifest(path: Path | None) -> Manifest | None:
     if path is None or not path.is_file():
-        return []
+        return None
     try:
-        return Manifest.load(path).ids
+        found = Manifest.load(path)
     except ConfigurationError:
-        return []
+        return None
+    return found if found.batches or found.uploads else None
+
+
+def _all_batches_steps(client: ClientLike) -> Steps[list[Batch]]:
+    """Every batch of the account, newest first."""
+    found: list[Batch] = []
+    after: str | None = None
+    while True:
+        page = yield from list_batches_steps(client.retry_policy, limit=100, after=after)
+        found.extend(page.data)
+        if not page.has_more or not page.data:
+            return found
+        after = page.data[-1].id
+
+
+def resume_plan(previous: Manifest, sha: str, parts: int) -> str:
+    """What a submit does with the manifest an earlier submit of this input left: ``resume``
+    (the same content, some parts not created yet), ``done`` (every part created) or
+    ``other`` (another content, or a manifest that does not say). Pure."""
+    if previous.input_sha256 != sha or previous.parts != parts:
+        return "other"
+    made = {b.get("index") for b in previous.batches}
+    return "done" if all(i in made for i in range(1, parts + 1)) else "resume"
+
+
+def _resume_or_refuse(client: ClientLike, shown: str, previous: Manifest, manifest: Manifest,
+                      force: bool) -> Steps[None]:
+    plan = resume_plan(previous, manifest.input_sha256 or "", manifest.parts)
+    manifest.earlier = list(previous.earlier)
+    if plan == "resume":
+        made = {b.get("index") for b in previous.batches}
+        known = {str(b["id"]) for b in (*previous.batches, *previous.earlier)}
+        lost: dict[str, str] = {}
+        if not force:  # a part uploaded, its batch not recorded: was the answer lost?
+            pending = {str(u.get("input_file_id")) for i, u in previous.uploads.items()
+                       if i.isdigit() and int(i) not in made}
+            if pending:
+                for b in (yield from _all_batches_steps(client)):
+                    if b.input_file_id in pending and b.id not in known:
+                        lost[b.id] = b.status
+        if lost:
+            raise BatchAlreadySubmittedError(
+                f"{shown}: a part's batch may have been created before its answer was lost: "
+                f"{_statuses(lost)} read(s) its input and no manifest lists it. Check it "
+                "(kimi-files batch status ID); --force creates the part again (run twice, "
+                "billed twice)", batches=lost)
+        manifest.batches = list(previous.batches)
+        manifest.uploads = dict(previous.uploads)
+        if previous.batches:
+            log.warning("%s: resuming the submit: part(s) %s created already as %s; "
+                        "creating the rest", shown,
+                        ", ".join(str(b.get("index")) for b in previous.batches),
+                        ", ".join(previous.ids))
+        return
+    if not previous.batches:  # uploads only, of another content: nothing runs
+        return
+    statuses: dict[str, str] = {}
+    for batch_id in previous.ids:
+        try:
+            statuses[batch_id] = (yield from retrieve_batch_steps(client.retry_policy,
+                                                                  batch_id)).status
+        except NotFoundError:
+            statuses[batch_id] = "not found"
+    what = ("was submitted already as" if plan == "done" else
+            "has changed since it was submitted (or its manifest is older) as")
+    if not force:
+        raise BatchAlreadySubmittedError(
+            f"{shown} {what} {_statuses(statuses)} (manifest {previous.path}); submitting "
+            "it again would run and bill every request again. Wait for them (kimi-files "
+            "batch wait MANIFEST) and read the results; --force submits it again as new "
+            "batches", batches=statuses)
+    log.warning("%s %s %s: submitting it again (--force); the manifest keeps them under "
+                "\"earlier\"", shown, what, _statuses(statuses))
+    manifest.earlier.extend(previous.batches)
+    manifest.uploads = dict(previous.uploads)  # an input an earlier run uploaded stays its own
+
+
+def _statuses(batches: Mapping[str, str]) -> str:
+    return ", ".join(f"batch {i} ({s})" for i, s in batches.items())
 
 
 def resolve_target(target: str | os.PathLike[str] | Manifest | Batch) -> Manifest:
@@ -387,134 +534,8 @@ def raise_for_batches(batches: Sequence[Batch]) -> None:
             raise error
 
 
-# --- results --------------------------------------------------------------------------------------
-
-
-@dataclass
-class ResultsReport:
-    """What ``results`` wrote: one line per request in ``path``; ``counts`` by status
-    (``ok``, ``error``, ``missing``); the batches read; the files deleted (``--cleanup``)."""
-
-    path: Path
-    counts: dict[str, int]
-    batches: list[Batch]
-    deleted: list[str] = field(default_factory=list)
-
-
-def _split_lines(data: bytes) -> list[bytes]:
-    return data.splitlines()
-
-
-def _write_results(path: Path, rows: Iterable[dict[str, Any]]) -> dict[str, int]:
-    counts = {"ok": 0, "error": 0, "missing": 0}
-    w = AtomicWriter(path)
-    try:
-        for row in rows:
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
-            w.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
-    except BaseException:
-        w.abort()
-        raise
-    w.commit()
-    return counts
-
-
-def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest | Batch,
-                  output: str | os.PathLike[str], *, ids: Mapping[str, str] | None = None,
-                  cleanup: bool = False) -> Steps[ResultsReport]:
-    """Download every batch's output and error files and write ``output``: one line per
-    request (``custom_id``, ``path``, ``status``, ``answer``, ``usage``, ``error``), in the
-    input's order, joined to the documents by ``custom_id`` (the map of ``build``, found
-    through the manifest, or ``ids``). An expired or cancelled batch gives the results it has
-    (the rest ``missing``, said once). ``cleanup`` deletes the batches' input, output and
-    error files afterwards.
-
-    Raises:
-        BatchNotFinishedError: a batch is still running.
-        BatchFailedError: a batch failed (it has no results; its errors are in the message).
-        ConfigurationError: a target that is no batch id nor manifest.
-    """
-    manifest = yield Blocking(resolve_target, (target,))
-    if ids is None:
-        ids = yield Blocking(_load_map, (manifest.map,))
-        if ids is None and manifest.map:
-            log.warning("%s: the map of custom_id to path cannot be read: results have no path",
-                        manifest.map)
-    batches: list[Batch] = []
-    outputs: list[bytes] = []
-    errors: list[bytes] = []
-    for batch_id in manifest.ids:
-        batch = yield from retrieve_batch_steps(client.retry_policy, batch_id)
-        batches.append(batch)
-        if not batch.done:
-            c = batch.request_counts
-            raise BatchNotFinishedError(
-                f"batch {batch.id} is {batch.status} ({c.completed + c.failed} of {c.total} "
-                f"requests done): wait for it first (kimi-files batch wait {batch.id})",
-                batch_id=batch.id, status=batch.status, errors=batch.errors)
-        if batch.status == "failed":
-            error = batch.error()
-            assert error is not None
-            raise error
-        if batch.status != "completed":
-            log.warning("%s", batch.error())
-        for file_id, into in ((batch.output_file_id, outputs), (batch.error_file_id, errors)):
-            if file_id:
-                data = yield from _file_bytes_steps(client.retry_policy, file_id)
-                into.extend(_split_lines(data))
-    rows = join_results(ids or {}, outputs, errors)
-    counts = yield Blocking(_write_results, (Path(output), rows))
-    report = ResultsReport(Path(output), counts, batches)
-    if cleanup:
-        report.deleted = yield from _cleanup_steps(client, batches)
-    return report
-
-
-def files_to_clean(batches: Sequence[Batch], others: Iterable[Batch]) -> tuple[list[str], list[str]]:
-    """(the files of ``batches`` to delete, the input files kept because another batch that
-    is still running reads them too: its input was reused). Pure."""
-    mine = {b.id for b in batches}
-    busy = {b.input_file_id for b in others if b.id not in mine and not b.done}
-    delete: list[str] = []
-    kept: list[str] = []
-    for b in batches:
-        for file_id in (b.input_file_id, b.output_file_id, b.error_file_id):
-            if not file_id or file_id in delete or file_id in kept:
-                continue
-            (kept if file_id in busy else delete).append(file_id)
-    return delete, kept
-
-
-def _cleanup_steps(client: ClientLike, batches: Sequence[Batch]) -> Steps[list[str]]:
-    """Delete the batches' input, output and error files (each once; one already gone is
-    fine), except an input another running batch reads too (said); the ids deleted. The
-    reuse cache forgets them."""
-    others: list[Batch] = []
-    after: str | None = None
-    while True:  # every batch of the account: which inputs are still being read
-        page = yield from list_batches_steps(client.retry_policy, limit=100, after=after)
-        others.extend(page.data)
-        if not page.has_more or not page.data:
-            break
-        after = page.data[-1].id
-    delete, kept = files_to_clean(batches, others)
-    for file_id in kept:
-        log.warning("kept %s: another batch that is still running reads it too", file_id)
-    deleted: list[str] = []
-    for file_id in delete:
-        with contextlib.suppress(NotFoundError):
-            yield DeleteFile(file_id)
-        deleted.append(file_id)
-        log.info("deleted %s", file_id)
-    cache = yield Blocking(client.reuse_cache)
-    if cache is not None and deleted:
-        yield Blocking(cache.forget, (deleted,))
-    return deleted
-
-
-
-def _check_steps(path: str | os.PathLike[str]) -> Steps[InputChecker]:
-    checker: InputChecker = yield Blocking(check_file, (path,))
+def _check_steps(path: str | os.PathLike[str], any_model: bool = False) -> Steps[InputChecker]:
+    checker: InputChecker = yield Blocking(check_file, (path, MAX_INPUT_BYTES, any_model))
     if not checker.ok:
         raise input_error(os.fsdecode(path), checker)
     return checker

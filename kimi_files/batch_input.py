@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,8 @@ RULES: dict[str, str] = {
     "url": f'every line has "url": "{CHAT_ENDPOINT}"',
     "body": 'every line has a "body" object with a "messages" list and a "model" string',
     "one_model": "every line asks the same model",
+    "known_model": "the model is one the platform is known to serve "
+                   "(kimi_files.tokens.CONTEXT_WINDOWS; --any-model sends another)",
 }
 
 
@@ -121,11 +123,14 @@ class InputChecker:
     ``feed`` every line (bytes, with or without its newline) in order, then ``finish``.
     ``violations`` keeps the first ``keep`` refusals (``count`` counts them all); ``requests``
     counts the request lines, ``model`` is the first line's model and ``parts`` the lines of
-    each batch the input will be sent as (one unless it is over 100 MB).
+    each batch the input will be sent as (one unless it is over 100 MB). ``models``: the
+    models known to exist (rule ``known_model``); None checks no name.
     """
 
-    def __init__(self, name: str, *, limit: int = MAX_INPUT_BYTES, keep: int = 1000) -> None:
+    def __init__(self, name: str, *, limit: int = MAX_INPUT_BYTES, keep: int = 1000,
+                 models: Collection[str] | None = None) -> None:
         self.name = name
+        self.models = models
         self.keep = keep
         self.violations: list[Violation] = []
         self.count = 0
@@ -202,6 +207,10 @@ class InputChecker:
             return
         if self.model is None:
             self.model, self._model_line = model, line
+            if self.models is not None and model not in self.models:
+                self._refuse(line, "known_model",
+                             f"model {model!r} is not one the platform is known to serve "
+                             f"({', '.join(sorted(self.models))})")
         elif model != self.model:
             self._refuse(line, "one_model",
                          f"model {model!r}, but line {self._model_line} asks {self.model!r}")
@@ -275,12 +284,18 @@ def _rows(lines: Iterable[bytes], source: str) -> Iterator[dict[str, Any]]:
         yield result_row(line)
 
 
+#: Why a request has no result, when no batch failed.
+ENDED_EARLY = "no result for this request: the batch ended before it was done"
+
+
 def join_results(ids: Mapping[str, str | None], output: Iterable[bytes],
-                 errors: Iterable[bytes] = ()) -> Iterator[dict[str, Any]]:
+                 errors: Iterable[bytes] = (), *,
+                 missing: str = ENDED_EARLY) -> Iterator[dict[str, Any]]:
     """One result per request, joined to its document by ``custom_id``: ``ids`` maps each
     custom_id to its path, in input order, and the results come in that order (then any line
     whose custom_id is unknown, with ``path`` None). A request with no line in either file
-    (the batch expired or was cancelled before it) is ``status: "missing"``. A custom_id in
+    (the batch expired or was cancelled before it, or failed) is ``status: "missing"``, with
+    the message ``missing``. A custom_id in
     both files keeps its answer. Pure (the lines are read once)."""
     found: dict[str, dict[str, Any]] = {}
     strays: list[dict[str, Any]] = []
@@ -295,9 +310,7 @@ def join_results(ids: Mapping[str, str | None], output: Iterable[bytes],
         joined = found.pop(cid, None)
         if joined is None:
             yield {"custom_id": cid, "path": path, "status": "missing", "answer": None,
-                   "usage": None, "error": {"code": "missing",
-                                            "message": "no result for this request: the batch "
-                                                       "ended before it was done"}}
+                   "usage": None, "error": {"code": "missing", "message": missing}}
         else:
             yield {"custom_id": cid, "path": path, **{k: v for k, v in joined.items()
                                                        if k != "custom_id"}}

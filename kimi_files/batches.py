@@ -25,14 +25,12 @@ from typing import TYPE_CHECKING, Any
 from .batch_build import BuildReport, build_steps
 from .batch_flow import (
     Manifest,
-    ResultsReport,
     _check_steps,
     cancel_batch_steps,
     create_batch_steps,
     list_batches_steps,
     raise_for_batches,
     resolve_target,
-    results_steps,
     retrieve_batch_steps,
     submit_steps,
     wait_steps,
@@ -46,6 +44,7 @@ from .batch_models import (
     Batch,
     BatchList,
 )
+from .batch_results import ResultsReport, results_steps
 
 if TYPE_CHECKING:
     from .client import AsyncKimiFiles, KimiFiles
@@ -100,34 +99,39 @@ class Batches:
 
     def build(self, paths: Iterable[str | os.PathLike[str]], *, model: str, prompt: str,
               output: str | os.PathLike[str], body: Mapping[str, Any] | None = None,
-              strict: bool = False) -> BuildReport:
+              strict: bool = False, force: bool = False,
+              any_model: bool = False) -> BuildReport:
         """One request per document: see :func:`build_steps`.
 
         Raises:
             KimiError: as :func:`build_steps`.
         """
         return self._client.run(build_steps(self._client, paths, model=model, prompt=prompt,
-                                            output=output, body=body, strict=strict))
+                                            output=output, body=body, strict=strict,
+                                            force=force, any_model=any_model))
 
-    def check(self, path: str | os.PathLike[str]) -> InputChecker:
+    def check(self, path: str | os.PathLike[str], *, any_model: bool = False) -> InputChecker:
         """Every rule of an input file, nothing sent (no request at all).
 
         Raises:
             BatchInputError: the file breaks a rule (``.violations`` lists them all).
         """
-        return self._client.run(_check_steps(path))
+        return self._client.run(_check_steps(path, any_model))
 
     def submit(self, path: str | os.PathLike[str], *,
                completion_window: str = DEFAULT_COMPLETION_WINDOW,
-               metadata: Mapping[str, str] | None = None) -> Manifest:
-        """Check, upload (or reuse) and create: see :func:`submit_steps`.
+               metadata: Mapping[str, str] | None = None, force: bool = False,
+               any_model: bool = False) -> Manifest:
+        """Check, upload (or reuse) and create, resuming an earlier submit of this input:
+        see :func:`submit_steps`.
 
         Raises:
             KimiError: as :func:`submit_steps`.
         """
         return self._client.run(submit_steps(self._client, path,
                                              completion_window=completion_window,
-                                             metadata=metadata))
+                                             metadata=metadata, force=force,
+                                             any_model=any_model))
 
     def wait(self, target: str | os.PathLike[str] | Manifest | Batch, *,
              on_update: Callable[[_Batches], None] | None = None,
@@ -146,6 +150,7 @@ class Batches:
 
     def results(self, target: str | os.PathLike[str] | Manifest | Batch,
                 output: str | os.PathLike[str], *, ids: Mapping[str, str] | None = None,
+                map_file: str | os.PathLike[str] | None = None,
                 cleanup: bool = False) -> ResultsReport:
         """The answers joined to the documents: see :func:`results_steps`.
 
@@ -153,7 +158,7 @@ class Batches:
             KimiError: as :func:`results_steps`.
         """
         return self._client.run(results_steps(self._client, target, output, ids=ids,
-                                              cleanup=cleanup))
+                                              map_file=map_file, cleanup=cleanup))
 
 
 class AsyncBatches:
@@ -196,7 +201,8 @@ class AsyncBatches:
 
     async def build(self, paths: Iterable[str | os.PathLike[str]], *, model: str, prompt: str,
                     output: str | os.PathLike[str], body: Mapping[str, Any] | None = None,
-                    strict: bool = False) -> BuildReport:
+                    strict: bool = False, force: bool = False,
+                    any_model: bool = False) -> BuildReport:
         """:meth:`Batches.build`, awaited.
 
         Raises:
@@ -204,19 +210,22 @@ class AsyncBatches:
         """
         return await self._client.run(build_steps(self._client, paths, model=model,
                                                   prompt=prompt, output=output, body=body,
-                                                  strict=strict))
+                                                  strict=strict, force=force,
+                                                  any_model=any_model))
 
-    async def check(self, path: str | os.PathLike[str]) -> InputChecker:
+    async def check(self, path: str | os.PathLike[str], *,
+                    any_model: bool = False) -> InputChecker:
         """:meth:`Batches.check`, off the event loop.
 
         Raises:
             BatchInputError: as :meth:`Batches.check`.
         """
-        return await self._client.run(_check_steps(path))
+        return await self._client.run(_check_steps(path, any_model))
 
     async def submit(self, path: str | os.PathLike[str], *,
                      completion_window: str = DEFAULT_COMPLETION_WINDOW,
-                     metadata: Mapping[str, str] | None = None) -> Manifest:
+                     metadata: Mapping[str, str] | None = None,
+                     force: bool = False, any_model: bool = False) -> Manifest:
         """:meth:`Batches.submit`, awaited.
 
         Raises:
@@ -224,7 +233,8 @@ class AsyncBatches:
         """
         return await self._client.run(submit_steps(self._client, path,
                                                    completion_window=completion_window,
-                                                   metadata=metadata))
+                                                   metadata=metadata, force=force,
+                                                   any_model=any_model))
 
     async def wait(self, target: str | os.PathLike[str] | Manifest | Batch, *,
                    on_update: Callable[[_Batches], None] | None = None,
@@ -242,6 +252,7 @@ class AsyncBatches:
 
     async def results(self, target: str | os.PathLike[str] | Manifest | Batch,
                       output: str | os.PathLike[str], *, ids: Mapping[str, str] | None = None,
+                      map_file: str | os.PathLike[str] | None = None,
                       cleanup: bool = False) -> ResultsReport:
         """:meth:`Batches.results`, awaited.
 
@@ -249,6 +260,6 @@ class AsyncBatches:
             KimiError: as :func:`results_steps`.
         """
         return await self._client.run(results_steps(self._client, target, output, ids=ids,
-                                                    cleanup=cleanup))
+                                                    map_file=map_file, cleanup=cleanup))
 
 

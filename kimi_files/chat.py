@@ -193,6 +193,8 @@ def document_steps(client: ClientLike, path: str, options: UploadOptions, *, str
     try:
         return (yield from content_steps_for(client, path, options))
     except KimiError as exc:
+        if strict and left_out(exc) and not exc.message.startswith(path):
+            exc.message = f"{path}: {exc.message}"  # the document's own failure names it
         if strict or not left_out(exc):
             raise
         log.warning("%s: left out of the %s: %s", path, what, exc)

@@ -24,6 +24,8 @@
     │   ├── BatchExpiredError            not done within its completion window (partial results)
     │   ├── BatchCancelledError          cancelled (partial results)
     │   └── BatchNotFinishedError        still running: its results cannot be read yet
+    ├── BatchAlreadySubmittedError       submit again of an input its manifest lists batches of
+    │                                    (.batches: id -> status); --force sends it again
     ├── APIConnectionError               no HTTP answer at all
     │   ├── APITimeoutError
     │   ├── ConnectionLostError          the connection dropped mid-request or mid-response
@@ -96,9 +98,10 @@ from ._redact import is_kimi_code_url
 
 __all__ = [
     "APIConnectionError", "APINotOpenError", "APIStatusError", "APITimeoutError",
-    "AccountSuspendedError", "AuthenticationError", "BadRequestError", "BatchCancelledError",
-    "BatchError", "BatchExpiredError", "BatchFailedError", "BatchInputError",
-    "BatchNotFinishedError", "CacheError", "ConcurrencyLimitError", "ConfigurationError",
+    "AccountSuspendedError", "AuthenticationError", "BadRequestError",
+    "BatchAlreadySubmittedError", "BatchCancelledError", "BatchError", "BatchExpiredError",
+    "BatchFailedError", "BatchInputError", "BatchNotFinishedError", "CacheError",
+    "ConcurrencyLimitError", "ConfigurationError",
     "ConnectionLostError", "ContentFilterError", "EmptyFileError", "EngineOverloadedError",
     "ExceededQuotaError", "ExtractionFailedError", "FileTooLargeError", "GatewayError",
     "GatewayOverloadedError", "IncorrectAPIKeyError", "InputTooLongError", "InternalServerError",
@@ -299,6 +302,16 @@ class BatchCancelledError(BatchError):
 
 class BatchNotFinishedError(BatchError):
     """The batch is still running: wait for it before reading its results."""
+
+
+class BatchAlreadySubmittedError(KimiError):
+    """``submit`` of an input whose manifest lists batches already: sending it again would
+    run (and bill) every request again. ``.batches`` maps each batch id to its status;
+    ``force=True`` (``--force``) sends it all the same."""
+
+    def __init__(self, message: str, *, batches: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.batches = dict(batches or {})
 
 
 # --- transport ----------------------------------------------------------------------------------

@@ -68,7 +68,11 @@ def plan_cuts(counts: Sequence[int], budget: int) -> list[int]:
     """
     keep = fit_budget(counts, budget, mark=MARKER_TOKENS)
     if keep is None:
-        raise ConfigurationError(f"max_tokens={budget:,} cannot hold {len(counts)} document(s)")
+        need = MARKER_TOKENS * sum(1 for n in counts if n > 0)
+        raise ConfigurationError(
+            f"max_tokens={budget:,} cannot hold {len(counts)} document(s): each one cut still "
+            f"takes {MARKER_TOKENS} tokens for its marker, so at least {need:,} are needed "
+            f"(whole, they take about {sum(counts):,})")
     return keep
 
 
@@ -209,7 +213,8 @@ def tokens_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]], *,
                  model: str = DEFAULT_MODEL,
                  options: UploadOptions | None = None) -> Steps[TokenReport]:
     """Each document's tokens and the total (the documents as :func:`kimi_files.messages`
-    puts them), and whether they fit the model's context window.
+    puts them; a path given twice counts once), and whether they fit the model's context
+    window.
 
     Raises:
         ConfigurationError: a bad model.
@@ -219,6 +224,7 @@ def tokens_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]], *,
     from .options import UploadOptions
 
     _check_budget(1, model)
+    paths = list(dict.fromkeys(os.fsdecode(p) for p in paths))  # a path given twice: one row
     found = yield from messages_steps(client, paths, options or UploadOptions(progress=False))
     report = TokenReport(model, context_window=context_window(model), failed=dict(found.failed))
     readable = [os.fsdecode(p) for p in paths if os.fsdecode(p) not in found.failed]

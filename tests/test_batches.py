@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from kimi_files import (
     APIConnectionError,
+    BatchAlreadySubmittedError,
     BatchCancelledError,
     BatchExpiredError,
     BatchFailedError,
@@ -238,10 +239,10 @@ def test_build_writes_the_same_bytes_twice_and_reads_texts_from_the_cache(
 def test_build_leaves_out_what_cannot_be_read_and_refuses_an_empty_prompt(
         client: KimiFiles, tmp_path: Path) -> None:
     docs = [*_docs(tmp_path, 1), tmp_path / "missing.txt"]
-    report = client.batches.build(docs, model="m", prompt="Q", output=tmp_path / "r.jsonl")
+    report = client.batches.build(docs, model="kimi-k2.5", prompt="Q", output=tmp_path / "r.jsonl")
     assert list(report.failed) == [str(tmp_path / "missing.txt")] and len(report.ids) == 1
     with pytest.raises(ConfigurationError, match="a batch needs a prompt"):
-        client.batches.build(docs, model="m", prompt=" ", output=tmp_path / "r.jsonl")
+        client.batches.build(docs, model="kimi-k2.5", prompt=" ", output=tmp_path / "r.jsonl")
 
 
 def test_submit_refuses_a_broken_input_before_sending_anything(client: KimiFiles,
@@ -275,7 +276,7 @@ def test_submit_reuses_the_input_the_account_holds(client: KimiFiles, emulator: 
                                                    tmp_path: Path) -> None:
     req = write(tmp_path / "req.jsonl", _line("a") + _line("b"))
     first = client.batches.submit(req)
-    second = client.batches.submit(req)
+    second = client.batches.submit(req, force=True)
     assert first.batches[0]["input_file_id"] == second.batches[0]["input_file_id"]
     assert len(emulator.uploads()) - 2 == 1  # two creates, one upload
     assert first.ids != second.ids
@@ -450,7 +451,7 @@ def test_four_commands_from_a_folder_to_answers(env: Emulator, tmp_path: Path,
     assert "completed" in capsys.readouterr().out
     assert main(["batch", "results", "requests.jsonl.batches.json", "-o", "results.jsonl"]) == 0
     rows = [json.loads(x) for x in Path("results.jsonl").read_text().splitlines()]
-    assert [r["path"] for r in rows] == [str(Path("docs") / f"d{i}.txt") for i in range(3)]
+    assert [r["path"] for r in rows] == [str(tmp_path / "docs" / f"d{i}.txt") for i in range(3)]
     assert all(r["status"] == "ok" and r["custom_id"] in r["answer"] for r in rows)
     assert "3 answered, 0 failed, 0 missing" in capsys.readouterr().err
 
@@ -506,7 +507,7 @@ def test_build_says_what_it_left_out_and_exits_1(env: Emulator, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     [doc] = _docs(tmp_path, 1)
     write(tmp_path / "scan.txt", "x" * 6000)  # "text extract error": the service finds no text
-    assert main(["batch", "build", "--model", "m", "--prompt", "Q", str(doc),
+    assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", str(doc),
                  str(tmp_path / "nope.txt"), str(tmp_path / "scan.txt"),
                  "-o", str(tmp_path / "r.jsonl")]) == 1
     err = capsys.readouterr().err
@@ -572,7 +573,7 @@ def test_build_raises_what_is_not_a_documents_own_failure(emulator: Emulator,
     docs = _docs(tmp_path, 2)
     with KimiFiles(api_key="sk-wrong-0123456789", base_url=emulator.base_url) as c, \
             pytest.raises(AuthenticationError):
-        c.batches.build(docs, model="m", prompt="Q", output=tmp_path / "r.jsonl")
+        c.batches.build(docs, model="kimi-k2.5", prompt="Q", output=tmp_path / "r.jsonl")
     assert not (tmp_path / "r.jsonl").exists() and not list(tmp_path.glob(".r.jsonl.*"))
 
 
@@ -581,10 +582,10 @@ def test_prompt_file_and_bad_options(env: Emulator, tmp_path: Path,
     [doc] = _docs(tmp_path, 1)
     prompt = write(tmp_path / "q.txt", "Which year?\n")
     req = tmp_path / "r.jsonl"
-    assert main(["batch", "build", "--model", "m", "--prompt-file", str(prompt), str(doc),
+    assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt-file", str(prompt), str(doc),
                  "-o", str(req)]) == 0
     assert json.loads(req.read_bytes())["body"]["messages"][1]["content"] == "Which year?\n"
-    assert main(["batch", "build", "--model", "m", "--prompt-file", str(tmp_path / "none"),
+    assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt-file", str(tmp_path / "none"),
                  str(doc), "-o", str(req)]) == 2
     assert main(["batch", "submit", str(req), "--metadata", "novalue"]) == 2
     err = capsys.readouterr().err
@@ -597,7 +598,7 @@ def test_cleanup_keeps_an_input_another_running_batch_reads(client: KimiFiles, s
     first = client.batches.submit(req)
     client.batches.wait(first)
     stepped.state.batches.steps_per_poll = 0
-    second = client.batches.submit(req)  # the same content: the input file is reused
+    second = client.batches.submit(req, force=True)  # the same content: its input is reused
     assert second.batches[0]["input_file_id"] == first.batches[0]["input_file_id"]
     report = client.batches.results(first, tmp_path / "out.jsonl", cleanup=True)
     assert first.batches[0]["input_file_id"] not in report.deleted and len(report.deleted) == 1
@@ -616,6 +617,393 @@ def test_an_interrupted_build_leaves_no_file(client: KimiFiles, tmp_path: Path,
 
     monkeypatch.setattr("kimi_files.chat.content_steps_for", content_steps_for)
     with pytest.raises(KeyboardInterrupt):
-        client.batches.build(_docs(tmp_path, 1), model="m", prompt="Q",
+        client.batches.build(_docs(tmp_path, 1), model="kimi-k2.5", prompt="Q",
                              output=tmp_path / "r.jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]
+
+
+def test_cleanup_deletes_only_an_input_submit_itself_uploaded(client: KimiFiles,
+                                                               stepped: Emulator,
+                                                               tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    mine = write(tmp_path / "mine.jsonl", _line("a"))
+    up = client.upload(mine, purpose="batch")  # the user's own upload
+    manifest = client.batches.submit(mine)
+    assert manifest.batches[0]["input_file_id"] == up.id
+    assert manifest.batches[0]["input_uploaded"] is False
+    assert "reused, so results --cleanup will keep it" in caplog.text
+    client.batches.wait(manifest)
+    report = client.batches.results(manifest.path, tmp_path / "out.jsonl",  # type: ignore[arg-type]
+                                    cleanup=True)
+    assert up.id not in report.deleted and len(report.deleted) == 1
+    assert up.id in {f.id for f in client.list()}
+    assert f"kept the input file {up.id}: submit did not upload it" in caplog.text
+
+
+def test_cleanup_of_a_bare_batch_id_never_deletes_its_input(client: KimiFiles, stepped: Emulator,
+                                                            tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    up = client.upload(write(tmp_path / "r.jsonl", _line("a")), purpose="batch")
+    batch = client.batches.create(input_file_id=up.id)
+    client.batches.wait(batch)
+    report = client.batches.results(batch.id, tmp_path / "out.jsonl", cleanup=True)
+    assert up.id not in report.deleted and len(report.deleted) == 1
+    assert up.id in {f.id for f in client.list()}
+    assert "no manifest says submit uploaded it (a bare batch id)" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["submit", "build", "messages"])
+def test_ctrl_c_during_an_upload_lets_it_end_and_a_rerun_reuses_it(
+        env: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], command: str) -> None:
+    import os
+    import signal
+
+    doc = write(tmp_path / "doc.jsonl", _line("a"))
+    argv = {"submit": ["batch", "submit", str(doc)],
+            "build": ["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", str(doc),
+                      "-o", str(tmp_path / "out.jsonl")],
+            "messages": ["messages", str(doc)]}[command]
+    original = KimiFiles.create
+
+    def interrupted_in_flight(self: KimiFiles, *args: Any, **kwargs: Any) -> Any:
+        from kimi_files._steps import _halt
+
+        stored = original(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the answer is on its way back
+        halt = _halt.get()
+        if halt is not None:  # the main thread took it before the upload ends
+            assert halt.wait(10)
+        return stored
+
+    monkeypatch.setattr(KimiFiles, "create", interrupted_in_flight)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "waiting for the upload in flight to end and be recorded" in err
+    assert "interrupted (Ctrl-C)" in err
+    def stored() -> int:
+        return len([r for r in env.uploads() if r.path == "/v1/files"])
+
+    assert stored() == 1 and not env.state.batches.batches
+    monkeypatch.setattr(KimiFiles, "create", original)
+    assert main(argv) == 0
+    assert stored() == 1  # the re-run reused the upload the first run recorded
+
+
+def test_a_halt_lets_local_work_run_and_starts_no_new_request() -> None:
+    import threading
+
+    from kimi_files._steps import Blocking, Halted, Request, halts_with, run_sync
+
+    halt = threading.Event()
+    done: list[str] = []
+
+    def steps() -> Any:
+        yield Blocking(halt.set)  # Ctrl-C arrives while the upload is in flight
+        yield Blocking(done.append, ("recorded",))  # its record is still kept
+        try:
+            yield Request("POST", "batches")  # no new request starts
+        except Halted:
+            done.append("halted")
+            raise
+
+    with halts_with(halt), pytest.raises(KeyboardInterrupt):
+        run_sync(steps(), client=None)
+    assert done == ["recorded", "halted"]
+
+
+def _two_part_submit_whose_second_create_is_lost(client: KimiFiles, emulator: Emulator,
+                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> tuple[Path, int]:
+    import kimi_files.batch_flow as flow
+
+    req = write(tmp_path / "req.jsonl", b"".join(_line(f"r{i}") for i in range(4)))
+    limit = len(_line("r0")) * 2
+    original = flow.create_batch_steps
+    calls: list[int] = []
+
+    def second_lost(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            emulator.fail_next("drop", endpoint="batch_create")
+        return (yield from original(*args, **kwargs))
+
+    monkeypatch.setattr(flow, "create_batch_steps", second_lost)
+    with pytest.raises(APIConnectionError, match="may have been created all the same"):
+        client.run(submit_steps(client, req, limit=limit))
+    monkeypatch.setattr(flow, "create_batch_steps", original)
+    return req, limit
+
+
+def test_submit_again_resumes_and_creates_only_the_parts_not_created(
+        client: KimiFiles, emulator: Emulator, tmp_path: Path, no_wait: list[float],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    req, limit = _two_part_submit_whose_second_create_is_lost(client, emulator, tmp_path,
+                                                              monkeypatch)
+    first = json.loads((tmp_path / "req.jsonl.batches.json").read_text())
+    assert [b["index"] for b in first["batches"]] == [1] and set(first["uploads"]) == {"1", "2"}
+    manifest = client.run(submit_steps(client, req, limit=limit))
+    assert [b["index"] for b in manifest.batches] == [1, 2]
+    assert manifest.ids[0] == first["batches"][0]["id"]
+    assert len(emulator.state.batches.batches) == 2  # part 1 was not created again
+    assert all(b["input_uploaded"] for b in manifest.batches)  # this submit's own uploads
+    assert "resuming the submit: part(s) 1 created already" in caplog.text
+    with pytest.raises(BatchAlreadySubmittedError) as info:  # everything is created now
+        client.run(submit_steps(client, req, limit=limit))
+    assert set(info.value.batches) == set(manifest.ids)
+    assert "was submitted already as batch" in str(info.value) and "--force" in str(info.value)
+    assert len(emulator.state.batches.batches) == 2
+
+
+def test_a_part_whose_create_answer_was_lost_is_not_created_again_unasked(
+        client: KimiFiles, emulator: Emulator, tmp_path: Path, no_wait: list[float],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    req, limit = _two_part_submit_whose_second_create_is_lost(client, emulator, tmp_path,
+                                                              monkeypatch)
+    saved = json.loads((tmp_path / "req.jsonl.batches.json").read_text())
+    # as if the platform had created part 2's batch and only its answer was lost
+    twin = client.batches.create(input_file_id=saved["uploads"]["2"]["input_file_id"])
+    with pytest.raises(BatchAlreadySubmittedError, match="may have been created before its "
+                                                         "answer was lost") as info:
+        client.run(submit_steps(client, req, limit=limit))
+    assert info.value.batches == {twin.id: "validating"}
+    manifest = client.run(submit_steps(client, req, limit=limit, force=True))
+    assert [b["index"] for b in manifest.batches] == [1, 2] and twin.id not in manifest.ids
+
+
+def test_submit_again_refuses_naming_the_batches_and_their_real_status(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    req = write(tmp_path / "r.jsonl", _line("a"))
+    assert main(["batch", "submit", str(req)]) == 0
+    batch_id = capsys.readouterr().out.strip()
+    assert main(["batch", "wait", str(req) + ".batches.json"]) == 0
+    capsys.readouterr()
+    assert main(["batch", "submit", str(req)]) == 1
+    err = capsys.readouterr().err
+    assert f"was submitted already as batch {batch_id} (completed)" in err
+    assert "running" not in err and len(env.state.batches.batches) == 1
+    assert main(["batch", "submit", str(req), "--force"]) == 0
+    assert len(env.state.batches.batches) == 2
+    saved = json.loads((tmp_path / "r.jsonl.batches.json").read_text())
+    assert [b["id"] for b in saved["earlier"]] == [batch_id]
+    assert saved["batches"][0]["input_uploaded"] is True  # the first submit uploaded it
+
+
+def test_results_name_each_document_absolutely_and_refuse_files_that_do_not_belong(
+        env: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for folder, prompt in (("proj", "Q1"), ("other", "Q2")):
+        write(tmp_path / folder / "docs" / "d0.txt", f"the text of {folder}")
+        monkeypatch.chdir(tmp_path / folder)
+        assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt", prompt, "docs",
+                     "-o", "q.jsonl"]) == 0
+        assert main(["batch", "submit", "q.jsonl"]) == 0
+        assert main(["batch", "wait", "q.jsonl.batches.json"]) == 0
+    proj, other = tmp_path / "proj", tmp_path / "other"
+    ids = [json.loads((d / "q.jsonl.map.json").read_text())["ids"] for d in (proj, other)]
+    assert set(ids[0]).isdisjoint(ids[1])  # the same relative path, two documents, two ids
+    capsys.readouterr()
+    # run from the other folder: the path still names proj's document
+    assert main(["batch", "results", str(proj / "q.jsonl.batches.json"), "-o", "r.jsonl"]) == 0
+    [row] = [json.loads(x) for x in (other / "r.jsonl").read_text().splitlines()]
+    assert row["path"] == str(proj / "docs" / "d0.txt")
+    # another build's map: refused, nothing written
+    assert main(["batch", "results", str(proj / "q.jsonl.batches.json"), "--map",
+                 str(other / "q.jsonl.map.json"), "-o", "r2.jsonl"]) == 2
+    assert "this map was written with another input" in capsys.readouterr().err
+    assert not (other / "r2.jsonl").exists()
+    # a manifest whose batch read another input than it records: refused
+    saved = json.loads((proj / "q.jsonl.batches.json").read_text())
+    saved["batches"][0]["id"] = json.loads(
+        (other / "q.jsonl.batches.json").read_text())["batches"][0]["id"]
+    (proj / "q.jsonl.batches.json").write_text(json.dumps(saved))
+    assert main(["batch", "results", str(proj / "q.jsonl.batches.json"), "-o", "r3.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert "read the input file" in err and "as the manifest records" in err
+    assert not (other / "r3.jsonl").exists()
+
+
+def test_build_again_leaves_out_its_own_files_and_results_never_overwrite_them(
+        env: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _docs(tmp_path, 2)
+    monkeypatch.chdir(tmp_path)
+    build = ["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", "docs",
+             "-o", "docs/s.jsonl"]
+    assert main(build) == 0
+    assert main(["batch", "submit", "docs/s.jsonl"]) == 0
+    assert main(["batch", "wait", "docs/s.jsonl.batches.json"]) == 0
+    manifest = "docs/s.jsonl.batches.json"
+    for onto in ("docs/s.jsonl", "docs/s.jsonl.map.json", manifest):
+        before = Path(onto).read_bytes()
+        assert main(["batch", "results", manifest, "-o", onto]) == 2
+        assert "write the results to another file" in capsys.readouterr().err
+        assert Path(onto).read_bytes() == before
+    assert main(["batch", "results", manifest, "-o", "docs/results.jsonl"]) == 0
+    write(tmp_path / "docs" / "other.jsonl", _line("x"))  # a request file of another tool run
+    capsys.readouterr()
+    assert main([*build[:-1], "docs/t.jsonl"]) == 0
+    err = capsys.readouterr().err
+    for name, what in (("s.jsonl.map.json", "a map written by"),
+                       ("s.jsonl.batches.json", "a manifest written by"),
+                       ("s.jsonl", "an input file written by"),
+                       ("results.jsonl", "a results file written by"),
+                       ("other.jsonl", "a Batch API input file")):
+        assert f"docs/{name}: left out: {what}" in err
+    assert "wrote 2 request(s)" in err
+    # named explicitly, a file is the user's choice
+    assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", "docs/d0.txt",
+                 "docs/other.jsonl", "-o", "u.jsonl"]) == 0
+    assert "wrote 2 request(s)" in capsys.readouterr().err
+
+
+def test_a_file_name_that_is_not_utf8_is_built_and_joined(env: Emulator, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    odd = os.fsdecode(bytes(folder) + b"/caf\xe9.txt")
+    Path(odd).write_text("un document")
+    monkeypatch.chdir(tmp_path)
+    assert main(["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", "docs",
+                 "-o", "r.jsonl"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "xdg-state") == [
+        "docs", "r.jsonl", "r.jsonl.map.json"]  # no .part left
+    ids = json.loads(Path("r.jsonl.map.json").read_text(encoding="utf-8"))["ids"]
+    assert list(ids.values()) == [odd]  # read back as the very name
+    assert main(["batch", "submit", "r.jsonl"]) == 0
+    assert main(["batch", "wait", "r.jsonl.batches.json"]) == 0
+    assert main(["batch", "results", "r.jsonl.batches.json", "-o", "out.jsonl"]) == 0
+    [row] = [json.loads(x) for x in Path("out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert os.fsencode(row["path"]).endswith(b"caf\xe9.txt")
+
+
+@pytest.mark.parametrize("command", ["build", "messages"])
+def test_strict_names_the_document_that_failed(env: Emulator, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               command: str) -> None:
+    scan = write(tmp_path / "scan.txt", "x" * 6000)  # "text extract error": no text found
+    argv = {"build": ["batch", "build", "--strict", "--model", "kimi-k2.5", "--prompt", "Q",
+                      str(scan), "-o", str(tmp_path / "r.jsonl")],
+            "messages": ["messages", "--strict", str(scan)]}[command]
+    assert main(argv) == 1
+    assert f"error: {scan}: text extract error" in capsys.readouterr().err
+
+
+def test_a_failed_batch_of_a_manifest_does_not_block_the_others_results(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    req = write(tmp_path / "r.jsonl", _line("a"))
+    assert main(["batch", "submit", str(req)]) == 0
+    mpath = tmp_path / "r.jsonl.batches.json"
+    assert main(["batch", "wait", str(mpath)]) == 0
+    with KimiFiles(api_key=API_KEY, base_url=env.base_url) as c:
+        bad = c.upload(write(tmp_path / "bad.jsonl", _line("b") + _line("b")), purpose="batch")
+        failing = c.batches.create(input_file_id=bad.id)
+        assert any(c.batches.retrieve(failing.id).done for _ in range(10))  # stepped: moves per look
+    saved = json.loads(mpath.read_text())
+    saved["batches"].append({"id": failing.id, "input_file_id": bad.id, "input_uploaded": True,
+                             "index": 2, "lines": 2})
+    mpath.write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert main(["batch", "results", str(mpath), "-o", str(tmp_path / "out.jsonl"),
+                 "--cleanup"]) == 1
+    err = capsys.readouterr().err
+    assert f"batch {failing.id} failed" in err and "1 answered" in err
+    [row] = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert row["status"] == "ok"
+    assert bad.id in err and bad.id not in {f.id for f in env.state.listing()}  # cleaned up
+    # a manifest of failed batches only: nothing to write, but --cleanup still cleans
+    with KimiFiles(api_key=API_KEY, base_url=env.base_url) as c:
+        bad2 = c.upload(write(tmp_path / "bad2.jsonl", _line("c") + _line("c")), purpose="batch")
+        failing2 = c.batches.create(input_file_id=bad2.id)
+        assert any(c.batches.retrieve(failing2.id).done for _ in range(10))  # stepped: moves per look
+    only = tmp_path / "only.batches.json"
+    only.write_text(json.dumps({"kind": saved["kind"], "input": "", "map": None, "batches": [
+        {"id": failing2.id, "input_file_id": bad2.id, "input_uploaded": True}]}))
+    assert main(["batch", "results", str(only), "-o", str(tmp_path / "o2.jsonl"),
+                 "--cleanup"]) == 1
+    err = capsys.readouterr().err
+    assert f"--cleanup deleted {bad2.id}" in err and not (tmp_path / "o2.jsonl").exists()
+    assert bad2.id not in {f.id for f in env.state.listing()}
+
+
+def test_build_writes_only_a_jsonl_and_never_over_a_users_file(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    [doc] = _docs(tmp_path, 1)
+    sales = write(tmp_path / "sales.csv", "region,total\n")
+    mine = write(tmp_path / "notes.jsonl", '{"my": "own data"}\n')
+    base = ["batch", "build", "--model", "kimi-k2.5", "--prompt", "Q", str(doc), "-o"]
+    assert main([*base, str(sales)]) == 2
+    assert "a batch input file is named *.jsonl" in capsys.readouterr().err
+    assert main([*base, str(mine)]) == 2
+    assert "exists and is no input file a build wrote; not overwritten" in (
+        capsys.readouterr().err)
+    assert sales.read_text() == "region,total\n" and mine.read_text() == '{"my": "own data"}\n'
+    assert main([*base, str(mine), "--force"]) == 0
+    assert main([*base, str(mine)]) == 0  # a build's own output: rebuilt
+    with KimiFiles(api_key=API_KEY, base_url=env.base_url) as c, \
+            pytest.raises(ConfigurationError, match=r"\*\.jsonl"):
+        c.batches.build([doc], model="kimi-k2.5", prompt="Q", output=tmp_path / "e.txt")
+
+
+def test_results_without_a_map_say_once_that_paths_are_null(
+        client: KimiFiles, stepped: Emulator, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    up = client.upload(write(tmp_path / "r.jsonl", _line("a") + _line("b")), purpose="batch")
+    batch = client.batches.create(input_file_id=up.id)
+    client.batches.wait(batch)
+    client.batches.results(batch.id, tmp_path / "out.jsonl")
+    said = [r.getMessage() for r in caplog.records if "path\": null" in r.getMessage()]
+    assert said == ['no map of custom_id to path (a bare batch id): every result has "path": '
+                    'null; give the map build wrote with --map (map_file=)']
+
+
+def test_results_after_cleanup_say_the_files_were_deleted_by_it(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    req = write(tmp_path / "r.jsonl", _line("a"))
+    mpath = str(tmp_path / "r.jsonl.batches.json")
+    assert main(["batch", "submit", str(req)]) == 0
+    assert main(["batch", "wait", mpath]) == 0
+    assert main(["batch", "results", mpath, "-o", str(tmp_path / "out.jsonl"), "--cleanup"]) == 0
+    written = (tmp_path / "out.jsonl").read_bytes()
+    assert len(json.loads(Path(mpath).read_text())["cleaned"]) == 2
+    capsys.readouterr()
+    assert main(["batch", "results", mpath, "-o", str(tmp_path / "out.jsonl")]) == 2
+    assert "was deleted by an earlier `results --cleanup`" in capsys.readouterr().err
+    assert (tmp_path / "out.jsonl").read_bytes() == written
+
+
+def test_an_unknown_model_is_refused_before_a_batch_and_fails_on_the_emulator(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    [doc] = _docs(tmp_path, 1)
+    out = tmp_path / "r.jsonl"
+    assert main(["batch", "build", "--model", "nosuchmodel", "--prompt", "Q", str(doc),
+                 "-o", str(out)]) == 2
+    assert "--model nosuchmodel: not a model the platform is known to serve" in (
+        capsys.readouterr().err)
+    assert not out.exists()
+    assert main(["batch", "build", "--model", "nosuchmodel", "--any-model", "--prompt", "Q",
+                 str(doc), "-o", str(out)]) == 0
+    assert main(["batch", "check", str(out)]) == 1
+    assert "rule known_model" in capsys.readouterr().out
+    assert main(["batch", "check", str(out), "--any-model"]) == 0
+    assert main(["batch", "submit", str(out)]) == 1
+    assert "is not one the platform is known to serve" in capsys.readouterr().err
+    assert not env.state.batches.batches
+    assert main(["batch", "submit", str(out), "--any-model"]) == 0
+    mpath = str(out) + ".batches.json"
+    assert main(["batch", "wait", mpath]) == 0
+    assert main(["batch", "results", mpath, "-o", str(tmp_path / "o.jsonl")]) == 1
+    [row] = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert row["status"] == "error"
+    assert "Not found the model nosuchmodel or Permission denied" in row["error"]["message"]
+
+
+def test_submit_shows_each_refusal_on_its_own_line(tmp_path: Path, env: Emulator,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    bad = write(tmp_path / "dup.jsonl", _line("a") + _line("a") + b"nope\n")
+    assert main(["batch", "submit", str(bad)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("2 refusal(s); nothing was sent:") and "\\n" not in "".join(err)
+    assert [x.split(": ", 2)[1] for x in err[1:]] == ["line 2", "line 3"]

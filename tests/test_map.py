@@ -174,3 +174,34 @@ def test_map_finds_a_document_by_content_in_the_reuse_cache(
     assert (rows[str(local)]["stored_as"], rows[str(local)]["source"],
             rows[str(local)]["listed"]) == ("report.txt", "cache", True)
     assert rows[str(unknown)]["file_id"] is None
+
+
+def test_map_says_a_document_changed_since_it_was_stored(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = write(tmp_path / "a" / "d1.txt", "old\n")
+    state = str(tmp_path / "s.db")
+    assert upload_main(["--json", "--no-progress", "--state", state, str(doc)]) == 0
+    [stored] = [json.loads(x)["file_id"] for x in capsys.readouterr().out.splitlines()]
+    doc.write_text("new content\n")  # 12 bytes now
+    assert main(["map", "--json", "--state", state, str(doc)]) == 0
+    [row] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (row["file_id"], row["bytes"], row["changed"]) == (stored, 4, True)
+    assert main(["map", "--state", state, str(doc)]) == 0
+    assert "CHANGED since it was stored: the stored file is an older version" in (
+        capsys.readouterr().out)
+    assert main(["map", "--json", "--state", state]) == 0  # every record: the same
+    assert json.loads(capsys.readouterr().out)["changed"] is True
+    # its present content stored too: that is the file it maps to
+    assert upload_main(["--json", "--no-progress", "--state", str(tmp_path / "t.db"),
+                        str(doc)]) == 0
+    fresh = json.loads(capsys.readouterr().out)["file_id"]
+    assert main(["map", "--json", "--state", state, str(doc)]) == 0
+    [row] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (row["file_id"], row["changed"], row["source"]) == (fresh, False, "cache")
+
+
+def test_map_of_a_missing_path_says_so_and_exits_1(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["map", str(tmp_path / "nope.txt")]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "nope.txt: no such file" in err

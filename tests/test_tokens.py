@@ -99,8 +99,10 @@ def test_max_tokens_is_checked(client: KimiFiles, tmp_path: Path) -> None:
         client.messages([a], max_tokens=10, max_chars=10)
     with pytest.raises(ConfigurationError, match="at least 1"):
         client.messages([a], max_tokens=0)
-    with pytest.raises(ConfigurationError, match="cannot hold"):
+    with pytest.raises(ConfigurationError, match="cannot hold") as info:
         client.messages([a], max_tokens=5)
+    assert "so at least " in str(info.value) and "are needed (whole, they take about" in str(
+        info.value)
     with pytest.raises(ModelNotFoundError):
         client.messages([a], max_tokens=100, model="nope")
 
@@ -183,3 +185,28 @@ def test_a_session_fits_max_tokens_too_and_still_cleans_up(client: KimiFiles, em
         out = s.messages([en], max_tokens=500)
         assert client.estimate_tokens(out) <= 500 and list(out.cut) == [str(en)]
     assert emulator.filenames() == []  # the file it stored was deleted
+
+
+def test_a_path_given_twice_is_counted_once(client: KimiFiles, tmp_path: Path) -> None:
+    en = write(tmp_path / "en.txt", EN)
+    once = client.tokens([en])
+    twice = client.tokens([en, str(en)])
+    assert list(twice.documents) == [str(en)] and twice.total == once.total
+
+
+def test_a_document_left_out_is_said_once(env: Emulator, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    en = write(tmp_path / "en.txt", EN)
+    missing = str(tmp_path / "missing.txt")
+    for command in (["tokens"], ["messages"]):
+        assert main([*command, str(en), missing]) == 1
+        err = capsys.readouterr().err
+        assert [x for x in err.splitlines() if "missing.txt" in x] == [err.splitlines()[0]]
+        assert "1 document(s) left out (named above)" in err
+
+
+def test_messages_model_without_max_tokens_is_said_to_be_ignored(
+        env: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    en = write(tmp_path / "en.txt", EN)
+    assert main(["messages", "--model", "moonshot-v1-8k", str(en)]) == 0
+    assert "--model moonshot-v1-8k is ignored" in capsys.readouterr().err

@@ -23,19 +23,40 @@ if TYPE_CHECKING:
     from ._common import Subparsers
 
 from ..progress import shown
-from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _client, _Signalled, _Usage
+from ._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    _client,
+    _settling,
+    _Signalled,
+    _Usage,
+)
 from ._output import _emit, _emit_json, _say
 
 
 def _paths(args: argparse.Namespace) -> tuple[list[str], int]:
     """The documents (files as named, folders walked as uploads walk them), and how many
     paths were refused (each said)."""
+    from ..batch_build import own_batch_file
     from ..scan import collect
 
     files, rejected = collect(args.paths)
     for r in rejected:
         _say(f"kimi-files: {shown(r.path)}: left out: {r.error}")
-    return [os.fsdecode(f) for f in files], len(rejected)
+    named = {os.path.abspath(os.fsdecode(p)) for p in args.paths}
+    out = os.path.abspath(args.output)
+    kept: list[str] = []
+    for f in files:
+        path = os.fsdecode(f)
+        full = os.path.abspath(path)
+        what = None if full in named else (
+            "the output of this build" if full == out else own_batch_file(path))
+        if what is not None:  # found by a walk: no document of the user's
+            _say(f"kimi-files: {shown(path)}: left out: {what}")
+            continue
+        kept.append(path)
+    return kept, len(rejected)
 
 
 def _prompt(args: argparse.Namespace) -> str:
@@ -48,13 +69,18 @@ def _prompt(args: argparse.Namespace) -> str:
 
 
 def _do_build(args: argparse.Namespace) -> int:
+    from ..batch_build import check_model, check_output
+
     prompt = _prompt(args)
+    check_model(args.model, any_model=args.any_model)  # before any document is read
+    check_output(Path(args.output), force=args.force)
     paths, refused = _paths(args)
     if not paths:
         raise _Usage("no documents to build requests for")
     with _client(args) as client:  # each document left out is logged (a warning) as it is
-        report = client.batches.build(paths, model=args.model, prompt=prompt, output=args.output,
-                                      strict=args.strict)
+        report = _settling("kimi-files batch", lambda: client.batches.build(
+            paths, model=args.model, prompt=prompt, output=args.output, strict=args.strict,
+            force=args.force, any_model=args.any_model))
     left = f"; {len(report.failed) + refused:,} left out" if report.failed or refused else ""
     _say(f"kimi-files: wrote {len(report.ids):,} request(s) to {shown(str(report.path))} "
          f"(custom_id -> path in {shown(str(report.map_path))}){left}")
@@ -64,7 +90,7 @@ def _do_build(args: argparse.Namespace) -> int:
 def _do_check(args: argparse.Namespace) -> int:
     from ..batch_flow import check_file
 
-    checker = check_file(args.file)
+    checker = check_file(args.file, any_model=args.any_model)
     if not checker.ok:
         for v in checker.violations:
             _emit(sys.stdout, f"{shown(args.file)}: {v}")
@@ -92,9 +118,27 @@ def _metadata(items: list[str] | None) -> dict[str, str]:
 
 
 def _do_submit(args: argparse.Namespace) -> int:
+    from ..errors import BatchInputError
+
+    try:
+        return _submit(args)
+    except BatchInputError as exc:  # one line per refusal, as check shows them
+        _say(f"kimi-files batch: error: {exc.path}: {len(exc.violations):,} refusal(s); "
+             "nothing was sent:")
+        for v in exc.violations[:10]:
+            _say(f"  {exc.path}: {v}")
+        if len(exc.violations) > 10:
+            _say(f"  ... and {len(exc.violations) - 10:,} more (kimi-files batch check "
+                 f"{exc.path} lists them)")
+        return EXIT_FAILED
+
+
+def _submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        manifest = client.batches.submit(args.file, completion_window=args.completion_window,
-                                         metadata=_metadata(args.metadata))
+        metadata = _metadata(args.metadata)
+        manifest = _settling("kimi-files batch", lambda: client.batches.submit(
+            args.file, completion_window=args.completion_window, metadata=metadata,
+            force=args.force, any_model=args.any_model))
     for b in manifest.batches:
         _emit(sys.stdout, str(b["id"]))
     where = shown(str(manifest.path))
@@ -207,22 +251,28 @@ def _do_results(args: argparse.Namespace) -> int:
     from ..batch_flow import resolve_target
 
     target = resolve_target(args.target)
-    ids = None
     if args.map is not None:
-        from ..batch_flow import _load_map
+        from ..batch_build import load_map
 
-        ids = _load_map(args.map)
-        if ids is None:
+        if load_map(args.map) is None:
             raise _Usage(f"--map {args.map}: not a map written by kimi-files batch build")
     with _client(args) as client:
-        report = client.batches.results(target, args.output, ids=ids, cleanup=args.cleanup)
+        report = client.batches.results(target, args.output, map_file=args.map,
+                                        cleanup=args.cleanup)
     c = report.counts
     _say(f"kimi-files: wrote {sum(c.values()):,} result(s) to {shown(str(report.path))}: "
          f"{c.get('ok', 0):,} answered, {c.get('error', 0):,} failed, {c.get('missing', 0):,} "
          "missing")
     if report.deleted:
         _say(f"kimi-files: deleted the batches' files {', '.join(report.deleted)} (--cleanup)")
-    return EXIT_OK if not c.get("error") and not c.get("missing") else EXIT_FAILED
+    return (EXIT_OK if not c.get("error") and not c.get("missing") and not report.failed
+            else EXIT_FAILED)
+
+
+def _any_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--any-model", action="store_true",
+                   help="take a model the platform is not known to serve (default: refuse "
+                        "it, as a typo would cost a whole batch)")
 
 
 def _target(p: argparse.ArgumentParser) -> None:
@@ -264,6 +314,9 @@ def _add_build(cmds: Subparsers, parents: list[argparse.ArgumentParser]) -> None
                    help="the input file to write (*.jsonl)")
     b.add_argument("--strict", action="store_true",
                    help="fail on a document the service cannot read (default: leave it out)")
+    b.add_argument("--force", action="store_true",
+                   help="overwrite an -o file that is no input file a build wrote")
+    _any_model(b)
     b.set_defaults(func=_do_build)
 
 
@@ -272,6 +325,7 @@ def _add_check(cmds: Subparsers) -> None:
     c.add_argument("file", metavar="FILE", help="the input file to check (*.jsonl)")
     c.add_argument("-v", "--verbose", action="count", default=0,
                    help="log more to stderr (-v: info, -vv: debug)")
+    _any_model(c)
     c.set_defaults(func=_do_check)
 
 
@@ -286,6 +340,11 @@ def _add_submit(cmds: Subparsers, parents: list[argparse.ArgumentParser]) -> Non
                    help=f"time the platform has to finish (default {DEFAULT_COMPLETION_WINDOW})")
     s.add_argument("--metadata", action="append", metavar="K=V",
                    help="a metadata pair of the batch (at most 16)")
+    s.add_argument("--force", action="store_true",
+                   help="submit again an input whose manifest lists batches already (they "
+                        "run, and are billed, again); without it a re-run resumes and "
+                        "creates only the parts not created yet")
+    _any_model(s)
     s.set_defaults(func=_do_submit)
 
 

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_TIMEOUT
 from ..errors import ConfigurationError, KimiError
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 from ._output import _logging_to_stderr, _say, _stdout_to_devnull
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: 128 + the signal's number, as a shell reports a process that signal ended.
@@ -304,9 +306,66 @@ class _Stops:
         """The exit code for the first signal received (128 + its number), if any."""
         return 128 + self.received[0] if self.received else None
 
+    def watch(self, worker: threading.Thread, first: Callable[[int], None],
+              again: Callable[[], None]) -> None:
+        """Until ``worker`` ends, the main thread takes the signals: ``first(signum)`` on the
+        first (let what is in flight finish), ``again()`` on each one after (stop at once)."""
+        told = 0
+        while worker.is_alive():
+            worker.join(0.05)
+            if len(self.received) > told:
+                told = len(self.received)
+                if told == 1:
+                    first(self.received[0])
+                else:
+                    again()
+
     @staticmethod
     def describe(signum: int) -> str:
         return _STOP_SIGNALS.get(signal.Signals(signum).name, signal.Signals(signum).name)
+
+
+def _settling(prog: str, work: Callable[[], T]) -> T:
+    """``work()`` (a command's requests, uploads among them) on a thread while the main
+    thread takes Ctrl-C, SIGTERM and SIGHUP (:class:`_Stops`), as kimi-upload does: the
+    first lets the upload in flight end and be recorded (the reuse cache: a re-run reuses
+    it) and starts no new request; a second ends the process at once.
+
+    Raises:
+        _Signalled: the work was stopped by the first signal (the exit code is its).
+    """
+    from .._steps import halts_with
+
+    halt = threading.Event()
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            with halts_with(halt):
+                outcome.append((True, work()))
+        except BaseException as exc:  # handed to the main thread, which raises it
+            outcome.append((False, exc))
+
+    def first(signum: int) -> None:
+        halt.set()
+        _say(f"{prog}: {_Stops.describe(signum)}: no new request starts; waiting for the "
+             "upload in flight to end and be recorded (again to stop at once)")
+
+    def again() -> None:
+        _say(f"{prog}: stopped at once: an upload in flight was abandoned (a re-run may "
+             "store a second copy of it)")
+        _exit_now(stops.code or EXIT_INTERRUPTED)
+
+    with _Stops() as stops:
+        worker = threading.Thread(target=run, name=f"{prog}-work", daemon=True)
+        worker.start()
+        stops.watch(worker, first, again)
+    done, value = outcome[0]
+    if stops.received and not done and isinstance(value, (KeyboardInterrupt, KimiError)):
+        raise _Signalled(stops.received[0])
+    if not done:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 def _exit_now(code: int) -> None:

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from ..models import FileObject
     from ._common import Subparsers
 
-from ._common import EXIT_OK, _client
-from ._output import _emit, _emit_json
+from ._common import EXIT_FAILED, EXIT_OK, _client
+from ._output import _emit, _emit_json, _say
 
 
 def _records(client: KimiFiles, where: str | None) -> dict[str, Any]:
@@ -50,6 +50,23 @@ def _by_content(client: KimiFiles, path: Path, listed: dict[str, FileObject]
     return e.file_id, e.filename, e.purpose, e.size
 
 
+def _changed(path: str, rec: Any) -> bool:
+    """Is the file at ``path`` no longer the one its record of an upload describes (size,
+    mtime, ctime, inode, device differ, as kimi-upload judges; by its hash for a record
+    without them), or gone?"""
+    from .._hashing import sha256_of
+    from ..scan import _unchanged
+
+    if _unchanged(Path(path), rec) is not None:
+        return False
+    if rec.ctime_ns is not None:
+        return True
+    try:  # an older record: its hash decides
+        return bool(sha256_of(Path(path)) != rec.sha256)
+    except OSError:
+        return True
+
+
 def _do_map(args: argparse.Namespace) -> int:
     from ..scan import collect
 
@@ -58,10 +75,11 @@ def _do_map(args: argparse.Namespace) -> int:
         records = _records(client, args.state)
         rows: list[dict[str, Any]] = []
 
-        def row(path: str, source: str, found: tuple[str, str, str, int] | None) -> None:
+        def row(path: str, source: str, found: tuple[str, str, str, int] | None,
+                changed: bool = False) -> None:
             if found is None:
                 rows.append({"path": path, "file_id": None, "stored_as": None, "purpose": None,
-                             "bytes": None, "listed": False, "source": None})
+                             "bytes": None, "listed": False, "source": None, "changed": False})
                 return
             fid, name, purpose, size = found
             f = listed.get(fid)
@@ -69,34 +87,52 @@ def _do_map(args: argparse.Namespace) -> int:
                          "stored_as": f.filename if f is not None else name,
                          "purpose": (f.purpose or purpose) if f is not None else purpose,
                          "bytes": f.bytes if f is not None else size,
-                         "listed": f is not None, "source": source})
+                         "listed": f is not None, "source": source, "changed": changed})
+
+        def from_state(path: str, rec: Any) -> None:
+            if not _changed(path, rec):
+                row(path, "state", (rec.file_id, rec.filename, rec.purpose, rec.size))
+                return
+            # its content now: a stored file the reuse cache knows, else the old record, said
+            now = _by_content(client, Path(path), listed) if os.path.isfile(path) else None
+            if now is not None:
+                row(path, "cache", now)
+            else:
+                row(path, "state", (rec.file_id, rec.filename, rec.purpose, rec.size), True)
 
         if not args.paths:
             for r in records.values():
-                row(r.path, "state", (r.file_id, r.filename, r.purpose, r.size))
+                from_state(r.path, r)
         else:
             files, missing = collect(args.paths, skip=[])
             for p in files:
                 rec = records.get(os.path.abspath(p))
                 if rec is not None:
-                    row(os.fsdecode(p), "state", (rec.file_id, rec.filename, rec.purpose,
-                                                 rec.size))
+                    from_state(os.fsdecode(p), rec)
                 else:
                     row(os.fsdecode(p), "cache", _by_content(client, p, listed))
-            for m in missing:
-                row(m.path, "", None)
+    refused = [] if not args.paths else missing
+    _show(rows, args.json)
+    for m in refused:  # no such file, or none that could be stored: said, exit 1
+        _say(f"kimi-files: {m.path}: {m.error}")
+    return EXIT_FAILED if refused else EXIT_OK
+
+
+def _show(rows: list[dict[str, Any]], as_json: bool) -> None:
     for r in rows:
-        if args.json:
+        if as_json:
             _emit_json(sys.stdout, r)
         elif r["file_id"] is None:
             _emit(sys.stdout, f"{r['path']}: no stored file known (not in the state, and the "
                               "reuse cache knows no file with its content)")
         else:
             where = "listed" if r["listed"] else "NOT LISTED (gone from the account)"
+            changed = ("; CHANGED since it was stored: the stored file is an older version "
+                       "(upload it again)" if r["changed"] else "")
             _emit(sys.stdout, f"{r['path']} -> {r['file_id']} stored as {r['stored_as']!r} "
                               f"({r['purpose']}, {r['bytes']:,} bytes, {where}; from the "
-                              f"{r['source'] if r['source'] == 'state' else 'reuse cache'})")
-    return EXIT_OK
+                              f"{r['source'] if r['source'] == 'state' else 'reuse cache'})"
+                              f"{changed}")
 
 
 def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
@@ -113,5 +149,5 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
                     help="the state file to read (default: this account's)")
     mp.add_argument("--json", action="store_true",
                     help="one JSON object per path: path, file_id, stored_as, purpose, bytes, "
-                         "listed, source")
+                         "listed, source, changed")
     mp.set_defaults(func=_do_map, not_on_emulator="the emulator is new each run: nothing to map")

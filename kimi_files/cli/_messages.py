@@ -11,21 +11,25 @@ from ..config import DEFAULT_MODEL, KNOWN_PURPOSES
 if TYPE_CHECKING:
     from ._common import Subparsers
 
-from ._common import EXIT_FAILED, EXIT_OK, _client, _whole
+from ._common import EXIT_FAILED, EXIT_OK, _client, _settling, _whole
 from ._output import _emit_json, _say
 
 
 def _do_messages(args: argparse.Namespace) -> int:
+    if args.model is not None and args.max_tokens is None:
+        _say(f"kimi-files: --model {args.model} is ignored: it names the model --max-tokens "
+             "counts for, and no --max-tokens was given")
     with _client(args) as client:
-        found = client.messages(args.paths, max_chars=args.max_chars, strict=args.strict,
-                                max_tokens=args.max_tokens, model=args.model,
-                                purpose=args.purpose, reuse=not args.no_reuse)
+        found = _settling("kimi-files messages", lambda: client.messages(
+            args.paths, max_chars=args.max_chars, strict=args.strict,
+            max_tokens=args.max_tokens, model=args.model, purpose=args.purpose,
+            reuse=not args.no_reuse))
     _emit_json(sys.stdout, list(found))
     for path, (total, kept) in found.cut.items():
         _say(f"kimi-files: {path}: cut to {kept:,} of {total:,} characters "
              f"({'--max-tokens' if args.max_tokens else '--max-chars'})")
-    for path, exc in found.failed.items():
-        _say(f"kimi-files: {path}: left out: {exc}")
+    if found.failed:  # each was named as it was left out
+        _say(f"kimi-files: {len(found.failed):,} document(s) left out (named above)")
     return EXIT_FAILED if found.failed else EXIT_OK
 
 

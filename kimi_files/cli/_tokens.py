@@ -31,8 +31,8 @@ def _do_tokens(args: argparse.Namespace) -> int:
                    f"{'fits' if report.fits else 'does NOT fit'} {report.model}'s context "
                    f"window of {window:,}")
         _emit(sys.stdout, f"{report.total:>10,}  total ({verdict})")
-    for path, exc in report.failed.items():
-        _say(f"kimi-files: {shown(path)}: left out: {exc}")
+    if report.failed:  # each was named as it was left out
+        _say(f"kimi-files: {len(report.failed):,} document(s) left out (named above)")
     return EXIT_FAILED if report.failed or report.fits is False else EXIT_OK
 
 

@@ -239,25 +239,23 @@ def _watch(worker: threading.Thread, stops: _Stops, stop: threading.Event,
     prints the summary of what ended and exits at once."""
     from ..batch import BatchReport
 
-    told = 0
-    while worker.is_alive():
-        worker.join(0.05)
-        if len(stops.received) > told:
-            told = len(stops.received)
-            stop.set()
-            if told == 1:
-                _say(f"kimi-upload: {_Stops.describe(stops.received[0])}: no new upload "
-                     "starts; waiting for those in flight (again to stop at once)")
-            else:
-                with out_lock:  # no result line is half-written now
-                    report = BatchReport(results=list(ended), interrupted=True,
-                                         elapsed=time.monotonic() - started)
-                    for line in _summary_lines(report, "kimi-upload"):
-                        _say(line)
-                    _say("kimi-upload: stopped at once: files without a line above "
-                         "were abandoned in flight or never started (a re-run settles "
-                         "them)")
-                    _exit_now(stops.code or EXIT_INTERRUPTED)
+    def first(signum: int) -> None:
+        stop.set()
+        _say(f"kimi-upload: {_Stops.describe(signum)}: no new upload starts; waiting for "
+             "those in flight (again to stop at once)")
+
+    def again() -> None:
+        stop.set()
+        with out_lock:  # no result line is half-written now
+            report = BatchReport(results=list(ended), interrupted=True,
+                                 elapsed=time.monotonic() - started)
+            for line in _summary_lines(report, "kimi-upload"):
+                _say(line)
+            _say("kimi-upload: stopped at once: files without a line above were abandoned "
+                 "in flight or never started (a re-run settles them)")
+            _exit_now(stops.code or EXIT_INTERRUPTED)
+
+    stops.watch(worker, first, again)
 
 
 def _finish(report: BatchReport, stops: _Stops, output_closed: threading.Event) -> int:

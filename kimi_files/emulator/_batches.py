@@ -339,6 +339,17 @@ class BatchBook:
                                                            "of this request"}}},
                 "error": None}))
             return
+        if body.get("model") not in MODELS:  # as the platform answers a chat request for it
+            b.failed += 1
+            b.error_lines.append(_dump({
+                "id": f"batch_req_{secrets.token_hex(8)}", "custom_id": cid,
+                "response": {"status_code": 404, "request_id": request_id,
+                             "body": {"error": {"type": "resource_not_found_error",
+                                                "message": f"Not found the model "
+                                                           f"{body.get('model')} or Permission "
+                                                           "denied"}}},
+                "error": None}))
+            return
         answer = answer_for(cid, body.get("messages"))
         prompt = estimate_tokens(body.get("messages"))
         completion = text_tokens(answer)
