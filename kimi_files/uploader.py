@@ -424,16 +424,23 @@ class Sent:
 
 
 def _answer_fits(obj: FileObject, local: LocalFile) -> None:
-    """A 200 answer must name the stored file and agree on its size; else it is malformed."""
+    """A 200 answer must name the stored file; else it is malformed (and its copy unknown).
+    Its size is checked once it is owned (:func:`_size_lie`): the id came in our answer."""
     if not obj.id.strip():
-        what = "no id"
-    elif obj.bytes != local.size:
-        what = f"{obj.bytes:,} bytes where {local.size:,} were sent"
-    else:
-        return
-    raise MalformedResponseError(
+        raise MalformedResponseError(
+            f"{os.fsdecode(local.path)}: the server answered the upload with a file object "
+            "that has no id; looking for the stored copy", status_code=200, body=obj.to_dict())
+
+
+def _size_lie(obj: FileObject, local: LocalFile) -> MalformedResponseError | None:
+    """The error for a 200 answer whose size disagrees with the bytes sent (its copy, ours
+    by its id, is deleted by the caller), or None when the sizes agree."""
+    if obj.bytes == local.size:
+        return None
+    return MalformedResponseError(
         f"{os.fsdecode(local.path)}: the server answered the upload with a file object that "
-        f"has {what}; looking for the stored copy", status_code=200, body=obj.to_dict())
+        f"has {obj.bytes:,} bytes where {local.size:,} were sent; the copy it stored "
+        f"({obj.id}) was deleted", status_code=200, body=obj.to_dict())
 
 
 def _may_store_later(error: KimiError) -> bool:
@@ -771,16 +778,22 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
                     f"{shown}: the file changed while it was sent (or since it was hashed); "
                     f"the copy the server stored ({obj.id}) was deleted. Upload it again once "
                     "it is complete", path=shown, rule="unchanged")
-            if not obj.failed:
+            lie = _size_lie(obj, local)
+            if lie is not None:
+                # ours (its id came in our answer), but its size is not what was sent
+                yield from delete_steps(obj.id)
+                error = lie
+            elif not obj.failed:
                 if lost.unresolved:
                     yield from lost.late_twins()
                 return sent(obj, lost.attempts, False)
-            # stored, but extraction failed: ours (its id came in our answer), so remove it
-            yield from delete_steps(obj.id)
-            error = ExtractionFailedError(
-                f"{shown}: the server stored the file as {obj.id} but extraction failed "
-                f"({obj.status_details or obj.status}); deleted it",
-                status_code=200, type="file_status_failed")
+            else:
+                # stored, but extraction failed: ours (its id came in our answer): remove it
+                yield from delete_steps(obj.id)
+                error = ExtractionFailedError(
+                    f"{shown}: the server stored the file as {obj.id} but extraction failed "
+                    f"({obj.status_details or obj.status}); deleted it",
+                    status_code=200, type="file_status_failed")
         wait = _retry.retry_wait(error, lost.attempts, policy)
         now = time.monotonic()
         if not (_retry.should_retry(error) and _retry.attempts_left(

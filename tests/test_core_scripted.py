@@ -16,6 +16,7 @@ from kimi_files.errors import (
     AuthenticationError,
     ConnectionLostError,
     ExtractionFailedError,
+    MalformedResponseError,
     NoExtractableTextError,
     NotEnoughFileSlotsError,
     RPMLimitError,
@@ -103,6 +104,31 @@ def test_the_retries_run_out_and_the_last_error_is_raised(doc: Path) -> None:
     with pytest.raises(ExtractionFailedError, match="boom"):
         _upload(script, doc)
     assert len(script.calls("create")) == 3 and len(script.waits) == 2
+
+
+def test_a_200_that_lies_about_the_size_has_its_copy_deleted_every_time(doc: Path) -> None:
+    # each id came in our own answer: provably ours, so each copy is deleted at once; a
+    # server that keeps lying ends the upload with the error, leaving no copy behind
+    size = doc.stat().st_size
+    script = _script(retry_policy=RetryPolicy(max_attempts=3)).on("list", listing()).on(
+        "create", *(stored(f"f{i}", NAME, size + 7, T0 + i) for i in (1, 2, 3)))
+    with pytest.raises(MalformedResponseError,
+                       match=rf"{size + 7} bytes where {size} were sent; the copy it stored "
+                             r"\(f3\) was deleted"):
+        _upload(script, doc)
+    assert script.calls("delete") == [("f1",), ("f2",), ("f3",)]
+    assert len(script.calls("create")) == 3
+    # no lost answer: nothing to look for on the account between the attempts
+    assert len(script.calls("list")) == 1
+
+
+def test_a_size_lie_then_a_true_answer_keeps_only_the_true_copy(doc: Path) -> None:
+    size = doc.stat().st_size
+    script = _script().on("list", listing()).on(
+        "create", stored("f1", NAME, size + 7, T0 + 1), stored("f2", NAME, size, T0 + 2))
+    up = _upload(script, doc)
+    assert up.id == "f2" and not up.suspects  # type: ignore[attr-defined]
+    assert script.calls("delete") == [("f1",)]
 
 
 # --- lost answers and adoption ----------------------------------------------------------------
