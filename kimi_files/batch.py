@@ -428,7 +428,10 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
                                                                "(interrupted)")), item)
             return report
         report.list_calls += 1
-        listed = {f.id for f in listing.data}
+        # a recorded id the listing shows as another file (a server may reuse the id of a
+        # deleted file): not this file's copy; the file is checked and sent again
+        not_ours = yield from _impostors(store, records, listing.data)
+        listed = {f.id for f in listing.data} - set(not_ours)
         # files taken as unchanged from their records, whose copy is gone: checked in full now
         for item, failure in (yield Blocking(functools.partial(
                 check_unverified, items, records, listed,
@@ -451,7 +454,8 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         plan = plan_batch(items, listing.data, records, client.limits, run.options.free_quota,
                           purpose=run.purpose, resume=not settings.dry_run, ledger=ledger,
                           reported=reported, server_now=client.clock.now(),
-                          wall_now=time.time(), reusable=reusable, reuse=run.options.reuse)
+                          wall_now=time.time(), reusable=reusable, reuse=run.options.reuse,
+                          not_ours=not_ours)
         run.ghosts = plan.ghosts
         run.listing = listing.data
         yield from _settle(run, plan)
@@ -483,6 +487,21 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         if stop.is_set():
             report.interrupted = True
         report.elapsed = time.monotonic() - started
+
+
+def _impostors(store: StateStore | None, records: Sequence[Record],
+               listing: Sequence[FileObject]) -> Steps[dict[str, str]]:
+    """The recorded ids the listing shows as another file (see :func:`replace.impostors`),
+    each said once."""
+    from .replace import impostors
+
+    if store is None or not records:
+        return {}
+    found = impostors(records, listing, (yield Blocking(store.stored)))
+    for file_id, why in found.items():
+        log.warning("%s, recorded as stored, is not that file now (%s); it is left alone and "
+                    "the file is sent again", file_id, why)
+    return found
 
 
 def _read_state(store: StateStore | None
@@ -779,7 +798,7 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             yield Blocking(functools.partial(
                 store.note_stored, local.path, file_id=sent.file.id,
                 filename=sent.file.filename, size=sent.file.bytes,
-                purpose=sent.file.purpose or run.purpose))
+                purpose=sent.file.purpose or run.purpose, created_at=sent.file.created_at))
         if run.cache is not None and item.sha256 is not None and not sent.adopted:
             # only a copy whose id came in our own answer is a fact to reuse later
             yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,

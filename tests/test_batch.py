@@ -120,6 +120,10 @@ def test_free_quota_deletes_only_what_the_batch_needs(emulator: Emulator, tmp_pa
         for f in emulator.state.files.values():
             if f.filename == "mine.txt":
                 f.created_at = 0
+    import sqlite3  # and as answered: else a later file under a reused id, not ours
+
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE stored SET created_at = 0")
     _tree(tmp_path / "in", 3)
     report = ingest([tmp_path / "in"], client=client, state=state, free_quota="oldest")
     assert [f.id for f in report.deleted] == [old[0].id, old[1].id]

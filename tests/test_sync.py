@@ -77,8 +77,9 @@ from kimi_files.replace import earlier_copies, replace_plan  # noqa: E402
 from kimi_files.state import StateStore, StoredCopy  # noqa: E402
 
 
-def _copy(fid: str, path: str = "/d/a.txt", name: str = "a.txt", size: int = 5) -> StoredCopy:
-    return StoredCopy(fid, path, name, size, "file-extract")
+def _copy(fid: str, path: str = "/d/a.txt", name: str = "a.txt", size: int = 5,
+          created_at: int | None = 1) -> StoredCopy:
+    return StoredCopy(fid, path, name, size, "file-extract", created_at)
 
 
 def _file(fid: str, name: str = "a.txt", size: int = 5, purpose: str = "file-extract"
@@ -106,6 +107,60 @@ def test_replace_plan_deletes_only_the_very_file_stored() -> None:
     assert why["shared"] == "another file maps to it"
     assert why["renamed"].startswith("the listing shows it as 'b.txt'")
     assert "6 bytes" in why["resized"] and "batch" in why["repurposed"]
+
+
+def test_replace_plan_keeps_a_copy_whose_id_now_names_a_later_file() -> None:
+    # a server may give a deleted file's id to a later file of the same name and size
+    copies = [_copy("reused-id"), _copy("unknown-time", created_at=None)]
+    listing = [FileObject(id="reused-id", bytes=5, created_at=2, filename="a.txt",
+                          purpose="file-extract"), _file("unknown-time")]
+    plan = replace_plan(copies, listing, in_use=set())
+    assert not plan.delete
+    why = {c.file_id: reason for c, reason in plan.kept}
+    assert "another file under a reused id" in why["reused-id"]
+    assert "no creation time on record" in why["unknown-time"]
+
+
+def _reuse_id(emulator: Emulator, old: str, name: str, data: bytes) -> None:
+    """Someone else's later file, stored under the id of our deleted ``old``."""
+    other = emulator.state.store_bytes(name, data, "file-extract")
+    with emulator.state.lock:
+        del emulator.state.files[other.id]
+        other.id = old
+        other.created_at += 5
+        emulator.state.files[old] = other
+
+
+def test_replace_never_deletes_another_file_that_got_our_deleted_copys_id(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    doc = write(tmp_path / "in" / "a.txt", "version one\n")
+    state = tmp_path / "s.db"
+    old = kf.ingest([tmp_path / "in"], client=client, state=state).results[0].file_id
+    assert old is not None
+    client.delete(old)
+    _reuse_id(emulator, old, "a.txt", b"OTHERS data\n")  # same name and size, later
+    doc.write_text("version two\n")
+    report = kf.ingest([tmp_path / "in"], client=client, state=state, replace=True)
+    assert not report.replaced and old in _ids(emulator)
+    ((path, f, why),) = report.earlier
+    assert path == str(doc)
+    assert f.id == old and "another file under a reused id" in why
+
+
+def test_an_unchanged_file_whose_id_now_names_another_file_is_sent_again(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path / "in" / "a.txt", "version one\n")
+    state = tmp_path / "s.db"
+    old = kf.ingest([tmp_path / "in"], client=client, state=state).results[0].file_id
+    assert old is not None
+    client.delete(old)
+    _reuse_id(emulator, old, "a.txt", b"OTHERS data\n")
+    again = kf.ingest([tmp_path / "in"], client=client, state=state, replace=True)
+    (result,) = again.results
+    assert result.status == "uploaded" and result.file_id != old
+    assert old in _ids(emulator) and not again.replaced  # someone else's: left alone
+    assert f"{old}, recorded as stored, is not that file now" in caplog.text
 
 
 def _ids(emulator: Emulator) -> set[str]:
