@@ -587,7 +587,8 @@ def _earlier_copies(run: _Run) -> Steps[None]:
     records = yield Blocking(store.records)
     in_use = ({r.file_id for r in records if r.file_id} | set(run.current.values())
               | (yield Blocking(store.suspects)))
-    plan = replace_plan(copies, fresh.data, in_use=in_use)
+    reused = (yield Blocking(run.cache.reused_ids)) if run.cache is not None else set()
+    plan = replace_plan(copies, fresh.data, in_use=in_use, reused=reused)
     done = [c.file_id for c in plan.gone]
     try:
         for copy, f in plan.delete:
@@ -627,7 +628,8 @@ def _would_replace(run: _Run, store: StateStore) -> Steps[None]:
     in_use = ({r.file_id for r in records if r.file_id and r.path not in run.planned}
               | set(run.current.values()) | (yield Blocking(store.suspects)))
     shown = {os.path.abspath(p): p for p in (r.path for r in run.report.results)}
-    plan = replace_plan(copies, run.listing, in_use=in_use)
+    reused = (yield Blocking(run.cache.reused_ids)) if run.cache is not None else set()
+    plan = replace_plan(copies, run.listing, in_use=in_use, reused=reused)
     run.report.replaced.extend((shown.get(c.path, c.path), f) for c, f in plan.delete)
 
 
@@ -654,6 +656,8 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
                 and skip.item.record_id != skip.file_id):  # else its record says so already
             yield run.done(skip.item, skip.file_id)
         if skip.reused:
+            if run.cache is not None and not run.settings.dry_run:
+                yield Blocking(run.cache.note_reused, (skip.file_id,))  # --replace keeps it
             same = skip.stored_as == skip.item.local.filename
             note = ("the account holds this content already" if same else
                     f"the account holds this content already, stored as {skip.stored_as!r}")

@@ -83,9 +83,11 @@ class ReplacePlan:
 
 
 def replace_plan(copies: Sequence[StoredCopy], listing: Sequence[FileObject], *,
-                 in_use: Collection[str]) -> ReplacePlan:
+                 in_use: Collection[str], reused: Collection[str] = ()) -> ReplacePlan:
     """Which superseded copies may be deleted (see the module docstring). ``in_use``: ids
-    something else maps to (every record's, this run's results', reported suspects'). Pure."""
+    something else maps to (every record's, this run's results', reported suspects');
+    ``reused``: ids the reuse cache handed back for another document (a library upload,
+    a ``--no-state`` run: no record says which). Pure."""
     listed = {f.id: f for f in listing}
     delete: list[tuple[StoredCopy, FileObject]] = []
     kept: list[tuple[StoredCopy, str]] = []
@@ -96,6 +98,8 @@ def replace_plan(copies: Sequence[StoredCopy], listing: Sequence[FileObject], *,
             gone.append(copy)
         elif copy.file_id in in_use:
             kept.append((copy, "another file maps to it"))
+        elif copy.file_id in reused:
+            kept.append((copy, "it was reused for another document (the reuse cache says so)"))
         elif (why := unlike(copy, f)) is not None:
             kept.append((copy, why))
         else:

@@ -833,6 +833,7 @@ def upload_steps(client: ClientLike, path: str | os.PathLike[str], options: Uplo
         hit = yield from _reusable(cache, local, listing, options.purpose, sha256)
         if hit is not None:
             sha256, found = hit
+            yield Blocking(cache.note_reused, (found.id,))  # --replace keeps it from now on
             log.info("%s: the account holds this content as %s (%s); reused",
                      os.fsdecode(local.path), found.id, found.filename)
             return UploadedFile.of(found, path=os.fsdecode(local.path), attempts=0,

@@ -163,6 +163,35 @@ def test_an_unchanged_file_whose_id_now_names_another_file_is_sent_again(
     assert f"{old}, recorded as stored, is not that file now" in caplog.text
 
 
+def test_replace_keeps_a_copy_reused_for_another_document(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    a = write(tmp_path / "rp1" / "a.txt", "shared v1\n")
+    b = write(tmp_path / "rp2" / "b.txt", "shared v1\n")
+    state = tmp_path / "s.db"
+    old = kf.ingest([tmp_path / "rp1"], client=client, state=state).results[0].file_id
+    lib = client.upload(b)  # the library (no state) hands back a.txt's copy for b.txt
+    assert lib.reused and lib.id == old
+    a.write_text("changed\n")
+    report = kf.ingest([tmp_path / "rp1"], client=client, state=state, replace=True)
+    assert not report.replaced and old in _ids(emulator)
+    ((path, f, why),) = report.earlier
+    assert (path, f.id) == (str(a), old) and "reused for another document" in why
+    assert f"kept {old} a.txt, the earlier copy of {a}: it was reused" in report.summary()
+
+
+def test_replace_keeps_a_copy_a_no_state_run_reused(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    a = write(tmp_path / "rp1" / "a.txt", "shared v1\n")
+    write(tmp_path / "rp2" / "b.txt", "shared v1\n")
+    state = tmp_path / "s.db"
+    old = kf.ingest([tmp_path / "rp1"], client=client, state=state).results[0].file_id
+    other = kf.ingest([tmp_path / "rp2"], client=client, state=False)
+    assert other.results[0].status == "reused" and other.results[0].file_id == old
+    a.write_text("changed\n")
+    report = kf.ingest([tmp_path / "rp1"], client=client, state=state, replace=True)
+    assert not report.replaced and old in _ids(emulator)
+
+
 def _ids(emulator: Emulator) -> set[str]:
     return {f.id for f in emulator.state.listing()}
 
