@@ -3,6 +3,7 @@ delete, content and create, each with the platform's retry rules for what it may
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -126,12 +127,26 @@ def delete_file_steps(policy: RetryPolicy, file_id: str) -> Steps[FileDeleted]:
                       lambda r: FileDeleted.from_dict(json_of(r)), policy, delete=True)
 
 
-def content_steps(policy: RetryPolicy, file_id: str, *, raw: bool = False) -> Steps[FileContent]:
+def content_steps(policy: RetryPolicy, file_id: str, *, raw: bool = False,
+                  name: str | None = None) -> Steps[FileContent]:
     """The content of a file: the platform's JSON document, or with ``raw`` any body but an
     empty one or an HTML page (a batch file's JSONL). Anything else is a malformed success,
-    retried like one."""
-    return call_steps("GET", f"files/{quoted_id(file_id)}/content",
-                      _raw_content if raw else _content, policy)
+    retried like one. ``name``: the stored file's name; a document naming another file is
+    malformed too."""
+    parse: Callable[[httpx.Response], FileContent] = _raw_content if raw else _content
+    if name is not None and not raw:
+        parse = functools.partial(_named_content, name=name)
+    return call_steps("GET", f"files/{quoted_id(file_id)}/content", parse, policy)
+
+
+def _named_content(response: httpx.Response, *, name: str) -> FileContent:
+    from .adoption import same_stored_name
+
+    content = _content(response)
+    if not same_stored_name(content.filename, name):
+        raise _not_content(response, f"the document of another file (its filename is "
+                                     f"{content.filename!r}, the file's is {name!r})")
+    return content
 
 
 def create_steps(file: IO[bytes] | FileBody, filename: str, purpose: str,

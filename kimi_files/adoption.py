@@ -105,6 +105,12 @@ def stored_forms(filename: str) -> frozenset[str]:
     return frozenset(forms)
 
 
+def same_stored_name(said: str, stored: str) -> bool:
+    """May ``said`` (a name an answer gives, such as a content document's) be the name of the
+    file stored as ``stored``, in the forms a server may keep (:func:`loose_forms`)? Pure."""
+    return said == stored or (bool(said) and bool(loose_forms(said) & loose_forms(stored)))
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One upload that may have been stored: what was sent, and when it began.

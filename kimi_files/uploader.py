@@ -903,7 +903,8 @@ def content_steps_for(client: ClientLike, path: str | os.PathLike[str],
             if cached is not None:  # this very content was read before: no request at all
                 return cached, None
     uploaded = yield from upload_steps(client, path, options, sha256)
-    content: FileContent = yield GetContent(uploaded.id, raw=raw)
+    content: FileContent = yield GetContent(uploaded.id, raw=raw, name=uploaded.stored_as,
+                                            max_retries=options.max_retries)
     digest = sha256 or uploaded.sha256
     if cache is not None and digest is not None and content.document is not None and not raw:
         yield Blocking(cache.remember_text, (digest, uploaded.id, content.raw or content.text))

@@ -158,7 +158,8 @@ def test_a_listing_that_never_ends_is_bounded(emulator: Emulator, api: Api,
 # --- 4. a content answer that is not the document ---------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ["cut_body", "empty_200", "html_200", "truncated_json"])
+@pytest.mark.parametrize("fault", ["cut_body", "empty_200", "html_200", "truncated_json",
+                                   "other_document"])
 def test_a_bad_content_answer_is_retried_and_never_cached(
         emulator: Emulator, api: Api, tmp_path: Path, no_wait: list[float], fault: str) -> None:
     p = write(tmp_path / "doc.txt", "the real text\n")
@@ -173,6 +174,8 @@ def test_a_bad_content_answer_is_retried_and_never_cached(
     ("cut_body", r"not the content document .*: '\{\"content\": \"the real text"),
     ("empty_200", r"not the content document .* \(empty\)"),
     ("html_200", r"not the content document .*: '200 OK'"),
+    ("other_document", r"the document of another file \(its filename is 'other\.pdf', the "
+                       r"file's is 'doc\.txt'\)"),
 ])
 def test_a_content_answer_that_stays_bad_is_an_error_and_nothing_is_cached(
         emulator: Emulator, api: Api, tmp_path: Path, no_wait: list[float], fault: str,
@@ -186,6 +189,15 @@ def test_a_content_answer_that_stays_bad_is_an_error_and_nothing_is_cached(
     emulator.state.clear_faults()
     assert api.extract(p) == "the real text\n"  # asked again: nothing bad was cached
     assert emulator.requests[-1].path.endswith("/content")
+
+
+def test_the_content_fetch_takes_max_retries(emulator: Emulator, api: Api, tmp_path: Path,
+                                             no_wait: list[float]) -> None:
+    p = write(tmp_path / "doc.txt", "the real text\n")
+    emulator.fail_next("html_200", times=100, endpoint="content")
+    with pytest.raises(kf.MalformedResponseError):
+        api.extract(p, max_retries=1)
+    assert sum(1 for r in emulator.requests if r.path.endswith("/content")) == 2
 
 
 def test_a_poisoned_cache_entry_is_not_used(emulator: Emulator, api: Api,

@@ -310,6 +310,8 @@ class Emulated:
         text, file_type = await run_in_threadpool(extract_text, stored)
         doc = {"content": text, "file_type": file_type, "filename": stored.filename,
                "title": "", "type": "file"}
+        if fault is not None and fault.kind == "other_document":
+            doc.update(content="the text of someone else's document", filename="other.pdf")
         return Response(json.dumps(doc, ensure_ascii=False), media_type="application/json")
 
     # --- the Batch API and the token estimate ---------------------------------------------------
