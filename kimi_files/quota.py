@@ -301,6 +301,27 @@ def plausibly_dated(f: FileObject, now: float) -> bool:
     return 0 < f.created_at <= now + FUTURE_SLACK
 
 
+#: How far the server's clock may be from the local clock before ages are not judged at all.
+CLOCK_AGREEMENT = 86_400
+
+
+def age_clock(server_now: int | None, local_now: float) -> int | str:
+    """The time files' ages are judged by (``created_at`` is the server's clock): the server's
+    time from its ``Date`` headers; or, when it is unknown or more than
+    :data:`CLOCK_AGREEMENT` from the local clock (one of them is wrong, and deleting by age
+    would then delete the wrong files), why no age can be judged. Pure."""
+    if server_now is None:
+        return ("the server's time is unknown (its answers carry no Date header), so no file's "
+                "age can be judged; nothing is deleted by age")
+    apart = server_now - local_now
+    if abs(apart) > CLOCK_AGREEMENT:
+        return (f"the server's clock (Date: {fmt_time(server_now)}) is "
+                f"{abs(apart) / 86_400:.1f} days {'ahead of' if apart > 0 else 'behind'} this "
+                f"machine's ({fmt_time(local_now)}); one of them is wrong, so no file's age can "
+                "be judged; nothing is deleted by age")
+    return server_now
+
+
 def _prunable_scope(files: Sequence[FileObject], match: str | None,
                     purpose: str) -> list[FileObject]:
     """The files of ``purpose`` whose name matches ``match`` (all of them without one)."""

@@ -585,3 +585,49 @@ def test_prove_ours_is_the_opening_check(tmp_path: Path) -> None:
     (tmp_path / "empty.db").write_bytes(b"")
     prove_ours(tmp_path / "empty.db")
     assert remove_cache_files(ours) == [ours] and not ours.exists()
+
+
+# --- prune and delete judge age by the server's clock ------------------------------------------
+
+
+def test_age_is_judged_by_the_servers_clock_or_not_at_all() -> None:
+    from kimi_files.quota import age_clock
+
+    assert age_clock(NOW, NOW + 3600.0) == NOW  # an hour apart: the server's time
+    unknown = age_clock(None, NOW)
+    assert isinstance(unknown, str) and "the server's time is unknown" in unknown
+    behind = age_clock(NOW - 40 * 86_400, NOW)
+    assert isinstance(behind, str) and "40.0 days behind this machine's" in behind
+
+
+@pytest.mark.parametrize("offset, said", [(-40 * 86_400.0, "40.0 days behind"),
+                                          (None, "the server's time is unknown")])
+def test_prune_and_delete_older_than_refuse_when_the_clocks_disagree(
+        env: Emulator, capsys: pytest.CaptureFixture[str], offset: float | None,
+        said: str) -> None:
+    import time
+
+    fresh = env.seed("fresh.txt", 3, created_at=int(time.time()) - 60)
+    env.state.date_offset = offset
+    assert main(["prune", "--older-than", "30", "--yes"]) == 1
+    assert main(["delete", "--older-than", "30", "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("kimi-files: refusing --older-than: the server") == 2 and said in err
+    assert [f.id for f in env.state.listing()] == [fresh.id]
+    # --keep does without ages
+    assert main(["prune", "--keep", "1", "--dry-run"]) == 0
+
+
+def test_prune_older_than_counts_age_on_the_servers_clock(
+        env: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    # the server's clock runs 20 hours behind (within a day: trusted); a file 10 days old by
+    # it, 10 days and 20 hours by the local clock, is not older than 10.5 days
+    env.state.date_offset = -20 * 3600.0
+    server_now = int(time.time()) - 20 * 3600
+    f = env.seed("f.txt", 3, created_at=server_now - 10 * 86_400)
+    assert main(["prune", "--older-than", "10.5", "--dry-run"]) == 0
+    assert f.id not in capsys.readouterr().out
+    assert main(["prune", "--older-than", "9.5", "--dry-run"]) == 0
+    assert f"would delete {f.id}" in capsys.readouterr().out
