@@ -183,7 +183,8 @@ def plan_room(
     """
     usage = Usage.of(files, limits)
     short_files, short_bytes = deficit(usage, need_files, need_bytes)
-    if short_files == 0 and short_bytes == 0:
+    if (short_files == 0 and short_bytes == 0) or (need_files == 0 and need_bytes == 0):
+        # nothing to send needs no room, even on an account that holds more than its limits
         return RoomPlan(usage, need_files, need_bytes)
     if need_files > usage.max_files or need_bytes > usage.max_bytes:
         _no_room(usage, need_files, need_bytes, short_files, short_bytes, what,
