@@ -114,7 +114,13 @@ def list_steps(policy: RetryPolicy) -> Steps[FileList]:
 def _page(response: httpx.Response) -> tuple[FileList, bool, str]:
     """One page of the listing, whether it says there is more, and its URL."""
     data = json_of(response)
-    return FileList.from_dict(data), data.get("has_more") is True, str(response.request.url)
+    more = data.get("has_more")
+    if more is not None and not isinstance(more, bool):
+        # "true" or 1: a page cut short silently would hide files (from quotas, from adoption)
+        raise MalformedResponseError(
+            f"GET {response.request.url}: the listing's has_more is {more!r:.40}, not true or "
+            "false; whether more files follow cannot be told", status_code=response.status_code)
+    return FileList.from_dict(data), more is True, str(response.request.url)
 
 
 def retrieve_steps(policy: RetryPolicy, file_id: str) -> Steps[FileObject]:

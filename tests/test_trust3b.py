@@ -121,6 +121,34 @@ def test_every_page_of_a_paged_listing_is_followed(env: Emulator, api: Api,
     assert out.count("would delete") == 10 and seeded[9].id in out and seeded[10].id not in out
 
 
+def test_a_has_more_that_is_no_boolean_is_malformed_never_the_end(
+        emulator: Emulator, api: Api, no_wait: list[float]) -> None:
+    emulator.state.page_size = 2
+    for i in range(5):
+        emulator.seed(f"f{i}.txt", 1, created_at=NOW + i)
+    emulator.fail_next("has_more_text", times=100, endpoint="list")
+    with pytest.raises(kf.MalformedResponseError,
+                       match=r"GET http://127\.0\.0\.1:\d+/v1/files\S*: the listing's has_more "
+                             r"is 'true', not true or false"):
+        api.list()
+    emulator.state.clear_faults()
+    assert len(api.list()) == 5
+
+
+@pytest.mark.parametrize("value", [1, 0, "false", [], {}])
+def test_has_more_must_be_a_boolean_or_absent(value: object) -> None:
+    import httpx
+
+    from kimi_files._endpoints import _page
+
+    request = httpx.Request("GET", "http://127.0.0.1:9/v1/files")
+    with pytest.raises(kf.MalformedResponseError, match=r"GET http://127\.0\.0\.1:9/v1/files: "):
+        _page(httpx.Response(200, json={"data": [], "has_more": value}, request=request))
+    for fine, more in ((True, True), (False, False), (None, False)):
+        assert _page(httpx.Response(200, json={"data": [], "has_more": fine},
+                                    request=request))[1] is more
+
+
 @pytest.mark.parametrize("fault, way", [
     ("has_more_stuck", r"the page ends at \S+ again"),
     ("has_more_empty", r"no files on the page"),

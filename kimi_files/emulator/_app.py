@@ -272,6 +272,9 @@ class Emulated:
         if fault is not None and fault.kind in ("has_more_stuck", "has_more_empty"):
             has_more = True
             rows = [] if fault.kind == "has_more_empty" else rows
+        if fault is not None and fault.kind == "has_more_text":
+            return JSONResponse({"object": "list", "data": rows,
+                                 "has_more": "true" if has_more else "false"})
         return JSONResponse({"object": "list", "data": rows, "has_more": has_more})
 
     async def retrieve(self, request: Request, fault: Fault | None,
