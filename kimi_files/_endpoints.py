@@ -77,6 +77,10 @@ def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], pol
 MAX_LIST_PAGES = 10_000
 
 
+#: The clock of the listing's status line (tests put their own in).
+_now = time.monotonic
+
+
 def list_steps(policy: RetryPolicy) -> Steps[FileList]:
     """Every file of the account, each id once. The platform documents no paging; a server
     that pages (``has_more``, as openai-style servers and the emulator do) is followed with
@@ -86,15 +90,26 @@ def list_steps(policy: RetryPolicy) -> Steps[FileList]:
         MalformedResponseError: a page says there is more but gives no way on (no files, or
             a last id already gone on from: the same page again), or the pages never end.
     """
+    from .progress import ANNOUNCE_PAGES, listing_status, status_due
+
     files: list[FileObject] = []
     after: set[str] = set()
     params: dict[str, Any] = {}
     url = "files"
-    for _ in range(MAX_LIST_PAGES):
+    started = said = _now()
+    for pages in range(1, MAX_LIST_PAGES + 1):
         page, more, url = yield from call_steps("GET", "files", _page, policy, **params)
         files.extend(page.data)
         if not more:
             return FileList.of(files, page.object)
+        now = _now()
+        if pages == ANNOUNCE_PAGES:  # said once: a large account takes a while to list
+            log.warning("the account's files come in pages: %d so far (%d files); listing on "
+                        "until the last", pages, len(files))
+            said = now
+        elif status_due(now, said):  # and, while it goes on, every 30 s
+            log.warning("%s", listing_status(pages, len(files), now - started))
+            said = now
         last = page.data[-1].id if page.data else None
         if last is None or last in after:
             way = "no files on the page" if last is None else f"the page ends at {last!r:.80} again"

@@ -135,6 +135,30 @@ def test_a_has_more_that_is_no_boolean_is_malformed_never_the_end(
     assert len(api.list()) == 5
 
 
+def test_a_long_listing_is_announced_once_and_has_a_status_line(
+        emulator: Emulator, api: Api, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import itertools
+
+    from kimi_files import _endpoints
+
+    emulator.state.page_size = 1
+    for i in range(9):
+        emulator.seed(f"f{i}.txt", 1, created_at=NOW + i)
+    ticks = itertools.count(0, 10)  # each look at the clock: 10 s later
+    monkeypatch.setattr(_endpoints, "_now", lambda: float(next(ticks)))
+    assert len(api.list()) == 9
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    announced = [m for m in said if m.startswith("the account's files come in pages")]
+    assert announced == ["the account's files come in pages: 5 so far (5 files); listing on "
+                         "until the last"]
+    # every 30 s of listing without a word: at page 3, and 30 s after the announcement
+    status = [m for m in said if m.startswith("still listing")]
+    assert status == ["still listing the account's files: 3 page(s), 3 file(s) so far, 30s "
+                      "so far", "still listing the account's files: 8 page(s), 8 file(s) so far, "
+                      "80s so far"]
+
+
 @pytest.mark.parametrize("value", [1, 0, "false", [], {}])
 def test_has_more_must_be_a_boolean_or_absent(value: object) -> None:
     import httpx
