@@ -310,8 +310,9 @@ class _Run:
                                            self.client.limits.max_files)
             return self.full, True
 
-    def suspect(self, files: Iterable[FileObject], path: str) -> None:
-        """Report files that may be extra copies of ``path``; they are never adopted."""
+    def suspect(self, files: Iterable[FileObject], path: str, *, said: bool = False) -> None:
+        """Report files that may be extra copies of ``path``; they are never adopted.
+        ``said``: the upload said so already (each is said once)."""
         with self._lock:
             known = {f.id for f in self.report.suspects}
             for f in files:
@@ -320,9 +321,10 @@ class _Run:
                     self.report.suspects.append(f)
                     self.suspected.setdefault(os.path.abspath(path), []).append(f)
                     self.unnoted.append((path, f.id))
-                    log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted or lost "
-                                "attempt stored, or someone else's; kept, not adopted",
-                                path, f.id, f.filename, f.bytes)
+                    if not said:
+                        log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted or lost "
+                                    "attempt stored, or someone else's; kept, not adopted",
+                                    path, f.id, f.filename, f.bytes)
 
     def drop_proven_suspects(self) -> None:
         """A file some result of this run holds (its id came in an answer) is no suspect."""
@@ -808,7 +810,7 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,
                                                 sent.file.filename, local.size))
         note = "adopted after a lost response" if sent.adopted else ""
-        run.suspect(sent.suspects, item.shown)
+        run.suspect(sent.suspects, item.shown, said=True)  # send_steps said each
         # with those an interrupted run of this file left (reported when the batch began)
         suspects = list(dict.fromkeys(f.id for f in (
             *sent.suspects, *run.suspected.get(os.path.abspath(local.path), ()))))

@@ -245,6 +245,30 @@ def test_a_look_alike_arriving_after_a_lost_answer_is_neither_adopted_nor_delete
     assert {f.id for f in up.suspects} == ids - {up.id}
 
 
+def test_a_suspect_of_a_batch_upload_is_said_once(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path / "in" / "report.txt", "0123456789")
+    emulator.fail_next("store_then_drop")
+    original = client.create
+    colleague: list[str] = []
+
+    def create(*args: Any, **kwargs: Any) -> FileObject:
+        try:
+            return original(*args, **kwargs)
+        finally:
+            if not colleague:
+                colleague.append(emulator.state.seed_file("report.txt", 10).id)
+
+    monkeypatch.setattr(client, "create", create)
+    report = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    suspects = {f.id for f in report.suspects}
+    assert colleague[0] in suspects
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    for fid in suspects:
+        assert sum(f"{fid} (report.txt" in m and "may be a copy" in m for m in said) == 1
+
+
 def test_a_failed_copy_found_after_a_lost_answer_is_reported_not_deleted(
         emulator: Emulator, api: Api, tmp_path: Path, no_wait: list[float],
         monkeypatch: pytest.MonkeyPatch) -> None:
