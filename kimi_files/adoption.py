@@ -45,6 +45,7 @@ from typing import TypeVar
 from urllib.parse import unquote
 
 from .models import FileObject
+from .quota import plausibly_dated
 
 __all__ = ["Attempt", "AttemptRegistry", "ServerClock", "Verdict", "could_be", "could_be_loosely",
            "loose_forms", "loose_name", "resolve", "stored_forms", "wire_name"]
@@ -132,6 +133,8 @@ def could_be(f: FileObject, attempt: Attempt, forms: frozenset[str] | None = Non
     possible copy, never adopted."""
     if attempt.since is not None and f.created_at < attempt.since:
         return False
+    if attempt.since is not None and not plausibly_dated(f, attempt.since):
+        return False  # no time it could have been made at (prune's rule): never adopted
     if f.bytes != attempt.size or f.purpose != attempt.purpose:
         return False
     return f.filename in (forms if forms is not None else stored_forms(attempt.filename))

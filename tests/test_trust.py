@@ -87,6 +87,12 @@ def test_could_be_needs_every_piece_of_evidence() -> None:
     assert not could_be(_f("a", size=11), ATTEMPT)
     assert not could_be(_f("a", name="R.txt"), ATTEMPT)
     assert not could_be(_f("a", purpose="image"), ATTEMPT)
+    # a created_at prune would call implausible (more than a day ahead) is never adopted:
+    # reported as a possible copy at most
+    assert could_be(_f("a", at=1000 + 86_400), ATTEMPT)
+    ahead = _f("a", at=1000 + 10 * 86_400)
+    assert not could_be(ahead, ATTEMPT)
+    assert resolve({0: ATTEMPT}, [ahead])[0] == Verdict(suspects=(ahead,))
     unknown = Attempt("r.txt", 10, "file-extract", None)  # the start was never known
     assert could_be(_f("a", at=1), unknown)
     assert resolve({0: unknown}, [_f("a")])[0] == Verdict(suspects=(_f("a"),))  # never adopted
