@@ -143,7 +143,8 @@ def test_a_lost_answer_whose_copy_is_listed_is_adopted_not_sent_again(doc: Path)
     assert len(script.calls("create")) == 1
 
 
-def test_an_older_look_alike_is_never_adopted_after_a_lost_answer(doc: Path) -> None:
+def test_an_older_look_alike_is_never_adopted_after_a_lost_answer(
+        doc: Path, caplog: pytest.LogCaptureFixture) -> None:
     size = doc.stat().st_size
     old = stored("f-old", NAME, size, T0 - 3600)  # same name and size, stored an hour before
     script = _script().on("list", listing(old)).on(
@@ -158,6 +159,10 @@ def test_an_older_look_alike_is_never_adopted_after_a_lost_answer(doc: Path) -> 
     # preflight; create (lost); a look and three more; create; a last look for a late copy
     assert kinds == ["list", "create", *["list"] * (1 + len(RELIST_WAITS)), "create", "list"]
     assert "f-old" not in [s.id for s in up.suspects]  # type: ignore[attr-defined]
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [m for m in said if "listing again" in m] == [
+        f"{doc}: looking for the copy a lost answer may have stored: listing again for up "
+        f"to {sum(RELIST_WAITS):g} s"]
 
 
 def test_two_candidates_are_reported_as_suspects_and_neither_is_adopted(doc: Path) -> None:
