@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,28 @@ def test_a_bad_pattern_is_refused_before_anything_is_sent(tmp_path: Path) -> Non
     with pytest.raises(ConfigurationError, match=r"exclude: bad pattern '!'"):
         kimi_files.ingest([tmp_path], api_key="k", base_url="http://127.0.0.1:9/v1",
                           exclude=["!"], state=False)
+
+
+@pytest.mark.parametrize("pattern", ["[", "docs/[a", "/"])
+def test_a_pattern_that_can_never_match_is_refused(tmp_path: Path, pattern: str) -> None:
+    from kimi_files.scan import check_patterns
+
+    with pytest.raises(ConfigurationError, match=rf"exclude: bad pattern {re.escape(repr(pattern))} "
+                                                 r"\(it can never match"):
+        check_patterns([pattern], what="exclude")
+    check_patterns(["[ab]", "\\[", "# a comment", "", "!keep.txt"], what="exclude")  # fine
+
+
+def test_kimi_upload_exits_2_on_an_unclosed_bracket(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from kimi_files.cli import upload_main
+
+    monkeypatch.setenv("MOONSHOT_API_KEY", "sk-test")
+    monkeypatch.setenv("MOONSHOT_BASE_URL", "http://127.0.0.1:9/v1")  # never reached
+    write(tmp_path / "a.txt", "x")
+    assert upload_main(["--no-state", "--exclude", "[", str(tmp_path)]) == 2
+    assert "bad pattern '['" in capsys.readouterr().err
 
 
 # --- earlier copies of changed files: said, and deleted with replace ---------------------
