@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from . import retry as _retry
 
 if TYPE_CHECKING:
+    from ._body import FileBody
     from .adoption import AttemptRegistry, ServerClock
     from .cache import ReuseCache
     from .config import Limits, RetryPolicy
     from .pacing import Pacer
-    from .uploader import FileBody
 
 __all__ = ["Action", "Blocking", "ClientLike", "CreateFile", "DeleteFile", "GetContent", "ListFiles",
            "Parallel", "Request", "Steps", "Wait", "run_async", "run_sync"]

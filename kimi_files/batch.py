@@ -17,6 +17,10 @@ works in two phases:
 
 ``dry_run=True`` stops after the plan. A stop event (Ctrl-C in the CLI) starts nothing new
 and lets uploads in flight finish.
+
+Here: the options, :func:`ingest`, :func:`aingest` and the plan phase of :func:`batch_steps`;
+the run's bookkeeping and results in :mod:`kimi_files._batch_run`, the sending in
+:mod:`kimi_files._batch_send`, the late and earlier copies in :mod:`kimi_files._batch_after`.
 """
 
 from __future__ import annotations
@@ -26,29 +30,19 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from ._hashing import sha256_of
-from ._steps import Blocking, ClientLike, ListFiles, Parallel, Steps
-from .adoption import Attempt, resolve
-from .cache import ReuseCache
-from .errors import (
-    ConfigurationError,
-    KimiError,
-    LocalFileError,
-    NoRoomError,
-    ServerTooManyFilesError,
-    StateError,
-    UploadCancelledError,
-)
+from ._batch_after import _earlier_copies, _late_copies
+from ._batch_run import _emit_twins, _not_started, _read_state, _Run, _settle
+from ._batch_send import _interrupted, _upload
+from ._steps import Blocking, ClientLike, ListFiles, Steps
+from .errors import ConfigurationError, UploadCancelledError
 from .models import FileList, FileObject
 from .options import UploadKwargs, UploadOptions
 from .pacing import Pacer, check_limits
-from .planner import BatchPlan, plan_batch, plan_interrupted
-from .progress import Heartbeat, ProgressBar, short_label, status_line
-from .quota import account_full_error
+from .planner import BatchPlan, plan_batch
 from .report import STATUSES, BatchReport, FileResult, Status
 from .scan import (
     Item,
@@ -60,11 +54,12 @@ from .scan import (
     matches_filters,
 )
 from .state import OpenAttempt, Record, StateStore
-from .uploader import Claims, delete_steps, free_room_steps, send_steps
+from .uploader import free_room_steps
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from .cache import CacheEntry
     from .client import AsyncKimiFiles, KimiFiles
 
 __all__ = ["STATUSES", "BatchOptions", "BatchReport", "FileResult", "IngestKwargs", "Status",
@@ -249,143 +244,6 @@ async def aingest(paths: Paths, *, client: AsyncKimiFiles | None = None,
 # --- the batch, as steps (one logic for ingest and aingest) --------------------------------------
 
 
-class _Run:
-    """The state of one batch run: results as they come, the report, and what stops it."""
-
-    def __init__(self, client: ClientLike, store: StateStore | None, settings: BatchOptions,
-                 stop: threading.Event) -> None:
-        self.client = client
-        self.store = store
-        self.settings = settings
-        self.options = settings.upload
-        self.purpose = settings.upload.purpose
-        self.stop = stop
-        self.report = BatchReport(dry_run=settings.dry_run)
-        self.results: dict[int, FileResult] = {}  # id(item) -> its result
-        self.fatal: StateError | None = None  # the state store broke: the run stops
-        self.ghosts: dict[int, Attempt] = {}  # interrupted uploads on record (see planner)
-        self.unnoted: list[tuple[str, str]] = []  # suspects reported, not yet in the store
-        self.suspected: dict[str, list[FileObject]] = {}  # absolute path -> its suspects
-        self.begun: list[int] = []  # this run's attempts (ledger ids)
-        self.unproven: list[int] = []  # ... begun before the server's clocks were checked
-        self.disproved = False  # ... all marked unproven: the clocks disagreed
-        self.cache: ReuseCache | None = None
-        self.heartbeat: Heartbeat | None = None  # while uploads run: a result is news
-        #: set when the server said the account is full: the reason every file not sent
-        #: from then on is deferred (one error, said once)
-        self.full: NoRoomError | None = None
-        self.listing: Sequence[FileObject] = ()  # the account, as the plan saw it
-        self.current: dict[str, str] = {}  # absolute path -> the file id it maps to now
-        self.moved: set[str] = set()  # absolute paths mapped to another file by this run
-        self.planned: set[str] = set()  # absolute paths a dry run would upload
-        self._lock = threading.Lock()
-        self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
-
-    def emit(self, result: FileResult, item: Item | None = None) -> None:
-        with self._lock:
-            if item is not None:
-                self.results[id(item)] = result
-                if result.file_id and result.status in ("uploaded", "skipped", "reused"):
-                    self.current[os.path.abspath(item.local.path)] = result.file_id
-                    if result.status != "skipped":
-                        self.moved.add(os.path.abspath(item.local.path))
-                elif result.status == "planned":
-                    self.planned.add(os.path.abspath(item.local.path))
-            self.report.results.append(result)
-            if self.heartbeat is not None:
-                self.heartbeat.touch()
-            if self.settings.on_result is not None:
-                try:
-                    self.settings.on_result(result)
-                except Exception as exc:  # the caller's callback must not lose the result
-                    log.error("on_result failed for %s: %r", result.path, exc)
-
-    def account_full(self, error: ServerTooManyFilesError, path: str) -> tuple[NoRoomError, bool]:
-        """The shared reason once the server said the account is full, and whether this is
-        the first such answer (whose caller lists the account once and completes it)."""
-        with self._lock:
-            if self.full is not None:
-                return self.full, False
-            self.full = account_full_error(path, error.message, error.max_file_count, None,
-                                           self.client.limits.max_files)
-            return self.full, True
-
-    def suspect(self, files: Iterable[FileObject], path: str, *, said: bool = False) -> None:
-        """Report files that may be extra copies of ``path``; they are never adopted.
-        ``said``: the upload said so already (each is said once)."""
-        with self._lock:
-            known = {f.id for f in self.report.suspects}
-            for f in files:
-                if f.id not in known:
-                    known.add(f.id)
-                    self.report.suspects.append(f)
-                    self.suspected.setdefault(os.path.abspath(path), []).append(f)
-                    self.unnoted.append((path, f.id))
-                    if not said:
-                        log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted or lost "
-                                    "attempt stored, or someone else's; kept, not adopted",
-                                    path, f.id, f.filename, f.bytes)
-
-    def drop_proven_suspects(self) -> None:
-        """A file some result of this run holds (its id came in an answer) is no suspect."""
-        with self._lock:
-            proven = self.client.attempts.owned() | {
-                r.file_id for r in self.report.results if r.file_id}
-            self.report.suspects[:] = [f for f in self.report.suspects if f.id not in proven]
-            self.unnoted[:] = [(p, i) for p, i in self.unnoted if i not in proven]
-
-    def begin(self, item: Item, since: int | None) -> int:
-        """Record the intent to send ``item`` (blocking work); its attempt's id. Its start is
-        proven only when the server's clocks were seen to agree (:meth:`prove_steps`)."""
-        assert self.store is not None
-        local = item.local
-        proven = self.client.clock.agrees is True
-        attempt = self.store.begin(local.path, size=local.size, mtime_ns=local.mtime_ns,
-                                   sha256=item.sha256 or "", filename=local.filename,
-                                   purpose=self.purpose, server_time=since, proven=proven)
-        with self._lock:
-            self.begun.append(attempt)
-            if not proven:
-                self.unproven.append(attempt)
-        return attempt
-
-    def prove_steps(self) -> Steps[None]:
-        """Once a copy stored for us showed the server's clocks agree, the attempts this run
-        began before are proven too (the same clock, minutes apart); once they disagreed,
-        none is."""
-        agrees = self.client.clock.agrees
-        if self.store is None or agrees is None:
-            return
-        with self._lock:
-            if agrees:
-                ids, self.unproven = self.unproven, []
-            elif not self.disproved:
-                ids, self.disproved = list(self.begun), True
-            else:
-                ids = []
-        if ids:
-            yield Blocking(self.store.prove, (ids, bool(agrees)))
-
-    def position(self) -> int:
-        with self._lock:
-            return self._positions.pop() if self._positions else 0
-
-    def release(self, position: int) -> None:
-        with self._lock:
-            if position:
-                self._positions.append(position)
-
-    def done(self, item: Item, file_id: str, settles: int | None = None) -> Blocking:
-        """The record that ``item`` is stored as ``file_id``, as blocking work."""
-        assert self.store is not None
-        local = item.local
-        return Blocking(functools.partial(
-            self.store.done, local.path, size=local.size, mtime_ns=local.mtime_ns,
-            sha256=item.sha256 or "", filename=local.filename, file_id=file_id,
-            purpose=self.purpose, settles=settles, ctime_ns=local.ctime_ns or None,
-            inode=local.inode or None, device=local.device or None))
-
-
 def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOptions,
                 paths: Sequence[str | os.PathLike[str]],
                 stop: threading.Event) -> Steps[BatchReport]:
@@ -394,65 +252,16 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
     report = run.report
     started = time.monotonic()
     try:
-        skip = list(store.files) if store is not None else []
-        # reuse=False does without the cache altogether (a broken one included)
-        cache = (yield Blocking(client.reuse_cache)) if run.options.reuse else None
-        run.cache = cache
-        if cache is not None:
-            skip += cache.files
-        files, rejected = yield Blocking(functools.partial(
-            collect, paths, include=settings.include, exclude=settings.exclude, skip=skip,
-            follow_links=settings.follow_links))
-        for r in rejected:
-            run.emit(r)
-        items: list[Item] = []
-        records, ledger, reported = (yield Blocking(_read_state, (store,)))
-        checked = yield Blocking(functools.partial(
-            check_files, files, purpose=run.purpose, limits=client.limits,
-            allow_any_type=run.options.allow_any_type, stop=stop, records=records))
-        for outcome in checked:
-            if isinstance(outcome, Item):
-                items.append(outcome)
-                for warning in outcome.local.warnings:
-                    log.warning("%s", warning)
-            elif outcome is not None:
-                run.emit(outcome)
-            else:
-                report.interrupted = True
+        items, records, ledger, reported = yield from _checked_items(run, paths)
         if not items:
             return report
-        try:
-            listing: FileList = yield ListFiles()
-        except UploadCancelledError:  # stopped while the listing waited its turn
-            for item in items:
-                run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
-                                    error=UploadCancelledError(f"{item.shown}: not started "
-                                                               "(interrupted)")), item)
+        listing = yield from _list_account(run, items)
+        if listing is None:
             return report
-        report.list_calls += 1
         # a recorded id the listing shows as another file (a server may reuse the id of a
         # deleted file): not this file's copy; the file is checked and sent again
         not_ours = yield from _impostors(store, records, listing.data)
-        listed = {f.id for f in listing.data} - set(not_ours)
-        # files taken as unchanged from their records, whose copy is gone: checked in full now
-        for item, failure in (yield Blocking(functools.partial(
-                check_unverified, items, records, listed,
-                purpose=run.purpose, limits=client.limits,
-                allow_any_type=run.options.allow_any_type))):
-            if failure is not None:
-                items.remove(item)
-                run.emit(failure, item)
-            else:
-                for warning in item.local.warnings:
-                    log.warning("%s", warning)
-        reusable = (yield Blocking(cache.entries)) if cache is not None else []
-        # a reuse is possible only where a cached file is still listed: only those sizes
-        # make a file worth hashing before it is sent
-        sizes = {e.size for e in reusable if e.purpose == run.purpose and e.file_id in listed}
-        for item, failure in (yield Blocking(functools.partial(
-                hash_where_needed, items, records, sizes, listed=listed, purpose=run.purpose))):
-            items.remove(item)
-            run.emit(failure, item)
+        reusable = yield from _recheck_and_hash(run, items, records, listing, not_ours)
         plan = plan_batch(items, listing.data, records, client.limits, run.options.free_quota,
                           purpose=run.purpose, resume=not settings.dry_run, ledger=ledger,
                           reported=reported, server_now=client.clock.now(),
@@ -465,30 +274,60 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
             yield from _earlier_copies(run)  # what --replace would delete
         if plan.refusal is not None or settings.dry_run:
             return report
-        assert plan.room is not None  # no refusal: the batch fits
-        try:
-            yield from free_room_steps(plan.room, what="this batch", stop=stop,
-                                       deleted=report.deleted)
-        except UploadCancelledError:
-            # stopped while making room: what was deleted is in the report; nothing is sent
-            _not_started(run, plan)
-            return report
-        yield from _upload(run, plan.groups, plan.claimed)
-        if plan.interrupted and run.fatal is None and not stop.is_set():
-            yield from _interrupted(run, plan)
-        _not_started(run, plan)
-        if run.fatal is not None:
-            raise run.fatal  # the state store failed: nothing more can be recorded
-        yield from _emit_twins(run, plan)
-        if not stop.is_set():
-            yield from _late_copies(run, plan)
-        yield from _earlier_copies(run)
-        run.drop_proven_suspects()
+        yield from _carry_out(run, plan)
         return report
     finally:
         if stop.is_set():
             report.interrupted = True
         report.elapsed = time.monotonic() - started
+
+
+def _checked_items(run: _Run, paths: Sequence[str | os.PathLike[str]]
+                   ) -> Steps[tuple[list[Item], list[Record], list[OpenAttempt], set[str]]]:
+    """Walk the paths and check every file locally (each refusal a result); the files that
+    passed, with the state's records, open attempts and reported suspects."""
+    client, store, settings = run.client, run.store, run.settings
+    skip = list(store.files) if store is not None else []
+    # reuse=False does without the cache altogether (a broken one included)
+    cache = (yield Blocking(client.reuse_cache)) if run.options.reuse else None
+    run.cache = cache
+    if cache is not None:
+        skip += cache.files
+    files, rejected = yield Blocking(functools.partial(
+        collect, paths, include=settings.include, exclude=settings.exclude, skip=skip,
+        follow_links=settings.follow_links))
+    for r in rejected:
+        run.emit(r)
+    items: list[Item] = []
+    records, ledger, reported = (yield Blocking(_read_state, (store,)))
+    checked = yield Blocking(functools.partial(
+        check_files, files, purpose=run.purpose, limits=client.limits,
+        allow_any_type=run.options.allow_any_type, stop=run.stop, records=records))
+    for outcome in checked:
+        if isinstance(outcome, Item):
+            items.append(outcome)
+            for warning in outcome.local.warnings:
+                log.warning("%s", warning)
+        elif outcome is not None:
+            run.emit(outcome)
+        else:
+            run.report.interrupted = True
+    return items, records, ledger, reported
+
+
+def _list_account(run: _Run, items: Sequence[Item]) -> Steps[FileList | None]:
+    """The account's listing, once; None when stopped while it waited its turn (then every
+    file is a result: not started)."""
+    try:
+        listing: FileList = yield ListFiles()
+    except UploadCancelledError:  # stopped while the listing waited its turn
+        for item in items:
+            run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
+                                error=UploadCancelledError(f"{item.shown}: not started "
+                                                           "(interrupted)")), item)
+        return None
+    run.report.list_calls += 1
+    return listing
 
 
 def _impostors(store: StateStore | None, records: Sequence[Record],
@@ -506,349 +345,55 @@ def _impostors(store: StateStore | None, records: Sequence[Record],
     return found
 
 
-def _read_state(store: StateStore | None
-                ) -> tuple[list[Record], list[OpenAttempt], set[str]]:
-    if store is None:
-        return [], [], set()
-    return store.records(), store.attempts(), store.suspects()
+def _recheck_and_hash(run: _Run, items: list[Item], records: list[Record],
+                      listing: FileList, not_ours: Collection[str] = ()
+                      ) -> Steps[list[CacheEntry]]:
+    """Check in full the files taken as unchanged whose copy is gone (or is another file
+    now: ``not_ours``), and hash those whose content could match something known (each
+    failure a result, its file out of ``items``); the reuse cache's entries."""
+    listed = {f.id for f in listing.data} - set(not_ours)
+    # files taken as unchanged from their records, whose copy is gone: checked in full now
+    for item, failure in (yield Blocking(functools.partial(
+            check_unverified, items, records, listed,
+            purpose=run.purpose, limits=run.client.limits,
+            allow_any_type=run.options.allow_any_type))):
+        if failure is not None:
+            items.remove(item)
+            run.emit(failure, item)
+        else:
+            for warning in item.local.warnings:
+                log.warning("%s", warning)
+    reusable = (yield Blocking(run.cache.entries)) if run.cache is not None else []
+    # a reuse is possible only where a cached file is still listed: only those sizes
+    # make a file worth hashing before it is sent
+    sizes = {e.size for e in reusable if e.purpose == run.purpose and e.file_id in listed}
+    for item, failure in (yield Blocking(functools.partial(
+            hash_where_needed, items, records, sizes, listed=listed, purpose=run.purpose))):
+        items.remove(item)
+        run.emit(failure, item)
+    return reusable
 
 
-def _interrupted(run: _Run, plan: BatchPlan) -> Steps[None]:
-    """The files an interrupted run was sending, after the rest: list again, adopt the
-    copies that landed meanwhile when provably theirs (:func:`plan_interrupted`), report the
-    other candidates, and send what is left."""
-    listing: FileList = yield ListFiles()
-    run.report.list_calls += 1
-    records, ledger, reported = (yield Blocking(_read_state, (run.store,)))
-    # nothing listed before (considered when the batch began), recorded, reported or
-    # claimed by this run can be the copy of a deferred file
-    claimed = (plan.claimed | {r.file_id for r in records if r.file_id} | reported
-               | run.client.attempts.claimed()
-               | {r.file_id for r in run.report.results if r.file_id})
-    late = plan_interrupted([i for g in plan.interrupted for i in g], listing.data, records,
-                            ledger, claimed, server_now=run.client.clock.now(),
-                            wall_now=time.time())
-    run.ghosts = late.ghosts
-    yield from _settle(run, late)
-    yield from _upload(run, late.groups, late.claimed)
-
-
-def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
-    """Attempts still open (interrupted runs' and this run's lost ones): a request of a
-    killed run can finish after this run listed, so look once more, and report."""
-    attempts: dict[Any, Attempt] = {}
-    paths: dict[Any, str] = {}
-    if run.store is not None:
-        ledger = yield Blocking(run.store.attempts)
-        attempts.update({a.id: a.attempt for a in ledger})
-        paths.update({a.id: a.path for a in ledger})
-    # and this client's own uploads whose copy was never identified (failed, cancelled)
-    attempts.update({("client", k): a for k, a in run.client.attempts.others(-1).items()})
-    if not attempts:
-        return
-    late: FileList = yield ListFiles()
-    run.report.list_calls += 1
-    claimed = (plan.claimed | run.client.attempts.claimed()
-               | {r.file_id for r in run.report.results if r.file_id})
-    for key, verdict in resolve(attempts, late.data, claimed).items():
-        found = [f for f in (verdict.adopted, *verdict.suspects) if f is not None]
-        run.suspect(found, paths.get(key, "an interrupted upload"))
-    yield from _note_suspects(run)
-
-
-def _earlier_copies(run: _Run) -> Steps[None]:
-    """Earlier copies this tool stored for the paths of this batch, now superseded (see
-    :mod:`kimi_files.replace`): said, or with ``replace`` deleted once verified by a fresh
-    listing (never when stopped: that starts nothing new; a re-run deletes them)."""
-    from .replace import earlier_copies, replace_plan
-
-    store = run.store
-    if store is None or not (run.planned if run.settings.dry_run else run.current):
-        return
-    if run.settings.dry_run:
-        if run.settings.replace:
-            yield from _would_replace(run, store)
-        return
-    copies = earlier_copies(run.current, (yield Blocking(store.stored)))
-    if not copies:
-        return
-    shown = {os.path.abspath(p): p for p in (r.path for r in run.report.results)}
-    if not run.settings.replace or run.stop.is_set():
-        # said once: for the paths this run stored (or found) anew, not on every re-run
-        listed = {f.id: f for f in run.listing}
-        for copy in copies:
-            if copy.file_id in listed and copy.path in run.moved:
-                run.report.earlier.append((shown.get(copy.path, copy.path),
-                                           listed[copy.file_id], ""))
-        gone = [c.file_id for c in copies if c.file_id not in listed]
-        if gone:  # never to be deleted: nothing to remember
-            yield Blocking(store.forget_stored, (gone,))
-        return
-    fresh: FileList = yield ListFiles()
-    run.report.list_calls += 1
-    records = yield Blocking(store.records)
-    in_use = ({r.file_id for r in records if r.file_id} | set(run.current.values())
-              | (yield Blocking(store.suspects)))
-    reused = (yield Blocking(run.cache.reused_ids)) if run.cache is not None else set()
-    plan = replace_plan(copies, fresh.data, in_use=in_use, reused=reused)
-    done = [c.file_id for c in plan.gone]
+def _carry_out(run: _Run, plan: BatchPlan) -> Steps[None]:
+    """Run a plan that fits: make room, send, then the interrupted files, the twins, the late
+    and the earlier copies."""
+    stop = run.stop
+    assert plan.room is not None  # no refusal: the batch fits
     try:
-        for copy, f in plan.delete:
-            if run.stop.is_set():
-                break
-            path = shown.get(copy.path, copy.path)
-            try:
-                yield from delete_steps(f.id)
-            except KimiError as exc:
-                log.info("%s: its earlier copy %s was not deleted: %s", path, f.id, exc)
-                run.report.earlier.append((path, f, f"could not be deleted ({exc})"))
-                continue
-            done.append(f.id)
-            run.report.replaced.append((path, f))
-            log.info("deleted %s (%s, %d bytes), the earlier copy of %s, replaced by %s",
-                     f.id, f.filename, f.bytes, path, run.current[copy.path])
-    finally:
-        if done:
-            yield Blocking(store.forget_stored, (done,))
-            if run.cache is not None:
-                yield Blocking(run.cache.forget, (done,))
-    listed = {f.id: f for f in fresh.data}
-    for copy, why in plan.kept:
-        run.report.earlier.append((shown.get(copy.path, copy.path), listed[copy.file_id], why))
-
-
-def _would_replace(run: _Run, store: StateStore) -> Steps[None]:
-    """A dry run with ``replace``: the earlier copies the run would delete once the files it
-    plans are stored (against the listing the plan saw; the run itself lists again)."""
-    from .replace import replace_plan
-
-    copies = [c for c in (yield Blocking(store.stored)) if c.path in run.planned]
-    if not copies:
+        yield from free_room_steps(plan.room, what="this batch", stop=stop,
+                                   deleted=run.report.deleted)
+    except UploadCancelledError:
+        # stopped while making room: what was deleted is in the report; nothing is sent
+        _not_started(run, plan)
         return
-    records = yield Blocking(store.records)
-    # a planned path's own record is re-pointed at its new copy: only others' hold a file
-    in_use = ({r.file_id for r in records if r.file_id and r.path not in run.planned}
-              | set(run.current.values()) | (yield Blocking(store.suspects)))
-    shown = {os.path.abspath(p): p for p in (r.path for r in run.report.results)}
-    reused = (yield Blocking(run.cache.reused_ids)) if run.cache is not None else set()
-    plan = replace_plan(copies, run.listing, in_use=in_use, reused=reused)
-    run.report.replaced.extend((shown.get(c.path, c.path), f) for c, f in plan.delete)
-
-
-def _note_suspects(run: _Run) -> Steps[None]:
-    """Remember what was reported, so that no later run adopts it."""
+    yield from _upload(run, plan.groups, plan.claimed)
+    if plan.interrupted and run.fatal is None and not stop.is_set():
+        yield from _interrupted(run, plan)
+    _not_started(run, plan)
+    if run.fatal is not None:
+        raise run.fatal  # the state store failed: nothing more can be recorded
+    yield from _emit_twins(run, plan)
+    if not stop.is_set():
+        yield from _late_copies(run, plan)
+    yield from _earlier_copies(run)
     run.drop_proven_suspects()
-    fresh, run.unnoted = run.unnoted, []
-    if run.store is not None and fresh and not run.settings.dry_run:
-        yield Blocking(run.store.note_suspects, (fresh,))
-
-
-def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
-    """Report and record what the plan decided before anything is sent."""
-    for path, f in plan.suspects:
-        run.suspect([f], path)
-    if run.store is not None and not run.settings.dry_run:
-        yield from _note_suspects(run)
-        if plan.settle:
-            yield Blocking(run.store.settle, (plan.settle,))
-        if plan.forget_reported:
-            yield Blocking(run.store.forget_suspects, (plan.forget_reported,))
-    for skip in plan.skips:
-        if (run.store is not None and not run.settings.dry_run
-                and skip.item.record_id != skip.file_id):  # else its record says so already
-            yield run.done(skip.item, skip.file_id)
-        if skip.reused:
-            if run.cache is not None and not run.settings.dry_run:
-                yield Blocking(run.cache.note_reused, (skip.file_id,))  # --replace keeps it
-            same = skip.stored_as == skip.item.local.filename
-            note = ("the account holds this content already" if same else
-                    f"the account holds this content already, stored as {skip.stored_as!r}")
-            run.emit(FileResult(skip.item.shown, "reused", file_id=skip.file_id,
-                                bytes=skip.item.local.size, note=note, stored_as=skip.stored_as,
-                                purpose=run.purpose), skip.item)
-            continue
-        note = ("stored by an interrupted run; adopted" if skip.adopted
-                else "already uploaded, unchanged")
-        run.emit(FileResult(skip.item.shown, "skipped", file_id=skip.file_id,
-                            bytes=skip.item.local.size, note=note, stored_as=skip.stored_as,
-                            purpose=run.purpose), skip.item)
-    if plan.refusal is not None:
-        for item in plan.uploads:
-            run.emit(FileResult(item.shown, "rejected", bytes=item.local.size,
-                                error=plan.refusal), item)
-        yield from _emit_twins(run, plan)
-        return
-    if plan.room is not None:  # (a plan of interrupted files has none of its own)
-        run.report.plan = plan.room
-    for item in plan.deferred:  # decided now: said now
-        run.emit(FileResult(item.shown, "deferred", bytes=item.local.size,
-                            error=plan.deferral, note="no room for it now"), item)
-    if run.settings.dry_run:
-        for item in plan.uploads:
-            run.emit(FileResult(item.shown, "planned", bytes=item.local.size,
-                                note="would upload"), item)
-        yield from _emit_twins(run, plan)
-
-
-def _emit_twins(run: _Run, plan: BatchPlan) -> Steps[None]:
-    for twin in plan.twins:
-        item, first = twin.item, run.results.get(id(twin.first))
-        if id(item) in run.results or first is None:
-            continue  # the first was never run (interrupted)
-        status: Status = first.status
-        note = f"same content as {twin.first.shown}"
-        if first.status in ("uploaded", "skipped") and first.file_id:
-            if run.store is not None and not run.settings.dry_run:
-                yield run.done(item, first.file_id)
-            status = "skipped"
-        run.emit(FileResult(item.shown, status, file_id=first.file_id, bytes=item.local.size,
-                            error=first.error, note=note, stored_as=first.stored_as,
-                            purpose=first.purpose), item)
-
-
-def _upload(run: _Run, groups: Sequence[Sequence[Item]],
-            claimed: frozenset[str]) -> Steps[None]:
-    """Send every group, at most ``concurrency`` at once; ``claimed``: ids none may adopt."""
-    if not groups:
-        return
-    claims = Claims(claimed)
-    items = [i for g in groups for i in g]
-    overall = ProgressBar(total=sum(i.local.size for i in items),
-                          files=len(items), enabled=run.options.progress, position=0)
-    started = time.monotonic()
-
-    def status() -> str:
-        return status_line(overall.files_done, len(items), overall.n, overall.total or 0,
-                           time.monotonic() - started, run.client.pacer.describe())
-
-    try:
-        with Heartbeat(status) as run.heartbeat:
-            yield Parallel([_group_steps(run, group, claims, overall) for group in groups],
-                           run.settings.concurrency)
-    finally:
-        run.heartbeat = None
-        overall.close()
-
-
-def _not_started(run: _Run, plan: BatchPlan) -> None:
-    """A result for each file a stop kept from starting."""
-    for item in plan.uploads:
-        if id(item) not in run.results:
-            run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
-                                error=UploadCancelledError(f"{item.shown}: not started "
-                                                           "(interrupted)")), item)
-
-
-def _group_steps(run: _Run, group: Sequence[Item], claims: Claims,
-                 overall: ProgressBar) -> Steps[None]:
-    """Files that could be taken for one another, one after the other."""
-    for item in group:
-        if run.stop.is_set():
-            return
-        if run.full is not None:  # the account is full: nothing more is sent
-            run.emit(FileResult(item.shown, "deferred", bytes=item.local.size, error=run.full,
-                                note="the account is full"), item)
-            overall.file_done()
-            continue
-        yield from _item_steps(run, item, claims, overall)
-
-
-def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> Steps[None]:
-    """Send one file and record it; every outcome becomes its result, never an exception."""
-    local = item.local
-    store = run.store
-    position = run.position()
-    bar = ProgressBar(total=local.size, desc=short_label(local.filename),
-                      enabled=run.options.progress, position=position, leave=False)
-    sent_bytes = [0]
-    # the hash goes into the state's record and the reuse cache: taken as the bytes are sent
-    # when not taken before (send_steps, beside the sending), and only for them (no state,
-    # no cache: no hash at all)
-    wanted = item.sha256 is None and (store is not None or run.cache is not None)
-
-    def on_read(chunk: bytes) -> None:
-        sent_bytes[0] += len(chunk)
-        bar.advance(len(chunk))
-        overall.advance(len(chunk))
-
-    def on_rewind(attempt: int) -> None:
-        bar.rewind(f"retry {attempt}")
-        overall.back(sent_bytes[0])
-        sent_bytes[0] = 0
-
-    attempt: list[int] = []
-
-    def on_begin(since: int | None) -> None:
-        # the intent, durable before the first byte goes out, with the server's time
-        attempt.append(run.begin(item, since))
-
-    def failed(error: KimiError) -> None:
-        run.emit(FileResult(item.shown, "failed", bytes=local.size, error=error), item)
-
-    try:
-        sent = yield from send_steps(
-            run.client, local, purpose=run.purpose, claims=claims,
-            policy=run.client.retry_policy.with_retries(run.options.max_retries),
-            on_read=on_read, on_rewind=on_rewind,
-            on_begin=on_begin if store is not None else None, stop=run.stop,
-            ghosts=run.ghosts, sha256=item.sha256, hash_sent=wanted)
-        if wanted:
-            # hashed as it was sent; when no attempt sent it whole (an adoption), read it
-            item.sha256 = sent.sha256 or (yield Blocking(sha256_of, (local.path,)))
-        if store is not None:
-            yield from run.prove_steps()  # a copy was stored: the clocks were checked
-            yield run.done(item, sent.file.id,
-                           settles=attempt[0] if attempt and sent.settled else None)
-        if store is not None and not sent.adopted:
-            # its id came in our own answer: the only kind of copy --replace may delete later
-            yield Blocking(functools.partial(
-                store.note_stored, local.path, file_id=sent.file.id,
-                filename=sent.file.filename, size=sent.file.bytes,
-                purpose=sent.file.purpose or run.purpose, created_at=sent.file.created_at))
-        if run.cache is not None and item.sha256 is not None and not sent.adopted:
-            # only a copy whose id came in our own answer is a fact to reuse later
-            yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,
-                                                sent.file.filename, local.size))
-        note = "adopted after a lost response" if sent.adopted else ""
-        run.suspect(sent.suspects, item.shown, said=True)  # send_steps said each
-        # with those an interrupted run of this file left (reported when the batch began)
-        suspects = list(dict.fromkeys(f.id for f in (
-            *sent.suspects, *run.suspected.get(os.path.abspath(local.path), ()))))
-        if suspects:
-            many = len(suspects)
-            note = ", ".join(filter(None, [
-                note, f"{many} possible extra cop{'y' if many == 1 else 'ies'} kept"]))
-        run.emit(FileResult(item.shown, "uploaded", file_id=sent.file.id, bytes=local.size,
-                            note=note, suspects=tuple(suspects),
-                            stored_as=sent.file.filename, purpose=sent.file.purpose or run.purpose),
-                 item)
-    except StateError as exc:
-        # the record of what was sent is gone or broken: stop the whole run, loudly
-        run.fatal = exc
-        run.stop.set()
-        failed(exc)
-    except ServerTooManyFilesError as exc:
-        # the account is full: stop sending, list once to say how full, report once
-        full, first = run.account_full(exc, item.shown)
-        if first:
-            try:
-                listing: FileList = yield ListFiles()
-                run.report.list_calls += 1
-                full.message = account_full_error(
-                    item.shown, exc.message, exc.max_file_count, len(listing.data),
-                    run.client.limits.max_files).message
-            except KimiError as again:
-                log.info("listing after the account was full failed: %s", again)
-        run.emit(FileResult(item.shown, "deferred", bytes=local.size, error=full,
-                            note="the account is full"), item)
-    except KimiError as exc:
-        failed(exc)
-    except OSError as exc:
-        failed(LocalFileError(f"{item.shown}: {exc}"))
-    except Exception as exc:  # a bug: say so, never lose the file silently
-        log.error("%s: unexpected %s", item.shown, type(exc).__name__, exc_info=True)
-        failed(KimiError(f"{item.shown}: unexpected error {type(exc).__name__}: {exc}"))
-    finally:
-        bar.close()
-        overall.file_done()
-        run.release(position)

@@ -58,7 +58,7 @@ MAX_TOTAL_BYTES = 10 * 1024**3
 #: The header the bundled emulator sends on every answer: ``ephemeral`` when what it stores
 #: goes when it stops (no ``--storage-dir``), ``persistent`` when it survives a restart. A
 #: client seeing ``ephemeral`` from a loopback server leaves no state or cache behind it
-#: (see :func:`kimi_files.state.ephemeral_server`).
+#: (see ``KimiFiles.ephemeral_server`` and ``_state_files.sweep_ephemeral``).
 EMULATOR_HEADER = "X-Kimi-Files-Emulator"
 
 #: Default time-outs of a request, in seconds: to connect, to wait for the answer (longer

@@ -18,8 +18,9 @@ why and what would finish them. Nothing is deleted.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .adoption import Attempt, loose_forms, resolve
 from .cache import CacheEntry
@@ -116,6 +117,43 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
     """
     on_server = {f.id: f for f in listing}
     referenced = {r.file_id for r in records if r.file_id} | set(reported)
+    mine, known = _known_content(records, on_server, reusable, purpose=purpose, reuse=reuse,
+                                 not_ours=not_ours)
+    by_path = {os.path.abspath(i.local.path): i for i in items}
+    ledger_plan = (_resume(records, listing, referenced, by_path, ledger, server_now, wall_now)
+                   if resume else _Ledger())
+    adopted = ledger_plan.adopted
+    skips, twins, todo = _sort_items(items, on_server, adopted, mine, known)
+    protected = {s.file_id for s in skips}
+    late = {id(i) for i in todo if os.path.abspath(i.local.path) in ledger_plan.open_paths}
+    common = {
+        "skips": tuple(skips), "twins": tuple(twins), **_split(todo, late),
+        "suspects": tuple(ledger_plan.suspects), "ghosts": ledger_plan.ghosts,
+        "settle": tuple(ledger_plan.settle),
+        "forget_reported": tuple(sorted(set(reported) - set(on_server))),
+        "claimed": frozenset(set(on_server) | referenced),
+    }
+    try:
+        room = plan_room(listing, len(todo), sum(i.local.size for i in todo), limits,
+                         free_quota, protected=protected,
+                         what=f"this batch of {len(todo)} file(s)")
+    except NoRoomError as exc:
+        if not (isinstance(free_quota, str) and free_quota == "never"):
+            return BatchPlan(refusal=exc, **common)  # type: ignore[arg-type]
+        # freeing was not asked: send the part that fits, defer the rest
+        own = protected | {r.file_id for r in records
+                           if r.file_id and r.path in by_path} | set(adopted.values())
+        return _part_that_fits(listing, todo, late, limits, protected, own, purpose, common)
+    return BatchPlan(room=room, **common)  # type: ignore[arg-type]
+
+
+def _known_content(records: Sequence[Record], on_server: dict[str, FileObject],
+                   reusable: Sequence[CacheEntry], *, purpose: str, reuse: bool,
+                   not_ours: Collection[str] = ()
+                   ) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str]]]:
+    """What the account holds that a file could be: by path, (hash, file id) uploaded from
+    that path; by content hash (with ``reuse``), (file id, name stored under); never by an
+    id of ``not_ours``. Pure."""
     mine: dict[str, tuple[str, str]] = {}  # path -> (hash, file id) uploaded from that path
     known: dict[str, tuple[str, str]] = {}  # content hash -> (file id, name stored under)
     for rec in records:
@@ -130,11 +168,15 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
             if (f is not None and f.id not in not_ours and entry.purpose == purpose == f.purpose
                     and f.bytes == entry.size and not f.failed):
                 known.setdefault(entry.sha256, (f.id, f.filename))
-    by_path = {os.path.abspath(i.local.path): i for i in items}
-    ledger_plan = (_resume(records, listing, referenced, by_path, ledger, server_now, wall_now)
-                   if resume else _Ledger())
-    adopted = ledger_plan.adopted
+    return mine, known
 
+
+def _sort_items(items: Sequence[Item], on_server: Mapping[str, FileObject],
+                adopted: Mapping[str, str], mine: Mapping[str, tuple[str, str]],
+                known: Mapping[str, tuple[str, str]]
+                ) -> tuple[list[Skip], list[Twin], list[Item]]:
+    """Each file skipped (adopted, unchanged or reused), a twin of an earlier one, or to
+    send. Pure."""
     skips: list[Skip] = []
     twins: list[Twin] = []
     todo: list[Item] = []
@@ -156,46 +198,33 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
         else:
             first_by_sha[item.sha256] = item
             todo.append(item)
+    return skips, twins, todo
 
-    protected = {s.file_id for s in skips}
-    late = {id(i) for i in todo if os.path.abspath(i.local.path) in ledger_plan.open_paths}
 
-    def split(send: Sequence[Item]) -> dict[str, tuple[tuple[Item, ...], ...]]:
-        """The files to send in groups, those an interrupted run was sending apart (last)."""
-        return {"groups": _groups([i for i in send if id(i) not in late]),
-                "interrupted": _groups([i for i in send if id(i) in late])}
+def _split(send: Sequence[Item], late: Collection[int]
+           ) -> dict[str, tuple[tuple[Item, ...], ...]]:
+    """The files to send in groups, those an interrupted run was sending (``late``, by
+    ``id``) apart (last). Pure."""
+    return {"groups": _groups([i for i in send if id(i) not in late]),
+            "interrupted": _groups([i for i in send if id(i) in late])}
 
-    common = {
-        "skips": tuple(skips), "twins": tuple(twins), **split(todo),
-        "suspects": tuple(ledger_plan.suspects), "ghosts": ledger_plan.ghosts,
-        "settle": tuple(ledger_plan.settle),
-        "forget_reported": tuple(sorted(set(reported) - set(on_server))),
-        "claimed": frozenset(set(on_server) | referenced),
-    }
-    try:
-        room = plan_room(listing, len(todo), sum(i.local.size for i in todo), limits,
-                         free_quota, protected=protected,
-                         what=f"this batch of {len(todo)} file(s)")
-    except NoRoomError as exc:
-        if not (isinstance(free_quota, str) and free_quota == "never"):
-            return BatchPlan(refusal=exc, **common)  # type: ignore[arg-type]
-        # freeing was not asked: send the part that fits, defer the rest
-        usage = Usage.of(listing, limits)
-        taken = set(fit_in_order([i.local.size for i in todo], usage.free_files,
-                                 usage.free_bytes))
-        sent = [i for k, i in enumerate(todo) if k in taken]
-        deferred = [i for k, i in enumerate(todo) if k not in taken]
-        own = protected | {r.file_id for r in records
-                           if r.file_id and r.path in by_path} | set(adopted.values())
-        common.update(split(sent))
-        room = plan_room(listing, len(sent), sum(i.local.size for i in sent), limits)
-        deferral = no_room_error(
-            usage, len(todo), sum(i.local.size for i in todo), "all of this batch",
-            _finish_advice(listing, todo, deferred, limits, protected, own, purpose,
-                           len(sent)))
-        return BatchPlan(room=room, deferred=tuple(deferred), deferral=deferral,
-                         **common)  # type: ignore[arg-type]
-    return BatchPlan(room=room, **common)  # type: ignore[arg-type]
+
+def _part_that_fits(listing: Sequence[FileObject], todo: Sequence[Item], late: Collection[int],
+                    limits: Limits, protected: Collection[str], own: Collection[str],
+                    purpose: str, common: dict[str, Any]) -> BatchPlan:
+    """The plan of a batch that does not fit when freeing was not asked: the part that fits,
+    in input order, is sent; the rest is deferred, with why and what would finish it. Pure."""
+    usage = Usage.of(listing, limits)
+    taken = set(fit_in_order([i.local.size for i in todo], usage.free_files,
+                             usage.free_bytes))
+    sent = [i for k, i in enumerate(todo) if k in taken]
+    deferred = [i for k, i in enumerate(todo) if k not in taken]
+    common = {**common, **_split(sent, late)}
+    room = plan_room(listing, len(sent), sum(i.local.size for i in sent), limits)
+    deferral = no_room_error(
+        usage, len(todo), sum(i.local.size for i in todo), "all of this batch",
+        _finish_advice(listing, todo, deferred, limits, protected, own, purpose, len(sent)))
+    return BatchPlan(room=room, deferred=tuple(deferred), deferral=deferral, **common)
 
 
 def _finish_advice(listing: Sequence[FileObject], todo: Sequence[Item],

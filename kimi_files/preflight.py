@@ -260,6 +260,26 @@ def _store_of_side_file(path: Path) -> Path | None:
     return None
 
 
+def _refuse_state_store(p: Path, shown: str, detected: str, head: bytes) -> None:
+    """A state store is never sent, whatever the type rules allow: it lists the path of every
+    file uploaded (and so do its -wal file and, as junk, its lock file)."""
+    if refused_kind(detected) == "a SQLite database" and is_state_store(head[:100]):
+        raise UnsupportedFileTypeError(
+            f"{shown}: the content is {detected} (a SQLite database): a kimi-files state store, "
+            f"which lists the paths of the files it uploaded; {_NEVER_STORES}",
+            path=shown,
+            rule="state_store",
+        )
+    store = _store_of_side_file(p)
+    if store is not None:
+        raise UnsupportedFileTypeError(
+            f"{shown}: a side file of the kimi-files state store {os.fsdecode(store)}; "
+            + _NEVER_STORES,
+            path=shown,
+            rule="state_store",
+        )
+
+
 def inspect_file(
     path: str | os.PathLike[str],
     *,
@@ -302,23 +322,7 @@ def inspect_file_head(
     check_size(shown, st.st_size, limits)
     filename, name_warnings = upload_filename(p)
     detected = detect_mime_of(head, shown, filename)
-    # a state store is never sent, whatever the type rules allow: it lists the path of every
-    # file uploaded (and so do its -wal file and, as junk, its lock file)
-    if refused_kind(detected) == "a SQLite database" and is_state_store(head[:100]):
-        raise UnsupportedFileTypeError(
-            f"{shown}: the content is {detected} (a SQLite database): a kimi-files state store, "
-            f"which lists the paths of the files it uploaded; {_NEVER_STORES}",
-            path=shown,
-            rule="state_store",
-        )
-    store = _store_of_side_file(p)
-    if store is not None:
-        raise UnsupportedFileTypeError(
-            f"{shown}: a side file of the kimi-files state store {os.fsdecode(store)}; "
-            + _NEVER_STORES,
-            path=shown,
-            rule="state_store",
-        )
+    _refuse_state_store(p, shown, detected, head)
     mime, type_warnings = classify_type(
         shown, filename, detected, purpose, allow_any_type=allow_any_type
     )

@@ -133,98 +133,127 @@ def collect(
     links are descended, each real directory at most once (no loops). A broken link is
     collected so that the preflight reports it. Paths named explicitly are always taken.
     """
-    skipped = {os.path.abspath(p) for p in skip}
-    skipped_real = {os.path.realpath(p) for p in skip}
-    seen: set[str] = set()
-    files: list[Path] = []
-    rejected: list[FileResult] = []
-
-    def add(p: Path) -> None:
-        key = os.path.abspath(p)
-        if key in seen or key in skipped or (
-                skipped_real and os.path.islink(p) and os.path.realpath(p) in skipped_real):
-            return
-        seen.add(key)
-        files.append(p)
-
-    def refuse_link(link: Path, why: str) -> None:
-        shown = os.fsdecode(link)
-        rejected.append(FileResult(shown, "rejected", error=LocalFileError(
-            f"{shown}: not followed: a symbolic link to {os.path.realpath(link)}, {why}; pass "
-            "--follow-links (follow_links=True) to include it", path=shown, rule="link")))
-
-    def link_verdict(link: Path, root_real: str) -> str | None:
-        """None when the walk may take a link without follow_links, else why not."""
-        real = os.path.realpath(link)
-        if not _inside(real, root_real):
-            return "outside the folder given"
-        if real != root_real and _left_out(os.path.relpath(real, root_real).split(os.sep)):
-            return "a hidden or skipped path inside the folder, which the walk leaves out"
-        return None
-
+    out = _Collected(skip)
     prune = bool(exclude) and not any(p.lstrip().startswith("!") for p in exclude)
     for raw in paths:
         root = Path(raw)
         shown = os.fsdecode(root)
         if root.is_dir():
-            found = 0
-            root_real = os.path.realpath(root)
-            walked = {root_real}
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
-                here = Path(dirpath)
-                kept = []
-                for d in sorted(dirnames):
-                    if d.startswith(".") or d in SKIPPED_DIRS:
-                        continue
-                    sub = here / d
-                    if prune and not matches_filters(sub.relative_to(root).as_posix(), (),
-                                                     exclude, is_dir=True):
-                        continue  # excluded, and no "!" pattern could take a file back
-                    real = os.path.realpath(sub) if follow_links else ""
-                    if sub.is_symlink():
-                        if not matches_filters(sub.relative_to(root).as_posix(), (), exclude,
-                                               is_dir=True):
-                            continue
-                        why = link_verdict(sub, root_real)
-                        if why is None:
-                            continue  # its target is walked under its own name
-                        if not follow_links:
-                            refuse_link(sub, why)
-                            found += 1
-                            continue
-                        if real in walked or _inside(root_real, real):
-                            continue  # walked already, or an ancestor of the folder: a loop
-                    elif follow_links and real in walked:
-                        continue  # reached through a followed link before
-                    walked.add(real)
-                    kept.append(d)
-                dirnames[:] = kept
-                for name in sorted(filenames):
-                    if name.startswith("."):
-                        continue
-                    full = here / name
-                    rel = full.relative_to(root).as_posix()
-                    if not matches_filters(rel, include, exclude):
-                        continue
-                    if not follow_links and full.is_symlink() and os.path.exists(full):
-                        why = link_verdict(full, root_real)
-                        if why is not None:
-                            refuse_link(full, why)
-                            found += 1
-                            continue
-                    add(full)
-                    found += 1
-            if found == 0:
-                rejected.append(FileResult(shown, "rejected", error=LocalFileError(
+            walk = _FolderWalk(root, out, include, exclude, prune=prune,
+                               follow_links=follow_links)
+            if walk.run() == 0:
+                out.rejected.append(FileResult(shown, "rejected", error=LocalFileError(
                     f"{shown}: no eligible files in this folder (hidden files are skipped"
                     + (", and the --include/--exclude filters applied" if include or exclude
                        else "") + ")", path=shown, rule="eligible")))
         elif os.path.lexists(root):
-            add(root)  # named explicitly: checked by the preflight (FIFO, loop, ...)
+            out.add(root)  # named explicitly: checked by the preflight (FIFO, loop, ...)
         else:
-            rejected.append(FileResult(shown, "rejected", error=LocalFileError(
+            out.rejected.append(FileResult(shown, "rejected", error=LocalFileError(
                 f"{shown}: no such file or folder", path=shown, rule="exists")))
-    return files, rejected
+    return out.files, out.rejected
+
+
+class _Collected:
+    """What :func:`collect` found: the files in order, without repeats or the paths in
+    ``skip``, and the rejected results."""
+
+    def __init__(self, skip: Iterable[Path]) -> None:
+        self.skipped = {os.path.abspath(p) for p in skip}
+        self.skipped_real = {os.path.realpath(p) for p in skip}
+        self.seen: set[str] = set()
+        self.files: list[Path] = []
+        self.rejected: list[FileResult] = []
+
+    def add(self, p: Path) -> None:
+        key = os.path.abspath(p)
+        if key in self.seen or key in self.skipped or (
+                self.skipped_real and os.path.islink(p)
+                and os.path.realpath(p) in self.skipped_real):
+            return
+        self.seen.add(key)
+        self.files.append(p)
+
+    def refuse_link(self, link: Path, why: str) -> None:
+        shown = os.fsdecode(link)
+        self.rejected.append(FileResult(shown, "rejected", error=LocalFileError(
+            f"{shown}: not followed: a symbolic link to {os.path.realpath(link)}, {why}; pass "
+            "--follow-links (follow_links=True) to include it", path=shown, rule="link")))
+
+
+def _link_verdict(link: Path, root_real: str) -> str | None:
+    """None when the walk may take a link without follow_links, else why not."""
+    real = os.path.realpath(link)
+    if not _inside(real, root_real):
+        return "outside the folder given"
+    if real != root_real and _left_out(os.path.relpath(real, root_real).split(os.sep)):
+        return "a hidden or skipped path inside the folder, which the walk leaves out"
+    return None
+
+
+class _FolderWalk:
+    """The walk of one folder given to :func:`collect` (see its docstring for the rules)."""
+
+    def __init__(self, root: Path, out: _Collected, include: Sequence[str],
+                 exclude: Sequence[str], *, prune: bool, follow_links: bool) -> None:
+        self.root, self.out = root, out
+        self.include, self.exclude = include, exclude
+        #: excluded folders are not walked: no "!" pattern could take a file back
+        self.prune = prune
+        self.follow_links = follow_links
+        self.root_real = os.path.realpath(root)
+        self.walked = {self.root_real}
+        #: files found: taken, or refused as links
+        self.found = 0
+
+    def run(self) -> int:
+        """Walk the folder; the number of files found."""
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=self.follow_links):
+            here = Path(dirpath)
+            dirnames[:] = [d for d in sorted(dirnames) if self._descend(here / d)]
+            for name in sorted(filenames):
+                if not name.startswith("."):
+                    self._file(here / name)
+        return self.found
+
+    def _descend(self, sub: Path) -> bool:
+        """Walk into the folder ``sub``? (A link refused is a result.)"""
+        if sub.name.startswith(".") or sub.name in SKIPPED_DIRS:
+            return False
+        rel = sub.relative_to(self.root).as_posix()
+        if self.prune and not matches_filters(rel, (), self.exclude, is_dir=True):
+            return False  # excluded, and no "!" pattern could take a file back
+        real = os.path.realpath(sub) if self.follow_links else ""
+        if sub.is_symlink():
+            if not matches_filters(rel, (), self.exclude, is_dir=True):
+                return False
+            why = _link_verdict(sub, self.root_real)
+            if why is None:
+                return False  # its target is walked under its own name
+            if not self.follow_links:
+                self.out.refuse_link(sub, why)
+                self.found += 1
+                return False
+            if real in self.walked or _inside(self.root_real, real):
+                return False  # walked already, or an ancestor of the folder: a loop
+        elif self.follow_links and real in self.walked:
+            return False  # reached through a followed link before
+        self.walked.add(real)
+        return True
+
+    def _file(self, full: Path) -> None:
+        """Take the file ``full`` if the filters select it (a link refused is a result)."""
+        rel = full.relative_to(self.root).as_posix()
+        if not matches_filters(rel, self.include, self.exclude):
+            return
+        if not self.follow_links and full.is_symlink() and os.path.exists(full):
+            why = _link_verdict(full, self.root_real)
+            if why is not None:
+                self.out.refuse_link(full, why)
+                self.found += 1
+                return
+        self.out.add(full)
+        self.found += 1
 
 
 @dataclass(slots=True)
@@ -407,7 +436,6 @@ def hash_where_needed(items: Sequence[Item], records: Sequence[Record],
     if wanted:
         _each(digest, list(wanted.values()))
     return [failures[id(i)] for i in items if id(i) in failures]
-
 
 
 def _each(fn: Callable[[Item], T], items: Sequence[Item]) -> list[T]:

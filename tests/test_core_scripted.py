@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kimi_files._reconcile import RELIST_WAITS
 from kimi_files.config import Limits, RetryPolicy
 from kimi_files.errors import (
     AuthenticationError,
@@ -22,7 +23,7 @@ from kimi_files.errors import (
     RPMLimitError,
 )
 from kimi_files.options import UploadOptions
-from kimi_files.uploader import RELIST_WAITS, upload_steps
+from kimi_files.uploader import upload_steps
 
 from .scripted import Script, answer, listing, stored
 

@@ -14,6 +14,7 @@ import pytest
 
 import kimi_files as kf
 from kimi_files import state as state_mod
+from kimi_files._state_files import file_kind, lock_held, loopback_port
 from kimi_files.cache import ReuseCache
 from kimi_files.emulator import Emulator
 from kimi_files.errors import StateLockedError
@@ -21,9 +22,6 @@ from kimi_files.state import (
     StateFile,
     StateStore,
     clean_choice,
-    file_kind,
-    lock_held,
-    loopback_port,
     remove_account,
     remove_account_files,
     state_files,

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kimi_files as kf
+from kimi_files._reconcile import RELIST_WAITS
 from kimi_files.adoption import (
     Attempt,
     ServerClock,
@@ -30,7 +31,6 @@ from kimi_files.adoption import (
 )
 from kimi_files.emulator import Emulator
 from kimi_files.models import FileObject
-from kimi_files.uploader import RELIST_WAITS
 
 from .conftest import Api, write
 

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 import kimi_files as kf
+from kimi_files._reconcile import RELIST_WAITS
 from kimi_files.config import Limits
 from kimi_files.emulator import Emulator
 from kimi_files.progress import ProgressBar
-from kimi_files.uploader import RELIST_WAITS, FileBody
+from kimi_files.uploader import FileBody
 
 from .conftest import API_KEY, emulator_process, write
 

@@ -231,13 +231,26 @@ def _target(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
-    from ..batch_models import DEFAULT_COMPLETION_WINDOW
-
     top = sub.add_parser("batch", help="ask the same question of many documents with the "
                                        "platform's Batch API (build, check, submit, wait, "
                                        "results)")
     cmds = top.add_subparsers(dest="batch_command", required=True, metavar="STEP")
+    _add_build(cmds, parents)
+    _add_check(cmds)
+    _add_submit(cmds, parents)
+    for name, func, text in (("status", _do_status, "show a batch's status and counts"),
+                             ("cancel", _do_cancel, "cancel a batch (the requests done keep "
+                                                    "their results)")):
+        p = cmds.add_parser(name, parents=parents, help=text)
+        _target(p)
+        p.add_argument("--json", action="store_true", help="the batch objects, as JSON lines")
+        p.set_defaults(func=func)
+    _add_wait(cmds, parents)
+    _add_results(cmds, parents)
+    _add_list(cmds, parents)
 
+
+def _add_build(cmds: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     b = cmds.add_parser("build", parents=parents,
                         help="write one chat request per document (its text as the system "
                              "message) and the map custom_id -> path beside it")
@@ -253,11 +266,17 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
                    help="fail on a document the service cannot read (default: leave it out)")
     b.set_defaults(func=_do_build)
 
+
+def _add_check(cmds: Subparsers) -> None:
     c = cmds.add_parser("check", help="check every rule of an input file (nothing is sent)")
     c.add_argument("file", metavar="FILE", help="the input file to check (*.jsonl)")
     c.add_argument("-v", "--verbose", action="count", default=0,
                    help="log more to stderr (-v: info, -vv: debug)")
     c.set_defaults(func=_do_check)
+
+
+def _add_submit(cmds: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
+    from ..batch_models import DEFAULT_COMPLETION_WINDOW
 
     s = cmds.add_parser("submit", parents=parents,
                         help="check, upload (purpose batch) and create the batch; over 100 MB "
@@ -269,14 +288,8 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
                    help="a metadata pair of the batch (at most 16)")
     s.set_defaults(func=_do_submit)
 
-    for name, func, text in (("status", _do_status, "show a batch's status and counts"),
-                             ("cancel", _do_cancel, "cancel a batch (the requests done keep "
-                                                    "their results)")):
-        p = cmds.add_parser(name, parents=parents, help=text)
-        _target(p)
-        p.add_argument("--json", action="store_true", help="the batch objects, as JSON lines")
-        p.set_defaults(func=func)
 
+def _add_wait(cmds: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     w = cmds.add_parser("wait", parents=parents,
                         help="poll until the batch is done, with a bar of completed and failed "
                              "requests (Ctrl-C leaves it running)")
@@ -286,6 +299,8 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     w.add_argument("--json", action="store_true", help="the batch objects, as JSON lines")
     w.set_defaults(func=_do_wait)
 
+
+def _add_results(cmds: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     r = cmds.add_parser("results", parents=parents,
                         help="download the answers and join them to the documents: one JSON "
                              "line per request")
@@ -299,6 +314,8 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
                         "against the account's 1,000 files)")
     r.set_defaults(func=_do_results)
 
+
+def _add_list(cmds: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     ls = cmds.add_parser("list", parents=parents, help="the account's batches, newest first")
     ls.add_argument("--limit", type=int, default=20, metavar="N",
                     help="show at most N batches (default 20)")

@@ -201,8 +201,8 @@ def _tidy(client: KimiFiles) -> None:
     against any server; an explicit --state is the user's and stays."""
     import logging
 
+    from .._state_files import mark_ephemeral, sweep_ephemeral
     from ..cache import cache_path_for
-    from ..state import mark_ephemeral, sweep_ephemeral
 
     where = client.state_path()
     if client.emulator is not None and (where.exists() or cache_path_for(where).exists()):

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..state import StateFile
+    from .._state_files import StateFile
     from ._common import Subparsers
 
 from ._common import EXIT_FAILED, EXIT_OK, _days, _Usage, _when
@@ -19,7 +19,7 @@ from ._output import _emit, _emit_json, _say
 def _unreachable(files: list[StateFile]) -> set[str]:
     """Accounts of a loopback base URL (an emulator's) on whose port nothing answers; an
     account of any other host is never called unreachable (that would take the network)."""
-    from ..state import answers, loopback_address
+    from .._state_files import answers, loopback_address
 
     addresses = {f.account: loopback_address(f.account) for f in files}
     return {account for account, address in addresses.items()
@@ -32,7 +32,7 @@ def _row(f: StateFile) -> dict[str, object]:
 
 
 def _do_state(args: argparse.Namespace) -> int:
-    from ..state import (
+    from .._state_files import (
         clean_choice,
         default_state_dir,
         drop_orphan_markers,

@@ -14,6 +14,8 @@ from ..config import KNOWN_PURPOSES, RetryPolicy
 from ..errors import KimiError, NoRoomError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..batch import BatchReport, FileResult
     from ._common import Subparsers
 
@@ -133,13 +135,9 @@ def _summary_lines(report: BatchReport, prog: str) -> list[str]:
 
 
 def _do_upload(args: argparse.Namespace) -> int:
-    from ..batch import BatchReport, ingest
+    from ..batch import ingest
 
-    if args.no_state and args.state:
-        raise _Usage("--state and --no-state cannot be used together")
-    if args.replace and args.no_state:
-        raise _Usage("--replace needs the state (it knows which copies this tool stored): "
-                     "drop --no-state")
+    _check_upload_args(args)
     from ..scan import read_patterns
 
     exclude = [p for f in args.exclude_from for p in read_patterns(f)] + args.exclude
@@ -148,41 +146,14 @@ def _do_upload(args: argparse.Namespace) -> int:
 
         disable_progress_bars()
     out_lock = threading.Lock()
-    lines = _ResultLines()
     ended: list[FileResult] = []
     output_closed = threading.Event()
     stop = threading.Event()
-
-    def on_result(result: FileResult) -> None:
-        with out_lock:
-            ended.append(result)
-            if output_closed.is_set():
-                return
-            try:
-                if args.json:
-                    _emit_json(sys.stdout, result.to_json())
-                else:
-                    _emit(sys.stdout, lines.line(result))
-            except BrokenPipeError:
-                # nobody reads the results any more: start nothing new, as a tool killed by
-                # SIGPIPE would not; the uploads in flight finish and are recorded
-                _stdout_to_devnull()
-                output_closed.set()
-                stop.set()
-
+    on_result = _result_printer(args.json, out_lock, ended, output_closed, stop)
     started = time.monotonic()
     with _Stops() as stops, _client(args, retries=args.retries) as client, \
             contextlib.ExitStack() as stack:
-        state: Any = None
-        if args.no_state:
-            state = False
-        elif args.state:
-            state = args.state
-        elif args.emulator:
-            # the emulator is new each run: keep its state with it, not in the user's store
-            import tempfile
-
-            state = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "state.sqlite3"
+        state = _state_of(args, stack)
         outcome: list[Any] = []
 
         def run() -> None:
@@ -202,32 +173,95 @@ def _do_upload(args: argparse.Namespace) -> int:
         # the batch runs beside the main thread, which stays free to take signals
         worker = threading.Thread(target=run, name="kimi-batch", daemon=True)
         worker.start()
-        told = 0
-        while worker.is_alive():
-            worker.join(0.05)
-            if len(stops.received) > told:
-                told = len(stops.received)
-                stop.set()
-                if told == 1:
-                    _say(f"kimi-upload: {_Stops.describe(stops.received[0])}: no new upload "
-                         "starts; waiting for those in flight (again to stop at once)")
-                else:
-                    with out_lock:  # no result line is half-written now
-                        report = BatchReport(results=list(ended), interrupted=True,
-                                             elapsed=time.monotonic() - started)
-                        for line in _summary_lines(report, "kimi-upload"):
-                            _say(line)
-                        _say("kimi-upload: stopped at once: files without a line above "
-                             "were abandoned in flight or never started (a re-run settles "
-                             "them)")
-                        _exit_now(stops.code or EXIT_INTERRUPTED)
+        _watch(worker, stops, stop, out_lock, ended, started)
         result = outcome[0]
         if isinstance(result, BaseException):
             if stops.code is not None and isinstance(result, KimiError):
                 _say(f"kimi-upload: {result}")
                 return stops.code
             raise result
-    report = result
+    return _finish(result, stops, output_closed)
+
+
+def _check_upload_args(args: argparse.Namespace) -> None:
+    if args.no_state and args.state:
+        raise _Usage("--state and --no-state cannot be used together")
+    if args.replace and args.no_state:
+        raise _Usage("--replace needs the state (it knows which copies this tool stored): "
+                     "drop --no-state")
+
+
+def _state_of(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
+    """The ``state`` for ingest: False (none), the file given, one that goes with the
+    emulator, or None (the default store)."""
+    if args.no_state:
+        return False
+    if args.state:
+        return args.state
+    if args.emulator:
+        # the emulator is new each run: keep its state with it, not in the user's store
+        import tempfile
+
+        return Path(stack.enter_context(tempfile.TemporaryDirectory())) / "state.sqlite3"
+    return None
+
+
+def _result_printer(json_out: bool, out_lock: threading.Lock, ended: list[FileResult],
+                    output_closed: threading.Event,
+                    stop: threading.Event) -> Callable[[FileResult], None]:
+    """The ``on_result`` of an upload: each result kept in ``ended`` and printed (a line, or
+    JSON); once nobody reads stdout, nothing more is printed and no new upload starts."""
+    lines = _ResultLines()
+
+    def on_result(result: FileResult) -> None:
+        with out_lock:
+            ended.append(result)
+            if output_closed.is_set():
+                return
+            try:
+                if json_out:
+                    _emit_json(sys.stdout, result.to_json())
+                else:
+                    _emit(sys.stdout, lines.line(result))
+            except BrokenPipeError:
+                # nobody reads the results any more: start nothing new, as a tool killed by
+                # SIGPIPE would not; the uploads in flight finish and are recorded
+                _stdout_to_devnull()
+                output_closed.set()
+                stop.set()
+
+    return on_result
+
+
+def _watch(worker: threading.Thread, stops: _Stops, stop: threading.Event,
+           out_lock: threading.Lock, ended: list[FileResult], started: float) -> None:
+    """Wait for the batch while taking signals: the first one stops new uploads, the second
+    prints the summary of what ended and exits at once."""
+    from ..batch import BatchReport
+
+    told = 0
+    while worker.is_alive():
+        worker.join(0.05)
+        if len(stops.received) > told:
+            told = len(stops.received)
+            stop.set()
+            if told == 1:
+                _say(f"kimi-upload: {_Stops.describe(stops.received[0])}: no new upload "
+                     "starts; waiting for those in flight (again to stop at once)")
+            else:
+                with out_lock:  # no result line is half-written now
+                    report = BatchReport(results=list(ended), interrupted=True,
+                                         elapsed=time.monotonic() - started)
+                    for line in _summary_lines(report, "kimi-upload"):
+                        _say(line)
+                    _say("kimi-upload: stopped at once: files without a line above "
+                         "were abandoned in flight or never started (a re-run settles "
+                         "them)")
+                    _exit_now(stops.code or EXIT_INTERRUPTED)
+
+
+def _finish(report: BatchReport, stops: _Stops, output_closed: threading.Event) -> int:
+    """Print the summary; the exit code."""
     for line in _summary_lines(report, "kimi-upload"):
         _say(line)
     if stops.code is not None:
@@ -239,7 +273,6 @@ def _do_upload(args: argparse.Namespace) -> int:
     # possible extra copies on the account: not the clean run the exit code 0 promises
     return (EXIT_OK if report.ok and report.results and not report.suspects_remain
             else EXIT_FAILED)
-
 
 
 def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:

@@ -1,16 +1,14 @@
-"""The emulator's HTTP face: a Starlette app over :class:`EmulatorState`."""
+"""The emulator's HTTP face: a Starlette app over :class:`EmulatorState` (its error and fault
+answers in ``_answers.py``, what a purpose accepts and the extracted text in ``_content.py``)."""
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import json
 import os
-import re
 import secrets
 import tempfile
 import threading
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,74 +21,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import EMULATOR_HEADER
-from ._batches import MODELS, EmuBatch, estimate_tokens, json_rows
-from ._state import ERROR_ROWS, EmulatorState, Fault, LoggedRequest, StoredFile
-
-_HTML = ("<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}"
-         "</h1></center><hr><center>nginx</center></body></html>")
-_REASONS = {200: "OK", 502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
-
-
-class _Dropped(Response):
-    """Sends nothing: the connection was already closed."""
-
-    def __init__(self) -> None:
-        super().__init__(b"")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        return None
-
-
-def _drop(request: Request) -> Response:
-    """Close the client's connection without an answer (uvicorn); else fail the request."""
-    raw_send = request.scope.get("kimi.send")
-    cycle = getattr(raw_send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if cycle is None or transport is None:  # pragma: no cover - not served by uvicorn
-        raise RuntimeError("emulated connection drop")
-    transport.close()
-    cycle.disconnected = True
-    return _Dropped()
-
-
-def _error(status: int, etype: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"type": etype, "message": message}}, status_code=status)
-
-
-def _not_found(what: str, key: str) -> JSONResponse:
-    return _error(404, "resource_not_found_error", f"Not found the {what} {key} or Permission denied")
-
-
-def _row(name: str, **fmt: Any) -> JSONResponse:
-    status, etype, template = ERROR_ROWS[name]
-    return _error(status, etype, template.format(**fmt))
-
-
-def _fault_response(request: Request, fault: Fault) -> Response | None:
-    """The answer a fault gives instead of the normal one (None: answer normally)."""
-    kind = fault.kind
-    if kind in ERROR_ROWS:
-        status, body = fault.error()
-        return JSONResponse(body, status_code=status)
-    if kind.startswith("html_"):
-        code = int(kind[5:])
-        return Response(_HTML.format(code=code, reason=_REASONS[code]), status_code=code,
-                        media_type="text/html")
-    if kind == "empty_500":
-        return Response(b"", status_code=500)
-    if kind == "garbage":
-        return Response(b"\x00\xffnot json at all<<", status_code=200,
-                        media_type="application/json")
-    if kind == "truncated_json":
-        return Response(b'{"id": "cl-trunc", "object": "fi', status_code=200,
-                        media_type="application/json")
-    if kind == "no_data":
-        return JSONResponse({"object": "list"})
-    if kind == "empty_200":
-        return Response(b"", status_code=200, media_type="application/json")
-    if kind == "drop":
-        return _drop(request)
-    return None
+from ._answers import _drop, _Dropped, _fault_response, _not_found, _row
+from ._batches import MODELS, EmuBatch, estimate_tokens
+from ._content import _refuse, extract_text
+from ._state import EmulatorState, Fault, LoggedRequest, StoredFile
 
 
 class Emulated:
@@ -176,19 +110,9 @@ class Emulated:
                 return early
             if not isinstance(purpose, str) or purpose not in state.purposes:
                 return _row("invalid_purpose")
-            if size == 0:
-                return _row("file_empty")
-            if size > state.max_file_bytes:
-                return _row("file_too_large")
-            with state.lock:
-                count = len(state.files)
-                total = sum(f.bytes for f in state.files.values())
-            if count >= state.max_files:
-                return _row("too_many_files", limit=state.max_files)
-            if total + size > state.max_total_bytes:
-                return _row("invalid_request",
-                            detail="the total size of your files would exceed the account "
-                                   "limit, please delete previous uploaded files")
+            no_room = self._no_room(size)
+            if no_room is not None:
+                return no_room
             if state.extract_delay:
                 await asyncio.sleep(state.extract_delay)
             filename = _form_decode(upload.filename or "upload")
@@ -221,6 +145,25 @@ class Emulated:
             return JSONResponse(stored.to_dict())
         finally:
             await form.close()
+
+    def _no_room(self, size: int) -> JSONResponse | None:
+        """The answer to an upload of ``size`` bytes the account has no room for (or an
+        empty one); None when it fits."""
+        state = self.state
+        if size == 0:
+            return _row("file_empty")
+        if size > state.max_file_bytes:
+            return _row("file_too_large")
+        with state.lock:
+            count = len(state.files)
+            total = sum(f.bytes for f in state.files.values())
+        if count >= state.max_files:
+            return _row("too_many_files", limit=state.max_files)
+        if total + size > state.max_total_bytes:
+            return _row("invalid_request",
+                        detail="the total size of your files would exceed the account "
+                               "limit, please delete previous uploaded files")
+        return None
 
     async def _released(self, release: threading.Event) -> None:
         """Wait until a test sets ``release`` (or the server stops)."""
@@ -409,141 +352,6 @@ def _spill(upload: UploadFile, storage: Path) -> Path:
         while chunk := src.read(1024 * 1024):
             out.write(chunk)
     return Path(name)
-
-
-# --- what each purpose accepts ---------------------------------------------------------------
-
-IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "image/gif": "gif"}
-VIDEO_TYPES = {
-    "video/mp4": "mp4", "video/mpeg": "mpeg", "video/quicktime": "mov", "video/x-msvideo": "avi",
-    "video/avi": "avi", "video/x-flv": "x-flv", "video/mpg": "mpg", "video/webm": "webm",
-    "video/x-ms-wmv": "wmv", "video/x-ms-asf": "wmv", "video/3gpp": "3gpp",
-}
-#: One character repeated over at least this many bytes has "no content" to the service.
-REPETITIVE_BYTES = 5 * 1024
-
-
-def _mime(path: Path) -> str:
-    import magic
-
-    return str(magic.from_file(os.fspath(path), mime=True))
-
-
-def _refuse(path: Path, filename: str, purpose: str, size: int,
-            extract_images: bool) -> JSONResponse | None:
-    """The 400 the service answers for this content under this purpose; None if accepted.
-
-    The wordings are the emulator's own except ``text extract error`` (the service's)."""
-    if purpose == "batch":
-        return _batch_refusal(path, filename)
-    mime = _mime(path)
-    if purpose == "image" and mime not in IMAGE_TYPES:
-        accepted = ", ".join(IMAGE_TYPES.values())
-        return _row("invalid_request",
-                    detail=f"purpose 'image' accepts {accepted} only, not {mime} ({filename})")
-    if purpose == "video" and mime not in VIDEO_TYPES:
-        accepted = ", ".join(dict.fromkeys(VIDEO_TYPES.values()))
-        return _row("invalid_request",
-                    detail=f"purpose 'video' accepts {accepted} only, not {mime} ({filename})")
-    if purpose == "file-extract":
-        if mime.startswith("image/") and not extract_images:
-            return _row("invalid_request",
-                        detail=f"images ({mime}, {filename}) are no longer extracted under "
-                               "purpose 'file-extract'; upload them with purpose 'image'")
-        if _no_text(path, mime, size):
-            return _row("no_text")
-    return None
-
-
-def _batch_refusal(path: Path, filename: str) -> JSONResponse | None:
-    if not filename.lower().endswith(".jsonl"):
-        return _row("invalid_request",
-                    detail=f"purpose 'batch' takes a .jsonl file, not {filename}")
-    with path.open("rb") as fh:
-        for number, row in json_rows(fh):
-            if row is None:
-                return _row("invalid_request",
-                            detail=f"purpose 'batch': line {number} of {filename} is not a "
-                                   "JSON object")
-    return None
-
-
-def _no_text(path: Path, mime: str, size: int) -> bool:
-    """True when the service's extractor would find nothing: a PDF without a text layer, or
-    text that is one character repeated (whitespace aside) over 5 KiB or more."""
-    if mime == "application/pdf":
-        try:
-            from pypdf import PdfReader
-        except ImportError:  # pragma: no cover - pypdf is part of the emulator extra
-            return False
-        try:
-            reader = PdfReader(os.fspath(path))
-            return not "".join((page.extract_text() or "") for page in reader.pages).strip()
-        except Exception:  # a broken PDF is another matter
-            return False
-    if size < REPETITIVE_BYTES or not mime.startswith(_TEXT_TYPES):
-        return False
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    seen: set[str] = set()
-    try:
-        with path.open("rb") as fh:
-            while chunk := fh.read(1024 * 1024):
-                seen.update(decoder.decode(chunk))
-                seen -= {" ", "\t", "\r", "\n"}
-                if len(seen) > 1:
-                    return False
-            decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-# --- extraction -------------------------------------------------------------------------------
-
-_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
-               "image/svg+xml", "application/x-ndjson", "application/csv")
-
-
-def extract_text(stored: StoredFile) -> tuple[str, str]:
-    """(text, file type) as the emulator's extractor sees it; honest about what it cannot do."""
-    if stored.path is None:
-        return (f"[kimi-files emulator: {stored.filename} was seeded without content]",
-                "application/octet-stream")
-    import magic
-
-    mime = str(magic.from_file(os.fspath(stored.path), mime=True))
-    if mime.startswith(_TEXT_TYPES):
-        return stored.path.read_bytes().decode("utf-8", "replace"), mime
-    if mime == "application/pdf":
-        return _pdf_text(stored.path), mime
-    if mime.endswith("wordprocessingml.document") or stored.filename.lower().endswith(".docx"):
-        text = _docx_text(stored.path)
-        if text is not None:
-            return text, mime
-    return (f"[kimi-files emulator: no text extraction for {mime} ({stored.bytes} bytes); "
-            "the real platform runs OCR or a document parser here]", mime)
-
-
-def _pdf_text(path: Path) -> str:
-    try:
-        from pypdf import PdfReader
-    except ImportError:  # pragma: no cover - pypdf is part of the emulator extra
-        return "[kimi-files emulator: install pypdf to extract PDF text]"
-    try:
-        reader = PdfReader(os.fspath(path))
-        return "\n".join((page.extract_text() or "") for page in reader.pages).strip()
-    except Exception as exc:  # a broken PDF: say so, as an extractor would
-        return f"[kimi-files emulator: could not read this PDF: {type(exc).__name__}]"
-
-
-def _docx_text(path: Path) -> str | None:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            xml = zf.read("word/document.xml").decode("utf-8", "replace")
-    except (zipfile.BadZipFile, KeyError, OSError):
-        return None
-    xml = re.sub(r"</w:p>", "\n", xml)
-    return re.sub(r"<[^>]+>", "", xml).strip()
 
 
 # --- the app ----------------------------------------------------------------------------------
