@@ -260,7 +260,7 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
             return report
         # a recorded id the listing shows as another file (a server may reuse the id of a
         # deleted file): not this file's copy; the file is checked and sent again
-        not_ours = yield from _impostors(store, records, listing.data)
+        not_ours = yield from _impostors(store, records, listing.data, items)
         reusable = yield from _recheck_and_hash(run, items, records, listing, not_ours)
         plan = plan_batch(items, listing.data, records, client.limits, run.options.free_quota,
                           purpose=run.purpose, resume=not settings.dry_run, ledger=ledger,
@@ -331,15 +331,17 @@ def _list_account(run: _Run, items: Sequence[Item]) -> Steps[FileList | None]:
 
 
 def _impostors(store: StateStore | None, records: Sequence[Record],
-               listing: Sequence[FileObject]) -> Steps[dict[str, str]]:
-    """The recorded ids the listing shows as another file (see :func:`replace.impostors`),
-    each said once."""
+               listing: Sequence[FileObject], items: Sequence[Item]) -> Steps[dict[str, str]]:
+    """The recorded ids the listing shows as another file (see :func:`replace.impostors`);
+    those recorded for a file of this batch are said, once each."""
     from .replace import impostors
 
     if store is None or not records:
         return {}
     found = impostors(records, listing, (yield Blocking(store.stored)))
-    for file_id, why in found.items():
+    ours = {os.path.abspath(i.local.path) for i in items}
+    for file_id in sorted({r.file_id for r in records if r.file_id in found and r.path in ours}):
+        why = found[file_id]
         log.warning("%s, recorded as stored, is not that file now (%s); it is left alone and "
                     "the file is sent again", file_id, why)
     return found

@@ -215,6 +215,25 @@ def test_replace_keeps_a_copy_a_no_state_run_reused(
     assert not report.replaced and old in _ids(emulator)
 
 
+def test_a_reused_id_of_a_file_outside_the_batch_is_not_said(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path / "a" / "a.txt", "in a\n")
+    write(tmp_path / "b" / "b.txt", "in b\n")
+    state = tmp_path / "s.db"
+    kf.ingest([tmp_path / "a"], client=client, state=state)
+    old = kf.ingest([tmp_path / "b"], client=client, state=state).results[0].file_id
+    assert old is not None
+    client.delete(old)
+    _reuse_id(emulator, old, "b.txt", b"OTHERS\n")
+    assert _statuses_of(kf.ingest([tmp_path / "a"], client=client, state=state)) == ["skipped"]
+    assert "recorded as stored" not in caplog.text  # b.txt is no file of this batch
+
+
+def _statuses_of(report: kf.BatchReport) -> list[str]:
+    return [r.status for r in report.results]
+
+
 def _ids(emulator: Emulator) -> set[str]:
     return {f.id for f in emulator.state.listing()}
 
