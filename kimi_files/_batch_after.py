@@ -76,7 +76,8 @@ def _earlier_copies(run: _Run) -> Steps[None]:
     records = yield Blocking(store.records)
     in_use = ({r.file_id for r in records if r.file_id} | set(run.current.values())
               | (yield Blocking(store.suspects)))
-    plan = replace_plan(copies, fresh.data, in_use=in_use)
+    reused = (yield Blocking(run.cache.reused_ids)) if run.cache is not None else set()
+    plan = replace_plan(copies, fresh.data, in_use=in_use, reused=reused)
     done = [c.file_id for c in plan.gone]
     try:
         for copy, f in plan.delete:
@@ -116,5 +117,6 @@ def _would_replace(run: _Run, store: StateStore) -> Steps[None]:
     in_use = ({r.file_id for r in records if r.file_id and r.path not in run.planned}
               | set(run.current.values()) | (yield Blocking(store.suspects)))
     shown = {os.path.abspath(p): p for p in (r.path for r in run.report.results)}
-    plan = replace_plan(copies, run.listing, in_use=in_use)
+    reused = (yield Blocking(run.cache.reused_ids)) if run.cache is not None else set()
+    plan = replace_plan(copies, run.listing, in_use=in_use, reused=reused)
     run.report.replaced.extend((shown.get(c.path, c.path), f) for c, f in plan.delete)

@@ -90,8 +90,9 @@ class _Run:
                                            self.client.limits.max_files)
             return self.full, True
 
-    def suspect(self, files: Iterable[FileObject], path: str) -> None:
-        """Report files that may be extra copies of ``path``; they are never adopted."""
+    def suspect(self, files: Iterable[FileObject], path: str, *, said: bool = False) -> None:
+        """Report files that may be extra copies of ``path``; they are never adopted.
+        ``said``: the upload said so already (each is said once)."""
         with self._lock:
             known = {f.id for f in self.report.suspects}
             for f in files:
@@ -100,9 +101,10 @@ class _Run:
                     self.report.suspects.append(f)
                     self.suspected.setdefault(os.path.abspath(path), []).append(f)
                     self.unnoted.append((path, f.id))
-                    log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted or lost "
-                                "attempt stored, or someone else's; kept, not adopted",
-                                path, f.id, f.filename, f.bytes)
+                    if not said:
+                        log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted or lost "
+                                    "attempt stored, or someone else's; kept, not adopted",
+                                    path, f.id, f.filename, f.bytes)
 
     def drop_proven_suspects(self) -> None:
         """A file some result of this run holds (its id came in an answer) is no suspect."""
@@ -194,6 +196,8 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
                 and skip.item.record_id != skip.file_id):  # else its record says so already
             yield run.done(skip.item, skip.file_id)
         if skip.reused:
+            if run.cache is not None and not run.settings.dry_run:
+                yield Blocking(run.cache.note_reused, (skip.file_id,))  # --replace keeps it
             same = skip.stored_as == skip.item.local.filename
             note = ("the account holds this content already" if same else
                     f"the account holds this content already, stored as {skip.stored_as!r}")

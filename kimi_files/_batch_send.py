@@ -169,7 +169,7 @@ def _record_sent(run: _Run, item: Item, sent: Sent, attempt: Sequence[int],
         yield Blocking(functools.partial(
             store.note_stored, local.path, file_id=sent.file.id,
             filename=sent.file.filename, size=sent.file.bytes,
-            purpose=sent.file.purpose or run.purpose))
+            purpose=sent.file.purpose or run.purpose, created_at=sent.file.created_at))
     if run.cache is not None and item.sha256 is not None and not sent.adopted:
         # only a copy whose id came in our own answer is a fact to reuse later
         yield Blocking(run.cache.remember, (item.sha256, run.purpose, sent.file.id,
@@ -180,7 +180,7 @@ def _report_sent(run: _Run, item: Item, sent: Sent) -> None:
     """The result of a file stored, with the possible extra copies kept."""
     local = item.local
     note = "adopted after a lost response" if sent.adopted else ""
-    run.suspect(sent.suspects, item.shown)
+    run.suspect(sent.suspects, item.shown, said=True)  # send_steps said each
     # with those an interrupted run of this file left (reported when the batch began)
     suspects = list(dict.fromkeys(f.id for f in (
         *sent.suspects, *run.suspected.get(os.path.abspath(local.path), ()))))

@@ -3,6 +3,7 @@ delete, content and create, each with the platform's retry rules for what it may
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -76,6 +77,10 @@ def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], pol
 MAX_LIST_PAGES = 10_000
 
 
+#: The clock of the listing's status line (tests put their own in).
+_now = time.monotonic
+
+
 def list_steps(policy: RetryPolicy) -> Steps[FileList]:
     """Every file of the account, each id once. The platform documents no paging; a server
     that pages (``has_more``, as openai-style servers and the emulator do) is followed with
@@ -85,15 +90,26 @@ def list_steps(policy: RetryPolicy) -> Steps[FileList]:
         MalformedResponseError: a page says there is more but gives no way on (no files, or
             a last id already gone on from: the same page again), or the pages never end.
     """
+    from .progress import ANNOUNCE_PAGES, listing_status, status_due
+
     files: list[FileObject] = []
     after: set[str] = set()
     params: dict[str, Any] = {}
     url = "files"
-    for _ in range(MAX_LIST_PAGES):
+    started = said = _now()
+    for pages in range(1, MAX_LIST_PAGES + 1):
         page, more, url = yield from call_steps("GET", "files", _page, policy, **params)
         files.extend(page.data)
         if not more:
             return FileList.of(files, page.object)
+        now = _now()
+        if pages == ANNOUNCE_PAGES:  # said once: a large account takes a while to list
+            log.warning("the account's files come in pages: %d so far (%d files); listing on "
+                        "until the last", pages, len(files))
+            said = now
+        elif status_due(now, said):  # and, while it goes on, every 30 s
+            log.warning("%s", listing_status(pages, len(files), now - started))
+            said = now
         last = page.data[-1].id if page.data else None
         if last is None or last in after:
             way = "no files on the page" if last is None else f"the page ends at {last!r:.80} again"
@@ -113,7 +129,13 @@ def list_steps(policy: RetryPolicy) -> Steps[FileList]:
 def _page(response: httpx.Response) -> tuple[FileList, bool, str]:
     """One page of the listing, whether it says there is more, and its URL."""
     data = json_of(response)
-    return FileList.from_dict(data), data.get("has_more") is True, str(response.request.url)
+    more = data.get("has_more")
+    if more is not None and not isinstance(more, bool):
+        # "true" or 1: a page cut short silently would hide files (from quotas, from adoption)
+        raise MalformedResponseError(
+            f"GET {response.request.url}: the listing's has_more is {more!r:.40}, not true or "
+            "false; whether more files follow cannot be told", status_code=response.status_code)
+    return FileList.from_dict(data), more is True, str(response.request.url)
 
 
 def retrieve_steps(policy: RetryPolicy, file_id: str) -> Steps[FileObject]:
@@ -126,12 +148,26 @@ def delete_file_steps(policy: RetryPolicy, file_id: str) -> Steps[FileDeleted]:
                       lambda r: FileDeleted.from_dict(json_of(r)), policy, delete=True)
 
 
-def content_steps(policy: RetryPolicy, file_id: str, *, raw: bool = False) -> Steps[FileContent]:
+def content_steps(policy: RetryPolicy, file_id: str, *, raw: bool = False,
+                  name: str | None = None) -> Steps[FileContent]:
     """The content of a file: the platform's JSON document, or with ``raw`` any body but an
     empty one or an HTML page (a batch file's JSONL). Anything else is a malformed success,
-    retried like one."""
-    return call_steps("GET", f"files/{quoted_id(file_id)}/content",
-                      _raw_content if raw else _content, policy)
+    retried like one. ``name``: the stored file's name; a document naming another file is
+    malformed too."""
+    parse: Callable[[httpx.Response], FileContent] = _raw_content if raw else _content
+    if name is not None and not raw:
+        parse = functools.partial(_named_content, name=name)
+    return call_steps("GET", f"files/{quoted_id(file_id)}/content", parse, policy)
+
+
+def _named_content(response: httpx.Response, *, name: str) -> FileContent:
+    from .adoption import same_stored_name
+
+    content = _content(response)
+    if not same_stored_name(content.filename, name):
+        raise _not_content(response, f"the document of another file (its filename is "
+                                     f"{content.filename!r}, the file's is {name!r})")
+    return content
 
 
 def create_steps(file: IO[bytes] | FileBody, filename: str, purpose: str,

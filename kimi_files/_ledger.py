@@ -59,6 +59,9 @@ class StoredCopy:
     filename: str
     size: int
     purpose: str
+    #: The ``created_at`` our answer gave (None: recorded by an older kimi-files). A server
+    #: may hand a deleted file's id to a later file: the id alone proves nothing.
+    created_at: int | None = None
 
 
 class Ledger:
@@ -70,17 +73,19 @@ class Ledger:
         raise NotImplementedError
 
     def note_stored(self, path: str | os.PathLike[str], *, file_id: str, filename: str,
-                    size: int, purpose: str) -> None:
+                    size: int, purpose: str, created_at: int | None = None) -> None:
         """Remember a file whose id came in this tool's own upload answer for ``path`` (the
         only kind ``--replace`` may delete once a newer copy of the path is stored)."""
         with self._using() as db:
-            db.execute("INSERT OR REPLACE INTO stored VALUES (?, ?, ?, ?, ?, ?)",
-                       (file_id, _key(path), filename, size, purpose, time.time()))
+            db.execute("INSERT OR REPLACE INTO stored (file_id, path, filename, size, purpose, "
+                       "recorded, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (file_id, _key(path), filename, size, purpose, time.time(), created_at))
 
     def stored(self) -> list[StoredCopy]:
         """Every file remembered by :meth:`note_stored`, oldest first."""
         with self._using() as db:
-            rows = db.execute("SELECT file_id, path, filename, size, purpose FROM stored "
+            rows = db.execute("SELECT file_id, path, filename, size, purpose, created_at "
+                              "FROM stored "
                               "ORDER BY recorded, file_id").fetchall()
         return [StoredCopy(r[0], os.fsdecode(r[1]), *r[2:]) for r in rows]
 

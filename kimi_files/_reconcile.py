@@ -98,7 +98,10 @@ class _Reconciler:
 
     def look(self, *, relist: bool) -> Steps[FileObject | None]:
         """List the account (again after short pauses when ``relist``); the adopted file."""
-        for pause in (0.0, *(RELIST_WAITS if relist else ())):
+        for looks, pause in enumerate((0.0, *(RELIST_WAITS if relist else ()))):
+            if looks == 1:  # said once, before the first pause: it costs the user time
+                log.warning("%s: looking for the copy a lost answer may have stored: listing "
+                            "again for up to %g s", self.shown, sum(RELIST_WAITS))
             if pause and not (yield Wait(pause, stop=self.stop)):
                 raise UploadCancelledError(f"{self.shown}: cancelled while looking for the "
                                            "copy a lost answer may have stored")

@@ -85,7 +85,8 @@ CREATE TABLE IF NOT EXISTS stored (
     filename    TEXT NOT NULL,
     size        INTEGER NOT NULL,
     purpose     TEXT NOT NULL,
-    recorded    REAL NOT NULL
+    recorded    REAL NOT NULL,
+    created_at  INTEGER
 )
 """
 _COLUMNS_V0 = ("path", "size", "mtime_ns", "sha256", "filename", "file_id", "status", "updated")
@@ -143,3 +144,5 @@ def settle_schema(db: sqlite3.Connection, error: Callable[[str], StateError]) ->
     else:
         raise not_ours
     db.execute(_SCHEMA_STORED)
+    if "created_at" not in {r[1] for r in db.execute("PRAGMA table_info(stored)")}:
+        db.execute("ALTER TABLE stored ADD COLUMN created_at INTEGER")  # older records: NULL

@@ -85,6 +85,11 @@ class GetContent:
 
     file_id: str
     raw: bool = False
+    #: the stored file's name (as its upload answer or the listing gave it): the document
+    #: must name it (:func:`kimi_files.adoption.same_stored_name`), else it is malformed
+    name: str | None = None
+    #: retries after the first attempt (None: the client's policy)
+    max_retries: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,8 +235,13 @@ def _files_call(action: ListFiles | CreateFile | DeleteFile | GetContent, client
             return client.create(body, filename=filename, purpose=purpose, content_type=ctype)
         case DeleteFile(file_id=file_id):
             return client.delete(file_id)
-        case GetContent(file_id=file_id, raw=raw):
+        case GetContent(file_id=file_id, raw=raw, name=None, max_retries=None):
             return client.content(file_id, raw=raw)
+        case GetContent(file_id=file_id, raw=raw, name=name, max_retries=retries):
+            from ._endpoints import content_steps
+
+            return client.run(content_steps(client.retry_policy.with_retries(retries),
+                                            file_id, raw=raw, name=name))
 
 
 def _parallel_sync(action: Parallel, client: Any, stop: threading.Event | None) -> list[Any]:

@@ -45,6 +45,7 @@ from typing import TypeVar
 from urllib.parse import unquote
 
 from .models import FileObject
+from .quota import plausibly_dated
 
 __all__ = ["Attempt", "AttemptRegistry", "ServerClock", "Verdict", "could_be", "could_be_loosely",
            "loose_forms", "loose_name", "resolve", "stored_forms", "wire_name"]
@@ -105,6 +106,12 @@ def stored_forms(filename: str) -> frozenset[str]:
     return frozenset(forms)
 
 
+def same_stored_name(said: str, stored: str) -> bool:
+    """May ``said`` (a name an answer gives, such as a content document's) be the name of the
+    file stored as ``stored``, in the forms a server may keep (:func:`loose_forms`)? Pure."""
+    return said == stored or (bool(said) and bool(loose_forms(said) & loose_forms(stored)))
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One upload that may have been stored: what was sent, and when it began.
@@ -126,6 +133,8 @@ def could_be(f: FileObject, attempt: Attempt, forms: frozenset[str] | None = Non
     possible copy, never adopted."""
     if attempt.since is not None and f.created_at < attempt.since:
         return False
+    if attempt.since is not None and not plausibly_dated(f, attempt.since):
+        return False  # no time it could have been made at (prune's rule): never adopted
     if f.bytes != attempt.size or f.purpose != attempt.purpose:
         return False
     return f.filename in (forms if forms is not None else stored_forms(attempt.filename))

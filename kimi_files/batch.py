@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,7 @@ from ._batch_run import _emit_twins, _not_started, _read_state, _Run, _settle
 from ._batch_send import _interrupted, _upload
 from ._steps import Blocking, ClientLike, ListFiles, Steps
 from .errors import ConfigurationError, UploadCancelledError
-from .models import FileList
+from .models import FileList, FileObject
 from .options import UploadKwargs, UploadOptions
 from .pacing import Pacer, check_limits
 from .planner import BatchPlan, plan_batch
@@ -258,11 +258,15 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
         listing = yield from _list_account(run, items)
         if listing is None:
             return report
-        reusable = yield from _recheck_and_hash(run, items, records, listing)
+        # a recorded id the listing shows as another file (a server may reuse the id of a
+        # deleted file): not this file's copy; the file is checked and sent again
+        not_ours = yield from _impostors(store, records, listing.data, items)
+        reusable = yield from _recheck_and_hash(run, items, records, listing, not_ours)
         plan = plan_batch(items, listing.data, records, client.limits, run.options.free_quota,
                           purpose=run.purpose, resume=not settings.dry_run, ledger=ledger,
                           reported=reported, server_now=client.clock.now(),
-                          wall_now=time.time(), reusable=reusable, reuse=run.options.reuse)
+                          wall_now=time.time(), reusable=reusable, reuse=run.options.reuse,
+                          not_ours=not_ours)
         run.ghosts = plan.ghosts
         run.listing = listing.data
         yield from _settle(run, plan)
@@ -326,12 +330,30 @@ def _list_account(run: _Run, items: Sequence[Item]) -> Steps[FileList | None]:
     return listing
 
 
+def _impostors(store: StateStore | None, records: Sequence[Record],
+               listing: Sequence[FileObject], items: Sequence[Item]) -> Steps[dict[str, str]]:
+    """The recorded ids the listing shows as another file (see :func:`replace.impostors`);
+    those recorded for a file of this batch are said, once each."""
+    from .replace import impostors
+
+    if store is None or not records:
+        return {}
+    found = impostors(records, listing, (yield Blocking(store.stored)))
+    ours = {os.path.abspath(i.local.path) for i in items}
+    for file_id in sorted({r.file_id for r in records if r.file_id in found and r.path in ours}):
+        why = found[file_id]
+        log.warning("%s, recorded as stored, is not that file now (%s); it is left alone and "
+                    "the file is sent again", file_id, why)
+    return found
+
+
 def _recheck_and_hash(run: _Run, items: list[Item], records: list[Record],
-                       listing: FileList) -> Steps[list[CacheEntry]]:
-    """Check in full the files taken as unchanged whose copy is gone, and hash those whose
-    content could match something known (each failure a result, its file out of ``items``);
-    the reuse cache's entries."""
-    listed = {f.id for f in listing.data}
+                      listing: FileList, not_ours: Collection[str] = ()
+                      ) -> Steps[list[CacheEntry]]:
+    """Check in full the files taken as unchanged whose copy is gone (or is another file
+    now: ``not_ours``), and hash those whose content could match something known (each
+    failure a result, its file out of ``items``); the reuse cache's entries."""
+    listed = {f.id for f in listing.data} - set(not_ours)
     # files taken as unchanged from their records, whose copy is gone: checked in full now
     for item, failure in (yield Blocking(functools.partial(
             check_unverified, items, records, listed,

@@ -10,6 +10,8 @@ script is reused by the CLI and the other way round.
   with the name and size they were stored under. An entry is only a hint: before a file is
   reused, the account's listing must still show it with the same size and purpose
   (:func:`pick`), so a file deleted on the server is uploaded again, never handed back dead.
+* ``reused``: the file ids handed back for another document (a reuse): ``--replace`` never
+  deletes one, since a document it knows nothing of may depend on it.
 * ``texts``: sha256 -> the whole JSON text of ``files.content`` for that content (one content
   call per document per account, ever).
 * ``tokens``: (sha256 of a list of messages, model) -> its estimated tokens (one estimate per
@@ -57,6 +59,10 @@ CREATE TABLE IF NOT EXISTS tokens (
     recorded REAL NOT NULL,
     PRIMARY KEY (sha256, model)
 );
+CREATE TABLE IF NOT EXISTS reused (
+    file_id  TEXT PRIMARY KEY,
+    recorded REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS texts (
     sha256   TEXT PRIMARY KEY,
     file_id  TEXT NOT NULL,
@@ -77,7 +83,8 @@ def _ours(application_id: int, tables: set[str]) -> bool:
     Ours carry :data:`APPLICATION_ID`; one made before it was set has none and no table but
     ours. Pure."""
     return application_id == APPLICATION_ID or (application_id == 0
-                                                and tables <= {"files", "texts", "tokens"})
+                                                and tables <= {"files", "texts", "tokens",
+                                                               "reused"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +228,17 @@ class ReuseCache:
         ids = [(i,) for i in file_ids]
         with self._using() as db:
             db.executemany("DELETE FROM files WHERE file_id = ?", ids)
+            db.executemany("DELETE FROM reused WHERE file_id = ?", ids)
+
+    def note_reused(self, file_id: str) -> None:
+        """Record that ``file_id`` was handed back for another document (a reuse)."""
+        with self._using() as db:
+            db.execute("INSERT OR REPLACE INTO reused VALUES (?, ?)", (file_id, time.time()))
+
+    def reused_ids(self) -> set[str]:
+        """Every file id ever handed back for another document (and not forgotten)."""
+        with self._using() as db:
+            return {r[0] for r in db.execute("SELECT file_id FROM reused")}
 
     # --- texts ----------------------------------------------------------------------------
 
@@ -260,6 +278,7 @@ class ReuseCache:
             db.execute("DELETE FROM files")
             db.execute("DELETE FROM texts")
             db.execute("DELETE FROM tokens")
+            db.execute("DELETE FROM reused")
 
 
 def prove_ours(path: Path) -> None:

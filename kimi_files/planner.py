@@ -102,7 +102,8 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
                limits: Limits, free_quota: FreeQuota, *, purpose: str, resume: bool = True,
                ledger: Sequence[OpenAttempt] = (), reported: Collection[str] = (),
                server_now: int | None = None, wall_now: float | None = None,
-               reusable: Sequence[CacheEntry] = (), reuse: bool = True) -> BatchPlan:
+               reusable: Sequence[CacheEntry] = (), reuse: bool = True,
+               not_ours: Collection[str] = ()) -> BatchPlan:
     """Decide what to do with every file of the batch (see the module docstring). Pure.
 
     ``ledger``: the state's open attempts; ``reported``: ids reported as suspects before;
@@ -111,11 +112,13 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
     and settles nothing. ``reusable``: the reuse cache's entries; with ``reuse`` a file whose
     content (and purpose) the account still holds from another upload is not sent again. A
     file whose ``sha256`` is None has a size nothing known shares, so it cannot be a
-    duplicate: it is uploaded.
+    duplicate: it is uploaded. ``not_ours``: recorded ids the listing shows as another file
+    (:func:`kimi_files.replace.impostors`): no file is taken as stored by them.
     """
     on_server = {f.id: f for f in listing}
     referenced = {r.file_id for r in records if r.file_id} | set(reported)
-    mine, known = _known_content(records, on_server, reusable, purpose=purpose, reuse=reuse)
+    mine, known = _known_content(records, on_server, reusable, purpose=purpose, reuse=reuse,
+                                 not_ours=not_ours)
     by_path = {os.path.abspath(i.local.path): i for i in items}
     ledger_plan = (_resume(records, listing, referenced, by_path, ledger, server_now, wall_now)
                    if resume else _Ledger())
@@ -145,22 +148,24 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
 
 
 def _known_content(records: Sequence[Record], on_server: dict[str, FileObject],
-                   reusable: Sequence[CacheEntry], *, purpose: str, reuse: bool
+                   reusable: Sequence[CacheEntry], *, purpose: str, reuse: bool,
+                   not_ours: Collection[str] = ()
                    ) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str]]]:
     """What the account holds that a file could be: by path, (hash, file id) uploaded from
-    that path; by content hash (with ``reuse``), (file id, name stored under). Pure."""
+    that path; by content hash (with ``reuse``), (file id, name stored under); never by an
+    id of ``not_ours``. Pure."""
     mine: dict[str, tuple[str, str]] = {}  # path -> (hash, file id) uploaded from that path
     known: dict[str, tuple[str, str]] = {}  # content hash -> (file id, name stored under)
     for rec in records:
         if (rec.status == "uploaded" and rec.sha256 and rec.file_id in on_server
-                and rec.purpose == purpose):
+                and rec.purpose == purpose and rec.file_id not in not_ours):
             mine[rec.path] = (rec.sha256, rec.file_id)
             if reuse:
                 known.setdefault(rec.sha256, (rec.file_id, on_server[rec.file_id].filename))
     if reuse:
         for entry in reusable:
             f = on_server.get(entry.file_id)
-            if (f is not None and entry.purpose == purpose == f.purpose
+            if (f is not None and f.id not in not_ours and entry.purpose == purpose == f.purpose
                     and f.bytes == entry.size and not f.failed):
                 known.setdefault(entry.sha256, (f.id, f.filename))
     return mine, known

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Heartbeat", "ProgressBar", "disable_progress_bars", "enable_progress_bars",
-           "progress_enabled", "shown", "status_due", "status_line", "write_line"]
+           "listing_status", "progress_enabled", "shown", "status_due", "status_line",
+           "write_line"]
 
 log = logging.getLogger("kimi_files")
 
@@ -193,6 +194,16 @@ def status_line(files_done: int, files: int, sent: int, total: int, elapsed: flo
     line = (f"still working: {files_label(files_done, files)} done, {fmt_bytes(sent)} of "
             f"{fmt_bytes(total)} sent, {elapsed:.0f}s so far")
     return f"{line}; {pacing}" if pacing else line
+
+
+def listing_status(pages: int, files: int, elapsed: float) -> str:
+    """The status line of a listing that pages on. Pure."""
+    return (f"still listing the account's files: {pages:,} page(s), {files:,} file(s) so far, "
+            f"{elapsed:.0f}s so far")
+
+
+#: A listing that pages on past this many pages is announced once.
+ANNOUNCE_PAGES = 5
 
 
 class Heartbeat:

@@ -183,7 +183,8 @@ def plan_room(
     """
     usage = Usage.of(files, limits)
     short_files, short_bytes = deficit(usage, need_files, need_bytes)
-    if short_files == 0 and short_bytes == 0:
+    if (short_files == 0 and short_bytes == 0) or (need_files == 0 and need_bytes == 0):
+        # nothing to send needs no room, even on an account that holds more than its limits
         return RoomPlan(usage, need_files, need_bytes)
     if need_files > usage.max_files or need_bytes > usage.max_bytes:
         _no_room(usage, need_files, need_bytes, short_files, short_bytes, what,
@@ -299,6 +300,27 @@ def plausibly_dated(f: FileObject, now: float) -> bool:
     later than a day past ``now``? (Parsing made a ``created_at`` that is no number, such as
     ``true`` or text, 0.) Pure."""
     return 0 < f.created_at <= now + FUTURE_SLACK
+
+
+#: How far the server's clock may be from the local clock before ages are not judged at all.
+CLOCK_AGREEMENT = 86_400
+
+
+def age_clock(server_now: int | None, local_now: float) -> int | str:
+    """The time files' ages are judged by (``created_at`` is the server's clock): the server's
+    time from its ``Date`` headers; or, when it is unknown or more than
+    :data:`CLOCK_AGREEMENT` from the local clock (one of them is wrong, and deleting by age
+    would then delete the wrong files), why no age can be judged. Pure."""
+    if server_now is None:
+        return ("the server's time is unknown (its answers carry no Date header), so no file's "
+                "age can be judged; nothing is deleted by age")
+    apart = server_now - local_now
+    if abs(apart) > CLOCK_AGREEMENT:
+        return (f"the server's clock (Date: {fmt_time(server_now)}) is "
+                f"{abs(apart) / 86_400:.1f} days {'ahead of' if apart > 0 else 'behind'} this "
+                f"machine's ({fmt_time(local_now)}); one of them is wrong, so no file's age can "
+                "be judged; nothing is deleted by age")
+    return server_now
 
 
 def _prunable_scope(files: Sequence[FileObject], match: str | None,

@@ -55,10 +55,16 @@ def check_patterns(patterns: Sequence[str], *, what: str) -> None:
     """
     for pattern in patterns:
         try:
-            _spec((pattern,))
+            spec = _spec((pattern,))
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"{what}: bad pattern {pattern!r} ({exc}); patterns follow "
                                      "gitignore rules") from None
+        compiled = list(getattr(spec, "patterns", ()))
+        if (pattern.strip() and not pattern.startswith("#") and compiled
+                and all(p.include is None for p in compiled)):
+            # not blank, no comment, and yet no rule: it can never match (an unclosed '[')
+            raise ConfigurationError(f"{what}: bad pattern {pattern!r} (it can never match: an "
+                                     "unclosed '[' ?); patterns follow gitignore rules")
 
 
 def read_patterns(path: str | os.PathLike[str]) -> list[str]:

@@ -236,7 +236,8 @@ class StateStore(Ledger):
         return StateLockedError(
             f"state file {self.path} is in use by {who}{after}: one run per state file. "
             f"Wait for it to finish, or pass --wait (wait=True in Python) to wait for it. "
-            f"{WAY_OUT}", path=str(self.path), pid=pid)
+            f"(Another state file or none, --state NEW or --no-state, would not know what that "
+            f"run uploads: the same files may be stored twice.)", path=str(self.path), pid=pid)
 
     def _open_db(self) -> sqlite3.Connection:
         import sqlite3

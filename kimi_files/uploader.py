@@ -164,16 +164,38 @@ class Sent:
 
 
 def _answer_fits(obj: FileObject, local: LocalFile) -> None:
-    """A 200 answer must name the stored file and agree on its size; else it is malformed."""
+    """A 200 answer must name the stored file; else it is malformed (and its copy unknown).
+    Its size is checked once it is owned (:func:`_size_lie`): the id came in our answer."""
     if not obj.id.strip():
-        what = "no id"
-    elif obj.bytes != local.size:
-        what = f"{obj.bytes:,} bytes where {local.size:,} were sent"
-    else:
-        return
-    raise MalformedResponseError(
+        raise MalformedResponseError(
+            f"{os.fsdecode(local.path)}: the server answered the upload with a file object "
+            "that has no id; looking for the stored copy", status_code=200, body=obj.to_dict())
+
+
+def _size_lie(obj: FileObject, local: LocalFile) -> MalformedResponseError | None:
+    """The error for a 200 answer whose size disagrees with the bytes sent (its copy, ours
+    by its id, is deleted by the caller), or None when the sizes agree."""
+    if obj.bytes == local.size:
+        return None
+    return MalformedResponseError(
         f"{os.fsdecode(local.path)}: the server answered the upload with a file object that "
-        f"has {what}; looking for the stored copy", status_code=200, body=obj.to_dict())
+        f"has {obj.bytes:,} bytes where {local.size:,} were sent; the copy it stored "
+        f"({obj.id}) was deleted", status_code=200, body=obj.to_dict())
+
+
+def _unfit_copy(local: LocalFile, obj: FileObject) -> Steps[KimiError | None]:
+    """A stored attempt that is ours (its id came in our answer) but unfit to keep: its size
+    is not what was sent, or its extraction failed. Deleted; the error to retry (None: a
+    good copy, kept)."""
+    error: KimiError | None = _size_lie(obj, local)
+    if error is None and obj.failed:
+        error = ExtractionFailedError(
+            f"{os.fsdecode(local.path)}: the server stored the file as {obj.id} but extraction "
+            f"failed ({obj.status_details or obj.status}); deleted it",
+            status_code=200, type="file_status_failed")
+    if error is not None:
+        yield from delete_steps(obj.id)
+    return error
 
 
 def _may_store_later(error: KimiError) -> bool:
@@ -287,16 +309,12 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
                 lost.pending = exc
         else:
             yield from _own_unchanged(client, local, fh, before, lost, check, obj)
-            if not obj.failed:
+            unfit = yield from _unfit_copy(local, obj)
+            if unfit is None:
                 if lost.unresolved:
                     yield from lost.late_twins()
                 return sent(obj, lost.attempts, False)
-            # stored, but extraction failed: ours (its id came in our answer), so remove it
-            yield from delete_steps(obj.id)
-            error = ExtractionFailedError(
-                f"{shown}: the server stored the file as {obj.id} but extraction failed "
-                f"({obj.status_details or obj.status}); deleted it",
-                status_code=200, type="file_status_failed")
+            error = unfit
         wait = _retry.retry_wait(error, lost.attempts, policy)
         now = time.monotonic()
         if not (_retry.should_retry(error) and _retry.attempts_left(
@@ -367,6 +385,7 @@ def upload_steps(client: ClientLike, path: str | os.PathLike[str], options: Uplo
         hit = yield from _reusable(cache, local, listing, options.purpose, sha256)
         if hit is not None:
             sha256, found = hit
+            yield Blocking(cache.note_reused, (found.id,))  # --replace keeps it from now on
             log.info("%s: the account holds this content as %s (%s); reused",
                      os.fsdecode(local.path), found.id, found.filename)
             return UploadedFile.of(found, path=os.fsdecode(local.path), attempts=0,
@@ -436,7 +455,8 @@ def content_steps_for(client: ClientLike, path: str | os.PathLike[str],
             if cached is not None:  # this very content was read before: no request at all
                 return cached, None
     uploaded = yield from upload_steps(client, path, options, sha256)
-    content: FileContent = yield GetContent(uploaded.id, raw=raw)
+    content: FileContent = yield GetContent(uploaded.id, raw=raw, name=uploaded.stored_as,
+                                            max_retries=options.max_retries)
     digest = sha256 or uploaded.sha256
     if cache is not None and digest is not None and content.document is not None and not raw:
         yield Blocking(cache.remember_text, (digest, uploaded.id, content.raw or content.text))

@@ -108,6 +108,32 @@ def test_batch_that_cannot_fit_sends_what_fits_and_defers_the_rest(
     assert report.deleted == []
 
 
+@pytest.mark.parametrize("free_quota", ["never", "oldest"])
+def test_an_account_over_its_limits_with_nothing_to_send_skips_and_deletes_nothing(
+        emulator: Emulator, tmp_path: Path, limited: Any, free_quota: str) -> None:
+    state = tmp_path / "s.db"
+    _tree(tmp_path / "in", 5)
+    ingest([tmp_path / "in"], client=limited(max_files=10), state=state)
+    # the account holds 5 where (say, after the limit dropped) 3 are allowed
+    report = ingest([tmp_path / "in"], client=limited(max_files=3), state=state,
+                    free_quota=free_quota)
+    assert _statuses(report) == {"skipped": 5} and report.deleted == []
+    assert len(emulator.state.listing()) == 5
+
+
+def test_an_account_over_its_limits_defers_each_new_file(
+        emulator: Emulator, tmp_path: Path, limited: Any) -> None:
+    state = tmp_path / "s.db"
+    _tree(tmp_path / "in", 5)
+    ingest([tmp_path / "in"], client=limited(max_files=10), state=state)
+    _tree(tmp_path / "in", 2, prefix="new")
+    report = ingest([tmp_path / "in"], client=limited(max_files=3), state=state)
+    assert _statuses(report) == {"skipped": 5, "deferred": 2}
+    err = next(r.error for r in report.results if r.status == "deferred")
+    assert isinstance(err, kf.NotEnoughFileSlotsError) and "Nothing fits; all 2 deferred" in str(err)
+    assert len(emulator.state.listing()) == 5
+
+
 def test_free_quota_deletes_only_what_the_batch_needs(emulator: Emulator, tmp_path: Path,
                                                       limited: Any) -> None:
     client = limited(max_files=6)
@@ -120,6 +146,10 @@ def test_free_quota_deletes_only_what_the_batch_needs(emulator: Emulator, tmp_pa
         for f in emulator.state.files.values():
             if f.filename == "mine.txt":
                 f.created_at = 0
+    import sqlite3  # and as answered: else a later file under a reused id, not ours
+
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE stored SET created_at = 0")
     _tree(tmp_path / "in", 3)
     report = ingest([tmp_path / "in"], client=client, state=state, free_quota="oldest")
     assert [f.id for f in report.deleted] == [old[0].id, old[1].id]

@@ -357,3 +357,11 @@ def test_malformed_key_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert upload_main([str(write(tmp_path / "a.txt", "a"))]) == 2
     err = capsys.readouterr().err
     assert "malformed" in err and "sk-with a space" not in err
+
+
+def test_options_before_the_command_get_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--base-url", "http://127.0.0.1:9/v1", "list", "--json"])
+    assert info.value.code == 2
+    assert ("kimi-files: error: options go after the command: kimi-files list --base-url "
+            "http://127.0.0.1:9/v1 --json") in capsys.readouterr().err

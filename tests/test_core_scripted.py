@@ -17,6 +17,7 @@ from kimi_files.errors import (
     AuthenticationError,
     ConnectionLostError,
     ExtractionFailedError,
+    MalformedResponseError,
     NoExtractableTextError,
     NotEnoughFileSlotsError,
     RPMLimitError,
@@ -106,6 +107,31 @@ def test_the_retries_run_out_and_the_last_error_is_raised(doc: Path) -> None:
     assert len(script.calls("create")) == 3 and len(script.waits) == 2
 
 
+def test_a_200_that_lies_about_the_size_has_its_copy_deleted_every_time(doc: Path) -> None:
+    # each id came in our own answer: provably ours, so each copy is deleted at once; a
+    # server that keeps lying ends the upload with the error, leaving no copy behind
+    size = doc.stat().st_size
+    script = _script(retry_policy=RetryPolicy(max_attempts=3)).on("list", listing()).on(
+        "create", *(stored(f"f{i}", NAME, size + 7, T0 + i) for i in (1, 2, 3)))
+    with pytest.raises(MalformedResponseError,
+                       match=rf"{size + 7} bytes where {size} were sent; the copy it stored "
+                             r"\(f3\) was deleted"):
+        _upload(script, doc)
+    assert script.calls("delete") == [("f1",), ("f2",), ("f3",)]
+    assert len(script.calls("create")) == 3
+    # no lost answer: nothing to look for on the account between the attempts
+    assert len(script.calls("list")) == 1
+
+
+def test_a_size_lie_then_a_true_answer_keeps_only_the_true_copy(doc: Path) -> None:
+    size = doc.stat().st_size
+    script = _script().on("list", listing()).on(
+        "create", stored("f1", NAME, size + 7, T0 + 1), stored("f2", NAME, size, T0 + 2))
+    up = _upload(script, doc)
+    assert up.id == "f2" and not up.suspects  # type: ignore[attr-defined]
+    assert script.calls("delete") == [("f1",)]
+
+
 # --- lost answers and adoption ----------------------------------------------------------------
 
 
@@ -118,7 +144,8 @@ def test_a_lost_answer_whose_copy_is_listed_is_adopted_not_sent_again(doc: Path)
     assert len(script.calls("create")) == 1
 
 
-def test_an_older_look_alike_is_never_adopted_after_a_lost_answer(doc: Path) -> None:
+def test_an_older_look_alike_is_never_adopted_after_a_lost_answer(
+        doc: Path, caplog: pytest.LogCaptureFixture) -> None:
     size = doc.stat().st_size
     old = stored("f-old", NAME, size, T0 - 3600)  # same name and size, stored an hour before
     script = _script().on("list", listing(old)).on(
@@ -133,6 +160,10 @@ def test_an_older_look_alike_is_never_adopted_after_a_lost_answer(doc: Path) -> 
     # preflight; create (lost); a look and three more; create; a last look for a late copy
     assert kinds == ["list", "create", *["list"] * (1 + len(RELIST_WAITS)), "create", "list"]
     assert "f-old" not in [s.id for s in up.suspects]  # type: ignore[attr-defined]
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [m for m in said if "listing again" in m] == [
+        f"{doc}: looking for the copy a lost answer may have stored: listing again for up "
+        f"to {sum(RELIST_WAITS):g} s"]
 
 
 def test_two_candidates_are_reported_as_suspects_and_neither_is_adopted(doc: Path) -> None:

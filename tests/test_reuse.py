@@ -250,3 +250,18 @@ def test_a_cached_size_whose_file_is_gone_costs_no_hash_up_front(
     report = kf.ingest([tmp_path / "in"], client=client, state=False)
     assert [r.status for r in report.results] == ["uploaded"]
     assert hashed == []  # nothing to reuse, so nothing hashed before sending
+
+
+@pytest.mark.parametrize("action", [["show"], ["show", "--json"], ["clear"]])
+def test_kimi_files_cache_show_makes_no_cache(emulator: Emulator, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str],
+                                             action: list[str]) -> None:
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    monkeypatch.setenv("MOONSHOT_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("KIMI_FILES_STATE_DIR", str(tmp_path / "state"))
+    assert main(["cache", *action]) == 0
+    out, err = capsys.readouterr()
+    assert "no reuse cache yet (0 file(s)" in err or '"files": []' in out
+    made = list((tmp_path / "state").glob("*cache*")) if (tmp_path / "state").exists() else []
+    assert made == []

@@ -228,3 +228,19 @@ def test_a_v1_store_is_migrated_to_the_ledger(tmp_path: Path) -> None:
     with StateStore(path) as store:
         assert [(a.path, a.server_time) for a in store.attempts()] == [("/d/a.txt", 5)]
     assert _pragmas(path) == (3, APPLICATION_ID)
+
+
+def test_a_stored_table_of_an_older_version_gains_created_at(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    StateStore(path).close()
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE stored; CREATE TABLE stored (file_id TEXT PRIMARY KEY, "
+                     "path BLOB NOT NULL, filename TEXT NOT NULL, size INTEGER NOT NULL, "
+                     "purpose TEXT NOT NULL, recorded REAL NOT NULL);"
+                     "INSERT INTO stored VALUES ('old', '/d/a.txt', 'a.txt', 5, 'file-extract', 1);")
+    db.close()
+    with StateStore(path) as store:
+        store.note_stored("/d/b.txt", file_id="new", filename="b.txt", size=6,
+                          purpose="file-extract", created_at=1_760_000_000)
+        assert [(c.file_id, c.created_at) for c in store.stored()] == [
+            ("old", None), ("new", 1_760_000_000)]

@@ -24,6 +24,9 @@ import kimi_files.state as state_mod
 from kimi_files.errors import ConfigurationError, StateError, StateLockedError
 from kimi_files.state import POLL_INTERVAL, StateStore, describe_failure
 
+#: a locked store's way out is waiting: another state file would store the files twice
+LOCKED_WAY_OUT = ("(Another state file or none, --state NEW or --no-state, would not know what "
+                  "that run uploads: the same files may be stored twice.)")
 WAY_OUT = ("Use another state file (--state NEW; in Python state='NEW') "
            "or none (--no-state; state=False).")
 
@@ -81,7 +84,8 @@ def failure(path: Path, **kwargs: bool | float) -> StateError:
         StateStore(path, **kwargs)
     err = info.value
     assert isinstance(err, ConfigurationError)
-    assert str(err).startswith(f"state file {path} ") and str(err).endswith(WAY_OUT)
+    way_out = LOCKED_WAY_OUT if isinstance(err, StateLockedError) else WAY_OUT
+    assert str(err).startswith(f"state file {path} ") and str(err).endswith(way_out)
     assert err.path == str(path)
     return err
 
@@ -123,6 +127,10 @@ def test_a_second_store_in_the_same_process_is_refused(tmp_path: Path) -> None:
         assert isinstance(err, StateLockedError) and err.pid == os.getpid()
         assert f"is in use by this process (pid {os.getpid()})" in str(err)
         assert "pass --wait (wait=True in Python) to wait for it" in str(err)
+        # never sent down the path that stores the files twice without a warning
+        assert "Use another state file" not in str(err)
+        assert str(err).endswith("would not know what that run uploads: the same files may be "
+                                 "stored twice.)")
         first.begin(tmp_path / "a", size=1, mtime_ns=1, sha256="", filename="a")  # still works
     with StateStore(path) as second:  # closed: free again
         assert [r.filename for r in second.records()] == ["a"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,28 @@ def test_a_bad_pattern_is_refused_before_anything_is_sent(tmp_path: Path) -> Non
                           exclude=["!"], state=False)
 
 
+@pytest.mark.parametrize("pattern", ["[", "docs/[a", "/"])
+def test_a_pattern_that_can_never_match_is_refused(tmp_path: Path, pattern: str) -> None:
+    from kimi_files.scan import check_patterns
+
+    with pytest.raises(ConfigurationError, match=rf"exclude: bad pattern {re.escape(repr(pattern))} "
+                                                 r"\(it can never match"):
+        check_patterns([pattern], what="exclude")
+    check_patterns(["[ab]", "\\[", "# a comment", "", "!keep.txt"], what="exclude")  # fine
+
+
+def test_kimi_upload_exits_2_on_an_unclosed_bracket(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from kimi_files.cli import upload_main
+
+    monkeypatch.setenv("MOONSHOT_API_KEY", "sk-test")
+    monkeypatch.setenv("MOONSHOT_BASE_URL", "http://127.0.0.1:9/v1")  # never reached
+    write(tmp_path / "a.txt", "x")
+    assert upload_main(["--no-state", "--exclude", "[", str(tmp_path)]) == 2
+    assert "bad pattern '['" in capsys.readouterr().err
+
+
 # --- earlier copies of changed files: said, and deleted with replace ---------------------
 
 import kimi_files as kf  # noqa: E402
@@ -77,8 +100,9 @@ from kimi_files.replace import earlier_copies, replace_plan  # noqa: E402
 from kimi_files.state import StateStore, StoredCopy  # noqa: E402
 
 
-def _copy(fid: str, path: str = "/d/a.txt", name: str = "a.txt", size: int = 5) -> StoredCopy:
-    return StoredCopy(fid, path, name, size, "file-extract")
+def _copy(fid: str, path: str = "/d/a.txt", name: str = "a.txt", size: int = 5,
+          created_at: int | None = 1) -> StoredCopy:
+    return StoredCopy(fid, path, name, size, "file-extract", created_at)
 
 
 def _file(fid: str, name: str = "a.txt", size: int = 5, purpose: str = "file-extract"
@@ -106,6 +130,108 @@ def test_replace_plan_deletes_only_the_very_file_stored() -> None:
     assert why["shared"] == "another file maps to it"
     assert why["renamed"].startswith("the listing shows it as 'b.txt'")
     assert "6 bytes" in why["resized"] and "batch" in why["repurposed"]
+
+
+def test_replace_plan_keeps_a_copy_whose_id_now_names_a_later_file() -> None:
+    # a server may give a deleted file's id to a later file of the same name and size
+    copies = [_copy("reused-id"), _copy("unknown-time", created_at=None)]
+    listing = [FileObject(id="reused-id", bytes=5, created_at=2, filename="a.txt",
+                          purpose="file-extract"), _file("unknown-time")]
+    plan = replace_plan(copies, listing, in_use=set())
+    assert not plan.delete
+    why = {c.file_id: reason for c, reason in plan.kept}
+    assert "another file under a reused id" in why["reused-id"]
+    assert "no creation time on record" in why["unknown-time"]
+
+
+def _reuse_id(emulator: Emulator, old: str, name: str, data: bytes) -> None:
+    """Someone else's later file, stored under the id of our deleted ``old``."""
+    other = emulator.state.store_bytes(name, data, "file-extract")
+    with emulator.state.lock:
+        del emulator.state.files[other.id]
+        other.id = old
+        other.created_at += 5
+        emulator.state.files[old] = other
+
+
+def test_replace_never_deletes_another_file_that_got_our_deleted_copys_id(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    doc = write(tmp_path / "in" / "a.txt", "version one\n")
+    state = tmp_path / "s.db"
+    old = kf.ingest([tmp_path / "in"], client=client, state=state).results[0].file_id
+    assert old is not None
+    client.delete(old)
+    _reuse_id(emulator, old, "a.txt", b"OTHERS data\n")  # same name and size, later
+    doc.write_text("version two\n")
+    report = kf.ingest([tmp_path / "in"], client=client, state=state, replace=True)
+    assert not report.replaced and old in _ids(emulator)
+    ((path, f, why),) = report.earlier
+    assert path == str(doc)
+    assert f.id == old and "another file under a reused id" in why
+
+
+def test_an_unchanged_file_whose_id_now_names_another_file_is_sent_again(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path / "in" / "a.txt", "version one\n")
+    state = tmp_path / "s.db"
+    old = kf.ingest([tmp_path / "in"], client=client, state=state).results[0].file_id
+    assert old is not None
+    client.delete(old)
+    _reuse_id(emulator, old, "a.txt", b"OTHERS data\n")
+    again = kf.ingest([tmp_path / "in"], client=client, state=state, replace=True)
+    (result,) = again.results
+    assert result.status == "uploaded" and result.file_id != old
+    assert old in _ids(emulator) and not again.replaced  # someone else's: left alone
+    assert f"{old}, recorded as stored, is not that file now" in caplog.text
+
+
+def test_replace_keeps_a_copy_reused_for_another_document(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    a = write(tmp_path / "rp1" / "a.txt", "shared v1\n")
+    b = write(tmp_path / "rp2" / "b.txt", "shared v1\n")
+    state = tmp_path / "s.db"
+    old = kf.ingest([tmp_path / "rp1"], client=client, state=state).results[0].file_id
+    lib = client.upload(b)  # the library (no state) hands back a.txt's copy for b.txt
+    assert lib.reused and lib.id == old
+    a.write_text("changed\n")
+    report = kf.ingest([tmp_path / "rp1"], client=client, state=state, replace=True)
+    assert not report.replaced and old in _ids(emulator)
+    ((path, f, why),) = report.earlier
+    assert (path, f.id) == (str(a), old) and "reused for another document" in why
+    assert f"kept {old} a.txt, the earlier copy of {a}: it was reused" in report.summary()
+
+
+def test_replace_keeps_a_copy_a_no_state_run_reused(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
+    a = write(tmp_path / "rp1" / "a.txt", "shared v1\n")
+    write(tmp_path / "rp2" / "b.txt", "shared v1\n")
+    state = tmp_path / "s.db"
+    old = kf.ingest([tmp_path / "rp1"], client=client, state=state).results[0].file_id
+    other = kf.ingest([tmp_path / "rp2"], client=client, state=False)
+    assert other.results[0].status == "reused" and other.results[0].file_id == old
+    a.write_text("changed\n")
+    report = kf.ingest([tmp_path / "rp1"], client=client, state=state, replace=True)
+    assert not report.replaced and old in _ids(emulator)
+
+
+def test_a_reused_id_of_a_file_outside_the_batch_is_not_said(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path / "a" / "a.txt", "in a\n")
+    write(tmp_path / "b" / "b.txt", "in b\n")
+    state = tmp_path / "s.db"
+    kf.ingest([tmp_path / "a"], client=client, state=state)
+    old = kf.ingest([tmp_path / "b"], client=client, state=state).results[0].file_id
+    assert old is not None
+    client.delete(old)
+    _reuse_id(emulator, old, "b.txt", b"OTHERS\n")
+    assert _statuses_of(kf.ingest([tmp_path / "a"], client=client, state=state)) == ["skipped"]
+    assert "recorded as stored" not in caplog.text  # b.txt is no file of this batch
+
+
+def _statuses_of(report: kf.BatchReport) -> list[str]:
+    return [r.status for r in report.results]
 
 
 def _ids(emulator: Emulator) -> set[str]:

@@ -87,6 +87,12 @@ def test_could_be_needs_every_piece_of_evidence() -> None:
     assert not could_be(_f("a", size=11), ATTEMPT)
     assert not could_be(_f("a", name="R.txt"), ATTEMPT)
     assert not could_be(_f("a", purpose="image"), ATTEMPT)
+    # a created_at prune would call implausible (more than a day ahead) is never adopted:
+    # reported as a possible copy at most
+    assert could_be(_f("a", at=1000 + 86_400), ATTEMPT)
+    ahead = _f("a", at=1000 + 10 * 86_400)
+    assert not could_be(ahead, ATTEMPT)
+    assert resolve({0: ATTEMPT}, [ahead])[0] == Verdict(suspects=(ahead,))
     unknown = Attempt("r.txt", 10, "file-extract", None)  # the start was never known
     assert could_be(_f("a", at=1), unknown)
     assert resolve({0: unknown}, [_f("a")])[0] == Verdict(suspects=(_f("a"),))  # never adopted
@@ -245,6 +251,30 @@ def test_a_look_alike_arriving_after_a_lost_answer_is_neither_adopted_nor_delete
     assert {f.id for f in up.suspects} == ids - {up.id}
 
 
+def test_a_suspect_of_a_batch_upload_is_said_once(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path, no_wait: list[float],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path / "in" / "report.txt", "0123456789")
+    emulator.fail_next("store_then_drop")
+    original = client.create
+    colleague: list[str] = []
+
+    def create(*args: Any, **kwargs: Any) -> FileObject:
+        try:
+            return original(*args, **kwargs)
+        finally:
+            if not colleague:
+                colleague.append(emulator.state.seed_file("report.txt", 10).id)
+
+    monkeypatch.setattr(client, "create", create)
+    report = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
+    suspects = {f.id for f in report.suspects}
+    assert colleague[0] in suspects
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    for fid in suspects:
+        assert sum(f"{fid} (report.txt" in m and "may be a copy" in m for m in said) == 1
+
+
 def test_a_failed_copy_found_after_a_lost_answer_is_reported_not_deleted(
         emulator: Emulator, api: Api, tmp_path: Path, no_wait: list[float],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -303,14 +333,15 @@ def test_a_same_size_rewrite_during_the_upload_fails_and_removes_our_copy(
 
 def test_a_malformed_success_is_reconciled_not_reported_with_an_empty_id() -> None:
     from kimi_files.preflight import LocalFile
-    from kimi_files.uploader import _answer_fits
+    from kimi_files.uploader import _answer_fits, _size_lie
 
     local = LocalFile(Path("x.txt"), "x.txt", 10, 0, "text/plain")
     with pytest.raises(kf.MalformedResponseError, match="no id"):
         _answer_fits(FileObject(id="", bytes=10), local)
-    with pytest.raises(kf.MalformedResponseError, match="9 bytes where 10 were sent"):
-        _answer_fits(FileObject(id="cl-1", bytes=9), local)
+    lie = _size_lie(FileObject(id="cl-1", bytes=9), local)
+    assert lie is not None and "9 bytes where 10 were sent" in str(lie)
     _answer_fits(FileObject(id="cl-1", bytes=10), local)
+    assert _size_lie(FileObject(id="cl-1", bytes=10), local) is None
 
 
 def test_relisting_is_bounded() -> None:

@@ -121,6 +121,58 @@ def test_every_page_of_a_paged_listing_is_followed(env: Emulator, api: Api,
     assert out.count("would delete") == 10 and seeded[9].id in out and seeded[10].id not in out
 
 
+def test_a_has_more_that_is_no_boolean_is_malformed_never_the_end(
+        emulator: Emulator, api: Api, no_wait: list[float]) -> None:
+    emulator.state.page_size = 2
+    for i in range(5):
+        emulator.seed(f"f{i}.txt", 1, created_at=NOW + i)
+    emulator.fail_next("has_more_text", times=100, endpoint="list")
+    with pytest.raises(kf.MalformedResponseError,
+                       match=r"GET http://127\.0\.0\.1:\d+/v1/files\S*: the listing's has_more "
+                             r"is 'true', not true or false"):
+        api.list()
+    emulator.state.clear_faults()
+    assert len(api.list()) == 5
+
+
+def test_a_long_listing_is_announced_once_and_has_a_status_line(
+        emulator: Emulator, api: Api, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import itertools
+
+    from kimi_files import _endpoints
+
+    emulator.state.page_size = 1
+    for i in range(9):
+        emulator.seed(f"f{i}.txt", 1, created_at=NOW + i)
+    ticks = itertools.count(0, 10)  # each look at the clock: 10 s later
+    monkeypatch.setattr(_endpoints, "_now", lambda: float(next(ticks)))
+    assert len(api.list()) == 9
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    announced = [m for m in said if m.startswith("the account's files come in pages")]
+    assert announced == ["the account's files come in pages: 5 so far (5 files); listing on "
+                         "until the last"]
+    # every 30 s of listing without a word: at page 3, and 30 s after the announcement
+    status = [m for m in said if m.startswith("still listing")]
+    assert status == ["still listing the account's files: 3 page(s), 3 file(s) so far, 30s "
+                      "so far", "still listing the account's files: 8 page(s), 8 file(s) so far, "
+                      "80s so far"]
+
+
+@pytest.mark.parametrize("value", [1, 0, "false", [], {}])
+def test_has_more_must_be_a_boolean_or_absent(value: object) -> None:
+    import httpx
+
+    from kimi_files._endpoints import _page
+
+    request = httpx.Request("GET", "http://127.0.0.1:9/v1/files")
+    with pytest.raises(kf.MalformedResponseError, match=r"GET http://127\.0\.0\.1:9/v1/files: "):
+        _page(httpx.Response(200, json={"data": [], "has_more": value}, request=request))
+    for fine, more in ((True, True), (False, False), (None, False)):
+        assert _page(httpx.Response(200, json={"data": [], "has_more": fine},
+                                    request=request))[1] is more
+
+
 @pytest.mark.parametrize("fault, way", [
     ("has_more_stuck", r"the page ends at \S+ again"),
     ("has_more_empty", r"no files on the page"),
@@ -158,7 +210,8 @@ def test_a_listing_that_never_ends_is_bounded(emulator: Emulator, api: Api,
 # --- 4. a content answer that is not the document ---------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ["cut_body", "empty_200", "html_200", "truncated_json"])
+@pytest.mark.parametrize("fault", ["cut_body", "empty_200", "html_200", "truncated_json",
+                                   "other_document"])
 def test_a_bad_content_answer_is_retried_and_never_cached(
         emulator: Emulator, api: Api, tmp_path: Path, no_wait: list[float], fault: str) -> None:
     p = write(tmp_path / "doc.txt", "the real text\n")
@@ -173,6 +226,8 @@ def test_a_bad_content_answer_is_retried_and_never_cached(
     ("cut_body", r"not the content document .*: '\{\"content\": \"the real text"),
     ("empty_200", r"not the content document .* \(empty\)"),
     ("html_200", r"not the content document .*: '200 OK'"),
+    ("other_document", r"the document of another file \(its filename is 'other\.pdf', the "
+                       r"file's is 'doc\.txt'\)"),
 ])
 def test_a_content_answer_that_stays_bad_is_an_error_and_nothing_is_cached(
         emulator: Emulator, api: Api, tmp_path: Path, no_wait: list[float], fault: str,
@@ -186,6 +241,15 @@ def test_a_content_answer_that_stays_bad_is_an_error_and_nothing_is_cached(
     emulator.state.clear_faults()
     assert api.extract(p) == "the real text\n"  # asked again: nothing bad was cached
     assert emulator.requests[-1].path.endswith("/content")
+
+
+def test_the_content_fetch_takes_max_retries(emulator: Emulator, api: Api, tmp_path: Path,
+                                             no_wait: list[float]) -> None:
+    p = write(tmp_path / "doc.txt", "the real text\n")
+    emulator.fail_next("html_200", times=100, endpoint="content")
+    with pytest.raises(kf.MalformedResponseError):
+        api.extract(p, max_retries=1)
+    assert sum(1 for r in emulator.requests if r.path.endswith("/content")) == 2
 
 
 def test_a_poisoned_cache_entry_is_not_used(emulator: Emulator, api: Api,
@@ -573,3 +637,49 @@ def test_prove_ours_is_the_opening_check(tmp_path: Path) -> None:
     (tmp_path / "empty.db").write_bytes(b"")
     prove_ours(tmp_path / "empty.db")
     assert remove_cache_files(ours) == [ours] and not ours.exists()
+
+
+# --- prune and delete judge age by the server's clock ------------------------------------------
+
+
+def test_age_is_judged_by_the_servers_clock_or_not_at_all() -> None:
+    from kimi_files.quota import age_clock
+
+    assert age_clock(NOW, NOW + 3600.0) == NOW  # an hour apart: the server's time
+    unknown = age_clock(None, NOW)
+    assert isinstance(unknown, str) and "the server's time is unknown" in unknown
+    behind = age_clock(NOW - 40 * 86_400, NOW)
+    assert isinstance(behind, str) and "40.0 days behind this machine's" in behind
+
+
+@pytest.mark.parametrize("offset, said", [(-40 * 86_400.0, "40.0 days behind"),
+                                          (None, "the server's time is unknown")])
+def test_prune_and_delete_older_than_refuse_when_the_clocks_disagree(
+        env: Emulator, capsys: pytest.CaptureFixture[str], offset: float | None,
+        said: str) -> None:
+    import time
+
+    fresh = env.seed("fresh.txt", 3, created_at=int(time.time()) - 60)
+    env.state.date_offset = offset
+    assert main(["prune", "--older-than", "30", "--yes"]) == 1
+    assert main(["delete", "--older-than", "30", "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("kimi-files: refusing --older-than: the server") == 2 and said in err
+    assert [f.id for f in env.state.listing()] == [fresh.id]
+    # --keep does without ages
+    assert main(["prune", "--keep", "1", "--dry-run"]) == 0
+
+
+def test_prune_older_than_counts_age_on_the_servers_clock(
+        env: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    # the server's clock runs 20 hours behind (within a day: trusted); a file 10 days old by
+    # it, 10 days and 20 hours by the local clock, is not older than 10.5 days
+    env.state.date_offset = -20 * 3600.0
+    server_now = int(time.time()) - 20 * 3600
+    f = env.seed("f.txt", 3, created_at=server_now - 10 * 86_400)
+    assert main(["prune", "--older-than", "10.5", "--dry-run"]) == 0
+    assert f.id not in capsys.readouterr().out
+    assert main(["prune", "--older-than", "9.5", "--dry-run"]) == 0
+    assert f"would delete {f.id}" in capsys.readouterr().out

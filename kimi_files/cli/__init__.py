@@ -82,6 +82,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _options_before_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """The hint for options given before the command (``kimi-files --base-url URL list``):
+    they go after it. None when the command comes first (or there is none)."""
+    if not argv or not argv[0].startswith("-") or argv[0] in ("-h", "--help"):
+        return None
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    at = next((i for i, a in enumerate(argv) if a in sub.choices), None)
+    if at is None:
+        return None
+    return (f"options go after the command: kimi-files {argv[at]} "
+            f"{' '.join([*argv[:at], *argv[at + 1:]])}")
+
+
 def main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> int:
     """``kimi-files``. ``limits``: the account's limits, if not the platform's (tests)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -90,6 +103,9 @@ def main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> 
 
         return emulator_main(args_list[1:])
     parser = _parser()
+    misplaced = _options_before_command(parser, args_list)
+    if misplaced is not None:
+        parser.error(misplaced)
     args = parser.parse_args(args_list)
     refused = getattr(args, "not_on_emulator", None)
     if refused and args.emulator:

@@ -19,6 +19,15 @@ def _do_cache(args: argparse.Namespace) -> int:
     from ..errors import CacheError
 
     with _client(args) as client:
+        from ..cache import cache_path_for
+
+        where = cache_path_for(client.state_path())
+        if not args.emulator and not where.exists():  # looked at, never made
+            if args.json and args.action == "show":
+                _emit_json(sys.stdout, {"path": os.fsdecode(where), "files": [], "texts": 0})
+            else:
+                _say(f"kimi-files: {where}: no reuse cache yet (0 file(s), 0 extracted text(s))")
+            return EXIT_OK
         try:
             cache = client.reuse_cache()
         except CacheError as exc:

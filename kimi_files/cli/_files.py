@@ -64,7 +64,10 @@ def _do_delete(args: argparse.Namespace) -> int:
     if args.ids and (args.match or args.older_than is not None or args.all):
         raise _Usage("give file ids or filters, not both")
     with _client(args) as client:
-        files, now = client.list().data, time.time()
+        files = client.list().data
+        now = _age_clock(client, args.older_than is not None)
+        if now is None:
+            return EXIT_FAILED
         if args.older_than is not None:
             for f in files:
                 if not plausibly_dated(f, now):
@@ -85,6 +88,20 @@ def _do_delete(args: argparse.Namespace) -> int:
             return EXIT_OK if not missing else EXIT_FAILED
         failed = _delete_each(client, chosen) < len(chosen) or bool(missing)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _age_clock(client: KimiFiles, by_age: bool) -> float | None:
+    """The time ``created_at`` is judged by: the server's (its ``Date`` headers); when files
+    go by age and it is unknown or far from the local clock, None (said)."""
+    from ..quota import age_clock
+
+    now = age_clock(client.clock.now(), time.time())
+    if isinstance(now, str):
+        if by_age:
+            _say(f"kimi-files: refusing --older-than: {now}")
+            return None
+        return time.time()  # only the plausibility of created_at: the local clock will do
+    return now
 
 
 def _delete_each(client: KimiFiles, files: Sequence[FileObject]) -> int:
@@ -115,7 +132,10 @@ def _do_prune(args: argparse.Namespace) -> int:
     if args.keep is None and args.older_than is None:
         raise _Usage("say what to keep: --keep N (the N newest) and/or --older-than DAYS")
     with _client(args) as client:
-        files, now = client.list().data, time.time()
+        files = client.list().data
+        now = _age_clock(client, args.older_than is not None)
+        if now is None:
+            return EXIT_FAILED
         for f in implausibly_dated(files, match=args.match, purpose=args.purpose, now=now):
             _say(f"kimi-files: {shown(f.id)} ({shown(f.filename)}): the listing gives it no "
                  "plausible created_at; it is neither pruned nor counted among the newest")

@@ -212,6 +212,9 @@ class Emulated:
         if fault is not None and fault.kind in ("has_more_stuck", "has_more_empty"):
             has_more = True
             rows = [] if fault.kind == "has_more_empty" else rows
+        if fault is not None and fault.kind == "has_more_text":
+            return JSONResponse({"object": "list", "data": rows,
+                                 "has_more": "true" if has_more else "false"})
         return JSONResponse({"object": "list", "data": rows, "has_more": has_more})
 
     async def retrieve(self, request: Request, fault: Fault | None,
@@ -250,6 +253,8 @@ class Emulated:
         text, file_type = await run_in_threadpool(extract_text, stored)
         doc = {"content": text, "file_type": file_type, "filename": stored.filename,
                "title": "", "type": "file"}
+        if fault is not None and fault.kind == "other_document":
+            doc.update(content="the text of someone else's document", filename="other.pdf")
         return Response(json.dumps(doc, ensure_ascii=False), media_type="application/json")
 
     # --- the Batch API and the token estimate ---------------------------------------------------

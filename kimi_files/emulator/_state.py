@@ -121,6 +121,8 @@ TRANSPORT_FAULTS = frozenset({
     "bad_created_at",   # list: the newest file's created_at is `value` (default true)
     "has_more_stuck",   # list: has_more true and the same first page, whatever `after` says
     "has_more_empty",   # list: has_more true with no files (no last id to go on from)
+    "has_more_text",    # list: has_more as the text "true"/"false", not a boolean
+    "other_document",   # content: 200 with the document of another file (another filename)
 })
 #: Faults of the Batch API, taken when a batch is created (``endpoint="batch_create"``): some
 #: requests fail (every ``limit``-th one), or the batch expires half-way.
