@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,7 +22,7 @@ from .extract_rules import (
     Status,
 )
 from .models import FileObject
-from .options import UploadKwargs, UploadOptions
+from .options import UploadKwargs, UploadOptions, split_upload_options
 from .pacing import check_limits
 from .quota import fmt_bytes
 from .state import StateStore
@@ -36,7 +36,6 @@ log = logging.getLogger("kimi_files")
 
 T = TypeVar("T")
 StateArg = StateStore | str | os.PathLike[str] | bool | None
-Paths = Iterable[str | os.PathLike[str]] | str | os.PathLike[str]
 
 #: Results waiting for the caller at most (the run pauses when they are not taken).
 QUEUED_RESULTS = 64
@@ -177,17 +176,9 @@ class ExtractOptions:
         Raises:
             ConfigurationError: an unknown option or a value of the wrong kind.
         """
-        upload_keys = {f.name for f in fields(UploadOptions)}
-        given: dict[str, Any] = dict(options)
-        upload = {k: v for k, v in given.items() if k in upload_keys}
-        rest = {k: v for k, v in given.items() if k not in upload_keys}
         known = {f.name for f in fields(cls)} - {"upload"}
-        unknown = sorted(set(rest) - known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown extract option(s) {', '.join(unknown)}; known: "
-                f"{', '.join(sorted(known | upload_keys))}")
-        return cls(upload=UploadOptions.of(upload), **rest)
+        upload, rest = split_upload_options(options, known, "extract")
+        return cls(upload=upload, **rest)
 
 
 def extract_state_path(state_path: Path) -> Path:

@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,7 @@ from ._batch_send import _interrupted, _upload
 from ._steps import Blocking, ClientLike, ListFiles, Steps
 from .errors import ConfigurationError, UploadCancelledError
 from .models import FileList, FileObject
-from .options import UploadKwargs, UploadOptions
+from .options import Paths, UploadKwargs, UploadOptions, path_list, split_upload_options
 from .pacing import Pacer, check_limits
 from .planner import BatchPlan, plan_batch
 from .report import STATUSES, BatchReport, FileResult, Status
@@ -68,7 +68,6 @@ __all__ = ["STATUSES", "BatchOptions", "BatchReport", "FileResult", "IngestKwarg
 log = logging.getLogger("kimi_files")
 
 StateArg = StateStore | str | os.PathLike[str] | bool | None
-Paths = Iterable[str | os.PathLike[str]] | str | os.PathLike[str]
 
 
 class IngestKwargs(UploadKwargs, total=False):
@@ -137,23 +136,9 @@ class BatchOptions:
         Raises:
             ConfigurationError: an unknown option or a value of the wrong kind.
         """
-        upload_keys = {f.name for f in fields(UploadOptions)}
-        given: dict[str, Any] = dict(options)
-        upload = {k: v for k, v in given.items() if k in upload_keys}
-        rest = {k: v for k, v in given.items() if k not in upload_keys}
         known = {f.name for f in fields(cls)} - {"upload"}
-        unknown = sorted(set(rest) - known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown ingest option(s) {', '.join(unknown)}; known: "
-                f"{', '.join(sorted(known | upload_keys))}")
-        return cls(upload=UploadOptions.of(upload), **rest)
-
-
-def _paths(paths: Paths) -> list[str | os.PathLike[str]]:
-    if isinstance(paths, (str, bytes, os.PathLike)):
-        return [paths]  # one path, not its characters
-    return list(paths)
+        upload, rest = split_upload_options(options, known, "ingest")
+        return cls(upload=upload, **rest)
 
 
 def _pacer(settings: BatchOptions) -> Pacer:
@@ -184,7 +169,7 @@ def ingest(paths: Paths, *, client: KimiFiles | None = None, api_key: str | None
             holds it), or broke during the run; the run stops.
     """
     settings = BatchOptions.of(options)
-    targets = _paths(paths)
+    targets = path_list(paths)
     owned = client is None
     if client is None:
         from .client import KimiFiles
@@ -220,7 +205,7 @@ async def aingest(paths: Paths, *, client: AsyncKimiFiles | None = None,
     import asyncio
 
     settings = BatchOptions.of(options)
-    targets = _paths(paths)
+    targets = path_list(paths)
     owned = client is None
     if client is None:
         from .client import AsyncKimiFiles

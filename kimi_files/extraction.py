@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .errors import (
     StateError,
 )
+from .options import Paths, path_list
 from .state import StateStore
 
 if TYPE_CHECKING:
@@ -51,7 +52,6 @@ from ._extract_models import (
     ExtractOptions,
     ExtractResult,
     ExtractSummary,
-    Paths,
     _open_state,
     extract_state_path,
 )
@@ -102,12 +102,6 @@ class _Results:
 class _Outcome:
     summary: ExtractSummary | None = None
     error: BaseException | None = None
-
-
-def _paths(paths: Paths) -> list[str | os.PathLike[str]]:
-    if isinstance(paths, (str, bytes, os.PathLike)):
-        return [paths]
-    return list(paths)
 
 
 class Extraction(Iterator[ExtractResult]):
@@ -347,7 +341,7 @@ def _prepared(paths: Paths, client: C | None, make: Callable[..., C], api_key: s
     """The client (made when none is given: then the run closes it), the options checked,
     the paths; the client's pacer bounded by the concurrency asked for."""
     settings = ExtractOptions.of(options)
-    targets = _paths(paths)
+    targets = path_list(paths)
     owned = client is None
     if client is None:
         client = make(api_key=api_key, base_url=base_url)

@@ -9,6 +9,8 @@ keeps the two in step.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypedDict
 
@@ -16,7 +18,10 @@ from .config import DEFAULT_PURPOSE
 from .errors import ConfigurationError
 from .quota import FreeQuota, check_free_quota
 
-__all__ = ["UploadKwargs", "UploadOptions"]
+__all__ = ["Paths", "UploadKwargs", "UploadOptions", "path_list", "split_upload_options"]
+
+#: One path, or any number of them (files and folders).
+Paths = Iterable[str | os.PathLike[str]] | str | os.PathLike[str]
 
 
 class UploadKwargs(TypedDict, total=False):
@@ -73,3 +78,29 @@ class UploadOptions:
             raise ConfigurationError(
                 f"unknown upload option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**options)
+
+
+def split_upload_options(options: Mapping[str, Any], known: Iterable[str],
+                         what: str) -> tuple[UploadOptions, dict[str, Any]]:
+    """A batch call's keyword arguments as its upload options and the rest, which must be
+    among ``known`` (``what`` names the call in the error).
+
+    Raises:
+        ConfigurationError: an unknown option or a value of the wrong kind.
+    """
+    upload_keys = {f.name for f in fields(UploadOptions)}
+    upload = {k: v for k, v in options.items() if k in upload_keys}
+    rest = {k: v for k, v in options.items() if k not in upload_keys}
+    unknown = sorted(set(rest) - set(known))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown {what} option(s) {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(set(known) | upload_keys))}")
+    return UploadOptions.of(upload), rest
+
+
+def path_list(paths: Paths) -> list[str | os.PathLike[str]]:
+    """``paths`` as a list: one path is one item, not its characters."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        return [paths]
+    return list(paths)

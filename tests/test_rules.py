@@ -395,3 +395,19 @@ def test_short_text_is_text() -> None:
     assert looks_like_text("你好".encode()[:-1])  # cut mid-character at the sample's end
     assert not looks_like_text(b"\x00\x01") and not looks_like_text(b"\xff\xfeab")
     assert not looks_like_text(b"")
+
+
+def test_a_batch_call_names_an_unknown_option_and_what_it_knows() -> None:
+    from kimi_files._extract_models import ExtractOptions
+    from kimi_files.batch import BatchOptions
+    from kimi_files.options import path_list, split_upload_options
+
+    upload, rest = split_upload_options({"purpose": "image", "window": 3}, {"window"}, "extract")
+    assert upload.purpose == "image" and rest == {"window": 3}
+    with pytest.raises(kf.ConfigurationError, match=r"unknown ingest option\(s\) windw; known: "
+                                                    r".*allow_any_type.*concurrency"):
+        BatchOptions.of({"windw": 3})
+    with pytest.raises(kf.ConfigurationError, match=r"unknown extract option\(s\) keeep; known: "
+                                                    r".*keep.*purpose"):
+        ExtractOptions.of({"keeep": True})
+    assert path_list("a.txt") == ["a.txt"] and path_list(("a", "b")) == ["a", "b"]
