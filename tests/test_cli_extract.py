@@ -267,3 +267,22 @@ def test_a_window_above_the_free_slots_is_lowered_and_said(env: Emulator, tmp_pa
     assert "3 free file slot(s) (it holds 1 of 4): at most 3 document(s) at once" in (
         capsys.readouterr().err)
     assert [f.filename for f in env.state.listing()] == ["old.txt"]
+
+
+def test_extract_walks_folders_as_kimi_upload_does(env: Emulator, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "in"
+    for rel in ("keep.md", "notes/n.txt", "deep/notes/m.txt", "build/x.txt", "build/keep.txt"):
+        write(root / rel, rel)
+    ignore = write(tmp_path / "ignore", "notes\nbuild/\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["extract", "--no-progress", "--no-state", "--exclude-from", str(ignore),
+                 "--exclude", "!build/keep.txt", str(root), "-o", str(out)]) == 0
+    taken = sorted(Path(str(r["path"])).relative_to(root).as_posix() for r in _lines(out))
+    assert taken == ["build/keep.txt", "keep.md"]
+    missing = tmp_path / "no-such.ignore"
+    assert main(["extract", "--exclude-from", str(missing), str(root), "-o",
+                 str(tmp_path / "other.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: cannot read the patterns file (No such file or directory)" in err
+    assert "Traceback" not in err

@@ -382,3 +382,30 @@ def _when(ts: int) -> str:
 
     return fmt_time(ts)
 
+
+def add_walk_options(p: argparse.ArgumentParser) -> None:
+    """The options of a folder walk, the same for every command that walks folders."""
+    p.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                   help="only files the pattern matches, by gitignore rules (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="skip what the pattern matches, by gitignore rules: a name is a file "
+                        "or folder at any depth (notes skips the folder notes/), ** spans "
+                        "folders, !PATTERN takes back (repeatable; after --exclude-from)")
+    p.add_argument("--exclude-from", action="append", default=[], metavar="FILE",
+                   help="skip what the patterns of FILE match, one a line, as a .gitignore "
+                        "(repeatable)")
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow links that lead outside the folders given")
+
+
+def exclude_patterns(args: argparse.Namespace) -> list[str]:
+    """The exclude patterns of :func:`add_walk_options`: those of each --exclude-from file,
+    then each --exclude (so the command line can take one back with ``!``).
+
+    Raises:
+        ConfigurationError: a patterns file cannot be read.
+    """
+    from ..scan import read_patterns
+
+    given: list[str] = args.exclude
+    return [p for f in args.exclude_from for p in read_patterns(f)] + given

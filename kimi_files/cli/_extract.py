@@ -33,6 +33,8 @@ from ._common import (
     _Signalled,
     _Usage,
     _whole,
+    add_walk_options,
+    exclude_patterns,
 )
 from ._output import _say, json_line
 
@@ -195,7 +197,7 @@ def _do_extract(args: argparse.Namespace) -> int:
             state = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "extract.sqlite3"
         results = client.extract_many(
             args.paths, keep=args.keep, window=args.window, concurrency=args.concurrency,
-            include=args.include, exclude=args.exclude, follow_links=args.follow_links,
+            include=args.include, exclude=exclude_patterns(args), follow_links=args.follow_links,
             state=state, wait=args.wait, skip=output.done, purpose=args.purpose,
             reuse=not args.no_reuse, allow_any_type=args.allow_any_type,
             progress=None if not args.no_progress else False)
@@ -244,12 +246,7 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
                     help="documents at once (default 4)")
     ex.add_argument("--retries", type=_whole(0, 100), metavar="N",
                     help="retries per request (default 5)")
-    ex.add_argument("--include", action="append", default=[], metavar="GLOB",
-                    help="only files whose name or relative path matches (repeatable)")
-    ex.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                    help="skip files whose name or relative path matches (repeatable)")
-    ex.add_argument("--follow-links", action="store_true",
-                    help="follow links that lead outside the folders given")
+    add_walk_options(ex)
     ex.add_argument("--no-reuse", action="store_true",
                     help="neither read texts from the local cache nor use files the account "
                          "holds with the same content")

@@ -30,6 +30,8 @@ from ._common import (
     _Stops,
     _Usage,
     _whole,
+    add_walk_options,
+    exclude_patterns,
 )
 from ._output import _emit, _emit_json, _say, _stdout_to_devnull
 
@@ -62,15 +64,7 @@ def _add_upload_options(p: argparse.ArgumentParser) -> None:
                    help="at most N requests a minute (learned from 429s if not given)")
     p.add_argument("--retries", type=_whole(0, 100), metavar="N",
                    help=f"retries per request (default {RetryPolicy().max_attempts - 1})")
-    p.add_argument("--include", action="append", default=[], metavar="PATTERN",
-                   help="only files the pattern matches, by gitignore rules (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="skip what the pattern matches, by gitignore rules: a name is a file "
-                        "or folder at any depth (notes skips the folder notes/), ** spans "
-                        "folders, !PATTERN takes back (repeatable; after --exclude-from)")
-    p.add_argument("--exclude-from", action="append", default=[], metavar="FILE",
-                   help="skip what the patterns of FILE match, one a line, as a .gitignore "
-                        "(repeatable)")
+    add_walk_options(p)
     p.add_argument("--replace", action="store_true",
                    help="once a changed file's new copy is stored, delete the copy this tool "
                         "stored for it before (only that very file, checked by the listing; "
@@ -80,8 +74,6 @@ def _add_upload_options(p: argparse.ArgumentParser) -> None:
                         "(default: reuse it)")
     p.add_argument("--allow-any-type", action="store_true",
                    help="send files of types the extractor cannot read (archives, binaries)")
-    p.add_argument("--follow-links", action="store_true",
-                   help="follow links that lead outside the folders given")
     p.add_argument("--state", metavar="FILE",
                    help="the state file that makes re-runs resume (default: per account, in "
                         "$XDG_STATE_HOME/kimi-files)")
@@ -138,9 +130,7 @@ def _do_upload(args: argparse.Namespace) -> int:
     from ..batch import ingest
 
     _check_upload_args(args)
-    from ..scan import read_patterns
-
-    exclude = [p for f in args.exclude_from for p in read_patterns(f)] + args.exclude
+    exclude = exclude_patterns(args)
     if args.no_progress:
         from ..progress import disable_progress_bars
 
