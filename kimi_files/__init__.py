@@ -23,8 +23,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-from .config import (
+from ._config import (
     CHINA_BASE_URL,
     DEFAULT_BASE_URL,
     DEFAULT_MODEL,
@@ -35,22 +34,24 @@ from .config import (
     Limits,
     RetryPolicy,
 )
+from ._models import FileContent, FileDeleted, FileList, FileObject, UploadedFile
+from ._version import __version__
 from .errors import *  # noqa: F403  (the whole tree is public)
 from .errors import __all__ as _error_names
-from .models import FileContent, FileDeleted, FileList, FileObject, UploadedFile
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from .batch import BatchReport, FileResult, IngestKwargs, aingest, ingest
-    from .batch_build import BuildReport
-    from .batch_flow import Manifest
-    from .batch_models import Batch, BatchList
-    from .batch_results import ResultsReport
-    from .batches import AsyncBatches, Batches
-    from .chat import AsyncSession, Messages, Session
-    from .client import AsyncKimiFiles, KimiFiles
-    from .extraction import (
+    from ._batch import BatchReport, FileResult, IngestKwargs, aingest, ingest
+    from ._batch_build import BuildReport
+    from ._batch_flow import Manifest
+    from ._batch_input import BATCH_INPUT_RULES
+    from ._batch_models import Batch, BatchList
+    from ._batch_results import ResultsReport
+    from ._batches import AsyncBatches, Batches
+    from ._chat import AsyncSession, Messages, Session
+    from ._client import AsyncKimiFiles, KimiFiles
+    from ._extraction import (
         AsyncExtraction,
         Extraction,
         ExtractKwargs,
@@ -59,55 +60,60 @@ if TYPE_CHECKING:
         aextract_many,
         extract_many,
     )
-    from .options import UploadKwargs, UploadOptions
-    from .pacing import Pacer
-    from .preflight import LocalFile
-    from .progress import disable_progress_bars, enable_progress_bars
-    from .quota import FreeQuota, RoomPlan, Usage
-    from .retry import waiting_disabled
-    from .state import StateStore
-    from .tokens import TokenReport
-    from .uploader import Preflight
+    from ._options import UploadKwargs, UploadOptions
+    from ._pacing import Pacer
+    from ._preflight import LocalFile
+    from ._progress import disable_progress_bars, enable_progress_bars
+    from ._quota import FreeQuota, RoomPlan, Usage
+    from ._retry import is_slow_down, waiting_disabled
+    from ._state import StateStore
+    from ._state_files import sweep_ephemeral
+    from ._tokens import CONTEXT_WINDOWS, TokenReport
+    from ._uploader import Preflight
 
 #: Public names that load their module on first use, so ``import kimi_files`` stays light.
 _LAZY = {
-    "KimiFiles": "client",
-    "AsyncKimiFiles": "client",
-    "ingest": "batch",
-    "extract_many": "extraction",
-    "aextract_many": "extraction",
-    "Extraction": "extraction",
-    "AsyncExtraction": "extraction",
-    "ExtractResult": "extraction",
-    "ExtractSummary": "extraction",
-    "ExtractKwargs": "extraction",
-    "aingest": "batch",
-    "BatchReport": "report",
-    "FileResult": "report",
-    "IngestKwargs": "batch",
-    "UploadKwargs": "options",
-    "UploadOptions": "options",
-    "Preflight": "uploader",
-    "LocalFile": "preflight",
-    "RoomPlan": "quota",
-    "FreeQuota": "quota",
-    "Usage": "quota",
-    "Pacer": "pacing",
-    "Messages": "chat",
-    "Session": "chat",
-    "AsyncSession": "chat",
-    "StateStore": "state",
-    "waiting_disabled": "retry",
-    "disable_progress_bars": "progress",
-    "enable_progress_bars": "progress",
-    "Batch": "batch_models",
-    "BatchList": "batch_models",
-    "Batches": "batches",
-    "AsyncBatches": "batches",
-    "Manifest": "batch_flow",
-    "BuildReport": "batch_build",
-    "ResultsReport": "batch_results",
-    "TokenReport": "tokens",
+    "KimiFiles": "_client",
+    "AsyncKimiFiles": "_client",
+    "ingest": "_batch",
+    "extract_many": "_extraction",
+    "aextract_many": "_extraction",
+    "Extraction": "_extraction",
+    "AsyncExtraction": "_extraction",
+    "ExtractResult": "_extraction",
+    "ExtractSummary": "_extraction",
+    "ExtractKwargs": "_extraction",
+    "aingest": "_batch",
+    "BatchReport": "_report",
+    "FileResult": "_report",
+    "IngestKwargs": "_batch",
+    "UploadKwargs": "_options",
+    "UploadOptions": "_options",
+    "Preflight": "_uploader",
+    "LocalFile": "_preflight",
+    "RoomPlan": "_quota",
+    "FreeQuota": "_quota",
+    "Usage": "_quota",
+    "Pacer": "_pacing",
+    "Messages": "_chat",
+    "Session": "_chat",
+    "AsyncSession": "_chat",
+    "StateStore": "_state",
+    "waiting_disabled": "_retry",
+    "disable_progress_bars": "_progress",
+    "enable_progress_bars": "_progress",
+    "Batch": "_batch_models",
+    "BatchList": "_batch_models",
+    "Batches": "_batches",
+    "AsyncBatches": "_batches",
+    "Manifest": "_batch_flow",
+    "BuildReport": "_batch_build",
+    "ResultsReport": "_batch_results",
+    "TokenReport": "_tokens",
+    "CONTEXT_WINDOWS": "_tokens",
+    "BATCH_INPUT_RULES": "_batch_input",
+    "is_slow_down": "_retry",
+    "sweep_ephemeral": "_state_files",
 }
 
 
@@ -125,20 +131,20 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-def _client(api_key: str | None, base_url: str | None,
+def _own_client(api_key: str | None, base_url: str | None,
             client: KimiFiles | None) -> tuple[KimiFiles, bool]:
     if client is not None:
         return client, False
-    from .client import KimiFiles
+    from ._client import KimiFiles
 
     return KimiFiles(api_key=api_key, base_url=base_url), True
 
 
-def _aclient(api_key: str | None, base_url: str | None,
+def _own_aclient(api_key: str | None, base_url: str | None,
              client: AsyncKimiFiles | None) -> tuple[AsyncKimiFiles, bool]:
     if client is not None:
         return client, False
-    from .client import AsyncKimiFiles
+    from ._client import AsyncKimiFiles
 
     return AsyncKimiFiles(api_key=api_key, base_url=base_url), True
 
@@ -155,7 +161,7 @@ def upload(path: str | os.PathLike[str], *, api_key: str | None = None,
       default) refuses with :class:`NoRoomError` instead. Deleted files are in ``.deleted``.
     * The file is streamed in constant memory with a progress bar (``progress=None``: when
       stderr is a terminal; ``KIMI_FILES_NO_PROGRESS=1`` turns bars off).
-    * Retries follow the platform's rules (see :mod:`kimi_files.retry`); after a lost
+    * Retries follow the platform's rules (see :mod:`kimi_files._retry`); after a lost
       response the stored copy is adopted only when it is provably this upload's; otherwise
       the file is sent again and possible extra copies are listed in ``.suspects``.
 
@@ -168,7 +174,7 @@ def upload(path: str | os.PathLike[str], *, api_key: str | None = None,
         APIStatusError: the service refused it, or kept failing until the retries ran out.
         APIConnectionError: the service could not be reached.
     """
-    c, owned = _client(api_key, base_url, client)
+    c, owned = _own_client(api_key, base_url, client)
     try:
         return c.upload(path, **options)
     finally:
@@ -184,7 +190,7 @@ async def aupload(path: str | os.PathLike[str], *, api_key: str | None = None,
     Raises:
         KimiError: as :func:`upload`.
     """
-    c, owned = _aclient(api_key, base_url, client)
+    c, owned = _own_aclient(api_key, base_url, client)
     try:
         return await c.upload(path, **options)
     finally:
@@ -213,7 +219,7 @@ def messages(paths: Sequence[str | os.PathLike[str]], *, max_chars: int | None =
         ConfigurationError: a missing key, a malformed base URL or an invalid option.
         KimiError: with ``strict``, the first document that failed.
     """
-    c, owned = _client(api_key, base_url, client)
+    c, owned = _own_client(api_key, base_url, client)
     try:
         return c.messages(paths, max_chars=max_chars, strict=strict, max_tokens=max_tokens,
                           model=model, **options)
@@ -232,7 +238,7 @@ async def amessages(paths: Sequence[str | os.PathLike[str]], *, max_chars: int |
     Raises:
         KimiError: as :func:`messages`.
     """
-    c, owned = _aclient(api_key, base_url, client)
+    c, owned = _own_aclient(api_key, base_url, client)
     try:
         return await c.messages(paths, max_chars=max_chars, strict=strict,
                                 max_tokens=max_tokens, model=model, **options)
@@ -251,7 +257,7 @@ def extract(path: str | os.PathLike[str] | None = None, *, file_id: str | None =
         ConfigurationError: not exactly one of ``path`` and ``file_id``; as :func:`upload`.
         KimiError: as :func:`upload`, or the content call failed.
     """
-    c, owned = _client(api_key, base_url, client)
+    c, owned = _own_client(api_key, base_url, client)
     try:
         return c.extract(path, file_id=file_id, **options)
     finally:
@@ -267,7 +273,7 @@ async def aextract(path: str | os.PathLike[str] | None = None, *, file_id: str |
     Raises:
         KimiError: as :func:`extract`.
     """
-    c, owned = _aclient(api_key, base_url, client)
+    c, owned = _own_aclient(api_key, base_url, client)
     try:
         return await c.extract(path, file_id=file_id, **options)
     finally:
@@ -286,5 +292,6 @@ __all__ = [
     "aextract_many", "extract_many",
     "disable_progress_bars", "enable_progress_bars", "extract", "ingest", "upload",
     "waiting_disabled", "AsyncBatches", "Batch", "BatchList", "Batches", "BuildReport",
-    "Manifest", "ResultsReport", "TokenReport", *_error_names,
+    "Manifest", "ResultsReport", "TokenReport", "CONTEXT_WINDOWS", "BATCH_INPUT_RULES",
+    "is_slow_down", "sweep_ephemeral", *_error_names,
 ]

@@ -12,6 +12,12 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from ._config import (
+    DEFAULT_MODEL,
+    DEFAULT_PURPOSE,
+    Limits,
+    RetryPolicy,
+)
 from ._endpoints import (
     content_steps,
     create_steps,
@@ -19,30 +25,24 @@ from ._endpoints import (
     list_steps,
     retrieve_steps,
 )
+from ._models import FileContent, FileDeleted, FileList, FileObject
+from ._options import UploadKwargs, UploadOptions
 from ._steps import Steps, run_async
 from ._transport import _ClientBase
-from .config import (
-    DEFAULT_MODEL,
-    DEFAULT_PURPOSE,
-    Limits,
-    RetryPolicy,
-)
-from .models import FileContent, FileDeleted, FileList, FileObject
-from .options import UploadKwargs, UploadOptions
 
 if TYPE_CHECKING:
     import asyncio
 
     from typing_extensions import Unpack
 
-    from .batch import BatchReport, IngestKwargs
-    from .batches import AsyncBatches
-    from .chat import AsyncSession, Messages
-    from .extraction import AsyncExtraction, ExtractKwargs
-    from .models import UploadedFile
-    from .pacing import Pacer
-    from .tokens import TokenReport
-    from .uploader import FileBody, Preflight
+    from ._batch import BatchReport, IngestKwargs
+    from ._batches import AsyncBatches
+    from ._chat import AsyncSession, Messages
+    from ._extraction import AsyncExtraction, ExtractKwargs
+    from ._models import UploadedFile
+    from ._pacing import Pacer
+    from ._tokens import TokenReport
+    from ._uploader import FileBody, Preflight
 
 
 __all__ = ["AsyncKimiFiles"]
@@ -235,7 +235,7 @@ class AsyncKimiFiles(_ClientBase):
         Raises:
             KimiError: as :meth:`KimiFiles.upload`.
         """
-        from .uploader import upload_steps
+        from ._uploader import upload_steps
 
         return await self.run(upload_steps(self, path, UploadOptions.of(options)))
 
@@ -246,7 +246,7 @@ class AsyncKimiFiles(_ClientBase):
         Raises:
             KimiError: as :meth:`KimiFiles.preflight`.
         """
-        from .uploader import preflight_steps
+        from ._uploader import preflight_steps
 
         return await self.run(preflight_steps(self, path, UploadOptions.of(options)))
 
@@ -257,7 +257,7 @@ class AsyncKimiFiles(_ClientBase):
         Raises:
             KimiError: as :meth:`KimiFiles.extract`.
         """
-        from .uploader import extract_steps
+        from ._uploader import extract_steps
 
         return await self.run(extract_steps(self, path, file_id, UploadOptions.of(options)))
 
@@ -268,7 +268,7 @@ class AsyncKimiFiles(_ClientBase):
         Raises:
             KimiError: as :func:`kimi_files.ingest`.
         """
-        from .batch import aingest
+        from ._batch import aingest
 
         return await aingest(paths, client=self, **options)
 
@@ -280,7 +280,7 @@ class AsyncKimiFiles(_ClientBase):
         Raises:
             KimiError: as :func:`kimi_files.extract_many`.
         """
-        from .extraction import aextract_many
+        from ._extraction import aextract_many
 
         return aextract_many(paths, client=self, **options)
 
@@ -295,7 +295,7 @@ class AsyncKimiFiles(_ClientBase):
         Raises:
             KimiError: as :func:`kimi_files.messages`.
         """
-        from .chat import messages_steps
+        from ._chat import messages_steps
 
         return await self.run(messages_steps(self, paths, UploadOptions.of(options),
                                              max_chars=max_chars, strict=strict,
@@ -308,7 +308,7 @@ class AsyncKimiFiles(_ClientBase):
         Raises:
             APIStatusError: as :meth:`KimiFiles.estimate_tokens`.
         """
-        from .tokens import estimate_steps
+        from ._tokens import estimate_steps
 
         return await self.run(estimate_steps(self.retry_policy, model, messages))
 
@@ -319,24 +319,24 @@ class AsyncKimiFiles(_ClientBase):
         Raises:
             KimiError: as :meth:`KimiFiles.tokens`.
         """
-        from .tokens import tokens_steps
+        from ._tokens import tokens_steps
 
         return await self.run(tokens_steps(self, paths, model=model, options=UploadOptions.of(
             {"progress": False, **options})))
 
     @property
     def batches(self) -> AsyncBatches:
-        """:attr:`KimiFiles.batches`, awaited (:class:`kimi_files.batches.AsyncBatches`)."""
-        from .batches import AsyncBatches
+        """:attr:`KimiFiles.batches`, awaited (:class:`kimi_files._batches.AsyncBatches`)."""
+        from ._batches import AsyncBatches
 
         return AsyncBatches(self)
 
     def session(self, *, delete_on_exit: bool = True) -> AsyncSession:
-        """``async with client.session() as s:``; see :class:`kimi_files.chat.AsyncSession`.
+        """``async with client.session() as s:``; see :class:`kimi_files._chat.AsyncSession`.
 
         Raises:
             Nothing (the session's own calls raise as theirs do).
         """
-        from .chat import AsyncSession
+        from ._chat import AsyncSession
 
         return AsyncSession(self, delete_on_exit=delete_on_exit)

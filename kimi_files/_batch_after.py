@@ -1,6 +1,6 @@
-"""What a batch run (:mod:`kimi_files.batch`) looks for once its files are sent: copies of
+"""What a batch run (:mod:`kimi_files._batch`) looks for once its files are sent: copies of
 open attempts that landed late (reported), and earlier copies of changed files (said, or with
-``replace`` deleted: :mod:`kimi_files.replace`)."""
+``replace`` deleted: :mod:`kimi_files._replace`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import logging
 import os
 from typing import Any
 
+from ._adoption import Attempt, resolve
 from ._batch_run import _note_suspects, _Run
+from ._models import FileList
+from ._planner import BatchPlan
+from ._state import StateStore
 from ._steps import Blocking, ListFiles, Steps
-from .adoption import Attempt, resolve
+from ._uploader import delete_steps
 from .errors import KimiError
-from .models import FileList
-from .planner import BatchPlan
-from .state import StateStore
-from .uploader import delete_steps
 
 log = logging.getLogger("kimi_files")
 
@@ -45,9 +45,9 @@ def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
 
 def _earlier_copies(run: _Run) -> Steps[None]:
     """Earlier copies this tool stored for the paths of this batch, now superseded (see
-    :mod:`kimi_files.replace`): said, or with ``replace`` deleted once verified by a fresh
+    :mod:`kimi_files._replace`): said, or with ``replace`` deleted once verified by a fresh
     listing (never when stopped: that starts nothing new; a re-run deletes them)."""
-    from .replace import earlier_copies, replace_plan
+    from ._replace import earlier_copies, replace_plan
 
     store = run.store
     if store is None or not (run.planned if run.settings.dry_run else run.current):
@@ -107,7 +107,7 @@ def _earlier_copies(run: _Run) -> Steps[None]:
 def _would_replace(run: _Run, store: StateStore) -> Steps[None]:
     """A dry run with ``replace``: the earlier copies the run would delete once the files it
     plans are stored (against the listing the plan saw; the run itself lists again)."""
-    from .replace import replace_plan
+    from ._replace import replace_plan
 
     copies = [c for c in (yield Blocking(store.stored)) if c.path in run.planned]
     if not copies:

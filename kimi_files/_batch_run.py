@@ -1,4 +1,4 @@
-"""The bookkeeping of one batch run of :mod:`kimi_files.batch`: :class:`_Run` (results as
+"""The bookkeeping of one batch run of :mod:`kimi_files._batch`: :class:`_Run` (results as
 they come, the report, the state's records of each attempt, what stops the run) and the
 handling of what the plan decided (skips, reuses, twins, refusals, deferrals) as results."""
 
@@ -11,20 +11,20 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from ._adoption import Attempt
+from ._cache import ReuseCache
+from ._models import FileObject
+from ._planner import BatchPlan
+from ._progress import Heartbeat
+from ._quota import account_full_error
+from ._report import BatchReport, FileResult, Status
+from ._scan import Item
+from ._state import OpenAttempt, Record, StateStore
 from ._steps import Blocking, ClientLike, Steps
-from .adoption import Attempt
-from .cache import ReuseCache
 from .errors import NoRoomError, ServerTooManyFilesError, StateError, UploadCancelledError
-from .models import FileObject
-from .planner import BatchPlan
-from .progress import Heartbeat
-from .quota import account_full_error
-from .report import BatchReport, FileResult, Status
-from .scan import Item
-from .state import OpenAttempt, Record, StateStore
 
 if TYPE_CHECKING:
-    from .batch import BatchOptions
+    from ._batch import BatchOptions
 
 log = logging.getLogger("kimi_files")
 

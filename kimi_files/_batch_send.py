@@ -1,5 +1,5 @@
-"""The sending steps of a batch run (:mod:`kimi_files.batch`): the groups of files, at most
-``concurrency`` at once, each file sent through :func:`kimi_files.uploader.send_steps` and
+"""The sending steps of a batch run (:mod:`kimi_files._batch`): the groups of files, at most
+``concurrency`` at once, each file sent through :func:`kimi_files._uploader.send_steps` and
 recorded; and the files an interrupted run was sending, after the rest."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from collections.abc import Callable, Sequence
 
 from ._batch_run import _read_state, _Run, _settle
 from ._hashing import sha256_of
+from ._models import FileList
+from ._planner import BatchPlan, plan_interrupted
+from ._progress import Heartbeat, ProgressBar, short_label, status_line
+from ._quota import account_full_error
+from ._report import FileResult
+from ._scan import Item
 from ._steps import Blocking, ListFiles, Parallel, Steps
+from ._uploader import Claims, Sent, send_steps
 from .errors import KimiError, LocalFileError, ServerTooManyFilesError, StateError
-from .models import FileList
-from .planner import BatchPlan, plan_interrupted
-from .progress import Heartbeat, ProgressBar, short_label, status_line
-from .quota import account_full_error
-from .report import FileResult
-from .scan import Item
-from .uploader import Claims, Sent, send_steps
 
 log = logging.getLogger("kimi_files")
 

@@ -4,7 +4,7 @@
 :class:`MultipartBody` frames it as the upload's ``multipart/form-data`` request,
 :class:`ReadAhead` reads it ahead of an async sending on a worker thread, and
 :class:`PieceDigest` hashes the pieces beside the sending (``_Recheck``: the bytes of each
-attempt, compared with a hash taken before). Used by :mod:`kimi_files.uploader`.
+attempt, compared with a hash taken before). Used by :mod:`kimi_files._uploader`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
-from .adoption import wire_name
+from ._adoption import wire_name
 from .errors import LocalFileError
 
 if TYPE_CHECKING:

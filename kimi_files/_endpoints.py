@@ -12,24 +12,24 @@ from urllib.parse import quote, unquote
 
 import httpx
 
-from . import retry as _retry
-from ._steps import Request, Steps, Wait
-from ._transport import detached
-from .config import (
+from . import _retry as _retry
+from ._config import (
     RetryPolicy,
 )
+from ._models import FileContent, FileDeleted, FileList, FileObject
+from ._steps import Request, Steps, Wait
+from ._transport import detached
 from .errors import (
     ConfigurationError,
     KimiError,
     MalformedResponseError,
     NotFoundError,
 )
-from .models import FileContent, FileDeleted, FileList, FileObject
 
 if TYPE_CHECKING:
 
 
-    from .uploader import FileBody
+    from ._uploader import FileBody
 
 
 log = logging.getLogger("kimi_files")
@@ -90,7 +90,7 @@ def list_steps(policy: RetryPolicy) -> Steps[FileList]:
         MalformedResponseError: a page says there is more but gives no way on (no files, or
             a last id already gone on from: the same page again), or the pages never end.
     """
-    from .progress import ANNOUNCE_PAGES, listing_status, status_due
+    from ._progress import ANNOUNCE_PAGES, listing_status, status_due
 
     files: list[FileObject] = []
     after: set[str] = set()
@@ -161,7 +161,7 @@ def content_steps(policy: RetryPolicy, file_id: str, *, raw: bool = False,
 
 
 def _named_content(response: httpx.Response, *, name: str) -> FileContent:
-    from .adoption import same_stored_name
+    from ._adoption import same_stored_name
 
     content = _content(response)
     if not same_stored_name(content.filename, name):

@@ -1,4 +1,4 @@
-"""What :mod:`kimi_files.extraction` hands out and takes: results, the summary, the options."""
+"""What :mod:`kimi_files._extraction` hands out and takes: results, the summary, the options."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._extract_rules import (
+    Origin,
+    Status,
+)
+from ._models import FileObject
+from ._options import UploadKwargs, UploadOptions, split_upload_options
+from ._pacing import check_limits
+from ._quota import fmt_bytes
+from ._state import StateStore
 from ._steps import (
     ClientLike,
 )
@@ -17,15 +26,6 @@ from .errors import (
     ConfigurationError,
     KimiError,
 )
-from .extract_rules import (
-    Origin,
-    Status,
-)
-from .models import FileObject
-from .options import UploadKwargs, UploadOptions, split_upload_options
-from .pacing import check_limits
-from .quota import fmt_bytes
-from .state import StateStore
 
 if TYPE_CHECKING:
 

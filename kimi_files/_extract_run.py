@@ -1,4 +1,4 @@
-"""The extract pipeline as steps (one logic for both clients): see :mod:`kimi_files.extraction`."""
+"""The extract pipeline as steps (one logic for both clients): see :mod:`kimi_files._extraction`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,26 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import retry as _retry
+from . import _retry as _retry
+from ._adoption import Attempt
+from ._cache import ReuseCache, pick
+from ._extract_rules import (
+    Cleanup,
+    Origin,
+    admit,
+    deletes_after_text,
+    leftovers,
+    no_room_message,
+    status_of,
+    window_for,
+)
 from ._hashing import sha256_of
+from ._models import FileContent, FileList, FileObject
+from ._preflight import LocalFile, inspect_file_head
+from ._progress import ProgressBar
+from ._quota import Usage, fmt_bytes
+from ._scan import collect
+from ._state import StateStore
 from ._steps import (
     Blocking,
     ClientLike,
@@ -27,8 +45,7 @@ from ._steps import (
     Steps,
     Wait,
 )
-from .adoption import Attempt
-from .cache import ReuseCache, pick
+from ._uploader import Claims, delete_steps, send_steps
 from .errors import (
     KimiError,
     LocalFileError,
@@ -38,23 +55,6 @@ from .errors import (
     StateError,
     UploadCancelledError,
 )
-from .extract_rules import (
-    Cleanup,
-    Origin,
-    admit,
-    deletes_after_text,
-    leftovers,
-    no_room_message,
-    status_of,
-    window_for,
-)
-from .models import FileContent, FileList, FileObject
-from .preflight import LocalFile, inspect_file_head
-from .progress import ProgressBar
-from .quota import Usage, fmt_bytes
-from .scan import collect
-from .state import StateStore
-from .uploader import Claims, delete_steps, send_steps
 
 if TYPE_CHECKING:
 

@@ -2,7 +2,7 @@
 begun may still land, and its copy must never be taken for another file's), the suspects
 already reported (never adopted later), and the copies this tool stored (the only ones
 ``--replace`` may delete). :class:`Ledger` is the part of
-:class:`~kimi_files.state.StateStore` that reads and writes them."""
+:class:`~kimi_files._state.StateStore` that reads and writes them."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ._schema import _key
 if TYPE_CHECKING:
     import sqlite3
 
-    from .adoption import Attempt
+    from ._adoption import Attempt
 
 __all__ = ["Ledger", "OpenAttempt", "StoredCopy"]
 
@@ -44,7 +44,7 @@ class OpenAttempt:
     @property
     def attempt(self) -> Attempt:
         """What the adoption rules need of it (no start when it is not proven)."""
-        from .adoption import Attempt
+        from ._adoption import Attempt
 
         return Attempt(self.filename, self.size, self.purpose,
                        self.server_time if self.proven else None)
@@ -65,7 +65,7 @@ class StoredCopy:
 
 
 class Ledger:
-    """The ledger's rows, for :class:`~kimi_files.state.StateStore` (which provides the
+    """The ledger's rows, for :class:`~kimi_files._state.StateStore` (which provides the
     connection)."""
 
     def _using(self) -> AbstractContextManager[sqlite3.Connection]:

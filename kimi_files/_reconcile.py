@@ -3,9 +3,9 @@
 :class:`Claims` are the file ids no reconciliation may adopt (known before an upload began, or
 taken by this run's uploads); :class:`_Reconciler` lists the account after a lost answer
 (again after :data:`RELIST_WAITS`) and adopts a copy only when
-:func:`kimi_files.adoption.resolve` proves it this attempt's, else reports what may be an extra
+:func:`kimi_files._adoption.resolve` proves it this attempt's, else reports what may be an extra
 copy of ours as a suspect; :func:`_without_siblings` drops the suspects the client's other
-uploads prove their own. Used by :func:`kimi_files.uploader.send_steps`.
+uploads prove their own. Used by :func:`kimi_files._uploader.send_steps`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ._adoption import Attempt, Verdict, could_be_loosely, resolve
+from ._models import FileList, FileObject
 from ._steps import ClientLike, ListFiles, Steps, Wait
-from .adoption import Attempt, Verdict, could_be_loosely, resolve
 from .errors import KimiError, UploadCancelledError
-from .models import FileList, FileObject
 
 __all__ = ["RELIST_WAITS", "SIBLING_PATIENCE", "Claims"]
 

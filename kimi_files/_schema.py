@@ -1,5 +1,5 @@
 """The state store's schema: its tables, the migrations from older versions, and the check
-that a database opened as a store is one (see :mod:`kimi_files.state`).
+that a database opened as a store is one (see :mod:`kimi_files._state`).
 
 Schema versions (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file as ours):
 0 is the first release (no marks); 1 adds ``purpose`` and ``server_time``; 2 adds the ledger of
@@ -22,8 +22,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._config import STATE_APPLICATION_ID as APPLICATION_ID
 from ._state_errors import _DAMAGED
-from .config import STATE_APPLICATION_ID as APPLICATION_ID
 from .errors import StateError
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """The state store's failures in words (pure): what went wrong with a state file, what a
-re-run can still know, and the way out (see :mod:`kimi_files.state`)."""
+re-run can still know, and the way out (see :mod:`kimi_files._state`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The files of a state folder: where an account's state lives, and listing and cleaning the
-state stores and reuse caches there (see :mod:`kimi_files.state`).
+state stores and reuse caches there (see :mod:`kimi_files._state`).
 
 :func:`state_files` lists the state and cache files of a folder (account, size, last use),
 recognised as ours by their header (``application_id``) the way the store recognises its own
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ._config import CACHE_APPLICATION_ID
 from ._schema import _COLUMNS_V1, APPLICATION_ID
 from ._state_errors import describe_failure
-from .config import CACHE_APPLICATION_ID
 from .errors import StateError, StateLockedError
 
 __all__ = ["EPHEMERAL_SUFFIX", "StateFile", "clean_choice", "default_state_dir",
@@ -321,7 +321,12 @@ def sweep_ephemeral(folder: Path | None = None, *,
                     alive: Callable[[tuple[str, int]], bool] = answers) -> list[Path]:
     """Remove the state, lock and cache of every account marked as an ephemeral emulator's
     whose loopback port no longer answers (the emulator is gone, and all it stored with it);
-    ours only, never while a run holds the lock. The paths removed."""
+    ours only, never while a run holds the lock. The paths removed.
+
+    Raises:
+        Nothing: a folder that cannot be read removes nothing; a path that cannot be removed
+        is left.
+    """
     folder = default_state_dir() if folder is None else folder
     try:
         names = os.listdir(folder)

@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import retry as _retry
+from . import _retry as _retry
 
 if TYPE_CHECKING:
+    from ._adoption import AttemptRegistry, ServerClock
     from ._body import FileBody
-    from .adoption import AttemptRegistry, ServerClock
-    from .cache import ReuseCache
-    from .config import Limits, RetryPolicy
-    from .pacing import Pacer
+    from ._cache import ReuseCache
+    from ._config import Limits, RetryPolicy
+    from ._pacing import Pacer
 
 __all__ = ["Action", "Blocking", "ClientLike", "CreateFile", "DeleteFile", "GetContent", "Halted",
            "ListFiles", "Parallel", "Request", "Steps", "Wait", "halts_with", "run_async",
@@ -86,7 +86,7 @@ class GetContent:
     file_id: str
     raw: bool = False
     #: the stored file's name (as its upload answer or the listing gave it): the document
-    #: must name it (:func:`kimi_files.adoption.same_stored_name`), else it is malformed
+    #: must name it (:func:`kimi_files._adoption.same_stored_name`), else it is malformed
     name: str | None = None
     #: retries after the first attempt (None: the client's policy)
     max_retries: int | None = None
@@ -97,7 +97,7 @@ class Wait:
     """Wait before a retry (or a re-listing); True, or False when a stop was asked for.
 
     ``error``, ``attempt``, ``left`` and ``what`` describe the retry, for the announcement
-    :func:`kimi_files.retry.wait_notice` makes of a long wait."""
+    :func:`kimi_files._retry.wait_notice` makes of a long wait."""
 
     seconds: float
     error: BaseException | None = None
@@ -107,7 +107,7 @@ class Wait:
     #: ends the wait early (else the driver's own stop event, if any)
     stop: threading.Event | None = None
     #: a pause for other work to progress, not a retry's wait: taken even when
-    #: :func:`~kimi_files.retry.waiting_disabled` is on
+    #: :func:`~kimi_files._retry.waiting_disabled` is on
     real: bool = False
 
 

@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import httpx
 
-from . import retry as _retry
-from ._version import __version__
-from .adoption import AttemptRegistry, ServerClock
-from .config import (
+from . import _retry as _retry
+from ._adoption import AttemptRegistry, ServerClock
+from ._config import (
     CONNECT_TIMEOUT,
     DEFAULT_BASE_URL,
     EMULATOR_HEADER,
@@ -30,6 +29,7 @@ from .config import (
     resolve_api_key,
     resolve_base_url,
 )
+from ._version import __version__
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -44,8 +44,8 @@ from .errors import (
 if TYPE_CHECKING:
 
 
-    from .cache import ReuseCache
-    from .pacing import Pacer
+    from ._cache import ReuseCache
+    from ._pacing import Pacer
 
 
 __all__ = ["DEFAULT_TIMEOUT", "detached"]
@@ -104,12 +104,12 @@ class _ClientBase:
         self.retry_policy = (retry or RetryPolicy()).with_retries(max_retries)
         self.limits = limits or Limits()
         if pacer is None:
-            from .pacing import Pacer
+            from ._pacing import Pacer
 
             pacer = Pacer()
         #: Paces every request of this client, for its lifetime (learns the account's limits).
         self.pacer = pacer
-        #: The server's time, from the Date headers of its answers (see kimi_files.adoption).
+        #: The server's time, from the Date headers of its answers (see kimi_files._adoption).
         self.clock = ServerClock()
         #: This client's uploads that could own a stored copy, and the ids they claimed.
         self.attempts = AttemptRegistry()
@@ -144,7 +144,7 @@ class _ClientBase:
 
     def state_path(self) -> Path:
         """Where batch state for this account (a hash of the key) and base URL lives."""
-        from .state import default_state_path
+        from ._state import default_state_path
 
         return default_state_path(self.base_url, self._key.get())
 
@@ -165,7 +165,7 @@ class _ClientBase:
             return None
         with self._cache_lock:
             if self._cache is None:
-                from .cache import ReuseCache, cache_path_for
+                from ._cache import ReuseCache, cache_path_for
 
                 where = self._cache_option
                 path = (cache_path_for(self.state_path()) if where is None or where is True

@@ -76,7 +76,7 @@ catches a file refused by preflight and the same file refused by the server.
 Every :class:`APIStatusError` keeps the server's request id (``Msh-Request-Id``, else
 ``X-Msh-Trace-Id``) as ``.request_id`` and shows it in ``str()``. The class attribute
 ``slow_down`` is true for the errors that say the account or the service is overloaded (the
-retryable 429s and a 503): :func:`kimi_files.retry.is_slow_down` reads it for the pacer.
+retryable 429s and a 503): :func:`kimi_files._retry.is_slow_down` reads it for the pacer.
 Every error pickles (``pickle.loads(pickle.dumps(e))`` keeps its type and attributes), so it can
 cross a process pool.
 
@@ -122,10 +122,10 @@ __all__ = [
 class KimiError(Exception):
     """The root of every error kimi-files raises."""
 
-    #: Whether sending the same request again can succeed. See also ``kimi_files.retry``.
+    #: Whether sending the same request again can succeed. See also ``kimi_files._retry``.
     retryable: ClassVar[bool] = False
     #: Whether the error says the account or the service is overloaded, so requests should
-    #: come slower (the pacer reads it through :func:`kimi_files.retry.is_slow_down`).
+    #: come slower (the pacer reads it through :func:`kimi_files._retry.is_slow_down`).
     slow_down: ClassVar[bool] = False
 
     def __init__(self, message: str) -> None:
@@ -263,7 +263,7 @@ class BatchInputError(PreflightError):
     """A Batch API input file breaks the platform's rules; nothing was sent.
 
     ``.violations`` lists every refusal found, each naming its line (0: the whole file) and
-    its rule (see :mod:`kimi_files.batch_input`); the message shows the first of them."""
+    its rule (see :mod:`kimi_files._batch_input`); the message shows the first of them."""
 
     def __init__(self, message: str, *, path: str | None = None, rule: str = "",
                  violations: tuple[Any, ...] = ()) -> None:

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import settings
 
 from kimi_files import AsyncKimiFiles, KimiFiles
+from kimi_files._progress import disable_progress_bars
+from kimi_files._retry import waiting_disabled
 from kimi_files.emulator import Emulator
-from kimi_files.progress import disable_progress_bars
-from kimi_files.retry import waiting_disabled
 
 API_KEY = "sk-test-0123456789abcdefSECRET"
 
@@ -80,7 +80,7 @@ def env_without_key() -> dict[str, str]:
 @pytest.fixture
 def limited(emulator: Emulator) -> Iterator[Any]:
     """A factory of clients that agree with the emulator on smaller account limits."""
-    from kimi_files.config import Limits
+    from kimi_files._config import Limits
 
     made: list[KimiFiles] = []
 

@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kimi_files._adoption import AttemptRegistry, ServerClock
+from kimi_files._config import Limits, RetryPolicy
+from kimi_files._models import FileList, FileObject
+from kimi_files._pacing import Pacer
 from kimi_files._steps import (
     Blocking,
     CreateFile,
@@ -28,11 +32,7 @@ from kimi_files._steps import (
     Steps,
     Wait,
 )
-from kimi_files.adoption import AttemptRegistry, ServerClock
-from kimi_files.config import Limits, RetryPolicy
 from kimi_files.errors import error_from_response
-from kimi_files.models import FileList, FileObject
-from kimi_files.pacing import Pacer
 
 
 class FakeTime:

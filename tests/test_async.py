@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 import kimi_files as kf
-from kimi_files.cache import ReuseCache
+from kimi_files._cache import ReuseCache
+from kimi_files._state import StateStore
 from kimi_files.emulator import Emulator
-from kimi_files.state import StateStore
 
 from .conftest import API_KEY, emulator_process, write
 
@@ -66,8 +66,8 @@ def test_module_level_async_twins(emulator: Emulator, tmp_path: Path) -> None:
 
 def test_blocking_local_work_never_runs_on_the_event_loop(
         emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import kimi_files.scan as scan
-    import kimi_files.uploader as uploader
+    import kimi_files._scan as scan
+    import kimi_files._uploader as uploader
 
     threads: dict[str, set[int]] = {}
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import kimi_files as kf
+from kimi_files._uploader import PIECE_BYTES, READ_AHEAD, FileBody, MultipartBody, ReadAhead
 from kimi_files.emulator import Emulator
-from kimi_files.uploader import PIECE_BYTES, READ_AHEAD, FileBody, MultipartBody, ReadAhead
 
 from .conftest import API_KEY, write
 
@@ -193,7 +193,7 @@ def test_one_small_upload_imports_nothing_it_does_not_use(emulator: Emulator,
 
     p = write(tmp_path / "one.txt", "one small file, plain text\n")
     unused = ("queue", "asyncio", "concurrent.futures.thread", "tqdm", "magic",
-              "kimi_files.batch", "kimi_files.scan", "kimi_files.planner", "kimi_files.chat",
+              "kimi_files._batch", "kimi_files._scan", "kimi_files._planner", "kimi_files._chat",
               "kimi_files.cli", "kimi_files.emulator")
     code = ("import sys, kimi_files; "
             f"kimi_files.upload({str(p)!r}, api_key={API_KEY!r}, base_url={emulator.base_url!r}, "

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 import kimi_files as kf
-from kimi_files.batch import FileResult, ingest
+from kimi_files._batch import FileResult, ingest
+from kimi_files._pacing import Pacer
+from kimi_files._state import StateStore
 from kimi_files.emulator import CHAOS_KINDS, Emulator
-from kimi_files.pacing import Pacer
-from kimi_files.state import StateStore
 
 from .conftest import API_KEY, Api, write
 
@@ -304,7 +304,7 @@ def _text(n_bytes: int, tag: str = "") -> bytes:
 def test_hash_is_taken_while_sending_and_recorded(emulator: Emulator, client: kf.KimiFiles,
                                                   tmp_path: Path, no_wait: list[float],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import kimi_files.scan as scan_mod
+    import kimi_files._scan as scan_mod
     from kimi_files._hashing import sha256_of
 
     size = scan_mod.SAMPLE_BYTES + 5000

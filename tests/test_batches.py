@@ -26,8 +26,8 @@ from kimi_files import (
     KimiFiles,
     NotFoundError,
 )
-from kimi_files.batch_flow import check_file, poll_delay, submit_steps
-from kimi_files.batch_input import (
+from kimi_files._batch_flow import check_file, poll_delay, submit_steps
+from kimi_files._batch_input import (
     RULES,
     InputChecker,
     PartPlanner,
@@ -35,7 +35,7 @@ from kimi_files.batch_input import (
     join_results,
     request_line,
 )
-from kimi_files.batch_models import Batch
+from kimi_files._batch_models import Batch
 from kimi_files.cli import main
 from kimi_files.emulator import Emulator
 
@@ -476,7 +476,7 @@ def test_ctrl_c_while_waiting_leaves_the_batch_running(env: Emulator, tmp_path: 
     def interrupted(*args: Any, **kwargs: Any) -> bool:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("kimi_files.retry.sleep", interrupted)
+    monkeypatch.setattr("kimi_files._retry.sleep", interrupted)
     assert main(["batch", "wait", batch_id]) == 130
     err = capsys.readouterr().err
     assert f"the batch keeps running. Resume with: kimi-files batch wait {batch_id}" in err
@@ -486,7 +486,7 @@ def test_ctrl_c_while_waiting_leaves_the_batch_running(env: Emulator, tmp_path: 
 
         raise _Signalled(15)
 
-    monkeypatch.setattr("kimi_files.retry.sleep", terminated)
+    monkeypatch.setattr("kimi_files._retry.sleep", terminated)
     assert main(["batch", "wait", batch_id]) == 143
     assert "the batch keeps running" in capsys.readouterr().err
     assert env.state.batches.batches[batch_id].status == "validating"  # neither cancelled nor ended
@@ -615,7 +615,7 @@ def test_an_interrupted_build_leaves_no_file(client: KimiFiles, tmp_path: Path,
     def content_steps_for(*args: Any) -> Any:
         yield Blocking(stopped)
 
-    monkeypatch.setattr("kimi_files.chat.content_steps_for", content_steps_for)
+    monkeypatch.setattr("kimi_files._chat.content_steps_for", content_steps_for)
     with pytest.raises(KeyboardInterrupt):
         client.batches.build(_docs(tmp_path, 1), model="kimi-k2.5", prompt="Q",
                              output=tmp_path / "r.jsonl")
@@ -715,7 +715,7 @@ def test_a_halt_lets_local_work_run_and_starts_no_new_request() -> None:
 def _two_part_submit_whose_second_create_is_lost(client: KimiFiles, emulator: Emulator,
                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                  ) -> tuple[Path, int]:
-    import kimi_files.batch_flow as flow
+    import kimi_files._batch_flow as flow
 
     req = write(tmp_path / "req.jsonl", b"".join(_line(f"r{i}") for i in range(4)))
     limit = len(_line("r0")) * 2

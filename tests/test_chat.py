@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kimi_files as kf
-from kimi_files.chat import cut_marker, fit_budget
+from kimi_files._chat import cut_marker, fit_budget
+from kimi_files._models import FileObject
+from kimi_files._quota import select_for_pruning
 from kimi_files.cli import main
 from kimi_files.emulator import Emulator
-from kimi_files.models import FileObject
-from kimi_files.quota import select_for_pruning
 
 from .conftest import API_KEY, Api, write
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from kimi_files._config import Limits
 from kimi_files.cli import main, upload_main
-from kimi_files.config import Limits
 from kimi_files.emulator import Emulator
 
 from .conftest import API_KEY, write
@@ -144,12 +144,12 @@ def test_management_usage_errors_exit_2(argv: list[str], pattern: str,
 def test_bad_purpose_is_refused_before_anything_is_read_or_sent(
         env: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import kimi_files.batch
+    import kimi_files._batch
 
     def must_not_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("the batch ran")
 
-    monkeypatch.setattr(kimi_files.batch, "ingest", must_not_run)
+    monkeypatch.setattr(kimi_files._batch, "ingest", must_not_run)
     write(tmp_path / "a.txt", "a")
     with pytest.raises(SystemExit) as info:
         upload_main(["--purpose", "fine-tune", str(tmp_path / "a.txt")])
@@ -174,7 +174,7 @@ def test_follow_links_takes_a_link_out_of_the_folder(env: Emulator, tmp_path: Pa
 def test_wait_waits_for_the_run_that_holds_the_state(env: Emulator, tmp_path: Path) -> None:
     import time
 
-    from kimi_files.state import StateStore
+    from kimi_files._state import StateStore
 
     write(tmp_path / "in" / "a.txt", "a")
     state = tmp_path / "s.db"

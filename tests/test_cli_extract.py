@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from kimi_files._config import Limits
 from kimi_files.cli import main
-from kimi_files.config import Limits
 from kimi_files.emulator import Emulator
 
 from .conftest import API_KEY, write

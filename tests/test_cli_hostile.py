@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from kimi_files._config import Limits
 from kimi_files.cli import main, output_name, shown, upload_main
-from kimi_files.config import Limits
 from kimi_files.emulator import Emulator
 from kimi_files.emulator._state import StoredFile
 
@@ -62,7 +62,7 @@ def test_shown_escapes_what_drives_a_terminal(raw: str, expected: str) -> None:
 def test_progress_bar_labels_are_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    from kimi_files.progress import ENV_VAR, ProgressBar, disable_progress_bars, enable_progress_bars
+    from kimi_files._progress import ENV_VAR, ProgressBar, disable_progress_bars, enable_progress_bars
 
     monkeypatch.delenv(ENV_VAR, raising=False)
     sink = io.StringIO()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import kimi_files as kf
-from kimi_files.config import CHINA_BASE_URL, DEFAULT_BASE_URL, resolve_base_url
+from kimi_files._config import CHINA_BASE_URL, DEFAULT_BASE_URL, resolve_base_url
 from kimi_files.emulator import Emulator
 
 from .conftest import API_KEY, write

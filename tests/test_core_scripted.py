@@ -1,6 +1,6 @@
 """The shared core's rules, driven step by step with scripted answers: no server, no threads.
 
-Each scenario feeds :func:`kimi_files.uploader.upload_steps` (or a part of it) the answers of
+Each scenario feeds :func:`kimi_files._uploader.upload_steps` (or a part of it) the answers of
 the ``Script`` in ``tests/scripted.py`` and checks the actions the steps asked for: how many
 uploads were sent, what was listed, what was deleted, how long they chose to wait.
 """
@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from kimi_files._config import Limits, RetryPolicy
+from kimi_files._options import UploadOptions
 from kimi_files._reconcile import RELIST_WAITS
-from kimi_files.config import Limits, RetryPolicy
+from kimi_files._uploader import upload_steps
 from kimi_files.errors import (
     AuthenticationError,
     ConnectionLostError,
@@ -22,8 +24,6 @@ from kimi_files.errors import (
     NotEnoughFileSlotsError,
     RPMLimitError,
 )
-from kimi_files.options import UploadOptions
-from kimi_files.uploader import upload_steps
 
 from .scripted import Script, answer, listing, stored
 

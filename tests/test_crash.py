@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from kimi_files._state import StateStore
 from kimi_files.emulator import Emulator
-from kimi_files.state import StateStore
 
 from .conftest import API_KEY, write
 

@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kimi_files as kf
+from kimi_files._retry import should_retry
 from kimi_files.emulator import ERROR_ROWS, Emulator
 from kimi_files.errors import error_from_response
-from kimi_files.retry import should_retry
 
 # (fault, expected class, expected status, expected type, parsed attributes, retryable)
 ROWS = [

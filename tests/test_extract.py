@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from kimi_files import AsyncKimiFiles, KimiFiles
-from kimi_files.config import Limits
+from kimi_files._config import Limits
+from kimi_files._extraction import ExtractResult, ExtractSummary, extract_state_path
+from kimi_files._state import StateStore, default_state_path
 from kimi_files.emulator import Emulator
 from kimi_files.errors import (
     LocalEmptyFileError,
@@ -23,8 +25,6 @@ from kimi_files.errors import (
     NotEnoughFileSlotsError,
     TokenQuotaExceededError,
 )
-from kimi_files.extraction import ExtractResult, ExtractSummary, extract_state_path
-from kimi_files.state import StateStore, default_state_path
 
 from .conftest import API_KEY, write
 
@@ -316,7 +316,7 @@ def test_extract_stays_the_one_document_function() -> None:
     import kimi_files
 
     assert kimi_files.extract_many is not None and kimi_files.aextract_many is not None
-    import kimi_files.extraction
+    import kimi_files._extraction
 
     assert inspect.isfunction(kimi_files.extract) and inspect.isfunction(kimi_files.aextract)
 

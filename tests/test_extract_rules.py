@@ -1,18 +1,11 @@
-"""The decisions of the extract pipeline (kimi_files.extract_rules), with no server."""
+"""The decisions of the extract pipeline (kimi_files._extract_rules), with no server."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kimi_files.errors import (
-    ExtractionFailedError,
-    LocalEmptyFileError,
-    NoExtractableTextError,
-    NotEnoughFileSlotsError,
-    TokenQuotaExceededError,
-)
-from kimi_files.extract_rules import (
+from kimi_files._extract_rules import (
     admit,
     deletes_after_text,
     leftovers,
@@ -20,9 +13,16 @@ from kimi_files.extract_rules import (
     status_of,
     window_for,
 )
-from kimi_files.models import FileObject
-from kimi_files.quota import Usage
-from kimi_files.state import OpenAttempt, Record
+from kimi_files._models import FileObject
+from kimi_files._quota import Usage
+from kimi_files._state import OpenAttempt, Record
+from kimi_files.errors import (
+    ExtractionFailedError,
+    LocalEmptyFileError,
+    NoExtractableTextError,
+    NotEnoughFileSlotsError,
+    TokenQuotaExceededError,
+)
 
 NOW = 1_700_000_000
 

@@ -13,9 +13,9 @@ import kimi_files as kf
 
 PACKAGE = Path(kf.__file__).resolve().parent
 #: Decisions with no I/O: they must not import an I/O library.
-PURE = ("adoption", "planner", "quota", "retry", "errors", "_answers", "_redact", "models",
-        "options", "config", "report", "_steps", "filerules", "batch_models", "replace", "batch_input",
-        "tokens", "extract_rules")
+PURE = ("_adoption", "_planner", "_quota", "_retry", "errors", "_answers", "_redact", "_models",
+        "_options", "_config", "_report", "_steps", "_filerules", "_batch_models", "_replace", "_batch_input",
+        "_tokens", "_extract_rules")
 IO_LIBRARIES = {"httpx", "httpcore", "sqlite3", "magic", "tqdm", "starlette", "uvicorn"}
 
 
@@ -86,7 +86,7 @@ def test_the_public_surface_lists_its_lazy_names_and_one_version() -> None:
         assert name in listed and name in kf.__all__, name
         assert getattr(kf, name) is not None
     assert kf.__version__ == importlib.metadata.version("kimi-files")
-    from kimi_files.client import KimiFiles
+    from kimi_files._client import KimiFiles
 
     assert kf.__version__ in KimiFiles(api_key="k", base_url="http://127.0.0.1:9/v1")._user_agent
     # dir() does not import what it lists: the package stays light

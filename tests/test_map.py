@@ -7,8 +7,8 @@ from pathlib import Path
 
 import kimi_files as kf
 from kimi_files._hashing import sha256_of
+from kimi_files._state import StateStore
 from kimi_files.emulator import Emulator
-from kimi_files.state import StateStore
 
 from .conftest import write
 

@@ -15,7 +15,7 @@ import pytest
 
 import kimi_files as kf
 from kimi_files import errors
-from kimi_files.config import RetryPolicy, resolve_api_key, resolve_base_url
+from kimi_files._config import RetryPolicy, resolve_api_key, resolve_base_url
 from kimi_files.emulator import Emulator
 from kimi_files.errors import error_from_response
 
@@ -64,7 +64,7 @@ def test_captured_429_wordings_are_typed_and_parsed(prefix: str, message: str,
 
 
 def test_the_pacer_learns_the_tier_from_the_captured_wordings() -> None:
-    from kimi_files.pacing import Pacer
+    from kimi_files._pacing import Pacer
 
     pacer = Pacer(8, None)
     pacer.learn(error_from_response(429, _body(CAPTURED[0][0])))
@@ -82,7 +82,7 @@ def test_no_extractable_text_says_what_it_means_and_the_way_out() -> None:
         assert text.startswith("text extract error: 没有解析出内容 (HTTP 400")
         assert "no extractable text" in text and "scanned, image-only PDF" in text
         assert "OCR" in text and 'purpose="image"' in text
-    assert not kf.retry.should_retry(err)
+    assert not kf._retry.should_retry(err)
 
 
 def test_no_extractable_text_from_an_upload_is_not_retried(emulator: Emulator,
@@ -221,7 +221,7 @@ def test_kimi_env_names_are_read_when_moonshot_ones_are_absent(
 
 
 def test_the_read_time_out_outlasts_the_servers_five_minutes() -> None:
-    from kimi_files.client import DEFAULT_TIMEOUT
+    from kimi_files._client import DEFAULT_TIMEOUT
 
     assert DEFAULT_TIMEOUT.read is not None and DEFAULT_TIMEOUT.read > 300
     with kf.KimiFiles(api_key="k") as c:

@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 
 import kimi_files as kf
-from kimi_files.batch import collect, ingest
-from kimi_files.config import Limits
-from kimi_files.emulator import Emulator
-from kimi_files.filerules import (
+from kimi_files._batch import collect, ingest
+from kimi_files._config import Limits
+from kimi_files._filerules import (
     IMAGE_TYPES,
     PDF_TEXT_PAGES,
     VIDEO_TYPES,
@@ -31,7 +30,8 @@ from kimi_files.filerules import (
     classify_type,
     type_refusal,
 )
-from kimi_files.preflight import inspect_file, pdf_text_warning
+from kimi_files._preflight import inspect_file, pdf_text_warning
+from kimi_files.emulator import Emulator
 
 from .conftest import write
 
@@ -543,8 +543,8 @@ def test_pypdf_is_imported_only_when_a_pdf_is_checked(tmp_path: Path) -> None:
     text = write(tmp_path / "a.txt", "hello\n")
     code = (
         "import sys, kimi_files\n"
-        "from kimi_files.preflight import inspect_file\n"
-        "from kimi_files.config import Limits\n"
+        "from kimi_files._preflight import inspect_file\n"
+        "from kimi_files._config import Limits\n"
         "before = 'pypdf' in sys.modules\n"
         f"inspect_file({str(text)!r}, purpose='file-extract', limits=Limits())\n"
         "after_text = 'pypdf' in sys.modules\n"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import kimi_files as kf
-from kimi_files.cache import CacheEntry, ReuseCache, pick
+from kimi_files._cache import CacheEntry, ReuseCache, pick
+from kimi_files._models import FileObject
 from kimi_files.cli import main, upload_main
 from kimi_files.emulator import Emulator
-from kimi_files.models import FileObject
 
 from .conftest import API_KEY, Api, write
 
@@ -239,7 +239,7 @@ def test_uploads_at_once_never_report_each_others_files(emulator: Emulator, api:
 def test_a_cached_size_whose_file_is_gone_costs_no_hash_up_front(
         emulator: Emulator, client: kf.KimiFiles, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import kimi_files.scan as scan
+    import kimi_files._scan as scan
 
     big = write(tmp_path / "in" / "big.txt", "x y z\n" * 50_000)  # over one piece
     first = client.upload(big)

@@ -9,13 +9,12 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import kimi_files as kf
-from kimi_files.batch import matches_filters
-from kimi_files.config import Limits, RetryPolicy
-from kimi_files.errors import error_from_response
-from kimi_files.filerules import check_purpose, check_size, classify_type
-from kimi_files.pacing import Pacer, next_start
-from kimi_files.quota import Usage, deficit, plan_room, select_candidates, select_for_deletion
-from kimi_files.retry import (
+from kimi_files._batch import matches_filters
+from kimi_files._config import Limits, RetryPolicy
+from kimi_files._filerules import check_purpose, check_size, classify_type
+from kimi_files._pacing import Pacer, next_start
+from kimi_files._quota import Usage, deficit, plan_room, select_candidates, select_for_deletion
+from kimi_files._retry import (
     MIN_SERVER_WAIT,
     attempts_left,
     is_slow_down,
@@ -24,6 +23,7 @@ from kimi_files.retry import (
     should_retry,
     wait_notice,
 )
+from kimi_files.errors import error_from_response
 
 POLICY = RetryPolicy(initial_wait=1.0, max_wait=30.0, jitter=1.0, max_server_wait=120.0)
 
@@ -268,7 +268,7 @@ def test_next_start_rule() -> None:
 
 
 def test_slow_start_window() -> None:
-    from kimi_files.pacing import next_window
+    from kimi_files._pacing import next_window
 
     assert next_window(1, 8, True) == 2
     assert next_window(2, 8, True) == 4
@@ -389,7 +389,7 @@ def test_delete_selection() -> None:
 
 
 def test_short_text_is_text() -> None:
-    from kimi_files.preflight import looks_like_text
+    from kimi_files._preflight import looks_like_text
 
     assert looks_like_text(b"x") and looks_like_text("你好\n".encode())
     assert looks_like_text("你好".encode()[:-1])  # cut mid-character at the sample's end
@@ -398,9 +398,9 @@ def test_short_text_is_text() -> None:
 
 
 def test_a_batch_call_names_an_unknown_option_and_what_it_knows() -> None:
+    from kimi_files._batch import BatchOptions
     from kimi_files._extract_models import ExtractOptions
-    from kimi_files.batch import BatchOptions
-    from kimi_files.options import path_list, split_upload_options
+    from kimi_files._options import path_list, split_upload_options
 
     upload, rest = split_upload_options({"purpose": "image", "window": 3}, {"window"}, "extract")
     assert upload.purpose == "image" and rest == {"window": 3}

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kimi_files as kf
+from kimi_files._retry import connect_failure, should_retry, unreachable_message
 from kimi_files.emulator import Emulator
-from kimi_files.retry import connect_failure, should_retry, unreachable_message
 
 from .conftest import API_KEY, write
 from .test_platform import _closed_port
@@ -89,7 +89,7 @@ def _max_request(limit: int = 1) -> kf.APIStatusError:
 
 
 def test_a_learned_ceiling_is_said_with_the_answer_and_what_it_now_allows() -> None:
-    from kimi_files.pacing import ceiling_notice, pacing_notice, window_notice
+    from kimi_files._pacing import ceiling_notice, pacing_notice, window_notice
 
     err = _max_request(1)
     line = ceiling_notice(err, (4, None), (4, 1))
@@ -107,7 +107,7 @@ def test_a_learned_ceiling_is_said_with_the_answer_and_what_it_now_allows() -> N
 
 def test_the_pacer_says_each_ceiling_and_each_long_wait_as_it_decides_it(
         caplog: pytest.LogCaptureFixture) -> None:
-    from kimi_files.pacing import Pacer
+    from kimi_files._pacing import Pacer
 
     now = [1000.0]
     waited: list[float] = []
@@ -131,8 +131,8 @@ def test_the_pacer_says_each_ceiling_and_each_long_wait_as_it_decides_it(
 def test_a_stop_ends_a_long_pacing_wait_at_once() -> None:
     import threading
 
-    from kimi_files.pacing import Pacer
-    from kimi_files.retry import stops_with
+    from kimi_files._pacing import Pacer
+    from kimi_files._retry import stops_with
 
     pacer = Pacer(4, 1)  # real waits: the second request waits a minute
     with pacer.slot():
@@ -150,8 +150,8 @@ def test_a_stop_ends_a_long_pacing_wait_of_an_async_task() -> None:
     import asyncio
     import threading
 
-    from kimi_files.pacing import Pacer
-    from kimi_files.retry import stops_with
+    from kimi_files._pacing import Pacer
+    from kimi_files._retry import stops_with
 
     pacer = Pacer(4, 1)
 
@@ -198,13 +198,13 @@ def test_a_learned_ceiling_is_said_in_a_real_run(emulator: Emulator, client: kf.
 
 def test_the_status_line_comes_when_nothing_else_was_shown_for_30s(
         caplog: pytest.LogCaptureFixture) -> None:
-    from kimi_files.progress import Heartbeat, status_due, status_line
+    from kimi_files._progress import Heartbeat, status_due, status_line
 
     assert not status_due(129.9, 100.0) and status_due(130.0, 100.0)
     assert status_line(3, 12, 2048, 4096, 95.2, "pacing at most 1 request a minute") \
         == ("still working: 3/12 files done, 2.0 KiB (2,048 bytes) of 4.0 KiB (4,096 bytes) "
             "sent, 95s so far; pacing at most 1 request a minute")
-    from kimi_files.pacing import Pacer
+    from kimi_files._pacing import Pacer
 
     assert Pacer(4, 1).describe() == "pacing at most 1 request a minute"
     assert Pacer(4, None).describe() == ""
@@ -233,7 +233,7 @@ def test_the_status_line_comes_when_nothing_else_was_shown_for_30s(
 def test_the_batch_bar_counts_files(tmp_path: Path) -> None:
     import io
 
-    from kimi_files.progress import (
+    from kimi_files._progress import (
         ProgressBar,
         disable_progress_bars,
         enable_progress_bars,
@@ -257,8 +257,8 @@ def test_the_batch_bar_counts_files(tmp_path: Path) -> None:
 
 
 def _items(sizes: list[int]) -> list[Any]:
-    from kimi_files.preflight import LocalFile
-    from kimi_files.scan import Item
+    from kimi_files._preflight import LocalFile
+    from kimi_files._scan import Item
 
     return [Item(LocalFile(Path(f"/in/f{k}.txt"), f"f{k}.txt", size, 1, "text/plain"),
                  f"f{k}.txt") for k, size in enumerate(sizes)]
@@ -273,8 +273,8 @@ def _stored(n: int, size: int = 1, start: int = 1000) -> list[kf.FileObject]:
        max_files=st.integers(1, 12), max_bytes=st.integers(10, 300))
 def test_the_plan_sends_a_first_fit_in_input_order_and_deletes_nothing(
         sizes: list[int], held: int, max_files: int, max_bytes: int) -> None:
-    from kimi_files.config import Limits
-    from kimi_files.planner import plan_batch
+    from kimi_files._config import Limits
+    from kimi_files._planner import plan_batch
 
     limits = Limits(max_files=max_files, max_total_bytes=max_bytes)
     listing = _stored(min(held, max_files), 1)
@@ -297,9 +297,9 @@ def test_the_plan_sends_a_first_fit_in_input_order_and_deletes_nothing(
 
 
 def test_the_deferral_says_what_would_finish_and_never_frees_the_batchs_own() -> None:
-    from kimi_files.config import Limits
-    from kimi_files.planner import plan_batch
-    from kimi_files.state import Record
+    from kimi_files._config import Limits
+    from kimi_files._planner import plan_batch
+    from kimi_files._state import Record
 
     limits = Limits(max_files=5, max_total_bytes=10**6)
     items = _items([10] * 4)
@@ -371,7 +371,7 @@ def test_account_full_stops_sending_lists_once_and_reports_once(
 
 
 def test_the_account_full_reason_is_pure() -> None:
-    from kimi_files.quota import account_full_error
+    from kimi_files._quota import account_full_error
 
     err = account_full_error("a.txt", "exceeded the max file count 100", 100, 100, 1000)
     assert isinstance(err, kf.NotEnoughFileSlotsError)
@@ -386,7 +386,7 @@ def test_the_account_full_reason_is_pure() -> None:
 def test_quota_deletions_are_said_once_with_readable_dates(
         limited: Any, emulator: Emulator, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    from kimi_files.quota import fmt_time
+    from kimi_files._quota import fmt_time
 
     assert fmt_time(1_764_921_306) == "2025-12-05 07:55:06Z"
     assert fmt_time(0) == "0 (no date)"
@@ -477,8 +477,8 @@ def test_after_a_stop_no_turn_is_taken_and_no_wait_is_said(
         caplog: pytest.LogCaptureFixture) -> None:
     import threading
 
-    from kimi_files.pacing import Pacer
-    from kimi_files.retry import stops_with
+    from kimi_files._pacing import Pacer
+    from kimi_files._retry import stops_with
 
     now = [0.0]
     waited: list[float] = []

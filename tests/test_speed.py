@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 import kimi_files as kf
-from kimi_files import adoption
+from kimi_files import _adoption as adoption
+from kimi_files._preflight import detect_mime_of, inspect_file
+from kimi_files._uploader import PIECE_BYTES, FileBody, MultipartBody, PieceDigest
 from kimi_files.emulator import Emulator
-from kimi_files.preflight import detect_mime_of, inspect_file
-from kimi_files.uploader import PIECE_BYTES, FileBody, MultipartBody, PieceDigest
 
 from .conftest import API_KEY, write
 
@@ -249,7 +249,7 @@ def test_a_rerun_checks_in_full_an_unchanged_file_whose_copy_is_gone(
 
 def test_plain_text_named_txt_is_typed_without_libmagic(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import kimi_files.preflight as pre
+    import kimi_files._preflight as pre
 
     def no_magic() -> Any:
         raise AssertionError("libmagic used")
@@ -268,7 +268,7 @@ def test_plain_text_named_txt_is_typed_without_libmagic(tmp_path: Path,
 ])
 def test_what_is_not_plain_text_named_txt_goes_to_libmagic(name: str, data: bytes,
                                                            mime: str | None) -> None:
-    import kimi_files.preflight as pre
+    import kimi_files._preflight as pre
 
     expected = mime or str(pre._magic().from_buffer(data))
     assert detect_mime_of(data, name, name) == expected

@@ -11,14 +11,14 @@ import pytest
 
 import kimi_files as kf
 from kimi_files._hashing import sha256_of
-from kimi_files.errors import StateError
-from kimi_files.state import (
+from kimi_files._state import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     Record,
     StateStore,
     default_state_path,
 )
+from kimi_files.errors import StateError
 
 from .conftest import API_KEY, write
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-import kimi_files.state as state_mod
+import kimi_files._state as state_mod
+from kimi_files._state import POLL_INTERVAL, StateStore, describe_failure
 from kimi_files.errors import ConfigurationError, StateError, StateLockedError
-from kimi_files.state import POLL_INTERVAL, StateStore, describe_failure
 
 #: a locked store's way out is waiting: another state file would store the files twice
 LOCKED_WAY_OUT = ("(Another state file or none, --state NEW or --no-state, would not know what "
@@ -32,7 +32,7 @@ WAY_OUT = ("Use another state file (--state NEW; in Python state='NEW') "
 
 HOLDER = """
 import sys
-from kimi_files.state import StateStore
+from kimi_files._state import StateStore
 store = StateStore(sys.argv[1])
 print("locked", flush=True)
 sys.stdin.readline()

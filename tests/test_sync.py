@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from kimi_files._scan import collect, matches_filters, read_patterns
 from kimi_files.errors import ConfigurationError
-from kimi_files.scan import collect, matches_filters, read_patterns
 
 from .conftest import write
 
@@ -71,7 +71,7 @@ def test_a_bad_pattern_is_refused_before_anything_is_sent(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("pattern", ["[", "docs/[a", "/"])
 def test_a_pattern_that_can_never_match_is_refused(tmp_path: Path, pattern: str) -> None:
-    from kimi_files.scan import check_patterns
+    from kimi_files._scan import check_patterns
 
     with pytest.raises(ConfigurationError, match=rf"exclude: bad pattern {re.escape(repr(pattern))} "
                                                  r"\(it can never match"):
@@ -94,10 +94,10 @@ def test_kimi_upload_exits_2_on_an_unclosed_bracket(tmp_path: Path,
 # --- earlier copies of changed files: said, and deleted with replace ---------------------
 
 import kimi_files as kf  # noqa: E402
+from kimi_files._models import FileObject  # noqa: E402
+from kimi_files._replace import earlier_copies, replace_plan  # noqa: E402
+from kimi_files._state import StateStore, StoredCopy  # noqa: E402
 from kimi_files.emulator import Emulator  # noqa: E402
-from kimi_files.models import FileObject  # noqa: E402
-from kimi_files.replace import earlier_copies, replace_plan  # noqa: E402
-from kimi_files.state import StateStore, StoredCopy  # noqa: E402
 
 
 def _copy(fid: str, path: str = "/d/a.txt", name: str = "a.txt", size: int = 5,
@@ -416,7 +416,7 @@ def test_an_excluded_folder_is_not_walked(tmp_path: Path, monkeypatch: pytest.Mo
             walked.append(Path(dirpath).name)
             yield dirpath, dirnames, filenames
 
-    monkeypatch.setattr("kimi_files.scan.os.walk", walk)
+    monkeypatch.setattr("kimi_files._scan.os.walk", walk)
     files, _ = collect([tmp_path / "in"], exclude=["node_modules"])
     assert [p.name for p in files] == ["a.txt"] and "node_modules" not in walked
     walked.clear()  # with a "!" pattern a file inside could be taken back: walked

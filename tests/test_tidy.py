@@ -13,12 +13,9 @@ from pathlib import Path
 import pytest
 
 import kimi_files as kf
-from kimi_files import state as state_mod
-from kimi_files._state_files import file_kind, lock_held, loopback_port
-from kimi_files.cache import ReuseCache
-from kimi_files.emulator import Emulator
-from kimi_files.errors import StateLockedError
-from kimi_files.state import (
+from kimi_files import _state as state_mod
+from kimi_files._cache import ReuseCache
+from kimi_files._state import (
     StateFile,
     StateStore,
     clean_choice,
@@ -26,6 +23,9 @@ from kimi_files.state import (
     remove_account_files,
     state_files,
 )
+from kimi_files._state_files import file_kind, lock_held, loopback_port
+from kimi_files.emulator import Emulator
+from kimi_files.errors import StateLockedError
 
 from .conftest import API_KEY, write
 
@@ -245,9 +245,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_the_readme_states_the_codes_defaults() -> None:
-    from kimi_files.cli._common import _connection_options
-    from kimi_files.cli._upload import _upload_parser
-    from kimi_files.config import (
+    from kimi_files._config import (
         CONNECT_TIMEOUT,
         MAX_FILE_BYTES,
         MAX_FILES,
@@ -255,6 +253,8 @@ def test_the_readme_states_the_codes_defaults() -> None:
         READ_TIMEOUT,
         RetryPolicy,
     )
+    from kimi_files.cli._common import _connection_options
+    from kimi_files.cli._upload import _upload_parser
     from kimi_files.emulator.__main__ import _parser as emulator_parser
 
     text = " ".join(README.read_text(encoding="utf-8").split())
@@ -294,8 +294,8 @@ def test_the_readme_states_the_codes_defaults() -> None:
 
 import json  # noqa: E402
 
+from kimi_files._state import default_state_dir, sweep_ephemeral  # noqa: E402
 from kimi_files.cli import main, upload_main  # noqa: E402
-from kimi_files.state import default_state_dir, sweep_ephemeral  # noqa: E402
 
 
 def test_commands_against_ephemeral_emulators_leave_nothing_once_they_are_gone(

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kimi_files import ConfigurationError, KimiFiles, MalformedResponseError, ModelNotFoundError
+from kimi_files._tokens import MARKER_TOKENS, context_window, plan_cuts, shrink
 from kimi_files.cli import main
 from kimi_files.emulator import Emulator
 from kimi_files.emulator._batches import estimate_tokens, text_tokens
-from kimi_files.tokens import MARKER_TOKENS, context_window, plan_cuts, shrink
 
 from .conftest import API_KEY, Api, write
 

@@ -1,6 +1,6 @@
 """Trust under hostile conditions: adopt only a provably own copy, delete nothing not ours.
 
-Pure rules (kimi_files.adoption) are tested directly; the loops that use them against the
+Pure rules (kimi_files._adoption) are tested directly; the loops that use them against the
 emulator, with look-alike files already in the account or arriving at the worst moment.
 """
 
@@ -18,8 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kimi_files as kf
-from kimi_files._reconcile import RELIST_WAITS
-from kimi_files.adoption import (
+from kimi_files._adoption import (
     Attempt,
     ServerClock,
     Verdict,
@@ -29,8 +28,9 @@ from kimi_files.adoption import (
     stored_forms,
     wire_name,
 )
+from kimi_files._models import FileObject
+from kimi_files._reconcile import RELIST_WAITS
 from kimi_files.emulator import Emulator
-from kimi_files.models import FileObject
 
 from .conftest import Api, write
 
@@ -300,8 +300,8 @@ def test_lost_answer_for_a_hostile_name_leaves_one_copy(
 
 def _upload_as(client: kf.KimiFiles, path: Path, name: str) -> Any:
     """Upload ``path`` under the file name ``name`` (any name, even one no file system allows)."""
-    from kimi_files.preflight import inspect_file
-    from kimi_files.uploader import Claims, send_steps
+    from kimi_files._preflight import inspect_file
+    from kimi_files._uploader import Claims, send_steps
 
     local = inspect_file(path, purpose="file-extract", limits=client.limits)
     local = dataclasses.replace(local, filename=name)
@@ -311,8 +311,8 @@ def _upload_as(client: kf.KimiFiles, path: Path, name: str) -> Any:
 
 def test_a_same_size_rewrite_during_the_upload_fails_and_removes_our_copy(
         emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
-    from kimi_files.preflight import inspect_file
-    from kimi_files.uploader import Claims, send_steps
+    from kimi_files._preflight import inspect_file
+    from kimi_files._uploader import Claims, send_steps
 
     text = b"".join(b"line %07d of the first version\n" % i for i in range(80_000))
     p = write(tmp_path / "live.txt", text)  # more than one piece: rewritten mid-send
@@ -332,8 +332,8 @@ def test_a_same_size_rewrite_during_the_upload_fails_and_removes_our_copy(
 
 
 def test_a_malformed_success_is_reconciled_not_reported_with_an_empty_id() -> None:
-    from kimi_files.preflight import LocalFile
-    from kimi_files.uploader import _answer_fits, _size_lie
+    from kimi_files._preflight import LocalFile
+    from kimi_files._uploader import _answer_fits, _size_lie
 
     local = LocalFile(Path("x.txt"), "x.txt", 10, 0, "text/plain")
     with pytest.raises(kf.MalformedResponseError, match="no id"):
@@ -360,7 +360,7 @@ def _pending(store: Any, path: Path, server_time: int | None, name: str | None =
 
 def test_resume_never_adopts_a_look_alike_that_was_there_before(
         emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
-    from kimi_files.state import StateStore
+    from kimi_files._state import StateStore
 
     p = write(tmp_path / "in" / "report.txt", "0123456789")
     client.list()
@@ -381,7 +381,7 @@ def test_resume_never_adopts_a_look_alike_that_was_there_before(
 
 def test_two_intents_that_could_own_one_copy_adopt_nothing_and_delete_nothing(
         emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
-    from kimi_files.state import StateStore
+    from kimi_files._state import StateStore
 
     a = write(tmp_path / "in" / "a" / "report.txt", "0123456789")
     b = write(tmp_path / "in" / "b" / "report.txt", "9876543210")
@@ -404,7 +404,7 @@ def test_two_intents_that_could_own_one_copy_adopt_nothing_and_delete_nothing(
 
 def test_an_intent_of_an_old_version_reports_no_time_and_is_never_adopted(
         emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
-    from kimi_files.state import StateStore
+    from kimi_files._state import StateStore
 
     p = write(tmp_path / "in" / "report.txt", "0123456789")
     with StateStore(tmp_path / "s.db") as store:
@@ -419,7 +419,7 @@ def test_an_intent_of_an_old_version_reports_no_time_and_is_never_adopted(
 
 def test_a_copy_a_killed_run_stores_late_is_reported(
         emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
-    from kimi_files.state import StateStore
+    from kimi_files._state import StateStore
 
     p = write(tmp_path / "in" / "report.txt", "0123456789")
     client.list()
@@ -440,7 +440,7 @@ def test_a_copy_a_killed_run_stores_late_is_reported(
 
 def test_same_name_uploads_write_their_intent_only_once_it_is_their_turn(
         emulator: Emulator, client: kf.KimiFiles, tmp_path: Path) -> None:
-    from kimi_files.state import StateStore
+    from kimi_files._state import StateStore
 
     for d in "abcd":
         write(tmp_path / "in" / d / "report.txt", f"content {d}")
@@ -508,7 +508,7 @@ def test_a_second_run_on_the_same_state_stops_at_once(emulator: Emulator, tmp_pa
     import subprocess
     import sys
 
-    from kimi_files.state import StateStore
+    from kimi_files._state import StateStore
 
     from .conftest import API_KEY
 
@@ -548,7 +548,7 @@ def test_a_late_copy_of_an_interrupted_attempt_is_never_adopted_for_another_file
     """Run 3 sends f1 and is killed (the server keeps extracting); run 4 re-sends f1 and is
     killed after beginning f2; run 3's copy of f1 lands; run 5 must not take it for f2."""
     from kimi_files._hashing import sha256_of
-    from kimi_files.state import StateStore
+    from kimi_files._state import StateStore
 
     f1 = write(tmp_path / "data" / "f1" / "report.txt", "report number 0001\n")
     f2 = write(tmp_path / "data" / "f2" / "report.txt", "report number 0002\n")
@@ -602,9 +602,9 @@ def test_two_uploads_of_look_alikes_on_one_client_never_take_each_others_copy(
 
 
 def test_names_a_server_may_store_alike_go_one_after_the_other() -> None:
-    from kimi_files.planner import _groups
-    from kimi_files.preflight import LocalFile
-    from kimi_files.scan import Item
+    from kimi_files._planner import _groups
+    from kimi_files._preflight import LocalFile
+    from kimi_files._scan import Item
 
     def item(name: str, size: int = 15) -> Item:
         return Item(LocalFile(Path("/x") / name, name, size, 0, "text/plain"), name)
@@ -619,7 +619,7 @@ def test_a_same_size_rewrite_after_hashing_with_the_mtime_put_back_is_caught(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    import kimi_files.batch as batch
+    import kimi_files._batch as batch
 
     a = write(tmp_path / "in" / "a.txt", "first document\n")
     b = write(tmp_path / "in" / "b.txt", "second document")  # same size: hashed up front
@@ -658,7 +658,7 @@ def test_a_copy_stored_after_the_client_timed_out_is_adopted_by_the_relisting(
     the file stored only then (a slow extraction). The client lists again after a pause
     before it sends again: that pause is where the late copy lands (the test makes the pause
     end exactly when the server has stored it, instead of sleeping)."""
-    import kimi_files.retry as retry
+    import kimi_files._retry as retry
 
     from .conftest import API_KEY
 

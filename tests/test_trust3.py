@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import kimi_files as kf
-from kimi_files.state import StateStore
+from kimi_files._state import StateStore
 
 from .conftest import write
 
@@ -200,7 +200,7 @@ def test_a_file_replaced_by_an_identical_copy_is_checked_by_its_hash(
     import os
     import shutil
 
-    from kimi_files.scan import _unchanged
+    from kimi_files._scan import _unchanged
 
     p = write(tmp_path / "in" / "report.txt", "the same words\n")
     first = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
@@ -221,7 +221,7 @@ def test_a_file_replaced_by_an_identical_copy_is_checked_by_its_hash(
 
 def test_a_v2_store_is_migrated_to_v3_and_its_records_are_checked_by_hash(
         emulator: Any, client: kf.KimiFiles, tmp_path: Path) -> None:
-    from kimi_files.state import APPLICATION_ID, SCHEMA_VERSION
+    from kimi_files._state import APPLICATION_ID, SCHEMA_VERSION
 
     p = write(tmp_path / "in" / "report.txt", "version one of it\n")
     first = kf.ingest([tmp_path / "in"], client=client, state=tmp_path / "s.db")
@@ -327,7 +327,7 @@ def test_a_date_ahead_reports_the_copy_a_killed_run_stored(
 
 
 def test_the_server_clock_checks_date_against_created_at() -> None:
-    from kimi_files.adoption import CLOCK_TOLERANCE, ServerClock
+    from kimi_files._adoption import CLOCK_TOLERANCE, ServerClock
 
     now = [0.0]
     clock = ServerClock(monotonic=lambda: now[0])
@@ -508,7 +508,7 @@ def test_a_copy_that_lands_after_the_relisting_is_reported_and_the_command_exits
         capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    import kimi_files.batch as batch
+    import kimi_files._batch as batch
     from kimi_files.cli import upload_main
 
     from .conftest import API_KEY

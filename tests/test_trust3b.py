@@ -18,11 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kimi_files as kf
-from kimi_files.chat import build_messages, fit_budget
+from kimi_files._chat import build_messages, fit_budget
+from kimi_files._models import FileContent, FileList, FileObject
+from kimi_files._quota import implausibly_dated, select_for_deletion, select_for_pruning
 from kimi_files.cli import main
 from kimi_files.emulator import Emulator
-from kimi_files.models import FileContent, FileList, FileObject
-from kimi_files.quota import implausibly_dated, select_for_deletion, select_for_pruning
 
 from .conftest import API_KEY, Api, write
 
@@ -258,7 +258,7 @@ def test_a_poisoned_cache_entry_is_not_used(emulator: Emulator, api: Api,
     assert api.extract(p) == "the real text\n"
     cache = api.client.reuse_cache()
     assert cache is not None
-    from kimi_files.scan import sha256_of
+    from kimi_files._scan import sha256_of
 
     cache.remember_text(sha256_of(p), "cl-x", "<html>502 Bad Gateway</html>")  # an old poison
     assert api.extract(p) == "the real text\n"
@@ -425,7 +425,7 @@ def test_an_interrupted_leader_of_a_shared_listing_does_not_interrupt_its_waiter
     import threading
     import types
 
-    import kimi_files.client as client_module
+    import kimi_files._client as client_module
 
     waiting = threading.Event()
 
@@ -559,7 +559,7 @@ def _cache_path(monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> Path:
     monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
     monkeypatch.setenv("MOONSHOT_BASE_URL", emulator.base_url)
     with kf.KimiFiles() as c:
-        from kimi_files.cache import cache_path_for
+        from kimi_files._cache import cache_path_for
 
         where = cache_path_for(c.state_path())
     where.parent.mkdir(parents=True, exist_ok=True)
@@ -606,7 +606,7 @@ def test_cache_clear_never_deletes_a_file_that_is_no_database(
 def test_cache_clear_removes_its_own_cache_too_damaged_to_open(
         emulator: Emulator, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from kimi_files.cache import ReuseCache
+    from kimi_files._cache import ReuseCache
 
     where = _cache_path(monkeypatch, emulator)
     with ReuseCache(where) as cache:
@@ -621,7 +621,7 @@ def test_cache_clear_removes_its_own_cache_too_damaged_to_open(
 
 
 def test_prove_ours_is_the_opening_check(tmp_path: Path) -> None:
-    from kimi_files.cache import ReuseCache, prove_ours, remove_cache_files
+    from kimi_files._cache import ReuseCache, prove_ours, remove_cache_files
 
     other = tmp_path / "other.db"
     before = _other_programs_database(other)
@@ -643,7 +643,7 @@ def test_prove_ours_is_the_opening_check(tmp_path: Path) -> None:
 
 
 def test_age_is_judged_by_the_servers_clock_or_not_at_all() -> None:
-    from kimi_files.quota import age_clock
+    from kimi_files._quota import age_clock
 
     assert age_clock(NOW, NOW + 3600.0) == NOW  # an hour apart: the server's time
     unknown = age_clock(None, NOW)

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 import kimi_files as kf
+from kimi_files._config import Limits
+from kimi_files._progress import ProgressBar
 from kimi_files._reconcile import RELIST_WAITS
-from kimi_files.config import Limits
+from kimi_files._uploader import FileBody
 from kimi_files.emulator import Emulator
-from kimi_files.progress import ProgressBar
-from kimi_files.uploader import FileBody
 
 from .conftest import API_KEY, emulator_process, write
 
@@ -291,7 +291,7 @@ def test_file_body_rewinds_and_reports_length(tmp_path: Path) -> None:
 def test_file_changed_between_preflight_and_send(emulator: Emulator, client: kf.KimiFiles,
                                                  tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import kimi_files.uploader as up_mod
+    import kimi_files._uploader as up_mod
 
     p = write(tmp_path / "a.txt", "hello")
     real = up_mod._checked
@@ -334,7 +334,7 @@ class _Stream(io.StringIO):
 
 
 def test_progress_is_quiet_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kimi_files.progress import enable_progress_bars, progress_enabled
+    from kimi_files._progress import enable_progress_bars, progress_enabled
 
     monkeypatch.delenv("KIMI_FILES_NO_PROGRESS", raising=False)
     enable_progress_bars()
@@ -419,9 +419,9 @@ def test_cancellation_paths_say_what_stopped(emulator: Emulator, client: kf.Kimi
                                              tmp_path: Path, no_wait: list[float]) -> None:
     import threading
 
-    from kimi_files.preflight import inspect_file
-    from kimi_files.quota import plan_room
-    from kimi_files.uploader import Claims, free_room_steps, send_steps
+    from kimi_files._preflight import inspect_file
+    from kimi_files._quota import plan_room
+    from kimi_files._uploader import Claims, free_room_steps, send_steps
 
     local = inspect_file(write(tmp_path / "a.txt", "x"), purpose="file-extract",
                          limits=client.limits)

@@ -46,13 +46,13 @@ from typing import TYPE_CHECKING
 if "httpx" not in sys.modules:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from ..progress import shown
+from .._progress import shown
 from . import _batch, _cache, _content, _extract, _files, _map, _messages, _state, _tokens, _upload
 from ._common import _connection_options, _run
 from ._content import output_name
 
 if TYPE_CHECKING:
-    from ..config import Limits
+    from .._config import Limits
 
 __all__ = ["main", "output_name", "shown", "upload_main"]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..batch_models import Batch
+    from .._batch_models import Batch
     from ._common import Subparsers
 
-from ..progress import shown
+from .._progress import shown
 from ._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -38,8 +38,8 @@ from ._output import _emit, _emit_json, _say
 def _paths(args: argparse.Namespace) -> tuple[list[str], int]:
     """The documents (files as named, folders walked as uploads walk them), and how many
     paths were refused (each said)."""
-    from ..batch_build import own_batch_file
-    from ..scan import collect
+    from .._batch_build import own_batch_file
+    from .._scan import collect
 
     files, rejected = collect(args.paths)
     for r in rejected:
@@ -69,7 +69,7 @@ def _prompt(args: argparse.Namespace) -> str:
 
 
 def _do_build(args: argparse.Namespace) -> int:
-    from ..batch_build import check_model, check_output
+    from .._batch_build import check_model, check_output
 
     prompt = _prompt(args)
     check_model(args.model, any_model=args.any_model)  # before any document is read
@@ -88,7 +88,7 @@ def _do_build(args: argparse.Namespace) -> int:
 
 
 def _do_check(args: argparse.Namespace) -> int:
-    from ..batch_flow import check_file
+    from .._batch_flow import check_file
 
     checker = check_file(args.file, any_model=args.any_model)
     if not checker.ok:
@@ -165,7 +165,7 @@ def _show(batches: list[Batch], as_json: bool) -> None:
 
 
 def _do_status(args: argparse.Namespace) -> int:
-    from ..batch_flow import resolve_target
+    from .._batch_flow import resolve_target
 
     ids = resolve_target(args.target).ids  # a bad manifest is said before any key is needed
     with _client(args) as client:
@@ -175,7 +175,7 @@ def _do_status(args: argparse.Namespace) -> int:
 
 
 def _do_cancel(args: argparse.Namespace) -> int:
-    from ..batch_flow import resolve_target
+    from .._batch_flow import resolve_target
 
     ids = resolve_target(args.target).ids
     with _client(args) as client:
@@ -200,7 +200,7 @@ class _Bar:
         self.said: list[str] = []
 
     def __call__(self, batches: list[Batch]) -> None:
-        from ..progress import ProgressBar
+        from .._progress import ProgressBar
 
         total = sum(b.request_counts.total for b in batches)
         done = sum(b.request_counts.completed + b.request_counts.failed for b in batches)
@@ -222,7 +222,7 @@ class _Bar:
 
 
 def _do_wait(args: argparse.Namespace) -> int:
-    from ..batch_flow import raise_for_batches, resolve_target, wait_steps
+    from .._batch_flow import raise_for_batches, resolve_target, wait_steps
 
     manifest = resolve_target(args.target)
     bar = _Bar()
@@ -248,11 +248,11 @@ def _do_wait(args: argparse.Namespace) -> int:
 
 
 def _do_results(args: argparse.Namespace) -> int:
-    from ..batch_flow import resolve_target
+    from .._batch_flow import resolve_target
 
     target = resolve_target(args.target)
     if args.map is not None:
-        from ..batch_build import load_map
+        from .._batch_build import load_map
 
         if load_map(args.map) is None:
             raise _Usage(f"--map {args.map}: not a map written by kimi-files batch build")
@@ -330,7 +330,7 @@ def _add_check(cmds: Subparsers) -> None:
 
 
 def _add_submit(cmds: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
-    from ..batch_models import DEFAULT_COMPLETION_WINDOW
+    from .._batch_models import DEFAULT_COMPLETION_WINDOW
 
     s = cmds.add_parser("submit", parents=parents,
                         help="check, upload (purpose batch) and create the batch; over 100 MB "

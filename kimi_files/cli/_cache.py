@@ -19,7 +19,7 @@ def _do_cache(args: argparse.Namespace) -> int:
     from ..errors import CacheError
 
     with _client(args) as client:
-        from ..cache import cache_path_for
+        from .._cache import cache_path_for
 
         where = cache_path_for(client.state_path())
         if not args.emulator and not where.exists():  # looked at, never made
@@ -33,7 +33,7 @@ def _do_cache(args: argparse.Namespace) -> int:
         except CacheError as exc:
             if args.action != "clear" or exc.path is None:
                 raise
-            from ..cache import remove_cache_files
+            from .._cache import remove_cache_files
 
             for p in remove_cache_files(Path(exc.path)):
                 _say(f"kimi-files: removed {p}")

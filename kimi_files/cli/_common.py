@@ -13,12 +13,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..config import CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_TIMEOUT
+from .._config import CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_TIMEOUT
 from ..errors import ConfigurationError, KimiError
 
 if TYPE_CHECKING:
-    from ..client import KimiFiles
-    from ..config import Limits
+    from .._client import KimiFiles
+    from .._config import Limits
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -145,7 +145,7 @@ def _byte_count(text: str) -> int:
 def _limits(args: argparse.Namespace, environ: Mapping[str, str]) -> Limits | None:
     """The account's limits: --max-files and --max-bytes, else their environment variables,
     else the platform's (None). A malformed variable is a usage error naming it."""
-    from ..config import Limits
+    from .._config import Limits
 
     given: Limits | None = getattr(args, "limits", None)  # the tests' seam
     if given is not None:
@@ -168,7 +168,7 @@ def _limits(args: argparse.Namespace, environ: Mapping[str, str]) -> Limits | No
 
 @contextlib.contextmanager
 def _client(args: argparse.Namespace, retries: int | None = None) -> Iterator[KimiFiles]:
-    from ..client import KimiFiles
+    from .._client import KimiFiles
 
     limits = _limits(args, os.environ)
     if args.emulator:
@@ -203,8 +203,8 @@ def _tidy(client: KimiFiles) -> None:
     against any server; an explicit --state is the user's and stays."""
     import logging
 
+    from .._cache import cache_path_for
     from .._state_files import mark_ephemeral, sweep_ephemeral
-    from ..cache import cache_path_for
 
     where = client.state_path()
     if client.emulator is not None and (where.exists() or cache_path_for(where).exists()):
@@ -378,7 +378,7 @@ def _exit_now(code: int) -> None:
 
 
 def _when(ts: int) -> str:
-    from ..quota import fmt_time
+    from .._quota import fmt_time
 
     return fmt_time(ts)
 
@@ -405,7 +405,7 @@ def exclude_patterns(args: argparse.Namespace) -> list[str]:
     Raises:
         ConfigurationError: a patterns file cannot be read.
     """
-    from ..scan import read_patterns
+    from .._scan import read_patterns
 
     given: list[str] = args.exclude
     return [p for f in args.exclude_from for p in read_patterns(f)] + given

@@ -103,7 +103,7 @@ def _do_content(args: argparse.Namespace) -> int:
                 failed = True
                 continue
             if out_dir is None:
-                from ..progress import write_line
+                from .._progress import write_line
 
                 write_line(_raw(content.text), sys.stdout)
                 continue

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..config import KNOWN_PURPOSES
+from .._config import KNOWN_PURPOSES
 
 if TYPE_CHECKING:
-    from ..extraction import ExtractResult, ExtractSummary
+    from .._extraction import ExtractResult, ExtractSummary
     from ._common import Subparsers
 
 from ._common import (
@@ -178,7 +178,7 @@ def _do_extract(args: argparse.Namespace) -> int:
     if args.no_state and args.state:
         raise _Usage("--state and --no-state cannot be used together")
     if args.no_progress:
-        from ..progress import disable_progress_bars
+        from .._progress import disable_progress_bars
 
         disable_progress_bars()
     output = _Output(args.output, args.paths)

@@ -8,14 +8,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..config import KNOWN_PURPOSES
+from .._config import KNOWN_PURPOSES
+from .._progress import shown
+from .._quota import fmt_bytes, plausibly_dated, select_for_deletion
 from ..errors import KimiError
-from ..progress import shown
-from ..quota import fmt_bytes, plausibly_dated, select_for_deletion
 
 if TYPE_CHECKING:
-    from ..client import KimiFiles
-    from ..models import FileObject
+    from .._client import KimiFiles
+    from .._models import FileObject
     from ._common import Subparsers
 
 from ._common import EXIT_FAILED, EXIT_OK, _client, _days, _Usage, _when, _whole
@@ -42,7 +42,7 @@ def _do_list(args: argparse.Namespace) -> int:
 
 
 def _do_quota(args: argparse.Namespace) -> int:
-    from ..quota import Usage
+    from .._quota import Usage
 
     with _client(args) as client:
         usage = Usage.of(client.list(), client.limits)
@@ -93,7 +93,7 @@ def _do_delete(args: argparse.Namespace) -> int:
 def _age_clock(client: KimiFiles, by_age: bool) -> float | None:
     """The time ``created_at`` is judged by: the server's (its ``Date`` headers); when files
     go by age and it is unknown or far from the local clock, None (said)."""
-    from ..quota import age_clock
+    from .._quota import age_clock
 
     now = age_clock(client.clock.now(), time.time())
     if isinstance(now, str):
@@ -127,7 +127,7 @@ def _delete_each(client: KimiFiles, files: Sequence[FileObject]) -> int:
 
 
 def _do_prune(args: argparse.Namespace) -> int:
-    from ..quota import implausibly_dated, select_for_pruning
+    from .._quota import implausibly_dated, select_for_pruning
 
     if args.keep is None and args.older_than is None:
         raise _Usage("say what to keep: --keep N (the N newest) and/or --older-than DAYS")

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..client import KimiFiles
-    from ..models import FileObject
+    from .._client import KimiFiles
+    from .._models import FileObject
     from ._common import Subparsers
 
 from ._common import EXIT_FAILED, EXIT_OK, _client
@@ -20,7 +20,7 @@ from ._output import _emit, _emit_json, _say
 def _records(client: KimiFiles, where: str | None) -> dict[str, Any]:
     """Absolute path -> its record of an uploaded file, from the state (none when it does
     not exist: nothing is created for a look)."""
-    from ..state import StateStore
+    from .._state import StateStore
 
     path = Path(where) if where else client.state_path()
     if not path.exists():
@@ -55,7 +55,7 @@ def _changed(path: str, rec: Any) -> bool:
     mtime, ctime, inode, device differ, as kimi-upload judges; by its hash for a record
     without them), or gone?"""
     from .._hashing import sha256_of
-    from ..scan import _unchanged
+    from .._scan import _unchanged
 
     if _unchanged(Path(path), rec) is not None:
         return False
@@ -68,7 +68,7 @@ def _changed(path: str, rec: Any) -> bool:
 
 
 def _do_map(args: argparse.Namespace) -> int:
-    from ..scan import collect
+    from .._scan import collect
 
     with _client(args) as client:
         listed = {f.id: f for f in client.list()}  # the one list call

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ..config import DEFAULT_MODEL, KNOWN_PURPOSES
+from .._config import DEFAULT_MODEL, KNOWN_PURPOSES
 
 if TYPE_CHECKING:
     from ._common import Subparsers

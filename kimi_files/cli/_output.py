@@ -11,9 +11,9 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .._config import API_KEY_ENV, FALLBACK_API_KEY_ENV
+from .._progress import shown
 from .._redact import redact
-from ..config import API_KEY_ENV, FALLBACK_API_KEY_ENV
-from ..progress import shown
 
 if TYPE_CHECKING:
     pass
@@ -120,13 +120,13 @@ def _stdout_to_devnull() -> None:
 
 def _emit(stream: TextIO, text: str) -> None:
     """One line of human output, escaped (see :func:`shown`)."""
-    from ..progress import write_line
+    from .._progress import write_line
 
     write_line(shown(text), stream)
 
 
 def _emit_json(stream: TextIO, obj: Any) -> None:
-    from ..progress import write_line
+    from .._progress import write_line
 
     write_line(json_line(obj), stream)
 

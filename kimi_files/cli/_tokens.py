@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._common import Subparsers
 
-from ..config import DEFAULT_MODEL
-from ..progress import shown
+from .._config import DEFAULT_MODEL
+from .._progress import shown
 from ._common import EXIT_FAILED, EXIT_OK, _client
 from ._output import _emit, _emit_json, _say
 

@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import KNOWN_PURPOSES, RetryPolicy
+from .._config import KNOWN_PURPOSES, RetryPolicy
 from ..errors import KimiError, NoRoomError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..batch import BatchReport, FileResult
+    from .._batch import BatchReport, FileResult
     from ._common import Subparsers
 
 from ._common import (
@@ -127,12 +127,12 @@ def _summary_lines(report: BatchReport, prog: str) -> list[str]:
 
 
 def _do_upload(args: argparse.Namespace) -> int:
-    from ..batch import ingest
+    from .._batch import ingest
 
     _check_upload_args(args)
     exclude = exclude_patterns(args)
     if args.no_progress:
-        from ..progress import disable_progress_bars
+        from .._progress import disable_progress_bars
 
         disable_progress_bars()
     out_lock = threading.Lock()
@@ -227,7 +227,7 @@ def _watch(worker: threading.Thread, stops: _Stops, stop: threading.Event,
            out_lock: threading.Lock, ended: list[FileResult], started: float) -> None:
     """Wait for the batch while taking signals: the first one stops new uploads, the second
     prints the summary of what ended and exits at once."""
-    from ..batch import BatchReport
+    from .._batch import BatchReport
 
     def first(signum: int) -> None:
         stop.set()

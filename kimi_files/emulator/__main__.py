@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES
+from .._config import MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES
 from ._state import FAULT_KINDS
 
 

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import EMULATOR_HEADER
+from .._config import EMULATOR_HEADER
 from ._answers import _drop, _Dropped, _fault_response, _not_found, _row
 from ._batches import MODELS, EmuBatch, estimate_tokens
 from ._content import _refuse, extract_text

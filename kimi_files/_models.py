@@ -58,7 +58,7 @@ def _size(value: Any) -> int | None:
 def _created_at(value: Any) -> int:
     """A file object's ``created_at`` as a whole number (``12``, ``12.0``, ``12.5``), or 0,
     undated, when it is no number at all: true/false, text, null, NaN. Whether the number is
-    a plausible time is judged where a clock is known (:func:`kimi_files.quota.plausibly_dated`);
+    a plausible time is judged where a clock is known (:func:`kimi_files._quota.plausibly_dated`);
     the number is kept, so a listing shows what the server said. Pure."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return 0
@@ -189,7 +189,7 @@ class UploadedFile(FileObject):
 @dataclass(frozen=True, slots=True)
 class FileList:
     """All files of the account, each id once (the client follows the pages of a server that
-    pages its listing, see :func:`kimi_files.client.list_steps`)."""
+    pages its listing, see :func:`kimi_files._client.list_steps`)."""
 
     data: tuple[FileObject, ...] = ()
     object: str = "list"

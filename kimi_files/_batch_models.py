@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .batch_input import (
+from ._batch_input import (
     CHAT_ENDPOINT,
 )
 from .errors import (

@@ -44,8 +44,8 @@ from email.utils import parsedate_to_datetime
 from typing import TypeVar
 from urllib.parse import unquote
 
-from .models import FileObject
-from .quota import plausibly_dated
+from ._models import FileObject
+from ._quota import plausibly_dated
 
 __all__ = ["Attempt", "AttemptRegistry", "ServerClock", "Verdict", "could_be", "could_be_loosely",
            "loose_forms", "loose_name", "resolve", "stored_forms", "wire_name"]

@@ -5,7 +5,7 @@ One httpx client (one connection pool) per kimi-files client, built in ``_transp
 transport and status errors become kimi-files errors in exactly one place
 (:meth:`_ClientBase._translate` and :meth:`_ClientBase._check`). Read-only calls and deletes are
 retried by the platform's rules (``_endpoints.call_steps``); the upload endpoint is a single
-attempt here (``create``) and gets its careful retries in :mod:`kimi_files.uploader`. Both
+attempt here (``create``) and gets its careful retries in :mod:`kimi_files._uploader`. Both
 clients run the same steps: only the transport (``request``) and the driver (``run``) differ.
 """
 
@@ -22,6 +22,12 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from ._async_client import AsyncKimiFiles
+from ._config import (
+    DEFAULT_MODEL,
+    DEFAULT_PURPOSE,
+    Limits,
+    RetryPolicy,
+)
 from ._endpoints import (
     content_steps,
     create_steps,
@@ -29,29 +35,23 @@ from ._endpoints import (
     list_steps,
     retrieve_steps,
 )
+from ._models import FileContent, FileDeleted, FileList, FileObject
+from ._options import UploadKwargs, UploadOptions
 from ._steps import Steps, run_sync
 from ._transport import DEFAULT_TIMEOUT, _ClientBase
-from .config import (
-    DEFAULT_MODEL,
-    DEFAULT_PURPOSE,
-    Limits,
-    RetryPolicy,
-)
-from .models import FileContent, FileDeleted, FileList, FileObject
-from .options import UploadKwargs, UploadOptions
 
 if TYPE_CHECKING:
 
     from typing_extensions import Unpack
 
-    from .batch import BatchReport, IngestKwargs
-    from .batches import Batches
-    from .chat import Messages, Session
-    from .extraction import Extraction, ExtractKwargs
-    from .models import UploadedFile
-    from .pacing import Pacer
-    from .tokens import TokenReport
-    from .uploader import FileBody, Preflight
+    from ._batch import BatchReport, IngestKwargs
+    from ._batches import Batches
+    from ._chat import Messages, Session
+    from ._extraction import Extraction, ExtractKwargs
+    from ._models import UploadedFile
+    from ._pacing import Pacer
+    from ._tokens import TokenReport
+    from ._uploader import FileBody, Preflight
 
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncKimiFiles", "KimiFiles"]
@@ -246,7 +246,7 @@ class KimiFiles(_ClientBase):
         Raises:
             KimiError: as :func:`kimi_files.upload`.
         """
-        from .uploader import upload_steps
+        from ._uploader import upload_steps
 
         return self.run(upload_steps(self, path, UploadOptions.of(options)))
 
@@ -258,7 +258,7 @@ class KimiFiles(_ClientBase):
             PreflightError: the error the upload would raise for this file.
             APIStatusError: the account could not be listed.
         """
-        from .uploader import preflight_steps
+        from ._uploader import preflight_steps
 
         return self.run(preflight_steps(self, path, UploadOptions.of(options)))
 
@@ -269,7 +269,7 @@ class KimiFiles(_ClientBase):
         Raises:
             KimiError: as :func:`kimi_files.extract`.
         """
-        from .uploader import extract_steps
+        from ._uploader import extract_steps
 
         return self.run(extract_steps(self, path, file_id, UploadOptions.of(options)))
 
@@ -280,7 +280,7 @@ class KimiFiles(_ClientBase):
         Raises:
             KimiError: as :func:`kimi_files.ingest`.
         """
-        from .batch import ingest
+        from ._batch import ingest
 
         return ingest(paths, client=self, **options)
 
@@ -292,7 +292,7 @@ class KimiFiles(_ClientBase):
         Raises:
             KimiError: as :func:`kimi_files.extract_many`.
         """
-        from .extraction import extract_many
+        from ._extraction import extract_many
 
         return extract_many(paths, client=self, **options)
 
@@ -306,7 +306,7 @@ class KimiFiles(_ClientBase):
         Raises:
             KimiError: as :func:`kimi_files.messages`.
         """
-        from .chat import messages_steps
+        from ._chat import messages_steps
 
         return self.run(messages_steps(self, paths, UploadOptions.of(options),
                                        max_chars=max_chars, strict=strict,
@@ -321,7 +321,7 @@ class KimiFiles(_ClientBase):
             ModelNotFoundError: the platform does not know the model.
             APIStatusError: the platform refused it.
         """
-        from .tokens import estimate_steps
+        from ._tokens import estimate_steps
 
         return self.run(estimate_steps(self.retry_policy, model, messages))
 
@@ -333,7 +333,7 @@ class KimiFiles(_ClientBase):
         Raises:
             KimiError: the estimate failed (ModelNotFoundError for an unknown model).
         """
-        from .tokens import tokens_steps
+        from ._tokens import tokens_steps
 
         return self.run(tokens_steps(self, paths, model=model, options=UploadOptions.of(
             {"progress": False, **options})))
@@ -341,18 +341,18 @@ class KimiFiles(_ClientBase):
     @property
     def batches(self) -> Batches:
         """The platform's Batch API: ``client.batches.create/retrieve/list/cancel`` and the
-        helpers ``build/check/submit/wait/results`` (see :mod:`kimi_files.batches`)."""
-        from .batches import Batches
+        helpers ``build/check/submit/wait/results`` (see :mod:`kimi_files._batches`)."""
+        from ._batches import Batches
 
         return Batches(self)
 
     def session(self, *, delete_on_exit: bool = True) -> Session:
         """Uploads and extractions cleaned up when the block ends:
-        ``with client.session() as s: s.extract(path)``; see :class:`kimi_files.chat.Session`.
+        ``with client.session() as s: s.extract(path)``; see :class:`kimi_files._chat.Session`.
 
         Raises:
             Nothing (the session's own calls raise as theirs do).
         """
-        from .chat import Session
+        from ._chat import Session
 
         return Session(self, delete_on_exit=delete_on_exit)

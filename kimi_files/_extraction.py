@@ -7,11 +7,11 @@ files and folders (walked as ``kimi-upload`` walks them) and yields one
 * a document whose content was read before comes from the local text cache (no request);
 * one the account already holds (the reuse cache, checked against the listing) is read from
   that file, which is never deleted;
-* any other is uploaded (:func:`kimi_files.uploader.send_steps`: retries, lost answers
+* any other is uploaded (:func:`kimi_files._uploader.send_steps`: retries, lost answers
   adopted only when provably ours), its text fetched, saved in the text cache, and the file
   deleted (unless ``keep``). At most ``window`` of the run's files are on the server at once:
   by default what the account's free slots and bytes allow, never more
-  (:mod:`kimi_files.extract_rules` decides).
+  (:mod:`kimi_files._extract_rules` decides).
 
 Every file the run may store is recorded before its first byte is sent (the intent, in a
 state store of its own per account: ``<state>.extract.sqlite3``), and with its id once
@@ -33,16 +33,16 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._options import Paths, path_list
+from ._state import StateStore
 from .errors import (
     StateError,
 )
-from .options import Paths, path_list
-from .state import StateStore
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from .client import AsyncKimiFiles, KimiFiles
+    from ._client import AsyncKimiFiles, KimiFiles
 
 
 from ._extract_models import (
@@ -312,7 +312,7 @@ def extract_many(paths: Paths, *, client: KimiFiles | None = None, api_key: str 
         NotEnoughFileSlotsError: (from ``next``) the account has no free slot; nothing sent.
         StateError: (from ``next``) the run's state cannot be used.
     """
-    from .client import KimiFiles
+    from ._client import KimiFiles
 
     return Extraction(*_prepared(paths, client, KimiFiles, api_key, base_url, options))
 
@@ -326,7 +326,7 @@ def aextract_many(paths: Paths, *, client: AsyncKimiFiles | None = None,
     Raises:
         KimiError: as :func:`extract_many`.
     """
-    from .client import AsyncKimiFiles
+    from ._client import AsyncKimiFiles
 
     return AsyncExtraction(*_prepared(paths, client, AsyncKimiFiles, api_key, base_url,
                                       options))

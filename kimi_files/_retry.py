@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from .config import RetryPolicy
+from ._config import RetryPolicy
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -90,7 +90,11 @@ def may_have_stored(error: BaseException) -> bool:
 def is_slow_down(error: BaseException | None) -> bool:
     """True for errors that say the account or the service is overloaded: the retryable 429s
     (``engine_overloaded_error``, every rate limit) and a gateway's 503. Such an error is
-    retried within the time budget alone, and tells a pacer to send fewer requests."""
+    retried within the time budget alone, and tells a pacer to send fewer requests.
+
+    Raises:
+        Nothing: any value is judged, and only a :class:`~kimi_files.KimiError` can say so.
+    """
     return isinstance(error, KimiError) and type(error).slow_down
 
 

@@ -1,6 +1,6 @@
 """The platform's Batch API: ``client.batches`` and the way from documents to answers.
 
-Not :mod:`kimi_files.batch` (the folder upload executor behind ``ingest``). Here a ``.jsonl``
+Not :mod:`kimi_files._batch` (the folder upload executor behind ``ingest``). Here a ``.jsonl``
 of chat requests is uploaded with purpose ``batch`` and answered later, all at once:
 
 * the resource: ``client.batches.create / retrieve / list / cancel`` (``POST /v1/batches``,
@@ -12,7 +12,7 @@ of chat requests is uploaded with purpose ``batch`` and answered later, all at o
 
 Every step is written once, as steps (:mod:`kimi_files._steps`), for :class:`Batches` (sync)
 and :class:`AsyncBatches` (asyncio), thin twins over the client's ``run``. The decisions
-(the rules, the split, the join, the poll delay) are pure, in :mod:`kimi_files.batch_input`
+(the rules, the split, the join, the poll delay) are pure, in :mod:`kimi_files._batch_input`
 and here (:func:`poll_delay`).
 """
 
@@ -22,8 +22,8 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .batch_build import BuildReport, build_steps
-from .batch_flow import (
+from ._batch_build import BuildReport, build_steps
+from ._batch_flow import (
     Manifest,
     _check_steps,
     cancel_batch_steps,
@@ -35,19 +35,19 @@ from .batch_flow import (
     submit_steps,
     wait_steps,
 )
-from .batch_input import (
+from ._batch_input import (
     CHAT_ENDPOINT,
     InputChecker,
 )
-from .batch_models import (
+from ._batch_models import (
     DEFAULT_COMPLETION_WINDOW,
     Batch,
     BatchList,
 )
-from .batch_results import ResultsReport, results_steps
+from ._batch_results import ResultsReport, results_steps
 
 if TYPE_CHECKING:
-    from .client import AsyncKimiFiles, KimiFiles
+    from ._client import AsyncKimiFiles, KimiFiles
 
 
 __all__ = ["AsyncBatches", "Batches"]

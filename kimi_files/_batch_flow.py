@@ -14,20 +14,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ._steps import Blocking, Steps, Wait
-from .batch_build import (
+from ._batch_build import (
     load_map,
     manifest_path_for,
     map_path_for,
     write_json,
 )
-from .batch_input import (
+from ._batch_input import (
     CHAT_ENDPOINT,
     MAX_INPUT_BYTES,
     MAX_METADATA_KEYS,
     InputChecker,
 )
-from .batch_models import (
+from ._batch_models import (
     DEFAULT_COMPLETION_WINDOW,
     MANIFEST_KIND,
     POLL_FACTOR,
@@ -36,6 +35,9 @@ from .batch_models import (
     Batch,
     BatchList,
 )
+from ._options import UploadOptions
+from ._retry import may_have_stored
+from ._steps import Blocking, Steps, Wait
 from .errors import (
     BatchAlreadySubmittedError,
     BatchInputError,
@@ -43,12 +45,10 @@ from .errors import (
     KimiError,
     NotFoundError,
 )
-from .options import UploadOptions
-from .retry import may_have_stored
 
 if TYPE_CHECKING:
+    from ._config import RetryPolicy
     from ._steps import ClientLike
-    from .config import RetryPolicy
 
 
 log = logging.getLogger("kimi_files")
@@ -157,14 +157,14 @@ def _lines(path: Path) -> Iterable[bytes]:
 def known_models(any_model: bool = False) -> Collection[str] | None:
     """The models the platform is known to serve (None with ``any_model``: no name is
     checked)."""
-    from .tokens import CONTEXT_WINDOWS
+    from ._tokens import CONTEXT_WINDOWS
 
     return None if any_model else frozenset(CONTEXT_WINDOWS)
 
 
 def check_file(path: str | os.PathLike[str], limit: int = MAX_INPUT_BYTES,
                any_model: bool = False) -> InputChecker:
-    """Every rule of the platform's input file (see :data:`~kimi_files.batch_input.RULES`),
+    """Every rule of the platform's input file (see :data:`~kimi_files._batch_input.RULES`),
     read once, line by line; nothing is sent. The checker holds the refusals and the parts
     the input would be sent as. ``any_model`` lets a model not in the known list pass.
 
@@ -353,7 +353,7 @@ def _send_part_steps(client: ClientLike, manifest: Manifest, index: int, part: P
                      metadata: Mapping[str, str]) -> Steps[None]:
     """Upload one part (its upload recorded before its create) and create its batch
     (recorded after)."""
-    from .uploader import upload_steps
+    from ._uploader import upload_steps
 
     uploaded = yield from upload_steps(client, part, options)
     before = manifest.uploads.get(str(index), {})
@@ -499,7 +499,7 @@ def wait_steps(client: ClientLike, ids: Sequence[str], *,
     """Poll the batches until every one is done (or ``timeout`` seconds of waiting passed);
     their last objects, in order. ``on_update`` sees them after every look.
 
-    The waits are the client's (:func:`kimi_files.retry.sleep`): ``waiting_disabled()``
+    The waits are the client's (:func:`kimi_files._retry.sleep`): ``waiting_disabled()``
     skips them, and a stop asked for ends the wait early (the batches keep running)."""
     latest: dict[str, Batch] = {}
     polls = 0

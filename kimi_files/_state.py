@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from ._config import DEFAULT_PURPOSE
 from ._ledger import Ledger, OpenAttempt, StoredCopy
 from ._schema import _SELECT, APPLICATION_ID, SCHEMA_VERSION, _key, settle_schema
 from ._state_errors import _DAMAGED, WAY_OUT, _after_loss, describe_failure
@@ -62,7 +63,6 @@ from ._state_files import (
     state_files,
     sweep_ephemeral,
 )
-from .config import DEFAULT_PURPOSE
 from .errors import ConfigurationError, StateError, StateLockedError
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """Local checks of a file before any byte of it is sent: the I/O (stat, open, python-magic,
-pypdf when installed) that feeds the pure rules of :mod:`kimi_files.filerules`, applied by
+pypdf when installed) that feeds the pure rules of :mod:`kimi_files._filerules`, applied by
 :func:`inspect_file`. Every refusal is a :class:`~kimi_files.PreflightError` whose message
 names the file, the rule and what to do.
 
@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import Limits
-from .errors import LocalFileError, UnsupportedFileTypeError
-from .filerules import (
+from ._config import Limits
+from ._filerules import (
     PDF_TEXT_PAGES,
     LocalFile,
     check_jsonl_lines,
@@ -31,6 +30,7 @@ from .filerules import (
     refused_kind,
     upload_filename,
 )
+from .errors import LocalFileError, UnsupportedFileTypeError
 
 __all__ = [
     "LocalFile",

@@ -6,13 +6,13 @@ works in two phases:
 1. **Plan** (no mutation): walk the paths (recursively; hidden files, the state store and
    anything ``exclude`` matches are skipped), preflight every file locally, list the account
    once, hash the files whose content could match something known, and let the pure planner
-   (:func:`kimi_files.planner.plan_batch`) decide: already uploaded and unchanged (skipped),
+   (:func:`kimi_files._planner.plan_batch`) decide: already uploaded and unchanged (skipped),
    stored by an interrupted run (adopted, only when provably so), the same content as another
    file of the batch (sent once), what to send, and whether the whole batch fits the free
    slots and bytes. If it cannot fit, nothing is uploaded or deleted.
 2. **Run**: delete what the plan says (only with ``free_quota``), then upload with bounded
    concurrency, paced to the account's limits as 429s reveal them, each upload through
-   :func:`kimi_files.uploader.send_steps` (retries, provable adoption after a lost answer),
+   :func:`kimi_files._uploader.send_steps` (retries, provable adoption after a lost answer),
    each recorded in the state store before (the intent, with the server's time) and after.
 
 ``dry_run=True`` stops after the plan. A stop event (Ctrl-C in the CLI) starts nothing new
@@ -37,14 +37,12 @@ from typing import TYPE_CHECKING, Any
 from ._batch_after import _earlier_copies, _late_copies
 from ._batch_run import _emit_twins, _not_started, _read_state, _Run, _settle
 from ._batch_send import _interrupted, _upload
-from ._steps import Blocking, ClientLike, ListFiles, Steps
-from .errors import ConfigurationError, UploadCancelledError
-from .models import FileList, FileObject
-from .options import Paths, UploadKwargs, UploadOptions, path_list, split_upload_options
-from .pacing import Pacer, check_limits
-from .planner import BatchPlan, plan_batch
-from .report import STATUSES, BatchReport, FileResult, Status
-from .scan import (
+from ._models import FileList, FileObject
+from ._options import Paths, UploadKwargs, UploadOptions, path_list, split_upload_options
+from ._pacing import Pacer, check_limits
+from ._planner import BatchPlan, plan_batch
+from ._report import STATUSES, BatchReport, FileResult, Status
+from ._scan import (
     Item,
     check_files,
     check_patterns,
@@ -53,14 +51,16 @@ from .scan import (
     hash_where_needed,
     matches_filters,
 )
-from .state import OpenAttempt, Record, StateStore
-from .uploader import free_room_steps
+from ._state import OpenAttempt, Record, StateStore
+from ._steps import Blocking, ClientLike, ListFiles, Steps
+from ._uploader import free_room_steps
+from .errors import ConfigurationError, UploadCancelledError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from .cache import CacheEntry
-    from .client import AsyncKimiFiles, KimiFiles
+    from ._cache import CacheEntry
+    from ._client import AsyncKimiFiles, KimiFiles
 
 __all__ = ["STATUSES", "BatchOptions", "BatchReport", "FileResult", "IngestKwargs", "Status",
            "aingest", "batch_steps", "collect", "ingest", "matches_filters"]
@@ -172,7 +172,7 @@ def ingest(paths: Paths, *, client: KimiFiles | None = None, api_key: str | None
     targets = path_list(paths)
     owned = client is None
     if client is None:
-        from .client import KimiFiles
+        from ._client import KimiFiles
 
         client = KimiFiles(api_key=api_key, base_url=base_url, pacer=_pacer(settings))
     else:
@@ -208,7 +208,7 @@ async def aingest(paths: Paths, *, client: AsyncKimiFiles | None = None,
     targets = path_list(paths)
     owned = client is None
     if client is None:
-        from .client import AsyncKimiFiles
+        from ._client import AsyncKimiFiles
 
         client = AsyncKimiFiles(api_key=api_key, base_url=base_url, pacer=_pacer(settings))
     else:
@@ -319,7 +319,7 @@ def _impostors(store: StateStore | None, records: Sequence[Record],
                listing: Sequence[FileObject], items: Sequence[Item]) -> Steps[dict[str, str]]:
     """The recorded ids the listing shows as another file (see :func:`replace.impostors`);
     those recorded for a file of this batch are said, once each."""
-    from .replace import impostors
+    from ._replace import impostors
 
     if store is None or not records:
         return {}

@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from ._retry import LOUD_WAIT, asleep, current_doing, current_stop, is_slow_down, sleep
 from .errors import APIStatusError, ConcurrencyLimitError, KimiError, RPMLimitError
-from .retry import LOUD_WAIT, asleep, current_doing, current_stop, is_slow_down, sleep
 
 if TYPE_CHECKING:  # asyncio loads only for async use: it costs 40 ms of start-up
     import asyncio

@@ -189,7 +189,7 @@ def status_line(files_done: int, files: int, sent: int, total: int, elapsed: flo
                 pacing: str = "") -> str:
     """The status line of a batch: files and bytes done, time so far and, when requests are
     being paced, how. Pure."""
-    from .quota import fmt_bytes
+    from ._quota import fmt_bytes
 
     line = (f"still working: {files_label(files_done, files)} done, {fmt_bytes(sent)} of "
             f"{fmt_bytes(total)} sent, {elapsed:.0f}s so far")

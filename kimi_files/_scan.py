@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from ._config import Limits
+from ._filerules import upload_filename
 from ._hashing import sha256_of
-from .config import Limits
+from ._preflight import LocalFile, inspect_file_head
+from ._report import FileResult
+from ._state import Record
 from .errors import ConfigurationError, KimiError, LocalFileError
-from .filerules import upload_filename
-from .preflight import LocalFile, inspect_file_head
-from .report import FileResult
-from .state import Record
 
 if TYPE_CHECKING:
     import pathspec

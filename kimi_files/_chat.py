@@ -24,18 +24,18 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._models import FileContent, UploadedFile
+from ._options import UploadOptions
 from ._steps import Blocking, DeleteFile, Steps
+from ._uploader import content_steps_for, upload_steps
 from .errors import KimiError, NotFoundError
-from .models import FileContent, UploadedFile
-from .options import UploadOptions
-from .uploader import content_steps_for, upload_steps
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._client import AsyncKimiFiles, KimiFiles
+    from ._options import UploadKwargs
     from ._steps import ClientLike
-    from .client import AsyncKimiFiles, KimiFiles
-    from .options import UploadKwargs
 
 __all__ = ["AsyncSession", "Messages", "Session", "cut_marker", "document_steps", "fit_budget",
            "left_out", "messages_steps"]
@@ -245,8 +245,8 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
     out = build_messages(found, max_chars)
     out.failed.update(failed)
     out.files.update(files)
-    if max_tokens is not None:  # in tokens, as the platform estimates them: kimi_files.tokens
-        from .tokens import DEFAULT_MODEL, fit_tokens_steps
+    if max_tokens is not None:  # in tokens, as the platform estimates them: kimi_files._tokens
+        from ._tokens import DEFAULT_MODEL, fit_tokens_steps
 
         out = yield from fit_tokens_steps(client, found, out, model=model or DEFAULT_MODEL,
                                           max_tokens=max_tokens)

@@ -1,4 +1,4 @@
-"""The decisions of :mod:`kimi_files.extraction`, with no I/O.
+"""The decisions of :mod:`kimi_files._extraction`, with no I/O.
 
 * :func:`window_for`: how many of the run's files may be on the server at once (what the
   account's free slots allow, never more; at most what the caller asked for).
@@ -17,12 +17,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .adoption import Attempt, could_be, resolve
+from ._adoption import Attempt, could_be, resolve
+from ._models import FileObject
+from ._planner import _expired
+from ._quota import Usage, fmt_bytes
+from ._state import OpenAttempt, Record
 from .errors import KimiError, NoExtractableTextError, PreflightError
-from .models import FileObject
-from .planner import _expired
-from .quota import Usage, fmt_bytes
-from .state import OpenAttempt, Record
 
 __all__ = ["Cleanup", "Origin", "Status", "admit", "deletes_after_text", "leftovers",
            "no_room_message", "status_of", "window_for"]
@@ -108,7 +108,7 @@ def leftovers(records: Sequence[Record], ledger: Sequence[OpenAttempt],
     A recorded id still listed is deleted. The open attempts of one document (runs killed
     one after the other each tried it) are weighed as one owner, from the earliest start:
     their copies are deleted only under the proof adoption uses
-    (:func:`~kimi_files.adoption.resolve`), widened from one attempt to ``k``: at most ``k``
+    (:func:`~kimi_files._adoption.resolve`), widened from one attempt to ``k``: at most ``k``
     candidates, even counting loose matches, each a strict one, none of them a candidate of
     another document, none claimed (``claimed``: ids known to be someone else's). Every other
     candidate is a suspect, reported and kept. As many attempts as copies were found are

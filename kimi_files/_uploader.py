@@ -6,12 +6,12 @@ alike: see :mod:`kimi_files._steps`). Its rules:
 * the file is streamed from disk in chunks (constant memory) and rewound before every attempt;
   a file that changes while it is sent (size, or a same-size rewrite seen in its mtime or
   ctime) fails, and the copy the server stored of it is deleted (its id came in our answer);
-* an error is retried only when :func:`kimi_files.retry.should_retry` says so, after the wait
-  :func:`kimi_files.retry.retry_wait` gives; attempts and total time are bounded;
+* an error is retried only when :func:`kimi_files._retry.should_retry` says so, after the wait
+  :func:`kimi_files._retry.retry_wait` gives; attempts and total time are bounded;
 * after an attempt that may have been stored although its answer was lost (a reset, a
   timeout, a 5xx, a malformed 200), the account is listed (again, after short pauses, when the
   server may still be working on it) and the copy is adopted only when
-  :func:`kimi_files.adoption.resolve` proves it ours; otherwise the file is sent again, and
+  :func:`kimi_files._adoption.resolve` proves it ours; otherwise the file is sent again, and
   whatever may be an extra copy of ours is reported in ``suspects``, never deleted;
 * a stored file whose status says extraction failed (in our own answer) is deleted, then the
   upload is retried.
@@ -31,14 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import retry as _retry
+from . import _retry as _retry
+from ._adoption import Attempt
 from ._body import PIECE_BYTES, READ_AHEAD, FileBody, MultipartBody, PieceDigest, ReadAhead, _Recheck
+from ._cache import ReuseCache, pick
+from ._config import RetryPolicy
 from ._hashing import sha256_of
+from ._models import FileContent, FileList, FileObject, UploadedFile
+from ._options import UploadOptions
+from ._preflight import LocalFile, inspect_file
+from ._progress import ProgressBar, short_label
+from ._quota import RoomPlan, fmt_bytes, fmt_time, plan_room
 from ._reconcile import Claims, _Reconciler, _without_siblings
 from ._steps import Blocking, ClientLike, CreateFile, DeleteFile, GetContent, ListFiles, Steps, Wait
-from .adoption import Attempt
-from .cache import ReuseCache, pick
-from .config import RetryPolicy
 from .errors import (
     APIConnectionError,
     ConfigurationError,
@@ -50,11 +55,6 @@ from .errors import (
     NotFoundError,
     UploadCancelledError,
 )
-from .models import FileContent, FileList, FileObject, UploadedFile
-from .options import UploadOptions
-from .preflight import LocalFile, inspect_file
-from .progress import ProgressBar, short_label
-from .quota import RoomPlan, fmt_bytes, fmt_time, plan_room
 
 # the request body (_body.py) and the lost-answer reconciliation (_reconcile.py) live apart;
 # their public names stay importable from here

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypedDict
 
-from .config import DEFAULT_PURPOSE
+from ._config import DEFAULT_PURPOSE
+from ._quota import FreeQuota, check_free_quota
 from .errors import ConfigurationError
-from .quota import FreeQuota, check_free_quota
 
 __all__ = ["Paths", "UploadKwargs", "UploadOptions", "path_list", "split_upload_options"]
 

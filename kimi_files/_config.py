@@ -100,7 +100,7 @@ class RetryPolicy:
     the first, or when its wait would cross that line. Within it:
 
     * errors that say the account or the service is overloaded (``engine_overloaded_error``
-      and the other retryable 429s, a gateway's 503: :func:`kimi_files.retry.is_slow_down`)
+      and the other retryable 429s, a gateway's 503: :func:`kimi_files._retry.is_slow_down`)
       are bounded by the budget alone, since overload episodes last minutes, unless
       ``max_overload_attempts`` is set;
     * every other retryable error (5xx, time-outs, lost connections, malformed answers) is

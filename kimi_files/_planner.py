@@ -3,7 +3,7 @@
 :func:`plan_batch` takes the files that passed the local checks (hashed where it matters),
 the account's listing, the state store's records, the limits and the ``free_quota`` policy,
 and returns a :class:`BatchPlan`: which files are skipped (already uploaded, unchanged), which
-are adopted (an interrupted run provably stored them: :func:`kimi_files.adoption.resolve`),
+are adopted (an interrupted run provably stored them: :func:`kimi_files._adoption.resolve`),
 which are twins of another file of the batch (same content: uploaded once), which are
 uploaded (in groups that could be taken for one another, sent one after the other), what is
 deleted to make room, and what is reported as a possible extra copy. Resume decisions are
@@ -11,7 +11,7 @@ made and tested here.
 
 When the batch does not fit and freeing was not asked (``free_quota="never"``), the part that
 fits is sent: in input order, each file that still fits what those before it left
-(:func:`~kimi_files.quota.fit_in_order`); the rest is ``deferred``, with one error that says
+(:func:`~kimi_files._quota.fit_in_order`); the rest is ``deferred``, with one error that says
 why and what would finish them. Nothing is deleted.
 """
 
@@ -22,14 +22,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .adoption import Attempt, loose_forms, resolve
-from .cache import CacheEntry
-from .config import Limits
+from ._adoption import Attempt, loose_forms, resolve
+from ._cache import CacheEntry
+from ._config import Limits
+from ._models import FileObject
+from ._quota import FreeQuota, RoomPlan, Usage, fit_in_order, no_room_error, plan_room
+from ._scan import Item
+from ._state import OpenAttempt, Record
 from .errors import NoRoomError
-from .models import FileObject
-from .quota import FreeQuota, RoomPlan, Usage, fit_in_order, no_room_error, plan_room
-from .scan import Item
-from .state import OpenAttempt, Record
 
 __all__ = ["BatchPlan", "Skip", "Twin", "plan_batch", "plan_interrupted"]
 
@@ -95,7 +95,7 @@ class BatchPlan:
         return [item for group in (*self.groups, *self.interrupted) for item in group]
 
 
-from .adoption import GHOST_TTL  # noqa: E402
+from ._adoption import GHOST_TTL  # noqa: E402
 
 
 def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Sequence[Record],
@@ -113,7 +113,7 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
     content (and purpose) the account still holds from another upload is not sent again. A
     file whose ``sha256`` is None has a size nothing known shares, so it cannot be a
     duplicate: it is uploaded. ``not_ours``: recorded ids the listing shows as another file
-    (:func:`kimi_files.replace.impostors`): no file is taken as stored by them.
+    (:func:`kimi_files._replace.impostors`): no file is taken as stored by them.
     """
     on_server = {f.id: f for f in listing}
     referenced = {r.file_id for r in records if r.file_id} | set(reported)
@@ -257,7 +257,7 @@ def _finish_advice(listing: Sequence[FileObject], todo: Sequence[Item],
 def _groups(todo: Sequence[Item]) -> tuple[tuple[Item, ...], ...]:
     """Uploads that could be taken for one another in one group each, in the order of their
     first file: the same size and purpose, and names a server may store alike (their
-    :func:`~kimi_files.adoption.loose_forms` meet, as ``a\\b`` sent and ``a\\\\b`` kept
+    :func:`~kimi_files._adoption.loose_forms` meet, as ``a\\b`` sent and ``a\\\\b`` kept
     do). A group's files are sent one after the other, so a reconciliation never meets a
     sibling's copy in flight."""
     parent = list(range(len(todo)))
@@ -319,7 +319,7 @@ def _resume(records: Sequence[Record], listing: Sequence[FileObject], claimed: s
 
     Each open attempt may own a stored copy. The latest attempt of a file that is still
     pending (the intent of the run that was interrupted) adopts its copy when
-    :func:`~kimi_files.adoption.resolve` proves it, the file is in this batch and unchanged;
+    :func:`~kimi_files._adoption.resolve` proves it, the file is in this batch and unchanged;
     every other candidate of every attempt is reported. An attempt too old for a copy to land
     any more is settled; the rest stay on record as possible owners ("ghosts")."""
     out = _Ledger()

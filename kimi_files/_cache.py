@@ -15,7 +15,7 @@ script is reused by the CLI and the other way round.
 * ``texts``: sha256 -> the whole JSON text of ``files.content`` for that content (one content
   call per document per account, ever).
 * ``tokens``: (sha256 of a list of messages, model) -> its estimated tokens (one estimate per
-  document and model, ever; see :mod:`kimi_files.tokens`).
+  document and model, ever; see :mod:`kimi_files._tokens`).
 
 Every failure is a :class:`~kimi_files.errors.CacheError` naming the file and the way out.
 """
@@ -36,7 +36,7 @@ from .errors import CacheError
 if TYPE_CHECKING:
     import sqlite3
 
-    from .models import FileObject
+    from ._models import FileObject
 
 __all__ = ["CacheEntry", "ReuseCache", "cache_path_for", "pick", "prove_ours",
            "remove_cache_files"]
@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS texts (
     recorded REAL NOT NULL
 );
 """
-from .config import CACHE_APPLICATION_ID as APPLICATION_ID  # noqa: E402
+from ._config import CACHE_APPLICATION_ID as APPLICATION_ID  # noqa: E402
 
 WAY_OUT = ("Empty it (kimi-files cache clear, which also removes a damaged one it can tell is "
            "its own) or do without it (reuse=False, --no-reuse).")

@@ -11,17 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._steps import Blocking, DeleteFile, Steps
-from .batch_build import AtomicWriter, BatchMap, json_bytes, load_map
-from .batch_flow import (
+from ._batch_build import AtomicWriter, BatchMap, json_bytes, load_map
+from ._batch_flow import (
     Manifest,
     _all_batches_steps,
     _file_bytes_steps,
     resolve_target,
     retrieve_batch_steps,
 )
-from .batch_input import ENDED_EARLY, join_results
-from .batch_models import Batch
+from ._batch_input import ENDED_EARLY, join_results
+from ._batch_models import Batch
+from ._steps import Blocking, DeleteFile, Steps
 from .errors import BatchError, BatchNotFinishedError, ConfigurationError, NotFoundError
 
 if TYPE_CHECKING:

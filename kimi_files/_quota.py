@@ -17,9 +17,9 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NoReturn
 
-from .config import Limits
+from ._config import Limits
+from ._models import FileObject
 from .errors import ConfigurationError, NoRoomError, NotEnoughFileSlotsError, NotEnoughStorageError
-from .models import FileObject
 
 __all__ = [
     "FreeQuota",

@@ -1,6 +1,6 @@
 """The Batch API's input and output files, as pure functions (no I/O, no client).
 
-Not :mod:`kimi_files.batch` (the folder upload executor behind ``ingest``): this is the
+Not :mod:`kimi_files._batch` (the folder upload executor behind ``ingest``): this is the
 platform's *Batch API*, where a ``.jsonl`` of chat requests is uploaded with purpose
 ``batch`` and answered later, all at once.
 
@@ -48,8 +48,10 @@ RULES: dict[str, str] = {
     "body": 'every line has a "body" object with a "messages" list and a "model" string',
     "one_model": "every line asks the same model",
     "known_model": "the model is one the platform is known to serve "
-                   "(kimi_files.tokens.CONTEXT_WINDOWS; --any-model sends another)",
+                   "(kimi_files._tokens.CONTEXT_WINDOWS; --any-model sends another)",
 }
+#: The public name of RULES: every rule a Batch API input line is checked against.
+BATCH_INPUT_RULES = RULES
 
 
 @dataclass(frozen=True, slots=True)

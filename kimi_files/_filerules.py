@@ -2,7 +2,7 @@
 purpose (:func:`check_purpose`), the size (:func:`check_size`), the type
 (:func:`type_refusal`, :func:`classify_type`), the lines of a ``batch`` file
 (:func:`check_jsonl_lines`), the name it is stored under (:func:`upload_filename`). The I/O
-that feeds them (stat, open, python-magic, pypdf) is :mod:`kimi_files.preflight`."""
+that feeds them (stat, open, python-magic, pypdf) is :mod:`kimi_files._preflight`."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .config import CACHE_APPLICATION_ID, KNOWN_PURPOSES, STATE_APPLICATION_ID, Limits
+from ._config import CACHE_APPLICATION_ID, KNOWN_PURPOSES, STATE_APPLICATION_ID, Limits
+from ._quota import fmt_bytes
 from .errors import (
     LocalEmptyFileError,
     LocalFileTooLargeError,
     LocalInvalidPurposeError,
     UnsupportedFileTypeError,
 )
-from .quota import fmt_bytes
 
 __all__ = [
     "IMAGE_TYPES",

@@ -6,7 +6,7 @@ length differ two or three times in tokens. So a budget in tokens is fitted on t
 platform gives, with few calls: each document's system message is estimated once per model
 (the count is kept in the reuse cache beside the document's text, keyed by the messages'
 hash and the model: the same document never costs a second call), the cuts are planned on
-those counts by the same rule as ``max_chars`` (:func:`kimi_files.chat.fit_budget`: the
+those counts by the same rule as ``max_chars`` (:func:`kimi_files._chat.fit_budget`: the
 largest first), and the final list is checked once (its count cached too: a re-run makes no
 request; a little more is cut, and checked again, in the rare case the estimate of the whole
 differs from the parts).
@@ -24,16 +24,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._chat import Messages, cut_marker, fit_budget
+from ._config import DEFAULT_MODEL
 from ._steps import Blocking, Steps
-from .chat import Messages, cut_marker, fit_budget
-from .config import DEFAULT_MODEL
 from .errors import ConfigurationError, KimiError
 
 if TYPE_CHECKING:
+    from ._config import RetryPolicy
+    from ._models import FileContent
+    from ._options import UploadOptions
     from ._steps import ClientLike
-    from .config import RetryPolicy
-    from .models import FileContent
-    from .options import UploadOptions
 
 __all__ = ["CONTEXT_WINDOWS", "DEFAULT_MODEL", "TokenReport", "context_window",
            "estimate_steps", "fit_tokens_steps", "plan_cuts", "shrink", "tokens_steps"]
@@ -61,7 +61,7 @@ def context_window(model: str) -> int | None:
 def plan_cuts(counts: Sequence[int], budget: int) -> list[int]:
     """How many tokens of each document to keep so the total fits ``budget``: the largest
     are cut first to a common cap, each one cut also paying :data:`MARKER_TOKENS` for its
-    marker (:func:`kimi_files.chat.fit_budget`, the rule of ``max_chars``). Pure.
+    marker (:func:`kimi_files._chat.fit_budget`, the rule of ``max_chars``). Pure.
 
     Raises:
         ConfigurationError: the budget cannot hold the documents' markers.
@@ -220,8 +220,8 @@ def tokens_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]], *,
         ConfigurationError: a bad model.
         KimiError: the estimate failed.
     """
-    from .chat import messages_steps
-    from .options import UploadOptions
+    from ._chat import messages_steps
+    from ._options import UploadOptions
 
     _check_budget(1, model)
     paths = list(dict.fromkeys(os.fsdecode(p) for p in paths))  # a path given twice: one row

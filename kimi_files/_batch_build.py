@@ -14,20 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._steps import Blocking, Steps
-from .batch_input import (
+from ._batch_input import (
     custom_id_for,
     request_line,
 )
-from .batch_models import (
+from ._batch_models import (
     MANIFEST_KIND,
     MAP_KIND,
 )
+from ._options import UploadOptions
+from ._steps import Blocking, Steps
 from .errors import (
     ConfigurationError,
     KimiError,
 )
-from .options import UploadOptions
 
 if TYPE_CHECKING:
     from ._steps import ClientLike
@@ -92,7 +92,7 @@ def check_model(model: str, *, any_model: bool = False) -> None:
     Raises:
         ConfigurationError: naming the model and the known ones.
     """
-    from .tokens import CONTEXT_WINDOWS
+    from ._tokens import CONTEXT_WINDOWS
 
     if not any_model and model not in CONTEXT_WINDOWS:
         raise ConfigurationError(
@@ -202,7 +202,7 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
         KimiError: with ``strict``, the first document that failed; either way, a failure
             that is not a document's own (AuthenticationError, NoRoomError, the network...).
     """
-    from .chat import document_steps
+    from ._chat import document_steps
 
     if not isinstance(model, str) or not model.strip():
         raise ConfigurationError("a batch needs a model (--model)")

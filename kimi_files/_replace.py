@@ -3,7 +3,7 @@ deletes. Pure.
 
 The server keeps every upload: a file uploaded, changed and uploaded again is stored twice.
 The state remembers each file whose id came in this tool's own upload answer, by path
-(:meth:`kimi_files.state.StateStore.note_stored`; never an adopted or a reused one). Once a
+(:meth:`kimi_files._state.StateStore.note_stored`; never an adopted or a reused one). Once a
 newer copy of a path is stored (or the path maps to another stored file), its earlier copies
 are superseded: :func:`earlier_copies` finds them, and :func:`replace_plan` decides, against
 a fresh listing, which may go: only a copy the listing still shows as that very file (same id,
@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .models import FileObject
-from .quota import fmt_time
-from .state import Record, StoredCopy
+from ._models import FileObject
+from ._quota import fmt_time
+from ._state import Record, StoredCopy
 
 __all__ = ["ReplacePlan", "earlier_copies", "impostors", "replace_plan", "unlike"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._models import FileObject
+from ._quota import RoomPlan, fmt_bytes, fmt_time
 from .errors import KimiError, UploadCancelledError
-from .models import FileObject
-from .quota import RoomPlan, fmt_bytes, fmt_time
 
 __all__ = ["STATUSES", "BatchReport", "FileResult", "Status"]
 
