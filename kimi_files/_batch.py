@@ -45,7 +45,7 @@ from ._report import STATUSES, BatchReport, FileResult, Status
 from ._scan import (
     Item,
     check_files,
-    check_patterns,
+    check_pattern_options,
     check_unverified,
     collect,
     hash_where_needed,
@@ -54,7 +54,7 @@ from ._scan import (
 from ._state import OpenAttempt, Record, StateStore
 from ._steps import Blocking, ClientLike, ListFiles, Steps
 from ._uploader import free_room_steps
-from .errors import ConfigurationError, UploadCancelledError
+from .errors import UploadCancelledError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -123,11 +123,7 @@ class BatchOptions:
 
     def __post_init__(self) -> None:
         check_limits(self.concurrency, self.rpm, self.rate_period)
-        for name in ("include", "exclude"):
-            value = getattr(self, name)
-            if isinstance(value, (str, bytes)) or not all(isinstance(p, str) for p in value):
-                raise ConfigurationError(f"{name} must be a list of glob patterns, not {value!r}")
-            check_patterns(value, what=name)
+        check_pattern_options(self.include, self.exclude)
 
     @classmethod
     def of(cls, options: IngestKwargs | dict[str, Any]) -> BatchOptions:

@@ -114,7 +114,7 @@ def retrieve_batch_steps(policy: RetryPolicy, batch_id: str) -> Steps[Batch]:
 
 def list_batches_steps(policy: RetryPolicy, *, limit: int | None = None,
                        after: str | None = None) -> Steps[BatchList]:
-    from ._endpoints import call_steps, json_of
+    from ._endpoints import call_steps, has_more, json_of
 
     params: dict[str, Any] = {}
     if limit is not None:
@@ -126,7 +126,7 @@ def list_batches_steps(policy: RetryPolicy, *, limit: int | None = None,
         data = json_of(response)
         items = data.get("data")
         return BatchList(tuple(Batch.from_dict(b) for b in items if isinstance(b, Mapping))
-                         if isinstance(items, list) else (), bool(data.get("has_more")))
+                         if isinstance(items, list) else (), has_more(data, response))
 
     return (yield from call_steps("GET", "batches", parse, policy, params=params))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote
 
@@ -20,6 +20,7 @@ from ._models import FileContent, FileDeleted, FileList, FileObject
 from ._steps import Request, Steps, Wait
 from ._transport import detached
 from .errors import (
+    BatchContentError,
     ConfigurationError,
     KimiError,
     MalformedResponseError,
@@ -27,8 +28,6 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-
-
     from ._body import FileBody
 
 
@@ -129,13 +128,23 @@ def list_steps(policy: RetryPolicy) -> Steps[FileList]:
 def _page(response: httpx.Response) -> tuple[FileList, bool, str]:
     """One page of the listing, whether it says there is more, and its URL."""
     data = json_of(response)
+    return FileList.from_dict(data), has_more(data, response), str(response.request.url)
+
+
+def has_more(data: Mapping[str, object], response: httpx.Response) -> bool:
+    """A page's ``has_more``: true, or false (or missing); anything else is malformed.
+
+    Raises:
+        MalformedResponseError: ``"true"``, ``1``...: a listing cut short silently would
+            hide files (from quotas, from adoption) or batches, and one that pages on a
+            ``"false"`` would never end.
+    """
     more = data.get("has_more")
     if more is not None and not isinstance(more, bool):
-        # "true" or 1: a page cut short silently would hide files (from quotas, from adoption)
         raise MalformedResponseError(
             f"GET {response.request.url}: the listing's has_more is {more!r:.40}, not true or "
-            "false; whether more files follow cannot be told", status_code=response.status_code)
-    return FileList.from_dict(data), more is True, str(response.request.url)
+            "false; whether more follow cannot be told", status_code=response.status_code)
+    return more is True
 
 
 def retrieve_steps(policy: RetryPolicy, file_id: str) -> Steps[FileObject]:
@@ -194,9 +203,26 @@ def quoted_id(file_id: str) -> str:
 def _content(response: httpx.Response) -> FileContent:
     content = FileContent.from_document(response.text)
     if content is None:
+        if _batch_lines(response.text):  # whole, and never text: asking again cannot help
+            raise _not_content(response, "a batch file's JSON Lines, which has no extracted "
+                                         "text: ask for it raw (content(id, raw=True); "
+                                         "kimi-files content --raw)", BatchContentError)
         raise _not_content(response, "not the content document (a JSON object with a string "
                                      "'content'; a batch file's JSONL is asked for raw)")
     return content
+
+
+def _batch_lines(text: str) -> bool:
+    """Is ``text`` whole JSON Lines of batch requests or results (each line an object, each
+    with a ``custom_id``)? A body cut off in transit is not: its last line does not parse."""
+    import json
+
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        rows = [json.loads(line) for line in lines]
+    except ValueError:
+        return False
+    return bool(rows) and all(isinstance(r, dict) and "custom_id" in r for r in rows)
 
 
 def _raw_content(response: httpx.Response) -> FileContent:
@@ -205,13 +231,15 @@ def _raw_content(response: httpx.Response) -> FileContent:
     return FileContent.from_body(response.text)
 
 
-def _not_content(response: httpx.Response, what: str) -> MalformedResponseError:
+def _not_content(response: httpx.Response, what: str,
+                 kind: type[MalformedResponseError] = MalformedResponseError,
+                 ) -> MalformedResponseError:
     from ._answers import _summarise_text
     from ._redact import redact
 
     text = response.text
     seen = f": {_summarise_text(redact(text), 80)!r}" if text.strip() else " (empty)"
-    return MalformedResponseError(
+    return kind(
         f"{response.request.method} {response.request.url}: the server answered "
         f"{response.status_code} with a body that is {what}{seen}",
         status_code=response.status_code, body=redact(text[:500]))

@@ -18,6 +18,7 @@ from ._models import FileObject
 from ._options import UploadKwargs, UploadOptions, split_upload_options
 from ._pacing import check_limits
 from ._quota import fmt_bytes
+from ._scan import check_pattern_options
 from ._state import StateStore
 from ._steps import (
     ClientLike,
@@ -160,10 +161,7 @@ class ExtractOptions:
             raise ConfigurationError(f"window must be a whole number of at least 1, not "
                                      f"{self.window!r}")
         check_limits(self.concurrency, None, 60.0)
-        for name in ("include", "exclude"):
-            value = getattr(self, name)
-            if isinstance(value, (str, bytes)) or not all(isinstance(p, str) for p in value):
-                raise ConfigurationError(f"{name} must be a list of glob patterns, not {value!r}")
+        check_pattern_options(self.include, self.exclude)
 
     @property
     def workers(self) -> int:

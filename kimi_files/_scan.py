@@ -31,7 +31,7 @@ from .errors import ConfigurationError, KimiError, LocalFileError
 if TYPE_CHECKING:
     import pathspec
 
-__all__ = ["SAMPLE_BYTES", "SKIPPED_DIRS", "Item", "check_files", "check_patterns",
+__all__ = ["SAMPLE_BYTES", "SKIPPED_DIRS", "Item", "check_files", "check_pattern_options", "check_patterns",
            "check_unverified", "collect", "hash_where_needed", "matches_filters", "read_patterns"]
 
 #: Folders never walked into (besides hidden ones): build caches, not documents.
@@ -65,6 +65,20 @@ def check_patterns(patterns: Sequence[str], *, what: str) -> None:
             # not blank, no comment, and yet no rule: it can never match (an unclosed '[')
             raise ConfigurationError(f"{what}: bad pattern {pattern!r} (it can never match: an "
                                      "unclosed '[' ?); patterns follow gitignore rules")
+
+
+def check_pattern_options(include: object, exclude: object) -> None:
+    """The ``include`` and ``exclude`` options of a folder walk (``ingest``, ``extract_many``):
+    each a list of patterns gitignore rules can read.
+
+    Raises:
+        ConfigurationError: the option that is not such a list, or the bad pattern.
+    """
+    for name, value in (("include", include), ("exclude", exclude)):
+        if (isinstance(value, (str, bytes)) or not isinstance(value, Iterable)
+                or not all(isinstance(p, str) for p in value)):
+            raise ConfigurationError(f"{name} must be a list of glob patterns, not {value!r}")
+        check_patterns(list(value), what=name)
 
 
 def read_patterns(path: str | os.PathLike[str]) -> list[str]:

@@ -68,6 +68,7 @@
                 └── GatewayOverloadedError           503: retryable and a signal to slow down
         MalformedResponseError (under APIStatusError)  a success status with a body that is not
                                                        the expected JSON, retryable
+            └── BatchContentError                    a batch file's JSONL asked as text: no retry
 
 The condition classes ``FileTooLargeError``, ``EmptyFileError``, ``InvalidPurposeError`` and
 ``TooManyFilesError`` are shared by the local and the server variant, so one ``except`` clause
@@ -99,9 +100,9 @@ from ._redact import is_kimi_code_url
 __all__ = [
     "APIConnectionError", "APINotOpenError", "APIStatusError", "APITimeoutError",
     "AccountSuspendedError", "AuthenticationError", "BadRequestError",
-    "BatchAlreadySubmittedError", "BatchCancelledError", "BatchError", "BatchExpiredError",
-    "BatchFailedError", "BatchInputError", "BatchNotFinishedError", "CacheError",
-    "ConcurrencyLimitError", "ConfigurationError",
+    "BatchAlreadySubmittedError", "BatchCancelledError", "BatchContentError", "BatchError",
+    "BatchExpiredError", "BatchFailedError", "BatchInputError", "BatchNotFinishedError",
+    "CacheError", "ConcurrencyLimitError", "ConfigurationError",
     "ConnectionLostError", "ContentFilterError", "EmptyFileError", "EngineOverloadedError",
     "ExceededQuotaError", "ExtractionFailedError", "FileTooLargeError", "GatewayError",
     "GatewayOverloadedError", "IncorrectAPIKeyError", "InputTooLongError", "InternalServerError",
@@ -580,6 +581,11 @@ class MalformedResponseError(APIStatusError):
     """A success status whose body is not the JSON object expected (garbage or truncated)."""
 
     retryable = True
+
+
+class BatchContentError(MalformedResponseError):
+    """A batch file's JSON Lines (it has no text) asked for as text: not retried; ask raw."""
+    retryable = False
 
 
 def _rebuild(cls: type[KimiError], args: tuple[Any, ...], state: dict[str, Any]) -> KimiError:

@@ -274,8 +274,8 @@ def test_batch_content_stays_the_raw_jsonl(emulator: Emulator, api: Api, tmp_pat
     assert api.content(up.id, raw=True).text == jsonl
     emulator.fail_next("empty_200", endpoint="content")
     assert api.content(up.id, raw=True).text == jsonl  # an empty 200 is retried here too
-    with pytest.raises(kf.MalformedResponseError, match="not the content document"):
-        api.content(up.id)  # the JSONL is not the document the caller asked for
+    with pytest.raises(kf.BatchContentError, match="a batch file's JSON Lines"):
+        api.content(up.id)  # the JSONL is not the document the caller asked for: said at once
 
 
 def test_cli_content_all_fetches_batch_files_raw(env: Emulator, tmp_path: Path,

@@ -307,9 +307,12 @@ class Emulated:
         for b in items:
             await run_in_threadpool(self.state.batches.look, b)
         data = [b.to_dict() for b in items]
+        more: bool | str = has_more
+        if fault is not None and fault.kind == "has_more_text":
+            more = "true" if has_more else "false"
         return JSONResponse({"object": "list", "data": data,
                              "first_id": data[0]["id"] if data else None,
-                             "last_id": data[-1]["id"] if data else None, "has_more": has_more})
+                             "last_id": data[-1]["id"] if data else None, "has_more": more})
 
     async def batch_cancel(self, request: Request, fault: Fault | None,
                            entry: LoggedRequest) -> Response:
