@@ -90,8 +90,11 @@ limit"), with or without the leading ``Your account {org}<{ak}>``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from ._batch_input import Violation
 
 from ._headers import _header, parse_retry_after
 from ._redact import is_kimi_code_url
@@ -132,7 +135,8 @@ class KimiError(Exception):
         super().__init__(message)
         self.message = message
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[Callable[..., KimiError],
+                                  tuple[type[KimiError], tuple[object, ...], dict[str, object]]]:
         # keyword-only constructor arguments defeat Exception's default pickling: rebuild from
         # the instance's attributes instead of calling __init__ again
         return (_rebuild, (type(self), self.args, self.__dict__.copy()))
@@ -266,7 +270,7 @@ class BatchInputError(PreflightError):
     its rule (see :mod:`kimi_files._batch_input`); the message shows the first of them."""
 
     def __init__(self, message: str, *, path: str | None = None, rule: str = "",
-                 violations: tuple[Any, ...] = ()) -> None:
+                 violations: tuple[Violation, ...] = ()) -> None:
         super().__init__(message, path=path, rule=rule)
         self.violations = violations
 
@@ -281,7 +285,7 @@ class BatchError(KimiError):
     wrong (``{"code", "message", "line", "param"}`` each), shown in the message."""
 
     def __init__(self, message: str, *, batch_id: str = "", status: str = "",
-                 errors: tuple[Mapping[str, Any], ...] = ()) -> None:
+                 errors: tuple[Mapping[str, object], ...] = ()) -> None:
         super().__init__(message)
         self.batch_id = batch_id
         self.status = status
@@ -362,7 +366,7 @@ class APIStatusError(KimiError):
         *,
         status_code: int,
         type: str | None = None,
-        body: Any = None,
+        body: object = None,
         headers: Mapping[str, str] | None = None,
         base_url: str | None = None,
         numbers: Mapping[str, float] | None = None,
@@ -582,7 +586,7 @@ class MalformedResponseError(APIStatusError):
     retryable = True
 
 
-def _rebuild(cls: type[KimiError], args: tuple[Any, ...], state: dict[str, Any]) -> KimiError:
+def _rebuild(cls: type[KimiError], args: tuple[object, ...], state: dict[str, object]) -> KimiError:
     """Unpickle an error without calling its ``__init__`` (see :meth:`KimiError.__reduce__`)."""
     error = cls.__new__(cls)
     Exception.__init__(error, *args)
