@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._chat import Messages, cut_marker, fit_budget
 from ._config import DEFAULT_MODEL
@@ -30,6 +30,8 @@ from ._steps import Blocking, Steps
 from .errors import ConfigurationError, KimiError
 
 if TYPE_CHECKING:
+    import httpx
+
     from ._config import RetryPolicy
     from ._models import FileContent
     from ._options import UploadOptions
@@ -87,7 +89,7 @@ def _sha(text: str) -> str:
 
 
 def estimate_steps(policy: RetryPolicy, model: str,
-                   messages: Sequence[Mapping[str, Any]]) -> Steps[int]:
+                   messages: Sequence[Mapping[str, object]]) -> Steps[int]:
     """``POST /v1/tokenizers/estimate-token-count``: the request's estimated tokens (an
     estimate changes nothing: retried by the platform's rules).
 
@@ -98,7 +100,7 @@ def estimate_steps(policy: RetryPolicy, model: str,
     from ._endpoints import call_steps, json_of
     from .errors import MalformedResponseError
 
-    def parse(response: Any) -> int:
+    def parse(response: httpx.Response) -> int:
         data = json_of(response).get("data")
         total = data.get("total_tokens") if isinstance(data, dict) else None
         if not isinstance(total, int) or isinstance(total, bool) or total < 0:
@@ -111,7 +113,7 @@ def estimate_steps(policy: RetryPolicy, model: str,
 
 
 def count_steps(client: ClientLike, model: str,
-                messages: Sequence[Mapping[str, Any]]) -> Steps[int]:
+                messages: Sequence[Mapping[str, object]]) -> Steps[int]:
     """The tokens of a list of messages: from the reuse cache when these very messages were
     counted for this model before, else estimated and remembered."""
     import json
@@ -128,7 +130,7 @@ def count_steps(client: ClientLike, model: str,
     return count
 
 
-def _check_budget(max_tokens: Any, model: Any) -> None:
+def _check_budget(max_tokens: object, model: object) -> None:
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise ConfigurationError(f"max_tokens must be a whole number of at least 1, not "
                                  f"{max_tokens!r}")
