@@ -11,14 +11,12 @@ uploads prove their own. Used by :func:`kimi_files._uploader.send_steps`.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 from ._adoption import Attempt, Verdict, could_be_loosely, resolve
 from ._models import FileList, FileObject
-from ._steps import ClientLike, ListFiles, Steps, Wait
+from ._steps import ClientLike, ListFiles, Say, Steps, Wait
 from .errors import KimiError, UploadCancelledError
 
 __all__ = ["RELIST_WAITS", "SIBLING_PATIENCE", "Claims"]
@@ -27,8 +25,6 @@ __all__ = ["RELIST_WAITS", "SIBLING_PATIENCE", "Claims"]
 #: transit (a time-out, a dropped connection, a gateway error): the server may still be
 #: extracting it, and stores it only then.
 RELIST_WAITS = (1.0, 2.0, 4.0)
-
-log = logging.getLogger("kimi_files")
 
 
 class Claims:
@@ -57,7 +53,7 @@ class _Reconciler:
     identified, and ``ghosts``: interrupted uploads on record) is counted against it."""
 
     def __init__(self, client: ClientLike, attempt: Attempt, claims: Claims, shown: str,
-                 stop: threading.Event | None, ghosts: Mapping[Any, Attempt]) -> None:
+                 stop: threading.Event | None, ghosts: Mapping[int, Attempt]) -> None:
         self.registry = client.attempts
         self.clock = client.clock
         self.token = self.registry.open(attempt, client.clock.now())
@@ -81,7 +77,7 @@ class _Reconciler:
         return self.unresolved or self.pending is not None
 
     def _verdict(self, listing: Sequence[FileObject]) -> Verdict:
-        owners: dict[Any, Attempt] = {("ghost", k): a for k, a in self.ghosts.items()}
+        owners: dict[Hashable, Attempt] = {("ghost", k): a for k, a in self.ghosts.items()}
         owners.update({("other", k): a for k, a in self.registry.others(self.token).items()})
         # clocks found to disagree since the attempt began: its start proves nothing
         owners[self] = (self.attempt if self.clock.agrees is not False
@@ -100,7 +96,7 @@ class _Reconciler:
         """List the account (again after short pauses when ``relist``); the adopted file."""
         for looks, pause in enumerate((0.0, *(RELIST_WAITS if relist else ()))):
             if looks == 1:  # said once, before the first pause: it costs the user time
-                log.warning("%s: looking for the copy a lost answer may have stored: listing "
+                yield Say.warning("%s: looking for the copy a lost answer may have stored: listing "
                             "again for up to %g s", self.shown, sum(RELIST_WAITS))
             if pause and not (yield Wait(pause, stop=self.stop)):
                 raise UploadCancelledError(f"{self.shown}: cancelled while looking for the "
@@ -108,15 +104,15 @@ class _Reconciler:
             listing: FileList = yield ListFiles()
             verdict = self._verdict(listing.data)
             if verdict.adopted is not None and self.claim(verdict.adopted.id):
-                log.info("%s: the answer was lost but the server stored it as %s; adopted",
-                         self.shown, verdict.adopted.id)
+                yield Say.info("%s: the answer was lost but the server stored it as %s; adopted",
+                               self.shown, verdict.adopted.id)
                 return verdict.adopted
             if verdict.suspects:
-                self.suspect(verdict.suspects)
+                yield from self.suspect(verdict.suspects)
                 return None  # ambiguous: upload again; waiting longer proves nothing more
         return None
 
-    def suspect(self, files: Iterable[FileObject]) -> None:
+    def suspect(self, files: Iterable[FileObject]) -> Steps[None]:
         """Note files that may be copies of this upload: never adopted by it (they join its
         own claims), but not claimed client-wide, so that another upload of this client whose
         answer brings one of these ids still owns it, and it is not reported then."""
@@ -125,7 +121,7 @@ class _Reconciler:
             if f.id not in self.suspects and f.id not in owned:
                 self.claims.add(f.id)
                 self.suspects[f.id] = f
-                log.warning(
+                yield Say.warning(
                     "%s: %s (%s, %d bytes, created_at %d) may be a copy an earlier attempt "
                     "stored, or someone else's file; it cannot be proven ours, so it is kept "
                     "and the file is uploaded again (remove it with: kimi-files delete %s)",
@@ -135,7 +131,8 @@ class _Reconciler:
         """After the upload succeeded: report copies an earlier lost attempt stored late."""
         listing: FileList = yield ListFiles()
         verdict = self._verdict(listing.data)
-        self.suspect(c for c in (verdict.adopted, *verdict.suspects) if c is not None)
+        yield from self.suspect(c for c in (verdict.adopted, *verdict.suspects)
+                                if c is not None)
 
 
 #: How long an upload waits, at most, for the client's other uploads still going to prove

@@ -22,14 +22,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from . import _retry as _retry
 from ._adoption import Attempt
@@ -43,7 +41,23 @@ from ._preflight import LocalFile, inspect_file
 from ._progress import ProgressBar, short_label
 from ._quota import RoomPlan, fmt_bytes, fmt_time, plan_room
 from ._reconcile import Claims, _Reconciler, _without_siblings
-from ._steps import Blocking, ClientLike, CreateFile, DeleteFile, GetContent, ListFiles, Steps, Wait
+from ._steps import (
+    Blocking,
+    ClientLike,
+    CreateFile,
+    DeleteFile,
+    FileStat,
+    GetContent,
+    ListFiles,
+    Now,
+    Open,
+    Progress,
+    Say,
+    Stat,
+    Steps,
+    Wait,
+    closing,
+)
 from .errors import (
     APIConnectionError,
     ConfigurationError,
@@ -62,9 +76,6 @@ __all__ = ["PIECE_BYTES", "READ_AHEAD", "Claims", "FileBody", "MultipartBody", "
            "Preflight", "ReadAhead", "Sent",
            "delete_steps", "extract_steps", "free_room_steps", "preflight_steps", "send_steps",
            "upload_steps"]
-
-log = logging.getLogger("kimi_files")
-
 
 # --- preflight (public on its own) ------------------------------------------------------------
 
@@ -105,16 +116,18 @@ def _checked(client: ClientLike, path: str | os.PathLike[str],
 # --- the retry loop ---------------------------------------------------------------------------
 
 
-def _check_unchanged(local: LocalFile, now: tuple[int, int] | None = None) -> None:
-    """The file still has the size and mtime the preflight saw (``now``: its size and mtime,
-    when already known; else the path is looked at)."""
-    if now is None:
-        try:
-            st = os.stat(local.path)
-        except OSError as exc:
-            raise LocalFileError(f"{local.path}: gone since the preflight ({exc.strerror})",
-                                 path=str(local.path), rule="exists") from None
-        now = (st.st_size, st.st_mtime_ns)
+def _unchanged_steps(local: LocalFile) -> Steps[None]:
+    """The path still has the size and mtime the preflight saw."""
+    try:
+        now: FileStat = yield Stat(local.path)
+    except OSError as exc:
+        raise LocalFileError(f"{local.path}: gone since the preflight ({exc.strerror})",
+                             path=str(local.path), rule="exists") from None
+    _check_unchanged(local, now.seen)
+
+
+def _check_unchanged(local: LocalFile, now: tuple[int, int]) -> None:
+    """``now`` (a size and an mtime) is what the preflight saw of the file."""
     if now != (local.size, local.mtime_ns):
         raise LocalFileError(
             f"{local.path}: changed since the preflight (now {now[0]:,} bytes, was "
@@ -141,8 +154,9 @@ def free_room_steps(plan: RoomPlan, *, what: str, stop: threading.Event | None =
             raise UploadCancelledError(f"cancelled while freeing room for {what}")
         yield from delete_steps(victim.id)
         deleted.append(victim)
-        log.warning("deleted %s (%s, %s, made %s) to make room for %s", victim.id,
-                    victim.filename, fmt_bytes(victim.bytes), fmt_time(victim.created_at), what)
+        yield Say.warning("deleted %s (%s, %s, made %s) to make room for %s", victim.id,
+                          victim.filename, fmt_bytes(victim.bytes),
+                          fmt_time(victim.created_at), what)
     return deleted
 
 
@@ -203,11 +217,6 @@ def _may_store_later(error: KimiError) -> bool:
     return isinstance(error, (APIConnectionError, GatewayError))
 
 
-def _file_stat(fh: IO[bytes]) -> tuple[int, int, int]:
-    st = os.fstat(fh.fileno())
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
 def send_steps(
     client: ClientLike,
     local: LocalFile,
@@ -219,7 +228,7 @@ def send_steps(
     on_rewind: Callable[[int], None] | None = None,
     on_begin: Callable[[int | None], None] | None = None,
     stop: threading.Event | None = None,
-    ghosts: Mapping[Any, Attempt] | None = None,
+    ghosts: Mapping[int, Attempt] | None = None,
     sha256: str | None = None,
     hash_sent: bool = False,
 ) -> Steps[Sent]:
@@ -239,44 +248,42 @@ def send_steps(
             :class:`UploadCancelledError` when ``stop`` was set.
     """
     shown = os.fsdecode(local.path)
-    # opening is a metadata call, shorter than the chunk reads that follow on the same thread
-    # (under asyncio, the loop's): not worth a hop to a worker thread
-    with open(local.path, "rb") as fh:
-        before = _file_stat(fh)
-        _check_unchanged(local, before[:2])
-        lost = _Reconciler(client, Attempt(local.filename, local.size, purpose,
-                                           client.clock.since()),
-                           claims, shown, stop, ghosts or {})
-        check = _Recheck(sha256, hash_sent)
-        body = FileBody(fh, local.size, shown, check.reader(on_read),
-                        check.rewinder(on_rewind, lost))
-        try:
-            sent = yield from _attempts(client, local, body, fh, before, lost, check,
-                                        purpose=purpose, policy=policy or client.retry_policy,
-                                        on_begin=on_begin, stop=stop)
-        except BaseException:
-            lost.registry.finish(lost.token)
-            # a copy may be on the server (a lost answer, or a request cut off in flight by a
-            # cancellation or Ctrl-C): the attempt stays registered as a possible owner
-            if not (lost.maybe_stored or lost.in_flight):
-                lost.registry.settle(lost.token)
-            raise
-        finally:
-            check.close()
+    fh: IO[bytes] = yield Open(local.path)
+    before: FileStat = yield Stat(fh)
+    _check_unchanged(local, before.seen)
+    lost = _Reconciler(client, Attempt(local.filename, local.size, purpose,
+                                       client.clock.since()),
+                       claims, shown, stop, ghosts or {})
+    check = _Recheck(sha256, hash_sent)
+    body = FileBody(fh, local.size, shown, check.reader(on_read),
+                    check.rewinder(on_rewind, lost))
+    try:
+        sent = yield from closing(fh, _attempts(
+            client, local, body, fh, before, lost, check, purpose=purpose,
+            policy=policy or client.retry_policy, on_begin=on_begin, stop=stop))
+    except BaseException:
         lost.registry.finish(lost.token)
-        if sent.settled:
+        # a copy may be on the server (a lost answer, or a request cut off in flight by a
+        # cancellation or Ctrl-C): the attempt stays registered as a possible owner
+        if not (lost.maybe_stored or lost.in_flight):
             lost.registry.settle(lost.token)
-        suspects = yield from _without_siblings(lost, sent.suspects, stop)
-        return dataclasses.replace(sent, suspects=suspects)
+        raise
+    finally:
+        check.close()
+    lost.registry.finish(lost.token)
+    if sent.settled:
+        lost.registry.settle(lost.token)
+    suspects = yield from _without_siblings(lost, sent.suspects, stop)
+    return dataclasses.replace(sent, suspects=suspects)
 
 
 def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes],
-              before: tuple[int, int, int], lost: _Reconciler, check: _Recheck, *,
+              before: FileStat, lost: _Reconciler, check: _Recheck, *,
               purpose: str, policy: RetryPolicy,
               on_begin: Callable[[int | None], None] | None,
               stop: threading.Event | None) -> Steps[Sent]:
     """The attempts of :func:`send_steps`, until one is stored or the retries run out."""
-    started = time.monotonic()
+    started: float = yield Now()
     shown = lost.shown
 
     def sent(obj: FileObject, attempts: int, adopted: bool) -> Sent:
@@ -295,7 +302,7 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
             if adopted is not None:
                 return sent(adopted, lost.attempts - 1, True)
             lost.unresolved, lost.pending = True, None
-        _check_unchanged(local)
+        yield from _unchanged_steps(local)
         error: KimiError
         try:
             lost.in_flight = True
@@ -316,19 +323,19 @@ def _attempts(client: ClientLike, local: LocalFile, body: FileBody, fh: IO[bytes
                 return sent(obj, lost.attempts, False)
             error = unfit
         wait = _retry.retry_wait(error, lost.attempts, policy)
-        now = time.monotonic()
+        now: float = yield Now()
         if not (_retry.should_retry(error) and _retry.attempts_left(
                 lost.attempts, started, wait, policy, now, error=error)):
             return sent((yield from _adopted_or_raise(lost, error)), lost.attempts, True)
-        log.info("%s: attempt %d failed (%s); retrying in %.1fs", shown, lost.attempts, error,
-                 wait)
+        yield Say.info("%s: attempt %d failed (%s); retrying in %.1fs", shown, lost.attempts,
+                       error, wait)
         if not (yield Wait(wait, error=error, attempt=lost.attempts, stop=stop,
                            left=_retry.remaining(started, policy, now), what=shown)):
             raise UploadCancelledError(f"{shown}: cancelled while waiting to retry") from error
 
 
 def _own_unchanged(client: ClientLike, local: LocalFile, fh: IO[bytes],
-                   before: tuple[int, int, int], lost: _Reconciler, check: _Recheck,
+                   before: FileStat, lost: _Reconciler, check: _Recheck,
                    obj: FileObject) -> Steps[None]:
     """A stored attempt of :func:`_attempts`: its file is ours (its id came in our answer);
     kept only when the file sent is the one checked, else deleted (and the upload fails)."""
@@ -337,13 +344,13 @@ def _own_unchanged(client: ClientLike, local: LocalFile, fh: IO[bytes],
     lost.claims.add(obj.id)
     apart = client.clock.observe_stored(obj.created_at, lost.attempt.since)
     if apart is not None:  # said once: it costs an extra copy after a lost answer
-        log.warning(
+        yield Say.warning(
             "the server's clock disagrees with itself: %s stored at created_at %d, "
             "%s its Date headers allow (by about %ds); no copy is adopted by time "
             "from now on: after a lost answer or a crash the file is sent again and "
             "what may be its copy is reported", obj.id, obj.created_at,
             "later than" if apart > 0 else "earlier than", abs(apart))
-    if (_file_stat(fh) != before or _path_changed(local, before)
+    if ((yield Stat(fh)) != before or (yield from _path_changed(local, before))
             or (check.digest is not None and (yield Blocking(check.differs)))):
         # ours (its id came in our answer), and not what was checked: remove it
         yield from delete_steps(obj.id)
@@ -362,13 +369,13 @@ def _adopted_or_raise(lost: _Reconciler, error: KimiError) -> Steps[FileObject]:
     raise error
 
 
-def _path_changed(local: LocalFile, before: tuple[int, int, int]) -> bool:
+def _path_changed(local: LocalFile, before: FileStat) -> Steps[bool]:
     """Was the path replaced (or rewritten in place) while it was sent?"""
     try:
-        st = os.stat(local.path)
+        now: FileStat = yield Stat(local.path)
     except OSError:
         return True
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != before
+    return now != before
 
 
 def upload_steps(client: ClientLike, path: str | os.PathLike[str], options: UploadOptions,
@@ -379,15 +386,15 @@ def upload_steps(client: ClientLike, path: str | os.PathLike[str], options: Uplo
     the caller took it already."""
     local, listing = yield from _checked(client, path, options)
     for warning in local.warnings:
-        log.warning("%s", warning)
+        yield Say.warning("%s", warning)
     cache = (yield Blocking(client.reuse_cache)) if options.reuse else None
     if cache is not None:
         hit = yield from _reusable(cache, local, listing, options.purpose, sha256)
         if hit is not None:
             sha256, found = hit
             yield Blocking(cache.note_reused, (found.id,))  # --replace keeps it from now on
-            log.info("%s: the account holds this content as %s (%s); reused",
-                     os.fsdecode(local.path), found.id, found.filename)
+            yield Say.info("%s: the account holds this content as %s (%s); reused",
+                           os.fsdecode(local.path), found.id, found.filename)
             return UploadedFile.of(found, path=os.fsdecode(local.path), attempts=0,
                                    mime_type=local.mime_type, warnings=local.warnings,
                                    reused=True, sha256=sha256)
@@ -397,14 +404,14 @@ def upload_steps(client: ClientLike, path: str | os.PathLike[str], options: Uplo
     listing = ()  # the ids are all it needs from here: many uploads at once hold no listing
     deleted = yield from free_room_steps(plan, what=local.filename)
     policy = client.retry_policy.with_retries(options.max_retries)
-    with ProgressBar(total=local.size, desc=short_label(local.filename),
-                     enabled=options.progress) as bar:
-        sent = yield from send_steps(
-            client, local, purpose=options.purpose, claims=claims, policy=policy,
-            on_read=lambda chunk: bar.advance(len(chunk)),
-            on_rewind=lambda n: bar.rewind(f"retry {n}"),
-            sha256=sha256, hash_sent=cache is not None,
-        )
+    bar: ProgressBar = yield Progress(local.size, short_label(local.filename),
+                                      options.progress)
+    sent = yield from closing(bar, send_steps(
+        client, local, purpose=options.purpose, claims=claims, policy=policy,
+        on_read=lambda chunk: bar.advance(len(chunk)),  # called by the driver, as it sends
+        on_rewind=lambda n: bar.rewind(f"retry {n}"),
+        sha256=sha256, hash_sent=cache is not None,
+    ))
     if cache is not None and sent.sha256 is not None:
         yield Blocking(cache.remember, (sent.sha256, options.purpose, sent.file.id,
                                         sent.file.filename, local.size))

@@ -1,16 +1,21 @@
 """A scripted driver for the shared core: step generators fed canned answers, no server.
 
-``Script`` plays the client's side of every action a step generator yields: a ``Call`` is
-answered from the script (a value, an exception to throw in, or a function of the call), a
-``Wait`` is recorded and taken at once, local ``Blocking`` work runs inline, and ``Parallel``
-jobs run one after the other. Nothing here opens a socket or starts a thread, so a scenario
-(a lost answer, a 429 with a named wait, a look-alike in the listing, a clock that lies) is a
-few lines and runs in milliseconds; ``script.log`` is what the steps asked for, in order.
+``Script`` plays the client's side of every action a step generator yields: a Files API call
+is answered from the script (a value, an exception to throw in, or a function of the call), a
+``Wait`` is recorded and moves the fake clock (``Now`` reads it), a ``Say`` is recorded (not
+logged), a ``Progress`` bar is a recording stand-in, ``Stat`` and ``Open`` are answered from
+the script when it has answers queued for them (``stat``, ``open``) and from the file
+otherwise, local ``Blocking`` work runs inline, and ``Parallel`` jobs run one after the other.
+Nothing here opens a socket or starts a thread, so a scenario (a lost answer, a 429 with a
+named wait, a look-alike in the listing, a clock that lies, a file rewritten as it is sent) is
+a few lines and runs in milliseconds; ``script.log`` is what the steps asked for, in order.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,12 +28,19 @@ from kimi_files._models import FileList, FileObject
 from kimi_files._pacing import Pacer
 from kimi_files._steps import (
     Blocking,
+    Close,
     CreateFile,
     DeleteFile,
+    FileStat,
     GetContent,
     ListFiles,
+    Now,
+    Open,
     Parallel,
+    Progress,
     Request,
+    Say,
+    Stat,
     Steps,
     Wait,
 )
@@ -36,13 +48,43 @@ from kimi_files.errors import error_from_response
 
 
 class FakeTime:
-    """A monotonic clock the test moves (every recorded wait moves it too)."""
+    """A monotonic clock the test moves (every recorded wait moves it too), and a wall clock
+    that moves with it."""
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self.wall_offset = 1_760_000_000.0 - self.now
+
+    @property
+    def wall(self) -> float:
+        return self.now + self.wall_offset
 
     def __call__(self) -> float:
         return self.now
+
+
+#: A ``stat`` answer that means: as the file is (the steps' later looks can then be scripted).
+AS_IS = object()
+
+
+class FakeBar:
+    """A progress bar that keeps what it was told."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc = total, desc
+        self.done = 0
+        self.rewinds: list[str] = []
+        self.closed = False
+
+    def advance(self, n: int) -> None:
+        self.done += n
+
+    def rewind(self, note: str) -> None:
+        self.done = 0
+        self.rewinds.append(note)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def stored(file_id: str, name: str, size: int, created_at: int, *,
@@ -78,11 +120,13 @@ class Script:
     cache: Any = None
     time: FakeTime = field(default_factory=FakeTime)
     log: list[tuple[str, Any]] = field(default_factory=list)
+    bars: list[FakeBar] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.pacer = Pacer()
         self.clock = ServerClock(monotonic=self.time)
         self.attempts = AttemptRegistry()
+        self._opened: dict[int, FileStat] = {}
 
     # ClientLike
     def state_path(self) -> Path:
@@ -103,6 +147,60 @@ class Script:
     @property
     def waits(self) -> list[float]:
         return [seconds for seconds in self.calls("wait")]
+
+    @property
+    def said(self) -> list[str]:
+        """The lines the steps said, as they would be logged."""
+        return [line for _, line in self.calls("say")]
+
+    def _scripted(self, name: str, action: Any) -> tuple[bool, Any]:
+        """(True, the next answer queued for ``name``), or (False, None) when none is."""
+        queue = self.answers.get(name)
+        if not queue:
+            return False, None
+        outcome = queue.popleft()
+        if callable(outcome):
+            outcome = outcome(action)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return True, outcome
+
+    def _local(self, action: Now | Stat | Open | Progress | Close | Say) -> Any:
+        match action:
+            case Now(wall=wall):
+                return self.time.wall if wall else self.time.now
+            case Stat(target=target):
+                self.log.append(("stat", target if isinstance(target, (str, os.PathLike))
+                                 else "handle"))
+                scripted, outcome = self._scripted("stat", action)
+                if scripted and outcome is not AS_IS:
+                    return outcome
+                if not isinstance(target, (str, os.PathLike)):
+                    return self._opened[id(target)]  # the file as it was opened
+                st = os.stat(target)
+                return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            case Open(path=path):
+                self.log.append(("open", path))
+                scripted, outcome = self._scripted("open", action)
+                if scripted:
+                    handle, seen = io.BytesIO(outcome), FileStat(len(outcome), 0, 0)
+                else:
+                    with open(path, "rb") as fh:  # read now: no handle is left open
+                        handle = io.BytesIO(fh.read())
+                        st = os.fstat(fh.fileno())
+                    seen = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                self._opened[id(handle)] = seen
+                return handle
+            case Progress(total=total, desc=desc):
+                self.bars.append(FakeBar(total, desc))
+                return self.bars[-1]
+            case Close(resource=resource):
+                self.log.append(("close", type(resource).__name__))
+                resource.close()
+                return None
+            case Say(level=level, msg=msg, args=args):
+                self.log.append(("say", (level, msg % args)))
+                return None
 
     def _answer(self, action: ListFiles | CreateFile | DeleteFile | GetContent) -> Any:
         match action:
@@ -148,6 +246,8 @@ class Script:
             return outcomes
         if isinstance(action, Request):  # pragma: no cover - the steps tested here use calls
             raise AssertionError(f"unexpected raw request {action.method} {action.path}")
+        if isinstance(action, (Now, Stat, Open, Progress, Close, Say)):
+            return self._local(action)
         raise AssertionError(f"unknown action {action!r}")
 
     def run(self, steps: Steps[Any]) -> Any:

@@ -11,21 +11,25 @@ from pathlib import Path
 
 import pytest
 
+from kimi_files._adoption import Attempt
 from kimi_files._config import Limits, RetryPolicy
 from kimi_files._options import UploadOptions
-from kimi_files._reconcile import RELIST_WAITS
-from kimi_files._uploader import upload_steps
+from kimi_files._quota import fmt_bytes, fmt_time
+from kimi_files._reconcile import RELIST_WAITS, Claims
+from kimi_files._steps import FileStat
+from kimi_files._uploader import preflight_steps, send_steps, upload_steps
 from kimi_files.errors import (
     AuthenticationError,
     ConnectionLostError,
     ExtractionFailedError,
+    LocalFileError,
     MalformedResponseError,
     NoExtractableTextError,
     NotEnoughFileSlotsError,
     RPMLimitError,
 )
 
-from .scripted import Script, answer, listing, stored
+from .scripted import AS_IS, Script, answer, listing, stored
 
 T0 = 1_760_000_000  # the server's time when the scenario starts
 NAME = "notes.txt"
@@ -145,7 +149,7 @@ def test_a_lost_answer_whose_copy_is_listed_is_adopted_not_sent_again(doc: Path)
 
 
 def test_an_older_look_alike_is_never_adopted_after_a_lost_answer(
-        doc: Path, caplog: pytest.LogCaptureFixture) -> None:
+        doc: Path) -> None:
     size = doc.stat().st_size
     old = stored("f-old", NAME, size, T0 - 3600)  # same name and size, stored an hour before
     script = _script().on("list", listing(old)).on(
@@ -160,7 +164,7 @@ def test_an_older_look_alike_is_never_adopted_after_a_lost_answer(
     # preflight; create (lost); a look and three more; create; a last look for a late copy
     assert kinds == ["list", "create", *["list"] * (1 + len(RELIST_WAITS)), "create", "list"]
     assert "f-old" not in [s.id for s in up.suspects]  # type: ignore[attr-defined]
-    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    said = script.said
     assert [m for m in said if "listing again" in m] == [
         f"{doc}: looking for the copy a lost answer may have stored: listing again for up "
         f"to {sum(RELIST_WAITS):g} s"]
@@ -214,3 +218,117 @@ def test_a_stored_copy_whose_extraction_failed_is_deleted_and_sent_again(doc: Pa
     up = _upload(script, doc)
     assert up.id == "f-good"  # type: ignore[attr-defined]
     assert script.calls("delete") == [("f-bad",)]
+
+
+# --- the clock, the file and the user: local actions, scripted --------------------------------
+
+
+def test_a_lying_clock_is_said_once_and_then_nothing_is_adopted_by_time(doc: Path) -> None:
+    size = doc.stat().st_size
+    # the first copy's created_at is an hour before the Date headers allow: the server's two
+    # clocks disagree, so "stored after the attempt began" proves nothing from now on
+    early = stored("f1", NAME, size, T0 - 3600)
+    twin = stored("f-twin", NAME, size, T0 + 5)  # would have been adopted by time
+    script = _script().on("list", listing()).on("create", early)
+    assert _upload(script, doc).id == "f1"  # type: ignore[attr-defined]
+    script.on("list", listing(early), listing(early, twin)).on(
+        "create", lost(), stored("f2", NAME, size, T0 + 9))
+    up = _upload(script, doc)
+    assert up.id == "f2" and not up.adopted  # type: ignore[attr-defined]
+    assert [s.id for s in up.suspects] == ["f-twin"]  # type: ignore[attr-defined]
+    assert script.calls("delete") == []  # the twin cannot be proven ours: kept, reported
+    clock_lines = [m for m in script.said if "clock disagrees" in m]
+    assert len(clock_lines) == 1 and "earlier than its Date headers allow" in clock_lines[0]
+
+
+def test_the_time_budget_is_counted_on_the_steps_clock(doc: Path) -> None:
+    size = doc.stat().st_size
+    slow = answer(429, "rate_limit_reached_error",
+                  "Your account o<a> request reached organization max RPM: 3, please try "
+                  "again after 20 seconds")
+    script = _script(retry_policy=RetryPolicy(timeout=30)).on("list", listing()).on(
+        "create", slow, slow, stored("f1", NAME, size, T0 + 60))
+    with pytest.raises(RPMLimitError):
+        _upload(script, doc)
+    # 20 s fit in the 30 s budget; another 20 s after them do not: given up without waiting
+    assert len(script.waits) == 1 and 20 <= script.waits[0] <= 21
+    assert len(script.calls("create")) == 2
+    assert [m for m in script.said if "retrying in" in m] == [
+        f"{doc}: attempt 1 failed ({slow}); retrying in {script.waits[0]:.1f}s"]
+
+
+def test_a_file_rewritten_while_it_is_sent_has_its_copy_deleted(doc: Path) -> None:
+    size = doc.stat().st_size
+    script = _script().on("list", listing()).on("create", stored("f1", NAME, size, T0 + 1))
+    opened = doc.stat()
+    # as opened; as the first attempt begins; then, as the answer comes, rewritten in place
+    script.on("stat", AS_IS, AS_IS,
+              FileStat(size, opened.st_mtime_ns + 1, opened.st_ctime_ns + 1))
+    with pytest.raises(LocalFileError, match=r"changed while it was sent .*\(f1\) was deleted"):
+        _upload(script, doc)
+    assert script.calls("delete") == [("f1",)] and len(script.calls("create")) == 1
+    assert script.calls("close") == ["BytesIO", "FakeBar"]  # what the steps opened is closed
+
+
+def test_a_file_gone_before_a_retry_is_not_sent_again(doc: Path) -> None:
+    gone = FileNotFoundError(2, "No such file or directory")
+    script = _script().on("list", listing()).on(
+        "create", answer(500, "server_error", "Failed to extract file: timeout"))
+    script.on("stat", AS_IS, AS_IS, gone)  # as opened; attempt 1; before attempt 2
+    with pytest.raises(LocalFileError, match="gone since the preflight") as err:
+        _upload(script, doc)
+    assert err.value.rule == "exists"
+    assert len(script.calls("create")) == 1 and len(script.waits) == 1
+
+
+def test_the_bar_counts_each_attempt_and_is_closed_with_the_file(doc: Path) -> None:
+    size = doc.stat().st_size
+    script = _script().on("list", listing()).on(
+        "create", answer(500, "server_error", "Failed to extract file: timeout"),
+        stored("f1", NAME, size, T0 + 1))
+    _upload(script, doc)
+    (bar,) = script.bars
+    assert (bar.total, bar.done, bar.rewinds, bar.closed) == (size, size, ["retry 2"], True)
+    assert script.calls("close") == ["BytesIO", "FakeBar"]
+    assert script.calls("open") == [doc]
+
+
+def test_each_deletion_that_makes_room_is_said_once(doc: Path) -> None:
+    size = doc.stat().st_size
+    full = listing(stored("f-1", "a.txt", 10, T0 - 200), stored("f-2", "b.txt", 10, T0 - 100))
+    script = _script(limits=Limits(max_files=2)).on("list", full).on(
+        "create", stored("f-3", NAME, size, T0 + 1))
+    _upload(script, doc, free_quota="oldest")
+    assert [m for m in script.said if m.startswith("deleted ")] == [
+        f"deleted f-1 (a.txt, {fmt_bytes(10)}, made {fmt_time(T0 - 200)}) to make room for "
+        f"{NAME}"]
+
+
+# --- resume: uploads interrupted earlier ------------------------------------------------------
+
+
+def test_an_interrupted_upload_on_record_keeps_a_lost_answer_from_adopting(doc: Path) -> None:
+    # a run that crashed mid-upload left an attempt on record (a "ghost"): a copy that fits
+    # both could be the ghost's, so this upload adopts nothing and reports it
+    size = doc.stat().st_size
+    twin = stored("f-twin", NAME, size, T0 + 2)
+    script = _script().on("list", listing(), listing(twin))
+    local = script.run(preflight_steps(script, doc, UploadOptions(progress=False))).file
+    script.on("create", lost(), stored("f-new", NAME, size, T0 + 9))
+    ghost = Attempt(NAME, size, "file-extract", T0 - 30)
+    sent = script.run(send_steps(script, local, purpose="file-extract", claims=Claims(),
+                                 ghosts={7: ghost}))
+    assert sent.file.id == "f-new" and not sent.adopted
+    assert [s.id for s in sent.suspects] == ["f-twin"]
+    assert script.calls("delete") == []
+
+
+def test_without_an_interrupted_upload_on_record_the_same_copy_is_adopted(doc: Path) -> None:
+    # the twin of the test above: the ghost alone made the difference
+    size = doc.stat().st_size
+    twin = stored("f-twin", NAME, size, T0 + 2)
+    script = _script().on("list", listing(), listing(twin))
+    local = script.run(preflight_steps(script, doc, UploadOptions(progress=False))).file
+    script.on("create", lost())
+    sent = script.run(send_steps(script, local, purpose="file-extract", claims=Claims()))
+    assert sent.file.id == "f-twin" and sent.adopted
