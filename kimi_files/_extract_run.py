@@ -131,7 +131,7 @@ class _Run:
         self.cache: ReuseCache | None = None
         self.listing: tuple[FileObject, ...] = ()
         self.claims = Claims()
-        self.ghosts: dict[tuple[str, int], Attempt] = {}
+        self.ghosts: dict[int, Attempt] = {}
         self.window: _Window | None = None
         self.usage: Usage | None = None
         #: files stored and not yet deleted: id -> (path, size)
@@ -354,7 +354,7 @@ def _clean_up(run: _Run, listing: Sequence[FileObject], records: Sequence[Record
         forget = [p for p in plan.forget
                   if not any(r.path == p and r.file_id in left_ids for r in records)]
         yield Blocking(_settle_state, (run.store, plan.settle, forget))
-    run.ghosts = {("ghost", a.id): a.attempt for a in plan.open}
+    run.ghosts = {a.id: a.attempt for a in plan.open}
     run.listing = tuple(f for f in listing if f.id not in gone)
     run.claims = Claims(f.id for f in run.listing)
 
