@@ -30,8 +30,6 @@ from ._steps import Blocking, Steps
 from .errors import ConfigurationError, KimiError
 
 if TYPE_CHECKING:
-    import httpx
-
     from ._config import RetryPolicy
     from ._models import FileContent
     from ._options import UploadOptions
@@ -98,18 +96,27 @@ def estimate_steps(policy: RetryPolicy, model: str,
         MalformedResponseError: an answer without ``data.total_tokens``.
     """
     from ._endpoints import call_steps, json_of
+
+    return (yield from call_steps("POST", "tokenizers/estimate-token-count",
+                                  lambda response: _total(json_of(response), response.status_code),
+                                  policy,
+                                  json={"model": model, "messages": [dict(m) for m in messages]}))
+
+
+def _total(answer: dict[str, object], status_code: int) -> int:
+    """The ``data.total_tokens`` of a token estimate's answer.
+
+    Raises:
+        MalformedResponseError: an answer without it.
+    """
     from .errors import MalformedResponseError
 
-    def parse(response: httpx.Response) -> int:
-        data = json_of(response).get("data")
-        total = data.get("total_tokens") if isinstance(data, dict) else None
-        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
-            raise MalformedResponseError("the token estimate has no data.total_tokens",
-                                         status_code=response.status_code, body=data)
-        return total
-
-    return (yield from call_steps("POST", "tokenizers/estimate-token-count", parse, policy,
-                                  json={"model": model, "messages": [dict(m) for m in messages]}))
+    data = answer.get("data")
+    total = data.get("total_tokens") if isinstance(data, dict) else None
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        raise MalformedResponseError("the token estimate has no data.total_tokens",
+                                     status_code=status_code, body=data)
+    return total
 
 
 def count_steps(client: ClientLike, model: str,
