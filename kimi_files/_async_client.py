@@ -213,7 +213,13 @@ class AsyncKimiFiles(_ClientBase):
                 failing until the retries ran out.
             APIConnectionError: the service could not be reached (after the retries).
         """
-        return await self.run(content_steps(self.retry_policy, file_id, raw=raw))
+        return await self._content(file_id, raw=raw)
+
+    async def _content(self, file_id: str, *, raw: bool = False, name: str | None = None,
+                       max_retries: int | None = None) -> FileContent:
+        """:meth:`KimiFiles._content`, awaited."""
+        return await self.run(content_steps(self.retry_policy.with_retries(max_retries),
+                                            file_id, raw=raw, name=name))
 
     async def create(self, file: IO[bytes] | FileBody, *, filename: str,
                      purpose: str = DEFAULT_PURPOSE,

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     import asyncio
     import queue
 
-    from ._reconcile import _Reconciler
 
 __all__ = ["PIECE_BYTES", "QUEUED_PIECES", "READ_AHEAD", "FileBody", "MultipartBody",
            "PieceDigest", "ReadAhead"]
@@ -347,13 +346,15 @@ class _Recheck:
         return read
 
     def rewinder(self, on_rewind: Callable[[int], None] | None,
-                 lost: _Reconciler) -> Callable[[], None]:
+                 attempt: Callable[[], int]) -> Callable[[], None]:
+        """What a rewind of the body does: forget what was hashed of it, and tell
+        ``on_rewind`` the number of the attempt about to be sent (``attempt()``)."""
         def rewound() -> None:
             if self.digest is not None:
                 self.digest.reset()
                 self.seen = 0
             if on_rewind is not None:
-                on_rewind(lost.attempts)
+                on_rewind(attempt())
 
         return rewound
 

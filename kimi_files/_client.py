@@ -223,7 +223,14 @@ class KimiFiles(_ClientBase):
                 failing until the retries ran out.
             APIConnectionError: the service could not be reached (after the retries).
         """
-        return self.run(content_steps(self.retry_policy, file_id, raw=raw))
+        return self._content(file_id, raw=raw)
+
+    def _content(self, file_id: str, *, raw: bool = False, name: str | None = None,
+                 max_retries: int | None = None) -> FileContent:
+        """:meth:`content`, checked to be the document of the file ``name`` (when given),
+        with ``max_retries`` retries (None: the client's policy): the steps' GetContent."""
+        return self.run(content_steps(self.retry_policy.with_retries(max_retries), file_id,
+                                      raw=raw, name=name))
 
     def create(self, file: IO[bytes] | FileBody, *, filename: str, purpose: str = DEFAULT_PURPOSE,
                content_type: str = "application/octet-stream") -> FileObject:

@@ -29,7 +29,7 @@ from .errors import (
 if TYPE_CHECKING:
 
 
-    from ._uploader import FileBody
+    from ._body import FileBody
 
 
 log = logging.getLogger("kimi_files")

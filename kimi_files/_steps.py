@@ -246,9 +246,6 @@ class Driven(Protocol[R_co]):
     awaitable of one (``Awaitable[object]``: an :class:`~kimi_files.AsyncKimiFiles`, for
     :func:`run_async`). The driver hands the value to the steps, which know its type."""
 
-    @property
-    def retry_policy(self) -> RetryPolicy: ...
-
     def request(self, method: str, path: str, **kwargs: object) -> R_co: ...
 
     def list(self, *, shared: bool = False) -> R_co: ...
@@ -258,7 +255,8 @@ class Driven(Protocol[R_co]):
 
     def delete(self, file_id: str) -> R_co: ...
 
-    def content(self, file_id: str, *, raw: bool = False) -> R_co: ...
+    def _content(self, file_id: str, *, raw: bool, name: str | None,
+                 max_retries: int | None) -> R_co: ...
 
     def run(self, steps: Steps[object], stop: threading.Event | None = None) -> R_co: ...
 
@@ -412,13 +410,8 @@ def _files_call(action: ListFiles | CreateFile | DeleteFile | GetContent,
             return client.create(body, filename=filename, purpose=purpose, content_type=ctype)
         case DeleteFile(file_id=file_id):
             return client.delete(file_id)
-        case GetContent(file_id=file_id, raw=raw, name=None, max_retries=None):
-            return client.content(file_id, raw=raw)
         case GetContent(file_id=file_id, raw=raw, name=name, max_retries=retries):
-            from ._endpoints import content_steps
-
-            return client.run(content_steps(client.retry_policy.with_retries(retries),
-                                            file_id, raw=raw, name=name))
+            return client._content(file_id, raw=raw, name=name, max_retries=retries)
 
 
 def _parallel_sync(action: Parallel, client: Driven[object],

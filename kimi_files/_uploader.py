@@ -256,7 +256,7 @@ def send_steps(
                        claims, shown, stop, ghosts or {})
     check = _Recheck(sha256, hash_sent)
     body = FileBody(fh, local.size, shown, check.reader(on_read),
-                    check.rewinder(on_rewind, lost))
+                    check.rewinder(on_rewind, lambda: lost.attempts))
     try:
         sent = yield from closing(fh, _attempts(
             client, local, body, fh, before, lost, check, purpose=purpose,
