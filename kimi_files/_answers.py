@@ -9,7 +9,6 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from ._redact import is_kimi_code_key, redact, redact_value
 from .errors import (
@@ -147,7 +146,7 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
 _AFTER = re.compile(r"(?:try again )?after\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
 
 
-def _decode_error_body(body: bytes) -> tuple[Any, str | None, str | None]:
+def _decode_error_body(body: bytes) -> tuple[object, str | None, str | None]:
     """(parsed body or text, error.type, error.message); never raises."""
     text = body.decode("utf-8", "replace")
     try:

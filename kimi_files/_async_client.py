@@ -307,7 +307,7 @@ class AsyncKimiFiles(_ClientBase):
                                              max_chars=max_chars, strict=strict,
                                              max_tokens=max_tokens, model=model))
 
-    async def estimate_tokens(self, messages: Sequence[Mapping[str, Any]], *,
+    async def estimate_tokens(self, messages: Sequence[Mapping[str, object]], *,
                               model: str = DEFAULT_MODEL) -> int:
         """:meth:`KimiFiles.estimate_tokens`, awaited.
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 from ._adoption import Attempt, resolve
 from ._batch_run import _note_suspects, _Run
@@ -23,8 +22,9 @@ log = logging.getLogger("kimi_files")
 def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
     """Attempts still open (interrupted runs' and this run's lost ones): a request of a
     killed run can finish after this run listed, so look once more, and report."""
-    attempts: dict[Any, Attempt] = {}
-    paths: dict[Any, str] = {}
+    # the ledger's attempts by their id, this client's by ("client", its token)
+    attempts: dict[int | tuple[str, int], Attempt] = {}
+    paths: dict[int | tuple[str, int], str] = {}
     if run.store is not None:
         ledger = yield Blocking(run.store.attempts)
         attempts.update({a.id: a.attempt for a in ledger})

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._batch_input import (
     custom_id_for,
@@ -160,7 +160,7 @@ class AtomicWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def json_bytes(value: Any, indent: int | None = None) -> bytes:
+def json_bytes(value: object, indent: int | None = None) -> bytes:
     """``value`` as UTF-8 JSON; a string that is no valid Unicode (a file name of bytes that
     are not UTF-8, held as surrogate escapes) is written escaped (``\\udce9``), which reads
     back as the same name."""
@@ -170,7 +170,7 @@ def json_bytes(value: Any, indent: int | None = None) -> bytes:
         return json.dumps(value, ensure_ascii=True, indent=indent).encode()
 
 
-def write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: object) -> None:
     w = AtomicWriter(path)
     try:
         w.write(json_bytes(value, indent=1) + b"\n")
@@ -182,7 +182,7 @@ def write_json(path: Path, value: Any) -> None:
 
 def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, model: str,
                 prompt: str, output: str | os.PathLike[str],
-                body: Mapping[str, Any] | None = None, strict: bool = False,
+                body: Mapping[str, object] | None = None, strict: bool = False,
                 options: UploadOptions | None = None,
                 force: bool = False, any_model: bool = False) -> Steps[BuildReport]:
     """Write ``output`` (one chat request per document) and its map beside it.

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ._batch_build import (
@@ -47,6 +47,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    import httpx
+
     from ._config import RetryPolicy
     from ._steps import ClientLike
 
@@ -62,7 +64,7 @@ def _batch_id(batch_id: str) -> str:
     return quote(batch_id.strip(), safe="")
 
 
-def _parse_batch(response: Any) -> Batch:
+def _parse_batch(response: httpx.Response) -> Batch:
     from ._endpoints import json_of
 
     return Batch.from_dict(json_of(response))
@@ -92,8 +94,8 @@ def create_batch_steps(policy: RetryPolicy, input_file_id: str, *, endpoint: str
     connection): after a lost answer a batch may exist, and a second would run twice."""
     from ._endpoints import call_steps
 
-    body: dict[str, Any] = {"input_file_id": input_file_id, "endpoint": endpoint,
-                            "completion_window": completion_window}
+    body: dict[str, object] = {"input_file_id": input_file_id, "endpoint": endpoint,
+                               "completion_window": completion_window}
     if metadata:
         body["metadata"] = check_metadata(metadata)
     try:
@@ -116,13 +118,13 @@ def list_batches_steps(policy: RetryPolicy, *, limit: int | None = None,
                        after: str | None = None) -> Steps[BatchList]:
     from ._endpoints import call_steps, has_more, json_of
 
-    params: dict[str, Any] = {}
+    params: dict[str, str | int] = {}
     if limit is not None:
         params["limit"] = limit
     if after:
         params["after"] = after
 
-    def parse(response: Any) -> BatchList:
+    def parse(response: httpx.Response) -> BatchList:
         data = json_of(response)
         items = data.get("data")
         return BatchList(tuple(Batch.from_dict(b) for b in items if isinstance(b, Mapping))
@@ -204,19 +206,19 @@ class Manifest:
 
     input: str
     map: str | None
-    batches: list[dict[str, Any]] = field(default_factory=list)
+    batches: list[dict[str, object]] = field(default_factory=list)
     path: Path | None = None
     input_sha256: str | None = None
     parts: int = 0
-    uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
-    earlier: list[dict[str, Any]] = field(default_factory=list)
+    uploads: dict[str, dict[str, object]] = field(default_factory=dict)
+    earlier: list[dict[str, object]] = field(default_factory=list)
     cleaned: list[str] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
         return [str(b["id"]) for b in self.batches]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"kind": MANIFEST_KIND, "version": 2, "input": self.input, "map": self.map,
                 "input_sha256": self.input_sha256, "parts": self.parts,
                 "batches": self.batches, "uploads": self.uploads, "earlier": self.earlier,
@@ -241,7 +243,7 @@ class Manifest:
             raise ConfigurationError(f"{p}: not a kimi-files batch manifest (written by "
                                      "kimi-files batch submit)")
 
-        def entries(key: str) -> list[dict[str, Any]]:
+        def entries(key: str) -> list[dict[str, object]]:
             got = data.get(key)
             return [b for b in got if isinstance(b, dict) and b.get("id")] if isinstance(
                 got, list) else []

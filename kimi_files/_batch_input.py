@@ -21,7 +21,7 @@ import hashlib
 import json
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 __all__ = ["CHAT_ENDPOINT", "MAX_INPUT_BYTES", "MAX_METADATA_KEYS", "RULES", "InputChecker",
            "PartPlanner", "Violation", "custom_id_for", "join_results", "request_line",
@@ -54,6 +54,35 @@ RULES: dict[str, str] = {
 BATCH_INPUT_RULES = RULES
 
 
+class ResultRow(TypedDict):
+    """One request's result, as :func:`result_row` reads it from an output or error line."""
+
+    custom_id: object  # a str on any line the platform wrote; whatever else a line holds
+    status: str
+    answer: str | None
+    usage: object
+    error: object
+
+
+class JoinedRow(ResultRow):
+    """A result joined to its document: ``path`` None for a custom_id no document has."""
+
+    path: str | None
+
+
+def dig(value: object, *keys: str | int) -> object:
+    """``value[k1][k2]...`` through JSON objects (str keys) and arrays (int indexes); None
+    where a key is missing or a value is not the container the key needs. Pure."""
+    for key in keys:
+        if isinstance(key, str) and isinstance(value, Mapping):
+            value = value.get(key)
+        elif isinstance(key, int) and isinstance(value, list) and -len(value) <= key < len(value):
+            value = value[key]
+        else:
+            return None
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Violation:
     """One refusal: the line (1-based; 0 for the whole file), the rule and what is wrong."""
@@ -75,7 +104,7 @@ def custom_id_for(path: str) -> str:
 
 
 def request_line(custom_id: str, model: str, document: Mapping[str, str], prompt: str,
-                 body: Mapping[str, Any] | None = None) -> bytes:
+                 body: Mapping[str, object] | None = None) -> bytes:
     """One input line: a chat request with the document's system message (as
     :func:`kimi_files.messages` builds it) and the prompt as the user message; ``body`` adds
     request fields (``max_tokens``...). Compact JSON, non-ASCII kept as it is, and a newline:
@@ -86,7 +115,7 @@ def request_line(custom_id: str, model: str, document: Mapping[str, str], prompt
     return json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     if isinstance(value, list):
         return "array"
     if isinstance(value, str):
@@ -181,7 +210,7 @@ class InputChecker:
         self.requests += 1
         self._check_row(line, row)
 
-    def _check_row(self, line: int, row: dict[str, Any]) -> None:
+    def _check_row(self, line: int, row: dict[str, object]) -> None:
         cid = row.get("custom_id")
         if not isinstance(cid, str) or not cid:
             self._refuse(line, "custom_id", f"custom_id is {json.dumps(cid)[:60]}" if "custom_id"
@@ -236,15 +265,12 @@ class InputChecker:
 # --- results --------------------------------------------------------------------------------------
 
 
-def _answer(body: Any) -> str | None:
-    try:
-        content = body["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return None
+def _answer(body: object) -> str | None:
+    content = dig(body, "choices", 0, "message", "content")
     return content if isinstance(content, str) else None
 
 
-def result_row(line: Mapping[str, Any]) -> dict[str, Any]:
+def result_row(line: Mapping[str, object]) -> ResultRow:
     """One line of an output or error file as a result: ``custom_id``, ``status`` (``ok`` or
     ``error``), ``answer`` (the text), ``usage`` and ``error`` (the platform's error object).
     Pure."""
@@ -270,7 +296,7 @@ def result_row(line: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _rows(lines: Iterable[bytes], source: str) -> Iterator[dict[str, Any]]:
+def _rows(lines: Iterable[bytes], source: str) -> Iterator[ResultRow]:
     for number, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
@@ -292,15 +318,15 @@ ENDED_EARLY = "no result for this request: the batch ended before it was done"
 
 def join_results(ids: Mapping[str, str | None], output: Iterable[bytes],
                  errors: Iterable[bytes] = (), *,
-                 missing: str = ENDED_EARLY) -> Iterator[dict[str, Any]]:
+                 missing: str = ENDED_EARLY) -> Iterator[JoinedRow]:
     """One result per request, joined to its document by ``custom_id``: ``ids`` maps each
     custom_id to its path, in input order, and the results come in that order (then any line
     whose custom_id is unknown, with ``path`` None). A request with no line in either file
     (the batch expired or was cancelled before it, or failed) is ``status: "missing"``, with
     the message ``missing``. A custom_id in
     both files keeps its answer. Pure (the lines are read once)."""
-    found: dict[str, dict[str, Any]] = {}
-    strays: list[dict[str, Any]] = []
+    found: dict[str, ResultRow] = {}
+    strays: list[ResultRow] = []
     for source, lines in (("output", output), ("error", errors)):
         for row in _rows(lines, source):
             cid = row["custom_id"]
@@ -314,8 +340,11 @@ def join_results(ids: Mapping[str, str | None], output: Iterable[bytes],
             yield {"custom_id": cid, "path": path, "status": "missing", "answer": None,
                    "usage": None, "error": {"code": "missing", "message": missing}}
         else:
-            yield {"custom_id": cid, "path": path, **{k: v for k, v in joined.items()
-                                                       if k != "custom_id"}}
+            yield _placed(joined, cid, path)
     for row in [*found.values(), *strays]:
-        yield {"custom_id": row["custom_id"], "path": None,
-               **{k: v for k, v in row.items() if k != "custom_id"}}
+        yield _placed(row, row["custom_id"], None)
+
+
+def _placed(row: ResultRow, custom_id: object, path: str | None) -> JoinedRow:
+    return {"custom_id": custom_id, "path": path, "status": row["status"],
+            "answer": row["answer"], "usage": row["usage"], "error": row["error"]}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._batch_input import (
     CHAT_ENDPOINT,
@@ -45,11 +45,11 @@ class RequestCounts:
     failed: int = 0
 
 
-def _opt_str(value: Any) -> str | None:
+def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _opt_int(value: Any) -> int | None:
+def _opt_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -68,12 +68,12 @@ class Batch:
     error_file_id: str | None = None
     expires_at: int | None = None
     request_counts: RequestCounts = RequestCounts()
-    errors: tuple[Mapping[str, Any], ...] = ()
+    errors: tuple[Mapping[str, object], ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
-    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    raw: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Batch:
+    def from_dict(cls, data: Mapping[str, object]) -> Batch:
         counts = data.get("request_counts")
         counts = counts if isinstance(counts, Mapping) else {}
         errors = data.get("errors")
@@ -121,7 +121,7 @@ class Batch:
                    batch_id=self.id, status=self.status, errors=self.errors)
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def _describe(error: Mapping[str, object]) -> str:
     line = f" (line {error['line']})" if error.get("line") is not None else ""
     return f"{error.get('code') or 'error'}{line}: {error.get('message') or ''}".strip()
 
@@ -131,7 +131,7 @@ class BatchList:
     data: tuple[Batch, ...]
     has_more: bool = False
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Batch]:
         return iter(self.data)
 
     def __len__(self) -> int:

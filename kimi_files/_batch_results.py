@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._batch_build import AtomicWriter, BatchMap, json_bytes, load_map
 from ._batch_flow import (
@@ -19,7 +19,7 @@ from ._batch_flow import (
     resolve_target,
     retrieve_batch_steps,
 )
-from ._batch_input import ENDED_EARLY, join_results
+from ._batch_input import ENDED_EARLY, JoinedRow, join_results
 from ._batch_models import Batch
 from ._steps import Blocking, DeleteFile, Steps
 from .errors import BatchError, BatchNotFinishedError, ConfigurationError, NotFoundError
@@ -86,7 +86,7 @@ def _split_lines(data: bytes) -> list[bytes]:
     return data.splitlines()
 
 
-def _write_results(path: Path, rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+def _write_results(path: Path, rows: Iterable[JoinedRow]) -> dict[str, int]:
     counts = {"ok": 0, "error": 0, "missing": 0}
     w = AtomicWriter(path)
     try:

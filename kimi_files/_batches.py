@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._batch_build import BuildReport, build_steps
 from ._batch_flow import (
@@ -98,7 +98,7 @@ class Batches:
         return self._client.run(cancel_batch_steps(self._client.retry_policy, batch_id))
 
     def build(self, paths: Iterable[str | os.PathLike[str]], *, model: str, prompt: str,
-              output: str | os.PathLike[str], body: Mapping[str, Any] | None = None,
+              output: str | os.PathLike[str], body: Mapping[str, object] | None = None,
               strict: bool = False, force: bool = False,
               any_model: bool = False) -> BuildReport:
         """One request per document: see :func:`build_steps`.
@@ -200,7 +200,7 @@ class AsyncBatches:
         return await self._client.run(cancel_batch_steps(self._client.retry_policy, batch_id))
 
     async def build(self, paths: Iterable[str | os.PathLike[str]], *, model: str, prompt: str,
-                    output: str | os.PathLike[str], body: Mapping[str, Any] | None = None,
+                    output: str | os.PathLike[str], body: Mapping[str, object] | None = None,
                     strict: bool = False, force: bool = False,
                     any_model: bool = False) -> BuildReport:
         """:meth:`Batches.build`, awaited.

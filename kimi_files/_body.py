@@ -13,12 +13,13 @@ import hashlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Protocol
 
 from ._adoption import wire_name
 from .errors import LocalFileError
 
 if TYPE_CHECKING:
+    import asyncio
     import queue
 
 
@@ -218,7 +219,8 @@ class ReadAhead:
 
     @staticmethod
     def _work(pieces: Iterator[bytes], room: threading.Semaphore, stop: threading.Event,
-              hand: Callable[[bytes | Exception | None], None], loop: Any) -> None:
+              hand: Callable[[bytes | Exception | None], None],
+              loop: asyncio.AbstractEventLoop) -> None:
         while True:
             room.acquire()
             if stop.is_set():
@@ -257,6 +259,12 @@ class ReadAhead:
             self._room.release()
 
 
+class _Digest(Protocol):
+    """A hashlib hash object, as far as :class:`PieceDigest`'s thread uses it."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
 class PieceDigest:
     """SHA-256 of an upload's pieces as they are sent, computed beside the sending.
 
@@ -285,7 +293,7 @@ class PieceDigest:
         self._queue.put(piece)
 
     @staticmethod
-    def _work(digest: Any, pieces: queue.Queue[bytes | None]) -> None:
+    def _work(digest: _Digest, pieces: queue.Queue[bytes | None]) -> None:
         while (piece := pieces.get()) is not None:
             digest.update(piece)
 

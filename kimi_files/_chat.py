@@ -20,9 +20,9 @@ import json
 import logging
 import os
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._models import FileContent, UploadedFile
 from ._options import UploadOptions
@@ -104,7 +104,7 @@ def _cut(text: str, budget: int) -> str:
     return text
 
 
-def _document(content: FileContent) -> tuple[dict[str, Any] | None, str]:
+def _document(content: FileContent) -> tuple[dict[str, object] | None, str]:
     """The JSON document (as the content call parsed it; None for a plain text body) and
     its text."""
     if content.document is not None:
@@ -112,7 +112,7 @@ def _document(content: FileContent) -> tuple[dict[str, Any] | None, str]:
     return None, content.raw if content.raw is not None else content.text
 
 
-def _message(doc: dict[str, Any] | None, text: str) -> dict[str, str]:
+def _message(doc: dict[str, object] | None, text: str) -> dict[str, str]:
     """The system message: the document re-written as compact JSON (non-ASCII kept as it is,
     so its length is what the budget counted), or the plain text."""
     content = text if doc is None else json.dumps({**doc, "content": text}, ensure_ascii=False,
@@ -203,13 +203,15 @@ def document_steps(client: ClientLike, path: str, options: UploadOptions, *, str
 
 def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
                    options: UploadOptions, *, max_chars: int | None = None,
-                   strict: bool = False, on_file: Any = None, max_tokens: int | None = None,
+                   strict: bool = False,
+                   on_file: Callable[[str, UploadedFile], object] | None = None,
+                   max_tokens: int | None = None,
                    model: str | None = None) -> Steps[Messages]:
     """The system messages for ``paths`` (see the module docstring).
 
     A document the service cannot read (no text, a refused type...: :func:`left_out`) is left
     out and named in ``.failed`` with its error; ``strict=True`` raises that error instead.
-    Any other failure (a wrong key, no room, the network...) is raised either way. ``on_file(path,
+    Every other failure (a wrong key, no room, the network...) is raised either way. ``on_file(path,
     uploaded)`` sees every file uploaded or reused (a session keeps what it created).
 
     Raises:
@@ -278,15 +280,16 @@ def _cleanup_steps(created: dict[str, UploadedFile]) -> Steps[list[str]]:
 
 #: Live sessions by id, and per client the files sessions reused: {file id: {session ids}}.
 _sessions: weakref.WeakValueDictionary[int, _SessionBase] = weakref.WeakValueDictionary()
-_client_leases: weakref.WeakKeyDictionary[Any, dict[str, set[int]]] = weakref.WeakKeyDictionary()
+_client_leases: weakref.WeakKeyDictionary[ClientLike, dict[str, set[int]]] = (
+    weakref.WeakKeyDictionary())
 
 
-def _leases(client: Any) -> dict[str, set[int]]:
+def _leases(client: ClientLike) -> dict[str, set[int]]:
     return _client_leases.setdefault(client, {})
 
 
 class _SessionBase:
-    def __init__(self, client: Any, *, delete_on_exit: bool) -> None:
+    def __init__(self, client: ClientLike, *, delete_on_exit: bool) -> None:
         self.client = client
         self.delete_on_exit = delete_on_exit
         _sessions[id(self)] = self

@@ -319,7 +319,7 @@ class KimiFiles(_ClientBase):
                                        max_chars=max_chars, strict=strict,
                                        max_tokens=max_tokens, model=model))
 
-    def estimate_tokens(self, messages: Sequence[Mapping[str, Any]], *,
+    def estimate_tokens(self, messages: Sequence[Mapping[str, object]], *,
                         model: str = DEFAULT_MODEL) -> int:
         """The platform's estimate of a chat request's tokens
         (``POST /v1/tokenizers/estimate-token-count``).

@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar
 from urllib.parse import quote, unquote
 
 import httpx
@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 
 def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], policy: RetryPolicy,
-               *, delete: bool = False, once_sent: bool = False, **kwargs: Any) -> Steps[T]:
+               *, delete: bool = False, once_sent: bool = False, **kwargs: object) -> Steps[T]:
     """A request, its answer parsed by ``parse``, retried by the platform's rules (for
     idempotent calls; a malformed answer is retried too). ``once_sent``: a call that must
     not run twice (it creates something) is retried only when it surely did nothing."""
@@ -93,11 +93,11 @@ def list_steps(policy: RetryPolicy) -> Steps[FileList]:
 
     files: list[FileObject] = []
     after: set[str] = set()
-    params: dict[str, Any] = {}
+    query: dict[str, str] = {}  # from the second page: {"after": the last id}
     url = "files"
     started = said = _now()
     for pages in range(1, MAX_LIST_PAGES + 1):
-        page, more, url = yield from call_steps("GET", "files", _page, policy, **params)
+        page, more, url = yield from call_steps("GET", "files", _page, policy, params=query)
         files.extend(page.data)
         if not more:
             return FileList.of(files, page.object)
@@ -117,7 +117,7 @@ def list_steps(policy: RetryPolicy) -> Steps[FileList]:
                 f"({way}); the account's files cannot be listed whole from this server",
                 status_code=200)
         after.add(last)
-        params = {"params": {"after": last}}
+        query = {"after": last}
     raise MalformedResponseError(
         f"GET {url.split('?')[0]}: the listing still says it has more files after "
         f"{MAX_LIST_PAGES:,} pages "
@@ -245,7 +245,7 @@ def _not_content(response: httpx.Response, what: str,
         status_code=response.status_code, body=redact(text[:500]))
 
 
-def json_of(response: httpx.Response) -> Any:
+def json_of(response: httpx.Response) -> dict[str, object]:
     from ._redact import redact, redact_value
 
     try:

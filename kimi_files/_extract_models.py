@@ -64,9 +64,9 @@ class ExtractResult:
     #: the file was deleted once the text was saved
     deleted: bool = False
 
-    def to_json(self, *, text: bool = True) -> dict[str, Any]:
+    def to_json(self, *, text: bool = True) -> dict[str, object]:
         """The document's line (``text`` False: without the text, for an index)."""
-        line: dict[str, Any] = {"path": self.path, "status": self.status}
+        line: dict[str, object] = {"path": self.path, "status": self.status}
         if text and self.text is not None:
             line["text"] = self.text
         line["sha256"] = self.sha256

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -11,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from . import _retry as _retry
 from ._adoption import Attempt
@@ -32,7 +33,7 @@ from ._preflight import LocalFile, inspect_file_head
 from ._progress import ProgressBar
 from ._quota import Usage, fmt_bytes
 from ._scan import collect
-from ._state import StateStore
+from ._state import OpenAttempt, Record, StateStore
 from ._steps import (
     Blocking,
     ClientLike,
@@ -130,7 +131,7 @@ class _Run:
         self.cache: ReuseCache | None = None
         self.listing: tuple[FileObject, ...] = ()
         self.claims = Claims()
-        self.ghosts: dict[Any, Attempt] = {}
+        self.ghosts: dict[int, Attempt] = {}
         self.window: _Window | None = None
         self.usage: Usage | None = None
         #: files stored and not yet deleted: id -> (path, size)
@@ -178,7 +179,7 @@ class _Run:
 
 def _counted(steps: Steps[T], run: _Run) -> Steps[T]:
     """``steps`` as they are, with every API call counted."""
-    result: Any = None
+    result: object = None
     error: BaseException | None = None
     try:
         while True:
@@ -286,7 +287,7 @@ def _open_window(run: _Run, todo: Sequence[Path]) -> None:
     run._todo = iter(todo)
 
 
-def _read_state(store: StateStore | None) -> tuple[list[Any], list[Any]]:
+def _read_state(store: StateStore | None) -> tuple[list[Record], list[OpenAttempt]]:
     if store is None:
         return [], []
     return store.records(), store.attempts()
@@ -317,8 +318,8 @@ def _late_look(run: _Run) -> Steps[None]:
     yield from _clean_up(run, listing.data, records, ledger)
 
 
-def _clean_up(run: _Run, listing: Sequence[FileObject], records: Sequence[Any],
-              ledger: Sequence[Any]) -> Steps[None]:
+def _clean_up(run: _Run, listing: Sequence[FileObject], records: Sequence[Record],
+              ledger: Sequence[OpenAttempt]) -> Steps[None]:
     """Delete what killed runs left and can be proven theirs; report the rest."""
     run.listing = tuple(listing)
     if not records and not ledger:
@@ -353,7 +354,7 @@ def _clean_up(run: _Run, listing: Sequence[FileObject], records: Sequence[Any],
         forget = [p for p in plan.forget
                   if not any(r.path == p and r.file_id in left_ids for r in records)]
         yield Blocking(_settle_state, (run.store, plan.settle, forget))
-    run.ghosts = {("ghost", a.id): a.attempt for a in plan.open}
+    run.ghosts = {a.id: a.attempt for a in plan.open}
     run.listing = tuple(f for f in listing if f.id not in gone)
     run.claims = Claims(f.id for f in run.listing)
 
@@ -555,17 +556,11 @@ def _after_text(run: _Run, stored: str, origin: Origin, result: ExtractResult,
     (or the document failed); a kept one is no longer the run's to delete."""
     if deletes_after_text(origin, run.settings.keep) or result.status != "ok":
         deleted = yield from _delete_own(run, stored, local)
-        return _replace(result, deleted=deleted)
+        return dataclasses.replace(result, deleted=deleted)
     run.release(stored)
     if run.store is not None:
         yield Blocking(run.store.forget, (local.path,))
     return result
-
-
-def _replace(result: ExtractResult, **changes: Any) -> ExtractResult:
-    import dataclasses
-
-    return dataclasses.replace(result, **changes)
 
 
 def _delete_own(run: _Run, file_id: str, local: LocalFile) -> Steps[bool]:

@@ -31,7 +31,7 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ._options import Paths, path_list
 from ._state import StateStore
@@ -40,6 +40,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    import asyncio
+
     from typing_extensions import Unpack
 
     from ._client import AsyncKimiFiles, KimiFiles
@@ -76,7 +78,7 @@ class _Results:
     pauses while the caller does not take them (constant memory)."""
 
     def __init__(self) -> None:
-        self.queue: queue.Queue[Any] = queue.Queue(QUEUED_RESULTS)
+        self.queue: queue.Queue[ExtractResult | _Outcome] = queue.Queue(QUEUED_RESULTS)
         self.closed = threading.Event()
 
     def offer(self, result: ExtractResult) -> bool:
@@ -88,7 +90,7 @@ class _Results:
             return False
         return True
 
-    def finish(self, outcome: Any) -> None:
+    def finish(self, outcome: _Outcome) -> None:
         """The run's end (its summary or its error), after every result."""
         while not self.closed.is_set():
             try:
@@ -158,7 +160,7 @@ class Extraction(Iterator[ExtractResult]):
             if item.error is not None:
                 raise item.error
             raise StopIteration
-        return item  # type: ignore[no-any-return]
+        return item
 
     def _end(self, outcome: _Outcome) -> None:
         self._ended = True
@@ -210,7 +212,7 @@ class AsyncExtraction(AsyncIterator[ExtractResult]):
         self._paths = paths
         self._results = _Results()
         self._stop = settings.stop or threading.Event()
-        self._task: Any = None
+        self._task: asyncio.Task[None] | None = None
         self._ended = False
         self.summary: ExtractSummary | None = None
 
@@ -241,7 +243,7 @@ class AsyncExtraction(AsyncIterator[ExtractResult]):
     def __aiter__(self) -> AsyncExtraction:
         return self
 
-    async def _take(self) -> Any:
+    async def _take(self) -> ExtractResult | _Outcome:
         import asyncio
 
         if self._task is None:
@@ -261,7 +263,7 @@ class AsyncExtraction(AsyncIterator[ExtractResult]):
             if item.error is not None:
                 raise item.error
             raise StopAsyncIteration
-        return item  # type: ignore[no-any-return]
+        return item
 
     async def _end(self, outcome: _Outcome) -> None:
         self._ended = True

@@ -9,13 +9,17 @@ without a ``data`` array. The body kept on the error is redacted (a server may e
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from ._redact import redact_value
 from .errors import MalformedResponseError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["FileContent", "FileDeleted", "FileList", "FileObject", "UploadedFile"]
 
@@ -23,7 +27,9 @@ __all__ = ["FileContent", "FileDeleted", "FileList", "FileObject", "UploadedFile
 FAILED_STATUSES = frozenset({"error", "failed", "fail"})
 
 
-def _int(value: Any, default: int = 0) -> int:
+def _int(value: object, default: int = 0) -> int:
+    if not isinstance(value, (int, float, str, bytes)):
+        return default
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -35,7 +41,7 @@ def _int(value: Any, default: int = 0) -> int:
 MAX_LISTED_BYTES = 2**53
 
 
-def _size(value: Any) -> int | None:
+def _size(value: object) -> int | None:
     """A file object's ``bytes`` as a whole number from 0 to :data:`MAX_LISTED_BYTES`
     (``12``, ``"12"``, ``12.0``); None for anything else (negative, fractional, true/false,
     null, text). Pure."""
@@ -55,7 +61,7 @@ def _size(value: Any) -> int | None:
     return value
 
 
-def _created_at(value: Any) -> int:
+def _created_at(value: object) -> int:
     """A file object's ``created_at`` as a whole number (``12``, ``12.0``, ``12.5``), or 0,
     undated, when it is no number at all: true/false, text, null, NaN. Whether the number is
     a plausible time is judged where a clock is known (:func:`kimi_files._quota.plausibly_dated`);
@@ -67,7 +73,7 @@ def _created_at(value: Any) -> int:
     return int(value)
 
 
-def _str(value: Any) -> str:
+def _str(value: object) -> str:
     return value if isinstance(value, str) else ("" if value is None else str(value))
 
 
@@ -84,7 +90,7 @@ class FileObject:
     status: str = ""
     status_details: str = ""
     expires_at: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    extra: Mapping[str, builtins.object] = field(default_factory=dict, compare=False, repr=False)
 
     _KNOWN = (
         "id", "bytes", "created_at", "filename", "object", "purpose", "status",
@@ -92,7 +98,7 @@ class FileObject:
     )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FileObject:
+    def from_dict(cls, data: Mapping[str, builtins.object]) -> FileObject:
         """Parse a file object; one without a usable ``id`` is a MalformedResponseError."""
         file_id = data.get("id")
         if not isinstance(file_id, str) or not file_id.strip():
@@ -124,14 +130,14 @@ class FileObject:
             extra={k: v for k, v in data.items() if k not in cls._KNOWN},
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: getattr(self, k) for k in self._KNOWN}
+    def to_dict(self) -> dict[str, builtins.object]:
+        out: dict[str, builtins.object] = {k: getattr(self, k) for k in self._KNOWN}
         if out["expires_at"] is None:
             del out["expires_at"]
         out.update(self.extra)
         return out
 
-    def as_content_part(self) -> dict[str, Any]:
+    def as_content_part(self) -> dict[str, str | dict[str, str]]:
         """This image or video as a part of a chat message, the form the vision models take:
         ``{"type": "image_url", "image_url": {"url": "ms://<id>"}}`` (or ``video_url``).
 
@@ -181,9 +187,23 @@ class UploadedFile(FileObject):
         return self.filename
 
     @classmethod
-    def of(cls, obj: FileObject, **kw: Any) -> UploadedFile:
+    def of(cls, obj: FileObject, **kw: Unpack[_Took]) -> UploadedFile:
         base = {k: getattr(obj, k) for k in FileObject._KNOWN}
         return cls(**base, extra=obj.extra, **kw)
+
+
+class _Took(TypedDict, total=False):
+    """What :meth:`UploadedFile.of` adds to a file object: the fields of UploadedFile."""
+
+    path: str
+    attempts: int
+    adopted: bool
+    deleted: tuple[FileObject, ...]
+    mime_type: str
+    warnings: tuple[str, ...]
+    suspects: tuple[FileObject, ...]
+    reused: bool
+    sha256: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +224,7 @@ class FileList:
         return cls(data=tuple(unique.values()), object=object)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FileList:
+    def from_dict(cls, data: Mapping[str, builtins.object]) -> FileList:
         """Parse a list answer; one without a ``data`` array is a MalformedResponseError (never
         read as an empty account)."""
         rows = data.get("data")
@@ -235,7 +255,7 @@ class FileDeleted:
     object: str = "file"
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FileDeleted:
+    def from_dict(cls, data: Mapping[str, builtins.object]) -> FileDeleted:
         return cls(
             id=_str(data.get("id")),
             deleted=bool(data.get("deleted", True)),
@@ -254,7 +274,7 @@ class FileContent:
     """
 
     text: str
-    document: Mapping[str, Any] | None = None
+    document: Mapping[str, object] | None = None
     raw: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod

@@ -80,7 +80,7 @@ class UploadOptions:
         return cls(**options)
 
 
-def split_upload_options(options: Mapping[str, Any], known: Iterable[str],
+def split_upload_options(options: Mapping[str, object], known: Iterable[str],
                          what: str) -> tuple[UploadOptions, dict[str, Any]]:
     """A batch call's keyword arguments as its upload options and the rest, which must be
     among ``known`` (``what`` names the call in the error).

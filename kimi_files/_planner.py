@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from ._adoption import Attempt, loose_forms, resolve
 from ._cache import CacheEntry
@@ -126,25 +125,26 @@ def plan_batch(items: Sequence[Item], listing: Sequence[FileObject], records: Se
     skips, twins, todo = _sort_items(items, on_server, adopted, mine, known)
     protected = {s.file_id for s in skips}
     late = {id(i) for i in todo if os.path.abspath(i.local.path) in ledger_plan.open_paths}
-    common = {
-        "skips": tuple(skips), "twins": tuple(twins), **_split(todo, late),
-        "suspects": tuple(ledger_plan.suspects), "ghosts": ledger_plan.ghosts,
-        "settle": tuple(ledger_plan.settle),
-        "forget_reported": tuple(sorted(set(reported) - set(on_server))),
-        "claimed": frozenset(set(on_server) | referenced),
-    }
+    groups, interrupted = _split(todo, late)
+    common = BatchPlan(
+        skips=tuple(skips), twins=tuple(twins), groups=groups, interrupted=interrupted,
+        suspects=tuple(ledger_plan.suspects), ghosts=ledger_plan.ghosts,
+        settle=tuple(ledger_plan.settle),
+        forget_reported=tuple(sorted(set(reported) - set(on_server))),
+        claimed=frozenset(set(on_server) | referenced),
+    )
     try:
         room = plan_room(listing, len(todo), sum(i.local.size for i in todo), limits,
                          free_quota, protected=protected,
                          what=f"this batch of {len(todo)} file(s)")
     except NoRoomError as exc:
         if not (isinstance(free_quota, str) and free_quota == "never"):
-            return BatchPlan(refusal=exc, **common)  # type: ignore[arg-type]
+            return replace(common, refusal=exc)
         # freeing was not asked: send the part that fits, defer the rest
         own = protected | {r.file_id for r in records
                            if r.file_id and r.path in by_path} | set(adopted.values())
         return _part_that_fits(listing, todo, late, limits, protected, own, purpose, common)
-    return BatchPlan(room=room, **common)  # type: ignore[arg-type]
+    return replace(common, room=room)
 
 
 def _known_content(records: Sequence[Record], on_server: dict[str, FileObject],
@@ -202,16 +202,16 @@ def _sort_items(items: Sequence[Item], on_server: Mapping[str, FileObject],
 
 
 def _split(send: Sequence[Item], late: Collection[int]
-           ) -> dict[str, tuple[tuple[Item, ...], ...]]:
-    """The files to send in groups, those an interrupted run was sending (``late``, by
-    ``id``) apart (last). Pure."""
-    return {"groups": _groups([i for i in send if id(i) not in late]),
-            "interrupted": _groups([i for i in send if id(i) in late])}
+           ) -> tuple[tuple[tuple[Item, ...], ...], tuple[tuple[Item, ...], ...]]:
+    """The files to send in groups (the plan's ``groups``), those an interrupted run was
+    sending (``late``, by ``id``) apart (its ``interrupted``, sent last). Pure."""
+    return (_groups([i for i in send if id(i) not in late]),
+            _groups([i for i in send if id(i) in late]))
 
 
 def _part_that_fits(listing: Sequence[FileObject], todo: Sequence[Item], late: Collection[int],
                     limits: Limits, protected: Collection[str], own: Collection[str],
-                    purpose: str, common: dict[str, Any]) -> BatchPlan:
+                    purpose: str, common: BatchPlan) -> BatchPlan:
     """The plan of a batch that does not fit when freeing was not asked: the part that fits,
     in input order, is sent; the rest is deferred, with why and what would finish it. Pure."""
     usage = Usage.of(listing, limits)
@@ -219,12 +219,13 @@ def _part_that_fits(listing: Sequence[FileObject], todo: Sequence[Item], late: C
                              usage.free_bytes))
     sent = [i for k, i in enumerate(todo) if k in taken]
     deferred = [i for k, i in enumerate(todo) if k not in taken]
-    common = {**common, **_split(sent, late)}
+    groups, interrupted = _split(sent, late)
     room = plan_room(listing, len(sent), sum(i.local.size for i in sent), limits)
     deferral = no_room_error(
         usage, len(todo), sum(i.local.size for i in todo), "all of this batch",
         _finish_advice(listing, todo, deferred, limits, protected, own, purpose, len(sent)))
-    return BatchPlan(room=room, deferred=tuple(deferred), deferral=deferral, **common)
+    return replace(common, groups=groups, interrupted=interrupted, room=room,
+                   deferred=tuple(deferred), deferral=deferral)
 
 
 def _finish_advice(listing: Sequence[FileObject], todo: Sequence[Item],

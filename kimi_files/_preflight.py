@@ -16,7 +16,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._config import Limits
 from ._filerules import (
@@ -31,6 +31,9 @@ from ._filerules import (
     upload_filename,
 )
 from .errors import LocalFileError, UnsupportedFileTypeError
+
+if TYPE_CHECKING:
+    import magic
 
 __all__ = [
     "LocalFile",
@@ -61,7 +64,7 @@ _local = threading.local()
 MAGIC_BYTES = 256 * 1024
 
 
-def _magic() -> Any:
+def _magic() -> magic.Magic:
     """This thread's libmagic handle (python-magic's shared one serialises every call; with
     one per thread, batch preflight runs on every core, ctypes releasing the GIL)."""
     handle = getattr(_local, "magic", None)

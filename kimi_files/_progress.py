@@ -13,7 +13,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, NoReturn, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+    from typing_extensions import Unpack
 
 __all__ = ["Heartbeat", "ProgressBar", "disable_progress_bars", "enable_progress_bars",
            "listing_status", "progress_enabled", "shown", "status_due", "status_line",
@@ -67,7 +71,27 @@ def shown(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
-def write_line(text: str, stream: Any) -> None:
+class Stream(Protocol):
+    """Where a line goes: a text stream (``sys.stdout``, ``sys.stderr``, a test's buffer)."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
+class BarOptions(TypedDict, total=False):
+    """What a :class:`ProgressBar` passes on to tqdm (with these defaults)."""
+
+    unit: str  # "B"
+    unit_scale: bool  # True
+    unit_divisor: int  # 1024
+    file: Stream  # sys.stderr
+    dynamic_ncols: bool  # True
+    leave: bool  # True
+    position: int  # tqdm's own
+
+
+def write_line(text: str, stream: Stream) -> None:
     """Print a line without tearing the bars: above them while bars are drawn."""
     tqdm_module = sys.modules.get("tqdm")
     if tqdm_module is not None and getattr(tqdm_module.tqdm, "_instances", None):
@@ -90,7 +114,7 @@ class ProgressBar:
     """
 
     def __init__(self, *, total: int | None, desc: str = "", enabled: bool | None = None,
-                 files: int | None = None, **kwargs: Any) -> None:
+                 files: int | None = None, **kwargs: Unpack[BarOptions]) -> None:
         self.total = total
         self.n = 0
         #: files done and in all (``files``: the bar counts them too, in its label)
@@ -98,7 +122,7 @@ class ProgressBar:
         self.files = files
         if files is not None:
             desc = files_label(0, files)
-        self._bar: Any = None
+        self._bar: tqdm[NoReturn] | None = None
         self._lock = threading.Lock()  # one bar may count for several upload threads
         if not progress_enabled(enabled):
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 from urllib.parse import quote, quote_plus
 
 __all__ = ["REDACTED", "is_kimi_code_key", "is_kimi_code_url", "redact", "redact_value"]
@@ -38,7 +37,7 @@ def redact(text: str, secret: str | None = None) -> str:
     return _KEY_LIKE.sub(REDACTED, text)
 
 
-def redact_value(value: Any, secret: str | None = None) -> Any:
+def redact_value(value: object, secret: str | None = None) -> object:
     """:func:`redact` applied to every string in ``value`` (a parsed JSON body: strings,
     lists, dicts; keys too). Pure."""
     if isinstance(value, str):

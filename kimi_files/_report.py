@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from ._models import FileObject
 from ._quota import RoomPlan, fmt_bytes, fmt_time
@@ -37,7 +37,7 @@ class FileResult:
     stored_as: str | None = None
     purpose: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "path": self.path,
             "status": self.status,

@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._chat import Messages, cut_marker, fit_budget
 from ._config import DEFAULT_MODEL
@@ -87,7 +87,7 @@ def _sha(text: str) -> str:
 
 
 def estimate_steps(policy: RetryPolicy, model: str,
-                   messages: Sequence[Mapping[str, Any]]) -> Steps[int]:
+                   messages: Sequence[Mapping[str, object]]) -> Steps[int]:
     """``POST /v1/tokenizers/estimate-token-count``: the request's estimated tokens (an
     estimate changes nothing: retried by the platform's rules).
 
@@ -96,22 +96,31 @@ def estimate_steps(policy: RetryPolicy, model: str,
         MalformedResponseError: an answer without ``data.total_tokens``.
     """
     from ._endpoints import call_steps, json_of
-    from .errors import MalformedResponseError
 
-    def parse(response: Any) -> int:
-        data = json_of(response).get("data")
-        total = data.get("total_tokens") if isinstance(data, dict) else None
-        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
-            raise MalformedResponseError("the token estimate has no data.total_tokens",
-                                         status_code=response.status_code, body=data)
-        return total
-
-    return (yield from call_steps("POST", "tokenizers/estimate-token-count", parse, policy,
+    return (yield from call_steps("POST", "tokenizers/estimate-token-count",
+                                  lambda response: _total(json_of(response), response.status_code),
+                                  policy,
                                   json={"model": model, "messages": [dict(m) for m in messages]}))
 
 
+def _total(answer: dict[str, object], status_code: int) -> int:
+    """The ``data.total_tokens`` of a token estimate's answer.
+
+    Raises:
+        MalformedResponseError: an answer without it.
+    """
+    from .errors import MalformedResponseError
+
+    data = answer.get("data")
+    total = data.get("total_tokens") if isinstance(data, dict) else None
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        raise MalformedResponseError("the token estimate has no data.total_tokens",
+                                     status_code=status_code, body=data)
+    return total
+
+
 def count_steps(client: ClientLike, model: str,
-                messages: Sequence[Mapping[str, Any]]) -> Steps[int]:
+                messages: Sequence[Mapping[str, object]]) -> Steps[int]:
     """The tokens of a list of messages: from the reuse cache when these very messages were
     counted for this model before, else estimated and remembered."""
     import json
@@ -128,7 +137,7 @@ def count_steps(client: ClientLike, model: str,
     return count
 
 
-def _check_budget(max_tokens: Any, model: Any) -> None:
+def _check_budget(max_tokens: object, model: object) -> None:
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise ConfigurationError(f"max_tokens must be a whole number of at least 1, not "
                                  f"{max_tokens!r}")

@@ -75,24 +75,24 @@ The condition classes ``FileTooLargeError``, ``EmptyFileError``, ``InvalidPurpos
 catches a file refused by preflight and the same file refused by the server.
 
 Every :class:`APIStatusError` keeps the server's request id (``Msh-Request-Id``, else
-``X-Msh-Trace-Id``) as ``.request_id`` and shows it in ``str()``. The class attribute
-``slow_down`` is true for the errors that say the account or the service is overloaded (the
-retryable 429s and a 503): :func:`kimi_files._retry.is_slow_down` reads it for the pacer.
-Every error pickles (``pickle.loads(pickle.dumps(e))`` keeps its type and attributes), so it can
+``X-Msh-Trace-Id``) as ``.request_id`` and shows it in ``str()``. ``slow_down`` is true for the
+errors that say the account or the service is overloaded (the retryable 429s and a 503):
+:func:`kimi_files._retry.is_slow_down` reads it for the pacer. Every error pickles, so it can
 cross a process pool.
 
 This module holds the tree and is pure. :func:`error_from_response` (in ``_answers.py``, the one
-place answers are mapped to classes) turns a status code, headers and body bytes into the right
-exception and never raises anything itself; key redaction is in ``_redact.py``. Rate-limit
-messages are recognised in the documented wording and in the wordings real accounts get ("max organization
-concurrency: N", "max request: N", "Organization Rate limit exceeded", "project TPM rate
-limit"), with or without the leading ``Your account {org}<{ak}>``.
+place answers are mapped to classes, in the documented wordings and those real accounts get)
+turns a status code, headers and body bytes into the right exception and never raises itself;
+key redaction is in ``_redact.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from ._batch_input import Violation
 
 from ._headers import _header, parse_retry_after
 from ._redact import is_kimi_code_url
@@ -133,7 +133,7 @@ class KimiError(Exception):
         super().__init__(message)
         self.message = message
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         # keyword-only constructor arguments defeat Exception's default pickling: rebuild from
         # the instance's attributes instead of calling __init__ again
         return (_rebuild, (type(self), self.args, self.__dict__.copy()))
@@ -267,7 +267,7 @@ class BatchInputError(PreflightError):
     its rule (see :mod:`kimi_files._batch_input`); the message shows the first of them."""
 
     def __init__(self, message: str, *, path: str | None = None, rule: str = "",
-                 violations: tuple[Any, ...] = ()) -> None:
+                 violations: tuple[Violation, ...] = ()) -> None:
         super().__init__(message, path=path, rule=rule)
         self.violations = violations
 
@@ -282,7 +282,7 @@ class BatchError(KimiError):
     wrong (``{"code", "message", "line", "param"}`` each), shown in the message."""
 
     def __init__(self, message: str, *, batch_id: str = "", status: str = "",
-                 errors: tuple[Mapping[str, Any], ...] = ()) -> None:
+                 errors: tuple[Mapping[str, object], ...] = ()) -> None:
         super().__init__(message)
         self.batch_id = batch_id
         self.status = status
@@ -363,7 +363,7 @@ class APIStatusError(KimiError):
         *,
         status_code: int,
         type: str | None = None,
-        body: Any = None,
+        body: object = None,
         headers: Mapping[str, str] | None = None,
         base_url: str | None = None,
         numbers: Mapping[str, float] | None = None,
@@ -588,7 +588,7 @@ class BatchContentError(MalformedResponseError):
     retryable = False
 
 
-def _rebuild(cls: type[KimiError], args: tuple[Any, ...], state: dict[str, Any]) -> KimiError:
+def _rebuild(cls: type[KimiError], args: tuple[object, ...], state: dict[str, object]) -> KimiError:
     """Unpickle an error without calling its ``__init__`` (see :meth:`KimiError.__reduce__`)."""
     error = cls.__new__(cls)
     Exception.__init__(error, *args)

@@ -16,10 +16,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .._batch_models import Batch
+    from .._progress import ProgressBar
     from ._common import Subparsers
 
 from .._progress import shown
@@ -196,7 +197,7 @@ class _Bar:
     line whenever a status changes."""
 
     def __init__(self) -> None:
-        self.bar: Any = None
+        self.bar: ProgressBar | None = None
         self.said: list[str] = []
 
     def __call__(self, batches: list[Batch]) -> None:

@@ -11,7 +11,8 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from types import FrameType
+from typing import TYPE_CHECKING, TypeVar
 
 from .._config import CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_TIMEOUT
 from ..errors import ConfigurationError, KimiError
@@ -224,10 +225,11 @@ class _Signalled(BaseException):
 
 
 @contextlib.contextmanager
-def _handling(names: Iterable[str], handler: Callable[[int, Any], None]) -> Iterator[None]:
+def _handling(names: Iterable[str],
+              handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
     """For the length of the block, ``handler`` takes these signals (those this platform
     has), in the main thread only; the handlers before are put back after."""
-    saved: list[tuple[int, Any]] = []
+    saved: list[tuple[int, Callable[[int, FrameType | None], object] | int | None]] = []
     if threading.current_thread() is threading.main_thread():
         for name in names:
             signum = getattr(signal, name, None)
@@ -337,14 +339,15 @@ def _settling(prog: str, work: Callable[[], T]) -> T:
     from .._steps import halts_with
 
     halt = threading.Event()
-    outcome: list[tuple[bool, Any]] = []
+    done: list[T] = []
+    failed: list[BaseException] = []
 
     def run() -> None:
         try:
             with halts_with(halt):
-                outcome.append((True, work()))
+                done.append(work())
         except BaseException as exc:  # handed to the main thread, which raises it
-            outcome.append((False, exc))
+            failed.append(exc)
 
     def first(signum: int) -> None:
         halt.set()
@@ -360,12 +363,12 @@ def _settling(prog: str, work: Callable[[], T]) -> T:
         worker = threading.Thread(target=run, name=f"{prog}-work", daemon=True)
         worker.start()
         stops.watch(worker, first, again)
-    done, value = outcome[0]
-    if stops.received and not done and isinstance(value, (KeyboardInterrupt, KimiError)):
+    if done:
+        return done[0]
+    error = failed[0]
+    if stops.received and isinstance(error, (KeyboardInterrupt, KimiError)):
         raise _Signalled(stops.received[0])
-    if not done:
-        raise value
-    return value  # type: ignore[no-any-return]
+    raise error
 
 
 def _exit_now(code: int) -> None:

@@ -16,11 +16,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from .._config import KNOWN_PURPOSES
 
 if TYPE_CHECKING:
+    from .._extract_models import StateArg
     from .._extraction import ExtractResult, ExtractSummary
     from ._common import Subparsers
 
@@ -81,7 +82,7 @@ class _Lines:
             _say(f"{PROG}: {path}: its last line was incomplete (an interrupted run); "
                  "dropped, that document is done again")
 
-    def write(self, obj: dict[str, Any]) -> None:
+    def write(self, obj: dict[str, object]) -> None:
         self.fh.write(json_line(obj).encode("utf-8", "surrogatepass") + b"\n")
         self.fh.flush()
 
@@ -188,7 +189,7 @@ def _do_extract(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         stack.callback(output.close)
         client = stack.enter_context(_client(args, retries=args.retries))
-        state: Any = None
+        state: StateArg = None
         if args.no_state:
             state = False
         elif args.state:

@@ -6,18 +6,32 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 if TYPE_CHECKING:
     from .._client import KimiFiles
     from .._models import FileObject
+    from .._state import Record
     from ._common import Subparsers
 
 from ._common import EXIT_FAILED, EXIT_OK, _client
 from ._output import _emit, _emit_json, _say
 
 
-def _records(client: KimiFiles, where: str | None) -> dict[str, Any]:
+class _Row(TypedDict):
+    """One path's line (``--json`` prints it as it is)."""
+
+    path: str
+    file_id: str | None
+    stored_as: str | None
+    purpose: str | None
+    bytes: int | None
+    listed: bool
+    source: str | None
+    changed: bool
+
+
+def _records(client: KimiFiles, where: str | None) -> dict[str, Record]:
     """Absolute path -> its record of an uploaded file, from the state (none when it does
     not exist: nothing is created for a look)."""
     from .._state import StateStore
@@ -50,7 +64,12 @@ def _by_content(client: KimiFiles, path: Path, listed: dict[str, FileObject]
     return e.file_id, e.filename, e.purpose, e.size
 
 
-def _changed(path: str, rec: Any) -> bool:
+def _stored(rec: Record) -> tuple[str, str, str, int]:
+    """(file id, name, purpose, size) of a record of :func:`_records` (each has an id)."""
+    return rec.file_id or "", rec.filename, rec.purpose, rec.size
+
+
+def _changed(path: str, rec: Record) -> bool:
     """Is the file at ``path`` no longer the one its record of an upload describes (size,
     mtime, ctime, inode, device differ, as kimi-upload judges; by its hash for a record
     without them), or gone?"""
@@ -73,7 +92,7 @@ def _do_map(args: argparse.Namespace) -> int:
     with _client(args) as client:
         listed = {f.id: f for f in client.list()}  # the one list call
         records = _records(client, args.state)
-        rows: list[dict[str, Any]] = []
+        rows: list[_Row] = []
 
         def row(path: str, source: str, found: tuple[str, str, str, int] | None,
                 changed: bool = False) -> None:
@@ -89,16 +108,16 @@ def _do_map(args: argparse.Namespace) -> int:
                          "bytes": f.bytes if f is not None else size,
                          "listed": f is not None, "source": source, "changed": changed})
 
-        def from_state(path: str, rec: Any) -> None:
+        def from_state(path: str, rec: Record) -> None:
             if not _changed(path, rec):
-                row(path, "state", (rec.file_id, rec.filename, rec.purpose, rec.size))
+                row(path, "state", _stored(rec))
                 return
             # its content now: a stored file the reuse cache knows, else the old record, said
             now = _by_content(client, Path(path), listed) if os.path.isfile(path) else None
             if now is not None:
                 row(path, "cache", now)
             else:
-                row(path, "state", (rec.file_id, rec.filename, rec.purpose, rec.size), True)
+                row(path, "state", _stored(rec), True)
 
         if not args.paths:
             for r in records.values():
@@ -118,7 +137,7 @@ def _do_map(args: argparse.Namespace) -> int:
     return EXIT_FAILED if refused else EXIT_OK
 
 
-def _show(rows: list[dict[str, Any]], as_json: bool) -> None:
+def _show(rows: list[_Row], as_json: bool) -> None:
     for r in rows:
         if as_json:
             _emit_json(sys.stdout, r)

@@ -9,7 +9,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .._config import API_KEY_ENV, FALLBACK_API_KEY_ENV
 from .._progress import shown
@@ -27,7 +27,7 @@ _JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u206
                           "\ud800-\udfff]")
 
 
-def json_line(obj: Any) -> str:
+def json_line(obj: object) -> str:
     """``obj`` as one line of JSON that no terminal acts on: JSON escapes C0 controls itself;
     DEL, C1 controls, bidirectional marks and lone surrogates are escaped as ``\\uXXXX`` too.
     The value is exactly the same."""
@@ -125,7 +125,7 @@ def _emit(stream: TextIO, text: str) -> None:
     write_line(shown(text), stream)
 
 
-def _emit_json(stream: TextIO, obj: Any) -> None:
+def _emit_json(stream: TextIO, obj: object) -> None:
     from .._progress import write_line
 
     write_line(json_line(obj), stream)

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._config import KNOWN_PURPOSES, RetryPolicy
 from ..errors import KimiError, NoRoomError
@@ -16,7 +16,7 @@ from ..errors import KimiError, NoRoomError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .._batch import BatchReport, FileResult
+    from .._batch import BatchReport, FileResult, StateArg
     from ._common import Subparsers
 
 from ._common import (
@@ -144,7 +144,7 @@ def _do_upload(args: argparse.Namespace) -> int:
     with _Stops() as stops, _client(args, retries=args.retries) as client, \
             contextlib.ExitStack() as stack:
         state = _state_of(args, stack)
-        outcome: list[Any] = []
+        outcome: list[BatchReport | BaseException] = []
 
         def run() -> None:
             try:
@@ -181,13 +181,13 @@ def _check_upload_args(args: argparse.Namespace) -> None:
                      "drop --no-state")
 
 
-def _state_of(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
+def _state_of(args: argparse.Namespace, stack: contextlib.ExitStack) -> StateArg:
     """The ``state`` for ingest: False (none), the file given, one that goes with the
     emulator, or None (the default store)."""
     if args.no_state:
         return False
     if args.state:
-        return args.state
+        return str(args.state)
     if args.emulator:
         # the emulator is new each run: keep its state with it, not in the user's store
         import tempfile

@@ -39,7 +39,7 @@ from __future__ import annotations
 import socket
 import threading
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._state import (
     CAPTURED_ROWS,
@@ -51,6 +51,12 @@ from ._state import (
     Fault,
     LoggedRequest,
 )
+
+if TYPE_CHECKING:
+    import uvicorn
+    from typing_extensions import Unpack
+
+    from ._state import FaultOptions, StateOptions, StoredFile
 
 __all__ = [
     "CAPTURED_ROWS",
@@ -75,12 +81,12 @@ class Emulator:
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
-                 **state_options: Any) -> None:
+                 **state_options: Unpack[StateOptions]) -> None:
         self.state = EmulatorState(**state_options)
         self.host = host
         self._port = port
         self._log_level = log_level
-        self._server: Any = None
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
 
@@ -155,7 +161,7 @@ class Emulator:
     # --- conveniences over the state ------------------------------------------------------
 
     def fail_next(self, kind: str, times: int = 1, *, endpoint: str = "upload",
-                  **params: Any) -> Fault:
+                  **params: Unpack[FaultOptions]) -> Fault:
         """Answer the next ``times`` requests to ``endpoint`` with fault ``kind``."""
         return self.state.add_fault(kind, times=times, endpoint=endpoint, **params)
 
@@ -171,6 +177,8 @@ class Emulator:
     def filenames(self) -> list[str]:
         return [f.filename for f in self.state.listing()]
 
-    def seed(self, filename: str, size: int, **kw: Any) -> Any:
-        return self.state.seed_file(filename, size, **kw)
+    def seed(self, filename: str, size: int, *, created_at: int | None = None,
+             purpose: str = "file-extract", status: str = "ok") -> StoredFile:
+        return self.state.seed_file(filename, size, created_at=created_at, purpose=purpose,
+                                    status=status)
 

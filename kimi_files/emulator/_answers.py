@@ -3,8 +3,6 @@ injected fault answers instead (an nginx HTML page, an empty or broken body, a d
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -46,7 +44,7 @@ def _not_found(what: str, key: str) -> JSONResponse:
     return _error(404, "resource_not_found_error", f"Not found the {what} {key} or Permission denied")
 
 
-def _row(name: str, **fmt: Any) -> JSONResponse:
+def _row(name: str, **fmt: object) -> JSONResponse:
     status, etype, template = ERROR_ROWS[name]
     return _error(status, etype, template.format(**fmt))
 

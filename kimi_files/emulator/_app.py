@@ -9,8 +9,8 @@ import os
 import secrets
 import tempfile
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +25,9 @@ from ._answers import _drop, _Dropped, _fault_response, _not_found, _row
 from ._batches import MODELS, EmuBatch, estimate_tokens
 from ._content import _refuse, extract_text
 from ._state import EmulatorState, Fault, LoggedRequest, StoredFile
+
+#: A route's handler: the request, the fault it takes (if any), its log entry -> the answer.
+Handler = Callable[[Request, Fault | None, LoggedRequest], Awaitable[Response]]
 
 
 class Emulated:
@@ -46,7 +49,7 @@ class Emulated:
         return None
 
     async def _handle(self, request: Request, endpoint: str, entry: LoggedRequest,
-                      handler: Any) -> Response:
+                      handler: Handler) -> Response:
         denied = self._auth(request)
         if denied is not None:
             return denied
@@ -76,7 +79,7 @@ class Emulated:
         finally:
             self.state.release()
 
-    async def dispatch(self, request: Request, endpoint: str, handler: Any) -> Response:
+    async def dispatch(self, request: Request, endpoint: str, handler: Handler) -> Response:
         entry = self.state.log(request.method, request.url.path)
         entry.request_id = str(request.scope.get("kimi.request_id", ""))
         response = await self._handle(request, endpoint, entry, handler)
@@ -259,7 +262,7 @@ class Emulated:
 
     # --- the Batch API and the token estimate ---------------------------------------------------
 
-    async def _json_body(self, request: Request) -> Any:
+    async def _json_body(self, request: Request) -> object:
         try:
             return json.loads(await request.body())
         except ValueError:
@@ -404,7 +407,7 @@ def create_app(state: EmulatorState) -> ASGIApp:
     """The emulator as an ASGI app (mount it or serve it with any ASGI server)."""
     h = Emulated(state)
 
-    def route(path: str, endpoint: str, handler: Any, method: str) -> Route:
+    def route(path: str, endpoint: str, handler: Handler, method: str) -> Route:
         async def view(request: Request) -> Response:
             return await h.dispatch(request, endpoint, handler)
 

@@ -19,7 +19,7 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 if TYPE_CHECKING:
     from ._state import EmulatorState, Fault, StoredFile
@@ -51,7 +51,7 @@ def text_tokens(text: str) -> int:
     return wide + math.ceil((len(text) - wide) / 4)
 
 
-def estimate_tokens(messages: Any) -> int:
+def estimate_tokens(messages: object) -> int:
     """A chat request's tokens: 3, plus 4 per message and its content's text tokens (an
     image or video part counts 256)."""
     total = 3
@@ -69,7 +69,7 @@ def estimate_tokens(messages: Any) -> int:
     return total
 
 
-def answer_for(custom_id: str, messages: Any) -> str:
+def answer_for(custom_id: str, messages: object) -> str:
     """The emulator's deterministic answer to a request: it names the request, the
     documents' size and the question, so a join can be checked."""
     system = question = ""
@@ -86,6 +86,15 @@ def answer_for(custom_id: str, messages: Any) -> str:
 # --- batches ------------------------------------------------------------------------------------
 
 
+class LineError(TypedDict):
+    """One error of a batch's input, as the platform lists them (``errors.data``)."""
+
+    code: str
+    message: str
+    param: str | None
+    line: int | None
+
+
 @dataclass
 class EmuBatch:
     id: str
@@ -96,13 +105,13 @@ class EmuBatch:
     expires_at: int
     endpoint: str = CHAT_ENDPOINT
     status: str = "validating"
-    requests: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, object]] = field(default_factory=list)
     done: int = 0
     completed: int = 0
     failed: int = 0
     outputs: list[bytes] = field(default_factory=list)
     error_lines: list[bytes] = field(default_factory=list)
-    errors: list[dict[str, Any]] | None = None
+    errors: list[LineError] | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
     times: dict[str, int] = field(default_factory=dict)
@@ -110,7 +119,7 @@ class EmuBatch:
     expire: bool = False
     next_at: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         t = self.times
         return {
             "id": self.id, "object": "batch", "endpoint": self.endpoint,
@@ -129,11 +138,11 @@ class EmuBatch:
 
 
 def _line_error(code: str, message: str, line: int | None = None,
-                param: str | None = None) -> dict[str, Any]:
+                param: str | None = None) -> LineError:
     return {"code": code, "message": message, "param": param, "line": line}
 
 
-def json_rows(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | None]]:
+def json_rows(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, object] | None]]:
     """(line number, the JSON object, or None for a line that is none) of each non-blank
     line."""
     for number, line in enumerate(lines, 1):
@@ -146,10 +155,10 @@ def json_rows(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | No
         yield number, row if isinstance(row, dict) else None
 
 
-def validate_input(raw: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def validate_input(raw: bytes) -> tuple[list[dict[str, object]], list[LineError]]:
     """(the requests, the errors) of an input file by the platform's rules."""
-    requests: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
+    requests: list[dict[str, object]] = []
+    errors: list[LineError] = []
     seen: set[str] = set()
     model: str | None = None
     for number, row in json_rows(raw.splitlines()):
@@ -158,7 +167,7 @@ def validate_input(raw: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any
                                       number))
             continue
         cid = row.get("custom_id")
-        body: dict[str, Any] = row["body"] if isinstance(row.get("body"), dict) else {}
+        body = _object(row.get("body"))
         if not isinstance(cid, str) or not cid:
             errors.append(_line_error("missing_required_parameter", "custom_id is required.",
                                       number, "custom_id"))
@@ -191,7 +200,7 @@ def validate_input(raw: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any
     return requests, errors
 
 
-def _window_hours(window: Any) -> int | None:
+def _window_hours(window: object) -> int | None:
     m = WINDOW.match(window) if isinstance(window, str) else None
     if m is None:
         return None
@@ -222,7 +231,7 @@ class BatchBook:
 
     # --- create ---------------------------------------------------------------------------------
 
-    def create(self, body: Any, fault: Fault | None) -> tuple[int, str] | EmuBatch:
+    def create(self, body: object, fault: Fault | None) -> tuple[int, str] | EmuBatch:
         """The batch, or (400/404, the detail of the refusal)."""
         if not isinstance(body, dict):
             return 400, "the body must be a JSON object"
@@ -324,10 +333,10 @@ class BatchBook:
         b.status = status
         self._at(b, status)
 
-    def _answer(self, b: EmuBatch, row: dict[str, Any]) -> None:
+    def _answer(self, b: EmuBatch, row: dict[str, object]) -> None:
         b.done += 1
         cid = str(row.get("custom_id"))
-        body = row.get("body") or {}
+        body = _object(row.get("body"))
         request_id = secrets.token_hex(16)
         if b.fail_every and b.done % b.fail_every == 0:
             b.failed += 1
@@ -401,5 +410,10 @@ class BatchBook:
         return items[:limit], len(items) > limit
 
 
-def _dump(value: Any) -> bytes:
+def _object(value: object) -> Mapping[str, object]:
+    """A JSON object as it is; anything else as an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def _dump(value: object) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode() + b"\n"

@@ -17,7 +17,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    import random
+
+    from typing_extensions import Unpack
 
 # Default limits: the platform's.
 MAX_FILE_BYTES = 100 * 1024 * 1024
@@ -149,7 +154,7 @@ class Fault:
     detail: str = "emulated failure"
     delay: float = 0.0
     #: what ``bad_created_at`` puts in place of the newest file's ``created_at``
-    value: Any = True
+    value: object = True
     #: set once a fault that stores (store_then_drop, store_late) has stored its file
     stored: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
     #: hang and store_late: when given, wait until it is set instead of for ``delay`` (a
@@ -164,12 +169,61 @@ class Fault:
         if self.endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {self.endpoint!r}; known: {sorted(ENDPOINTS)}")
 
-    def error(self) -> tuple[int, dict[str, Any]]:
+    def error(self) -> tuple[int, ErrorBody]:
         status, etype, template = ERROR_ROWS[self.kind]
         after = int(self.after) if float(self.after).is_integer() else self.after
         message = template.format(limit=self.limit, after=after, current=self.current,
                                   detail=self.detail)
         return status, {"error": {"type": etype, "message": message}}
+
+
+class ErrorDetail(TypedDict):
+    type: str
+    message: str
+
+
+class ErrorBody(TypedDict):
+    """The platform's error answer: ``{"error": {"type", "message"}}``."""
+
+    error: ErrorDetail
+
+
+class FaultOptions(TypedDict, total=False):
+    """The fields of a :class:`Fault` besides its kind, times and endpoint."""
+
+    limit: int
+    after: float
+    current: int
+    detail: str
+    delay: float
+    value: object
+    release: threading.Event | None
+
+
+class Limits(TypedDict, total=False):
+    """What :meth:`EmulatorState.reset` sets afresh (its constructor's arguments of that name)."""
+
+    max_files: int
+    max_total_bytes: int
+    max_file_bytes: int
+    extract_delay: float
+    max_concurrency: int | None
+    rpm: int | None
+    rate_window: float
+    extract_images: bool
+    page_size: int | None
+    date_offset: float | None
+
+
+class StateOptions(Limits, total=False):
+    """Every argument of :class:`EmulatorState` (what :class:`~kimi_files.emulator.Emulator`
+    passes on)."""
+
+    api_key: str | None
+    storage_dir: str | os.PathLike[str] | None
+    purposes: frozenset[str]
+    clock: Callable[[], float]
+    wall: Callable[[], float]
 
 
 #: The file of a persistent storage folder that lists what it holds (one JSON array).
@@ -188,7 +242,7 @@ class StoredFile:
     path: Path | None = None  # None: a seeded file with no content
     content_type: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "id": self.id,
             "object": "file",
@@ -275,7 +329,8 @@ class EmulatorState:
         self.closing = False
         self._starts: deque[float] = deque()
         self._seq = itertools.count(1)
-        self._chaos: tuple[float, tuple[str, ...], str, Any] = (0.0, (), "upload", None)
+        self._chaos: tuple[float, tuple[str, ...], str, random.Random | None] = (
+            0.0, (), "upload", None)
         self.lock = threading.RLock()
         from ._batches import BatchBook
 
@@ -406,7 +461,7 @@ class EmulatorState:
     # --- faults -----------------------------------------------------------------------------
 
     def add_fault(self, kind: str, *, times: int = 1, endpoint: str = "upload",
-                  **params: Any) -> Fault:
+                  **params: Unpack[FaultOptions]) -> Fault:
         fault = Fault(kind, times=times, endpoint=endpoint, **params)
         with self.lock:
             self.faults.append(fault)
@@ -429,7 +484,8 @@ class EmulatorState:
     def take_fault(self, endpoint: str) -> Fault | None:
         with self.lock:
             rate, kinds, chaos_endpoint, rng = self._chaos
-            if rate and chaos_endpoint in (endpoint, "*") and rng.random() < rate:
+            if (rate and rng is not None and chaos_endpoint in (endpoint, "*")
+                    and rng.random() < rate):
                 return Fault(rng.choice(kinds), endpoint=endpoint, after=1, limit=50,
                              delay=0.05)
             for fault in self.faults:
@@ -442,7 +498,7 @@ class EmulatorState:
 
     # --- rate limits ------------------------------------------------------------------------
 
-    def admit(self) -> tuple[int, dict[str, Any]] | None:
+    def admit(self) -> tuple[int, ErrorBody] | None:
         """Count a request in; a 429 body when it breaks the emulated tier's limits."""
         with self.lock:
             now = self.clock()
@@ -484,7 +540,7 @@ class EmulatorState:
             self.requests.append(entry)
         return entry
 
-    def reset(self, **limits: Any) -> None:
+    def reset(self, **limits: Unpack[Limits]) -> None:
         """Forget every file, fault, logged request and rate window; set limits afresh
         (the platform's unless given)."""
         for fid in list(self.files):
