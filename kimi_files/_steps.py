@@ -187,6 +187,8 @@ class Progress:
     total: int
     desc: str
     enabled: bool | None = None
+    #: what the bar counts when not bytes (``"doc"``): whole items, shown unscaled
+    unit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +205,8 @@ class Say:
     level: int
     msg: str
     args: tuple[object, ...] = ()
+    #: an error whose traceback goes with the line (a bug's)
+    exc_info: BaseException | None = None
 
     @classmethod
     def info(cls, msg: str, *args: object) -> Say:
@@ -213,8 +217,8 @@ class Say:
         return cls(logging.WARNING, msg, args)
 
     @classmethod
-    def error(cls, msg: str, *args: object) -> Say:
-        return cls(logging.ERROR, msg, args)
+    def error(cls, msg: str, *args: object, exc_info: BaseException | None = None) -> Say:
+        return cls(logging.ERROR, msg, args, exc_info)
 
 
 Local = Now | Stat | Open | Progress | Close | Say
@@ -374,10 +378,12 @@ class _Held:
                 fh = open(path, "rb")  # noqa: SIM115 - closed at Close, or by close_all
                 self._open.append(fh)
                 return fh
-            case Progress(total=total, desc=desc, enabled=enabled):
+            case Progress(total=total, desc=desc, enabled=enabled, unit=unit):
                 from ._progress import ProgressBar
 
-                bar = ProgressBar(total=total, desc=desc, enabled=enabled)
+                bar = (ProgressBar(total=total, desc=desc, enabled=enabled) if unit is None else
+                       ProgressBar(total=total, desc=desc, enabled=enabled, unit=unit,
+                                   unit_scale=False))
                 self._open.append(bar)
                 return bar
             case Close(resource=resource):
@@ -385,8 +391,8 @@ class _Held:
                     self._open.remove(resource)
                 resource.close()
                 return None
-            case Say(level=level, msg=msg, args=args):
-                log.log(level, msg, *args)
+            case Say(level=level, msg=msg, args=args, exc_info=exc_info):
+                log.log(level, msg, *args, exc_info=exc_info)
                 return None
 
     def close_all(self) -> None:
