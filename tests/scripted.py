@@ -2,6 +2,8 @@
 
 ``Script`` plays the client's side of every action a step generator yields: a Files API call
 is answered from the script (a value, an exception to throw in, or a function of the call), a
+raw ``Request`` from the ``request`` answers (an ``httpx.Response`` that is not a success is
+raised as the error the transport makes of it), a
 ``Wait`` is recorded and moves the fake clock (``Now`` reads it), a ``Say`` is recorded (not
 logged), a ``Progress`` bar is a recording stand-in, ``Stat`` and ``Open`` are answered from
 the script when it has answers queued for them (``stat``, ``open``) and from the file
@@ -16,11 +18,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import urllib.parse
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from kimi_files._adoption import AttemptRegistry, ServerClock
 from kimi_files._config import Limits, RetryPolicy
@@ -70,10 +75,11 @@ AS_IS = object()
 class FakeBar:
     """A progress bar that keeps what it was told."""
 
-    def __init__(self, total: int, desc: str) -> None:
-        self.total, self.desc = total, desc
+    def __init__(self, total: int, desc: str, unit: str | None = None) -> None:
+        self.total, self.desc, self.unit = total, desc, unit
         self.done = 0
         self.rewinds: list[str] = []
+        self.notes: list[str] = []
         self.closed = False
 
     def advance(self, n: int) -> None:
@@ -82,6 +88,9 @@ class FakeBar:
     def rewind(self, note: str) -> None:
         self.done = 0
         self.rewinds.append(note)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def close(self) -> None:
         self.closed = True
@@ -137,7 +146,8 @@ class Script:
         return self.cache
 
     def on(self, name: str, *outcomes: Outcome) -> Script:
-        """Queue answers for ``name``: ``list``, ``create``, ``delete`` or ``content``."""
+        """Queue answers for ``name``: ``list``, ``create``, ``delete``, ``content``,
+        ``request`` (raw requests), ``stat`` or ``open``."""
         self.answers.setdefault(name, deque()).extend(outcomes)
         return self
 
@@ -191,8 +201,8 @@ class Script:
                     seen = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                 self._opened[id(handle)] = seen
                 return handle
-            case Progress(total=total, desc=desc):
-                self.bars.append(FakeBar(total, desc))
+            case Progress(total=total, desc=desc, unit=unit):
+                self.bars.append(FakeBar(total, desc, unit))
                 return self.bars[-1]
             case Close(resource=resource):
                 self.log.append(("close", type(resource).__name__))
@@ -227,6 +237,22 @@ class Script:
             raise outcome
         return outcome
 
+    def _request(self, action: Request) -> Any:
+        """The next ``request`` answer; a Response gets the request it answers, and one that
+        is no success is raised as the typed error the transport would raise."""
+        params = action.kwargs.get("params") or {}
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        self.log.append(("request", (action.method, action.path + query)))
+        scripted, outcome = self._scripted("request", action)
+        if not scripted:
+            raise AssertionError(f"unexpected raw request {action.method} {action.path}")
+        if isinstance(outcome, httpx.Response):
+            outcome.request = httpx.Request(action.method, f"{self.base_url}/{action.path}{query}")
+            if not outcome.is_success:
+                raise error_from_response(outcome.status_code, outcome.content, outcome.headers,
+                                          base_url=self.base_url)
+        return outcome
+
     def perform(self, action: Any) -> Any:
         if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
             return self._answer(action)
@@ -244,8 +270,8 @@ class Script:
                 except Exception as exc:
                     outcomes.append(exc)
             return outcomes
-        if isinstance(action, Request):  # pragma: no cover - the steps tested here use calls
-            raise AssertionError(f"unexpected raw request {action.method} {action.path}")
+        if isinstance(action, Request):
+            return self._request(action)
         if isinstance(action, (Now, Stat, Open, Progress, Close, Say)):
             return self._local(action)
         raise AssertionError(f"unknown action {action!r}")
