@@ -219,14 +219,19 @@ def test_texts_come_back_in_order_and_only_the_files_it_stored_are_deleted(
                                                                      True)
 
 
-def test_a_look_alike_in_the_listing_is_not_adopted_nor_deleted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("first", ["listed", "landed"])
+def test_a_look_alike_in_the_listing_is_not_adopted_nor_deleted(tmp_path: Path,
+                                                                first: str) -> None:
+    """Same name and size, but someone else's: in the run's first listing, or landed after
+    it but stored before the lost attempt began (by the server's clock)."""
     (path,) = _docs(tmp_path, "the document\n")
     size = path.stat().st_size
-    old = stored("f-old", path.name, size, T0 - 3600)  # same name and size, an hour older
+    old = stored("f-old", path.name, size, T0 - 3600 if first == "listed" else T0 - 1)
     lost = ConnectionLostError("the connection dropped after the body was sent",
                                request_sent=True)
-    script = _script().on("list", listing(old)).on(
-        "create", lost, stored("f-new", path.name, size, T0 + 9))
+    script = _script().on("list", *((listing(old),) if first == "listed" else
+                                    (listing(), listing(old))))
+    script.on("create", lost, stored("f-new", path.name, size, T0 + 2))
     script.on("content", _content_of({"f-new": "its text"}))
     (result,), summary = _extract(script, [path])
     assert (result.status, result.file_id, result.origin, result.text) == (
@@ -234,12 +239,18 @@ def test_a_look_alike_in_the_listing_is_not_adopted_nor_deleted(tmp_path: Path) 
     assert len(script.calls("create")) == 2  # sent again: the look-alike is not ours
     assert script.calls("delete") == [("f-new",)]  # its own copy only, never f-old
     assert script.calls("content") == [("f-new",)]
+    if first == "listed":  # in the run's first listing: claimed, not even a suspect
+        window, last = 999, (f"{path}: looking for the copy a lost answer may have stored: "
+                             f"listing again for up to {sum(RELIST_WAITS):g} s")
+    else:  # landed since: a possible copy by name and size, reported and kept
+        window, last = 1000, (
+            f"{path}: f-old ({path.name}, {size} bytes, created_at {T0 - 1}) may be a copy an "
+            "earlier attempt stored, or someone else's file; it cannot be proven ours, so it "
+            "is kept and the file is uploaded again (remove it with: kimi-files delete f-old)")
     assert script.said == [  # each once
-        "extracting 1 document(s), at most 999 of this run's files on the server at once",
-        f"{path}: attempt 1 failed ({lost}); retrying in 1.0s",
-        f"{path}: looking for the copy a lost answer may have stored: listing again for up to "
-        f"{sum(RELIST_WAITS):g} s"]
-    assert "f-old" not in {f.id for f in summary.suspects}
+        f"extracting 1 document(s), at most {window} of this run's files on the server at once",
+        f"{path}: attempt 1 failed ({lost}); retrying in 1.0s", last]
+    assert [f.id for f in summary.suspects] == ([] if first == "listed" else ["f-old"])
 
 
 def test_a_deletion_that_fails_is_said_once_and_tried_again_at_the_end(tmp_path: Path) -> None:
