@@ -291,3 +291,44 @@ def test_a_malformed_content_is_never_cached(tmp_path: Path) -> None:
     assert again.text == "its text" and cache.text(result.sha256) == document(path.name,
                                                                               "its text")
     cache.close()
+
+
+# --- what the drivers do with the run's local actions -----------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_the_drivers_draw_a_bar_of_documents_and_log_a_bugs_traceback(
+        driver: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import logging
+
+    from kimi_files._progress import ENV_VAR, ProgressBar, disable_progress_bars, enable_progress_bars
+    from kimi_files._steps import Close, Progress, Say, Steps, run_async, run_sync
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+
+    seen: list[tuple[object, object]] = []
+
+    def steps() -> Steps[None]:
+        bar: ProgressBar = yield Progress(3, "documents", True, unit="doc")
+        assert bar._bar is not None
+        seen.append((bar._bar.unit, bar._bar.unit_scale))
+        yield Close(bar)
+        try:
+            raise ValueError("a bug")
+        except ValueError as exc:
+            yield Say.error("%s: unexpected %s", "d0.txt", "ValueError", exc_info=exc)
+
+    enable_progress_bars()  # the suite turns them off
+    try:
+        with caplog.at_level(logging.ERROR, logger="kimi_files"):
+            if driver == "sync":
+                run_sync(steps(), None)  # type: ignore[arg-type]
+            else:
+                asyncio.run(run_async(steps(), None))  # type: ignore[arg-type]
+    finally:
+        disable_progress_bars()
+    assert seen == [("doc", False)]  # whole documents, not bytes scaled to kB
+    (record,) = caplog.records
+    assert record.getMessage() == "d0.txt: unexpected ValueError"
+    assert record.exc_info is not None and str(record.exc_info[1]) == "a bug"
