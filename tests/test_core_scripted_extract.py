@@ -332,3 +332,70 @@ def test_the_drivers_draw_a_bar_of_documents_and_log_a_bugs_traceback(
     (record,) = caplog.records
     assert record.getMessage() == "d0.txt: unexpected ValueError"
     assert record.exc_info is not None and str(record.exc_info[1]) == "a bug"
+
+
+# --- lines that plain helpers now hand to the steps to say ------------------------------------
+
+
+def test_a_cut_that_is_still_over_the_budget_is_said_and_cut_again() -> None:
+    from kimi_files._chat import build_messages
+    from kimi_files._tokens import fit_tokens_steps
+
+    found = []
+    for name in ("a.txt", "b.txt"):
+        content = FileContent.from_document(document(name, "word " * 400))
+        assert content is not None
+        found.append((name, content))
+    messages = build_messages(found, None)
+
+    def tokens(n: int) -> httpx.Response:
+        return httpx.Response(200, json={"data": {"total_tokens": n}})
+
+    # each document 1,000 tokens; the first cut list 1,600 (over 1,500), the next 1,400
+    script = _script().on("request", tokens(1000), tokens(1000), tokens(1600), tokens(1400))
+    out = script.run(fit_tokens_steps(script, found, messages, model="kimi-k2.5",
+                                      max_tokens=1500))
+    assert set(out.cut) == {"a.txt", "b.txt"}
+    assert requests(script) == ["POST tokenizers/estimate-token-count"] * 4
+    assert script.said == ["the cut messages are 1600 tokens, over max_tokens=1500: cutting more"]
+
+
+def test_a_session_says_once_that_it_will_not_delete_a_file_it_adopted(tmp_path: Path) -> None:
+    from kimi_files._chat import _SessionBase
+
+    (path,) = _docs(tmp_path, "the document\n")
+    size = path.stat().st_size
+    lost = ConnectionLostError("the connection dropped after the body was sent",
+                               request_sent=True)
+    script = _script().on("list", listing(), listing(stored("f-ours", path.name, size, T0 + 1)))
+    script.on("create", lost)
+    session = _SessionBase(script, delete_on_exit=True)  # type: ignore[arg-type]
+    up = script.run(session._upload(path, {"progress": False, "reuse": False}))
+    assert up.id == "f-ours" and up.adopted and session.created == {}
+    assert [m for m in script.said if "will not delete" in m] == [
+        f"{path}: f-ours was adopted after a lost answer; it cannot be proven this session's, "
+        "so the session will not delete it"]
+
+
+def test_a_map_of_another_input_or_none_is_a_line_for_the_steps(tmp_path: Path) -> None:
+    from kimi_files._batch_build import map_path_for
+    from kimi_files._batch_flow import Manifest, _map_beside
+    from kimi_files._batch_results import _map_for
+    from kimi_files._steps import Say
+
+    requests_file = tmp_path / "requests.jsonl"
+    requests_file.write_text("", encoding="utf-8")
+    map_file = map_path_for(requests_file)
+    map_file.write_text(json.dumps({"ids": {"r1": "a.txt"}, "input_sha256": "aa"}),
+                        encoding="utf-8")
+    assert _map_beside(requests_file, "aa") == (map_file, None)
+    assert _map_beside(requests_file, "bb") == (None, Say.warning(
+        "%s: written with another input than %s (another build): not recorded in the "
+        "manifest; results will name no paths unless given the right map (--map)",
+        map_file, str(requests_file)))
+    manifest = Manifest(str(requests_file), None)
+    found, said = _map_for(manifest, str(map_file))
+    assert found is not None and found.ids == {"r1": "a.txt"} and said is None
+    gone = str(tmp_path / "gone.map.json")
+    assert _map_for(manifest, gone) == (None, Say.warning(
+        "%s: the map of custom_id to path cannot be read: results have no path", gone))
