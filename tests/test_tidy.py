@@ -210,11 +210,10 @@ import re  # noqa: E402
 
 def _parsers() -> list[tuple[str, argparse.ArgumentParser]]:
     from kimi_files.cli import _parser
-    from kimi_files.cli._common import _connection_options
     from kimi_files.cli._upload import _upload_parser
     from kimi_files.emulator.__main__ import _parser as emulator_parser
 
-    found = [("kimi-upload", _upload_parser("kimi-upload", [_connection_options()])),
+    found = [("kimi-upload", _upload_parser()),
              ("python -m kimi_files.emulator", emulator_parser())]
     todo = [("kimi-files", _parser())]
     while todo:
@@ -253,13 +252,12 @@ def test_the_readme_states_the_codes_defaults() -> None:
         READ_TIMEOUT,
         RetryPolicy,
     )
-    from kimi_files.cli._common import _connection_options
     from kimi_files.cli._upload import _upload_parser
     from kimi_files.emulator.__main__ import _parser as emulator_parser
 
     text = " ".join(README.read_text(encoding="utf-8").split())
     policy = RetryPolicy()
-    upload = _upload_parser("kimi-upload", [_connection_options()])
+    upload = _upload_parser()
     defaults = {a.dest: a.default for a in upload._actions}
     claims = {
         # the CLI section
