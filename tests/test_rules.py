@@ -270,15 +270,14 @@ def test_next_start_rule() -> None:
 def test_slow_start_window() -> None:
     from kimi_files._pacing import next_window
 
-    assert next_window(1, 8, True) == 2
-    assert next_window(2, 8, True) == 4
-    assert next_window(5, 8, True) == 8
-    assert next_window(8, 8, True) == 8
-    assert next_window(3, None, True) == 6
-    assert next_window(3, 8, False) == 3
-    assert next_window(5, 2, False) == 2
+    assert next_window(1, 8) == 2
+    assert next_window(2, 8) == 4
+    assert next_window(5, 8) == 8
+    assert next_window(8, 8) == 8
+    assert next_window(3, None) == 6
     # a success proves only as much concurrency as it ran with
-    assert next_window(2, 8, True, used=1) == 2 and next_window(2, 8, True, used=2) == 4
+    assert next_window(2, 8, used=1) == 2 and next_window(2, 8, used=2) == 4
+    assert next_window(5, 2, used=1) == 2  # never above a ceiling learned meanwhile
 
 
 def test_pacer_halves_its_window_on_429s() -> None:
