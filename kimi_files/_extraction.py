@@ -64,13 +64,9 @@ __all__ = ["AsyncExtraction", "ExtractKwargs", "ExtractOptions", "ExtractResult"
            "extract_steps"]
 
 log = logging.getLogger("kimi_files")
-T = TypeVar("T")
 
 
 # --- the iterators --------------------------------------------------------------------------------
-
-
-_END = object()
 
 
 class _Results:

@@ -9,15 +9,11 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from .._config import API_KEY_ENV, FALLBACK_API_KEY_ENV
 from .._progress import shown
 from .._redact import redact
-
-if TYPE_CHECKING:
-    pass
-
 
 # --- text that is safe to show ----------------------------------------------------------------
 
