@@ -70,9 +70,6 @@ T = TypeVar("T")
 # --- the iterators --------------------------------------------------------------------------------
 
 
-_END = object()
-
-
 class _Results:
     """The results between the run (a thread, or a task) and the caller: bounded, so the run
     pauses while the caller does not take them (constant memory)."""

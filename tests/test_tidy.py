@@ -23,7 +23,7 @@ from kimi_files._state import (
     remove_account_files,
     state_files,
 )
-from kimi_files._state_files import file_kind, lock_held, loopback_port
+from kimi_files._state_files import file_kind, lock_held, loopback_address
 from kimi_files.emulator import Emulator
 from kimi_files.errors import StateLockedError
 
@@ -122,12 +122,12 @@ def test_clean_choice_takes_old_and_unreachable_never_in_use() -> None:
     assert clean_choice([old, young], now=1000.0, older_than_days=None) == []
 
 
-def test_loopback_port_reads_the_account_name() -> None:
-    assert loopback_port("127.0.0.1_41234-abcdef012345") == 41234
-    assert loopback_port("localhost_8000-abcdef012345") == 8000
-    assert loopback_port("_1_8000-abcdef012345") == 8000  # ::1
-    assert loopback_port("api.moonshot.ai_https-abcdef012345") is None
-    assert loopback_port("example.com_8000-abcdef012345") is None
+def test_loopback_address_reads_the_account_name() -> None:
+    assert loopback_address("127.0.0.1_41234-abcdef012345") == ("127.0.0.1", 41234)
+    assert loopback_address("localhost_8000-abcdef012345") == ("localhost", 8000)
+    assert loopback_address("_1_8000-abcdef012345") == ("::1", 8000)
+    assert loopback_address("api.moonshot.ai_https-abcdef012345") is None
+    assert loopback_address("example.com_8000-abcdef012345") is None
 
 
 def test_remove_account_files_removes_ours_and_refuses_a_held_lock(tmp_path: Path) -> None:
