@@ -22,7 +22,7 @@ def _do_cache(args: argparse.Namespace) -> int:
         from .._cache import cache_path_for
 
         where = cache_path_for(client.state_path())
-        if not args.emulator and not where.exists():  # looked at, never made
+        if not where.exists():  # looked at, never made
             if args.json and args.action == "show":
                 _emit_json(sys.stdout, {"path": os.fsdecode(where), "files": [], "texts": 0})
             else:
