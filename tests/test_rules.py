@@ -9,7 +9,6 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import kimi_files as kf
-from kimi_files._batch import matches_filters
 from kimi_files._config import Limits, RetryPolicy
 from kimi_files._filerules import check_purpose, check_size, classify_type
 from kimi_files._pacing import Pacer, next_start
@@ -23,6 +22,7 @@ from kimi_files._retry import (
     should_retry,
     wait_notice,
 )
+from kimi_files._scan import matches_filters
 from kimi_files.errors import error_from_response
 
 POLICY = RetryPolicy(initial_wait=1.0, max_wait=30.0, jitter=1.0, max_server_wait=120.0)

@@ -15,15 +15,17 @@ import pytest
 import kimi_files as kf
 from kimi_files import _state as state_mod
 from kimi_files._cache import ReuseCache
-from kimi_files._state import (
+from kimi_files._state import StateStore
+from kimi_files._state_files import (
     StateFile,
-    StateStore,
     clean_choice,
+    file_kind,
+    lock_held,
+    loopback_address,
     remove_account,
     remove_account_files,
     state_files,
 )
-from kimi_files._state_files import file_kind, lock_held, loopback_address
 from kimi_files.emulator import Emulator
 from kimi_files.errors import StateLockedError
 
@@ -292,7 +294,7 @@ def test_the_readme_states_the_codes_defaults() -> None:
 
 import json  # noqa: E402
 
-from kimi_files._state import default_state_dir, sweep_ephemeral  # noqa: E402
+from kimi_files._state_files import default_state_dir, sweep_ephemeral  # noqa: E402
 from kimi_files.cli import main, upload_main  # noqa: E402
 
 
