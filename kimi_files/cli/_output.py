@@ -121,10 +121,11 @@ def _emit(stream: TextIO, text: str) -> None:
     write_line(shown(text), stream)
 
 
-def _emit_json(stream: TextIO, obj: object) -> None:
+def _emit_json(obj: object) -> None:
+    """One JSON line on stdout."""
     from .._progress import write_line
 
-    write_line(json_line(obj), stream)
+    write_line(json_line(obj), sys.stdout)
 
 
 def _say(text: str) -> None:

@@ -211,7 +211,7 @@ def _result_printer(json_out: bool, out_lock: threading.Lock, ended: list[FileRe
                 return
             try:
                 if json_out:
-                    _emit_json(sys.stdout, result.to_json())
+                    _emit_json(result.to_json())
                 else:
                     _emit(sys.stdout, lines.line(result))
             except BrokenPipeError:
