@@ -410,3 +410,13 @@ def test_a_batch_call_names_an_unknown_option_and_what_it_knows() -> None:
                                                     r".*keep.*purpose"):
         ExtractOptions.of({"keeep": True})
     assert path_list("a.txt") == ["a.txt"] and path_list(("a", "b")) == ["a", "b"]
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    from kimi_files._headers import parse_retry_after
+
+    assert parse_retry_after(" 120 ") == 120.0 and parse_retry_after("-5") == 0.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date gone by
+    assert (parse_retry_after("Tue, 01 Jan 2999 00:00:00 GMT") or 0) > 3600  # one to come
+    assert [parse_retry_after(v) for v in (None, "", "soon", "nan", "inf", "21 Oct")] \
+        == [None] * 6
