@@ -41,7 +41,7 @@ from ._models import FileList, FileObject
 from ._options import Paths, UploadKwargs, UploadOptions, path_list, split_upload_options
 from ._pacing import Pacer, check_limits
 from ._planner import BatchPlan, plan_batch
-from ._report import STATUSES, BatchReport, FileResult, Status
+from ._report import BatchReport, FileResult
 from ._scan import (
     Item,
     check_files,
@@ -49,7 +49,6 @@ from ._scan import (
     check_unverified,
     collect,
     hash_where_needed,
-    matches_filters,
 )
 from ._state import OpenAttempt, Record, StateStore
 from ._steps import Blocking, ClientLike, ListFiles, Steps
@@ -62,8 +61,8 @@ if TYPE_CHECKING:
     from ._cache import CacheEntry
     from ._client import AsyncKimiFiles, KimiFiles
 
-__all__ = ["STATUSES", "BatchOptions", "BatchReport", "FileResult", "IngestKwargs", "Status",
-           "aingest", "batch_steps", "collect", "ingest", "matches_filters"]
+__all__ = ["BatchOptions", "BatchReport", "FileResult", "IngestKwargs", "aingest", "batch_steps",
+           "collect", "ingest"]
 
 log = logging.getLogger("kimi_files")
 

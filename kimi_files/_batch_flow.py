@@ -284,7 +284,7 @@ def _remove_parts(parts: Sequence[Path]) -> None:
 def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
                  completion_window: str = DEFAULT_COMPLETION_WINDOW,
                  metadata: Mapping[str, str] | None = None,
-                 limit: int = MAX_INPUT_BYTES, progress: bool | None = False,
+                 limit: int = MAX_INPUT_BYTES,
                  force: bool = False, any_model: bool = False) -> Steps[Manifest]:
     """Check the input (every rule), upload it with purpose ``batch`` (reused when the
     account holds this content) and create its batch; an input over ``limit`` (100 MB) is
@@ -326,7 +326,7 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
         yield Say.warning("%s: %s bytes is over the %s MB a batch takes: sending it as %d batches",
                           shown, f"{checker.size:,}", limit // (1024 * 1024), len(checker.parts))
         parts = yield Blocking(_write_parts, (p, checker.parts))
-    options = UploadOptions(purpose="batch", progress=progress)
+    options = UploadOptions(purpose="batch", progress=False)
     try:
         for index, (part, lines) in enumerate(zip(parts, checker.parts, strict=True), 1):
             if index not in {b.get("index") for b in manifest.batches}:
@@ -488,17 +488,15 @@ def resolve_target(target: str | os.PathLike[str] | Manifest | Batch) -> Manifes
 # --- wait -----------------------------------------------------------------------------------------
 
 
-def poll_delay(polls: int, *, first: float = POLL_FIRST, factor: float = POLL_FACTOR,
-               most: float = POLL_MAX) -> float:
-    """Seconds before look number ``polls + 1`` at a running batch: ``first``, growing by
-    ``factor`` each time, at most ``most``. Pure."""
-    return float(min(most, first * factor ** max(0, polls)))
+def poll_delay(polls: int) -> float:
+    """Seconds before look number ``polls + 1`` at a running batch: ``POLL_FIRST``, growing
+    by ``POLL_FACTOR`` each time, at most ``POLL_MAX``. Pure."""
+    return float(min(POLL_MAX, POLL_FIRST * POLL_FACTOR ** max(0, polls)))
 
 
 def wait_steps(client: ClientLike, ids: Sequence[str], *,
                on_update: Callable[[list[Batch]], None] | None = None,
-               timeout: float | None = None, first: float = POLL_FIRST,
-               most: float = POLL_MAX) -> Steps[list[Batch]]:
+               timeout: float | None = None) -> Steps[list[Batch]]:
     """Poll the batches until every one is done (or ``timeout`` seconds of waiting passed);
     their last objects, in order. ``on_update`` sees them after every look.
 
@@ -516,7 +514,7 @@ def wait_steps(client: ClientLike, ids: Sequence[str], *,
             on_update(batches)
         if all(b.done for b in batches):
             return batches
-        delay = poll_delay(polls, first=first, most=most)
+        delay = poll_delay(polls)
         if timeout is not None and waited + delay > timeout:
             return batches
         if (yield Wait(delay)) is False:
