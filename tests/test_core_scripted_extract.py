@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from kimi_files._cache import ReuseCache
-from kimi_files._config import RetryPolicy
+from kimi_files._config import Limits, RetryPolicy
 from kimi_files._endpoints import content_steps, list_steps, retrieve_steps
 from kimi_files._extract_models import ExtractOptions, ExtractResult, ExtractSummary
 from kimi_files._extract_run import extract_steps
@@ -32,6 +32,7 @@ from kimi_files.errors import (
     ConnectionLostError,
     InternalServerError,
     MalformedResponseError,
+    NotEnoughFileSlotsError,
 )
 
 from .scripted import Script, answer, listing, stored
@@ -168,6 +169,15 @@ def test_a_long_listing_is_said_once_then_every_30_s_of_the_steps_clock() -> Non
         "still listing the account's files: 8 page(s), 8 file(s) so far, 80s so far"]
 
 
+def test_a_listing_with_a_wrong_key_is_not_retried() -> None:
+    script = _script().on("request", page("f1", more=True),
+                          error(401, "invalid_authentication_error", "Invalid Authentication"))
+    with pytest.raises(AuthenticationError, match="Invalid Authentication"):
+        script.run(list_steps(POLICY))
+    assert requests(script) == ["GET files", "GET files?after=f1"]  # no page asked again
+    assert script.waits == [] and script.said == []
+
+
 # --- the corpus extraction --------------------------------------------------------------------
 
 
@@ -291,6 +301,18 @@ def test_a_malformed_content_is_never_cached(tmp_path: Path) -> None:
     assert again.text == "its text" and cache.text(result.sha256) == document(path.name,
                                                                               "its text")
     cache.close()
+
+
+def test_a_run_with_no_free_slot_sends_and_deletes_nothing(tmp_path: Path) -> None:
+    paths = _docs(tmp_path, "one\n", "two\n")
+    theirs = [stored(f"f-theirs{i}", "x.txt", 9, T0 - 60) for i in range(2)]
+    script = _script(limits=Limits(max_files=2)).on("list", listing(*theirs))
+    with pytest.raises(NotEnoughFileSlotsError,
+                       match=r"^no room for 2 document\(s\): the account holds 2 of 2 files .*"
+                             r"nothing was sent or deleted"):
+        _extract(script, paths)
+    assert script.calls("create") == [] and script.calls("delete") == []
+    assert script.said == [] and script.bars == []
 
 
 # --- what the drivers do with the run's local actions -----------------------------------------
