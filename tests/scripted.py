@@ -3,9 +3,9 @@
 ``Script`` plays the client's side of every action a step generator yields: a Files API call
 is answered from the script (a value, an exception to throw in, or a function of the call), a
 ``Wait`` is recorded and moves the fake clock (``Now`` reads it), a ``Say`` is recorded (not
-logged), a ``Progress`` bar is a recording stand-in, ``Stat`` and ``Open`` are answered from
-the script when it has answers queued for them (``stat``, ``open``) and from the file
-otherwise, local ``Blocking`` work runs inline, and ``Parallel`` jobs run one after the other.
+logged), a ``Progress`` bar and a ``Status`` line are recording stand-ins, ``Stat`` and
+``Open`` are answered from the script when it has answers queued for them (``stat``,
+``open``) and from the file otherwise, local ``Blocking`` work runs inline, and ``Parallel`` jobs run one after the other.
 Nothing here opens a socket or starts a thread, so a scenario (a lost answer, a 429 with a
 named wait, a look-alike in the listing, a clock that lies, a file rewritten as it is sent) is
 a few lines and runs in milliseconds; ``script.log`` is what the steps asked for, in order.
@@ -17,7 +17,7 @@ import io
 import json
 import os
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from kimi_files._steps import (
     Request,
     Say,
     Stat,
+    Status,
     Steps,
     Wait,
 )
@@ -68,20 +69,47 @@ AS_IS = object()
 
 
 class FakeBar:
-    """A progress bar that keeps what it was told."""
+    """A progress bar that keeps what it was told (``files``: a batch's, counting them)."""
 
-    def __init__(self, total: int, desc: str) -> None:
-        self.total, self.desc = total, desc
+    def __init__(self, total: int, desc: str, files: int | None = None) -> None:
+        self.total, self.desc, self.files = total, desc, files
         self.done = 0
+        self.files_done = 0
         self.rewinds: list[str] = []
         self.closed = False
+
+    @property
+    def n(self) -> int:
+        return self.done
 
     def advance(self, n: int) -> None:
         self.done += n
 
+    def back(self, n: int) -> None:
+        self.done -= n
+
     def rewind(self, note: str) -> None:
         self.done = 0
         self.rewinds.append(note)
+
+    def file_done(self) -> None:
+        self.files_done += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeStatus:
+    """A status line (a Heartbeat) that keeps what it was told; ``describe(seconds)`` is the
+    line it would say after that long."""
+
+    def __init__(self, describe: Callable[[float], str]) -> None:
+        self.describe = describe
+        self.touched = 0
+        self.closed = False
+
+    def touch(self) -> None:
+        self.touched += 1
 
     def close(self) -> None:
         self.closed = True
@@ -121,6 +149,7 @@ class Script:
     time: FakeTime = field(default_factory=FakeTime)
     log: list[tuple[str, Any]] = field(default_factory=list)
     bars: list[FakeBar] = field(default_factory=list)
+    statuses: list[FakeStatus] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.pacer = Pacer()
@@ -165,7 +194,7 @@ class Script:
             raise outcome
         return True, outcome
 
-    def _local(self, action: Now | Stat | Open | Progress | Close | Say) -> Any:
+    def _local(self, action: Now | Stat | Open | Progress | Status | Close | Say) -> Any:
         match action:
             case Now(wall=wall):
                 return self.time.wall if wall else self.time.now
@@ -191,9 +220,12 @@ class Script:
                     seen = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                 self._opened[id(handle)] = seen
                 return handle
-            case Progress(total=total, desc=desc):
-                self.bars.append(FakeBar(total, desc))
+            case Progress(total=total, desc=desc, files=files):
+                self.bars.append(FakeBar(total, desc, files))
                 return self.bars[-1]
+            case Status(describe=describe):
+                self.statuses.append(FakeStatus(describe))
+                return self.statuses[-1]
             case Close(resource=resource):
                 self.log.append(("close", type(resource).__name__))
                 resource.close()
@@ -246,7 +278,7 @@ class Script:
             return outcomes
         if isinstance(action, Request):  # pragma: no cover - the steps tested here use calls
             raise AssertionError(f"unexpected raw request {action.method} {action.path}")
-        if isinstance(action, (Now, Stat, Open, Progress, Close, Say)):
+        if isinstance(action, (Now, Stat, Open, Progress, Status, Close, Say)):
             return self._local(action)
         raise AssertionError(f"unknown action {action!r}")
 
