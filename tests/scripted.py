@@ -5,7 +5,8 @@ is answered from the script (a value, an exception to throw in, or a function of
 ``Wait`` is recorded and moves the fake clock (``Now`` reads it), a ``Say`` is recorded (not
 logged), a ``Progress`` bar and a ``Status`` line are recording stand-ins, ``Stat`` and
 ``Open`` are answered from the script when it has answers queued for them (``stat``,
-``open``) and from the file otherwise, local ``Blocking`` work runs inline, and ``Parallel`` jobs run one after the other.
+``open``) and from the file otherwise, local ``Blocking`` work runs inline, and ``Parallel``
+jobs run one after the other.
 Nothing here opens a socket or starts a thread, so a scenario (a lost answer, a 429 with a
 named wait, a look-alike in the listing, a clock that lies, a file rewritten as it is sent) is
 a few lines and runs in milliseconds; ``script.log`` is what the steps asked for, in order.

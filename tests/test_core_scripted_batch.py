@@ -128,6 +128,31 @@ def test_resume_uploads_again_and_reports_a_copy_it_cannot_prove(folder: Path, t
         assert store.suspects() == set(suspects)  # no later run adopts them either
 
 
+@pytest.mark.parametrize("proven", [True, False])
+def test_a_copy_that_lands_after_the_plan_is_looked_for_once_the_rest_is_sent(
+        folder: Path, tmp_path: Path, proven: bool) -> None:
+    a, b = folder / "a.txt", folder / "b.txt"
+    script = _script(tmp_path)
+    _crashed(script, a, proven=proven)
+    late = _copy(a, "f-late", T0 - 20)  # the killed run's request, stored after the plan
+    # the plan's listing; after b is sent; after a is (sent again, or not)
+    script.on("list", listing(), listing(late), listing(late, _copy(a, "f-new", T0 + 5)))
+    script.on("create", _copy(b, "f-b", T0 + 1), _copy(a, "f-new", T0 + 5))
+    report = _ingest(script, a, b)
+    sent = [name for name, _ in script.calls("create")]
+    if proven:  # provably its own: adopted, a is never sent
+        assert sent == ["b.txt"]
+        assert _outcomes(report) == [("b.txt", "uploaded", "f-b"), ("a.txt", "skipped", "f-late")]
+        assert report.suspects == []
+        return
+    assert sent == ["b.txt", "a.txt"]  # a after the rest: its copy could still land
+    assert _outcomes(report) == [("b.txt", "uploaded", "f-b"), ("a.txt", "uploaded", "f-new")]
+    assert [f.id for f in report.suspects] == ["f-late"]
+    # seen at the second look and again at the last: said once
+    _said_once(script, "f-late", "may be a copy an interrupted or lost attempt stored")
+    assert script.calls("delete") == []
+
+
 def test_a_file_uploaded_in_an_earlier_run_is_not_sent_again(folder: Path,
                                                              tmp_path: Path) -> None:
     a = folder / "a.txt"
