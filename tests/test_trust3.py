@@ -361,8 +361,16 @@ def test_attempts_begun_before_the_clock_was_checked_are_proven_by_a_later_store
         write(tmp_path / "in" / f"f{i}.txt", f"document {i}\n")
     held = emulator.state.add_fault("hang", release=threading.Event())
     proofs: list[tuple[list[int], bool]] = []
+    # the three attempts all begin before any is sent (else, on a busy machine, the third
+    # may begin after the first store, and be proven by a second call: no flake)
+    begun = threading.Barrier(3, timeout=30)
 
     class Watching(StateStore):
+        def begin(self, *args: Any, **kwargs: Any) -> Any:
+            result = super().begin(*args, **kwargs)
+            begun.wait()
+            return result
+
         def prove(self, ids: Any, proven: bool = True) -> None:
             proofs.append((list(ids), proven))
             super().prove(ids, proven)
