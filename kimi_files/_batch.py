@@ -39,7 +39,7 @@ from ._models import FileList, FileObject
 from ._options import Paths, UploadKwargs, UploadOptions, path_list, split_upload_options
 from ._pacing import Pacer, check_limits
 from ._planner import BatchPlan, plan_batch
-from ._report import STATUSES, BatchReport, FileResult, Status
+from ._report import BatchReport, FileResult
 from ._scan import (
     Item,
     check_files,
@@ -47,7 +47,6 @@ from ._scan import (
     check_unverified,
     collect,
     hash_where_needed,
-    matches_filters,
 )
 from ._state import OpenAttempt, Record, StateStore
 from ._steps import Blocking, ClientLike, ListFiles, Now, Say, Steps
@@ -60,8 +59,8 @@ if TYPE_CHECKING:
     from ._cache import CacheEntry
     from ._client import AsyncKimiFiles, KimiFiles
 
-__all__ = ["STATUSES", "BatchOptions", "BatchReport", "FileResult", "IngestKwargs", "Status",
-           "aingest", "batch_steps", "collect", "ingest", "matches_filters"]
+__all__ = ["BatchOptions", "BatchReport", "FileResult", "IngestKwargs", "aingest", "batch_steps",
+           "collect", "ingest"]
 
 StateArg = StateStore | str | os.PathLike[str] | bool | None
 

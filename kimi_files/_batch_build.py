@@ -183,7 +183,6 @@ def write_json(path: Path, value: object) -> None:
 def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, model: str,
                 prompt: str, output: str | os.PathLike[str],
                 body: Mapping[str, object] | None = None, strict: bool = False,
-                options: UploadOptions | None = None,
                 force: bool = False, any_model: bool = False) -> Steps[BuildReport]:
     """Write ``output`` (one chat request per document) and its map beside it.
 
@@ -209,7 +208,7 @@ def build_steps(client: ClientLike, paths: Iterable[str | os.PathLike[str]], *, 
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigurationError("a batch needs a prompt (--prompt or --prompt-file)")
     check_model(model, any_model=any_model)
-    options = options or UploadOptions(progress=False)
+    options = UploadOptions(progress=False)
     out = Path(output)
     check_output(out, force=force)
     report = BuildReport(out, map_path_for(out), model)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import tempfile
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -37,7 +36,7 @@ from ._batch_models import (
 )
 from ._options import UploadOptions
 from ._retry import may_have_stored
-from ._steps import Blocking, Steps, Wait
+from ._steps import Blocking, Say, Steps, Wait
 from .errors import (
     BatchAlreadySubmittedError,
     BatchInputError,
@@ -52,8 +51,6 @@ if TYPE_CHECKING:
     from ._config import RetryPolicy
     from ._steps import ClientLike
 
-
-log = logging.getLogger("kimi_files")
 
 # --- the endpoints' steps -----------------------------------------------------------------------
 
@@ -287,7 +284,7 @@ def _remove_parts(parts: Sequence[Path]) -> None:
 def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
                  completion_window: str = DEFAULT_COMPLETION_WINDOW,
                  metadata: Mapping[str, str] | None = None,
-                 limit: int = MAX_INPUT_BYTES, progress: bool | None = False,
+                 limit: int = MAX_INPUT_BYTES,
                  force: bool = False, any_model: bool = False) -> Steps[Manifest]:
     """Check the input (every rule), upload it with purpose ``batch`` (reused when the
     account holds this content) and create its batch; an input over ``limit`` (100 MB) is
@@ -315,7 +312,10 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
     if not checker.ok:
         raise input_error(shown, checker)
     sha: str = yield Blocking(sha256_of, (p,))
-    map_file: Path | None = yield Blocking(_map_beside, (p, sha))
+    map_file: Path | None
+    map_file, said = yield Blocking(_map_beside, (p, sha))
+    if said is not None:
+        yield said
     manifest = Manifest(os.path.abspath(p), os.path.abspath(map_file) if map_file else None,
                         path=manifest_path_for(p), input_sha256=sha, parts=len(checker.parts))
     previous: Manifest | None = yield Blocking(_previous_manifest, (manifest.path,))
@@ -323,10 +323,10 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
         yield from _resume_or_refuse(client, shown, previous, manifest, force)
     parts = [p]
     if len(checker.parts) > 1:
-        log.warning("%s: %s bytes is over the %s MB a batch takes: sending it as %d batches",
-                    shown, f"{checker.size:,}", limit // (1024 * 1024), len(checker.parts))
+        yield Say.warning("%s: %s bytes is over the %s MB a batch takes: sending it as %d batches",
+                          shown, f"{checker.size:,}", limit // (1024 * 1024), len(checker.parts))
         parts = yield Blocking(_write_parts, (p, checker.parts))
-    options = UploadOptions(purpose="batch", progress=progress)
+    options = UploadOptions(purpose="batch", progress=False)
     try:
         for index, (part, lines) in enumerate(zip(parts, checker.parts, strict=True), 1):
             if index not in {b.get("index") for b in manifest.batches}:
@@ -338,16 +338,17 @@ def submit_steps(client: ClientLike, path: str | os.PathLike[str], *,
     return manifest
 
 
-def _map_beside(p: Path, sha: str) -> Path | None:
-    """The map beside the input, when it was written with this very input (said when not)."""
+def _map_beside(p: Path, sha: str) -> tuple[Path | None, Say | None]:
+    """The map beside the input, when it was written with this very input (and the line
+    that says so when not)."""
     map_file = map_path_for(p)
     beside = load_map(map_file)
     if beside is not None and beside.input_sha256 not in (None, sha):
-        log.warning("%s: written with another input than %s (another build): not recorded "
-                    "in the manifest; results will name no paths unless given the right map "
-                    "(--map)", map_file, os.fsdecode(p))
-        return None
-    return map_file if beside is not None else None
+        return None, Say.warning(
+            "%s: written with another input than %s (another build): not recorded in the "
+            "manifest; results will name no paths unless given the right map (--map)",
+            map_file, os.fsdecode(p))
+    return (map_file if beside is not None else None), None
 
 
 def _send_part_steps(client: ClientLike, manifest: Manifest, index: int, part: Path,
@@ -363,8 +364,8 @@ def _send_part_steps(client: ClientLike, manifest: Manifest, index: int, part: P
     mine = not uploaded.reused or (before.get("input_file_id") == uploaded.id
                                    and before.get("input_uploaded") is True)
     if not mine:
-        log.warning("%s: the account holds this input already (%s): reused, so "
-                    "results --cleanup will keep it", part.name, uploaded.id)
+        yield Say.warning("%s: the account holds this input already (%s): reused, so "
+                          "results --cleanup will keep it", part.name, uploaded.id)
     manifest.uploads[str(index)] = {"input_file_id": uploaded.id, "input_uploaded": mine}
     yield Blocking(manifest.save)
     batch = yield from create_batch_steps(client.retry_policy, uploaded.id,
@@ -432,10 +433,10 @@ def _resume_or_refuse(client: ClientLike, shown: str, previous: Manifest, manife
         manifest.batches = list(previous.batches)
         manifest.uploads = dict(previous.uploads)
         if previous.batches:
-            log.warning("%s: resuming the submit: part(s) %s created already as %s; "
-                        "creating the rest", shown,
-                        ", ".join(str(b.get("index")) for b in previous.batches),
-                        ", ".join(previous.ids))
+            yield Say.warning("%s: resuming the submit: part(s) %s created already as %s; "
+                              "creating the rest", shown,
+                              ", ".join(str(b.get("index")) for b in previous.batches),
+                              ", ".join(previous.ids))
         return
     if not previous.batches:  # uploads only, of another content: nothing runs
         return
@@ -454,8 +455,8 @@ def _resume_or_refuse(client: ClientLike, shown: str, previous: Manifest, manife
             "it again would run and bill every request again. Wait for them (kimi-files "
             "batch wait MANIFEST) and read the results; --force submits it again as new "
             "batches", batches=statuses)
-    log.warning("%s %s %s: submitting it again (--force); the manifest keeps them under "
-                "\"earlier\"", shown, what, _statuses(statuses))
+    yield Say.warning("%s %s %s: submitting it again (--force); the manifest keeps them under "
+                      "\"earlier\"", shown, what, _statuses(statuses))
     manifest.earlier.extend(previous.batches)
     manifest.uploads = dict(previous.uploads)  # an input an earlier run uploaded stays its own
 
@@ -487,17 +488,15 @@ def resolve_target(target: str | os.PathLike[str] | Manifest | Batch) -> Manifes
 # --- wait -----------------------------------------------------------------------------------------
 
 
-def poll_delay(polls: int, *, first: float = POLL_FIRST, factor: float = POLL_FACTOR,
-               most: float = POLL_MAX) -> float:
-    """Seconds before look number ``polls + 1`` at a running batch: ``first``, growing by
-    ``factor`` each time, at most ``most``. Pure."""
-    return float(min(most, first * factor ** max(0, polls)))
+def poll_delay(polls: int) -> float:
+    """Seconds before look number ``polls + 1`` at a running batch: ``POLL_FIRST``, growing
+    by ``POLL_FACTOR`` each time, at most ``POLL_MAX``. Pure."""
+    return float(min(POLL_MAX, POLL_FIRST * POLL_FACTOR ** max(0, polls)))
 
 
 def wait_steps(client: ClientLike, ids: Sequence[str], *,
                on_update: Callable[[list[Batch]], None] | None = None,
-               timeout: float | None = None, first: float = POLL_FIRST,
-               most: float = POLL_MAX) -> Steps[list[Batch]]:
+               timeout: float | None = None) -> Steps[list[Batch]]:
     """Poll the batches until every one is done (or ``timeout`` seconds of waiting passed);
     their last objects, in order. ``on_update`` sees them after every look.
 
@@ -515,7 +514,7 @@ def wait_steps(client: ClientLike, ids: Sequence[str], *,
             on_update(batches)
         if all(b.done for b in batches):
             return batches
-        delay = poll_delay(polls, first=first, most=most)
+        delay = poll_delay(polls)
         if timeout is not None and waited + delay > timeout:
             return batches
         if (yield Wait(delay)) is False:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ._batch_input import (
     CHAT_ENDPOINT,
@@ -15,11 +14,6 @@ from .errors import (
     BatchExpiredError,
     BatchFailedError,
 )
-
-if TYPE_CHECKING:
-    pass
-
-
 
 __all__ = ["DEFAULT_COMPLETION_WINDOW", "MANIFEST_KIND", "MAP_KIND", "POLL_FACTOR", "POLL_FIRST", "POLL_MAX",
            "TERMINAL", "Batch", "BatchList", "RequestCounts"]

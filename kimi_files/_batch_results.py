@@ -4,7 +4,6 @@ files belong together; and ``--cleanup``: which of the batches' files may be del
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,14 +20,11 @@ from ._batch_flow import (
 )
 from ._batch_input import ENDED_EARLY, JoinedRow, join_results
 from ._batch_models import Batch
-from ._steps import Blocking, DeleteFile, Steps
+from ._steps import Blocking, DeleteFile, Say, Steps
 from .errors import BatchError, BatchNotFinishedError, ConfigurationError, NotFoundError
 
 if TYPE_CHECKING:
     from ._steps import ClientLike
-
-
-log = logging.getLogger("kimi_files")
 
 
 def refuse_output_onto(output: str | os.PathLike[str], files: Mapping[str, str | None]) -> None:
@@ -124,7 +120,11 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
     where = os.fsdecode(map_file) if map_file is not None else manifest.map
     refuse_output_onto(output, {"input": manifest.input, "map": where,
                                 "manifest": os.fsdecode(manifest.path) if manifest.path else None})
-    found = None if ids is not None else (yield Blocking(_map_for, (manifest, where)))
+    found: BatchMap | None = None
+    if ids is None:
+        found, said = yield Blocking(_map_for, (manifest, where))
+        if said is not None:
+            yield said
     ids = ids if found is None else found.ids
     got = _Downloaded()
     for batch_id in manifest.ids:
@@ -140,7 +140,7 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
                 got.failed[0].message += f"; --cleanup deleted {', '.join(deleted)}"
         raise got.failed[0]
     for error in got.failed:
-        log.error("%s; its requests have no result (missing)", error)
+        yield Say.error("%s; its requests have no result (missing)", error)
     rows = join_results(ids or {}, got.outputs, got.errors, missing=ENDED_EARLY + (
         f", or its batch failed ({', '.join(e.batch_id for e in got.failed)})"
         if got.failed else ""))
@@ -152,18 +152,19 @@ def results_steps(client: ClientLike, target: str | os.PathLike[str] | Manifest 
     return report
 
 
-def _map_for(manifest: Manifest, where: str | None) -> BatchMap | None:
-    """The map at ``where``; when there is none, said once (results will have no paths)."""
+def _map_for(manifest: Manifest, where: str | None) -> tuple[BatchMap | None, Say | None]:
+    """The map at ``where``; when there is none, the line that says so (said once: results
+    will have no paths)."""
     found = load_map(where)
     if found is None and where:
-        log.warning("%s: the map of custom_id to path cannot be read: results have no path",
-                    where)
-    elif found is None:
-        log.warning("no map of custom_id to path (%s): every result has \"path\": null; "
-                    "give the map build wrote with --map (map_file=)",
-                    "a bare batch id" if manifest.path is None else
-                    f"{manifest.path} records none")
-    return found
+        return None, Say.warning("%s: the map of custom_id to path cannot be read: results "
+                                 "have no path", where)
+    if found is None:
+        return None, Say.warning("no map of custom_id to path (%s): every result has "
+                                 "\"path\": null; give the map build wrote with --map "
+                                 "(map_file=)", "a bare batch id" if manifest.path is None
+                                 else f"{manifest.path} records none")
+    return found, None
 
 
 @dataclass
@@ -190,7 +191,7 @@ class _Downloaded:
             self.failed.append(error)
             return
         if batch.status != "completed":
-            log.warning("%s", batch.error())
+            yield Say.warning("%s", batch.error())
         for file_id, into in ((batch.output_file_id, self.outputs),
                               (batch.error_file_id, self.errors)):
             if file_id in manifest.cleaned:
@@ -253,13 +254,13 @@ def _cleanup_steps(client: ClientLike, batches: Sequence[Batch],
     others = yield from _all_batches_steps(client)  # which inputs are still being read
     delete, kept = files_to_clean(batches, others, uploaded)
     for file_id, why in kept:
-        log.warning("kept the input file %s: %s", file_id, why)
+        yield Say.warning("kept the input file %s: %s", file_id, why)
     deleted: list[str] = []
     for file_id in delete:
         with contextlib.suppress(NotFoundError):
             yield DeleteFile(file_id)
         deleted.append(file_id)
-        log.info("deleted %s", file_id)
+        yield Say.info("deleted %s", file_id)
     cache = yield Blocking(client.reuse_cache)
     if cache is not None and deleted:
         yield Blocking(cache.forget, (deleted,))

@@ -146,7 +146,8 @@ def _send_item(run: _Run, item: Item, claims: Claims, bar: ProgressBar,
     except OSError as exc:
         yield from failed(LocalFileError(f"{item.shown}: {exc}"))
     except Exception as exc:  # a bug: say so, never lose the file silently
-        yield Say.error("%s: unexpected %s", item.shown, type(exc).__name__, exc=exc)
+        yield Say.error("%s: unexpected %s", item.shown, type(exc).__name__,
+                        exc_info=exc)
         yield from failed(KimiError(f"{item.shown}: unexpected error {type(exc).__name__}: "
                                     f"{exc}"))
 

@@ -35,8 +35,7 @@ class FileBody:
     """A read-only view of an open file of a known size, for an upload to stream.
 
     The client sends it as a :class:`MultipartBody`, which reads it in :data:`PIECE_BYTES`
-    pieces from its start on every attempt (the rewind before every attempt); as a plain file
-    object (``read``/``seek``), httpx reads 64 KiB chunks and seeks to 0 before each send.
+    pieces from its start on every attempt (the rewind before every attempt).
     ``on_read`` sees every chunk sent (progress, hashing), ``on_rewind`` each
     rewind. Reads stop at ``size``: a file that shrinks or grows during the upload raises
     :class:`LocalFileError` instead of sending something else than was checked.
@@ -77,8 +76,6 @@ class FileBody:
         return chunk
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if whence == os.SEEK_END and offset == 0:
-            return self._size  # httpx asks for the length this way; nothing moves
         if whence == os.SEEK_SET and offset == self._pos:
             return self._pos
         if whence != os.SEEK_SET or offset != 0:
@@ -88,9 +85,6 @@ class FileBody:
         if had_read and self._on_rewind:
             self._on_rewind()
         return 0
-
-    def tell(self) -> int:
-        return self._pos
 
     @property
     def size(self) -> int:

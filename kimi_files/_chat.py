@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from ._models import FileContent, UploadedFile
 from ._options import UploadOptions
-from ._steps import Blocking, DeleteFile, Steps
+from ._steps import Blocking, DeleteFile, Say, Steps
 from ._uploader import content_steps_for, upload_steps
 from .errors import KimiError, NotFoundError
 
@@ -197,14 +197,14 @@ def document_steps(client: ClientLike, path: str, options: UploadOptions, *, str
             exc.message = f"{path}: {exc.message}"  # the document's own failure names it
         if strict or not left_out(exc):
             raise
-        log.warning("%s: left out of the %s: %s", path, what, exc)
+        yield Say.warning("%s: left out of the %s: %s", path, what, exc)
         return exc
 
 
 def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
                    options: UploadOptions, *, max_chars: int | None = None,
                    strict: bool = False,
-                   on_file: Callable[[str, UploadedFile], object] | None = None,
+                   on_file: Callable[[str, UploadedFile], Say | None] | None = None,
                    max_tokens: int | None = None,
                    model: str | None = None) -> Steps[Messages]:
     """The system messages for ``paths`` (see the module docstring).
@@ -212,7 +212,8 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
     A document the service cannot read (no text, a refused type...: :func:`left_out`) is left
     out and named in ``.failed`` with its error; ``strict=True`` raises that error instead.
     Every other failure (a wrong key, no room, the network...) is raised either way. ``on_file(path,
-    uploaded)`` sees every file uploaded or reused (a session keeps what it created).
+    uploaded)`` sees every file uploaded or reused (a session keeps what it created); a line it
+    returns is said.
 
     Raises:
         KimiError: with ``strict``, the first document that failed; either way, a failure
@@ -240,7 +241,9 @@ def messages_steps(client: ClientLike, paths: Sequence[str | os.PathLike[str]],
             continue
         content, uploaded = got
         if on_file is not None and uploaded is not None:
-            on_file(path, uploaded)
+            said = on_file(path, uploaded)
+            if said is not None:
+                yield said
         if files.get(path) is None:  # a path given twice keeps what its first time did
             files[path] = uploaded
         found.append((path, content))
@@ -266,13 +269,13 @@ def _cleanup_steps(created: dict[str, UploadedFile]) -> Steps[list[str]]:
             with contextlib.suppress(NotFoundError):
                 yield DeleteFile(file_id)
         except KimiError as exc:
-            log.error("could not delete %s (%s) at the end of the session: %s", file_id,
-                      up.filename, exc)
+            yield Say.error("could not delete %s (%s) at the end of the session: %s", file_id,
+                            up.filename, exc)
             failure = failure or exc
             continue
         deleted.append(file_id)
         created.pop(file_id, None)
-        log.info("deleted %s (%s) at the end of the session", file_id, up.filename)
+        yield Say.info("deleted %s (%s) at the end of the session", file_id, up.filename)
     if failure is not None:
         raise failure
     return deleted
@@ -300,27 +303,30 @@ class _SessionBase:
         #: files this session reused (stored by someone else, perhaps another session)
         self.leased: set[str] = set()
 
-    def _keep(self, path: str, up: UploadedFile) -> None:
+    def _keep(self, path: str, up: UploadedFile) -> Say | None:
+        """Remember a file the session uploaded or reused; the line to say, if any."""
         if up.reused:
             # another session of this client may have stored it: it must not delete it
             # under us; it hands it over instead (see _close)
             _leases(self.client).setdefault(up.id, set()).add(id(self))
             self.leased.add(up.id)
         elif up.adopted:
-            log.warning("%s: %s was adopted after a lost answer; it cannot be proven this "
-                        "session's, so the session will not delete it", path, up.id)
+            return Say.warning("%s: %s was adopted after a lost answer; it cannot be proven "
+                               "this session's, so the session will not delete it", path, up.id)
         else:
             self.created[up.id] = up
+        return None
 
     def _upload(self, path: str | os.PathLike[str], options: UploadKwargs) -> Steps[UploadedFile]:
         up = yield from upload_steps(self.client, path, UploadOptions.of(options))
-        self._keep(os.fsdecode(path), up)
+        if (said := self._keep(os.fsdecode(path), up)) is not None:
+            yield said
         return up
 
     def _extract(self, path: str | os.PathLike[str], options: UploadKwargs) -> Steps[str]:
         content, up = yield from content_steps_for(self.client, path, UploadOptions.of(options))
-        if up is not None:
-            self._keep(os.fsdecode(path), up)
+        if up is not None and (said := self._keep(os.fsdecode(path), up)) is not None:
+            yield said
         return content.text
 
     def _messages(self, paths: Sequence[str | os.PathLike[str]], max_chars: int | None,

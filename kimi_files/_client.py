@@ -38,7 +38,7 @@ from ._endpoints import (
 from ._models import FileContent, FileDeleted, FileList, FileObject
 from ._options import UploadKwargs, UploadOptions
 from ._steps import Steps, run_sync
-from ._transport import DEFAULT_TIMEOUT, _ClientBase
+from ._transport import _ClientBase
 
 if TYPE_CHECKING:
 
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from ._uploader import FileBody, Preflight
 
 
-__all__ = ["DEFAULT_TIMEOUT", "AsyncKimiFiles", "KimiFiles"]
+__all__ = ["AsyncKimiFiles", "KimiFiles"]
 
 log = logging.getLogger("kimi_files")
 T = TypeVar("T")

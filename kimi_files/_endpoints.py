@@ -4,8 +4,6 @@ delete, content and create, each with the platform's retry rules for what it may
 from __future__ import annotations
 
 import functools
-import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, TypeVar
 from urllib.parse import quote, unquote
@@ -17,7 +15,7 @@ from ._config import (
     RetryPolicy,
 )
 from ._models import FileContent, FileDeleted, FileList, FileObject
-from ._steps import Request, Steps, Wait
+from ._steps import Now, Request, Say, Steps, Wait
 from ._transport import detached
 from .errors import (
     BatchContentError,
@@ -30,8 +28,6 @@ from .errors import (
 if TYPE_CHECKING:
     from ._body import FileBody
 
-
-log = logging.getLogger("kimi_files")
 T = TypeVar("T")
 
 
@@ -40,11 +36,15 @@ T = TypeVar("T")
 
 
 def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], policy: RetryPolicy,
-               *, delete: bool = False, once_sent: bool = False, **kwargs: object) -> Steps[T]:
+               *, delete: bool = False, once_sent: bool = False, started: float | None = None,
+               **kwargs: object) -> Steps[T]:
     """A request, its answer parsed by ``parse``, retried by the platform's rules (for
     idempotent calls; a malformed answer is retried too). ``once_sent``: a call that must
-    not run twice (it creates something) is retried only when it surely did nothing."""
-    started = time.monotonic()
+    not run twice (it creates something) is retried only when it surely did nothing.
+    ``started``: the clock's reading just before (the time budget counts from it), when
+    the caller has one."""
+    if started is None:
+        started = yield Now()
     attempt = 0
     lost = False
     while True:
@@ -63,10 +63,11 @@ def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], pol
                 raise
             lost = lost or _retry.may_have_stored(exc)
             wait = _retry.retry_wait(exc, attempt, policy)
-            now = time.monotonic()
+            now = yield Now()
             if not _retry.attempts_left(attempt, started, wait, policy, now, error=exc):
                 raise
-            log.info("%s %s failed (%s); retry %d in %.1fs", method, path, exc, attempt, wait)
+            yield Say.info("%s %s failed (%s); retry %d in %.1fs", method, path, exc, attempt,
+                           wait)
             yield Wait(wait, error=exc, attempt=attempt, what=f"{method} {path}",
                        left=_retry.remaining(started, policy, now))
 
@@ -74,10 +75,6 @@ def call_steps(method: str, path: str, parse: Callable[[httpx.Response], T], pol
 #: The most pages one listing follows (1,000 files a page for 10,000 pages is far beyond any
 #: account): a server that keeps saying ``has_more`` with new ids cannot loop forever.
 MAX_LIST_PAGES = 10_000
-
-
-#: The clock of the listing's status line (tests put their own in).
-_now = time.monotonic
 
 
 def list_steps(policy: RetryPolicy) -> Steps[FileList]:
@@ -95,19 +92,20 @@ def list_steps(policy: RetryPolicy) -> Steps[FileList]:
     after: set[str] = set()
     query: dict[str, str] = {}  # from the second page: {"after": the last id}
     url = "files"
-    started = said = _now()
+    started = said = now = yield Now()
     for pages in range(1, MAX_LIST_PAGES + 1):
-        page, more, url = yield from call_steps("GET", "files", _page, policy, params=query)
+        page, more, url = yield from call_steps("GET", "files", _page, policy, started=now,
+                                                params=query)
         files.extend(page.data)
         if not more:
             return FileList.of(files, page.object)
-        now = _now()
+        now = yield Now()
         if pages == ANNOUNCE_PAGES:  # said once: a large account takes a while to list
-            log.warning("the account's files come in pages: %d so far (%d files); listing on "
-                        "until the last", pages, len(files))
+            yield Say.warning("the account's files come in pages: %d so far (%d files); "
+                              "listing on until the last", pages, len(files))
             said = now
         elif status_due(now, said):  # and, while it goes on, every 30 s
-            log.warning("%s", listing_status(pages, len(files), now - started))
+            yield Say.warning("%s", listing_status(pages, len(files), now - started))
             said = now
         last = page.data[-1].id if page.data else None
         if last is None or last in after:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from ._extract_rules import (
     Origin,
@@ -28,14 +28,8 @@ from .errors import (
     KimiError,
 )
 
-if TYPE_CHECKING:
-
-    pass
-
-
 log = logging.getLogger("kimi_files")
 
-T = TypeVar("T")
 StateArg = StateStore | str | os.PathLike[str] | bool | None
 
 #: Results waiting for the caller at most (the run pauses when they are not taken).

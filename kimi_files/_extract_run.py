@@ -6,10 +6,8 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -41,10 +39,14 @@ from ._steps import (
     DeleteFile,
     GetContent,
     ListFiles,
+    Now,
     Parallel,
+    Progress,
     Request,
+    Say,
     Steps,
     Wait,
+    closing,
 )
 from ._uploader import Claims, delete_steps, send_steps
 from .errors import (
@@ -71,7 +73,6 @@ from ._extract_models import (
 
 __all__ = ["extract_steps"]
 
-log = logging.getLogger("kimi_files")
 T = TypeVar("T")
 
 
@@ -212,8 +213,8 @@ def extract_steps(client: ClientLike, store: StateStore | None, settings: Extrac
 
 def _run_steps(run: _Run, paths: Sequence[str | os.PathLike[str]]) -> Steps[ExtractSummary]:
     settings, summary = run.settings, run.summary
-    started = time.monotonic()
-    closing = False
+    started: float = yield Now()
+    closed = False
     try:
         cache = (yield Blocking(run.client.reuse_cache)) if run.options.reuse else None
         run.cache = cache
@@ -235,14 +236,10 @@ def _run_steps(run: _Run, paths: Sequence[str | os.PathLike[str]]) -> Steps[Extr
         if not todo:
             yield from _late_look(run)
             return summary
-        _open_window(run, todo)
-        run.bar = ProgressBar(total=len(todo), desc="documents", enabled=run.options.progress,
-                              unit="doc", unit_scale=False)
+        yield from _open_window(run, todo)
+        run.bar = yield Progress(len(todo), "documents", run.options.progress, unit="doc")
         workers = min(settings.workers, len(todo))
-        try:
-            yield Parallel([_counted(_worker(run), run) for _ in range(workers)], workers)
-        finally:
-            run.bar.close()
+        yield from closing(run.bar, _workers(run, workers))
         if run.fatal is not None:
             raise run.fatal
         if run.stop.is_set():
@@ -251,17 +248,23 @@ def _run_steps(run: _Run, paths: Sequence[str | os.PathLike[str]]) -> Steps[Extr
             yield from _late_look(run)
         return summary
     except GeneratorExit:  # closed where it waited (a cancelled task): nothing can be sent
-        closing = True
+        closed = True
         raise
     finally:
-        if run.held and not closing:
+        if run.held and not closed:
             yield from _delete_held(run)
         summary.left = [*summary.left, *run.held]
-        summary.elapsed = time.monotonic() - started
+        if not closed:
+            summary.elapsed = (yield Now()) - started
 
 
-def _open_window(run: _Run, todo: Sequence[Path]) -> None:
-    """The run's window from the account's free slots and bytes (said when it is small).
+def _workers(run: _Run, workers: int) -> Steps[None]:
+    yield Parallel([_counted(_worker(run), run) for _ in range(workers)], workers)
+
+
+def _open_window(run: _Run, todo: Sequence[Path]) -> list[Say]:
+    """The run's window from the account's free slots and bytes; the lines that say it (and
+    when it is small).
 
     Raises:
         NotEnoughFileSlotsError: not one free slot: nothing can be sent.
@@ -274,17 +277,19 @@ def _open_window(run: _Run, todo: Sequence[Path]) -> None:
     if window == 0:
         raise NotEnoughFileSlotsError(no_room_message(usage, f"{len(todo):,} document(s)"),
                                       files_to_free=1)
+    said = []
     if settings.window is not None and window < settings.window:
-        log.warning("window lowered from %d to %d: the account has %d free file slot(s)",
-                    settings.window, window, usage.free_files)
+        said.append(Say.warning("window lowered from %d to %d: the account has %d free file "
+                                "slot(s)", settings.window, window, usage.free_files))
     elif window < min(settings.workers, len(todo)):
-        log.warning("the account has %d free file slot(s) (it holds %d of %d): at most %d "
-                    "document(s) at once", usage.free_files, usage.files, usage.max_files,
-                    window)
-    log.info("extracting %d document(s), at most %d of this run's files on the server at "
-             "once", len(todo), window)
+        said.append(Say.warning("the account has %d free file slot(s) (it holds %d of %d): at "
+                                "most %d document(s) at once", usage.free_files, usage.files,
+                                usage.max_files, window))
+    said.append(Say.info("extracting %d document(s), at most %d of this run's files on the "
+                         "server at once", len(todo), window))
     run.window = _Window(window, usage.free_bytes, releases=not settings.keep)
     run._todo = iter(todo)
+    return said
 
 
 def _read_state(store: StateStore | None) -> tuple[list[Record], list[OpenAttempt]]:
@@ -310,8 +315,8 @@ def _late_look(run: _Run) -> Steps[None]:
     starts = [a.server_time for a in ledger if a.server_time is not None]
     if now is not None and starts and max(starts) > now - LATE_WAIT:
         pause = LATE_WAIT - (now - max(starts))
-        log.warning("waiting %d s for uploads an interrupted run had in flight to land, to "
-                    "delete them", pause)
+        yield Say.warning("waiting %d s for uploads an interrupted run had in flight to land, "
+                          "to delete them", pause)
         if not (yield Wait(pause, stop=run.stop)):
             return
     listing: FileList = yield ListFiles()
@@ -328,27 +333,28 @@ def _clean_up(run: _Run, listing: Sequence[FileObject], records: Sequence[Record
     claimed: set[str] = set(run.used)  # the files this run holds, reused or kept
     if run.cache is not None:
         claimed.update(e.file_id for e in (yield Blocking(run.cache.entries)))
+    wall_now: float = yield Now(wall=True)
     plan: Cleanup = leftovers(records, ledger, listing, claimed,
-                              server_now=run.client.clock.now(), wall_now=time.time())
+                              server_now=run.client.clock.now(), wall_now=wall_now)
     gone: set[str] = set()
     for f in plan.delete:
         try:
             yield from delete_steps(f.id)
         except KimiError as exc:
-            log.error("could not delete %s (%s), left by an interrupted run: %s", f.id,
-                      f.filename, exc)
+            yield Say.error("could not delete %s (%s), left by an interrupted run: %s", f.id,
+                            f.filename, exc)
             run.summary.left.append(f.id)
             continue
         gone.add(f.id)
-        log.warning("deleted %s (%s, %d bytes), which an interrupted run stored", f.id,
-                    f.filename, f.bytes)
+        yield Say.warning("deleted %s (%s, %d bytes), which an interrupted run stored", f.id,
+                          f.filename, f.bytes)
     run.summary.cleaned += len(gone)
     for path, f in plan.suspects:
         if f.id not in {s.id for s in run.summary.suspects}:
             run.summary.suspects.append(f)
-            log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted run stored, or "
-                        "someone else's; it cannot be proven ours, so it is kept", path, f.id,
-                        f.filename, f.bytes)
+            yield Say.warning("%s: %s (%s, %d bytes) may be a copy an interrupted run stored, "
+                              "or someone else's; it cannot be proven ours, so it is kept", path,
+                              f.id, f.filename, f.bytes)
     if run.store is not None:
         left_ids = {f.id for f in plan.delete} - gone
         forget = [p for p in plan.forget
@@ -372,7 +378,8 @@ def _delete_held(run: _Run) -> Steps[None]:
         try:
             yield from delete_steps(file_id)
         except KimiError as exc:
-            log.error("%s: could not delete %s: %s; a re-run deletes it", path, file_id, exc)
+            yield Say.error("%s: could not delete %s: %s; a re-run deletes it", path, file_id,
+                            exc)
             continue
         run.release(file_id)
         if run.store is not None:
@@ -406,7 +413,7 @@ def _document(run: _Run, path: Path) -> Steps[ExtractResult | None]:
             allow_any_type=run.options.allow_any_type))
         size = local.size
         for warning in local.warnings:
-            log.warning("%s", warning)
+            yield Say.warning("%s", warning)
         sha256 = (hashlib.sha256(head).hexdigest() if len(head) == local.size
                   else (yield Blocking(sha256_of, (local.path,))))
         return (yield from _text_of(run, local, shown, sha256))
@@ -422,7 +429,7 @@ def _document(run: _Run, path: Path) -> Steps[ExtractResult | None]:
         error = LocalFileError(f"{shown}: {exc.strerror or exc}", path=shown)
         return ExtractResult(shown, "refused", sha256=sha256, bytes=size, error=error)
     except Exception as exc:  # a bug: say so, never lose the document silently
-        log.error("%s: unexpected %s", shown, type(exc).__name__, exc_info=True)
+        yield Say.error("%s: unexpected %s", shown, type(exc).__name__, exc_info=exc)
         bug = KimiError(f"{shown}: unexpected error {type(exc).__name__}: {exc}")
         return ExtractResult(shown, "failed", sha256=sha256, bytes=size, error=bug)
 
@@ -446,8 +453,8 @@ def _text_of(run: _Run, local: LocalFile, shown: str, sha256: str) -> Steps[Extr
                 run.used.add(found.id)
                 yield Blocking(cache.remember_text, (sha256, found.id,
                                                      content.raw or content.text))
-                log.info("%s: the account holds this content as %s; read from it", shown,
-                         found.id)
+                yield Say.info("%s: the account holds this content as %s; read from it", shown,
+                               found.id)
                 return ExtractResult(shown, "ok", content.text, sha256, local.size, found.id,
                                      origin="reused")
     return (yield from _upload_and_read(run, local, shown, sha256))
@@ -568,7 +575,8 @@ def _delete_own(run: _Run, file_id: str, local: LocalFile) -> Steps[bool]:
     try:
         yield from delete_steps(file_id)
     except KimiError as exc:
-        log.error("%s: could not delete %s: %s; a re-run deletes it", local.path, file_id, exc)
+        yield Say.error("%s: could not delete %s: %s; a re-run deletes it", local.path, file_id,
+                        exc)
         assert run.window is not None
         run.window.give_back(local.size, stays=True)  # the run's end tries once more
         return False

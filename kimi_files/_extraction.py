@@ -55,22 +55,16 @@ from ._extract_models import (
     ExtractResult,
     ExtractSummary,
     _open_state,
-    extract_state_path,
 )
 from ._extract_run import extract_steps
 
 __all__ = ["AsyncExtraction", "ExtractKwargs", "ExtractOptions", "ExtractResult",
-           "ExtractSummary", "Extraction", "aextract_many", "extract_many", "extract_state_path",
-           "extract_steps"]
+           "ExtractSummary", "Extraction", "aextract_many", "extract_many", "extract_steps"]
 
 log = logging.getLogger("kimi_files")
-T = TypeVar("T")
 
 
 # --- the iterators --------------------------------------------------------------------------------
-
-
-_END = object()
 
 
 class _Results:

@@ -133,9 +133,6 @@ _REFUSED_PARTS = (
     ("encrypted", "binary data"),
     ("keystore", "binary data"),
 )
-#: Every type name refused by :data:`_REFUSED_KINDS` (a type matching :data:`_REFUSED_PARTS`
-#: is refused too).
-REFUSED_TYPES = frozenset().union(*_REFUSED_KINDS.values())
 REFUSED_FAMILIES = ("audio/", "video/", "font/", "model/")
 
 #: Formats that are zip or gzip containers underneath; libmagic may call them by the container.

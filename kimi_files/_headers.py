@@ -33,9 +33,7 @@ def parse_retry_after(value: str | None) -> float | None:
         try:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when is None:
-            return None
+            return None  # since 3.10 a date it cannot read raises: never None
         seconds = when.timestamp() - time.time()
     if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN or inf
         return None

@@ -27,13 +27,13 @@ __all__ = ["FileContent", "FileDeleted", "FileList", "FileObject", "UploadedFile
 FAILED_STATUSES = frozenset({"error", "failed", "fail"})
 
 
-def _int(value: object, default: int = 0) -> int:
+def _int(value: object) -> int:
     if not isinstance(value, (int, float, str, bytes)):
-        return default
+        return 0
     try:
         return int(value)
     except (TypeError, ValueError):
-        return default
+        return 0
 
 
 #: The largest size a file object may claim (2**53, the largest integer JSON carries exactly):

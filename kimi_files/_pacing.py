@@ -45,13 +45,13 @@ def next_start(starts: Sequence[float], rpm: int | None, period: float, now: flo
     return max(now, starts[-rpm] + period * (1 + WINDOW_MARGIN) + WINDOW_SLACK)
 
 
-def next_window(window: int, ceiling: int | None, succeeded: bool, used: int | None = None) -> int:
-    """Slow start: the concurrency window doubles with each success up to the ceiling, and
-    never drops below one. A success proves the account takes ``used`` requests at once, so
-    the window grows only when the request ran with the window full (``used >= window``;
-    None: assume it was). Pure."""
+def next_window(window: int, ceiling: int | None, used: int | None = None) -> int:
+    """Slow start: the concurrency window after a success, doubled up to the ceiling, and
+    never below one. A success proves the account takes ``used`` requests at once, so the
+    window grows only when the request ran with the window full (``used >= window``; None:
+    assume it was). Pure."""
     full = used is None or used >= window
-    grown = window * 2 if succeeded and full else window
+    grown = window * 2 if full else window
     return max(1, min(grown, ceiling) if ceiling is not None else grown)
 
 
@@ -214,7 +214,7 @@ class Pacer:
             if isinstance(failure, KimiError) and is_slow_down(failure):
                 self._learn_locked(failure)
             elif failure is None:
-                self.window = next_window(self.window, self.concurrency, True, used)
+                self.window = next_window(self.window, self.concurrency, used)
             self._wake_locked()
 
     def _wake_locked(self) -> None:

@@ -101,9 +101,9 @@ def write_line(text: str, stream: Stream) -> None:
     stream.flush()
 
 
-def short_label(name: str, width: int = 30) -> str:
-    """A bar's label: the name, cut to ``width`` characters."""
-    return name if len(name) <= width else name[: width - 1] + "…"
+def short_label(name: str) -> str:
+    """A bar's label: the name, cut to 30 characters."""
+    return name if len(name) <= 30 else name[:29] + "…"
 
 
 class ProgressBar:

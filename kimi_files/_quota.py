@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, NoReturn
+from typing import Literal
 
 from ._config import Limits
 from ._models import FileObject
@@ -187,8 +187,8 @@ def plan_room(
         # nothing to send needs no room, even on an account that holds more than its limits
         return RoomPlan(usage, need_files, need_bytes)
     if need_files > usage.max_files or need_bytes > usage.max_bytes:
-        _no_room(usage, need_files, need_bytes, short_files, short_bytes, what,
-                 "it is larger than the whole account allows")
+        raise no_room_error(usage, need_files, need_bytes, what,
+                            "To make room: it is larger than the whole account allows.")
     deletions: list[FileObject] = []
     freed_files = freed_bytes = 0
     for candidate in select_candidates(files, policy, protected):
@@ -203,18 +203,6 @@ def plan_room(
         hint = "delete files first, or let kimi-files free room (free_quota='oldest', --free-quota oldest)"
     else:
         hint = "the files the policy may delete are not enough; delete others or upload less"
-    _no_room(usage, need_files, need_bytes, short_files, short_bytes, what, hint)
-
-
-def _no_room(
-    usage: Usage,
-    need_files: int,
-    need_bytes: int,
-    short_files: int,
-    short_bytes: int,
-    what: str,
-    hint: str,
-) -> NoReturn:
     raise no_room_error(usage, need_files, need_bytes, what, f"To make room: {hint}.")
 
 

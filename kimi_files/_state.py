@@ -52,26 +52,14 @@ from ._config import DEFAULT_PURPOSE
 from ._ledger import Ledger, OpenAttempt, StoredCopy
 from ._schema import _SELECT, APPLICATION_ID, SCHEMA_VERSION, _key, settle_schema
 from ._state_errors import _DAMAGED, WAY_OUT, _after_loss, describe_failure
-from ._state_files import (
-    StateFile,
-    _lock_path,
-    clean_choice,
-    default_state_dir,
-    default_state_path,
-    remove_account,
-    remove_account_files,
-    state_files,
-    sweep_ephemeral,
-)
+from ._state_files import _lock_path, default_state_path
 from .errors import ConfigurationError, StateError, StateLockedError
 
 if TYPE_CHECKING:
     import sqlite3
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "OpenAttempt", "Record", "StateFile",
-           "StateStore", "StoredCopy", "clean_choice", "default_state_dir", "default_state_path",
-           "describe_failure", "remove_account", "remove_account_files", "state_files",
-           "sweep_ephemeral"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "OpenAttempt", "Record", "StateStore",
+           "StoredCopy", "default_state_path", "describe_failure"]
 
 #: How often a waiting store tries the lock again, in seconds.
 POLL_INTERVAL = 0.2

@@ -26,7 +26,7 @@ from .errors import StateError, StateLockedError
 
 __all__ = ["EPHEMERAL_SUFFIX", "StateFile", "clean_choice", "default_state_dir",
            "default_state_path", "drop_orphan_markers", "file_kind", "lock_held",
-           "loopback_address", "loopback_port", "mark_ephemeral", "remove_account",
+           "loopback_address", "mark_ephemeral", "remove_account",
            "remove_account_files", "state_files", "sweep_ephemeral"]
 
 
@@ -188,12 +188,6 @@ def loopback_address(account: str) -> tuple[str, int] | None:
                                   or host == "_1"):  # ::1
         return None
     return ("::1" if host == "_1" else host), int(port)
-
-
-def loopback_port(account: str) -> int | None:
-    """The port of an account whose base URL is this machine, else None. Pure."""
-    found = loopback_address(account)
-    return None if found is None else found[1]
 
 
 def answers(address: tuple[str, int]) -> bool:

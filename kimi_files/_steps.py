@@ -189,6 +189,8 @@ class Progress:
     total: int
     desc: str
     enabled: bool | None = None
+    #: what the bar counts when not bytes (``"doc"``): whole items, shown unscaled
+    unit: str | None = None
     files: int | None = None
     position: int | None = None
     leave: bool = True
@@ -218,7 +220,8 @@ class Say:
     level: int
     msg: str
     args: tuple[object, ...] = ()
-    exc: BaseException | None = None
+    #: an error whose traceback goes with the line (a bug's)
+    exc_info: BaseException | None = None
 
     @classmethod
     def info(cls, msg: str, *args: object) -> Say:
@@ -229,8 +232,8 @@ class Say:
         return cls(logging.WARNING, msg, args)
 
     @classmethod
-    def error(cls, msg: str, *args: object, exc: BaseException | None = None) -> Say:
-        return cls(logging.ERROR, msg, args, exc)
+    def error(cls, msg: str, *args: object, exc_info: BaseException | None = None) -> Say:
+        return cls(logging.ERROR, msg, args, exc_info)
 
 
 #: What the driver holds for the steps until :class:`Close` (or their end).
@@ -392,11 +395,13 @@ class _Held:
                 fh = open(path, "rb")  # noqa: SIM115 - closed at Close, or by close_all
                 self._open.append(fh)
                 return fh
-            case Progress(total=total, desc=desc, enabled=enabled, files=files,
+            case Progress(total=total, desc=desc, enabled=enabled, unit=unit, files=files,
                           position=position, leave=leave):
                 from ._progress import BarOptions, ProgressBar
 
                 options = BarOptions(leave=leave)
+                if unit is not None:
+                    options["unit"], options["unit_scale"] = unit, False
                 if position is not None:
                     options["position"] = position
                 bar = ProgressBar(total=total, desc=desc, enabled=enabled, files=files,
@@ -415,8 +420,8 @@ class _Held:
                     self._open.remove(resource)
                 resource.close()
                 return None
-            case Say(level=level, msg=msg, args=args, exc=exc):
-                log.log(level, msg, *args, exc_info=exc)
+            case Say(level=level, msg=msg, args=args, exc_info=exc_info):
+                log.log(level, msg, *args, exc_info=exc_info)
                 return None
 
     def close_all(self) -> None:

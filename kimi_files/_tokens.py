@@ -18,7 +18,6 @@ the shared core (:mod:`kimi_files._steps`).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ._chat import Messages, cut_marker, fit_budget
 from ._config import DEFAULT_MODEL
-from ._steps import Blocking, Steps
+from ._steps import Blocking, Say, Steps
 from .errors import ConfigurationError, KimiError
 
 if TYPE_CHECKING:
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CONTEXT_WINDOWS", "DEFAULT_MODEL", "TokenReport", "context_window",
            "estimate_steps", "fit_tokens_steps", "plan_cuts", "shrink", "tokens_steps"]
-
-log = logging.getLogger("kimi_files")
 
 #: Context windows in tokens, from the platform's model pages.
 CONTEXT_WINDOWS: dict[str, int] = {
@@ -193,8 +190,8 @@ def fit_tokens_steps(client: ClientLike, found: Sequence[tuple[str, FileContent]
         total = yield from count_steps(client, model, out)
         if total <= max_tokens:
             return out
-        log.info("the cut messages are %d tokens, over max_tokens=%d: cutting more", total,
-                 max_tokens)
+        yield Say.info("the cut messages are %d tokens, over max_tokens=%d: cutting more",
+                       total, max_tokens)
         keep = shrink(keep, total - max_tokens + MARKER_TOKENS)
     raise ConfigurationError(f"max_tokens={max_tokens:,}: the documents could not be cut to fit "
                              f"(last estimate {total:,} tokens)")

@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_TIMEOUT", "detached"]
 
 log = logging.getLogger("kimi_files")
-T = TypeVar("T")
 
 
 

@@ -2,6 +2,8 @@
 
 ``Script`` plays the client's side of every action a step generator yields: a Files API call
 is answered from the script (a value, an exception to throw in, or a function of the call), a
+raw ``Request`` from the ``request`` answers (an ``httpx.Response`` that is not a success is
+raised as the error the transport makes of it), a
 ``Wait`` is recorded and moves the fake clock (``Now`` reads it), a ``Say`` is recorded (not
 logged), a ``Progress`` bar and a ``Status`` line are recording stand-ins, ``Stat`` and
 ``Open`` are answered from the script when it has answers queued for them (``stat``,
@@ -17,11 +19,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from kimi_files._adoption import AttemptRegistry, ServerClock
 from kimi_files._config import Limits, RetryPolicy
@@ -72,11 +77,13 @@ AS_IS = object()
 class FakeBar:
     """A progress bar that keeps what it was told (``files``: a batch's, counting them)."""
 
-    def __init__(self, total: int, desc: str, files: int | None = None) -> None:
-        self.total, self.desc, self.files = total, desc, files
+    def __init__(self, total: int, desc: str, unit: str | None = None,
+                 files: int | None = None) -> None:
+        self.total, self.desc, self.unit, self.files = total, desc, unit, files
         self.done = 0
         self.files_done = 0
         self.rewinds: list[str] = []
+        self.notes: list[str] = []
         self.closed = False
 
     @property
@@ -92,6 +99,9 @@ class FakeBar:
     def rewind(self, note: str) -> None:
         self.done = 0
         self.rewinds.append(note)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def file_done(self) -> None:
         self.files_done += 1
@@ -167,7 +177,8 @@ class Script:
         return self.cache
 
     def on(self, name: str, *outcomes: Outcome) -> Script:
-        """Queue answers for ``name``: ``list``, ``create``, ``delete`` or ``content``."""
+        """Queue answers for ``name``: ``list``, ``create``, ``delete``, ``content``,
+        ``request`` (raw requests), ``stat`` or ``open``."""
         self.answers.setdefault(name, deque()).extend(outcomes)
         return self
 
@@ -221,8 +232,8 @@ class Script:
                     seen = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                 self._opened[id(handle)] = seen
                 return handle
-            case Progress(total=total, desc=desc, files=files):
-                self.bars.append(FakeBar(total, desc, files))
+            case Progress(total=total, desc=desc, unit=unit, files=files):
+                self.bars.append(FakeBar(total, desc, unit, files))
                 return self.bars[-1]
             case Status(describe=describe):
                 self.statuses.append(FakeStatus(describe))
@@ -260,6 +271,22 @@ class Script:
             raise outcome
         return outcome
 
+    def _request(self, action: Request) -> Any:
+        """The next ``request`` answer; a Response gets the request it answers, and one that
+        is no success is raised as the typed error the transport would raise."""
+        params = action.kwargs.get("params") or {}
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        self.log.append(("request", (action.method, action.path + query)))
+        scripted, outcome = self._scripted("request", action)
+        if not scripted:
+            raise AssertionError(f"unexpected raw request {action.method} {action.path}")
+        if isinstance(outcome, httpx.Response):
+            outcome.request = httpx.Request(action.method, f"{self.base_url}/{action.path}{query}")
+            if not outcome.is_success:
+                raise error_from_response(outcome.status_code, outcome.content, outcome.headers,
+                                          base_url=self.base_url)
+        return outcome
+
     def perform(self, action: Any) -> Any:
         if isinstance(action, (ListFiles, CreateFile, DeleteFile, GetContent)):
             return self._answer(action)
@@ -277,8 +304,8 @@ class Script:
                 except Exception as exc:
                     outcomes.append(exc)
             return outcomes
-        if isinstance(action, Request):  # pragma: no cover - the steps tested here use calls
-            raise AssertionError(f"unexpected raw request {action.method} {action.path}")
+        if isinstance(action, Request):
+            return self._request(action)
         if isinstance(action, (Now, Stat, Open, Progress, Status, Close, Say)):
             return self._local(action)
         raise AssertionError(f"unknown action {action!r}")

@@ -15,7 +15,8 @@ import pytest
 
 from kimi_files import AsyncKimiFiles, KimiFiles
 from kimi_files._config import Limits
-from kimi_files._extraction import ExtractResult, ExtractSummary, extract_state_path
+from kimi_files._extract_models import extract_state_path
+from kimi_files._extraction import ExtractResult, ExtractSummary
 from kimi_files._state import StateStore, default_state_path
 from kimi_files.emulator import Emulator
 from kimi_files.errors import (

@@ -221,7 +221,7 @@ def test_kimi_env_names_are_read_when_moonshot_ones_are_absent(
 
 
 def test_the_read_time_out_outlasts_the_servers_five_minutes() -> None:
-    from kimi_files._client import DEFAULT_TIMEOUT
+    from kimi_files._transport import DEFAULT_TIMEOUT
 
     assert DEFAULT_TIMEOUT.read is not None and DEFAULT_TIMEOUT.read > 300
     with kf.KimiFiles(api_key="k") as c:

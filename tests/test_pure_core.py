@@ -25,10 +25,7 @@ METHODS = {"stat", "lstat", "read_text", "read_bytes", "write_text", "write_byte
 
 #: Modules whose steps still do some I/O inline, and how many such calls: none may be added;
 #: when one is converted, its count here goes down with it (to its removal).
-PENDING: dict[str, int] = {
-    "_batch_flow.py": 4, "_batch_results.py": 4, "_chat.py": 3, "_endpoints.py": 5,
-    "_extract_run.py": 13, "_tokens.py": 1,
-}
+PENDING: dict[str, int] = {}
 
 
 def _is_steps(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:

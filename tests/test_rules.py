@@ -9,7 +9,6 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import kimi_files as kf
-from kimi_files._batch import matches_filters
 from kimi_files._config import Limits, RetryPolicy
 from kimi_files._filerules import check_purpose, check_size, classify_type
 from kimi_files._pacing import Pacer, next_start
@@ -23,6 +22,7 @@ from kimi_files._retry import (
     should_retry,
     wait_notice,
 )
+from kimi_files._scan import matches_filters
 from kimi_files.errors import error_from_response
 
 POLICY = RetryPolicy(initial_wait=1.0, max_wait=30.0, jitter=1.0, max_server_wait=120.0)
@@ -270,15 +270,14 @@ def test_next_start_rule() -> None:
 def test_slow_start_window() -> None:
     from kimi_files._pacing import next_window
 
-    assert next_window(1, 8, True) == 2
-    assert next_window(2, 8, True) == 4
-    assert next_window(5, 8, True) == 8
-    assert next_window(8, 8, True) == 8
-    assert next_window(3, None, True) == 6
-    assert next_window(3, 8, False) == 3
-    assert next_window(5, 2, False) == 2
+    assert next_window(1, 8) == 2
+    assert next_window(2, 8) == 4
+    assert next_window(5, 8) == 8
+    assert next_window(8, 8) == 8
+    assert next_window(3, None) == 6
     # a success proves only as much concurrency as it ran with
-    assert next_window(2, 8, True, used=1) == 2 and next_window(2, 8, True, used=2) == 4
+    assert next_window(2, 8, used=1) == 2 and next_window(2, 8, used=2) == 4
+    assert next_window(5, 2, used=1) == 2  # never above a ceiling learned meanwhile
 
 
 def test_pacer_halves_its_window_on_429s() -> None:
@@ -411,3 +410,13 @@ def test_a_batch_call_names_an_unknown_option_and_what_it_knows() -> None:
                                                     r".*keep.*purpose"):
         ExtractOptions.of({"keeep": True})
     assert path_list("a.txt") == ["a.txt"] and path_list(("a", "b")) == ["a", "b"]
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    from kimi_files._headers import parse_retry_after
+
+    assert parse_retry_after(" 120 ") == 120.0 and parse_retry_after("-5") == 0.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date gone by
+    assert (parse_retry_after("Tue, 01 Jan 2999 00:00:00 GMT") or 0) > 3600  # one to come
+    assert [parse_retry_after(v) for v in (None, "", "soon", "nan", "inf", "21 Oct")] \
+        == [None] * 6

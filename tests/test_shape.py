@@ -1,5 +1,6 @@
 """The shape the codebase holds to: no module over 600 lines, no function over 60, and no
-more lines naming ``typing.Any`` nor ``# type: ignore`` comments than the ratchets below allow.
+more lines naming ``typing.Any`` nor ``# type: ignore`` comments than the ratchets below allow,
+and no docstring or comment naming a module that does not exist (``state.py`` for ``_state.py``).
 
 A function that must be longer is named in ``LONGER`` with the reason; today none is."""
 
@@ -76,3 +77,34 @@ def test_the_any_count_is_the_grep_count() -> None:
     missed = ["from typing import Any", "AnyStr", "Anything", "many", "_Any", "Any2"]
     assert all(_ANY.search(line) and "import" not in line for line in counted)
     assert not any(_ANY.search(line) and "import" not in line for line in missed)
+
+
+_MODULE_FILE = re.compile(r"(?<![\w./-])(\w+)\.py\b")
+_MODULE_PATH = re.compile(r"\bkimi_files((?:\.\w+)+)")
+
+
+def _named_modules(text: str) -> set[str]:
+    """The modules a text names: ``_state.py`` as ``_state``; ``kimi_files._state.X`` as
+    ``_state`` too, and ``kimi_files.upload`` (a public name, no module) not at all."""
+    named = set(_MODULE_FILE.findall(text))
+    named |= {dotted.split(".")[1] for dotted in _MODULE_PATH.findall(text)
+              if dotted.split(".")[1] not in kimi_files.__all__
+              and not dotted.split(".")[1].startswith("__")}
+    return named
+
+
+def test_the_package_names_no_module_that_does_not_exist() -> None:
+    """A docstring or comment that names ``state.py`` after the module became ``_state.py``
+    (or ``kimi_files.client`` after ``_client``) sends a reader nowhere."""
+    files = {p.stem for p in _modules()} | {p.name for p in PACKAGE.rglob("*") if p.is_dir()}
+    stale = {f"{p.relative_to(PACKAGE)}: {name}" for p in _modules()
+             for name in _named_modules(p.read_text(encoding="utf-8")) if name not in files}
+    assert stale == set()
+
+
+def test_a_stale_module_name_is_caught() -> None:
+    assert _named_modules("see state.py and ``_state.py``") == {"state", "_state"}
+    assert _named_modules("in :mod:`kimi_files.client` and :func:`kimi_files._client.x`") \
+        == {"client", "_client"}
+    assert _named_modules("``kimi_files.upload`` and kimi_files.cli._common") == {"cli"}
+    assert _named_modules("kimi_files.__file__, the_state.pyc, a/state.py") == set()

@@ -15,15 +15,17 @@ import pytest
 import kimi_files as kf
 from kimi_files import _state as state_mod
 from kimi_files._cache import ReuseCache
-from kimi_files._state import (
+from kimi_files._state import StateStore
+from kimi_files._state_files import (
     StateFile,
-    StateStore,
     clean_choice,
+    file_kind,
+    lock_held,
+    loopback_address,
     remove_account,
     remove_account_files,
     state_files,
 )
-from kimi_files._state_files import file_kind, lock_held, loopback_port
 from kimi_files.emulator import Emulator
 from kimi_files.errors import StateLockedError
 
@@ -122,12 +124,12 @@ def test_clean_choice_takes_old_and_unreachable_never_in_use() -> None:
     assert clean_choice([old, young], now=1000.0, older_than_days=None) == []
 
 
-def test_loopback_port_reads_the_account_name() -> None:
-    assert loopback_port("127.0.0.1_41234-abcdef012345") == 41234
-    assert loopback_port("localhost_8000-abcdef012345") == 8000
-    assert loopback_port("_1_8000-abcdef012345") == 8000  # ::1
-    assert loopback_port("api.moonshot.ai_https-abcdef012345") is None
-    assert loopback_port("example.com_8000-abcdef012345") is None
+def test_loopback_address_reads_the_account_name() -> None:
+    assert loopback_address("127.0.0.1_41234-abcdef012345") == ("127.0.0.1", 41234)
+    assert loopback_address("localhost_8000-abcdef012345") == ("localhost", 8000)
+    assert loopback_address("_1_8000-abcdef012345") == ("::1", 8000)
+    assert loopback_address("api.moonshot.ai_https-abcdef012345") is None
+    assert loopback_address("example.com_8000-abcdef012345") is None
 
 
 def test_remove_account_files_removes_ours_and_refuses_a_held_lock(tmp_path: Path) -> None:
@@ -210,11 +212,10 @@ import re  # noqa: E402
 
 def _parsers() -> list[tuple[str, argparse.ArgumentParser]]:
     from kimi_files.cli import _parser
-    from kimi_files.cli._common import _connection_options
     from kimi_files.cli._upload import _upload_parser
     from kimi_files.emulator.__main__ import _parser as emulator_parser
 
-    found = [("kimi-upload", _upload_parser("kimi-upload", [_connection_options()])),
+    found = [("kimi-upload", _upload_parser()),
              ("python -m kimi_files.emulator", emulator_parser())]
     todo = [("kimi-files", _parser())]
     while todo:
@@ -253,13 +254,12 @@ def test_the_readme_states_the_codes_defaults() -> None:
         READ_TIMEOUT,
         RetryPolicy,
     )
-    from kimi_files.cli._common import _connection_options
     from kimi_files.cli._upload import _upload_parser
     from kimi_files.emulator.__main__ import _parser as emulator_parser
 
     text = " ".join(README.read_text(encoding="utf-8").split())
     policy = RetryPolicy()
-    upload = _upload_parser("kimi-upload", [_connection_options()])
+    upload = _upload_parser()
     defaults = {a.dest: a.default for a in upload._actions}
     claims = {
         # the CLI section
@@ -294,7 +294,7 @@ def test_the_readme_states_the_codes_defaults() -> None:
 
 import json  # noqa: E402
 
-from kimi_files._state import default_state_dir, sweep_ephemeral  # noqa: E402
+from kimi_files._state_files import default_state_dir, sweep_ephemeral  # noqa: E402
 from kimi_files.cli import main, upload_main  # noqa: E402
 
 

@@ -139,14 +139,16 @@ def test_a_long_listing_is_announced_once_and_has_a_status_line(
         emulator: Emulator, api: Api, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     import itertools
+    import types
 
-    from kimi_files import _endpoints
+    from kimi_files import _steps
 
     emulator.state.page_size = 1
     for i in range(9):
         emulator.seed(f"f{i}.txt", 1, created_at=NOW + i)
     ticks = itertools.count(0, 10)  # each look at the clock: 10 s later
-    monkeypatch.setattr(_endpoints, "_now", lambda: float(next(ticks)))
+    monkeypatch.setattr(_steps, "time", types.SimpleNamespace(  # the driver's clock (Now)
+        monotonic=lambda: float(next(ticks)), time=_steps.time.time))
     assert len(api.list()) == 9
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     announced = [m for m in said if m.startswith("the account's files come in pages")]

@@ -62,7 +62,7 @@ _COMMANDS = (_upload, _files, _content, _extract, _cache, _messages, _map, _stat
 
 def upload_main(argv: Sequence[str] | None = None, *, limits: Limits | None = None) -> int:
     """``kimi-upload``. ``limits``: the account's limits, if not the platform's (tests)."""
-    parser = _upload._upload_parser("kimi-upload", [_connection_options()])
+    parser = _upload._upload_parser()
     args = parser.parse_args(argv)
     args.limits = limits
     return _run(_upload._do_upload, args, "kimi-upload")

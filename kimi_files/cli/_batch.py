@@ -157,7 +157,7 @@ def _line(b: Batch) -> str:
 def _show(batches: list[Batch], as_json: bool) -> None:
     for b in batches:
         if as_json:
-            _emit_json(sys.stdout, dict(b.raw))
+            _emit_json(dict(b.raw))
         else:
             _emit(sys.stdout, _line(b))
             for e in b.errors:

@@ -22,9 +22,9 @@ def _do_cache(args: argparse.Namespace) -> int:
         from .._cache import cache_path_for
 
         where = cache_path_for(client.state_path())
-        if not args.emulator and not where.exists():  # looked at, never made
+        if not where.exists():  # looked at, never made
             if args.json and args.action == "show":
-                _emit_json(sys.stdout, {"path": os.fsdecode(where), "files": [], "texts": 0})
+                _emit_json({"path": os.fsdecode(where), "files": [], "texts": 0})
             else:
                 _say(f"kimi-files: {where}: no reuse cache yet (0 file(s), 0 extracted text(s))")
             return EXIT_OK
@@ -48,7 +48,7 @@ def _do_cache(args: argparse.Namespace) -> int:
             return EXIT_OK
         entries = cache.entries()
         if args.json:
-            _emit_json(sys.stdout, {"path": os.fsdecode(cache.path), "files": [
+            _emit_json({"path": os.fsdecode(cache.path), "files": [
                 {"sha256": e.sha256, "purpose": e.purpose, "file_id": e.file_id,
                  "filename": e.filename, "bytes": e.size} for e in entries],
                 "texts": cache.counts()[1]})

@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: 128 + the signal's number, as a shell reports a process that signal ended.
-EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 129, 130, 141, 143
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 
 #: The longest --timeout that makes sense: a day.
 MAX_TIMEOUT = 86400.0

@@ -25,12 +25,13 @@ _NOT_IN_NAMES = re.compile('[/\\\\<>:"|?*\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2
                            "\u2066-\u2069\ud800-\udfff]")
 
 
-def _name_part(text: str, max_bytes: int, default: str) -> str:
+def _name_part(text: str, max_bytes: int) -> str:
     """``text`` as part of a file name: unsafe characters become ``_``, no leading dot or
-    space (no hidden file, never ``.`` or ``..``), at most ``max_bytes`` bytes of UTF-8."""
+    space (no hidden file, never ``.`` or ``..``), at most ``max_bytes`` bytes of UTF-8;
+    ``file`` when nothing is left."""
     cleaned = _NOT_IN_NAMES.sub("_", text).strip(". ")
     cleaned = cleaned.encode("utf-8")[:max_bytes].decode("utf-8", "ignore").rstrip(". ")
-    return cleaned or default
+    return cleaned or "file"
 
 
 def output_name(file_id: str, filename: str, taken: set[str]) -> str:
@@ -38,7 +39,7 @@ def output_name(file_id: str, filename: str, taken: set[str]) -> str:
     component (no separator, not hidden, never ``.`` or ``..``), at most 255 bytes, and not
     one of ``taken`` (compared without case, for case-insensitive file systems): a ``-2``,
     ``-3``, ... is added until it is new. Adds the name to ``taken``. Pure."""
-    stem = f"{_name_part(file_id, 80, 'file')}-{_name_part(filename, 150, 'file')}"
+    stem = f"{_name_part(file_id, 80)}-{_name_part(filename, 150)}"
     name, n = f"{stem}.txt", 1
     while name.casefold() in taken:
         n += 1

@@ -26,7 +26,7 @@ def _do_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         files = client.list()
     if args.json:
-        _emit_json(sys.stdout, {"object": "list", "data": [f.to_dict() for f in files]})
+        _emit_json({"object": "list", "data": [f.to_dict() for f in files]})
         return EXIT_OK
     if not files.data:
         print("no files", file=sys.stderr)
@@ -47,7 +47,7 @@ def _do_quota(args: argparse.Namespace) -> int:
     with _client(args) as client:
         usage = Usage.of(client.list(), client.limits)
     if args.json:
-        _emit_json(sys.stdout, {
+        _emit_json({
             "files": usage.files, "max_files": usage.max_files, "free_files": usage.free_files,
             "bytes": usage.bytes, "max_bytes": usage.max_bytes, "free_bytes": usage.free_bytes})
         return EXIT_OK

@@ -140,7 +140,7 @@ def _do_map(args: argparse.Namespace) -> int:
 def _show(rows: list[_Row], as_json: bool) -> None:
     for r in rows:
         if as_json:
-            _emit_json(sys.stdout, r)
+            _emit_json(r)
         elif r["file_id"] is None:
             _emit(sys.stdout, f"{r['path']}: no stored file known (not in the state, and the "
                               "reuse cache knows no file with its content)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING
 
 from .._config import DEFAULT_MODEL, KNOWN_PURPOSES
@@ -24,7 +23,7 @@ def _do_messages(args: argparse.Namespace) -> int:
             args.paths, max_chars=args.max_chars, strict=args.strict,
             max_tokens=args.max_tokens, model=args.model, purpose=args.purpose,
             reuse=not args.no_reuse))
-    _emit_json(sys.stdout, list(found))
+    _emit_json(list(found))
     for path, (total, kept) in found.cut.items():
         _say(f"kimi-files: {path}: cut to {kept:,} of {total:,} characters "
              f"({'--max-tokens' if args.max_tokens else '--max-chars'})")

@@ -9,15 +9,11 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from .._config import API_KEY_ENV, FALLBACK_API_KEY_ENV
 from .._progress import shown
 from .._redact import redact
-
-if TYPE_CHECKING:
-    pass
-
 
 # --- text that is safe to show ----------------------------------------------------------------
 
@@ -125,10 +121,11 @@ def _emit(stream: TextIO, text: str) -> None:
     write_line(shown(text), stream)
 
 
-def _emit_json(stream: TextIO, obj: object) -> None:
+def _emit_json(obj: object) -> None:
+    """One JSON line on stdout."""
     from .._progress import write_line
 
-    write_line(json_line(obj), stream)
+    write_line(json_line(obj), sys.stdout)
 
 
 def _say(text: str) -> None:

@@ -45,7 +45,7 @@ def _do_state(args: argparse.Namespace) -> int:
     if args.action == "list":
         if args.json:
             for f in files:
-                _emit_json(sys.stdout, _row(f))
+                _emit_json(_row(f))
             return EXIT_OK
         _say(f"kimi-files: {folder}: {len(files)} state and cache file(s), "
              f"{sum(f.size for f in files):,} bytes")

@@ -21,9 +21,9 @@ def _do_tokens(args: argparse.Namespace) -> int:
     window = report.context_window
     if args.json:
         for path, count in report.documents.items():
-            _emit_json(sys.stdout, {"path": path, "tokens": count})
-        _emit_json(sys.stdout, {"total": report.total, "model": report.model,
-                                "context_window": window, "fits": report.fits})
+            _emit_json({"path": path, "tokens": count})
+        _emit_json({"total": report.total, "model": report.model,
+                    "context_window": window, "fits": report.fits})
     else:
         for path, count in report.documents.items():
             _emit(sys.stdout, f"{count:>10,}  {shown(path)}")

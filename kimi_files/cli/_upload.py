@@ -26,6 +26,7 @@ from ._common import (
     EXIT_OK,
     MAX_CONCURRENCY,
     _client,
+    _connection_options,
     _exit_now,
     _Stops,
     _Usage,
@@ -36,9 +37,9 @@ from ._common import (
 from ._output import _emit, _emit_json, _say, _stdout_to_devnull
 
 
-def _upload_parser(prog: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+def _upload_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog, parents=parents,
+        prog="kimi-upload", parents=[_connection_options()],
         description="Upload files and folders to the Kimi Files API: every file is checked "
                     "first, the whole batch is planned against the account's quota, uploads "
                     "are paced, retried safely and recorded so a re-run resumes.",
@@ -118,10 +119,10 @@ class _ResultLines:
         return f"{r.status:9} {r.path}: {reason}"
 
 
-def _summary_lines(report: BatchReport, prog: str) -> list[str]:
+def _summary_lines(report: BatchReport) -> list[str]:
     """The summary, one escaped line each (:meth:`BatchReport.summary_lines`)."""
     first, *rest = report.summary_lines()
-    return [f"{prog}: {first}", *rest]
+    return [f"kimi-upload: {first}", *rest]
 
 
 
@@ -210,7 +211,7 @@ def _result_printer(json_out: bool, out_lock: threading.Lock, ended: list[FileRe
                 return
             try:
                 if json_out:
-                    _emit_json(sys.stdout, result.to_json())
+                    _emit_json(result.to_json())
                 else:
                     _emit(sys.stdout, lines.line(result))
             except BrokenPipeError:
@@ -239,7 +240,7 @@ def _watch(worker: threading.Thread, stops: _Stops, stop: threading.Event,
         with out_lock:  # no result line is half-written now
             report = BatchReport(results=list(ended), interrupted=True,
                                  elapsed=time.monotonic() - started)
-            for line in _summary_lines(report, "kimi-upload"):
+            for line in _summary_lines(report):
                 _say(line)
             _say("kimi-upload: stopped at once: files without a line above were abandoned "
                  "in flight or never started (a re-run settles them)")
@@ -250,7 +251,7 @@ def _watch(worker: threading.Thread, stops: _Stops, stop: threading.Event,
 
 def _finish(report: BatchReport, stops: _Stops, output_closed: threading.Event) -> int:
     """Print the summary; the exit code."""
-    for line in _summary_lines(report, "kimi-upload"):
+    for line in _summary_lines(report):
         _say(line)
     if stops.code is not None:
         return stops.code

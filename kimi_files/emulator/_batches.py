@@ -36,8 +36,6 @@ CHAT_ENDPOINT = "/v1/chat/completions"
 WINDOW = re.compile(r"^(\d+)([hd])$")
 MIN_WINDOW_HOURS, MAX_WINDOW_HOURS = 12, 7 * 24
 MAX_METADATA_KEYS = 16
-#: Faults taken when a batch is created (``endpoint="batch_create"``).
-BATCH_FAULTS = frozenset({"batch_line_errors", "batch_expire"})
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
