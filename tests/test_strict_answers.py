@@ -90,3 +90,25 @@ def test_a_pattern_gitignore_cannot_read_is_refused_before_any_request(
         else:
             kf.ingest([tmp_path], client=client, include=["[abc"])
     assert emulator.requests == []
+
+
+@pytest.mark.parametrize("to_folder", [False, True])
+def test_a_lone_surrogate_in_the_text_is_printed_and_saved_not_a_crash(
+        emulator: Emulator, client: kf.KimiFiles, tmp_path: Path, to_folder: bool,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # JSON may hold "\ud800" alone (a broken PDF's text): Python decodes it to a str that
+    # strict UTF-8 cannot encode
+    doc = write(tmp_path / "doc.txt", "words\n")
+    file_id = client.upload(doc, progress=False).id
+    monkeypatch.setenv("MOONSHOT_API_KEY", API_KEY)
+    monkeypatch.setenv("MOONSHOT_BASE_URL", emulator.base_url)
+    emulator.fail_next("lone_surrogate", endpoint="content")
+    out_dir = tmp_path / "out"
+    assert main(["content", file_id, *(["-o", str(out_dir)] if to_folder else [])]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "Error" not in err
+    if to_folder:
+        (saved,) = out_dir.iterdir()
+        assert saved.read_bytes() == b"words\n\xed\xa0\x80"  # every character kept
+    else:
+        assert out == "words\n\ufffd\ufffd\ufffd\n"  # shown, the one it cannot encode replaced

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import sys
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
     from ._common import Subparsers
 
 from ._common import EXIT_FAILED, EXIT_OK, _client, _Usage
-from ._output import _raw, _say
+from ._output import _raw, _say, write_whole
 
 # --- content: file names a server cannot steer ---------------------------------------------------
 
@@ -51,23 +50,13 @@ def output_name(file_id: str, filename: str, taken: set[str]) -> str:
 def _write_inside(folder: Path, name: str, text: str) -> Path:
     """Write ``text`` to ``folder/name``, which must be directly inside ``folder``; a file of
     that name is replaced whole (never written through a link it may be)."""
-    import tempfile
-
     target = folder / name
     # one component that names an entry of the folder itself; never resolved, so a link of
     # that name left in the folder is replaced, not followed
     if name in ("", ".", "..") or os.sep in name or (os.altsep and os.altsep in name) \
             or os.path.dirname(os.path.normpath(target)) != os.path.normpath(folder):
         raise OSError(f"{name!r} is not a plain file name")  # pragma: no cover - output_name
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".kimi-content-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_whole(target, text, prefix=".kimi-content-")
     return target
 
 

@@ -37,7 +37,7 @@ from ._common import (
     add_walk_options,
     exclude_patterns,
 )
-from ._output import _say, json_line
+from ._output import _say, json_line, write_whole
 
 PROG = "kimi-files extract"
 
@@ -153,15 +153,7 @@ class _Output:
 def _write_text(path: Path, text: str) -> None:
     """The text, whole or not at all (written beside, then renamed over)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kimi-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogatepass", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_whole(path, text)
 
 
 # --- the command ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TextIO
 
 from .._config import API_KEY_ENV, FALLBACK_API_KEY_ENV
@@ -34,7 +35,7 @@ def json_line(obj: object) -> str:
 
 def _raw(text: str) -> str:
     """Text shown as it is (extracted content): only what cannot be encoded is replaced."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 class _ShownFormatter(logging.Formatter):
@@ -112,6 +113,27 @@ def _stdout_to_devnull() -> None:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
 
+
+
+def write_whole(path: Path, text: str, *, prefix: str = ".kimi-") -> None:
+    """Write ``text`` to ``path`` whole or not at all (written beside it, then renamed over:
+    a link of that name is replaced, never followed). Any text the server sent is written,
+    a lone surrogate (which JSON may hold) too, as the bytes Python's ``surrogatepass`` gives.
+
+    Raises:
+        OSError: the folder cannot be written; nothing is left behind.
+    """
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogatepass", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _emit(stream: TextIO, text: str) -> None:

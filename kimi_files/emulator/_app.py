@@ -258,6 +258,9 @@ class Emulated:
                "title": "", "type": "file"}
         if fault is not None and fault.kind == "other_document":
             doc.update(content="the text of someone else's document", filename="other.pdf")
+        if fault is not None and fault.kind == "lone_surrogate":
+            doc["content"] = f"{text}\ud800"  # as JSON may say it: "\ud800", no pair
+            return Response(json.dumps(doc), media_type="application/json")
         return Response(json.dumps(doc, ensure_ascii=False), media_type="application/json")
 
     # --- the Batch API and the token estimate ---------------------------------------------------

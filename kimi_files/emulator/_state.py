@@ -128,6 +128,7 @@ TRANSPORT_FAULTS = frozenset({
     "has_more_empty",   # list: has_more true with no files (no last id to go on from)
     "has_more_text",    # list: has_more as the text "true"/"false", not a boolean
     "other_document",   # content: 200 with the document of another file (another filename)
+    "lone_surrogate",   # content: the text ends in a lone surrogate ("\ud800" in the JSON)
 })
 #: Faults of the Batch API, taken when a batch is created (``endpoint="batch_create"``): some
 #: requests fail (every ``limit``-th one), or the batch expires half-way.
