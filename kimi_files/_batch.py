@@ -26,10 +26,8 @@ the run's bookkeeping and results in :mod:`kimi_files._batch_run`, the sending i
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -51,7 +49,7 @@ from ._scan import (
     hash_where_needed,
 )
 from ._state import OpenAttempt, Record, StateStore
-from ._steps import Blocking, ClientLike, ListFiles, Steps
+from ._steps import Blocking, ClientLike, ListFiles, Now, Say, Steps
 from ._uploader import free_room_steps
 from .errors import UploadCancelledError
 
@@ -63,8 +61,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchOptions", "BatchReport", "FileResult", "IngestKwargs", "aingest", "batch_steps",
            "collect", "ingest"]
-
-log = logging.getLogger("kimi_files")
 
 StateArg = StateStore | str | os.PathLike[str] | bool | None
 
@@ -230,36 +226,43 @@ def batch_steps(client: ClientLike, store: StateStore | None, settings: BatchOpt
     """The whole batch (see the module docstring), as steps for either client."""
     run = _Run(client, store, settings, stop)
     report = run.report
-    started = time.monotonic()
+    started: float = yield Now()
     try:
-        items, records, ledger, reported = yield from _checked_items(run, paths)
-        if not items:
-            return report
-        listing = yield from _list_account(run, items)
-        if listing is None:
-            return report
-        # a recorded id the listing shows as another file (a server may reuse the id of a
-        # deleted file): not this file's copy; the file is checked and sent again
-        not_ours = yield from _impostors(store, records, listing.data, items)
-        reusable = yield from _recheck_and_hash(run, items, records, listing, not_ours)
-        plan = plan_batch(items, listing.data, records, client.limits, run.options.free_quota,
-                          purpose=run.purpose, resume=not settings.dry_run, ledger=ledger,
-                          reported=reported, server_now=client.clock.now(),
-                          wall_now=time.time(), reusable=reusable, reuse=run.options.reuse,
-                          not_ours=not_ours)
-        run.ghosts = plan.ghosts
-        run.listing = listing.data
-        yield from _settle(run, plan)
-        if plan.refusal is None and settings.dry_run:
-            yield from _earlier_copies(run)  # what --replace would delete
-        if plan.refusal is not None or settings.dry_run:
-            return report
-        yield from _carry_out(run, plan)
-        return report
+        yield from _phases(run, paths)
     finally:
         if stop.is_set():
             report.interrupted = True
-        report.elapsed = time.monotonic() - started
+    # (when the steps end in an exception, no report is returned: its time does not matter)
+    report.elapsed = (yield Now()) - started
+    return report
+
+
+def _phases(run: _Run, paths: Sequence[str | os.PathLike[str]]) -> Steps[None]:
+    """The plan, then (unless it refuses, or is all a dry run asks for) the run."""
+    client, store, settings = run.client, run.store, run.settings
+    items, records, ledger, reported = yield from _checked_items(run, paths)
+    if not items:
+        return
+    listing = yield from _list_account(run, items)
+    if listing is None:
+        return
+    # a recorded id the listing shows as another file (a server may reuse the id of a
+    # deleted file): not this file's copy; the file is checked and sent again
+    not_ours = yield from _impostors(store, records, listing.data, items)
+    reusable = yield from _recheck_and_hash(run, items, records, listing, not_ours)
+    plan = plan_batch(items, listing.data, records, client.limits, run.options.free_quota,
+                      purpose=run.purpose, resume=not settings.dry_run, ledger=ledger,
+                      reported=reported, server_now=client.clock.now(),
+                      wall_now=(yield Now(wall=True)), reusable=reusable,
+                      reuse=run.options.reuse, not_ours=not_ours)
+    run.ghosts = plan.ghosts
+    run.listing = listing.data
+    yield from _settle(run, plan)
+    if plan.refusal is None and settings.dry_run:
+        yield from _earlier_copies(run)  # what --replace would delete
+    if plan.refusal is not None or settings.dry_run:
+        return
+    yield from _carry_out(run, plan)
 
 
 def _checked_items(run: _Run, paths: Sequence[str | os.PathLike[str]]
@@ -277,7 +280,7 @@ def _checked_items(run: _Run, paths: Sequence[str | os.PathLike[str]]
         collect, paths, include=settings.include, exclude=settings.exclude, skip=skip,
         follow_links=settings.follow_links))
     for r in rejected:
-        run.emit(r)
+        yield from run.emit(r)
     items: list[Item] = []
     records, ledger, reported = (yield Blocking(_read_state, (store,)))
     checked = yield Blocking(functools.partial(
@@ -287,9 +290,9 @@ def _checked_items(run: _Run, paths: Sequence[str | os.PathLike[str]]
         if isinstance(outcome, Item):
             items.append(outcome)
             for warning in outcome.local.warnings:
-                log.warning("%s", warning)
+                yield Say.warning("%s", warning)
         elif outcome is not None:
-            run.emit(outcome)
+            yield from run.emit(outcome)
         else:
             run.report.interrupted = True
     return items, records, ledger, reported
@@ -302,9 +305,9 @@ def _list_account(run: _Run, items: Sequence[Item]) -> Steps[FileList | None]:
         listing: FileList = yield ListFiles()
     except UploadCancelledError:  # stopped while the listing waited its turn
         for item in items:
-            run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
-                                error=UploadCancelledError(f"{item.shown}: not started "
-                                                           "(interrupted)")), item)
+            error = UploadCancelledError(f"{item.shown}: not started (interrupted)")
+            yield from run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
+                                           error=error), item)
         return None
     run.report.list_calls += 1
     return listing
@@ -322,8 +325,8 @@ def _impostors(store: StateStore | None, records: Sequence[Record],
     ours = {os.path.abspath(i.local.path) for i in items}
     for file_id in sorted({r.file_id for r in records if r.file_id in found and r.path in ours}):
         why = found[file_id]
-        log.warning("%s, recorded as stored, is not that file now (%s); it is left alone and "
-                    "the file is sent again", file_id, why)
+        yield Say.warning("%s, recorded as stored, is not that file now (%s); it is left alone "
+                          "and the file is sent again", file_id, why)
     return found
 
 
@@ -341,10 +344,10 @@ def _recheck_and_hash(run: _Run, items: list[Item], records: list[Record],
             allow_any_type=run.options.allow_any_type))):
         if failure is not None:
             items.remove(item)
-            run.emit(failure, item)
+            yield from run.emit(failure, item)
         else:
             for warning in item.local.warnings:
-                log.warning("%s", warning)
+                yield Say.warning("%s", warning)
     reusable = (yield Blocking(run.cache.entries)) if run.cache is not None else []
     # a reuse is possible only where a cached file is still listed: only those sizes
     # make a file worth hashing before it is sent
@@ -352,7 +355,7 @@ def _recheck_and_hash(run: _Run, items: list[Item], records: list[Record],
     for item, failure in (yield Blocking(functools.partial(
             hash_where_needed, items, records, sizes, listed=listed, purpose=run.purpose))):
         items.remove(item)
-        run.emit(failure, item)
+        yield from run.emit(failure, item)
     return reusable
 
 
@@ -366,12 +369,12 @@ def _carry_out(run: _Run, plan: BatchPlan) -> Steps[None]:
                                    deleted=run.report.deleted)
     except UploadCancelledError:
         # stopped while making room: what was deleted is in the report; nothing is sent
-        _not_started(run, plan)
+        yield from _not_started(run, plan)
         return
     yield from _upload(run, plan.groups, plan.claimed)
     if plan.interrupted and run.fatal is None and not stop.is_set():
         yield from _interrupted(run, plan)
-    _not_started(run, plan)
+    yield from _not_started(run, plan)
     if run.fatal is not None:
         raise run.fatal  # the state store failed: nothing more can be recorded
     yield from _emit_twins(run, plan)

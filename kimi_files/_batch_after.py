@@ -4,7 +4,6 @@ open attempts that landed late (reported), and earlier copies of changed files (
 
 from __future__ import annotations
 
-import logging
 import os
 
 from ._adoption import Attempt, resolve
@@ -12,11 +11,9 @@ from ._batch_run import _note_suspects, _Run
 from ._models import FileList
 from ._planner import BatchPlan
 from ._state import StateStore
-from ._steps import Blocking, ListFiles, Steps
+from ._steps import Blocking, ListFiles, Say, Steps
 from ._uploader import delete_steps
 from .errors import KimiError
-
-log = logging.getLogger("kimi_files")
 
 
 def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
@@ -39,7 +36,7 @@ def _late_copies(run: _Run, plan: BatchPlan) -> Steps[None]:
                | {r.file_id for r in run.report.results if r.file_id})
     for key, verdict in resolve(attempts, late.data, claimed).items():
         found = [f for f in (verdict.adopted, *verdict.suspects) if f is not None]
-        run.suspect(found, paths.get(key, "an interrupted upload"))
+        yield from run.suspect(found, paths.get(key, "an interrupted upload"))
     yield from _note_suspects(run)
 
 
@@ -87,13 +84,13 @@ def _earlier_copies(run: _Run) -> Steps[None]:
             try:
                 yield from delete_steps(f.id)
             except KimiError as exc:
-                log.info("%s: its earlier copy %s was not deleted: %s", path, f.id, exc)
+                yield Say.info("%s: its earlier copy %s was not deleted: %s", path, f.id, exc)
                 run.report.earlier.append((path, f, f"could not be deleted ({exc})"))
                 continue
             done.append(f.id)
             run.report.replaced.append((path, f))
-            log.info("deleted %s (%s, %d bytes), the earlier copy of %s, replaced by %s",
-                     f.id, f.filename, f.bytes, path, run.current[copy.path])
+            yield Say.info("deleted %s (%s, %d bytes), the earlier copy of %s, replaced by %s",
+                           f.id, f.filename, f.bytes, path, run.current[copy.path])
     finally:
         if done:
             yield Blocking(store.forget_stored, (done,))

@@ -5,7 +5,6 @@ handling of what the plan decided (skips, reuses, twins, refusals, deferrals) as
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -20,13 +19,11 @@ from ._quota import account_full_error
 from ._report import BatchReport, FileResult, Status
 from ._scan import Item
 from ._state import OpenAttempt, Record, StateStore
-from ._steps import Blocking, ClientLike, Steps
+from ._steps import Blocking, ClientLike, Say, Steps
 from .errors import NoRoomError, ServerTooManyFilesError, StateError, UploadCancelledError
 
 if TYPE_CHECKING:
     from ._batch import BatchOptions
-
-log = logging.getLogger("kimi_files")
 
 
 class _Run:
@@ -61,7 +58,9 @@ class _Run:
         self._lock = threading.Lock()
         self._positions = list(range(settings.concurrency, 0, -1))  # progress bar rows
 
-    def emit(self, result: FileResult, item: Item | None = None) -> None:
+    def emit(self, result: FileResult, item: Item | None = None) -> Steps[None]:
+        """Record ``result`` (of ``item``) and hand it to ``on_result`` (one at a time)."""
+        failed: Exception | None = None
         with self._lock:
             if item is not None:
                 self.results[id(item)] = result
@@ -78,7 +77,9 @@ class _Run:
                 try:
                     self.settings.on_result(result)
                 except Exception as exc:  # the caller's callback must not lose the result
-                    log.error("on_result failed for %s: %r", result.path, exc)
+                    failed = exc
+        if failed is not None:
+            yield Say.error("on_result failed for %s: %r", result.path, failed)
 
     def account_full(self, error: ServerTooManyFilesError, path: str) -> tuple[NoRoomError, bool]:
         """The shared reason once the server said the account is full, and whether this is
@@ -90,9 +91,11 @@ class _Run:
                                            self.client.limits.max_files)
             return self.full, True
 
-    def suspect(self, files: Iterable[FileObject], path: str, *, said: bool = False) -> None:
+    def suspect(self, files: Iterable[FileObject], path: str, *,
+                said: bool = False) -> Steps[None]:
         """Report files that may be extra copies of ``path``; they are never adopted.
         ``said``: the upload said so already (each is said once)."""
+        fresh: list[FileObject] = []
         with self._lock:
             known = {f.id for f in self.report.suspects}
             for f in files:
@@ -101,10 +104,11 @@ class _Run:
                     self.report.suspects.append(f)
                     self.suspected.setdefault(os.path.abspath(path), []).append(f)
                     self.unnoted.append((path, f.id))
-                    if not said:
-                        log.warning("%s: %s (%s, %d bytes) may be a copy an interrupted or lost "
-                                    "attempt stored, or someone else's; kept, not adopted",
-                                    path, f.id, f.filename, f.bytes)
+                    fresh.append(f)
+        for f in fresh if not said else ():
+            yield Say.warning("%s: %s (%s, %d bytes) may be a copy an interrupted or lost "
+                              "attempt stored, or someone else's; kept, not adopted",
+                              path, f.id, f.filename, f.bytes)
 
     def drop_proven_suspects(self) -> None:
         """A file some result of this run holds (its id came in an answer) is no suspect."""
@@ -184,7 +188,7 @@ def _note_suspects(run: _Run) -> Steps[None]:
 def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
     """Report and record what the plan decided before anything is sent."""
     for path, f in plan.suspects:
-        run.suspect([f], path)
+        yield from run.suspect([f], path)
     if run.store is not None and not run.settings.dry_run:
         yield from _note_suspects(run)
         if plan.settle:
@@ -201,30 +205,31 @@ def _settle(run: _Run, plan: BatchPlan) -> Steps[None]:
             same = skip.stored_as == skip.item.local.filename
             note = ("the account holds this content already" if same else
                     f"the account holds this content already, stored as {skip.stored_as!r}")
-            run.emit(FileResult(skip.item.shown, "reused", file_id=skip.file_id,
-                                bytes=skip.item.local.size, note=note, stored_as=skip.stored_as,
-                                purpose=run.purpose), skip.item)
+            yield from run.emit(FileResult(skip.item.shown, "reused", file_id=skip.file_id,
+                                           bytes=skip.item.local.size, note=note,
+                                           stored_as=skip.stored_as, purpose=run.purpose),
+                                skip.item)
             continue
         note = ("stored by an interrupted run; adopted" if skip.adopted
                 else "already uploaded, unchanged")
-        run.emit(FileResult(skip.item.shown, "skipped", file_id=skip.file_id,
-                            bytes=skip.item.local.size, note=note, stored_as=skip.stored_as,
-                            purpose=run.purpose), skip.item)
+        yield from run.emit(FileResult(skip.item.shown, "skipped", file_id=skip.file_id,
+                                       bytes=skip.item.local.size, note=note,
+                                       stored_as=skip.stored_as, purpose=run.purpose), skip.item)
     if plan.refusal is not None:
         for item in plan.uploads:
-            run.emit(FileResult(item.shown, "rejected", bytes=item.local.size,
-                                error=plan.refusal), item)
+            yield from run.emit(FileResult(item.shown, "rejected", bytes=item.local.size,
+                                           error=plan.refusal), item)
         yield from _emit_twins(run, plan)
         return
     if plan.room is not None:  # (a plan of interrupted files has none of its own)
         run.report.plan = plan.room
     for item in plan.deferred:  # decided now: said now
-        run.emit(FileResult(item.shown, "deferred", bytes=item.local.size,
-                            error=plan.deferral, note="no room for it now"), item)
+        yield from run.emit(FileResult(item.shown, "deferred", bytes=item.local.size,
+                                       error=plan.deferral, note="no room for it now"), item)
     if run.settings.dry_run:
         for item in plan.uploads:
-            run.emit(FileResult(item.shown, "planned", bytes=item.local.size,
-                                note="would upload"), item)
+            yield from run.emit(FileResult(item.shown, "planned", bytes=item.local.size,
+                                           note="would upload"), item)
         yield from _emit_twins(run, plan)
 
 
@@ -239,15 +244,15 @@ def _emit_twins(run: _Run, plan: BatchPlan) -> Steps[None]:
             if run.store is not None and not run.settings.dry_run:
                 yield run.done(item, first.file_id)
             status = "skipped"
-        run.emit(FileResult(item.shown, status, file_id=first.file_id, bytes=item.local.size,
-                            error=first.error, note=note, stored_as=first.stored_as,
-                            purpose=first.purpose), item)
+        yield from run.emit(FileResult(item.shown, status, file_id=first.file_id,
+                                       bytes=item.local.size, error=first.error, note=note,
+                                       stored_as=first.stored_as, purpose=first.purpose), item)
 
 
-def _not_started(run: _Run, plan: BatchPlan) -> None:
+def _not_started(run: _Run, plan: BatchPlan) -> Steps[None]:
     """A result for each file a stop kept from starting."""
     for item in plan.uploads:
         if id(item) not in run.results:
-            run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
-                                error=UploadCancelledError(f"{item.shown}: not started "
-                                                           "(interrupted)")), item)
+            error = UploadCancelledError(f"{item.shown}: not started (interrupted)")
+            yield from run.emit(FileResult(item.shown, "failed", bytes=item.local.size,
+                                           error=error), item)

@@ -5,9 +5,7 @@ recorded; and the files an interrupted run was sending, after the rest."""
 from __future__ import annotations
 
 import functools
-import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 
 from ._batch_run import _read_state, _Run, _settle
@@ -18,11 +16,20 @@ from ._progress import Heartbeat, ProgressBar, short_label, status_line
 from ._quota import account_full_error
 from ._report import FileResult
 from ._scan import Item
-from ._steps import Blocking, ListFiles, Parallel, Steps
+from ._steps import (
+    Blocking,
+    Close,
+    ListFiles,
+    Now,
+    Parallel,
+    Progress,
+    Say,
+    Status,
+    Steps,
+    closing,
+)
 from ._uploader import Claims, Sent, send_steps
 from .errors import KimiError, LocalFileError, ServerTooManyFilesError, StateError
-
-log = logging.getLogger("kimi_files")
 
 
 def _interrupted(run: _Run, plan: BatchPlan) -> Steps[None]:
@@ -39,7 +46,7 @@ def _interrupted(run: _Run, plan: BatchPlan) -> Steps[None]:
                | {r.file_id for r in run.report.results if r.file_id})
     late = plan_interrupted([i for g in plan.interrupted for i in g], listing.data, records,
                             ledger, claimed, server_now=run.client.clock.now(),
-                            wall_now=time.time())
+                            wall_now=(yield Now(wall=True)))
     run.ghosts = late.ghosts
     yield from _settle(run, late)
     yield from _upload(run, late.groups, late.claimed)
@@ -52,21 +59,24 @@ def _upload(run: _Run, groups: Sequence[Sequence[Item]],
         return
     claims = Claims(claimed)
     items = [i for g in groups for i in g]
-    overall = ProgressBar(total=sum(i.local.size for i in items),
-                          files=len(items), enabled=run.options.progress, position=0)
-    started = time.monotonic()
+    overall: ProgressBar = yield Progress(sum(i.local.size for i in items), "",
+                                          run.options.progress, files=len(items), position=0)
 
-    def status() -> str:
+    def status(elapsed: float) -> str:
         return status_line(overall.files_done, len(items), overall.n, overall.total or 0,
-                           time.monotonic() - started, run.client.pacer.describe())
+                           elapsed, run.client.pacer.describe())
 
+    beat: Heartbeat = yield Status(status)
+    run.heartbeat = beat
     try:
-        with Heartbeat(status) as run.heartbeat:
-            yield Parallel([_group_steps(run, group, claims, overall) for group in groups],
-                           run.settings.concurrency)
+        # (the jobs' errors are their outcomes: only what ends the run passes, and then the
+        # driver closes what it holds)
+        yield Parallel([_group_steps(run, group, claims, overall) for group in groups],
+                       run.settings.concurrency)
     finally:
         run.heartbeat = None
-        overall.close()
+    yield Close(beat)
+    yield Close(overall)
 
 
 def _group_steps(run: _Run, group: Sequence[Item], claims: Claims,
@@ -76,8 +86,8 @@ def _group_steps(run: _Run, group: Sequence[Item], claims: Claims,
         if run.stop.is_set():
             return
         if run.full is not None:  # the account is full: nothing more is sent
-            run.emit(FileResult(item.shown, "deferred", bytes=item.local.size, error=run.full,
-                                note="the account is full"), item)
+            yield from run.emit(FileResult(item.shown, "deferred", bytes=item.local.size,
+                                           error=run.full, note="the account is full"), item)
             overall.file_done()
             continue
         yield from _item_steps(run, item, claims, overall)
@@ -85,11 +95,21 @@ def _group_steps(run: _Run, group: Sequence[Item], claims: Claims,
 
 def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> Steps[None]:
     """Send one file and record it; every outcome becomes its result, never an exception."""
+    position = run.position()
+    try:
+        bar: ProgressBar = yield Progress(item.local.size, short_label(item.local.filename),
+                                          run.options.progress, position=position, leave=False)
+        yield from closing(bar, _send_item(run, item, claims, bar, overall))
+    finally:
+        overall.file_done()
+        run.release(position)
+
+
+def _send_item(run: _Run, item: Item, claims: Claims, bar: ProgressBar,
+               overall: ProgressBar) -> Steps[None]:
+    """What :func:`_item_steps` does with its bar."""
     local = item.local
     store = run.store
-    position = run.position()
-    bar = ProgressBar(total=local.size, desc=short_label(local.filename),
-                      enabled=run.options.progress, position=position, leave=False)
     on_read, on_rewind = _progress(bar, overall)
     # the hash goes into the state's record and the reuse cache: taken as the bytes are sent
     # when not taken before (send_steps, beside the sending), and only for them (no state,
@@ -101,8 +121,9 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
         # the intent, durable before the first byte goes out, with the server's time
         attempt.append(run.begin(item, since))
 
-    def failed(error: KimiError) -> None:
-        run.emit(FileResult(item.shown, "failed", bytes=local.size, error=error), item)
+    def failed(error: KimiError) -> Steps[None]:
+        yield from run.emit(FileResult(item.shown, "failed", bytes=local.size, error=error),
+                            item)
 
     try:
         sent = yield from send_steps(
@@ -112,25 +133,23 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
             on_begin=on_begin if store is not None else None, stop=run.stop,
             ghosts=run.ghosts, sha256=item.sha256, hash_sent=wanted)
         yield from _record_sent(run, item, sent, attempt, wanted)
-        _report_sent(run, item, sent)
+        yield from _report_sent(run, item, sent)
     except StateError as exc:
         # the record of what was sent is gone or broken: stop the whole run, loudly
         run.fatal = exc
         run.stop.set()
-        failed(exc)
+        yield from failed(exc)
     except ServerTooManyFilesError as exc:
         yield from _account_full(run, item, exc)
     except KimiError as exc:
-        failed(exc)
+        yield from failed(exc)
     except OSError as exc:
-        failed(LocalFileError(f"{item.shown}: {exc}"))
+        yield from failed(LocalFileError(f"{item.shown}: {exc}"))
     except Exception as exc:  # a bug: say so, never lose the file silently
-        log.error("%s: unexpected %s", item.shown, type(exc).__name__, exc_info=True)
-        failed(KimiError(f"{item.shown}: unexpected error {type(exc).__name__}: {exc}"))
-    finally:
-        bar.close()
-        overall.file_done()
-        run.release(position)
+        yield Say.error("%s: unexpected %s", item.shown, type(exc).__name__,
+                        exc_info=exc)
+        yield from failed(KimiError(f"{item.shown}: unexpected error {type(exc).__name__}: "
+                                    f"{exc}"))
 
 
 def _progress(bar: ProgressBar, overall: ProgressBar
@@ -176,11 +195,11 @@ def _record_sent(run: _Run, item: Item, sent: Sent, attempt: Sequence[int],
                                             sent.file.filename, local.size))
 
 
-def _report_sent(run: _Run, item: Item, sent: Sent) -> None:
+def _report_sent(run: _Run, item: Item, sent: Sent) -> Steps[None]:
     """The result of a file stored, with the possible extra copies kept."""
     local = item.local
     note = "adopted after a lost response" if sent.adopted else ""
-    run.suspect(sent.suspects, item.shown, said=True)  # send_steps said each
+    yield from run.suspect(sent.suspects, item.shown, said=True)  # send_steps said each
     # with those an interrupted run of this file left (reported when the batch began)
     suspects = list(dict.fromkeys(f.id for f in (
         *sent.suspects, *run.suspected.get(os.path.abspath(local.path), ()))))
@@ -188,10 +207,10 @@ def _report_sent(run: _Run, item: Item, sent: Sent) -> None:
         many = len(suspects)
         note = ", ".join(filter(None, [
             note, f"{many} possible extra cop{'y' if many == 1 else 'ies'} kept"]))
-    run.emit(FileResult(item.shown, "uploaded", file_id=sent.file.id, bytes=local.size,
-                        note=note, suspects=tuple(suspects),
-                        stored_as=sent.file.filename, purpose=sent.file.purpose or run.purpose),
-             item)
+    yield from run.emit(FileResult(
+        item.shown, "uploaded", file_id=sent.file.id, bytes=local.size, note=note,
+        suspects=tuple(suspects), stored_as=sent.file.filename,
+        purpose=sent.file.purpose or run.purpose), item)
 
 
 def _account_full(run: _Run, item: Item, exc: ServerTooManyFilesError) -> Steps[None]:
@@ -205,6 +224,6 @@ def _account_full(run: _Run, item: Item, exc: ServerTooManyFilesError) -> Steps[
                 item.shown, exc.message, exc.max_file_count, len(listing.data),
                 run.client.limits.max_files).message
         except KimiError as again:
-            log.info("listing after the account was full failed: %s", again)
-    run.emit(FileResult(item.shown, "deferred", bytes=item.local.size, error=full,
-                        note="the account is full"), item)
+            yield Say.info("listing after the account was full failed: %s", again)
+    yield from run.emit(FileResult(item.shown, "deferred", bytes=item.local.size, error=full,
+                                   note="the account is full"), item)

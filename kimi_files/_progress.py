@@ -279,8 +279,12 @@ class Heartbeat:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """Stop looking, and stop taking kimi-files' lines as news."""
         self._done.set()
         if self._thread is not None:
             self._thread.join()
         log.removeFilter(self)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -4,7 +4,8 @@ Every decision that makes kimi-files trustworthy (retry or not, how long to wait
 file is ours, what to record before and after) is written once, as a generator of *actions*
 (:class:`Request`, the Files API calls :class:`ListFiles`, :class:`CreateFile`, :class:`DeleteFile` and
 :class:`GetContent`, :class:`Wait`, :class:`Blocking`, :class:`Parallel`, and the local
-:class:`Now`, :class:`Stat`, :class:`Open`, :class:`Progress`, :class:`Close` and :class:`Say`).
+:class:`Now`, :class:`Stat`, :class:`Open`, :class:`Progress`, :class:`Status`, :class:`Close` and
+:class:`Say`).
 A generator never touches a socket, a clock, the disk, the terminal or the log itself: it
 yields an action, and the driver sends back the action's result (or throws its exception in).
 :func:`run_sync` performs the actions with blocking calls and threads; :func:`run_async` with
@@ -31,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from . import _retry as _retry
 
@@ -41,12 +42,12 @@ if TYPE_CHECKING:
     from ._cache import ReuseCache
     from ._config import Limits, RetryPolicy
     from ._pacing import Pacer
-    from ._progress import ProgressBar
+    from ._progress import Heartbeat, ProgressBar
 
 __all__ = ["Action", "Blocking", "ClientLike", "Close", "CreateFile", "DeleteFile", "Driven",
            "FileStat", "GetContent", "Halted", "ListFiles", "Now", "Open", "Parallel", "Progress",
-           "Request", "Say", "Stat", "Steps", "Wait", "closing", "halts_with", "run_async",
-           "run_sync"]
+           "Request", "Say", "Stat", "Status", "Steps", "Wait", "closing", "halts_with",
+           "run_async", "run_sync"]
 
 T = TypeVar("T")
 R_co = TypeVar("R_co", covariant=True)
@@ -182,25 +183,39 @@ class Open:
 class Progress:
     """A progress bar of ``total`` bytes (a :class:`~kimi_files._progress.ProgressBar`, quiet
     when ``enabled`` is False, or None and stderr is not a terminal); the driver owns it as
-    it owns an :class:`Open` handle."""
+    it owns an :class:`Open` handle. ``files``: it counts them too, in its label; ``position``
+    and ``leave``: tqdm's (its row, and whether it stays drawn once closed)."""
 
     total: int
     desc: str
     enabled: bool | None = None
     #: what the bar counts when not bytes (``"doc"``): whole items, shown unscaled
     unit: str | None = None
+    files: int | None = None
+    position: int | None = None
+    leave: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A status line said at WARNING whenever nothing was shown for a while (a
+    :class:`~kimi_files._progress.Heartbeat`): ``describe(seconds since it began)`` gives the
+    line. The driver owns it as it owns a :class:`Progress` bar, until :class:`Close`."""
+
+    describe: Callable[[float], str]
 
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    """Close a handle or a bar an :class:`Open` or a :class:`Progress` gave, now."""
+    """Close what an :class:`Open`, a :class:`Progress` or a :class:`Status` gave, now."""
 
-    resource: IO[bytes] | ProgressBar
+    resource: Held
 
 
 @dataclass(frozen=True, slots=True)
 class Say:
-    """A line for the user, through the ``kimi_files`` logger (``msg % args``)."""
+    """A line for the user, through the ``kimi_files`` logger (``msg % args``; ``exc``: with
+    its traceback)."""
 
     level: int
     msg: str
@@ -221,7 +236,9 @@ class Say:
         return cls(logging.ERROR, msg, args, exc_info)
 
 
-Local = Now | Stat | Open | Progress | Close | Say
+#: What the driver holds for the steps until :class:`Close` (or their end).
+Held: TypeAlias = "IO[bytes] | ProgressBar | Heartbeat"
+Local = Now | Stat | Open | Progress | Status | Close | Say
 Action = (Request | ListFiles | CreateFile | DeleteFile | GetContent | Wait | Blocking | Parallel
           | Local)
 #: A step generator: it yields actions and is sent each one's result (whose type the action
@@ -265,11 +282,11 @@ class Driven(Protocol[R_co]):
     def run(self, steps: Steps[object], stop: threading.Event | None = None) -> R_co: ...
 
 
-def closing(resource: IO[bytes] | ProgressBar, steps: Steps[T]) -> Steps[T]:
-    """Run ``steps``, then :class:`Close` ``resource`` (an :class:`Open` handle or a
-    :class:`Progress` bar), however they end: after an error too, so that steps which carry
-    on after it hold nothing open. (When the steps are closed or interrupted, no action can
-    be yielded: the driver closes what is left when they end.)"""
+def closing(resource: Held, steps: Steps[T]) -> Steps[T]:
+    """Run ``steps``, then :class:`Close` ``resource`` (an :class:`Open` handle, a
+    :class:`Progress` bar or a :class:`Status` line), however they end: after an error too,
+    so that steps which carry on after it hold nothing open. (When the steps are closed or
+    interrupted, no action can be yielded: the driver closes what is left when they end.)"""
     try:
         result = yield from steps
     except Exception:
@@ -364,7 +381,7 @@ class _Held:
     asyncio, the loop's): not worth a hop to a worker thread."""
 
     def __init__(self) -> None:
-        self._open: list[IO[bytes] | ProgressBar] = []
+        self._open: list[Held] = []
 
     def perform(self, action: Local) -> object:
         match action:
@@ -378,14 +395,26 @@ class _Held:
                 fh = open(path, "rb")  # noqa: SIM115 - closed at Close, or by close_all
                 self._open.append(fh)
                 return fh
-            case Progress(total=total, desc=desc, enabled=enabled, unit=unit):
-                from ._progress import ProgressBar
+            case Progress(total=total, desc=desc, enabled=enabled, unit=unit, files=files,
+                          position=position, leave=leave):
+                from ._progress import BarOptions, ProgressBar
 
-                bar = (ProgressBar(total=total, desc=desc, enabled=enabled) if unit is None else
-                       ProgressBar(total=total, desc=desc, enabled=enabled, unit=unit,
-                                   unit_scale=False))
+                options = BarOptions(leave=leave)
+                if unit is not None:
+                    options["unit"], options["unit_scale"] = unit, False
+                if position is not None:
+                    options["position"] = position
+                bar = ProgressBar(total=total, desc=desc, enabled=enabled, files=files,
+                                  **options)
                 self._open.append(bar)
                 return bar
+            case Status(describe=describe):
+                from ._progress import Heartbeat
+
+                began = time.monotonic()
+                beat = Heartbeat(lambda: describe(time.monotonic() - began))
+                self._open.append(beat.__enter__())
+                return beat
             case Close(resource=resource):
                 if resource in self._open:
                     self._open.remove(resource)

@@ -5,9 +5,10 @@ is answered from the script (a value, an exception to throw in, or a function of
 raw ``Request`` from the ``request`` answers (an ``httpx.Response`` that is not a success is
 raised as the error the transport makes of it), a
 ``Wait`` is recorded and moves the fake clock (``Now`` reads it), a ``Say`` is recorded (not
-logged), a ``Progress`` bar is a recording stand-in, ``Stat`` and ``Open`` are answered from
-the script when it has answers queued for them (``stat``, ``open``) and from the file
-otherwise, local ``Blocking`` work runs inline, and ``Parallel`` jobs run one after the other.
+logged), a ``Progress`` bar and a ``Status`` line are recording stand-ins, ``Stat`` and
+``Open`` are answered from the script when it has answers queued for them (``stat``,
+``open``) and from the file otherwise, local ``Blocking`` work runs inline, and ``Parallel``
+jobs run one after the other.
 Nothing here opens a socket or starts a thread, so a scenario (a lost answer, a 429 with a
 named wait, a look-alike in the listing, a clock that lies, a file rewritten as it is sent) is
 a few lines and runs in milliseconds; ``script.log`` is what the steps asked for, in order.
@@ -20,7 +21,7 @@ import json
 import os
 import urllib.parse
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from kimi_files._steps import (
     Request,
     Say,
     Stat,
+    Status,
     Steps,
     Wait,
 )
@@ -73,17 +75,26 @@ AS_IS = object()
 
 
 class FakeBar:
-    """A progress bar that keeps what it was told."""
+    """A progress bar that keeps what it was told (``files``: a batch's, counting them)."""
 
-    def __init__(self, total: int, desc: str, unit: str | None = None) -> None:
-        self.total, self.desc, self.unit = total, desc, unit
+    def __init__(self, total: int, desc: str, unit: str | None = None,
+                 files: int | None = None) -> None:
+        self.total, self.desc, self.unit, self.files = total, desc, unit, files
         self.done = 0
+        self.files_done = 0
         self.rewinds: list[str] = []
         self.notes: list[str] = []
         self.closed = False
 
+    @property
+    def n(self) -> int:
+        return self.done
+
     def advance(self, n: int) -> None:
         self.done += n
+
+    def back(self, n: int) -> None:
+        self.done -= n
 
     def rewind(self, note: str) -> None:
         self.done = 0
@@ -91,6 +102,25 @@ class FakeBar:
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def file_done(self) -> None:
+        self.files_done += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeStatus:
+    """A status line (a Heartbeat) that keeps what it was told; ``describe(seconds)`` is the
+    line it would say after that long."""
+
+    def __init__(self, describe: Callable[[float], str]) -> None:
+        self.describe = describe
+        self.touched = 0
+        self.closed = False
+
+    def touch(self) -> None:
+        self.touched += 1
 
     def close(self) -> None:
         self.closed = True
@@ -130,6 +160,7 @@ class Script:
     time: FakeTime = field(default_factory=FakeTime)
     log: list[tuple[str, Any]] = field(default_factory=list)
     bars: list[FakeBar] = field(default_factory=list)
+    statuses: list[FakeStatus] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.pacer = Pacer()
@@ -175,7 +206,7 @@ class Script:
             raise outcome
         return True, outcome
 
-    def _local(self, action: Now | Stat | Open | Progress | Close | Say) -> Any:
+    def _local(self, action: Now | Stat | Open | Progress | Status | Close | Say) -> Any:
         match action:
             case Now(wall=wall):
                 return self.time.wall if wall else self.time.now
@@ -201,9 +232,12 @@ class Script:
                     seen = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                 self._opened[id(handle)] = seen
                 return handle
-            case Progress(total=total, desc=desc, unit=unit):
-                self.bars.append(FakeBar(total, desc, unit))
+            case Progress(total=total, desc=desc, unit=unit, files=files):
+                self.bars.append(FakeBar(total, desc, unit, files))
                 return self.bars[-1]
+            case Status(describe=describe):
+                self.statuses.append(FakeStatus(describe))
+                return self.statuses[-1]
             case Close(resource=resource):
                 self.log.append(("close", type(resource).__name__))
                 resource.close()
@@ -272,7 +306,7 @@ class Script:
             return outcomes
         if isinstance(action, Request):
             return self._request(action)
-        if isinstance(action, (Now, Stat, Open, Progress, Close, Say)):
+        if isinstance(action, (Now, Stat, Open, Progress, Status, Close, Say)):
             return self._local(action)
         raise AssertionError(f"unknown action {action!r}")
 

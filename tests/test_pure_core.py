@@ -25,9 +25,7 @@ METHODS = {"stat", "lstat", "read_text", "read_bytes", "write_text", "write_byte
 
 #: Modules whose steps still do some I/O inline, and how many such calls: none may be added;
 #: when one is converted, its count here goes down with it (to its removal).
-PENDING: dict[str, int] = {
-    "_batch.py": 6, "_batch_after.py": 2, "_batch_send.py": 7,
-}
+PENDING: dict[str, int] = {}
 
 
 def _is_steps(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:

@@ -253,6 +253,36 @@ def test_the_batch_bar_counts_files(tmp_path: Path) -> None:
     assert "1/3 files" in out.getvalue() and bar.files_done == 1
 
 
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_the_drivers_draw_the_batch_bar_and_hold_the_status_line_until_closed(
+        driver: str) -> None:
+    import asyncio
+
+    from kimi_files._progress import Heartbeat, ProgressBar
+    from kimi_files._steps import Close, Progress, Status, Steps, run_async, run_sync
+
+    logger = logging.getLogger("kimi_files")
+    ages: list[float] = []
+
+    def describe(age: float) -> str:
+        ages.append(age)
+        return "status!"
+
+    def steps() -> Steps[tuple[Any, Any, bool]]:
+        bar = yield Progress(100, "", False, files=3, position=0, leave=False)
+        beat = yield Status(describe)
+        held = beat in logger.filters  # while held, a WARNING said is news to it
+        yield Close(beat)
+        yield Close(bar)
+        return bar, beat, held
+
+    bar, beat, held = (run_sync(steps(), client=None) if driver == "sync"
+                       else asyncio.run(run_async(steps(), client=None)))
+    assert isinstance(bar, ProgressBar) and bar.files == 3 and not bar.drawn
+    assert isinstance(beat, Heartbeat) and held and beat not in logger.filters
+    assert beat._describe() == "status!" and 0 <= ages[0] < 60  # the seconds since it began
+
+
 # --- item 4: do the part that fits ----------------------------------------------------------
 
 

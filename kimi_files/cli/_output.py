@@ -117,7 +117,7 @@ def _stdout_to_devnull() -> None:
 
 def write_whole(path: Path, text: str, *, prefix: str = ".kimi-") -> None:
     """Write ``text`` to ``path`` whole or not at all (written beside it, then renamed over:
-    a link of that name is replaced, never followed). Any text the server sent is written,
+    a link of that name is replaced, never followed). Whatever text the server sent is written,
     a lone surrogate (which JSON may hold) too, as the bytes Python's ``surrogatepass`` gives.
 
     Raises:
