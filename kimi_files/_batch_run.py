@@ -19,7 +19,7 @@ from ._quota import account_full_error
 from ._report import BatchReport, FileResult, Status
 from ._scan import Item
 from ._state import OpenAttempt, Record, StateStore
-from ._steps import Blocking, ClientLike, Say, Steps
+from ._steps import Advance, Blocking, ClientLike, Say, Steps
 from .errors import NoRoomError, ServerTooManyFilesError, StateError, UploadCancelledError
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ class _Run:
         """Record ``result`` (of ``item``) and hand it to ``on_result`` (one at a time)."""
         failed: Exception | None = None
         with self._lock:
+            beat = self.heartbeat
             if item is not None:
                 self.results[id(item)] = result
                 if result.file_id and result.status in ("uploaded", "skipped", "reused"):
@@ -71,13 +72,13 @@ class _Run:
                 elif result.status == "planned":
                     self.planned.add(os.path.abspath(item.local.path))
             self.report.results.append(result)
-            if self.heartbeat is not None:
-                self.heartbeat.touch()
             if self.settings.on_result is not None:
                 try:
                     self.settings.on_result(result)
                 except Exception as exc:  # the caller's callback must not lose the result
                     failed = exc
+        if beat is not None:
+            yield Advance(beat)  # a result is news: the status line waits its turn again
         if failed is not None:
             yield Say.error("on_result failed for %s: %r", result.path, failed)
 

@@ -17,6 +17,7 @@ from ._quota import account_full_error
 from ._report import FileResult
 from ._scan import Item
 from ._steps import (
+    Advance,
     Blocking,
     Close,
     ListFiles,
@@ -88,7 +89,7 @@ def _group_steps(run: _Run, group: Sequence[Item], claims: Claims,
         if run.full is not None:  # the account is full: nothing more is sent
             yield from run.emit(FileResult(item.shown, "deferred", bytes=item.local.size,
                                            error=run.full, note="the account is full"), item)
-            overall.file_done()
+            yield Advance(overall, files=1)
             continue
         yield from _item_steps(run, item, claims, overall)
 
@@ -97,11 +98,12 @@ def _item_steps(run: _Run, item: Item, claims: Claims, overall: ProgressBar) -> 
     """Send one file and record it; every outcome becomes its result, never an exception."""
     position = run.position()
     try:
+        # its file counts as done in the overall bar when the bar closes, however it ends
         bar: ProgressBar = yield Progress(item.local.size, short_label(item.local.filename),
-                                          run.options.progress, position=position, leave=False)
+                                          run.options.progress, position=position, leave=False,
+                                          part_of=overall)
         yield from closing(bar, _send_item(run, item, claims, bar, overall))
     finally:
-        overall.file_done()
         run.release(position)
 
 

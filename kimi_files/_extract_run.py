@@ -33,6 +33,7 @@ from ._quota import Usage, fmt_bytes
 from ._scan import collect
 from ._state import OpenAttempt, Record, StateStore
 from ._steps import (
+    Advance,
     Blocking,
     ClientLike,
     CreateFile,
@@ -169,13 +170,12 @@ class _Run:
         with self._lock:
             self.held.pop(file_id, None)
 
-    def ended(self, result: ExtractResult) -> None:
+    def ended(self, result: ExtractResult) -> int:
+        """Count ``result`` in the summary; the bytes of the documents ended so far."""
         with self._lock:
             self.summary.counts[result.status] = self.summary.counts.get(result.status, 0) + 1
             self.summary.bytes += result.bytes
-        if self.bar is not None:
-            self.bar.advance(1)
-            self.bar.note(f"{fmt_bytes(self.summary.bytes)}")
+            return self.summary.bytes
 
 
 def _counted(steps: Steps[T], run: _Run) -> Steps[T]:
@@ -389,7 +389,9 @@ def _delete_held(run: _Run) -> Steps[None]:
 
 def _emit(run: _Run, result: ExtractResult) -> Steps[None]:
     """Hand a result over (waiting while the caller has not taken the ones before)."""
-    run.ended(result)
+    ended = run.ended(result)
+    if run.bar is not None:
+        yield Advance(run.bar, 1, note=fmt_bytes(ended))
     while not run.sink(result):
         yield Wait(WINDOW_POLL, real=True)
 

@@ -114,9 +114,12 @@ class ProgressBar:
     """
 
     def __init__(self, *, total: int | None, desc: str = "", enabled: bool | None = None,
-                 files: int | None = None, **kwargs: Unpack[BarOptions]) -> None:
+                 files: int | None = None, part_of: ProgressBar | None = None,
+                 **kwargs: Unpack[BarOptions]) -> None:
         self.total = total
         self.n = 0
+        #: the bar that counts this one's file done when it closes (a batch's overall bar)
+        self._part_of = part_of
         #: files done and in all (``files``: the bar counts them too, in its label)
         self.files_done = 0
         self.files = files
@@ -183,8 +186,13 @@ class ProgressBar:
             self._bar.set_postfix_str(text)
 
     def close(self) -> None:
+        """Take the bar off the terminal; the first time, count its file done in the bar it
+        is part of."""
         if self._bar is not None:
             self._bar.close()
+        part_of, self._part_of = self._part_of, None
+        if part_of is not None:
+            part_of.file_done()
 
     def __enter__(self) -> ProgressBar:
         return self

@@ -33,6 +33,7 @@ from kimi_files._config import Limits, RetryPolicy
 from kimi_files._models import FileList, FileObject
 from kimi_files._pacing import Pacer
 from kimi_files._steps import (
+    Advance,
     Blocking,
     Close,
     CreateFile,
@@ -78,8 +79,9 @@ class FakeBar:
     """A progress bar that keeps what it was told (``files``: a batch's, counting them)."""
 
     def __init__(self, total: int, desc: str, unit: str | None = None,
-                 files: int | None = None) -> None:
+                 files: int | None = None, part_of: FakeBar | None = None) -> None:
         self.total, self.desc, self.unit, self.files = total, desc, unit, files
+        self.part_of = part_of
         self.done = 0
         self.files_done = 0
         self.rewinds: list[str] = []
@@ -107,6 +109,8 @@ class FakeBar:
         self.files_done += 1
 
     def close(self) -> None:
+        if not self.closed and self.part_of is not None:
+            self.part_of.file_done()  # as ProgressBar counts its file in the overall bar
         self.closed = True
 
 
@@ -206,7 +210,8 @@ class Script:
             raise outcome
         return True, outcome
 
-    def _local(self, action: Now | Stat | Open | Progress | Status | Close | Say) -> Any:
+    def _local(self, action: Now | Stat | Open | Progress | Advance | Status | Close | Say
+               ) -> Any:
         match action:
             case Now(wall=wall):
                 return self.time.wall if wall else self.time.now
@@ -232,9 +237,18 @@ class Script:
                     seen = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                 self._opened[id(handle)] = seen
                 return handle
-            case Progress(total=total, desc=desc, unit=unit, files=files):
-                self.bars.append(FakeBar(total, desc, unit, files))
+            case Progress(total=total, desc=desc, unit=unit, files=files, part_of=part_of):
+                self.bars.append(FakeBar(total, desc, unit, files, part_of))
                 return self.bars[-1]
+            case Advance(bar=bar, n=n, files=files, note=note):
+                if isinstance(bar, FakeStatus):
+                    bar.touch()
+                    return None
+                bar.advance(n)
+                bar.files_done += files
+                if note is not None:
+                    bar.note(note)
+                return None
             case Status(describe=describe):
                 self.statuses.append(FakeStatus(describe))
                 return self.statuses[-1]
@@ -306,7 +320,7 @@ class Script:
             return outcomes
         if isinstance(action, Request):
             return self._request(action)
-        if isinstance(action, (Now, Stat, Open, Progress, Status, Close, Say)):
+        if isinstance(action, (Now, Stat, Open, Progress, Advance, Status, Close, Say)):
             return self._local(action)
         raise AssertionError(f"unknown action {action!r}")
 

@@ -283,6 +283,32 @@ def test_the_drivers_draw_the_batch_bar_and_hold_the_status_line_until_closed(
     assert beat._describe() == "status!" and 0 <= ages[0] < 60  # the seconds since it began
 
 
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_the_drivers_move_bars_on_and_a_files_bar_counts_in_its_overall_bar(
+        driver: str) -> None:
+    import asyncio
+
+    from kimi_files._progress import Heartbeat
+    from kimi_files._steps import Advance, Close, Progress, Status, Steps, run_async, run_sync
+
+    def steps() -> Steps[tuple[Any, Any, Any]]:
+        overall = yield Progress(100, "", False, files=3)
+        one = yield Progress(40, "a.txt", False, part_of=overall)
+        yield Advance(one, 40)
+        yield Advance(overall, 40, files=1, note="40 B")  # a file that never had its own bar
+        yield Close(one)  # its file is done: counted once, however often it is closed
+        one.close()
+        beat = yield Status(lambda age: "status!")
+        beat._last = -1e9  # long silent: a status line would be due
+        yield Advance(beat)  # a result shown just now: not due any more
+        return overall, one, beat
+
+    overall, one, beat = (run_sync(steps(), client=None) if driver == "sync"
+                          else asyncio.run(run_async(steps(), client=None)))
+    assert (one.n, overall.n, overall.files_done) == (40, 40, 2)
+    assert isinstance(beat, Heartbeat) and not beat.tick()
+
+
 # --- item 4: do the part that fits ----------------------------------------------------------
 
 

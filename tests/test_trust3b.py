@@ -141,14 +141,14 @@ def test_a_long_listing_is_announced_once_and_has_a_status_line(
     import itertools
     import types
 
-    from kimi_files import _steps
+    from kimi_files import _local
 
     emulator.state.page_size = 1
     for i in range(9):
         emulator.seed(f"f{i}.txt", 1, created_at=NOW + i)
     ticks = itertools.count(0, 10)  # each look at the clock: 10 s later
-    monkeypatch.setattr(_steps, "time", types.SimpleNamespace(  # the driver's clock (Now)
-        monotonic=lambda: float(next(ticks)), time=_steps.time.time))
+    monkeypatch.setattr(_local, "time", types.SimpleNamespace(  # the driver's clock (Now)
+        monotonic=lambda: float(next(ticks)), time=_local.time.time))
     assert len(api.list()) == 9
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     announced = [m for m in said if m.startswith("the account's files come in pages")]
